@@ -1,0 +1,228 @@
+"""MuJoCo simulation of a dual-arm setup built from the package's URDF (ROS-free).
+
+The world is the URDF (arms, grippers, camera frames) plus the table and objects from the
+robot config. Joints are driven by position servos; cameras render RGB and metric depth
+offscreen on the CPU (MUJOCO_GL=egl, shadows off for speed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
+
+from wam_ros.config import CAMERA_NAMES, ConfigError, RobotConfig  # noqa: E402
+
+
+class CommandError(ValueError):
+    """A joint command was rejected; the simulated robot keeps its previous targets."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    width: int = 320
+    height: int = 256
+    camera_rate: float = 15.0
+    physics_dt: float = 0.002
+    # vertical field of view per camera (deg): D435-like head camera, wide wrist cameras
+    fovy: dict[str, float] = field(default_factory=lambda: {"head": 58.0, "left_wrist": 65.0,
+                                                            "right_wrist": 65.0})
+    depth_range: tuple[float, float] = (0.05, 4.0)
+    servo_kp: float = 400.0
+    servo_damping_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 16 <= value <= 4096:
+                raise ConfigError(f"sim.{name}: expected an integer in [16, 4096], got {value!r}")
+        for name in ("camera_rate", "physics_dt", "servo_kp"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"sim.{name}: must be > 0, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """One rendered view: RGB uint8 HxWx3, depth float32 metres HxW (0 = no return), intrinsics."""
+
+    name: str
+    rgb: np.ndarray
+    depth: np.ndarray
+    K: np.ndarray  # 3x3 pinhole intrinsics
+
+    @property
+    def frame_id(self) -> str:
+        return f"{self.name}_color_optical_frame"
+
+
+def _mujoco_urdf(urdf: str) -> str:
+    """Keep fixed-joint frames as bodies (cameras and TCPs live there) and skip visual duplicates."""
+    tag_end = urdf.index(">", urdf.index("<robot")) + 1
+    extension = ('<mujoco><compiler angle="radian" fusestatic="false" discardvisual="true" '
+                 'autolimits="true" balanceinertia="true"/></mujoco>')
+    return urdf[:tag_end] + extension + urdf[tag_end:]
+
+
+class SimWorld:
+    """The simulated robot: set joint targets, step physics, read joints, render cameras."""
+
+    def __init__(self, robot: RobotConfig, urdf: str, config: SimConfig | None = None):
+        self.robot = robot
+        self.config = config or SimConfig()
+        self.joint_names = robot.joint_names
+        self.model = self._build(urdf)
+        self.data = mujoco.MjData(self.model)
+        self._qadr = np.array([self.model.joint(n).qposadr[0] for n in self.joint_names])
+        self._vadr = np.array([self.model.joint(n).dofadr[0] for n in self.joint_names])
+        self._act = np.array([self.model.actuator(n).id for n in self.joint_names])
+        limits = robot.joint_limits()
+        self.lower = np.array([limits[n][0] for n in self.joint_names])
+        self.upper = np.array([limits[n][1] for n in self.joint_names])
+        self._index = {n: i for i, n in enumerate(self.joint_names)}
+        self.reset()
+        self._rgb = mujoco.Renderer(self.model, self.config.height, self.config.width)
+        self._depth = mujoco.Renderer(self.model, self.config.height, self.config.width)
+        self._depth.enable_depth_rendering()
+
+    def _build(self, urdf: str) -> mujoco.MjModel:
+        cfg, robot = self.config, self.robot
+        spec = mujoco.MjSpec.from_string(_mujoco_urdf(urdf))
+        spec.option.timestep = cfg.physics_dt
+        world = spec.worldbody
+        world.add_light(name="sun", pos=[0.3, 0.0, 2.5], dir=[-0.2, 0.0, -1.0],
+                        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, diffuse=[0.7, 0.7, 0.7],
+                        ambient=[0.3, 0.3, 0.3], castshadow=False)
+        world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3.0, 3.0, 0.1],
+                       pos=[0.0, 0.0, -0.75], rgba=[0.35, 0.35, 0.38, 1.0])
+        t = robot.table
+        world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(t.size),
+                       pos=list(t.pose.xyz), rgba=[0.72, 0.58, 0.42, 1.0])
+        for obj in robot.objects:
+            body = world.add_body(name=obj.name, pos=list(obj.pose.xyz))
+            body.add_freejoint(name=f"{obj.name}_free")
+            body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=list(obj.size), rgba=list(obj.rgba),
+                          mass=0.05, friction=[1.5, 0.01, 0.001])
+        # Robot geoms touch the scene but not each other (collision bits: robot 2, scene 1);
+        # arm controllers compensate gravity, as the real FR3 / Piper / TienKung firmware does.
+        robot_bodies = {b.name for b in spec.bodies} - {"world"} - {o.name for o in robot.objects}
+        for body in spec.bodies:
+            if body.name in robot_bodies:
+                body.gravcomp = 1.0
+        for geom in spec.geoms:
+            if geom.parent.name in robot_bodies:
+                geom.contype, geom.conaffinity = 2, 1
+                geom.rgba = [0.82, 0.82, 0.85, 1.0]  # MuJoCo's default grey is too dark
+            else:
+                geom.contype, geom.conaffinity = 1, 3
+        for cam in CAMERA_NAMES:
+            # MuJoCo cameras look along -z with y up; ROS optical frames look along +z with y down
+            spec.body(f"{cam}_color_optical_frame").add_camera(
+                name=cam, quat=[0.0, 1.0, 0.0, 0.0], fovy=cfg.fovy[cam])
+        kv = 2.0 * cfg.servo_damping_ratio * math.sqrt(cfg.servo_kp)
+        for joint in spec.joints:
+            if joint.name in robot.joint_names or joint.name.endswith("_gripper_mirror"):
+                joint.armature = 0.05
+                joint.damping = [1.0, 0.0, 0.0]
+        for name in robot.joint_names:
+            act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+            act.set_to_position(kp=cfg.servo_kp, kv=kv)
+            lo, hi = robot.joint_limits()[name]
+            act.ctrlrange = [lo, hi]
+            act.ctrllimited = True
+            if name.endswith("_gripper"):
+                act.forcerange = [-robot.arm.gripper.effort, robot.arm.gripper.effort]
+                act.forcelimited = True
+        model = spec.compile()
+        model.vis.quality.shadowsize = 0
+        model.vis.map.znear = 0.01
+        return model
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def reset(self) -> None:
+        mujoco.mj_resetData(self.model, self.data)
+        home = self.robot.home_positions()
+        q = np.array([home[n] for n in self.joint_names])
+        self.data.qpos[self._qadr] = q
+        for name in self.joint_names:
+            if name.endswith("_gripper"):
+                mirror = self.model.joint(name.replace("_gripper", "_gripper_mirror")).qposadr[0]
+                self.data.qpos[mirror] = home[name]
+        self.data.ctrl[self._act] = q
+        mujoco.mj_forward(self.model, self.data)
+
+    def joint_positions(self) -> np.ndarray:
+        return self.data.qpos[self._qadr].copy()
+
+    def joint_velocities(self) -> np.ndarray:
+        return self.data.qvel[self._vadr].copy()
+
+    def joint_efforts(self) -> np.ndarray:
+        return self.data.actuator_force[self._act].copy()
+
+    def targets(self) -> np.ndarray:
+        return self.data.ctrl[self._act].copy()
+
+    def object_position(self, name: str) -> np.ndarray:
+        return self.data.body(name).xpos.copy()
+
+    # --- commands --------------------------------------------------------------------------
+    def set_targets(self, names: list[str], positions: list[float] | np.ndarray) -> None:
+        """Validate a whole command, then apply it; a bad command changes nothing."""
+        if len(names) == 0:
+            raise CommandError("command names no joints")
+        if len(names) != len(positions):
+            raise CommandError(f"command has {len(names)} joint names but {len(positions)} positions")
+        if len(set(names)) != len(names):
+            raise CommandError(f"command names a joint twice: {list(names)}")
+        idx = []
+        for name in names:
+            if name not in self._index:
+                raise CommandError(f"unknown joint {name!r}; allowed: {', '.join(self.joint_names)}")
+            idx.append(self._index[name])
+        q = np.asarray(positions, dtype=float)
+        bad = ~np.isfinite(q)
+        if bad.any():
+            raise CommandError(f"non-finite target for {[names[i] for i in np.flatnonzero(bad)]}")
+        idx_arr = np.array(idx)
+        lo, hi = self.lower[idx_arr], self.upper[idx_arr]
+        out = (q < lo - 1e-9) | (q > hi + 1e-9)
+        if out.any():
+            i = int(np.flatnonzero(out)[0])
+            raise CommandError(f"{names[i]}={q[i]:.4f} outside its limits [{lo[i]:.4f}, {hi[i]:.4f}]")
+        self.data.ctrl[self._act[idx_arr]] = q
+
+    def step(self, duration: float) -> None:
+        """Advance physics by `duration` seconds of simulated time."""
+        n = max(1, round(duration / self.model.opt.timestep))
+        mujoco.mj_step(self.model, self.data, n)
+
+    # --- cameras ---------------------------------------------------------------------------
+    def intrinsics(self, camera: str) -> np.ndarray:
+        h, w = self.config.height, self.config.width
+        f = (h / 2.0) / math.tan(math.radians(self.model.camera(camera).fovy[0]) / 2.0)
+        return np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+
+    def render(self, camera: str) -> CameraFrame:
+        self._rgb.update_scene(self.data, camera)
+        rgb = self._rgb.render()
+        self._depth.update_scene(self.data, camera)
+        depth = self._depth.render().astype(np.float32, copy=False)
+        lo, hi = self.config.depth_range
+        depth[(depth < lo) | (depth > hi)] = 0.0
+        return CameraFrame(camera, rgb, depth, self.intrinsics(camera))
+
+    def render_all(self) -> list[CameraFrame]:
+        return [self.render(cam) for cam in CAMERA_NAMES]
+
+    def close(self) -> None:
+        self._rgb.close()
+        self._depth.close()
