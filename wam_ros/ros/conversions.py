@@ -1,0 +1,76 @@
+"""numpy <-> ROS message conversion without per-element Python work."""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CameraInfo, Image
+
+_ENCODINGS = {  # encoding -> (dtype, channels)
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1),
+    "16UC1": (np.uint16, 1), "mono16": (np.uint16, 1), "32FC1": (np.float32, 1),
+}
+
+
+def to_time(seconds: float) -> Time:
+    sec = int(seconds // 1)
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+def from_time(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _bytes_field(a: np.ndarray) -> array.array:
+    # Fast path: array('B').frombytes(memoryview) is ~0.05 ms per 900 KB; .tolist() is ~20 ms.
+    buf = array.array("B")
+    buf.frombytes(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return buf
+
+
+def image_msg(a: np.ndarray, encoding: str, stamp: Time, frame_id: str) -> Image:
+    dtype, channels = _ENCODINGS[encoding]
+    if a.dtype != dtype or a.ndim != (3 if channels > 1 else 2) or (channels > 1 and a.shape[2] != channels):
+        raise ValueError(f"array {a.dtype}{a.shape} does not match encoding {encoding}")
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = a.shape[:2]
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = a.shape[1] * channels * np.dtype(dtype).itemsize
+    msg.data = _bytes_field(a)
+    return msg
+
+
+def image_array(msg: Image) -> np.ndarray:
+    """View of msg.data as an array (no copy). Raises ValueError on a malformed image."""
+    if msg.encoding not in _ENCODINGS:
+        raise ValueError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(_ENCODINGS)}")
+    dtype, channels = _ENCODINGS[msg.encoding]
+    itemsize = np.dtype(dtype).itemsize
+    if msg.step != msg.width * channels * itemsize or len(msg.data) != msg.step * msg.height:
+        raise ValueError(f"image {msg.width}x{msg.height} {msg.encoding}: step {msg.step} and "
+                         f"{len(msg.data)} bytes do not match")
+    a = np.frombuffer(msg.data, dtype=dtype)
+    return a.reshape((msg.height, msg.width, channels) if channels > 1 else (msg.height, msg.width))
+
+
+def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
+    """float32 metres -> uint16 millimetres (16UC1); 0 stays 0 (no measurement)."""
+    return np.clip(np.rint(depth_m * 1000.0), 0, 65535).astype(np.uint16)
+
+
+def camera_info_msg(K: np.ndarray, width: int, height: int, stamp: Time, frame_id: str) -> CameraInfo:
+    msg = CameraInfo()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = width, height
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = [float(v) for v in K.ravel()]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [float(K[0, 0]), 0.0, float(K[0, 2]), 0.0, 0.0, float(K[1, 1]), float(K[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg

@@ -1,0 +1,164 @@
+"""sim_node: the MuJoCo dual-arm robot as ROS topics.
+
+Publishes /clock (sim time), joint_states, and per camera the official drivers' topics
+(<cam>/color/image_raw, <cam>/color/camera_info, <cam>/aligned_depth_to_color/image_raw as
+16UC1 millimetres, <cam>/aligned_depth_to_color/camera_info). Executes sensor_msgs/JointState
+position targets from joint_commands; bad commands are logged, counted and ignored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import CameraInfo, Image, JointState
+
+from wam_ros.config import CAMERA_NAMES, ROBOTS, load_robot_config
+from wam_ros.robots.urdf import generate_urdf
+from wam_ros.ros import diagnostics as diag
+from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time
+from wam_ros.ros.node_main import run_node
+from wam_ros.ros.params import declare
+from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
+from wam_ros.sim.world import CommandError, SimConfig, SimWorld
+
+
+class SimNode(Node):
+    def __init__(self, node_name: str = "sim", **kwargs):
+        super().__init__(node_name, **kwargs)
+        robot = declare(self, "robot", "agilex", "Robot setup to simulate", choices=ROBOTS)
+        self.cameras_enabled = declare(self, "cameras_enabled", True, "Render and publish the three RGB-D cameras")
+        width = declare(self, "width", 320, "Camera image width (px)", range_=(16, 4096))
+        height = declare(self, "height", 256, "Camera image height (px)", range_=(16, 4096))
+        camera_rate = declare(self, "camera_rate", 15.0, "Camera frame rate in sim time (Hz)", range_=(0.5, 120.0))
+        self.state_rate = declare(self, "joint_state_rate", 100.0,
+                                  "Physics update and joint_states rate (Hz)", range_=(10.0, 1000.0))
+
+        self.robot = load_robot_config(robot)
+        self.world = SimWorld(self.robot, generate_urdf(self.robot),
+                              SimConfig(width=width, height=height, camera_rate=camera_rate))
+        self._lock = threading.Lock()
+        self._camera_period = 1.0 / camera_rate
+        self._next_camera_time = 0.0
+        self._rejected = 0
+        self._last_rejection = ""
+        self._render_ms = 0.0
+        self._failure = ""
+        self._camera_meter = diag.RateMeter()
+        self._wall_start = time.monotonic()
+
+        self.clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
+        self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.camera_pubs = {}
+        if self.cameras_enabled:
+            for cam in CAMERA_NAMES:
+                self.camera_pubs[cam] = (
+                    self.create_publisher(Image, f"{cam}/color/image_raw", IMAGE_QOS),
+                    self.create_publisher(CameraInfo, f"{cam}/color/camera_info", CAMERA_INFO_QOS),
+                    self.create_publisher(Image, f"{cam}/aligned_depth_to_color/image_raw", IMAGE_QOS),
+                    self.create_publisher(CameraInfo, f"{cam}/aligned_depth_to_color/camera_info", CAMERA_INFO_QOS),
+                )
+        self.create_subscription(JointState, "joint_commands", self._on_command, COMMAND_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME),
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        # The simulator is the time source: its loop runs in its own thread, paced by the
+        # steady wall clock, and owns the OpenGL renderers (which are bound to one thread).
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self._run, name="sim_loop", daemon=True)
+        self._loop.start()
+        self.get_logger().info(f"simulating {self.robot.name} ({len(self.world.joint_names)} joints), "
+                               f"cameras {'on' if self.cameras_enabled else 'off'}")
+
+    def _on_command(self, msg: JointState) -> None:
+        try:
+            with self._lock:
+                self.world.set_targets(list(msg.name), list(msg.position))
+        except CommandError as exc:
+            self._rejected += 1
+            self._last_rejection = str(exc)
+            self.get_logger().warn(f"rejected joint command: {exc}", throttle_duration_sec=1.0)
+
+    def _run(self) -> None:
+        period = 1.0 / self.state_rate
+        deadline = time.monotonic()
+        try:
+            while not self._stop.is_set() and self.context.ok():
+                self._tick()
+                deadline += period
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                elif delay < -period:
+                    deadline = time.monotonic()  # fell behind (rendering): run slower than real time
+        except Exception as exc:  # keep the node alive and visible in /diagnostics
+            if not self.context.ok():
+                return  # shutting down (Ctrl-C): publishers are gone
+            self._failure = f"simulation loop stopped: {exc!r}"
+            self.get_logger().error(self._failure)
+        finally:
+            self.world.close()
+
+    def _tick(self) -> None:
+        with self._lock:
+            self.world.step(1.0 / self.state_rate)
+            now = self.world.time
+            q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
+            frames = None
+            if self.cameras_enabled and now + 1e-9 >= self._next_camera_time:
+                self._next_camera_time += self._camera_period
+                t0 = time.perf_counter()
+                frames = self.world.render_all()
+                self._render_ms = (time.perf_counter() - t0) * 1e3
+        stamp = to_time(now)
+        self.clock_pub.publish(ClockMsg(clock=stamp))
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = self.world.joint_names
+        js.position, js.velocity, js.effort = q.tolist(), dq.tolist(), tau.tolist()
+        self.joint_pub.publish(js)
+        if frames is not None:
+            self._camera_meter.tick(now)
+            for frame in frames:
+                color_pub, color_info_pub, depth_pub, depth_info_pub = self.camera_pubs[frame.name]
+                h, w = frame.depth.shape
+                info = camera_info_msg(frame.K, w, h, stamp, frame.frame_id)
+                color_pub.publish(image_msg(frame.rgb, "rgb8", stamp, frame.frame_id))
+                color_info_pub.publish(info)
+                depth_pub.publish(image_msg(depth_to_millimetres(frame.depth), "16UC1", stamp, frame.frame_id))
+                depth_info_pub.publish(info)
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            sim_time = self.world.time
+        wall = time.monotonic() - self._wall_start
+        level = diag.ERROR if self._failure else diag.WARN if self._rejected else diag.OK
+        values = {
+            "sim_time_s": f"{sim_time:.3f}",
+            "real_time_factor": f"{sim_time / max(wall, 1e-9):.3f}",
+            "camera_rate_hz": f"{self._camera_meter.rate(sim_time):.2f}",
+            "render_ms": f"{self._render_ms:.1f}",
+            "rejected_commands": self._rejected,
+            "last_rejection": self._last_rejection,
+        }
+        msg = self._failure or ("running" if not self._rejected else f"{self._rejected} commands rejected")
+        self.diag_pub.publish(diag.array_msg(to_time(sim_time), [
+            diag.status(f"{self.get_fully_qualified_name()}: simulator", f"sim_{self.robot.name}", level, msg, values)]))
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._loop.join(timeout=5.0)
+        super().destroy_node()
+
+
+NODE_CLASS = SimNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimNode, args)

@@ -1,0 +1,127 @@
+"""The one description of the running system: which nodes, names, parameters and remaps.
+
+Both `launch/dual_arm.launch.py` and `wam-ros bringup` are generated from `describe_system`,
+so a launched system and an in-process one cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from wam_ros.config import ROBOTS, ConfigError, check_choice
+from wam_ros.paths import share_dir
+
+CAMERA_SOURCES = ("sim", "realsense", "orbbec", "external")
+MOTION_SOURCES = ("none", "scripted")
+BOOLEANS = ("true", "false")
+# Fast DDS large-data transport: lossless and low-latency for multi-camera images.
+ENVIRONMENT = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+LAUNCH_ARGUMENTS = (
+    LaunchArgument("robot", "agilex", "Dual-arm setup: Franka FR3 pair, AgileX Piper (Cobot Magic), TienKung", ROBOTS),
+    LaunchArgument("cameras", "sim", "Camera source: simulator, RealSense or Orbbec nodes, or external "
+                   "drivers already publishing <cam>/color/image_raw etc.", CAMERA_SOURCES),
+    LaunchArgument("sim", "true", "Run the MuJoCo simulator instead of hardware bridges (sets use_sim_time)", BOOLEANS),
+    LaunchArgument("motion", "none", "Command source for the arms: none, or a scripted demo motion", MOTION_SOURCES),
+    LaunchArgument("rviz", "false", "Start RViz with config/wam.rviz", BOOLEANS),
+    LaunchArgument("record", "false", "Record demonstrations to rosbag2", BOOLEANS),
+    LaunchArgument("checkpoint", "", "Path of a policy checkpoint; empty runs no policy"),
+    LaunchArgument("namespace", "", "ROS namespace for every node of the system"),
+)
+
+
+@dataclass(frozen=True)
+class SystemOptions:
+    robot: str = "agilex"
+    cameras: str = "sim"
+    sim: bool = True
+    motion: str = "none"
+    rviz: bool = False
+    record: bool = False
+    checkpoint: str = ""
+    namespace: str = ""
+
+    @staticmethod
+    def from_arguments(values: Mapping[str, str]) -> "SystemOptions":
+        """Build from launch-argument strings (missing ones take their defaults); validates."""
+        known = {a.name: a for a in LAUNCH_ARGUMENTS}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown argument(s) {sorted(unknown)}; allowed: {', '.join(known)}")
+        raw = {name: str(values.get(name, arg.default)).strip() for name, arg in known.items()}
+        for name, arg in known.items():
+            if arg.choices:
+                check_choice(name, raw[name].lower() if arg.choices is BOOLEANS else raw[name], arg.choices)
+        opts = SystemOptions(robot=raw["robot"], cameras=raw["cameras"], sim=raw["sim"].lower() == "true",
+                             motion=raw["motion"], rviz=raw["rviz"].lower() == "true",
+                             record=raw["record"].lower() == "true", checkpoint=raw["checkpoint"],
+                             namespace=raw["namespace"].strip("/"))
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        check_choice("robot", self.robot, ROBOTS)
+        check_choice("cameras", self.cameras, CAMERA_SOURCES)
+        check_choice("motion", self.motion, MOTION_SOURCES)
+        if self.cameras == "sim" and not self.sim:
+            raise ConfigError("cameras: 'sim' needs sim:=true; with hardware use realsense, orbbec or external")
+        # Parts of the system that later releases add are refused clearly, never silently dropped.
+        pending = {
+            "sim": (not self.sim, "hardware arm bridges are not in this release; use sim:=true"),
+            "cameras": (self.cameras in ("realsense", "orbbec"),
+                        f"the {self.cameras} camera node is not in this release; run the vendor's ROS "
+                        "driver and use cameras:=external"),
+            "record": (self.record, "the recorder is not in this release"),
+            "checkpoint": (bool(self.checkpoint), "the policy node is not in this release"),
+        }
+        for name, (refused, why) in pending.items():
+            if refused:
+                raise ConfigError(f"{name}: {why}")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    package: str
+    executable: str
+    name: str
+    namespace: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    arguments: tuple[str, ...] = ()
+
+    @property
+    def in_process(self) -> bool:
+        """Nodes of this package run inside `wam-ros bringup`; others (RViz, ...) only in launch."""
+        return self.package == "wam_ros"
+
+
+def describe_system(opts: SystemOptions) -> list[NodeSpec]:
+    opts.validate()
+    share = share_dir()
+    common = {"use_sim_time": opts.sim}
+    ns = opts.namespace
+    specs = [
+        NodeSpec("robot_state_publisher", "robot_state_publisher", "robot_state_publisher", ns,
+                 {**common, "robot_description": (share / "urdf" / f"{opts.robot}_dual.urdf").read_text()}),
+    ]
+    if opts.sim:
+        # The simulator owns the clock, so it never runs on sim time itself.
+        specs.append(NodeSpec("wam_ros", "sim_node", "sim", ns,
+                              {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim"}))
+    if opts.motion == "scripted":
+        specs.append(NodeSpec("wam_ros", "scripted_motion_node", "scripted_motion", ns,
+                              {**common, "robot": opts.robot}))
+    if opts.rviz:
+        specs.append(NodeSpec("rviz2", "rviz2", "rviz2", ns, dict(common),
+                              arguments=("-d", str(share / "config" / "wam.rviz"))))
+    return specs
