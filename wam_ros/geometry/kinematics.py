@@ -7,7 +7,6 @@ from typing import Mapping
 import numpy as np
 import pinocchio as pin
 
-from wam_ros.config import SIDES, RobotConfig
 
 
 class Kinematics:
@@ -50,6 +49,3 @@ class Kinematics:
     def frame_pose(self, positions: Mapping[str, float], frame: str) -> np.ndarray:
         return self.frame_poses(positions, [frame])[frame]
 
-
-def end_effector_frames(cfg: RobotConfig) -> dict[str, str]:
-    return {side: f"{side}_tcp" for side in SIDES}

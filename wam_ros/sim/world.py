@@ -128,10 +128,11 @@ class SimWorld:
             if joint.name in robot.joint_names or joint.name.endswith("_gripper_mirror"):
                 joint.armature = 0.05
                 joint.damping = [1.0, 0.0, 0.0]
+        limits = robot.joint_limits()
         for name in robot.joint_names:
             act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
             act.set_to_position(kp=cfg.servo_kp, kv=kv)
-            lo, hi = robot.joint_limits()[name]
+            lo, hi = limits[name]
             act.ctrlrange = [lo, hi]
             act.ctrllimited = True
             if name.endswith("_gripper"):
