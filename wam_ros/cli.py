@@ -41,7 +41,9 @@ def cmd_bringup(tokens: list[str]) -> int:
     specs = describe_system(opts)
     apply_environment()
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
+
+    from wam_ros.ros.node_main import make_executor
 
     # launch-style name:=value arguments are ours, not ROS remaps: hand rclpy only --ros-args
     ros_args = sys.argv[sys.argv.index("--ros-args"):] if "--ros-args" in sys.argv else []
@@ -51,7 +53,7 @@ def cmd_bringup(tokens: list[str]) -> int:
         nodes, skipped = create_nodes(specs)
         for spec in skipped:
             print(f"[bringup] {spec.package}/{spec.executable} runs only under ros2 launch; skipped", file=sys.stderr)
-        executor = MultiThreadedExecutor()
+        executor = make_executor()
         for node in nodes:
             executor.add_node(node)
         print(f"[bringup] running {', '.join(n.get_fully_qualified_name() for n in nodes)}", file=sys.stderr)

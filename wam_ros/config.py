@@ -121,7 +121,7 @@ class ArmSpec:
     flange: Pose
     tcp: Pose
     gripper: GripperSpec
-    home: tuple[float, ...]
+    home: dict[str, tuple[float, ...]]  # per side: arms may rest mirrored or turned inward
     link_radius: float
 
 
@@ -176,7 +176,7 @@ class RobotConfig:
         """Home pose with the grippers open."""
         home = {}
         for side in SIDES:
-            home.update(zip(self.arm_joint_names(side), self.arm.home))
+            home.update(zip(self.arm_joint_names(side), self.arm.home[side]))
             home[self.gripper_joint_name(side)] = self.arm.gripper.stroke
         return home
 
@@ -190,10 +190,7 @@ class RobotConfig:
         g = _get(arm_data, "gripper", f"{where}.arm")
         gripper = GripperSpec(*(_float(g, k, f"{where}.arm.gripper", positive=True)
                                 for k in ("stroke", "velocity", "effort", "finger_offset")))
-        home = _floats(_get(arm_data, "home", f"{where}.arm"), len(joints), f"{where}.arm.home")
-        for j, q in zip(joints, home):
-            if not j.lower <= q <= j.upper:
-                raise ConfigError(f"{where}.arm.home: {j.name}={q} outside [{j.lower}, {j.upper}]")
+        home = _parse_home(_get(arm_data, "home", f"{where}.arm"), joints, f"{where}.arm.home")
         arm = ArmSpec(str(_get(arm_data, "model", f"{where}.arm")), joints,
                       Pose.parse(_get(arm_data, "flange", f"{where}.arm"), f"{where}.arm.flange"),
                       Pose.parse(_get(arm_data, "tcp", f"{where}.arm"), f"{where}.arm.tcp"),
@@ -221,6 +218,19 @@ class RobotConfig:
             objects=tuple(_scene_object(o, f"{where}.scene.objects[{i}]")
                           for i, o in enumerate(_get(scene, "objects", f"{where}.scene"))),
         )
+
+
+def _parse_home(data: Any, joints: tuple[JointSpec, ...], where: str) -> dict[str, tuple[float, ...]]:
+    """`home` is one list for both arms, or a mapping {left: [...], right: [...]}."""
+    if isinstance(data, dict):
+        home = {side: _floats(_get(data, side, where), len(joints), f"{where}.{side}") for side in SIDES}
+    else:
+        home = dict.fromkeys(SIDES, _floats(data, len(joints), where))
+    for side, values in home.items():
+        for j, q in zip(joints, values):
+            if not j.lower <= q <= j.upper:
+                raise ConfigError(f"{where}: {side} {j.name}={q} outside [{j.lower}, {j.upper}]")
+    return home
 
 
 def _scene_object(data: Any, where: str) -> SceneObject:

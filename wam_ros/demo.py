@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -18,6 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time, image_array
+from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS
 
@@ -28,12 +28,15 @@ CAMERA_TOPICS = ("color/image_raw", "color/camera_info", "aligned_depth_to_color
 class DemoMonitor(Node):
     """Counts every topic by header stamp (sim time) and measures joint tracking error."""
 
-    def __init__(self, robot: str):
+    def __init__(self, robot: str, snapshot_time: float = 0.5):
         super().__init__("demo_monitor", parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.robot = load_robot_config(robot)
         self.arm_joints = [n for n in self.robot.joint_names if not n.endswith("_gripper")]
         self.stamps: dict[str, list[float]] = {}
         self.sim_time = 0.0
+        # frames near the start (arms at home, after the first camera frames) and the newest ones
+        self.snapshot_time = snapshot_time
+        self.start_frames: dict[str, dict[str, np.ndarray]] = {c: {} for c in CAMERA_NAMES}
         self.latest_frames: dict[str, dict[str, np.ndarray]] = {c: {} for c in CAMERA_NAMES}
         self._command: dict[str, float] | None = None
         self.tracking_errors: list[float] = []
@@ -66,7 +69,11 @@ class DemoMonitor(Node):
         self._record(topic, msg.header.stamp)
         if isinstance(msg, Image):
             cam, kind = topic.split("/", 1)
-            self.latest_frames[cam]["depth" if "depth" in kind else "color"] = image_array(msg).copy()
+            kind = "depth" if "depth" in kind else "color"
+            frame = image_array(msg).copy()
+            self.latest_frames[cam][kind] = frame
+            if from_time(msg.header.stamp) <= self.snapshot_time or kind not in self.start_frames[cam]:
+                self.start_frames[cam][kind] = frame
 
     def summary(self) -> dict:
         topics = {}
@@ -95,20 +102,23 @@ def _colorize_depth(depth_mm: np.ndarray) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
-def contact_sheet(frames: dict[str, dict[str, np.ndarray]], path: Path) -> None:
-    """Color on the top row, colorized depth below, one column per camera, labelled."""
+def contact_sheet(snapshots: dict[str, dict[str, dict[str, np.ndarray]]], path: Path) -> None:
+    """One column per camera; per snapshot (e.g. start, end) a color row and a colorized depth row."""
     from PIL import Image as PILImage, ImageDraw
 
-    columns = []
-    for cam in CAMERA_NAMES:
-        color, depth = frames[cam].get("color"), frames[cam].get("depth")
-        if color is None or depth is None:
-            raise RuntimeError(f"no frame received from camera {cam}")
-        col = np.concatenate([color, _colorize_depth(depth)], axis=0)
-        img = PILImage.fromarray(col)
-        ImageDraw.Draw(img).text((6, 4), cam, fill=(255, 255, 255))
-        columns.append(np.asarray(img))
-    PILImage.fromarray(np.concatenate(columns, axis=1)).save(path)
+    rows = []
+    for label, frames in snapshots.items():
+        for kind in ("color", "depth"):
+            tiles = []
+            for cam in CAMERA_NAMES:
+                image = frames[cam].get(kind)
+                if image is None:
+                    raise RuntimeError(f"no {kind} frame received from camera {cam}")
+                tile = PILImage.fromarray(image if kind == "color" else _colorize_depth(image))
+                ImageDraw.Draw(tile).text((6, 4), f"{cam} {kind} ({label})", fill=(255, 255, 255))
+                tiles.append(np.asarray(tile))
+            rows.append(np.concatenate(tiles, axis=1))
+    PILImage.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
 def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | None = None) -> dict:
@@ -118,7 +128,7 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
     rclpy.init(args=["wam-ros"])
     nodes, _ = create_nodes(describe_system(SystemOptions(robot=robot, motion="scripted")))
     monitor = DemoMonitor(robot)
-    executor = MultiThreadedExecutor()
+    executor = make_executor()
     for node in (*nodes, monitor):
         executor.add_node(node)
     deadline = time.monotonic() + (wall_timeout or 120.0 + 10.0 * duration)
@@ -130,7 +140,8 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
         summary = monitor.summary()
         summary["duration_s"] = duration
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        contact_sheet(monitor.latest_frames, out_dir / "contact_sheet.png")
+        contact_sheet({"start": monitor.start_frames, f"t={duration:g} s": monitor.latest_frames},
+                      out_dir / "contact_sheet.png")
         return summary
     finally:
         executor.shutdown()

@@ -47,6 +47,14 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class JointTargets:
+    """A validated position command: actuator indices and their targets (rad, or m for grippers)."""
+
+    actuators: np.ndarray
+    positions: np.ndarray
+
+
+@dataclass(frozen=True)
 class CameraFrame:
     """One rendered view: RGB uint8 HxWx3, depth float32 metres HxW (0 = no return), intrinsics."""
 
@@ -176,8 +184,11 @@ class SimWorld:
         return self.data.body(name).xpos.copy()
 
     # --- commands --------------------------------------------------------------------------
-    def set_targets(self, names: list[str], positions: list[float] | np.ndarray) -> None:
-        """Validate a whole command, then apply it; a bad command changes nothing."""
+    def validate_targets(self, names: list[str], positions: list[float] | np.ndarray) -> JointTargets:
+        """Check a whole command against joint names and limits; raises CommandError naming the field.
+
+        Reads only immutable model data, so it is safe to call from another thread while physics runs.
+        """
         if len(names) == 0:
             raise CommandError("command names no joints")
         if len(names) != len(positions):
@@ -199,7 +210,14 @@ class SimWorld:
         if out.any():
             i = int(np.flatnonzero(out)[0])
             raise CommandError(f"{names[i]}={q[i]:.4f} outside its limits [{lo[i]:.4f}, {hi[i]:.4f}]")
-        self.data.ctrl[self._act[idx_arr]] = q
+        return JointTargets(self._act[idx_arr], q)
+
+    def apply_targets(self, targets: JointTargets) -> None:
+        self.data.ctrl[targets.actuators] = targets.positions
+
+    def set_targets(self, names: list[str], positions: list[float] | np.ndarray) -> None:
+        """Validate a whole command, then apply it; a bad command changes nothing."""
+        self.apply_targets(self.validate_targets(names, positions))
 
     def step(self, duration: float) -> None:
         """Advance physics by `duration` seconds of simulated time."""

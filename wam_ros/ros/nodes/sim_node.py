@@ -25,7 +25,7 @@ from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
-from wam_ros.sim.world import CommandError, SimConfig, SimWorld
+from wam_ros.sim.world import CommandError, JointTargets, SimConfig, SimWorld
 
 
 class SimNode(Node):
@@ -42,7 +42,10 @@ class SimNode(Node):
         self.robot = load_robot_config(robot)
         self.world = SimWorld(self.robot, generate_urdf(self.robot),
                               SimConfig(width=width, height=height, camera_rate=camera_rate))
-        self._lock = threading.Lock()
+        # Only the sim loop touches the world; the command callback hands over a validated
+        # command through this slot (newest wins), guarded by a lock that is never held for long.
+        self._command_lock = threading.Lock()
+        self._pending_targets: JointTargets | None = None
         self._camera_period = 1.0 / camera_rate
         self._next_camera_time = 0.0
         self._rejected = 0
@@ -77,13 +80,16 @@ class SimNode(Node):
                                f"cameras {'on' if self.cameras_enabled else 'off'}")
 
     def _on_command(self, msg: JointState) -> None:
+        # Validate here, apply in the sim loop: the executor never waits while a frame renders.
         try:
-            with self._lock:
-                self.world.set_targets(list(msg.name), list(msg.position))
+            targets = self.world.validate_targets(list(msg.name), list(msg.position))
         except CommandError as exc:
             self._rejected += 1
             self._last_rejection = str(exc)
             self.get_logger().warn(f"rejected joint command: {exc}", throttle_duration_sec=1.0)
+            return
+        with self._command_lock:
+            self._pending_targets = targets
 
     def _run(self) -> None:
         period = 1.0 / self.state_rate
@@ -106,16 +112,19 @@ class SimNode(Node):
             self.world.close()
 
     def _tick(self) -> None:
-        with self._lock:
-            self.world.step(1.0 / self.state_rate)
-            now = self.world.time
-            q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
-            frames = None
-            if self.cameras_enabled and now + 1e-9 >= self._next_camera_time:
-                self._next_camera_time += self._camera_period
-                t0 = time.perf_counter()
-                frames = self.world.render_all()
-                self._render_ms = (time.perf_counter() - t0) * 1e3
+        with self._command_lock:
+            targets, self._pending_targets = self._pending_targets, None
+        if targets is not None:
+            self.world.apply_targets(targets)
+        self.world.step(1.0 / self.state_rate)
+        now = self.world.time
+        q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
+        frames = None
+        if self.cameras_enabled and now + 1e-9 >= self._next_camera_time:
+            self._next_camera_time += self._camera_period
+            t0 = time.perf_counter()
+            frames = self.world.render_all()
+            self._render_ms = (time.perf_counter() - t0) * 1e3
         stamp = to_time(now)
         self.clock_pub.publish(ClockMsg(clock=stamp))
         js = JointState()
@@ -135,8 +144,7 @@ class SimNode(Node):
                 depth_info_pub.publish(info)
 
     def _publish_diagnostics(self) -> None:
-        with self._lock:
-            sim_time = self.world.time
+        sim_time = self.world.time  # a float read; the sim loop may be mid-step
         wall = time.monotonic() - self._wall_start
         level = diag.ERROR if self._failure else diag.WARN if self._rejected else diag.OK
         values = {
