@@ -1,5 +1,10 @@
 """FK of the generated URDFs against independent references: piper_sdk's DH FK and franky-sim."""
 
+import json
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -23,24 +28,35 @@ def test_piper_flange_matches_sdk_dh_table():
         np.testing.assert_allclose((T[:3, 3] - mount) * 1000.0, xyz_mm, atol=1e-6)
 
 
-def test_fr3_tcp_matches_franky_sim():
-    franky = pytest.importorskip("franky")
-    import franky_sim
+# franky switches the calling thread to SCHED_FIFO, which children inherit: keep it out of pytest.
+FRANKY_SIM_PROBE = textwrap.dedent("""
+    import json, sys
+    import franky, franky_sim
     from franky_sim.mujoco_simulator import MujocoSimulator
-
-    cfg = load_robot_config("franka")
-    kin = Kinematics(generate_urdf(cfg))
-    q0 = (0.3, -0.4, 0.2, -2.0, 0.1, 1.9, 0.5)
     with MujocoSimulator(enable_visualization=False) as sim:
-        sim_robot = sim.add_robot(initial_q=q0)
+        sim_robot = sim.add_robot(initial_q=tuple(json.loads(sys.argv[1])))
         with franky_sim.SimulationServer(sim) as server:
             server.run_async()
             robot = franky.Robot(sim_robot.hostname, realtime_config=franky.RealtimeConfig.Ignore)
-            q = np.array(robot.current_joint_state.position)
-            O_T_EE = np.array(robot.state.O_T_EE.matrix)
-    T = kin.frame_pose(dict(zip(cfg.arm_joint_names("left"), q)), "left_tcp")
+            print(json.dumps({"q": list(robot.current_joint_state.position),
+                              "O_T_EE": robot.state.O_T_EE.matrix.tolist()}))
+""")
+
+
+def test_fr3_tcp_matches_franky_sim():
+    pytest.importorskip("franky")
+    q0 = [0.3, -0.4, 0.2, -2.0, 0.1, 1.9, 0.5]
+    result = subprocess.run([sys.executable, "-c", FRANKY_SIM_PROBE, json.dumps(q0)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    reported = json.loads(result.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(reported["q"], q0, atol=1e-6)
+
+    cfg = load_robot_config("franka")
+    kin = Kinematics(generate_urdf(cfg))
+    T = kin.frame_pose(dict(zip(cfg.arm_joint_names("left"), reported["q"])), "left_tcp")
     T[:3, 3] -= cfg.mounts["left"].xyz
-    np.testing.assert_allclose(T, O_T_EE, atol=1e-5)
+    np.testing.assert_allclose(T, np.array(reported["O_T_EE"]), atol=1e-5)
 
 
 def test_wrist_camera_frame_is_flange_times_hand_eye():

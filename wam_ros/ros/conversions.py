@@ -15,8 +15,9 @@ _ENCODINGS = {  # encoding -> (dtype, channels)
 
 
 def to_time(seconds: float) -> Time:
-    sec = int(seconds // 1)
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    # round the total first: 0.9999999999 s is 1 s, not 0 s + a wrapped-around nanosecond field
+    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def from_time(stamp: Time) -> float:

@@ -8,6 +8,7 @@ position targets from joint_commands; bad commands are logged, counted and ignor
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -18,7 +19,7 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
-from wam_ros.config import CAMERA_NAMES, ROBOTS, load_robot_config
+from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, load_robot_config
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time
@@ -26,6 +27,10 @@ from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
 from wam_ros.sim.world import CommandError, JointTargets, SimConfig, SimWorld
+
+
+class ClockConflictError(ConfigError):
+    """Another node already publishes /clock on this ROS domain."""
 
 
 class SimNode(Node):
@@ -38,6 +43,9 @@ class SimNode(Node):
         camera_rate = declare(self, "camera_rate", 15.0, "Camera frame rate in sim time (Hz)", range_=(0.5, 120.0))
         self.state_rate = declare(self, "joint_state_rate", 100.0,
                                   "Physics update and joint_states rate (Hz)", range_=(10.0, 1000.0))
+        clock_check_s = declare(self, "startup_clock_check_s", 1.0,
+                                "How long to watch for another /clock publisher before starting (s)",
+                                range_=(0.0, 30.0))
 
         self.robot = load_robot_config(robot)
         self.world = SimWorld(self.robot, generate_urdf(self.robot),
@@ -56,6 +64,7 @@ class SimNode(Node):
         self._wall_start = time.monotonic()
 
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
+        self._refuse_second_clock(clock_check_s)
         self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.camera_pubs = {}
@@ -78,6 +87,29 @@ class SimNode(Node):
         self._loop.start()
         self.get_logger().info(f"simulating {self.robot.name} ({len(self.world.joint_names)} joints), "
                                f"cameras {'on' if self.cameras_enabled else 'off'}")
+
+    def _other_clock_publishers(self) -> list[str]:
+        own = self.get_fully_qualified_name()
+        names = (f"/{info.node_namespace.strip('/')}/{info.node_name}".replace("//", "/")
+                 for info in self.get_publishers_info_by_topic("/clock"))
+        return sorted(name for name in names if name != own)
+
+    def _refuse_second_clock(self, timeout_s: float) -> None:
+        """Two clocks (another sim, a bag played with --clock) make every sim-time node jump."""
+        deadline = time.monotonic() + timeout_s
+        while not (others := self._other_clock_publishers()):
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+        # a remote node's name arrives shortly after its publisher is discovered
+        name_deadline = time.monotonic() + 2.0
+        while any("_UNKNOWN_" in name for name in others) and time.monotonic() < name_deadline:
+            time.sleep(0.05)
+            others = self._other_clock_publishers() or others
+        self.destroy_publisher(self.clock_pub)
+        raise ClockConflictError(
+            f"/clock is already published by {', '.join(others)} on ROS_DOMAIN_ID="
+            f"{os.environ.get('ROS_DOMAIN_ID', '0')}; stop it or use another ROS_DOMAIN_ID")
 
     def _on_command(self, msg: JointState) -> None:
         # Validate here, apply in the sim loop: the executor never waits while a frame renders.
@@ -146,7 +178,11 @@ class SimNode(Node):
     def _publish_diagnostics(self) -> None:
         sim_time = self.world.time  # a float read; the sim loop may be mid-step
         wall = time.monotonic() - self._wall_start
-        level = diag.ERROR if self._failure else diag.WARN if self._rejected else diag.OK
+        other_clocks = self._other_clock_publishers()
+        if other_clocks and not self._failure:
+            self.get_logger().error(f"another node publishes /clock: {', '.join(other_clocks)}",
+                                    throttle_duration_sec=10.0)
+        level = diag.ERROR if self._failure or other_clocks else diag.WARN if self._rejected else diag.OK
         values = {
             "sim_time_s": f"{sim_time:.3f}",
             "real_time_factor": f"{sim_time / max(wall, 1e-9):.3f}",
@@ -154,8 +190,14 @@ class SimNode(Node):
             "render_ms": f"{self._render_ms:.1f}",
             "rejected_commands": self._rejected,
             "last_rejection": self._last_rejection,
+            "other_clock_publishers": ", ".join(other_clocks),
         }
-        msg = self._failure or ("running" if not self._rejected else f"{self._rejected} commands rejected")
+        if self._failure:
+            msg = self._failure
+        elif other_clocks:
+            msg = f"/clock also published by {', '.join(other_clocks)}"
+        else:
+            msg = "running" if not self._rejected else f"{self._rejected} commands rejected"
         self.diag_pub.publish(diag.array_msg(to_time(sim_time), [
             diag.status(f"{self.get_fully_qualified_name()}: simulator", f"sim_{self.robot.name}", level, msg, values)]))
 

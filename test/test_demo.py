@@ -1,0 +1,40 @@
+"""`make demo` in its short form: `wam-ros demo` writes a summary and a contact sheet."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wam_ros.config import CAMERA_NAMES
+
+
+@pytest.mark.parametrize("robot", ["agilex", "franka", "tienkung"])
+def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
+    # its own DDS domain: the session's bring-up already publishes /clock on the test domain
+    env = {**os.environ, "ROS_DOMAIN_ID": str(int(os.environ["ROS_DOMAIN_ID"]) + 1)}
+    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "demo", "--robot", robot, "--duration", "4",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["robot"] == robot and summary["sim_time_s"] >= 4.0
+    topics = summary["topics"]
+    assert topics["joint_states"]["rate_hz_sim_time"] == pytest.approx(100.0, rel=0.05)
+    assert topics["joint_commands"]["rate_hz_sim_time"] == pytest.approx(50.0, rel=0.05)
+    for cam in CAMERA_NAMES:
+        for topic in ("color/image_raw", "color/camera_info", "aligned_depth_to_color/image_raw",
+                      "aligned_depth_to_color/camera_info"):
+            assert topics[f"{cam}/{topic}"]["rate_hz_sim_time"] == pytest.approx(15.0, rel=0.05)
+    assert 0.0 < summary["joint_tracking_error_rad"]["p95"] < 0.1
+
+    sheet = np.asarray(Image.open(tmp_path / "contact_sheet.png").convert("RGB")).astype(int)
+    assert sheet.shape == (4 * 256, 3 * 320, 3)  # (start, end) x (color, depth) rows, one column per camera
+    for column in range(3):
+        tile = sheet[:256, column * 320:(column + 1) * 320]
+        table = (tile[..., 0] > 180) & (tile[..., 1] > 130) & (tile[..., 2] < 170) & (tile[..., 0] > tile[..., 2] + 40)
+        arm = (tile.min(axis=2) > 100) & (np.ptp(tile, axis=2) < 20)  # grey links and gripper
+        assert table.mean() > 0.2, f"{CAMERA_NAMES[column]}: table not in view"
+        assert arm.mean() > 0.01, f"{CAMERA_NAMES[column]}: no arm in view"

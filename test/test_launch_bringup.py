@@ -1,0 +1,113 @@
+"""launch/dual_arm.launch.py and `wam-ros bringup` start the same nodes with the same parameters.
+
+The launch file is evaluated against a recording stand-in of the launch API (launch is not
+installable here); bringup's nodes are real rclpy nodes, created in-process and, for one
+configuration, in a separate `wam-ros bringup` process queried over DDS.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import rclpy
+from rcl_interfaces.srv import GetParameters
+
+from launch_standin import evaluate_launch_file
+from wam_ros.paths import share_dir
+from wam_ros.ros.bringup import create_nodes
+from wam_ros.ros.system import ENVIRONMENT, LAUNCH_ARGUMENTS, SystemOptions, describe_system
+
+LAUNCH_FILE = share_dir() / "launch" / "dual_arm.launch.py"
+
+CONFIGURATIONS = [
+    {},
+    {"robot": "franka", "motion": "scripted"},
+    {"robot": "tienkung", "namespace": "lab", "rviz": "true"},
+    {"robot": "agilex", "cameras": "external", "motion": "scripted", "namespace": "/cell_2/"},
+]
+
+
+def _fqn(namespace: str | None, name: str) -> str:
+    namespace = (namespace or "").strip("/")
+    return f"/{namespace}/{name}" if namespace else f"/{name}"
+
+
+def _launch_nodes(overrides: dict[str, str]) -> dict[str, object]:
+    launched = evaluate_launch_file(LAUNCH_FILE, overrides)
+    return {_fqn(n.namespace, n.name): n for n in launched.nodes}
+
+
+def test_launch_declares_every_argument_with_description_and_choices():
+    launched = evaluate_launch_file(LAUNCH_FILE)
+    declared = {a.name: a for a in launched.arguments}
+    assert list(declared) == [a.name for a in LAUNCH_ARGUMENTS]
+    for arg in LAUNCH_ARGUMENTS:
+        assert declared[arg.name].description == arg.description and len(arg.description) > 15
+        assert declared[arg.name].default_value == arg.default
+        assert declared[arg.name].choices == (list(arg.choices) if arg.choices else None)
+    assert launched.environment == ENVIRONMENT == {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+
+
+@pytest.mark.parametrize("overrides", CONFIGURATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+def test_launch_and_in_process_bringup_agree(overrides):
+    launched = _launch_nodes(overrides)
+    rclpy.init()
+    try:
+        nodes, skipped = create_nodes(describe_system(SystemOptions.from_arguments(overrides)))
+        try:
+            started = {n.get_fully_qualified_name(): n for n in nodes}
+            external = {_fqn(s.namespace, s.name): s for s in skipped}
+            assert sorted(launched) == sorted([*started, *external])
+            assert all(s.package != "wam_ros" for s in skipped)
+            for fqn, node in started.items():
+                spec = launched[fqn]
+                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node"}
+                (parameters,) = spec.parameters
+                assert parameters, f"{fqn} launched without parameters"
+                for name, value in parameters.items():
+                    assert node.get_parameter(name).value == value, f"{fqn}: parameter {name}"
+            for fqn, spec in external.items():
+                assert (launched[fqn].package, launched[fqn].executable) == (spec.package, spec.executable)
+                assert launched[fqn].parameters == [spec.parameters]
+                assert launched[fqn].arguments == list(spec.arguments)
+        finally:
+            for node in nodes:
+                node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+
+
+def test_bringup_process_runs_the_launched_nodes_with_their_parameters(bringup):
+    """A separate `wam-ros bringup` process, asked over the parameter services."""
+    launched = _launch_nodes(bringup.arguments)
+    graph = {_fqn(ns, name) for name, ns in bringup.probe.get_node_names_and_namespaces()}
+    wam_nodes = {fqn: n for fqn, n in launched.items() if n.package == "wam_ros"}
+    assert set(wam_nodes) <= graph, f"launched {sorted(wam_nodes)}, graph has {sorted(graph)}"
+    for fqn, spec in wam_nodes.items():
+        (parameters,) = spec.parameters
+        client = bringup.probe.create_client(GetParameters, f"{fqn}/get_parameters")
+        assert client.wait_for_service(timeout_sec=10.0), f"{fqn}/get_parameters not available"
+        future = client.call_async(GetParameters.Request(names=list(parameters)))
+        bringup.executor.spin_until_future_complete(future, timeout_sec=10.0)
+        values = [_parameter_value(v) for v in future.result().values]
+        assert dict(zip(parameters, values)) == parameters, fqn
+
+
+def _parameter_value(value):
+    from rclpy.parameter import parameter_value_to_python
+
+    return parameter_value_to_python(value)
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("robot:=ur5", "robot: unknown value 'ur5'; allowed: franka, agilex, tienkung"),
+    ("cameras:=kinect", "cameras: unknown value 'kinect'; allowed: sim, realsense, orbbec, external"),
+    ("arms:=3", "unknown argument(s) ['arms']"),
+])
+def test_bringup_refuses_bad_arguments_by_name(argument, message):
+    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", argument],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -1,0 +1,125 @@
+"""The simulated robot as a running system: a `wam-ros bringup` process observed over Fast DDS."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+
+from wam_ros.config import CAMERA_NAMES, load_robot_config
+from wam_ros.ros.conversions import from_time, image_array
+from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
+
+
+def _collect(bringup, seconds: float) -> dict[str, list]:
+    ns = bringup.namespace
+    seen: dict[str, list] = {}
+    subs = []
+
+    def sub(msg_type, topic, qos):
+        subs.append(bringup.probe.create_subscription(
+            msg_type, topic, lambda m: seen.setdefault(topic, []).append((time.monotonic(), m)), qos))
+
+    sub(Clock, "/clock", CLOCK_QOS)
+    sub(JointState, f"/{ns}/joint_states", JOINT_STATE_QOS)
+    sub(JointState, f"/{ns}/joint_commands", COMMAND_QOS)
+    sub(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+    for cam in CAMERA_NAMES:
+        sub(Image, f"/{ns}/{cam}/color/image_raw", IMAGE_QOS)
+        sub(Image, f"/{ns}/{cam}/aligned_depth_to_color/image_raw", IMAGE_QOS)
+        sub(CameraInfo, f"/{ns}/{cam}/color/camera_info", CAMERA_INFO_QOS)
+    bringup.spin_for(seconds)
+    for s in subs:
+        bringup.probe.destroy_subscription(s)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def observed(bringup):
+    bringup.spin_for(2.0)  # discovery and sim start-up
+    return _collect(bringup, 6.0)
+
+
+def _sim_rate(observed, topic: str) -> float:
+    """The publisher's rate in sim time, from its stamps; also checks that few messages were lost."""
+    stamps = np.array([from_time(m.header.stamp) for _, m in observed[topic]])
+    rate = 1.0 / np.median(np.diff(stamps))
+    received = len(stamps) / ((stamps[-1] - stamps[0]) * rate + 1)
+    assert received > 0.9, f"{topic}: only {received:.0%} of the messages arrived"
+    return rate
+
+
+def test_sim_publishes_joint_states_and_cameras_at_their_rates(observed, bringup):
+    ns = bringup.namespace
+    assert _sim_rate(observed, f"/{ns}/joint_states") == pytest.approx(100.0, rel=0.05)
+    for cam in CAMERA_NAMES:
+        for topic in (f"{cam}/color/image_raw", f"{cam}/aligned_depth_to_color/image_raw", f"{cam}/color/camera_info"):
+            assert _sim_rate(observed, f"/{ns}/{topic}") == pytest.approx(15.0, rel=0.05), topic
+    # the simulator keeps up with the wall clock well enough to be usable on a 2-core CI box
+    clock = observed["/clock"]
+    factor = (from_time(clock[-1][1].clock) - from_time(clock[0][1].clock)) / (clock[-1][0] - clock[0][0])
+    assert factor > 0.3, f"sim runs at {factor:.2f}x real time"
+
+
+def test_camera_messages_follow_the_driver_conventions(observed, bringup):
+    ns = bringup.namespace
+    for cam in CAMERA_NAMES:
+        _, color = observed[f"/{ns}/{cam}/color/image_raw"][-1]
+        _, depth = observed[f"/{ns}/{cam}/aligned_depth_to_color/image_raw"][-1]
+        _, info = observed[f"/{ns}/{cam}/color/camera_info"][-1]
+        assert (color.encoding, depth.encoding) == ("rgb8", "16UC1")
+        assert (color.width, color.height, info.width, info.height) == (320, 256, 320, 256)
+        assert color.header.frame_id == depth.header.frame_id == info.header.frame_id == f"{cam}_color_optical_frame"
+        assert info.distortion_model == "plumb_bob" and info.k[0] > 0 and info.k[8] == 1.0
+        depth_mm = image_array(depth)
+        valid = depth_mm[depth_mm > 0]
+        assert valid.size > 0.5 * depth_mm.size and 50 <= np.median(valid) <= 2500  # mm: the table
+
+
+def test_sim_follows_the_scripted_commands(observed, bringup):
+    ns = bringup.namespace
+    commands = observed[f"/{ns}/joint_commands"]
+    states = observed[f"/{ns}/joint_states"]
+    assert len(commands) > 100
+    last_command = dict(zip(commands[-1][1].name, commands[-1][1].position))
+    state = next(m for t, m in reversed(states) if from_time(m.header.stamp) <= from_time(commands[-1][1].header.stamp) + 0.05)
+    q = dict(zip(state.name, state.position))
+    arm = [n for n in load_robot_config(bringup.arguments["robot"]).joint_names if not n.endswith("gripper")]
+    assert max(abs(q[n] - last_command[n]) for n in arm) < 0.1
+    # and the arms actually moved during the observation
+    first = dict(zip(states[0][1].name, states[0][1].position))
+    assert max(abs(q[n] - first[n]) for n in arm) > 0.05
+
+
+def test_bad_commands_are_rejected_by_name_and_the_sim_keeps_running(bringup):
+    ns = bringup.namespace
+    pub = bringup.probe.create_publisher(JointState, f"/{ns}/joint_commands", COMMAND_QOS)
+    bringup.spin_for(1.0)
+    pub.publish(JointState(name=["left_joint1"], position=[math.nan]))
+    pub.publish(JointState(name=["left_joint1", "left_joint2"], position=[0.0]))
+    pub.publish(JointState(name=["left_elbow"], position=[0.0]))
+    bringup.spin_for(0.5)
+    seen = _collect(bringup, 2.5)
+    statuses = [s for _, m in seen["/diagnostics"] for s in m.status if s.name.startswith(f"/{ns}/sim")]
+    assert statuses, "no diagnostics from the simulator"
+    values = {v.key: v.value for v in statuses[-1].values}
+    assert int(values["rejected_commands"]) >= 3
+    assert statuses[-1].level == b"\x01"  # WARN: running, with rejected commands
+    assert len(seen[f"/{ns}/joint_states"]) > 50, "simulator stopped publishing after bad commands"
+
+
+def test_a_second_simulator_is_refused_while_one_publishes_clock(bringup):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sim_node = Path(sys.executable).parent / "sim_node"
+    result = subprocess.run([str(sim_node), "--ros-args", "-r", "__ns:=/other", "-p", "startup_clock_check_s:=5.0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "/clock is already published by /lab/sim" in result.stderr
