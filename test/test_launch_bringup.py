@@ -111,3 +111,24 @@ def test_bringup_refuses_bad_arguments_by_name(argument, message):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_rviz_config_shows_what_the_system_publishes(bringup):
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    launched = _launch_nodes({"rviz": "true", "robot": bringup.arguments["robot"]})
+    rviz = launched["/rviz2"]
+    config = yaml.safe_load(open(rviz.arguments[rviz.arguments.index("-d") + 1]))
+    manager = config["Visualization Manager"]
+    urdf = launched["/robot_state_publisher"].parameters[0]["robot_description"]
+    assert manager["Global Options"]["Fixed Frame"] in {link.get("name") for link in ET.fromstring(urdf).iter("link")}
+    published = dict(bringup.probe.get_topic_names_and_types())
+    images = [d["Topic"]["Value"] for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"]
+    assert len(images) == 3
+    for topic in images:
+        assert not topic.startswith("/"), "relative, so that it follows the namespace"
+        assert published.get(f"/{bringup.namespace}/{topic}") == ["sensor_msgs/msg/Image"], topic
+    (model,) = [d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/RobotModel"]
+    assert model["Description Topic"]["Value"] == "robot_description"  # robot_state_publisher's latched topic
