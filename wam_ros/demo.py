@@ -39,6 +39,7 @@ class DemoMonitor(Node):
         self.start_frames: dict[str, dict[str, np.ndarray]] = {c: {} for c in CAMERA_NAMES}
         self.latest_frames: dict[str, dict[str, np.ndarray]] = {c: {} for c in CAMERA_NAMES}
         self._command: dict[str, float] | None = None
+        self._first_clock: tuple[float, float] | None = None  # (wall, sim) at the first /clock
         self.tracking_errors: list[float] = []
         self.create_subscription(ClockMsg, "/clock", self._on_clock, CLOCK_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
@@ -54,6 +55,8 @@ class DemoMonitor(Node):
 
     def _on_clock(self, msg: ClockMsg) -> None:
         self.sim_time = from_time(msg.clock)
+        if self._first_clock is None:
+            self._first_clock = (time.monotonic(), self.sim_time)
 
     def _on_command(self, msg: JointState) -> None:
         self._record("joint_commands", msg.header.stamp)
@@ -82,9 +85,12 @@ class DemoMonitor(Node):
             topics[topic] = {"messages": len(stamps),
                              "rate_hz_sim_time": round((len(stamps) - 1) / span, 2) if span > 0 else 0.0}
         err = np.array(self.tracking_errors) if self.tracking_errors else np.array([np.nan])
+        wall = time.monotonic() - self._first_clock[0] if self._first_clock else float("nan")
+        sim = self.sim_time - self._first_clock[1] if self._first_clock else float("nan")
         return {
             "robot": self.robot.name,
             "sim_time_s": round(self.sim_time, 3),
+            "real_time_factor": round(sim / wall, 3) if wall > 0 else None,
             "topics": topics,
             "joint_tracking_error_rad": {"mean": float(np.nanmean(err)), "p95": float(np.nanpercentile(err, 95)),
                                           "max": float(np.nanmax(err)), "samples": int(np.isfinite(err).sum())},
