@@ -56,3 +56,24 @@ def test_bad_field_is_named(tmp_path):
     data["cameras"]["head"]["xyz"] = [0, 0, math.nan]
     with pytest.raises(ConfigError, match=r"cameras\.head\.xyz: values must be finite"):
         RobotConfig.parse(data, "franka.yaml")
+
+
+def test_home_is_one_list_or_one_per_side(tmp_path):
+    data = yaml.safe_load((share_dir() / "config/robots/agilex.yaml").read_text())
+    cfg = RobotConfig.parse(data, "agilex.yaml")
+    home = cfg.home_positions()
+    assert home["left_joint1"] == -home["right_joint1"] != 0.0
+    data["arm"]["home"] = {"left": data["arm"]["home"]["left"]}
+    with pytest.raises(ConfigError, match=r"arm\.home\.right: missing"):
+        RobotConfig.parse(data, "agilex.yaml")
+    data["arm"]["home"] = [0.0, 5.0, -1.3, 0.0, 0.9, 0.0]
+    with pytest.raises(ConfigError, match=r"arm\.home: left joint2=5\.0 outside \[0\.0, 3\.14\]"):
+        RobotConfig.parse(data, "agilex.yaml")
+
+
+def test_missing_urdf_is_named(monkeypatch, tmp_path):
+    from wam_ros.ros import system
+
+    monkeypatch.setattr(system, "share_dir", lambda: tmp_path)
+    with pytest.raises(ConfigError, match=r"robot: URDF .*franka_dual\.urdf is missing; regenerate it with `wam-ros urdf`"):
+        system.describe_system(system.SystemOptions(robot="franka"))

@@ -83,17 +83,22 @@ def test_camera_messages_follow_the_driver_conventions(observed, bringup):
 
 def test_sim_follows_the_scripted_commands(observed, bringup):
     ns = bringup.namespace
-    commands = observed[f"/{ns}/joint_commands"]
-    states = observed[f"/{ns}/joint_states"]
+    commands = [m for _, m in observed[f"/{ns}/joint_commands"]]
+    states = [m for _, m in observed[f"/{ns}/joint_states"]]
     assert len(commands) > 100
-    last_command = dict(zip(commands[-1][1].name, commands[-1][1].position))
-    state = next(m for t, m in reversed(states) if from_time(m.header.stamp) <= from_time(commands[-1][1].header.stamp) + 0.05)
-    q = dict(zip(state.name, state.position))
     arm = [n for n in load_robot_config(bringup.arguments["robot"]).joint_names if not n.endswith("gripper")]
-    assert max(abs(q[n] - last_command[n]) for n in arm) < 0.1
+    state_times = np.array([from_time(m.header.stamp) for m in states])
+    errors = []
+    for command in commands:
+        target = dict(zip(command.name, command.position))
+        i = int(np.argmin(np.abs(state_times - from_time(command.header.stamp))))
+        q = dict(zip(states[i].name, states[i].position))
+        errors.append(max(abs(q[n] - target[n]) for n in arm))
+    # worst joint per sample: servo lag (critically damped, kp=400: about 0.1 s x 0.64 rad/s peak velocity)
+    assert np.median(errors) < 0.08 and np.percentile(errors, 95) < 0.12
     # and the arms actually moved during the observation
-    first = dict(zip(states[0][1].name, states[0][1].position))
-    assert max(abs(q[n] - first[n]) for n in arm) > 0.05
+    first, last = (dict(zip(m.name, m.position)) for m in (states[0], states[-1]))
+    assert max(abs(last[n] - first[n]) for n in arm) > 0.05
 
 
 def test_bad_commands_are_rejected_by_name_and_the_sim_keeps_running(bringup):

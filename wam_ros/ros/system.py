@@ -105,6 +105,14 @@ class NodeSpec:
         return self.package == "wam_ros"
 
 
+def robot_description(robot: str) -> str:
+    path = share_dir() / "urdf" / f"{check_choice('robot', robot, ROBOTS)}_dual.urdf"
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"robot: URDF {path} is missing; regenerate it with `wam-ros urdf`") from None
+
+
 def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     opts.validate()
     share = share_dir()
@@ -112,7 +120,7 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     ns = opts.namespace
     specs = [
         NodeSpec("robot_state_publisher", "robot_state_publisher", "robot_state_publisher", ns,
-                 {**common, "robot_description": (share / "urdf" / f"{opts.robot}_dual.urdf").read_text()}),
+                 {**common, "robot_description": robot_description(opts.robot)}),
     ]
     if opts.sim:
         # The simulator owns the clock, so it never runs on sim time itself.
