@@ -8,6 +8,9 @@ import os
 import random
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randrange(100, 200)))
+# The session's bring-up (fixture below) owns ROS_DOMAIN_ID; tests that start their own
+# simulator (which refuses a second /clock) use these instead.
+SPARE_DOMAIN_IDS = tuple(int(os.environ["ROS_DOMAIN_ID"]) + k for k in (1, 2))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 os.environ.setdefault("MUJOCO_GL", "egl")

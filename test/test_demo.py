@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SPARE_DOMAIN_IDS
 from wam_ros.config import CAMERA_NAMES
 
 
 @pytest.mark.parametrize("robot", ["agilex", "franka", "tienkung"])
 def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     # its own DDS domain: the session's bring-up already publishes /clock on the test domain
-    env = {**os.environ, "ROS_DOMAIN_ID": str(int(os.environ["ROS_DOMAIN_ID"]) + 1)}
+    env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
     result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "demo", "--robot", robot, "--duration", "4",
                              "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

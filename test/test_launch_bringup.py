@@ -14,6 +14,7 @@ import pytest
 import rclpy
 from rcl_interfaces.srv import GetParameters
 
+from conftest import SPARE_DOMAIN_IDS
 from launch_standin import evaluate_launch_file
 from wam_ros.paths import share_dir
 from wam_ros.ros.bringup import create_nodes
@@ -53,7 +54,7 @@ def test_launch_declares_every_argument_with_description_and_choices():
 @pytest.mark.parametrize("overrides", CONFIGURATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
 def test_launch_and_in_process_bringup_agree(overrides):
     launched = _launch_nodes(overrides)
-    rclpy.init()
+    rclpy.init(domain_id=SPARE_DOMAIN_IDS[0])
     try:
         nodes, skipped = create_nodes(describe_system(SystemOptions.from_arguments(overrides)))
         try:

@@ -90,7 +90,8 @@ class SimNode(Node):
 
     def _other_clock_publishers(self) -> list[str]:
         own = self.get_fully_qualified_name()
-        names = (f"/{info.node_namespace.strip('/')}/{info.node_name}".replace("//", "/")
+        names = ("a node whose name is not discovered yet" if "_UNKNOWN_" in info.node_name
+                 else f"/{info.node_namespace.strip('/')}/{info.node_name}".replace("//", "/")
                  for info in self.get_publishers_info_by_topic("/clock"))
         return sorted(name for name in names if name != own)
 
@@ -103,7 +104,7 @@ class SimNode(Node):
             time.sleep(0.05)
         # a remote node's name arrives shortly after its publisher is discovered
         name_deadline = time.monotonic() + 2.0
-        while any("_UNKNOWN_" in name for name in others) and time.monotonic() < name_deadline:
+        while any("not discovered" in name for name in others) and time.monotonic() < name_deadline:
             time.sleep(0.05)
             others = self._other_clock_publishers() or others
         self.destroy_publisher(self.clock_pub)
