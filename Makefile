@@ -13,7 +13,7 @@ export MUJOCO_GL ?= egl
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 
 SOURCES := $(shell find wam_ros config urdf launch -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
-MSGS := $(wildcard msg/*.msg) CMakeLists.txt
+MSGS := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt
 
 .PHONY: setup demo test bench urdf clean
 setup: $(VENV)/.installed

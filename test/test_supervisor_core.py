@@ -1,0 +1,302 @@
+"""The supervisor state machine and its command checks, without ROS."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from wam_ros.config import ConfigError, load_robot_config
+from wam_ros.control.limits import CheckConfig, WorkspaceBox, robot_joint_limits
+from wam_ros.control.supervisor import (Chunk, Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
+                                        Supervisor, SupervisorConfig, SupervisorMode, Transition)
+from wam_ros.geometry.kinematics import Kinematics
+from wam_ros.robots.urdf import generate_urdf
+
+ROBOT = load_robot_config("agilex")
+ARM = tuple(n for n in ROBOT.joint_names if not n.endswith("_gripper"))
+GRIPPERS = ("left_gripper", "right_gripper")
+LIMITS = robot_joint_limits(ROBOT)
+HOME = ROBOT.home_positions()
+Q0 = np.array([HOME[n] for n in ARM])
+DT = 1 / 15
+
+
+def make_config(clamp: bool = False, **rollback) -> SupervisorConfig:
+    return SupervisorConfig(ARM, GRIPPERS, (ROBOT.arm.gripper.stroke,) * 2, CheckConfig(LIMITS, clamp=clamp),
+                            timeouts={"joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0},
+                            rollback=RollbackConfig(**{"cooldown": 0.0, **rollback}))
+
+
+class Harness:
+    """Feeds fresh streams at a given time and records the events."""
+
+    def __init__(self, config: SupervisorConfig | None = None, fk=None):
+        self.sup = Supervisor(config or make_config(), fk)
+        self.q = Q0.copy()
+        self.grip = np.full(2, ROBOT.arm.gripper.stroke)
+        self.now = 0.0
+        self.events = []
+        self.next_id = 1
+
+    def feed(self, t: float) -> None:
+        self.now = t
+        self.sup.update_joint_state(t, [*ARM, *GRIPPERS], [*self.q, *self.grip])
+        self.sup.update_observation(t)
+
+    def chunk(self, positions=None, **fields) -> list:
+        positions = np.tile(self.q, (15, 1)) if positions is None else positions
+        c = Chunk(chunk_id=fields.pop("chunk_id", self.next_id), stamp=self.now, joint_names=list(ARM),
+                  positions=positions, dt=DT, **fields)
+        self.next_id = c.chunk_id + 1
+        events = self.sup.submit_chunk(self.now, c)
+        self.events += events
+        return events
+
+    def value(self, v: float) -> list:
+        events = self.sup.update_value(self.now, v, self.next_id - 1)
+        self.events += events
+        return events
+
+
+def running() -> Harness:
+    h = Harness()
+    h.feed(0.0)
+    h.value(0.1)
+    events = h.chunk()
+    assert isinstance(events[0], Transition) and events[0].new == SupervisorMode.RUNNING
+    assert isinstance(events[1], Command)
+    return h
+
+
+def test_starts_held_and_runs_on_the_first_valid_chunk_with_fresh_streams():
+    h = Harness()
+    assert h.sup.mode == SupervisorMode.HOLD
+    assert isinstance(h.chunk()[0], Rejection)  # no joint state yet
+    h.feed(0.0)
+    events = h.chunk()
+    assert [type(e) for e in events] == [Transition, Command]
+    command = events[1]
+    assert command.joint_names == [*ARM, *GRIPPERS] and command.positions.shape == (15, 14)
+    np.testing.assert_allclose(command.positions[:, :12], np.tile(Q0, (15, 1)))
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda p: p.__setitem__((3, 2), math.nan), "non-finite target for left_joint3 at step 3"),
+    (lambda p: p.__setitem__((5, 1), 3.5), r"left_joint2=3.5000 at step 5 outside \[0.0000, 3.1400\]"),
+    (lambda p: p.__setitem__((0, 0), p[0, 0] + 0.5), "left_joint1: first target .*max_start_deviation 0.35"),
+    (lambda p: p.__setitem__((slice(8, None), 6), p[8:, 6] + 0.3), "right_joint1: velocity 4.5 rad/s at step 8 exceeds max_velocity 3.14"),
+    (lambda p: p.__setitem__((slice(8, None), 6), p[8:, 6] + 0.05), "right_joint1: acceleration .* exceeds max_acceleration 10"),
+])
+def test_violating_chunks_are_rejected_with_the_reason(mutate, reason):
+    h = running()
+    positions = np.tile(h.q, (15, 1))
+    mutate(positions)
+    events = h.chunk(positions)
+    assert len(events) == 1 and isinstance(events[0], Rejection)
+    assert re.search(reason, events[0].reason), events[0].reason
+    assert h.sup.mode == SupervisorMode.RUNNING and h.sup.rejected == 1
+
+
+def test_names_and_shapes_are_checked():
+    h = running()
+    bad = Chunk(9, 0.0, ["left_joint1", "elbow"], np.zeros((2, 2)), DT)
+    assert "joint_names: unknown ['elbow']" in h.sup.submit_chunk(0.0, bad)[0].reason
+    bad = Chunk(9, 0.0, list(ARM[:-1]), np.zeros((2, 11)), DT)
+    assert "missing ['right_joint6']" in h.sup.submit_chunk(0.0, bad)[0].reason
+    bad = Chunk(9, 0.0, list(ARM), np.zeros((2, 11)), DT)
+    assert "expected horizon x 12 values" in h.sup.submit_chunk(0.0, bad)[0].reason
+    bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, gripper_names=["left_gripper"], gripper=np.array([[0.5], [1.7]]))
+    assert "gripper left_gripper: opening 1.700 outside [0, 1]" in h.sup.submit_chunk(0.0, bad)[0].reason
+    bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, action_space=2)
+    assert "convert end-effector deltas in the policy node" in h.sup.submit_chunk(0.0, bad)[0].reason
+
+
+def test_clamp_mode_clamps_positions_into_the_limits():
+    h = Harness(make_config(clamp=True))
+    h.q = np.array([HOME[n] for n in ARM])
+    h.q[1] = 3.1
+    h.feed(0.0)
+    positions = np.tile(h.q, (15, 1))
+    positions[:, 1] = np.linspace(3.1, 3.3, 15)
+    events = h.chunk(positions)
+    command = next(e for e in events if isinstance(e, Command))
+    assert command.positions[:, 1].max() <= 3.14
+
+
+def test_joint_delta_chunks_are_relative_to_the_conditioning_state():
+    h = running()
+    deltas = np.zeros((15, 12))
+    deltas[:, 0] = np.linspace(0.0, 0.05, 15)
+    command = h.chunk(deltas, action_space=1)[-1]
+    np.testing.assert_allclose(command.positions[:, 0], Q0[0] + deltas[:, 0])
+
+
+def test_workspace_box_rejects_chunks_that_leave_it():
+    kin = Kinematics(generate_urdf(ROBOT))
+    box = WorkspaceBox(("left_tcp", "right_tcp"), (-0.2, -0.8, 0.35), (0.8, 0.8, 1.0))  # TCPs rest at z = 0.32 m
+    config = make_config()
+    config = SupervisorConfig(config.arm_joints, config.gripper_joints, config.gripper_max,
+                              CheckConfig(LIMITS, workspace=box), config.timeouts, config.rollback)
+    h = Harness(config, lambda q, frames: kin.frame_poses(q, list(frames)))
+    h.feed(0.0)
+    events = h.chunk()
+    assert "left_tcp at step 0 reaches" in events[0].reason and "outside the workspace box" in events[0].reason
+
+
+def test_stale_stream_holds_and_recovers_only_with_fresh_streams_and_a_new_chunk():
+    h = running()
+    h.feed(0.1)
+    assert h.sup.tick(0.25) == []
+    events = h.sup.tick(0.35)  # joint_states 0.25 s old > 0.2 s
+    assert events[0].new == SupervisorMode.HOLD and "joint_states 0.25 s old (> 0.20 s)" in events[0].reason
+    hold = events[1]
+    assert hold.source == "hold" and hold.positions.shape == (1, 14)
+    np.testing.assert_allclose(hold.positions[0, :12], h.q)
+    h.now = 0.35
+    assert "held: joint_states" in h.chunk()[0].reason  # still stale
+    h.feed(0.4)
+    h.sup.update_value(0.4, 0.1, 1)
+    assert h.sup.tick(0.41) == []  # fresh again, but no new chunk yet: still HOLD
+    assert h.sup.mode == SupervisorMode.HOLD
+    assert h.chunk()[0].new == SupervisorMode.RUNNING
+
+
+def test_estop_latches_until_an_explicit_reset():
+    h = running()
+    events = h.sup.estop(0.0)
+    assert events[0].new == SupervisorMode.ESTOP and events[1].source == "hold"
+    h.feed(0.05)
+    assert "e-stop is latched" in h.chunk()[0].reason
+    assert h.sup.tick(5.0) == [] and h.sup.mode == SupervisorMode.ESTOP
+    h.feed(5.0)
+    h.sup.update_value(5.0, 0.1, 1)
+    assert h.sup.reset(5.0)[0].new == SupervisorMode.HOLD
+    assert h.chunk()[0].new == SupervisorMode.RUNNING
+
+
+def rollback_scenario(h: Harness) -> tuple[np.ndarray, list]:
+    """Value climbs to 0.8 at a pose, the arm moves on, value collapses."""
+    peak_q = None
+    for k, v in enumerate([0.2, 0.4, 0.6, 0.8, 0.75, 0.7]):
+        h.feed(0.1 * (k + 1))
+        h.value(v)
+        if v == 0.8:
+            peak_q = h.q.copy()
+        h.q = h.q + 0.02
+    h.feed(0.8)
+    events = h.value(0.55)  # 0.55 < 0.8 - 0.2
+    return peak_q, events
+
+
+def test_value_drop_rolls_back_to_the_peak_checkpoint_and_resamples_once():
+    h = running()
+    peak_q, events = rollback_scenario(h)
+    kinds = [type(e) for e in events]
+    assert kinds == [Transition, RollbackFired, Command]
+    fired, command = events[1], events[2]
+    assert events[0].new == SupervisorMode.ROLLING_BACK
+    assert fired.peak == pytest.approx(0.8) and fired.value == pytest.approx(0.55) and fired.index == 1
+    assert "value 0.55 < peak 0.80 - delta 0.20 for 1 consecutive estimate" in fired.detail
+    np.testing.assert_allclose(fired.checkpoint.arm, peak_q)
+    np.testing.assert_allclose(command.positions[-1, :12], peak_q)
+    # the rollback trajectory respects the velocity and acceleration limits
+    vel = np.diff(np.vstack([h.q, command.positions[:, :12]]), axis=0) / command.dt
+    assert (np.abs(vel) <= np.array([LIMITS[n].max_velocity for n in ARM]) + 1e-9).all()
+    assert "rolling back" in h.chunk()[0].reason
+    # the arm arrives: one resample request, then the resampled chunk resumes
+    h.q = peak_q.copy()
+    h.feed(0.8 + len(command.positions) * command.dt)
+    events = h.sup.tick(h.now)
+    assert [type(e) for e in events] == [Transition, ResampleRequest]
+    assert events[0].new == SupervisorMode.RESAMPLING
+    np.testing.assert_allclose(events[1].positions, peak_q)
+    assert h.sup.tick(h.now + 0.01) == []  # requested exactly once
+    h.sup.resample_reply(h.now, True, 42)
+    assert "waiting for the resampled chunk 42" in h.chunk(chunk_id=41)[0].reason
+    assert h.chunk(chunk_id=42)[0].new == SupervisorMode.RUNNING
+
+
+def test_rollback_needs_n_consecutive_low_values_when_configured():
+    h = Harness(make_config(consecutive=2))
+    h.feed(0.0)
+    h.value(0.1)
+    h.chunk()
+    _, events = rollback_scenario(h)
+    assert events == []
+    h.feed(0.9)
+    assert isinstance(h.value(0.5)[1], RollbackFired)
+
+
+def test_rollback_budget_exhausted_holds_for_the_operator():
+    h = Harness(make_config(max_rollbacks=0))
+    h.feed(0.0)
+    h.value(0.1)
+    h.chunk()
+    _, events = rollback_scenario(h)
+    assert events[0].new == SupervisorMode.HOLD and "rollback budget of 0 exhausted" in events[0].reason
+    h.feed(1.0)
+    h.value(0.9)
+    assert "held for the operator" in h.chunk()[0].reason
+    h.sup.start_episode(1.0)
+    assert h.chunk()[0].new == SupervisorMode.RUNNING
+
+
+def test_rollback_does_not_open_a_gripper_that_holds_an_object():
+    h = running()
+    h.grip = np.full(2, ROBOT.arm.gripper.stroke)  # open at the peak
+    for k, v in enumerate([0.2, 0.8]):
+        h.feed(0.1 * (k + 1))
+        h.value(v)
+    # grasp: command closed, fingers blocked by an object at 40 % opening
+    closed = np.tile(h.q, (15, 1))
+    h.chunk(closed, gripper_names=["left_gripper"], gripper=np.zeros((15, 1)))
+    h.grip = np.array([0.4 * ROBOT.arm.gripper.stroke, ROBOT.arm.gripper.stroke])
+    h.feed(0.5)
+    command = next(e for e in h.value(0.5) if isinstance(e, Command))
+    assert command.positions[-1, 12] == pytest.approx(0.0)  # left stays closed on the object
+    assert command.positions[-1, 13] == pytest.approx(ROBOT.arm.gripper.stroke)
+
+
+def test_bad_configuration_is_named():
+    with pytest.raises(ConfigError, match=r"rollback.delta: expected a value in \(0, 1\), got 1.5"):
+        RollbackConfig(delta=1.5)
+    with pytest.raises(ConfigError, match="timeouts: unknown stream"):
+        SupervisorConfig(ARM, GRIPPERS, (0.035, 0.035), CheckConfig(LIMITS), timeouts={"camera": 1.0})
+    with pytest.raises(ConfigError, match="joint_limits.left_joint9: unknown joint"):
+        robot_joint_limits(ROBOT, {"left_joint9": {"max_velocity": 1.0}})
+    with pytest.raises(ConfigError, match=r"joint_limits.left_joint1: unknown field\(s\) \['max_speed'\]"):
+        robot_joint_limits(ROBOT, {"left_joint1": {"max_speed": 1.0}})
+
+
+@settings(max_examples=300, deadline=None)
+@given(clamp=st.booleans(), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.001, 0.02, 0.1, 0.5, 3.0]),
+       jerk=st.booleans())
+def test_no_forwarded_command_ever_violates_a_limit(clamp, seed, scale, jerk):
+    rng = np.random.default_rng(seed)
+    overrides = {n: {"has_jerk_limits": jerk, "max_jerk": 500.0} for n in ARM}
+    limits = robot_joint_limits(ROBOT, overrides)
+    config = SupervisorConfig(ARM, GRIPPERS, (0.035, 0.035), CheckConfig(limits, clamp=clamp))
+    sup = Supervisor(config)
+    q = np.array([HOME[n] for n in ARM])
+    sup.update_joint_state(0.0, [*ARM, *GRIPPERS], [*q, 0.035, 0.035])
+    sup.update_observation(0.0)
+    sup.update_value(0.0, 0.5, 0)
+    steps = rng.normal(0.0, scale, (15, 12)).cumsum(axis=0) * (rng.random((1, 12)) < 0.5)
+    positions = q + steps
+    if rng.random() < 0.1:
+        positions[rng.integers(15), rng.integers(12)] = rng.choice([np.nan, np.inf, 10.0])
+    for event in sup.submit_chunk(0.0, Chunk(1, 0.0, list(ARM), positions, DT)):
+        if isinstance(event, Command):
+            p = event.positions[:, :12]
+            lo = np.array([limits[n].min_position for n in ARM])
+            hi = np.array([limits[n].max_position for n in ARM])
+            assert np.isfinite(p).all() and (p >= lo - 1e-9).all() and (p <= hi + 1e-9).all()
+            for order, name in ((1, "velocity"), (2, "acceleration"), (3, "jerk")):
+                bound = np.array([getattr(limits[n], f"max_{name}") if getattr(limits[n], f"has_{name}_limits")
+                                  else np.inf for n in ARM])
+                assert (np.abs(np.diff(p, n=order, axis=0)) / DT ** order <= bound + 1e-6).all()
+            assert (np.abs(p[0] - q) <= config.checks.max_start_deviation + 1e-9).all()

@@ -1,0 +1,160 @@
+"""Joint limits and the checks every action chunk passes before it reaches an arm (ROS-free).
+
+Limit names follow ros2_control's `joint_limits` parameters (has_position_limits,
+min_position, max_velocity, ...). Velocity, acceleration and jerk are finite differences of
+consecutive chunk targets over the chunk's dt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from wam_ros.config import ConfigError, RobotConfig
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    has_position_limits: bool = True
+    min_position: float = -math.inf
+    max_position: float = math.inf
+    has_velocity_limits: bool = True
+    max_velocity: float = math.inf
+    has_acceleration_limits: bool = True
+    max_acceleration: float = math.inf
+    has_jerk_limits: bool = False
+    max_jerk: float = math.inf
+
+    def __post_init__(self) -> None:
+        if self.has_position_limits and not self.min_position < self.max_position:
+            raise ConfigError(f"min_position ({self.min_position}) must be below max_position ({self.max_position})")
+        for name in ("max_velocity", "max_acceleration", "max_jerk"):
+            if getattr(self, f"has_{name[4:]}_limits") and not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+LIMIT_FIELDS = tuple(JointLimits.__dataclass_fields__)
+
+
+def robot_joint_limits(robot: RobotConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, JointLimits]:
+    """Arm joint limits from the robot config, optionally overridden per joint with
+    ros2_control names, e.g. {"left_joint4": {"max_velocity": 1.0, "has_jerk_limits": True}}."""
+    limits = {}
+    for side in ("left", "right"):
+        for spec, name in zip(robot.arm.joints, robot.arm_joint_names(side)):
+            limits[name] = JointLimits(True, spec.lower, spec.upper, True, spec.velocity, True, spec.acceleration,
+                                       True, spec.jerk)
+    for name, values in (overrides or {}).items():
+        if name not in limits:
+            raise ConfigError(f"joint_limits.{name}: unknown joint; allowed: {', '.join(limits)}")
+        unknown = set(values) - set(LIMIT_FIELDS)
+        if unknown:
+            raise ConfigError(f"joint_limits.{name}: unknown field(s) {sorted(unknown)}; allowed: {', '.join(LIMIT_FIELDS)}")
+        try:
+            limits[name] = replace(limits[name], **values)
+        except ConfigError as exc:
+            raise ConfigError(f"joint_limits.{name}: {exc}") from None
+    return limits
+
+
+@dataclass(frozen=True)
+class WorkspaceBox:
+    """Axis-aligned box (base frame) that the named frames (e.g. the TCPs) must stay in."""
+
+    frames: tuple[str, ...]
+    minimum: tuple[float, float, float]
+    maximum: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    limits: dict[str, JointLimits]
+    clamp: bool = False                # clamp positions / velocities instead of rejecting
+    max_start_deviation: float = 0.35  # rad: chunk's first target vs the current state
+    workspace: WorkspaceBox | None = None
+
+
+class ChunkRejected(ValueError):
+    """The chunk violates a check; the message says which joint, step and limit."""
+
+
+@dataclass
+class CheckedTargets:
+    positions: np.ndarray  # horizon x joints, in CheckConfig.limits order restricted to the chunk's joints
+    clamped: list[str] = field(default_factory=list)
+
+
+def _finite_differences(p: np.ndarray, dt: float, order: int) -> np.ndarray:
+    return np.diff(p, n=order, axis=0) / dt ** order if len(p) > order else np.zeros((0, p.shape[1]))
+
+
+def _worst(values: np.ndarray, bound: np.ndarray) -> tuple[int, int] | None:
+    excess = np.abs(values) - bound
+    if excess.size == 0 or (excess <= 1e-9).all():
+        return None
+    step, joint = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    return int(step), int(joint)
+
+
+def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, current: np.ndarray,
+                  config: CheckConfig, forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
+                  ) -> CheckedTargets:
+    """Check (and, where configured, clamp) a horizon x joints matrix of absolute joint targets.
+
+    `current` holds the measured positions of `names`. Raises ChunkRejected with the reason.
+    """
+    if not (math.isfinite(dt) and dt > 0):
+        raise ChunkRejected(f"dt: must be a positive number of seconds, got {dt}")
+    p = np.array(positions, dtype=float)
+    if not np.isfinite(p).all():
+        step, joint = np.argwhere(~np.isfinite(p))[0]
+        raise ChunkRejected(f"non-finite target for {names[joint]} at step {step}")
+    lim = [config.limits[n] for n in names]
+    lo = np.array([l.min_position if l.has_position_limits else -np.inf for l in lim])
+    hi = np.array([l.max_position if l.has_position_limits else np.inf for l in lim])
+    vmax = np.array([l.max_velocity if l.has_velocity_limits else np.inf for l in lim])
+    amax = np.array([l.max_acceleration if l.has_acceleration_limits else np.inf for l in lim])
+    jmax = np.array([l.max_jerk if l.has_jerk_limits else np.inf for l in lim])
+    clamped = []
+
+    deviation = np.abs(p[0] - current)
+    if (deviation > config.max_start_deviation).any():
+        j = int(np.argmax(deviation))
+        raise ChunkRejected(f"{names[j]}: first target {p[0, j]:.4f} is {deviation[j]:.3f} rad from the current "
+                            f"position {current[j]:.4f} (max_start_deviation {config.max_start_deviation})")
+
+    outside = (p < lo - 1e-9) | (p > hi + 1e-9)
+    if outside.any():
+        step, j = np.argwhere(outside)[0]
+        if not config.clamp:
+            raise ChunkRejected(f"{names[j]}={p[step, j]:.4f} at step {step} outside [{lo[j]:.4f}, {hi[j]:.4f}]")
+        p = np.clip(p, lo, hi)
+        clamped.append("position")
+
+    if _worst(_finite_differences(p, dt, 1), vmax) is not None and config.clamp:
+        # limit each step's increment, from the first target on (keeps the chunk's start)
+        for k in range(1, len(p)):
+            p[k] = p[k - 1] + np.clip(p[k] - p[k - 1], -vmax * dt, vmax * dt)
+        clamped.append("velocity")
+    for order, bound, what, unit in ((1, vmax, "velocity", "rad/s"), (2, amax, "acceleration", "rad/s^2"),
+                                     (3, jmax, "jerk", "rad/s^3")):
+        d = _finite_differences(p, dt, order)
+        worst = _worst(d, bound)
+        if worst is not None:
+            step, j = worst
+            raise ChunkRejected(f"{names[j]}: {what} {abs(d[step, j]):.3g} {unit} at step {step + order} exceeds "
+                                f"max_{what} {bound[j]:.3g}" + (" (after clamping)" if clamped else ""))
+
+    if config.workspace is not None and forward_kinematics is not None:
+        box_lo, box_hi = np.array(config.workspace.minimum), np.array(config.workspace.maximum)
+        for step, row in enumerate(p):
+            poses = forward_kinematics(dict(zip(names, row)), config.workspace.frames)
+            for frame, pose in poses.items():
+                xyz = pose[:3, 3]
+                if (xyz < box_lo).any() or (xyz > box_hi).any():
+                    raise ChunkRejected(f"{frame} at step {step} reaches {np.round(xyz, 3).tolist()} outside the "
+                                        f"workspace box {list(config.workspace.minimum)}..{list(config.workspace.maximum)}")
+    return CheckedTargets(p, clamped)

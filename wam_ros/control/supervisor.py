@@ -1,0 +1,440 @@
+"""The safety and rollback supervisor as a state machine (ROS-free).
+
+Every command to the arms leaves through `Supervisor`: action chunks are checked (limits.py)
+and forwarded only in RUNNING; stale streams move to HOLD; an e-stop latches ESTOP until an
+explicit reset; and when the predicted progress value drops below `peak - delta` the robot is
+driven back to the checkpoint of the peak (ROLLING_BACK), the policy is asked for a fresh chunk
+(RESAMPLING), and execution resumes with it (MV-WAM's value-guided rollback).
+
+Times are ROS times in seconds, passed in by the caller; methods return the events the node
+must publish or act on, in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Callable, Sequence
+
+import numpy as np
+
+from wam_ros.config import ConfigError
+from wam_ros.control.limits import CheckConfig, ChunkRejected, check_targets
+from wam_ros.control.trajectory import min_jerk_duration, min_jerk_move
+
+
+class SupervisorMode(IntEnum):
+    RUNNING = 0
+    ROLLING_BACK = 1
+    RESAMPLING = 2
+    HOLD = 3
+    ESTOP = 4
+
+
+# ActionChunk.action_space values
+JOINT_POSITION, JOINT_DELTA, EE_DELTA = 0, 1, 2
+STREAMS = ("joint_states", "observations", "value", "chunks")
+
+
+@dataclass(frozen=True)
+class RollbackConfig:
+    enabled: bool = True
+    delta: float = 0.20                 # trigger when value < peak - delta
+    consecutive: int = 1                # ... for this many consecutive estimates
+    checkpoint_spacing: float = 0.5     # s between buffered checkpoints
+    buffer_size: int = 64
+    max_rollbacks: int = 3              # per episode, then HOLD for the operator
+    cooldown: float = 2.0               # s after resuming during which no new rollback fires
+    reach_tolerance: float = 0.05       # rad: checkpoint reached
+    reach_timeout: float = 3.0          # s beyond the planned duration, then HOLD
+    resample_timeout: float = 5.0       # s to wait for the resampled chunk, then HOLD
+    may_open_grippers: bool = False     # may a rollback open a gripper that holds an object
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigError(f"rollback.delta: expected a value in (0, 1), got {self.delta}")
+        if self.consecutive < 1 or self.buffer_size < 1 or self.max_rollbacks < 0:
+            raise ConfigError("rollback: consecutive and buffer_size must be >= 1, max_rollbacks >= 0")
+        for name in ("checkpoint_spacing", "cooldown", "reach_tolerance", "reach_timeout", "resample_timeout"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"rollback.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    arm_joints: tuple[str, ...]                   # order of commands and checkpoints
+    gripper_joints: tuple[str, ...]               # joint_states names, positions in m of finger travel
+    gripper_max: tuple[float, ...]                # travel (m) that normalised opening 1.0 maps to
+    checks: CheckConfig
+    timeouts: dict[str, float] = field(default_factory=lambda: {
+        "joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0})  # s; 0 disables
+    rollback: RollbackConfig = RollbackConfig()
+    # a gripper "holds an object" when commanded closed but blocked between these openings (0..1)
+    grasp_opening: tuple[float, float] = (0.03, 0.8)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.timeouts) - set(STREAMS)
+        if unknown:
+            raise ConfigError(f"timeouts: unknown stream(s) {sorted(unknown)}; allowed: {', '.join(STREAMS)}")
+        for name, value in self.timeouts.items():
+            if not value >= 0:
+                raise ConfigError(f"timeouts.{name}: must be >= 0 s (0 disables), got {value}")
+        missing = set(self.arm_joints) - set(self.checks.limits)
+        if missing:
+            raise ConfigError(f"joint_limits: no limits for {sorted(missing)}")
+        if len(self.gripper_joints) != len(self.gripper_max):
+            raise ConfigError("gripper_joints and gripper_max must have the same length")
+
+
+@dataclass
+class Chunk:
+    """The fields of wam_ros/ActionChunk the supervisor uses."""
+
+    chunk_id: int
+    stamp: float                      # observation the chunk was conditioned on
+    joint_names: list[str]
+    positions: np.ndarray             # horizon x len(joint_names)
+    dt: float
+    gripper_names: list[str] = field(default_factory=list)
+    gripper: np.ndarray | None = None  # horizon x len(gripper_names), normalised 0..1
+    action_space: int = JOINT_POSITION
+    expert: int = 0
+    value: float = math.nan
+
+
+# --- events the node acts on ---------------------------------------------------------------
+@dataclass
+class Transition:
+    old: SupervisorMode
+    new: SupervisorMode
+    reason: str
+
+
+@dataclass
+class Command:
+    """Joint targets for the bridge: rows at `dt` spacing, the first executed at `start`."""
+
+    joint_names: list[str]
+    positions: np.ndarray
+    dt: float
+    start: float
+    source: str  # "chunk <id>", "hold", "rollback"
+
+
+@dataclass
+class Rejection:
+    chunk_id: int
+    reason: str
+
+
+@dataclass
+class Checkpoint:
+    stamp: float
+    arm: np.ndarray
+    gripper: np.ndarray   # m
+    chunk_id: int
+    value: float
+
+
+@dataclass
+class RollbackFired:
+    detail: str
+    value: float
+    peak: float
+    delta: float
+    checkpoint: Checkpoint
+    discarded_chunk_id: int
+    index: int
+
+
+@dataclass
+class ResampleRequest:
+    discarded_chunk_id: int
+    joint_names: list[str]
+    positions: np.ndarray
+
+
+Event = Transition | Command | Rejection | RollbackFired | ResampleRequest
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig,
+                 forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None):
+        self.config = config
+        self._fk = forward_kinematics
+        self.mode = SupervisorMode.HOLD
+        self.reason = "waiting for joint states and a first chunk"
+        self._last_seen: dict[str, float] = {}
+        self._q_arm: np.ndarray | None = None
+        self._q_gripper: np.ndarray | None = None
+        self._history: deque[tuple[float, np.ndarray]] = deque(maxlen=256)  # (stamp, arm q) for delta chunks
+        self._commanded_gripper = np.array(config.gripper_max, dtype=float)  # m, last command
+        # value-guided rollback
+        self.value = math.nan
+        self.peak = -math.inf
+        self._peak_checkpoint: Checkpoint | None = None
+        self.checkpoints: deque[Checkpoint] = deque(maxlen=config.rollback.buffer_size)
+        self._low_count = 0
+        self.rollbacks = 0
+        self.rollback_history: list[RollbackFired] = []
+        self._resumed_at = -math.inf
+        self._subtask = 0
+        self._rollback_target: Checkpoint | None = None
+        self._rollback_done_at = 0.0
+        self._resample_since = 0.0
+        self._expected_chunk_id: int | None = None
+        self._needs_operator = False  # an exhausted rollback budget holds until reset / new episode
+        # bookkeeping for diagnostics
+        self.last_forwarded_chunk_id = 0
+        self.last_rejected_chunk_id = 0
+        self.last_rejection = ""
+        self.forwarded = 0
+        self.rejected = 0
+
+    # --- inputs ----------------------------------------------------------------------------
+    def update_joint_state(self, now: float, names: Sequence[str], positions: Sequence[float]) -> list[Event]:
+        index = {n: i for i, n in enumerate(names)}
+        needed = (*self.config.arm_joints, *self.config.gripper_joints)
+        missing = [n for n in needed if n not in index]
+        if missing:
+            return [Rejection(0, f"joint_states lacks {missing}; ignored")]
+        q = np.array([positions[index[n]] for n in needed], dtype=float)
+        if not np.isfinite(q).all():
+            return [Rejection(0, "joint_states holds non-finite positions; ignored")]
+        n_arm = len(self.config.arm_joints)
+        self._q_arm, self._q_gripper = q[:n_arm], q[n_arm:]
+        self._history.append((now, self._q_arm.copy()))
+        self._last_seen["joint_states"] = now
+        return []
+
+    def update_observation(self, now: float) -> None:
+        self._last_seen["observations"] = now
+
+    def update_value(self, now: float, value: float, chunk_id: int, subtask: int = 0) -> list[Event]:
+        if not math.isfinite(value):
+            return []  # a model without a value head: nothing to track
+        self._last_seen["value"] = now
+        self.value = value
+        if subtask != self._subtask:
+            self._subtask = subtask
+            self._reset_peak()
+        if self.mode != SupervisorMode.RUNNING or self._q_arm is None:
+            return []
+        checkpoint = Checkpoint(now, self._q_arm.copy(), self._q_gripper.copy(), chunk_id, value)
+        if not self.checkpoints or now - self.checkpoints[-1].stamp >= self.config.rollback.checkpoint_spacing:
+            self.checkpoints.append(checkpoint)
+        if value >= self.peak:
+            self.peak, self._peak_checkpoint, self._low_count = value, checkpoint, 0
+            return []
+        rb = self.config.rollback
+        if not rb.enabled or value >= self.peak - rb.delta:
+            self._low_count = 0
+            return []
+        self._low_count += 1
+        if self._low_count < rb.consecutive or now - self._resumed_at < rb.cooldown:
+            return []
+        detail = (f"value {value:.2f} < peak {self.peak:.2f} - delta {rb.delta:.2f} "
+                  f"for {self._low_count} consecutive estimate{'s' if self._low_count > 1 else ''}")
+        if self.rollbacks >= rb.max_rollbacks:
+            self._needs_operator = True
+            return self._enter(SupervisorMode.HOLD, f"rollback budget of {rb.max_rollbacks} exhausted ({detail}); "
+                                                    "operator: start a new episode or reset", now)
+        return self._start_rollback(now, detail)
+
+    def submit_chunk(self, now: float, chunk: Chunk) -> list[Event]:
+        self._last_seen["chunks"] = now
+        try:
+            if self.mode == SupervisorMode.ESTOP:
+                raise ChunkRejected("e-stop is latched; reset first")
+            if self.mode in (SupervisorMode.ROLLING_BACK,):
+                raise ChunkRejected("rolling back to a checkpoint")
+            if self.mode == SupervisorMode.RESAMPLING and self._expected_chunk_id is not None \
+                    and chunk.chunk_id < self._expected_chunk_id:
+                raise ChunkRejected(f"waiting for the resampled chunk {self._expected_chunk_id}")
+            if self._needs_operator:
+                raise ChunkRejected(f"held for the operator: {self.reason}")
+            if self._q_arm is None:
+                raise ChunkRejected("no joint state yet")
+            command = self._check(chunk)
+        except ChunkRejected as exc:
+            self.rejected += 1
+            self.last_rejected_chunk_id, self.last_rejection = chunk.chunk_id, str(exc)
+            return [Rejection(chunk.chunk_id, str(exc))]
+        events: list[Event] = []
+        if self.mode != SupervisorMode.RUNNING:
+            stale = self._stale_streams(now)
+            if stale:
+                self.rejected += 1
+                self.last_rejected_chunk_id, self.last_rejection = chunk.chunk_id, f"streams stale: {stale}"
+                return [Rejection(chunk.chunk_id, f"held: {stale}")]
+            if self.mode == SupervisorMode.RESAMPLING:
+                self._resumed_at = now
+            events += self._enter(SupervisorMode.RUNNING, f"chunk {chunk.chunk_id} accepted", now)
+        command.start = now
+        self.forwarded += 1
+        self.last_forwarded_chunk_id = chunk.chunk_id
+        n_arm = len(self.config.arm_joints)
+        self._commanded_gripper = command.positions[-1, n_arm:].copy()
+        events.append(command)
+        return events
+
+    def resample_reply(self, now: float, accepted: bool, chunk_id: int, message: str = "") -> list[Event]:
+        if self.mode != SupervisorMode.RESAMPLING:
+            return []
+        if not accepted:
+            return self._enter(SupervisorMode.HOLD, f"policy refused to resample: {message}", now)
+        self._expected_chunk_id = chunk_id
+        return []
+
+    def estop(self, now: float, reason: str = "e-stop requested") -> list[Event]:
+        if self.mode == SupervisorMode.ESTOP:
+            return []
+        return self._enter(SupervisorMode.ESTOP, reason, now)
+
+    def reset(self, now: float) -> list[Event]:
+        """Leave ESTOP (or an operator HOLD): hold position until fresh streams and a new chunk."""
+        if self.mode not in (SupervisorMode.ESTOP, SupervisorMode.HOLD):
+            return []
+        self._needs_operator = False
+        return self._enter(SupervisorMode.HOLD, "reset by operator; waiting for a new chunk", now)
+
+    def start_episode(self, now: float) -> list[Event]:
+        """New episode: peak, checkpoints and the rollback budget start over."""
+        self._needs_operator = False
+        self.rollbacks = 0
+        self.rollback_history.clear()
+        self.checkpoints.clear()
+        self._reset_peak()
+        return []
+
+    def tick(self, now: float) -> list[Event]:
+        """Watchdogs and rollback progress; call at the control rate."""
+        if self.mode == SupervisorMode.ESTOP:
+            return []
+        stale = self._stale_streams(now)
+        if self.mode == SupervisorMode.RUNNING and stale:
+            return self._enter(SupervisorMode.HOLD, f"stale: {stale}", now)
+        if self.mode in (SupervisorMode.ROLLING_BACK, SupervisorMode.RESAMPLING) and "joint_states" in stale:
+            return self._enter(SupervisorMode.HOLD, f"stale during rollback: {stale}", now)
+        if self.mode == SupervisorMode.ROLLING_BACK and self._q_arm is not None:
+            target = self._rollback_target
+            error = float(np.max(np.abs(self._q_arm - target.arm)))
+            if now >= self._rollback_done_at and error <= self.config.rollback.reach_tolerance:
+                self._resample_since = now
+                self._expected_chunk_id = None
+                events = self._enter(SupervisorMode.RESAMPLING, f"checkpoint reached (error {error:.3f} rad)", now)
+                return events + [ResampleRequest(self.last_forwarded_chunk_id, list(self.config.arm_joints),
+                                                 self._q_arm.copy())]
+            if now > self._rollback_done_at + self.config.rollback.reach_timeout:
+                return self._enter(SupervisorMode.HOLD, f"checkpoint not reached (error {error:.3f} rad)", now)
+        if self.mode == SupervisorMode.RESAMPLING and now - self._resample_since > self.config.rollback.resample_timeout:
+            return self._enter(SupervisorMode.HOLD, "no resampled chunk in time", now)
+        return []
+
+    # --- internals ---------------------------------------------------------------------------
+    def _reset_peak(self) -> None:
+        self.peak, self._peak_checkpoint, self._low_count = -math.inf, None, 0
+
+    def _stale_streams(self, now: float) -> str:
+        stale = []
+        for stream, timeout in self.config.timeouts.items():
+            if timeout <= 0 or (stream == "value" and not self.config.rollback.enabled):
+                continue
+            seen = self._last_seen.get(stream)
+            if seen is None:
+                if stream != "value":  # a policy without a value head never sends one
+                    stale.append(f"{stream} never received")
+            elif now - seen > timeout:
+                stale.append(f"{stream} {now - seen:.2f} s old (> {timeout:.2f} s)")
+        return ", ".join(stale)
+
+    def _enter(self, mode: SupervisorMode, reason: str, now: float) -> list[Event]:
+        old, self.mode, self.reason = self.mode, mode, reason
+        events: list[Event] = [Transition(old, mode, reason)]
+        if mode in (SupervisorMode.HOLD, SupervisorMode.ESTOP) and old not in (SupervisorMode.HOLD, SupervisorMode.ESTOP) \
+                and self._q_arm is not None:
+            events.append(self._hold_command(now))
+        return events
+
+    def _hold_command(self, now: float) -> Command:
+        row = np.concatenate([self._q_arm, self._commanded_gripper])
+        return Command([*self.config.arm_joints, *self.config.gripper_joints], row[None, :], 0.0, now, "hold")
+
+    def _conditioning_state(self, stamp: float) -> np.ndarray:
+        return min(self._history, key=lambda entry: abs(entry[0] - stamp))[1]
+
+    def _check(self, chunk: Chunk) -> Command:
+        cfg = self.config
+        if chunk.action_space not in (JOINT_POSITION, JOINT_DELTA):
+            raise ChunkRejected(f"action_space {chunk.action_space}: the supervisor takes joint positions (0) or "
+                                "joint deltas (1); convert end-effector deltas in the policy node")
+        unknown = [n for n in chunk.joint_names if n not in cfg.arm_joints]
+        if unknown:
+            raise ChunkRejected(f"joint_names: unknown {unknown}; allowed: {', '.join(cfg.arm_joints)}")
+        if sorted(chunk.joint_names) != sorted(cfg.arm_joints):
+            missing = [n for n in cfg.arm_joints if n not in chunk.joint_names]
+            raise ChunkRejected(f"joint_names: missing {missing} (a chunk commands every arm joint)")
+        positions = np.asarray(chunk.positions, dtype=float)
+        horizon = positions.shape[0] if positions.ndim == 2 else 0
+        if horizon < 1 or positions.shape[1] != len(chunk.joint_names):
+            raise ChunkRejected(f"positions: expected horizon x {len(chunk.joint_names)} values, got shape {positions.shape}")
+        order = [chunk.joint_names.index(n) for n in cfg.arm_joints]
+        arm = positions[:, order]
+        if chunk.action_space == JOINT_DELTA:
+            arm = arm + self._conditioning_state(chunk.stamp)
+        gripper = np.tile(self._commanded_gripper, (horizon, 1))  # unchanged unless commanded
+        if chunk.gripper_names:
+            g = np.asarray(chunk.gripper, dtype=float).reshape(horizon, -1) if chunk.gripper is not None else None
+            if g is None or g.shape[1] != len(chunk.gripper_names):
+                raise ChunkRejected(f"gripper: expected horizon x {len(chunk.gripper_names)} values")
+            for column, name in enumerate(chunk.gripper_names):
+                if name not in cfg.gripper_joints:
+                    raise ChunkRejected(f"gripper_names: unknown {name!r}; allowed: {', '.join(cfg.gripper_joints)}")
+                values = g[:, column]
+                if not np.isfinite(values).all():
+                    raise ChunkRejected(f"gripper {name}: non-finite opening")
+                if ((values < 0) | (values > 1)).any():
+                    if not cfg.checks.clamp:
+                        raise ChunkRejected(f"gripper {name}: opening {values[(values < 0) | (values > 1)][0]:.3f} "
+                                            "outside [0, 1]")
+                    values = np.clip(values, 0.0, 1.0)
+                i = cfg.gripper_joints.index(name)
+                gripper[:, i] = values * cfg.gripper_max[i]
+        checked = check_targets(arm, cfg.arm_joints, chunk.dt, self._q_arm, cfg.checks, self._fk)
+        return Command([*cfg.arm_joints, *cfg.gripper_joints], np.hstack([checked.positions, gripper]), chunk.dt,
+                       0.0, f"chunk {chunk.chunk_id}")
+
+    def _start_rollback(self, now: float, detail: str) -> list[Event]:
+        target = self._peak_checkpoint
+        cfg = self.config
+        lim = [cfg.checks.limits[n] for n in cfg.arm_joints]
+        duration = min_jerk_duration(target.arm - self._q_arm, np.array([l.max_velocity for l in lim]),
+                                     np.array([l.max_acceleration for l in lim]),
+                                     np.array([l.max_jerk if l.has_jerk_limits else math.inf for l in lim]))
+        dt = 0.02
+        arm_path = min_jerk_move(self._q_arm, target.arm, max(duration, dt), dt)
+        # grippers last: hold them during the arm move, then restore (not opening a grasp unless allowed)
+        held = self._commanded_gripper.copy()
+        restored = target.gripper.copy()
+        if not cfg.rollback.may_open_grippers:
+            lo, hi = cfg.grasp_opening
+            opening = self._q_gripper / np.array(cfg.gripper_max)
+            holding = (held <= lo * np.array(cfg.gripper_max)) & (opening >= lo) & (opening <= hi)
+            restored = np.where(holding & (restored > self._q_gripper), held, restored)
+        gripper_steps = max(1, math.ceil(0.5 / dt))
+        rows = np.vstack([np.hstack([arm_path, np.tile(held, (len(arm_path), 1))]),
+                          np.hstack([np.tile(target.arm, (gripper_steps, 1)),
+                                     held + np.linspace(1.0 / gripper_steps, 1.0, gripper_steps)[:, None] * (restored - held)])])
+        self.rollbacks += 1
+        fired = RollbackFired(detail, self.value, self.peak, cfg.rollback.delta, target, self.last_forwarded_chunk_id,
+                              self.rollbacks)
+        self.rollback_history.append(fired)
+        self._rollback_target = target
+        self._rollback_done_at = now + len(rows) * dt
+        self._commanded_gripper = restored
+        self._low_count = 0
+        events = self._enter(SupervisorMode.ROLLING_BACK, detail, now)
+        events += [fired, Command([*cfg.arm_joints, *cfg.gripper_joints], rows, dt, now, "rollback")]
+        return events

@@ -1,0 +1,33 @@
+"""Limit-respecting point-to-point joint moves (ROS-free): synchronized minimum-jerk profiles."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Peaks of the minimum-jerk profile s(u) = 10u^3 - 15u^4 + 6u^5 over a move of length 1 in time 1
+_PEAK_VELOCITY, _PEAK_ACCELERATION, _PEAK_JERK = 1.875, 5.7735, 60.0
+
+
+def min_jerk_duration(distance: np.ndarray, max_velocity: np.ndarray, max_acceleration: np.ndarray,
+                      max_jerk: np.ndarray, margin: float = 0.9) -> float:
+    """Shortest duration (s) in which every joint moves `distance` within `margin` x its limits."""
+    d = np.abs(np.asarray(distance, dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.concatenate([
+            _PEAK_VELOCITY * d / (margin * np.asarray(max_velocity)),
+            np.sqrt(_PEAK_ACCELERATION * d / (margin * np.asarray(max_acceleration))),
+            np.cbrt(_PEAK_JERK * d / (margin * np.asarray(max_jerk))),
+        ])
+    t = t[np.isfinite(t)]
+    return float(t.max()) if t.size else 0.0
+
+
+def min_jerk_move(start: np.ndarray, goal: np.ndarray, duration: float, dt: float) -> np.ndarray:
+    """Waypoints at dt spacing (the first after dt, the last exactly `goal`), shape N x joints."""
+    start, goal = np.asarray(start, dtype=float), np.asarray(goal, dtype=float)
+    steps = max(1, math.ceil(duration / dt - 1e-9))
+    u = np.arange(1, steps + 1) / steps
+    s = 10 * u ** 3 - 15 * u ** 4 + 6 * u ** 5
+    return start + s[:, None] * (goal - start)
