@@ -61,7 +61,7 @@ def bringup():
     running = RunningBringup(process, arguments, probe, executor)
     try:
         deadline = time.monotonic() + 60.0
-        expected = {("sim", "/lab"), ("scripted_motion", "/lab")}
+        expected = {("sim", "/lab"), ("scripted_motion", "/lab"), ("supervisor", "/lab")}
         while not expected <= set(probe.get_node_names_and_namespaces()):
             assert time.monotonic() < deadline, f"bringup's nodes {expected} never appeared on the graph"
             running.spin_for(0.2)

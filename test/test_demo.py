@@ -24,7 +24,10 @@ def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     assert summary["robot"] == robot and summary["sim_time_s"] >= 4.0
     topics = summary["topics"]
     assert topics["joint_states"]["rate_hz_sim_time"] == pytest.approx(100.0, rel=0.05)
-    assert topics["joint_commands"]["rate_hz_sim_time"] == pytest.approx(50.0, rel=0.05)
+    # scripted policy -> supervisor -> simulator, every chunk forwarded
+    assert topics["policy/chunk"]["rate_hz_sim_time"] == pytest.approx(2.0, rel=0.05)
+    assert topics["joint_trajectory"]["rate_hz_sim_time"] == pytest.approx(2.0, rel=0.05)
+    assert summary["supervisor"]["state"] == "RUNNING" and summary["supervisor"]["chunks_rejected"] == 0
     for cam in CAMERA_NAMES:
         for topic in ("color/image_raw", "color/camera_info", "aligned_depth_to_color/image_raw",
                       "aligned_depth_to_color/camera_info"):

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rosgraph_msgs.msg import Clock
+from rclpy.duration import Duration
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.ros.conversions import from_time, image_array
@@ -27,7 +29,7 @@ def _collect(bringup, seconds: float) -> dict[str, list]:
 
     sub(Clock, "/clock", CLOCK_QOS)
     sub(JointState, f"/{ns}/joint_states", JOINT_STATE_QOS)
-    sub(JointState, f"/{ns}/joint_commands", COMMAND_QOS)
+    sub(JointTrajectory, f"/{ns}/joint_trajectory", COMMAND_QOS)
     sub(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
     for cam in CAMERA_NAMES:
         sub(Image, f"/{ns}/{cam}/color/image_raw", IMAGE_QOS)
@@ -81,39 +83,47 @@ def test_camera_messages_follow_the_driver_conventions(observed, bringup):
         assert valid.size > 0.5 * depth_mm.size and 50 <= np.median(valid) <= 2500  # mm: the table
 
 
-def test_sim_follows_the_scripted_commands(observed, bringup):
+def test_sim_follows_the_supervised_trajectories(observed, bringup):
+    """scripted policy -> supervisor -> joint_trajectory -> sim: the arms track the trajectories."""
     ns = bringup.namespace
-    commands = [m for _, m in observed[f"/{ns}/joint_commands"]]
+    trajectories = [m for _, m in observed[f"/{ns}/joint_trajectory"]]
     states = [m for _, m in observed[f"/{ns}/joint_states"]]
-    assert len(commands) > 100
+    assert len(trajectories) >= 8  # 2 chunks/s for 6 s
     arm = [n for n in load_robot_config(bringup.arguments["robot"]).joint_names if not n.endswith("gripper")]
-    state_times = np.array([from_time(m.header.stamp) for m in states])
     errors = []
-    for command in commands:
-        target = dict(zip(command.name, command.position))
-        i = int(np.argmin(np.abs(state_times - from_time(command.header.stamp))))
-        q = dict(zip(states[i].name, states[i].position))
-        errors.append(max(abs(q[n] - target[n]) for n in arm))
+    for trajectory, following in zip(trajectories, [*trajectories[1:], None]):
+        start = from_time(trajectory.header.stamp)
+        times = start + np.array([Duration.from_msg(p.time_from_start).nanoseconds * 1e-9 for p in trajectory.points])
+        end = from_time(following.header.stamp) if following else times[-1]
+        points = np.array([list(p.positions) for p in trajectory.points])
+        for state in states:
+            t = from_time(state.header.stamp)
+            if times[0] <= t <= min(end, times[-1]):
+                q = dict(zip(state.name, state.position))
+                errors.append(max(abs(q[n] - np.interp(t, times, points[:, trajectory.joint_names.index(n)]))
+                                  for n in arm))
+    assert len(errors) > 300
     # worst joint per sample: servo lag (critically damped, kp=400: about 0.1 s x 0.64 rad/s peak velocity)
     assert np.median(errors) < 0.08 and np.percentile(errors, 95) < 0.12
-    # and the arms actually moved during the observation
     first, last = (dict(zip(m.name, m.position)) for m in (states[0], states[-1]))
-    assert max(abs(last[n] - first[n]) for n in arm) > 0.05
+    assert max(abs(last[n] - first[n]) for n in arm) > 0.05  # the arms moved
 
 
-def test_bad_commands_are_rejected_by_name_and_the_sim_keeps_running(bringup):
+def test_bad_trajectories_are_rejected_by_name_and_the_sim_keeps_running(bringup):
     ns = bringup.namespace
-    pub = bringup.probe.create_publisher(JointState, f"/{ns}/joint_commands", COMMAND_QOS)
+    pub = bringup.probe.create_publisher(JointTrajectory, f"/{ns}/joint_trajectory", COMMAND_QOS)
     bringup.spin_for(1.0)
-    pub.publish(JointState(name=["left_joint1"], position=[math.nan]))
-    pub.publish(JointState(name=["left_joint1", "left_joint2"], position=[0.0]))
-    pub.publish(JointState(name=["left_elbow"], position=[0.0]))
+    point = lambda *q: JointTrajectoryPoint(positions=list(q))  # noqa: E731
+    pub.publish(JointTrajectory(joint_names=["left_joint1"], points=[point(math.nan)]))
+    pub.publish(JointTrajectory(joint_names=["left_joint1", "left_joint2"], points=[point(0.0)]))
+    pub.publish(JointTrajectory(joint_names=["left_elbow"], points=[point(0.0)]))
+    pub.publish(JointTrajectory(joint_names=["left_joint1"], points=[]))
     bringup.spin_for(0.5)
     seen = _collect(bringup, 2.5)
     statuses = [s for _, m in seen["/diagnostics"] for s in m.status if s.name.startswith(f"/{ns}/sim")]
     assert statuses, "no diagnostics from the simulator"
     values = {v.key: v.value for v in statuses[-1].values}
-    assert int(values["rejected_commands"]) >= 3
+    assert int(values["rejected_commands"]) >= 4
     assert statuses[-1].level == b"\x01"  # WARN: running, with rejected commands
     assert len(seen[f"/{ns}/joint_states"]) > 50, "simulator stopped publishing after bad commands"
 

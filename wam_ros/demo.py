@@ -9,17 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, load_robot_config
+from wam_ros.msg import ActionChunk, SupervisorState
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time, image_array
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system
-from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS
+from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 
 CAMERA_TOPICS = ("color/image_raw", "color/camera_info", "aligned_depth_to_color/image_raw",
                  "aligned_depth_to_color/camera_info")
@@ -38,12 +41,17 @@ class DemoMonitor(Node):
         self.snapshot_time = snapshot_time
         self.start_frames: dict[str, dict[str, np.ndarray]] = {c: {} for c in CAMERA_NAMES}
         self.latest_frames: dict[str, dict[str, np.ndarray]] = {c: {} for c in CAMERA_NAMES}
-        self._command: dict[str, float] | None = None
+        self._trajectory: tuple[np.ndarray, list[str], np.ndarray] | None = None  # (times, names, points)
         self._first_clock: tuple[float, float] | None = None  # (wall, sim) at the first /clock
         self.tracking_errors: list[float] = []
         self.create_subscription(ClockMsg, "/clock", self._on_clock, CLOCK_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
-        self.create_subscription(JointState, "joint_commands", self._on_command, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
+        self.supervisor: SupervisorState | None = None
+        self.create_subscription(SupervisorState, "supervisor/state", lambda m: setattr(self, "supervisor", m),
+                                 LATCHED_QOS)
+        self.create_subscription(ActionChunk, "policy/chunk", lambda m: self._record("policy/chunk", m.header.stamp),
+                                 COMMAND_QOS)
         for cam in CAMERA_NAMES:
             for topic in CAMERA_TOPICS:
                 full = f"{cam}/{topic}"
@@ -58,15 +66,24 @@ class DemoMonitor(Node):
         if self._first_clock is None:
             self._first_clock = (time.monotonic(), self.sim_time)
 
-    def _on_command(self, msg: JointState) -> None:
-        self._record("joint_commands", msg.header.stamp)
-        self._command = dict(zip(msg.name, msg.position))
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        self._record("joint_trajectory", msg.header.stamp)
+        start = from_time(msg.header.stamp)
+        times = np.array([start + Duration.from_msg(p.time_from_start).nanoseconds * 1e-9 for p in msg.points])
+        self._trajectory = (times, list(msg.joint_names), np.array([list(p.positions) for p in msg.points]))
 
     def _on_joint_states(self, msg: JointState) -> None:
         self._record("joint_states", msg.header.stamp)
-        if self._command is not None:
-            q = dict(zip(msg.name, msg.position))
-            self.tracking_errors.extend(abs(q[n] - self._command[n]) for n in self.arm_joints if n in self._command)
+        if self._trajectory is None:
+            return
+        times, names, points = self._trajectory
+        t = from_time(msg.header.stamp)
+        if len(times) < 2 or not times[0] <= t <= times[-1]:
+            return  # compare only inside a commanded segment
+        q = dict(zip(msg.name, msg.position))
+        for column, name in enumerate(names):
+            if name in self.arm_joints:
+                self.tracking_errors.append(abs(q[name] - np.interp(t, times, points[:, column])))
 
     def _on_camera(self, topic: str, msg) -> None:
         self._record(topic, msg.header.stamp)
@@ -92,6 +109,10 @@ class DemoMonitor(Node):
             "sim_time_s": round(self.sim_time, 3),
             "real_time_factor": round(sim / wall, 3) if wall > 0 else None,
             "topics": topics,
+            "supervisor": None if self.supervisor is None else {
+                "state": self.supervisor.state_name, "reason": self.supervisor.reason,
+                "chunks_forwarded": self.supervisor.chunks_forwarded,
+                "chunks_rejected": self.supervisor.chunks_rejected, "last_rejection": self.supervisor.last_rejection},
             "joint_tracking_error_rad": {"mean": float(np.nanmean(err)), "p95": float(np.nanpercentile(err, 95)),
                                           "max": float(np.nanmax(err)), "samples": int(np.isfinite(err).sum())},
         }

@@ -293,6 +293,12 @@ class Supervisor:
             return []
         return self._enter(SupervisorMode.ESTOP, reason, now)
 
+    def hold(self, now: float, reason: str) -> list[Event]:
+        """Hold position (deactivation, errors) without latching an e-stop."""
+        if self.mode in (SupervisorMode.HOLD, SupervisorMode.ESTOP):
+            return []
+        return self._enter(SupervisorMode.HOLD, reason, now)
+
     def reset(self, now: float) -> list[Event]:
         """Leave ESTOP (or an operator HOLD): hold position until fresh streams and a new chunk."""
         if self.mode not in (SupervisorMode.ESTOP, SupervisorMode.HOLD):

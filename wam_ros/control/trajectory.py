@@ -31,3 +31,32 @@ def min_jerk_move(start: np.ndarray, goal: np.ndarray, duration: float, dt: floa
     u = np.arange(1, steps + 1) / steps
     s = 10 * u ** 3 - 15 * u ** 4 + 6 * u ** 5
     return start + s[:, None] * (goal - start)
+
+
+class TimedTrajectory:
+    """Joint targets at absolute times, sampled by linear interpolation (held after the end).
+
+    What a trajectory executor does with a JointTrajectory: before the first point it moves
+    from the position at `start` (given) towards the first point.
+    """
+
+    def __init__(self, times: np.ndarray, positions: np.ndarray, start_time: float, start_positions: np.ndarray):
+        times = np.asarray(times, dtype=float)
+        if len(times) == 0 or (np.diff(times) <= 0).any():
+            raise ValueError("trajectory times must be non-empty and strictly increasing")
+        self._times = np.concatenate([[start_time], times]) if times[0] > start_time else times
+        first = [np.asarray(start_positions, dtype=float)] if times[0] > start_time else []
+        self._positions = np.vstack([*first, np.asarray(positions, dtype=float)])
+
+    @property
+    def end_time(self) -> float:
+        return float(self._times[-1])
+
+    def sample(self, t: float) -> np.ndarray:
+        if t <= self._times[0]:
+            return self._positions[0].copy()
+        if t >= self._times[-1]:
+            return self._positions[-1].copy()
+        k = int(np.searchsorted(self._times, t, side="right")) - 1
+        w = (t - self._times[k]) / (self._times[k + 1] - self._times[k])
+        return (1.0 - w) * self._positions[k] + w * self._positions[k + 1]

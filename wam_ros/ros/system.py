@@ -126,6 +126,10 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
         # The simulator owns the clock, so it never runs on sim time itself.
         specs.append(NodeSpec("wam_ros", "sim_node", "sim", ns,
                               {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim"}))
+    # the one gate between command sources (policy, scripted motion) and the arms
+    specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns,
+                          {**common, "robot": opts.robot,
+                           "timeouts.observations": 0.0 if opts.checkpoint == "" else 0.5}))
     if opts.motion == "scripted":
         specs.append(NodeSpec("wam_ros", "scripted_motion_node", "scripted_motion", ns,
                               {**common, "robot": opts.robot}))

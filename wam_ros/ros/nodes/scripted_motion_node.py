@@ -1,11 +1,15 @@
-"""scripted_motion_node: streams smooth joint targets (ScriptedMotion) on joint_commands."""
+"""scripted_motion_node: a scripted policy. Publishes ActionChunks of smooth joint motion
+(ScriptedMotion) on policy/chunk, which the supervisor checks and forwards to the arms."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 
 from wam_ros.config import ROBOTS, load_robot_config
+from wam_ros.msg import ActionChunk, GateState
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import COMMAND_QOS
@@ -15,15 +19,25 @@ from wam_ros.sim.motion import MotionConfig, ScriptedMotion
 class ScriptedMotionNode(Node):
     def __init__(self, node_name: str = "scripted_motion", **kwargs):
         super().__init__(node_name, **kwargs)
-        robot = declare(self, "robot", "agilex", "Robot setup whose joints are commanded", choices=ROBOTS)
-        rate = declare(self, "rate", 50.0, "Command rate (Hz, ROS time)", range_=(1.0, 1000.0))
+        robot = load_robot_config(declare(self, "robot", "agilex", "Robot setup whose joints are commanded",
+                                          choices=ROBOTS))
+        chunk_rate = declare(self, "chunk_rate", 2.0, "Chunks per second (ROS time)", range_=(0.1, 100.0))
+        self.horizon = declare(self, "horizon", 15, "Steps per chunk", range_=(1, 1000))
+        self.dt = 1.0 / declare(self, "control_rate", 15.0, "Steps per second within a chunk (Hz)", range_=(1.0, 1000.0))
         amplitude = declare(self, "amplitude", 0.35, "Joint motion amplitude (rad)", range_=(0.0, 1.5))
         period = declare(self, "period", 6.0, "Base period of the motion (s)", range_=(0.5, 120.0))
-        self.motion = ScriptedMotion(load_robot_config(robot), MotionConfig(amplitude=amplitude, period=period))
-        self.pub = self.create_publisher(JointState, "joint_commands", COMMAND_QOS)
+        self.motion = ScriptedMotion(robot, MotionConfig(amplitude=amplitude, period=period))
+        names = self.motion.joint_names
+        self._arm = [i for i, n in enumerate(names) if not n.endswith("_gripper")]
+        self._grippers = [i for i, n in enumerate(names) if n.endswith("_gripper")]
+        self._arm_names = [names[i] for i in self._arm]
+        self._gripper_names = [names[i] for i in self._grippers]
+        self._gripper_max = np.array([robot.joint_limits()[n][1] for n in self._gripper_names])
+        self.pub = self.create_publisher(ActionChunk, "policy/chunk", COMMAND_QOS)
         self._start_ns: int | None = None
+        self._chunk_id = 0
         # ROS time (sim time under use_sim_time), so the motion follows the simulator's clock.
-        self.create_timer(1.0 / rate, self._tick)
+        self.create_timer(1.0 / chunk_rate, self._tick)
 
     def _tick(self) -> None:
         now = self.get_clock().now()
@@ -31,11 +45,16 @@ class ScriptedMotionNode(Node):
             return  # no /clock received yet
         if self._start_ns is None:
             self._start_ns = now.nanoseconds
-        t = (now.nanoseconds - self._start_ns) * 1e-9
-        msg = JointState()
+        t0 = (now.nanoseconds - self._start_ns) * 1e-9
+        rows = np.array([self.motion.targets(t0 + k * self.dt) for k in range(self.horizon)])
+        self._chunk_id += 1
+        msg = ActionChunk(chunk_id=self._chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
+                          joint_names=self._arm_names, horizon=self.horizon, dt=self.dt,
+                          positions=rows[:, self._arm].ravel().tolist(), gripper_names=self._gripper_names,
+                          gripper=(rows[:, self._grippers] / self._gripper_max).ravel().tolist(),
+                          expert=GateState.EXPERT_SCRIPTED, value=math.nan)
         msg.header.stamp = now.to_msg()
-        msg.name = self.motion.joint_names
-        msg.position = self.motion.targets(t).tolist()
+        msg.execute_from = now.to_msg()
         self.pub.publish(msg)
 
 

@@ -2,8 +2,9 @@
 
 Publishes /clock (sim time), joint_states, and per camera the official drivers' topics
 (<cam>/color/image_raw, <cam>/color/camera_info, <cam>/aligned_depth_to_color/image_raw as
-16UC1 millimetres, <cam>/aligned_depth_to_color/camera_info). Executes sensor_msgs/JointState
-position targets from joint_commands; bad commands are logged, counted and ignored.
+16UC1 millimetres, <cam>/aligned_depth_to_color/camera_info). Executes the supervisor's
+trajectory_msgs/JointTrajectory on joint_trajectory (a new one replaces the running one, as in
+ros2_control's trajectory controller); bad trajectories are logged, counted and ignored.
 """
 
 from __future__ import annotations
@@ -11,22 +12,35 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
+from rclpy.duration import Duration
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, load_robot_config
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
-from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time
+from wam_ros.control.trajectory import TimedTrajectory
+from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, from_time, image_msg, to_time
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
 from wam_ros.sim.world import CommandError, JointTargets, SimConfig, SimWorld
+
+
+@dataclass(frozen=True)
+class PendingTrajectory:
+    actuators: np.ndarray
+    times: np.ndarray       # absolute sim times (s)
+    positions: np.ndarray   # points x actuators
 
 
 class ClockConflictError(ConfigError):
@@ -53,7 +67,9 @@ class SimNode(Node):
         # Only the sim loop touches the world; the command callback hands over a validated
         # command through this slot (newest wins), guarded by a lock that is never held for long.
         self._command_lock = threading.Lock()
-        self._pending_targets: JointTargets | None = None
+        self._pending_trajectory: PendingTrajectory | None = None
+        self._trajectory: tuple[np.ndarray, TimedTrajectory] | None = None
+        self._actuator_index = {int(a): i for i, a in enumerate(self.world.actuator_ids)}
         self._camera_period = 1.0 / camera_rate
         self._next_camera_time = 0.0
         self._rejected = 0
@@ -76,7 +92,7 @@ class SimNode(Node):
                     self.create_publisher(Image, f"{cam}/aligned_depth_to_color/image_raw", IMAGE_QOS),
                     self.create_publisher(CameraInfo, f"{cam}/aligned_depth_to_color/camera_info", CAMERA_INFO_QOS),
                 )
-        self.create_subscription(JointState, "joint_commands", self._on_command, COMMAND_QOS,
+        self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME),
                           callback_group=MutuallyExclusiveCallbackGroup())
@@ -112,18 +128,28 @@ class SimNode(Node):
             f"/clock is already published by {', '.join(others)} on ROS_DOMAIN_ID="
             f"{os.environ.get('ROS_DOMAIN_ID', '0')}; stop it or use another ROS_DOMAIN_ID")
 
-    def _on_command(self, msg: JointState) -> None:
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
         # Validate here, apply in the sim loop: the executor never waits while a frame renders.
         try:
-            targets = self.world.validate_targets(list(msg.name), list(msg.position))
+            pending = self._validate_trajectory(msg)
         except CommandError as exc:
             self._rejected += 1
             self._last_rejection = str(exc)
-            self.get_logger().warn(f"rejected joint command: {exc}", throttle_duration_sec=1.0)
+            self.get_logger().warn(f"rejected trajectory: {exc}", throttle_duration_sec=1.0)
             return
         with self._command_lock:
-            self._pending_targets = targets
+            self._pending_trajectory = pending
 
+    def _validate_trajectory(self, msg: JointTrajectory) -> PendingTrajectory:
+        if not msg.points:
+            raise CommandError("trajectory has no points")
+        names = list(msg.joint_names)
+        points = [self.world.validate_targets(names, list(point.positions)) for point in msg.points]
+        offsets = np.array([Duration.from_msg(point.time_from_start).nanoseconds * 1e-9 for point in msg.points])
+        if (offsets < 0).any() or (np.diff(offsets) <= 0).any():
+            raise CommandError("time_from_start must be >= 0 and strictly increasing")
+        start = from_time(msg.header.stamp) or self.world.time  # zero stamp: start now
+        return PendingTrajectory(points[0].actuators, start + offsets, np.vstack([p.positions for p in points]))
     def _run(self) -> None:
         period = 1.0 / self.state_rate
         deadline = time.monotonic()
@@ -146,9 +172,14 @@ class SimNode(Node):
 
     def _tick(self) -> None:
         with self._command_lock:
-            targets, self._pending_targets = self._pending_targets, None
-        if targets is not None:
-            self.world.apply_targets(targets)
+            pending, self._pending_trajectory = self._pending_trajectory, None
+        if pending is not None:
+            current = self.world.targets()[[self._actuator_index[a] for a in pending.actuators]]
+            self._trajectory = (pending.actuators, TimedTrajectory(pending.times, pending.positions,
+                                                                   self.world.time, current))
+        if self._trajectory is not None:
+            actuators, trajectory = self._trajectory
+            self.world.apply_targets(JointTargets(actuators, trajectory.sample(self.world.time)))
         self.world.step(1.0 / self.state_rate)
         now = self.world.time
         q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
