@@ -25,10 +25,9 @@ Q0 = np.array([HOME[n] for n in ARM])
 DT = 1 / 15
 
 
-def make_config(clamp: bool = False, **rollback) -> SupervisorConfig:
-    return SupervisorConfig(ARM, GRIPPERS, (ROBOT.arm.gripper.stroke,) * 2, CheckConfig(LIMITS, clamp=clamp),
-                            timeouts={"joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0},
-                            rollback=RollbackConfig(**{"cooldown": 0.0, **rollback}))
+def make_config(clamp: bool = False, workspace: WorkspaceBox | None = None, **rollback) -> SupervisorConfig:
+    return SupervisorConfig.for_robot(ROBOT, clamp=clamp, workspace=workspace,
+                                      rollback=RollbackConfig(**{"cooldown": 0.0, **rollback}))
 
 
 class Harness:
@@ -138,10 +137,7 @@ def test_joint_delta_chunks_are_relative_to_the_conditioning_state():
 def test_workspace_box_rejects_chunks_that_leave_it():
     kin = Kinematics(generate_urdf(ROBOT))
     box = WorkspaceBox(("left_tcp", "right_tcp"), (-0.2, -0.8, 0.35), (0.8, 0.8, 1.0))  # TCPs rest at z = 0.32 m
-    config = make_config()
-    config = SupervisorConfig(config.arm_joints, config.gripper_joints, config.gripper_max,
-                              CheckConfig(LIMITS, workspace=box), config.timeouts, config.rollback)
-    h = Harness(config, lambda q, frames: kin.frame_poses(q, list(frames)))
+    h = Harness(make_config(workspace=box), lambda q, frames: kin.frame_poses(q, list(frames)))
     h.feed(0.0)
     events = h.chunk()
     assert "left_tcp at step 0 reaches" in events[0].reason and "outside the workspace box" in events[0].reason
@@ -278,8 +274,8 @@ def test_bad_configuration_is_named():
 def test_no_forwarded_command_ever_violates_a_limit(clamp, seed, scale, jerk):
     rng = np.random.default_rng(seed)
     overrides = {n: {"has_jerk_limits": jerk, "max_jerk": 500.0} for n in ARM}
-    limits = robot_joint_limits(ROBOT, overrides)
-    config = SupervisorConfig(ARM, GRIPPERS, (0.035, 0.035), CheckConfig(limits, clamp=clamp))
+    config = SupervisorConfig.for_robot(ROBOT, limit_overrides=overrides, clamp=clamp)
+    limits = config.checks.limits
     sup = Supervisor(config)
     q = np.array([HOME[n] for n in ARM])
     sup.update_joint_state(0.0, [*ARM, *GRIPPERS], [*q, 0.035, 0.035])
@@ -300,3 +296,23 @@ def test_no_forwarded_command_ever_violates_a_limit(clamp, seed, scale, jerk):
                                   else np.inf for n in ARM])
                 assert (np.abs(np.diff(p, n=order, axis=0)) / DT ** order <= bound + 1e-6).all()
             assert (np.abs(p[0] - q) <= config.checks.max_start_deviation + 1e-9).all()
+
+
+def test_peak_resets_at_a_subtask_boundary_and_episode_start():
+    h = running()
+    h.feed(0.1)
+    h.sup.update_value(0.1, 0.9, 1, subtask=0)
+    assert h.sup.peak == pytest.approx(0.9)
+    h.feed(0.2)
+    assert h.sup.update_value(0.2, 0.3, 2, subtask=1) == []  # new sub-task: 0.3 is its first value, no rollback
+    assert h.sup.peak == pytest.approx(0.3)
+    h.sup.start_episode(0.3)
+    assert h.sup.peak == -math.inf and h.sup.rollbacks == 0 and not h.sup.checkpoints
+
+
+def test_supervisor_benchmark_reacts_within_one_control_period():
+    from wam_ros.bench import bench_supervisor
+
+    result = bench_supervisor("agilex", repeats=5)
+    assert result["check_chunk_ms"] > 0 and result["check_chunk_with_workspace_fk_ms"] > result["check_chunk_ms"]
+    assert result["low_value_to_rollback_command_ms"] < result["control_period_ms"]

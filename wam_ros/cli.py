@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
-    p.add_argument("target", choices=["sim"])
+    p.add_argument("target", choices=["sim", "supervisor"])
     p.add_argument("--robot", default="agilex", choices=ROBOTS)
     p.add_argument("--repeats", type=int, default=30)
     p = sub.add_parser("urdf", help="regenerate urdf/*.urdf from config/robots/*.yaml")
@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out / 'summary.json'} and {args.out / 'contact_sheet.png'}")
             return 0
         if args.command == "bench":
-            from wam_ros.bench import bench_sim
+            from wam_ros import bench
 
-            print(json.dumps(bench_sim(args.robot, args.repeats), indent=2))
+            print(json.dumps(getattr(bench, f"bench_{args.target}")(args.robot, args.repeats), indent=2))
             return 0
         if args.command == "urdf":
             from wam_ros.paths import share_dir

@@ -16,12 +16,12 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from wam_ros.config import ConfigError
-from wam_ros.control.limits import CheckConfig, ChunkRejected, check_targets
+from wam_ros.config import ConfigError, RobotConfig
+from wam_ros.control.limits import CheckConfig, ChunkRejected, WorkspaceBox, check_targets, robot_joint_limits
 from wam_ros.control.trajectory import min_jerk_duration, min_jerk_move
 
 
@@ -86,6 +86,19 @@ class SupervisorConfig:
             raise ConfigError(f"joint_limits: no limits for {sorted(missing)}")
         if len(self.gripper_joints) != len(self.gripper_max):
             raise ConfigError("gripper_joints and gripper_max must have the same length")
+
+    @staticmethod
+    def for_robot(robot: RobotConfig, *, limit_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                  clamp: bool = False, max_start_deviation: float = 0.35, workspace: WorkspaceBox | None = None,
+                  timeouts: dict[str, float] | None = None, rollback: RollbackConfig | None = None) -> "SupervisorConfig":
+        """Arm and gripper joints, limits and gripper travel from the robot config."""
+        arm = tuple(n for n in robot.joint_names if not n.endswith("_gripper"))
+        grippers = tuple(n for n in robot.joint_names if n.endswith("_gripper"))
+        travel = robot.joint_limits()
+        checks = CheckConfig(robot_joint_limits(robot, limit_overrides), clamp=clamp,
+                             max_start_deviation=max_start_deviation, workspace=workspace)
+        extra = {k: v for k, v in (("timeouts", timeouts), ("rollback", rollback)) if v is not None}
+        return SupervisorConfig(arm, grippers, tuple(travel[g][1] for g in grippers), checks, **extra)
 
 
 @dataclass

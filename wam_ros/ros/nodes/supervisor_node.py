@@ -26,7 +26,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config, load_yaml
-from wam_ros.control.limits import CheckConfig, WorkspaceBox, robot_joint_limits
+from wam_ros.control.limits import WorkspaceBox
 from wam_ros.control.supervisor import (Chunk, Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
                                         Supervisor, SupervisorConfig, SupervisorMode, Transition)
 from wam_ros.geometry.kinematics import Kinematics
@@ -99,18 +99,14 @@ class SupervisorNode(LifecycleNode):
         if p["joint_limits_file"]:
             data = load_yaml(Path(p["joint_limits_file"]))
             overrides = (data or {}).get("joint_limits", {})
-        arm = tuple(n for n in robot.joint_names if not n.endswith("_gripper"))
-        grippers = tuple(n for n in robot.joint_names if n.endswith("_gripper"))
-        limits = robot.joint_limits()
         workspace, fk = None, None
         if p["workspace.enabled"]:
             workspace = WorkspaceBox(("left_tcp", "right_tcp"), tuple(p["workspace.min"]), tuple(p["workspace.max"]))
             kinematics = Kinematics(generate_urdf(robot))
             fk = lambda q, frames: kinematics.frame_poses(q, list(frames))  # noqa: E731
-        config = SupervisorConfig(
-            arm, grippers, tuple(limits[g][1] for g in grippers),
-            CheckConfig(robot_joint_limits(robot, overrides), clamp=p["clamp"],
-                        max_start_deviation=p["max_start_deviation"], workspace=workspace),
+        config = SupervisorConfig.for_robot(
+            robot, limit_overrides=overrides, clamp=p["clamp"], max_start_deviation=p["max_start_deviation"],
+            workspace=workspace,
             timeouts={s: p[f"timeouts.{s}"] for s in ("joint_states", "observations", "value", "chunks")},
             rollback=RollbackConfig(**{k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("rollback.")}))
         return Supervisor(config, fk)
@@ -243,8 +239,12 @@ class SupervisorNode(LifecycleNode):
             if isinstance(event, Command):
                 self._publish_command(event)
             elif isinstance(event, Transition):
-                log = self.get_logger().warn if event.new in (SupervisorMode.HOLD, SupervisorMode.ESTOP) else self.get_logger().info
-                log(f"{event.old.name} -> {event.new.name}: {event.reason}")
+                text = f"{event.old.name} -> {event.new.name}: {event.reason}"
+                # rclpy ties a severity to each call site: one call per severity
+                if event.new in (SupervisorMode.HOLD, SupervisorMode.ESTOP):
+                    self.get_logger().warn(text)
+                else:
+                    self.get_logger().info(text)
                 self._publish_state()
             elif isinstance(event, Rejection):
                 self.get_logger().warn(f"rejected chunk {event.chunk_id}: {event.reason}", throttle_duration_sec=1.0)

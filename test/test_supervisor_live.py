@@ -1,0 +1,325 @@
+"""Fault injection into a running supervisor_node process over Fast DDS.
+
+This test process plays the rest of the system: the arm (joint_states that follow the
+supervisor's joint_trajectory), the cameras (observations), and the policy (chunks, values, the
+resample service).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from conftest import SPARE_DOMAIN_IDS
+from wam_ros.config import load_robot_config
+from wam_ros.control.trajectory import TimedTrajectory
+from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
+from wam_ros.ros.qos import COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
+from wam_ros.srv import Resample
+
+ROBOT = load_robot_config("agilex")
+NAMES = ROBOT.joint_names
+ARM = [n for n in NAMES if not n.endswith("_gripper")]
+HOME = ROBOT.home_positions()
+DT = 1 / 15
+MAX_ROLLBACKS = 2
+
+
+class World:
+    """Arm, cameras and policy around the supervisor, in one rclpy context of this process."""
+
+    def __init__(self, domain_id: int):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("fault_injector", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.q = np.array([HOME[n] for n in NAMES])
+        self.trajectory: tuple[list[int], TimedTrajectory] | None = None
+        self.trajectories: list[tuple[float, JointTrajectory]] = []
+        self.states: list[SupervisorState] = []
+        self.rollbacks: list[tuple[float, RollbackEvent]] = []
+        self.resample_requests: list[Resample.Request] = []
+        self.publish_joint_states = True
+        self.publish_observations = True
+        self.next_chunk_id = 1
+        n = self.node
+        self.joint_pub = n.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
+        self.obs_pub = n.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
+        self.chunk_pub = n.create_publisher(ActionChunk, "policy/chunk", COMMAND_QOS)
+        self.value_pub = n.create_publisher(ValueEstimate, "policy/value", COMMAND_QOS)
+        self.estop_pub = n.create_publisher(Bool, "estop", LATCHED_QOS)
+        n.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
+        n.create_subscription(SupervisorState, "supervisor/state", self.states.append, LATCHED_QOS)
+        n.create_subscription(RollbackEvent, "supervisor/rollback", lambda m: self.rollbacks.append((time.monotonic(), m)),
+                              LATCHED_QOS)
+        n.create_service(Resample, "policy/resample", self._on_resample)
+        n.create_timer(0.01, self._publish_joint_states)
+        n.create_timer(1 / 15, self._publish_observation)
+        self.clients = {name: n.create_client(Trigger, f"supervisor/{name}") for name in ("estop", "reset", "start_episode")}
+
+    # the arm follows the newest trajectory exactly (a perfect position-controlled bridge)
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        now = time.monotonic()
+        self.trajectories.append((now, msg))
+        start = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        offset = now - self.node.get_clock().now().nanoseconds * 1e-9  # ROS (system) time -> monotonic
+        times = np.array([start + offset + Duration.from_msg(p.time_from_start).nanoseconds * 1e-9 for p in msg.points])
+        columns = [NAMES.index(name) for name in msg.joint_names]
+        points = np.array([list(p.positions) for p in msg.points])
+        self.trajectory = (columns, TimedTrajectory(times, points, now, self.q[columns]))
+
+    def _publish_joint_states(self) -> None:
+        if self.trajectory is not None:
+            columns, trajectory = self.trajectory
+            self.q[columns] = trajectory.sample(time.monotonic())
+        if self.publish_joint_states:
+            msg = JointState(name=NAMES, position=self.q.tolist())
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            self.joint_pub.publish(msg)
+
+    def _publish_observation(self) -> None:
+        if self.publish_observations:
+            msg = MultiViewRGBD(camera_names=["head", "left_wrist", "right_wrist"])
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            self.obs_pub.publish(msg)
+
+    def _on_resample(self, request, response):
+        self.resample_requests.append(request)
+        response.accepted, response.chunk_id, response.message = True, self.next_chunk_id, "ok"
+        return response
+
+    # --- helpers used by the tests ---------------------------------------------------------
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.005)
+
+    def spin_until(self, condition, timeout: float = 5.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if condition():
+                return True
+            self.executor.spin_once(timeout_sec=0.005)
+        return condition()
+
+    @property
+    def state(self) -> SupervisorState:
+        return self.states[-1]
+
+    def arm_q(self) -> np.ndarray:
+        return self.q[[NAMES.index(n) for n in ARM]]
+
+    def send_chunk(self, positions: np.ndarray | None = None, chunk_id: int | None = None) -> int:
+        positions = np.tile(self.arm_q(), (15, 1)) if positions is None else positions
+        chunk_id = self.next_chunk_id if chunk_id is None else chunk_id
+        self.next_chunk_id = chunk_id + 1
+        msg = ActionChunk(chunk_id=chunk_id, joint_names=ARM, horizon=len(positions), dt=DT,
+                          positions=positions.ravel().tolist(), value=math.nan)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.chunk_pub.publish(msg)
+        return chunk_id
+
+    def send_value(self, value: float) -> None:
+        msg = ValueEstimate(chunk_id=self.next_chunk_id - 1, value=value, delta=0.2)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.value_pub.publish(msg)
+
+    def call(self, name: str) -> Trigger.Response:
+        client = self.clients[name]
+        assert client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(Trigger.Request())
+        self.executor.spin_until_future_complete(future, timeout_sec=10.0)
+        return future.result()
+
+    def until_state(self, name: str, timeout: float = 3.0) -> SupervisorState:
+        assert self.spin_until(lambda: self.states and self.state.state_name == name, timeout), \
+            f"supervisor in {self.state.state_name} ({self.state.reason}; last rejection: {self.state.last_rejection}), expected {name}"
+        return self.state
+
+    def running(self) -> None:
+        """Fresh streams, new episode, RUNNING."""
+        self.publish_joint_states = self.publish_observations = True
+        self.spin_for(0.3)
+        if self.state.state_name in ("ESTOP", "HOLD"):
+            self.call("reset")
+        self.call("start_episode")
+        before = len(self.trajectories)
+        self.send_chunk()
+        self.until_state("RUNNING")
+        assert self.spin_until(lambda: len(self.trajectories) > before)
+
+
+@pytest.fixture(scope="module")
+def world():
+    domain = SPARE_DOMAIN_IDS[0]
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "supervisor_node"), "--ros-args",
+                                "-p", "robot:=agilex", "-p", "rollback.cooldown:=0.0",
+                                "-p", f"rollback.max_rollbacks:={MAX_ROLLBACKS}",
+                                "-p", "timeouts.value:=0.0", "-p", "timeouts.chunks:=0.0"], env=env)
+    w = World(domain)
+    try:
+        assert w.spin_until(lambda: bool(w.states), timeout=30.0), "supervisor never published its state"
+        yield w
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        w.executor.shutdown()
+        w.node.destroy_node()
+        rclpy.try_shutdown(context=w.context)
+
+
+def test_bad_chunks_are_rejected_and_the_arm_holds_its_trajectory(world):
+    world.running()
+    forwarded = len(world.trajectories)
+    q = world.arm_q()
+    nan_chunk = np.tile(q, (15, 1))
+    nan_chunk[4, 2] = math.nan
+    bad_id = world.send_chunk(nan_chunk)
+    assert world.spin_until(lambda: world.state.last_rejected_chunk_id == bad_id)
+    assert "non-finite target for left_joint3 at step 4" in world.state.last_rejection
+    far = np.tile(q, (15, 1))
+    far[:, 1] = 3.5  # above left_joint2's 3.14
+    bad_id = world.send_chunk(far)
+    assert world.spin_until(lambda: world.state.last_rejected_chunk_id == bad_id)
+    assert "outside" in world.state.last_rejection or "max_start_deviation" in world.state.last_rejection
+    world.spin_for(0.3)
+    assert len(world.trajectories) == forwarded, "a rejected chunk reached the arm"
+    assert world.state.state_name == "RUNNING"
+    np.testing.assert_allclose(world.arm_q(), q, atol=1e-9)
+
+
+def _move(world, offset: float) -> None:
+    """A valid chunk that moves every arm joint by `offset` rad over one second."""
+    q = world.arm_q()
+    world.send_chunk(q + np.linspace(0.0, offset, 15)[:, None])
+    world.spin_for(15 * DT + 0.2)
+
+
+def test_value_drop_rolls_back_to_the_peak_checkpoint_and_resamples_once(world):
+    world.running()
+    for value, offset in ((0.3, 0.05), (0.6, 0.05), (0.8, 0.0)):
+        world.send_value(value)
+        world.spin_for(0.1)
+        _move(world, offset)
+    peak_pose = world.arm_q().copy()
+    world.send_value(0.8)  # checkpoint at the peak pose
+    world.spin_for(0.1)
+    _move(world, 0.1)
+    _move(world, 0.1)
+    assert np.abs(world.arm_q() - peak_pose).max() > 0.15
+    world.send_value(0.7)  # not low enough: 0.7 >= 0.8 - 0.2
+    world.spin_for(0.3)
+    assert not world.rollbacks
+    requests_before = len(world.resample_requests)
+    sent = time.monotonic()
+    world.send_value(0.55)
+    assert world.spin_until(lambda: world.rollbacks, timeout=2.0), "no RollbackEvent"
+    received, event = world.rollbacks[-1]
+    assert event.value == pytest.approx(0.55) and event.peak == pytest.approx(0.8) and event.rollback_index == 1
+    np.testing.assert_allclose(event.restored_positions, peak_pose, atol=1e-6)
+    assert world.spin_until(lambda: any(t >= sent for t, _ in world.trajectories), timeout=2.0)
+    first_command = next(t for t, _ in world.trajectories if t >= sent)
+    print(f"low value -> first rollback command: {1e3 * (first_command - sent):.1f} ms")
+    assert first_command - sent < 0.5
+    world.until_state("ROLLING_BACK", 1.0)
+    world.until_state("RESAMPLING", 10.0)
+    np.testing.assert_allclose(world.arm_q(), peak_pose, atol=0.05)
+    world.spin_for(0.5)
+    assert len(world.resample_requests) == requests_before + 1, "resample must be requested exactly once"
+    np.testing.assert_allclose(world.resample_requests[-1].positions, peak_pose, atol=0.05)
+    world.send_chunk()  # the resampled chunk, with the id the service promised
+    world.until_state("RUNNING")
+
+
+def test_stale_joint_states_hold_within_one_timeout_and_recover_with_a_new_chunk(world):
+    world.running()
+    world.publish_joint_states = False
+    stopped = time.monotonic()
+    state = world.until_state("HOLD", 2.0)
+    assert "joint_states" in state.reason
+    assert time.monotonic() - stopped < 0.2 + 0.25  # timeout + tick + DDS
+    world.publish_joint_states = True
+    world.spin_for(0.5)
+    assert world.state.state_name == "HOLD"  # fresh again, but waits for a new chunk
+    world.send_chunk()
+    world.until_state("RUNNING")
+
+
+def test_stale_observations_hold(world):
+    world.running()
+    world.publish_observations = False
+    assert "observations" in world.until_state("HOLD", 2.0).reason
+    world.publish_observations = True
+    world.spin_for(0.3)
+    world.send_chunk()
+    world.until_state("RUNNING")
+
+
+def test_estop_latches_until_reset(world):
+    world.running()
+    assert world.call("estop").success
+    world.until_state("ESTOP")
+    chunk_id = world.send_chunk()
+    assert world.spin_until(lambda: world.state.last_rejected_chunk_id == chunk_id)
+    assert "e-stop is latched" in world.state.last_rejection
+    world.spin_for(0.5)
+    assert world.state.state_name == "ESTOP"
+    assert world.call("reset").success
+    world.until_state("HOLD")
+    world.send_chunk()
+    world.until_state("RUNNING")
+    world.estop_pub.publish(Bool(data=True))  # the topic latches it too
+    world.until_state("ESTOP")
+    world.call("reset")
+
+
+def test_rollback_budget_exhausted_holds_for_the_operator(world):
+    world.running()
+    for k in range(MAX_ROLLBACKS + 1):
+        world.send_value(0.9)
+        world.spin_for(0.2)
+        world.send_value(0.5)
+        if k < MAX_ROLLBACKS:
+            world.until_state("RESAMPLING", 10.0)
+            world.send_chunk()
+            world.until_state("RUNNING")
+    state = world.until_state("HOLD", 2.0)
+    assert f"rollback budget of {MAX_ROLLBACKS} exhausted" in state.reason
+    chunk_id = world.send_chunk()
+    assert world.spin_until(lambda: world.state.last_rejected_chunk_id == chunk_id)
+    assert "held for the operator" in world.state.last_rejection
+
+
+def test_bad_parameters_fail_configure_and_leave_the_node_unconfigured(tmp_path):
+    from rclpy.parameter import Parameter
+
+    from wam_ros.ros.nodes.supervisor_node import SupervisorNode
+
+    limits = tmp_path / "limits.yaml"
+    limits.write_text("joint_limits:\n  left_joint1: {max_speed: 1.0}\n")
+    rclpy.init(domain_id=SPARE_DOMAIN_IDS[1])
+    try:
+        node = SupervisorNode(parameter_overrides=[Parameter("joint_limits_file", value=str(limits))])
+        assert node.core is None  # configure failed: nothing is forwarded, the node stays up
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
