@@ -6,6 +6,7 @@ import array
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from trajectory_msgs.msg import JointTrajectory
 from sensor_msgs.msg import CameraInfo, Image
 
 _ENCODINGS = {  # encoding -> (dtype, channels)
@@ -75,3 +76,21 @@ def camera_info_msg(K: np.ndarray, width: int, height: int, stamp: Time, frame_i
     msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     msg.p = [float(K[0, 0]), 0.0, float(K[0, 2]), 0.0, 0.0, float(K[1, 1]), float(K[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
     return msg
+
+
+def trajectory_arrays(msg: JointTrajectory, now: float) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(joint names, absolute point times in s, points x joints) of a JointTrajectory.
+
+    A zero header stamp means "start now", as in ros2_control. Raises ValueError on a
+    malformed message (no points, ragged points, times not increasing).
+    """
+    names = list(msg.joint_names)
+    if not msg.points:
+        raise ValueError("trajectory has no points")
+    if any(len(point.positions) != len(names) for point in msg.points):
+        raise ValueError(f"every point needs {len(names)} positions, one per joint name")
+    offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+    if (offsets < 0).any() or (np.diff(offsets) <= 0).any():
+        raise ValueError("time_from_start must be >= 0 and strictly increasing")
+    start = from_time(msg.header.stamp) or now
+    return names, start + offsets, np.array([list(p.positions) for p in msg.points], dtype=float)

@@ -181,11 +181,6 @@ class SimWorld:
         """Current position targets, in joint_names order."""
         return self.data.ctrl[self._act].copy()
 
-    @property
-    def actuator_ids(self) -> np.ndarray:
-        """Actuator index of each joint, in joint_names order (JointTargets.actuators values)."""
-        return self._act.copy()
-
     def object_position(self, name: str) -> np.ndarray:
         return self.data.body(name).xpos.copy()
 

@@ -9,10 +9,11 @@ ros2_control's trajectory controller); bad trajectories are logged, counted and 
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
 
 import numpy as np
 
@@ -21,26 +22,19 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
-from rclpy.duration import Duration
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, load_robot_config
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
-from wam_ros.control.trajectory import TimedTrajectory
-from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, from_time, image_msg, to_time
+from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
-from wam_ros.sim.world import CommandError, JointTargets, SimConfig, SimWorld
-
-
-@dataclass(frozen=True)
-class PendingTrajectory:
-    actuators: np.ndarray
-    times: np.ndarray       # absolute sim times (s)
-    positions: np.ndarray   # points x actuators
+from wam_ros.robots.bridge import Bridge, BridgeLimits, CommandRejected
+from wam_ros.robots.sim import SimBackend
+from wam_ros.sim.world import SimConfig, SimWorld
 
 
 class ClockConflictError(ConfigError):
@@ -64,12 +58,16 @@ class SimNode(Node):
         self.robot = load_robot_config(robot)
         self.world = SimWorld(self.robot, generate_urdf(self.robot),
                               SimConfig(width=width, height=height, camera_rate=camera_rate))
-        # Only the sim loop touches the world; the command callback hands over a validated
-        # command through this slot (newest wins), guarded by a lock that is never held for long.
+        # Only the sim loop touches the world; the command callback hands parsed trajectories
+        # over through a queue guarded by a lock that is never held for long.
         self._command_lock = threading.Lock()
-        self._pending_trajectory: PendingTrajectory | None = None
-        self._trajectory: tuple[np.ndarray, TimedTrajectory] | None = None
-        self._actuator_index = {int(a): i for i, a in enumerate(self.world.actuator_ids)}
+        # every trajectory is validated in arrival order; the newest valid one runs
+        self._pending_trajectories: deque[tuple[list[str], np.ndarray, np.ndarray]] = deque(maxlen=16)
+        # the sim bridge: the same limited streaming as the hardware bridges, into the servos
+        self.bridge = Bridge([SimBackend(self.world)], BridgeLimits.for_robot(self.robot, self.world.joint_names),
+                             self.world.joint_names, state_timeout=math.inf)
+        self.bridge.configure(self.world.time)
+        self.bridge.activate(self.world.time)
         self._camera_period = 1.0 / camera_rate
         self._next_camera_time = 0.0
         self._rejected = 0
@@ -129,27 +127,20 @@ class SimNode(Node):
             f"{os.environ.get('ROS_DOMAIN_ID', '0')}; stop it or use another ROS_DOMAIN_ID")
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        # Validate here, apply in the sim loop: the executor never waits while a frame renders.
+        # Parse here, validate and execute in the sim loop: the executor never waits for a render.
         try:
-            pending = self._validate_trajectory(msg)
-        except CommandError as exc:
-            self._rejected += 1
-            self._last_rejection = str(exc)
-            self.get_logger().warn(f"rejected trajectory: {exc}", throttle_duration_sec=1.0)
+            pending = trajectory_arrays(msg, self.world.time)
+        except ValueError as exc:
+            self._reject(str(exc))
             return
         with self._command_lock:
-            self._pending_trajectory = pending
+            self._pending_trajectories.append(pending)
 
-    def _validate_trajectory(self, msg: JointTrajectory) -> PendingTrajectory:
-        if not msg.points:
-            raise CommandError("trajectory has no points")
-        names = list(msg.joint_names)
-        points = [self.world.validate_targets(names, list(point.positions)) for point in msg.points]
-        offsets = np.array([Duration.from_msg(point.time_from_start).nanoseconds * 1e-9 for point in msg.points])
-        if (offsets < 0).any() or (np.diff(offsets) <= 0).any():
-            raise CommandError("time_from_start must be >= 0 and strictly increasing")
-        start = from_time(msg.header.stamp) or self.world.time  # zero stamp: start now
-        return PendingTrajectory(points[0].actuators, start + offsets, np.vstack([p.positions for p in points]))
+    def _reject(self, reason: str) -> None:
+        self._rejected += 1
+        self._last_rejection = reason
+        self.get_logger().warn(f"rejected trajectory: {reason}", throttle_duration_sec=1.0)
+
     def _run(self) -> None:
         period = 1.0 / self.state_rate
         deadline = time.monotonic()
@@ -172,14 +163,14 @@ class SimNode(Node):
 
     def _tick(self) -> None:
         with self._command_lock:
-            pending, self._pending_trajectory = self._pending_trajectory, None
-        if pending is not None:
-            current = self.world.targets()[[self._actuator_index[a] for a in pending.actuators]]
-            self._trajectory = (pending.actuators, TimedTrajectory(pending.times, pending.positions,
-                                                                   self.world.time, current))
-        if self._trajectory is not None:
-            actuators, trajectory = self._trajectory
-            self.world.apply_targets(JointTargets(actuators, trajectory.sample(self.world.time)))
+            pending = list(self._pending_trajectories)
+            self._pending_trajectories.clear()
+        for trajectory in pending:
+            try:
+                self.bridge.set_trajectory(*trajectory, now=self.world.time)
+            except CommandRejected as exc:
+                self._reject(str(exc))
+        self.bridge.step(self.world.time, 1.0 / self.state_rate)
         self.world.step(1.0 / self.state_rate)
         now = self.world.time
         q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
@@ -220,6 +211,7 @@ class SimNode(Node):
             "real_time_factor": f"{sim_time / max(wall, 1e-9):.3f}",
             "camera_rate_hz": f"{self._camera_meter.rate(sim_time):.2f}",
             "render_ms": f"{self._render_ms:.1f}",
+            "command_latency_ms": f"{self.bridge.status.latency * 1e3:.1f}",
             "rejected_commands": self._rejected,
             "last_rejection": self._last_rejection,
             "other_clock_publishers": ", ".join(other_clocks),
