@@ -84,7 +84,9 @@ class LimitedFollower:
     def step(self, target: np.ndarray, dt: float) -> np.ndarray:
         lim = self.limits
         error = np.clip(target, lim.lower, lim.upper) - self.position
-        reachable = np.sqrt(2.0 * lim.max_acceleration * np.abs(error))  # can still brake in time
+        # the fastest speed from which braking at max_acceleration, in steps of dt, still stops on the target
+        a_dt = lim.max_acceleration * dt
+        reachable = a_dt * (np.sqrt(0.25 + 2.0 * np.abs(error) / (a_dt * dt)) - 0.5)
         desired = np.sign(error) * np.minimum.reduce([np.abs(error) / dt, lim.max_velocity, reachable])
         self.velocity += np.clip(desired - self.velocity, -lim.max_acceleration * dt, lim.max_acceleration * dt)
         self.position = np.clip(self.position + self.velocity * dt, lim.lower, lim.upper)
@@ -131,11 +133,12 @@ class Bridge:
 
     # --- lifecycle -------------------------------------------------------------------------
     def configure(self, now: float) -> None:
+        """Connect every driver; each backend's connect() returns only after its first reading."""
         for backend in self.backends:
             backend.connect()
+        self.status = BridgeStatus(BridgeMode.INACTIVE)
         self.read(now)
         self._follower = LimitedFollower(self.limits, self.measured)
-        self.status = BridgeStatus(BridgeMode.INACTIVE)
 
     def activate(self, now: float) -> None:
         for backend in self.backends:

@@ -1,0 +1,100 @@
+"""AgileX Piper arm backend over CAN with piper_sdk (one CAN port per arm).
+
+Joint targets go out as JointCtrl in 0.001 deg after MotionCtrl_2 (CAN command mode, MOVE J);
+the gripper as GripperCtrl in 0.001 mm of opening (opening = 2 x one finger's travel).
+Feedback: joint angles, gripper opening and the arm status word; a non-normal status is a
+fault, and feedback that stops advancing makes the bridge report a lost connection.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from wam_ros.robots.bridge import ArmState, BridgeError
+
+# arm_status values of the 0x2A1 status frame (piper_sdk ArmMsgFeedbackStatus)
+ARM_STATUS = {
+    0x00: "normal", 0x01: "emergency stop", 0x02: "no solution", 0x03: "singularity",
+    0x04: "target angle exceeds limit", 0x05: "joint communication error", 0x06: "joint brake not released",
+    0x07: "collision", 0x08: "overspeed during teach drag", 0x09: "joint status error", 0x0A: "other error",
+    0x0B: "teach record", 0x0C: "teach execution", 0x0D: "teach pause", 0x0E: "NTC over temperature",
+    0x0F: "release resistor NTC over temperature",
+}
+CAN_COMMAND_MODE, MOVE_J = 0x01, 0x01
+
+
+class PiperBackend:
+    def __init__(self, side: str, can_port: str, interface: str = "socketcan", speed_percent: int = 100,
+                 gripper_effort: float = 1.0, feedback_timeout: float = 2.0):
+        self.side = side
+        self.can_port = can_port
+        self.interface = interface
+        self.speed_percent = int(speed_percent)
+        self.gripper_effort_mnm = int(round(gripper_effort * 1000))  # 0.001 N·m
+        self.feedback_timeout = feedback_timeout
+        self.joint_names = [f"{side}_joint{i}" for i in range(1, 7)] + [f"{side}_gripper"]
+        self.sdk = None
+        self._last_sdk_stamp = -1.0
+        self._fresh_at = -math.inf
+        self._last_positions: np.ndarray | None = None
+        self._last_read = -math.inf
+
+    def connect(self) -> None:
+        from piper_sdk import C_PiperInterface_V2
+
+        if self.interface == "socketcan":
+            self.sdk = C_PiperInterface_V2(can_name=self.can_port)
+        else:  # python-can interfaces such as "virtual" (dry runs, tests)
+            self.sdk = C_PiperInterface_V2(can_name=self.can_port, judge_flag=False, can_auto_init=False)
+            self.sdk.CreateCanBus(self.can_port, bustype=self.interface, judge_flag=False)
+        self.sdk.ConnectPort()
+        # never command from an unknown state: wait for the arm's first joint feedback
+        deadline = time.monotonic() + self.feedback_timeout
+        while self.sdk.GetArmJointMsgs().time_stamp == 0:
+            if time.monotonic() > deadline:
+                self.disconnect()
+                raise BridgeError(f"{self.side} Piper: no joint feedback on CAN port {self.can_port} "
+                                  f"within {self.feedback_timeout:.1f} s (powered, CAN up, bitrate 1 Mbit/s?)")
+            time.sleep(0.01)
+
+    def enable(self) -> None:
+        self.sdk.EnableArm(7)
+        self.sdk.MotionCtrl_2(CAN_COMMAND_MODE, MOVE_J, self.speed_percent, 0x00)
+
+    def read(self, now: float) -> ArmState:
+        joint_msgs = self.sdk.GetArmJointMsgs()
+        if joint_msgs.time_stamp != self._last_sdk_stamp:
+            self._last_sdk_stamp, self._fresh_at = joint_msgs.time_stamp, now
+        j = joint_msgs.joint_state
+        q = np.radians(np.array([j.joint_1, j.joint_2, j.joint_3, j.joint_4, j.joint_5, j.joint_6]) / 1000.0)
+        opening_m = self.sdk.GetArmGripperMsgs().gripper_state.grippers_angle / 1e6
+        positions = np.append(q, opening_m / 2.0)
+        velocities = np.zeros(7)
+        if self._last_positions is not None and now > self._last_read:
+            velocities = (positions - self._last_positions) / (now - self._last_read)
+        self._last_positions, self._last_read = positions, now
+        status = self.sdk.GetArmStatus().arm_status
+        fault = "" if status.arm_status in (0x00, 0x0B, 0x0C, 0x0D) else \
+            f"arm status 0x{status.arm_status:02X} ({ARM_STATUS.get(status.arm_status, 'unknown')}), err_code 0x{status.err_code:04X}"
+        return ArmState(positions, velocities, np.zeros(7), self._fresh_at, fault, f"ctrl_mode 0x{status.ctrl_mode:02X}")
+
+    def command(self, positions: np.ndarray) -> None:
+        millideg = [int(round(math.degrees(q) * 1000.0)) for q in positions[:6]]
+        self.sdk.MotionCtrl_2(CAN_COMMAND_MODE, MOVE_J, self.speed_percent, 0x00)
+        self.sdk.JointCtrl(*millideg)
+        self.sdk.GripperCtrl(int(round(positions[6] * 2.0 * 1e6)), self.gripper_effort_mnm, 0x01, 0)
+
+    def hold(self) -> None:
+        if self.sdk is not None and self._last_positions is not None:
+            self.command(self._last_positions)
+
+    def recover(self) -> None:
+        self.enable()
+
+    def disconnect(self) -> None:
+        if self.sdk is not None:
+            self.sdk.DisconnectPort()
+            self.sdk = None
