@@ -1,0 +1,65 @@
+"""Run by test_bridge_franka.py in its own process (franky sets SCHED_FIFO on its thread):
+two FR3s, each served by its own `franky-sim` process on a loopback address, driven through the
+bridge core with franky-control; prints JSON."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from wam_ros.config import load_robot_config
+from wam_ros.robots.bridge import Bridge, BridgeLimits, CommandRejected
+from wam_ros.robots.franka import FrankaBackend, FrankaSettings
+
+robot = load_robot_config("franka")
+names = robot.joint_names
+report = {}
+hosts = {"left": "127.0.0.2", "right": "127.0.0.3"}
+servers = [subprocess.Popen([str(Path(sys.executable).parent / "franky-sim"), "-s", "mujoco", "--hostname", host],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for host in hosts.values()]
+try:
+    settings = FrankaSettings(dynamics_factor=0.5, realtime=False)
+    bridge = Bridge([FrankaBackend(side, host, settings) for side, host in hosts.items()],
+                    BridgeLimits.for_robot(robot, names), names)
+    clock = time.monotonic
+    deadline = clock() + 60.0
+    while True:  # the servers take a few seconds to start
+        try:
+            bridge.configure(clock())
+            break
+        except Exception:
+            if clock() > deadline:
+                raise
+            time.sleep(0.5)
+    bridge.activate(clock())
+    report["hosts"] = list(hosts.values())
+    start = bridge.measured.copy()
+    report["start"] = start.tolist()
+    goal = start.copy()
+    goal[names.index("left_joint1")] += 0.3
+    goal[names.index("right_joint4")] += 0.2
+    goal[names.index("left_gripper")] = 0.01
+    now = clock()
+    bridge.set_trajectory(names, np.array([now + 1.0]), goal[None, :], now)
+    try:
+        bridge.set_trajectory(["left_joint1"], np.array([now + 1.0]), np.array([[float("nan")]]), now)
+    except CommandRejected as exc:
+        report["rejected"] = str(exc)
+    errors = []
+    end = now + 2.5
+    while clock() < end:
+        bridge.step(clock(), 0.02)
+        errors.append(float(np.abs(bridge.measured[:7] - bridge.commanded[:7]).max()))
+        time.sleep(0.02)
+    report.update(final=bridge.measured.tolist(), goal=goal.tolist(), latency=bridge.status.latency,
+                  tracking_error_p95=float(np.percentile(errors, 95)), mode=bridge.status.mode.value)
+    bridge.deactivate()
+    bridge.cleanup()
+finally:
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=10)
+print(json.dumps(report))

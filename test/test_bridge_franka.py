@@ -1,0 +1,28 @@
+"""The bridge driving two FR3s that franky-sim serves on loopback, through franky-control."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wam_ros.config import load_robot_config
+
+
+def test_franka_bridge_streams_two_arms_through_franky():
+    pytest.importorskip("franky")
+    probe = Path(__file__).with_name("franky_bridge_probe.py")
+    result = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    names = load_robot_config("franka").joint_names
+    assert len(set(report["hosts"])) == 2  # one FCI host per arm
+    arm = [i for i, n in enumerate(names) if not n.endswith("gripper")]
+    # franky-sim's default pose, read through FCI
+    np.testing.assert_allclose(np.array(report["start"])[arm][:7], [0, 0, 0, -1.57, 0, 1.57, 0.785], atol=0.01)
+    np.testing.assert_allclose(np.array(report["final"])[arm], np.array(report["goal"])[arm], atol=0.02)
+    assert report["final"][names.index("left_gripper")] == pytest.approx(0.01, abs=0.003)
+    assert "non-finite target" in report["rejected"]
+    assert report["mode"] == "active" and 0 <= report["latency"] < 0.1
