@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from wam_ros.config import ConfigError
 
@@ -23,14 +25,23 @@ def make_executor() -> SingleThreadedExecutor:
     return SingleThreadedExecutor()
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
+    # Our own SIGINT/SIGTERM handling instead of rclpy's: rclpy's handler invalidates the
+    # context first, and a node could then no longer send its last commands (a bridge's hold).
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     try:
         node = factory()
         executor = make_executor()
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see signals
     except ConfigError as exc:
         print(f"[{getattr(node, 'get_name', lambda: 'wam_ros')()}] configuration error: {exc}", file=sys.stderr)
         return 2

@@ -77,7 +77,6 @@ class SystemOptions:
             raise ConfigError("cameras: 'sim' needs sim:=true; with hardware use realsense, orbbec or external")
         # Parts of the system that later releases add are refused clearly, never silently dropped.
         pending = {
-            "sim": (not self.sim, "hardware arm bridges are not in this release; use sim:=true"),
             "cameras": (self.cameras in ("realsense", "orbbec"),
                         f"the {self.cameras} camera node is not in this release; run the vendor's ROS "
                         "driver and use cameras:=external"),
@@ -123,9 +122,12 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
                  {**common, "robot_description": robot_description(opts.robot)}),
     ]
     if opts.sim:
-        # The simulator owns the clock, so it never runs on sim time itself.
+        # The simulator owns the clock, so it never runs on sim time itself; it runs the bridge
+        # core on the simulated arms.
         specs.append(NodeSpec("wam_ros", "sim_node", "sim", ns,
                               {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim"}))
+    else:
+        specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns, {"robot": opts.robot}))
     # the one gate between command sources (policy, scripted motion) and the arms
     specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns,
                           {**common, "robot": opts.robot,

@@ -1,0 +1,135 @@
+"""arm_bridge_node as a process, driven over Fast DDS: the AgileX pair on virtual CAN with
+emulated Pipers (piper_sdk in the loop), and TienKung against a peer process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Duration as DurationMsg
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from conftest import SPARE_DOMAIN_IDS
+from wam_ros.config import load_robot_config
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
+
+BIN = Path(sys.executable).parent
+
+
+class Probe:
+    def __init__(self, domain: int):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node("bridge_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.states: list[JointState] = []
+        self.puppet: list[JointState] = []
+        self.diagnostics: list = []
+        self.node.create_subscription(JointState, "joint_states", self.states.append, JOINT_STATE_QOS)
+        self.node.create_subscription(JointState, "/puppet/joint_left", self.puppet.append, JOINT_STATE_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                      lambda m: self.diagnostics.extend(s for s in m.status if "arm bridge" in s.name),
+                                      DIAGNOSTICS_QOS)
+        self.trajectory_pub = self.node.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS)
+
+    def spin_until(self, condition, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not condition():
+            self.executor.spin_once(timeout_sec=0.01)
+        return bool(condition())
+
+    def q(self, name: str) -> float:
+        last = self.states[-1]
+        return last.position[list(last.name).index(name)]
+
+    def send(self, names: list[str], positions: list[float], after: float = 1.0) -> None:
+        point = JointTrajectoryPoint(positions=positions, time_from_start=DurationMsg(sec=int(after), nanosec=int(after % 1 * 1e9)))
+        self.trajectory_pub.publish(JointTrajectory(joint_names=names, points=[point]))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _start(args: list[str], domain: int) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "arm_bridge_node"), "--ros-args", *args],
+                            env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_agilex_bridge_on_virtual_can_follows_trajectories_and_refuses_bad_ones():
+    domain = SPARE_DOMAIN_IDS[0]
+    process = _start(["-p", "robot:=agilex", "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
+                      "-p", "agilex.can_ports:=[vcan_test_left, vcan_test_right]"], domain)
+    probe = Probe(domain)
+    try:
+        assert probe.spin_until(lambda: len(probe.states) > 20, 30.0), "no joint_states from the bridge"
+        home = load_robot_config("agilex").home_positions()
+        assert probe.q("left_joint1") == pytest.approx(home["left_joint1"], abs=1e-4)
+        assert len(probe.puppet[-1].position) == 7  # Cobot Magic: 6 joints + gripper
+        start = probe.q("left_joint1")
+        probe.send(["left_joint1", "left_gripper"], [start + 0.25, 0.01], after=1.0)
+        assert probe.spin_until(lambda: abs(probe.q("left_joint1") - (start + 0.25)) < 2e-3, 5.0)
+        assert probe.spin_until(lambda: abs(probe.q("left_gripper") - 0.01) < 5e-4, 3.0)
+        # bad commands: beyond the limit, and a jump; the arm stays where it is
+        probe.send(["left_joint2"], [3.6])
+        probe.send(["left_joint1"], [start + 1.5])
+        probe.spin_until(lambda: False, 1.0)
+        assert probe.q("left_joint1") == pytest.approx(start + 0.25, abs=2e-3)
+        assert probe.spin_until(lambda: any("rejected" in {v.key for v in s.values} and
+                                            int({v.key: v.value for v in s.values}["rejected"]) >= 2
+                                            for s in probe.diagnostics), 3.0)
+    finally:
+        _stop(process)
+        probe.close()
+
+
+def test_tienkung_bridge_follows_commands_and_errors_when_the_robot_goes_silent(tmp_path):
+    domain = SPARE_DOMAIN_IDS[1]
+    pause = tmp_path / "pause"
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    peer = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tienkung_peer.py")), str(pause)], env=env)
+    process = _start(["-p", "robot:=tienkung"], domain)
+    probe = Probe(domain)
+    try:
+        assert probe.spin_until(lambda: len(probe.states) > 20, 30.0), "no joint_states from the bridge"
+        start = probe.q("right_joint4")
+        probe.send(["right_joint4"], [start + 0.2], after=0.5)
+        assert probe.spin_until(lambda: abs(probe.q("right_joint4") - (start + 0.2)) < 0.02, 5.0)
+        pause.touch()  # the robot's status stream stops
+        assert probe.spin_until(lambda: any(s.level == b"\x02" and "no state" in s.message for s in probe.diagnostics), 5.0)
+        pause.unlink()
+        recover = probe.node.create_client(Trigger, "/arm_bridge/recover")
+        assert recover.wait_for_service(timeout_sec=10.0)
+        probe.spin_until(lambda: False, 0.3)
+        future = recover.call_async(Trigger.Request())
+        probe.executor.spin_until_future_complete(future, timeout_sec=10.0)
+        assert future.result().success, future.result().message
+        probe.send(["right_joint4"], [start], after=0.5)
+        assert probe.spin_until(lambda: abs(probe.q("right_joint4") - start) < 0.02, 5.0)
+    finally:
+        _stop(process)
+        peer.send_signal(signal.SIGINT)
+        peer.wait(timeout=10)
+        probe.close()

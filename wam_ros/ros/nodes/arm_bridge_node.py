@@ -1,0 +1,279 @@
+"""arm_bridge_node: one lifecycle node for the real arms (Franka FR3 pair, AgileX Piper pair, TienKung).
+
+In: joint_trajectory (trajectory_msgs/JointTrajectory, what the supervisor forwards).
+Out: joint_states at the driver rate (left_*, right_*; grippers in m of one finger's travel),
+/diagnostics (connection, mode, errors, command latency); with robot:=agilex also the Cobot Magic
+topics /puppet/joint_left and /puppet/joint_right.
+Lifecycle: configure connects (and fails clearly when an arm does not answer), activate
+enables and starts streaming, deactivate holds, cleanup disconnects. A driver fault or a
+silent connection puts the bridge in its error state (arms held); ~/recover clears it.
+The simulated robot needs no bridge: sim_node runs the same bridge core on the simulator.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from wam_ros.config import ROBOTS, ConfigError, load_robot_config
+from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, BridgeMode, CommandRejected
+from wam_ros.ros import diagnostics as diag
+from wam_ros.ros.conversions import to_time, trajectory_arrays
+from wam_ros.ros.node_main import run_node
+from wam_ros.ros.params import declare
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
+
+BACKENDS = {"franka": "franky", "agilex": "piper", "tienkung": "tienkung"}
+
+
+class ArmBridgeNode(LifecycleNode):
+    def __init__(self, node_name: str = "arm_bridge", **kwargs):
+        super().__init__(node_name, **kwargs)
+        p = self._settings = {
+            "robot": declare(self, "robot", "franka", "Robot setup (selects the driver)", choices=ROBOTS),
+            "autostart": declare(self, "autostart", True, "Configure and activate at start-up"),
+            "rate": declare(self, "rate", 100.0, "Driver streaming and joint_states rate (Hz)", range_=(1.0, 1000.0)),
+            "max_step": declare(self, "max_step", 0.35, "Largest jump of a trajectory's first point from the "
+                                "commanded position (rad)", range_=(0.0, 6.3)),
+            "state_timeout": declare(self, "state_timeout", 0.5, "Driver silence that counts as a lost connection (s)",
+                                     range_=(0.01, 10.0)),
+            "franka.hosts": declare(self, "franka.hosts", ["172.16.0.2", "172.16.0.3"], "FCI hosts of the left and right FR3"),
+            "franka.dynamics_factor": declare(self, "franka.dynamics_factor", 0.2, "franky relative dynamics factor",
+                                              range_=(0.01, 1.0)),
+            "franka.realtime": declare(self, "franka.realtime", True, "Require a real-time kernel (false for franky-sim)"),
+            "franka.joint_torque_threshold": declare(self, "franka.joint_torque_threshold", 40.0,
+                                                     "Collision threshold per joint (Nm)", range_=(1.0, 100.0)),
+            "franka.cartesian_force_threshold": declare(self, "franka.cartesian_force_threshold", 60.0,
+                                                        "Cartesian collision threshold (N)", range_=(1.0, 200.0)),
+            "agilex.can_ports": declare(self, "agilex.can_ports", ["can_left", "can_right"], "CAN ports of the left and right Piper"),
+            "agilex.can_interface": declare(self, "agilex.can_interface", "socketcan",
+                                            "python-can interface: socketcan on the robot, virtual for dry runs"),
+            "agilex.emulate": declare(self, "agilex.emulate", False, "Answer on virtual CAN with emulated Pipers (dry run)"),
+            "agilex.speed_percent": declare(self, "agilex.speed_percent", 100, "Piper MOVE J speed (%)", range_=(1, 100)),
+            "tienkung.command_topic": declare(self, "tienkung.command_topic", "/arm/cmd_ctrl", "TienKung arm command topic"),
+            "tienkung.status_topic": declare(self, "tienkung.status_topic", "/arm/status", "TienKung arm status topic"),
+        }
+        self.robot = load_robot_config(p["robot"])
+        self.bridge: Bridge | None = None
+        self._pending: deque = deque(maxlen=16)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+        self._helpers: list = []       # emulators or the TienKung status executor, owned while configured
+        self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.puppet_pubs = {side: self.create_publisher(JointState, f"/puppet/joint_{side}", JOINT_STATE_QOS)
+                            for side in ("left", "right")} if p["robot"] == "agilex" else {}
+        self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
+        self.create_service(Trigger, "~/recover", self._srv_recover)
+        self.create_timer(1.0, self._publish_diagnostics)
+        if p["autostart"] and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # --- backends --------------------------------------------------------------------------
+    def _make_backends(self) -> list:
+        p, kind = self._settings, BACKENDS[self._settings["robot"]]
+        if kind == "franky":
+            from wam_ros.robots.franka import FrankaBackend, FrankaSettings
+
+            settings = FrankaSettings(p["franka.dynamics_factor"], p["franka.realtime"],
+                                      p["franka.joint_torque_threshold"], p["franka.cartesian_force_threshold"])
+            return [FrankaBackend(side, host, settings) for side, host in zip(("left", "right"), p["franka.hosts"])]
+        if kind == "piper":
+            from wam_ros.robots.agilex import PiperBackend
+            from wam_ros.robots.piper_emulator import PiperEmulator
+
+            interface = p["agilex.can_interface"]
+            if p["agilex.emulate"]:
+                if interface != "virtual":
+                    raise ConfigError("agilex.emulate: needs agilex.can_interface:=virtual")
+                home = self.robot.home_positions()
+                for side, port in zip(("left", "right"), p["agilex.can_ports"]):
+                    emulator = PiperEmulator(port, [home[f"{side}_joint{i}"] for i in range(1, 7)],
+                                             initial_gripper_mm=2e3 * home[f"{side}_gripper"])
+                    emulator.start()
+                    self._helpers.append(emulator)
+            return [PiperBackend(side, port, interface, p["agilex.speed_percent"])
+                    for side, port in zip(("left", "right"), p["agilex.can_ports"])]
+        from wam_ros.robots.tienkung import TienKungBackend
+
+        command_pub = self.create_publisher(JointState, p["tienkung.command_topic"], COMMAND_QOS)
+
+        def publish(names: list[str], positions: list[float]) -> None:
+            msg = JointState(name=names, position=positions)
+            msg.header.stamp = self.get_clock().now().to_msg()
+            command_pub.publish(msg)
+
+        backend = TienKungBackend(publish)
+        # status arrives on its own executor thread, so configure can wait for it
+        status_node = rclpy.create_node(f"{self.get_name()}_tienkung_status", namespace=self.get_namespace(),
+                                        context=self.context)
+        status_node.create_subscription(
+            JointState, p["tienkung.status_topic"],
+            lambda m: backend.on_status(time.monotonic(), list(m.name), list(m.position), list(m.velocity), list(m.effort)),
+            JOINT_STATE_QOS)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(status_node)
+        thread = threading.Thread(target=executor.spin, name="tienkung_status", daemon=True)
+        thread.start()
+        self._helpers.append((executor, thread, status_node))
+        return [backend]
+
+    def _release_helpers(self) -> None:
+        for helper in self._helpers:
+            if isinstance(helper, tuple):
+                executor, thread, node = helper
+                executor.shutdown()
+                thread.join(timeout=5.0)  # the node may only go once nothing waits on it
+                node.destroy_node()
+            else:
+                helper.stop()
+        self._helpers.clear()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            backends = self._make_backends()
+            self.bridge = Bridge(backends, BridgeLimits.for_robot(self.robot, self.robot.joint_names),
+                                 self.robot.joint_names, self._settings["max_step"], self._settings["state_timeout"])
+            self.bridge.configure(time.monotonic())
+        except (BridgeError, ConfigError, ValueError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self.bridge = None
+            self._release_helpers()
+            return TransitionCallbackReturn.FAILURE
+        self._stop.clear()
+        self._loop = threading.Thread(target=self._run, name="driver_loop", daemon=True)
+        self._loop.start()
+        self.get_logger().info(f"connected to the {self.robot.name} arms ({BACKENDS[self.robot.name]})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self.bridge.activate(time.monotonic())
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self.bridge.deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._shutdown_driver()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._shutdown_driver()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        # Ctrl-C: hold the arms, stop the driver thread and helper executors before rclpy goes away
+        self._shutdown_driver()
+        super().destroy_node()
+
+    def _shutdown_driver(self) -> None:
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.join(timeout=5.0)
+            self._loop = None
+        if self.bridge is not None:
+            with self._lock:
+                self.bridge.deactivate()
+                self.bridge.cleanup()
+            self.bridge = None
+        self._release_helpers()
+
+    # --- commands and the driver loop --------------------------------------------------------
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            self._pending.append(trajectory_arrays(msg, self.get_clock().now().nanoseconds * 1e-9))
+        except ValueError as exc:
+            self.get_logger().warn(f"rejected trajectory: {exc}", throttle_duration_sec=1.0)
+
+    def _ros_to_monotonic(self) -> float:
+        """Offset from ROS time to the monotonic clock the driver loop runs on."""
+        return self.get_clock().now().nanoseconds * 1e-9 - time.monotonic()
+
+    def _run(self) -> None:
+        period = 1.0 / self._settings["rate"]
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            with self._lock:
+                self._execute(now, period)
+            deadline += period
+            self._stop.wait(max(0.0, deadline - time.monotonic()))
+
+    def _execute(self, now: float, period: float) -> None:
+        bridge = self.bridge
+        offset = self._ros_to_monotonic()
+        while self._pending:
+            names, times, positions = self._pending.popleft()
+            try:
+                bridge.set_trajectory(names, times - offset, positions, now)
+            except CommandRejected as exc:
+                self.get_logger().warn(f"rejected trajectory: {exc}", throttle_duration_sec=1.0)
+        try:
+            bridge.step(now, period)
+        except BridgeError as exc:
+            self.get_logger().error(f"driver error, arms held until ~/recover: {exc}", throttle_duration_sec=2.0)
+        except Exception as exc:  # a driver exception must not end the loop that holds the arms
+            self.get_logger().error(f"driver exception: {exc!r}", throttle_duration_sec=2.0)
+        if bridge.status.mode == BridgeMode.UNCONFIGURED:
+            return
+        stamp = self.get_clock().now().to_msg()
+        msg = JointState(name=bridge.joint_names, position=bridge.measured.tolist(),
+                         velocity=bridge.velocities.tolist(), effort=bridge.efforts.tolist())
+        msg.header.stamp = stamp
+        self.joint_pub.publish(msg)
+        for side, pub in self.puppet_pubs.items():
+            columns = [bridge.joint_names.index(n) for n in (*self.robot.arm_joint_names(side),
+                                                               self.robot.gripper_joint_name(side))]
+            puppet = JointState(name=[f"joint{i}" for i in range(len(columns))],
+                                position=bridge.measured[columns].tolist())
+            puppet.header.stamp = stamp
+            pub.publish(puppet)
+
+    def _srv_recover(self, request, response):
+        if self.bridge is None or self.bridge.status.mode != BridgeMode.ERROR:
+            response.success, response.message = False, "not in the error state"
+            return response
+        try:
+            with self._lock:
+                self.bridge.recover(time.monotonic())
+                self.bridge.activate(time.monotonic())
+            response.success, response.message = True, "recovered; streaming"
+        except (BridgeError, Exception) as exc:
+            response.success, response.message = False, f"recovery failed: {exc}"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        status = self.bridge.status if self.bridge is not None else None
+        level = diag.ERROR if status is None or status.mode == BridgeMode.ERROR else \
+            diag.OK if status.mode == BridgeMode.ACTIVE else diag.WARN
+        values = {"robot": self.robot.name, "driver": BACKENDS[self.robot.name],
+                  "mode": status.mode.value if status else "unconfigured", "error": status.error if status else "",
+                  "commands": status.commands if status else 0, "rejected": status.rejected if status else 0,
+                  "last_rejection": status.last_rejection if status else "",
+                  "command_latency_ms": f"{status.latency * 1e3:.2f}" if status else "nan"}
+        message = (status.error or status.mode.value) if status else "not configured"
+        self.diag_pub.publish(diag.array_msg(to_time(self.get_clock().now().nanoseconds * 1e-9), [
+            diag.status(f"{self.get_fully_qualified_name()}: arm bridge", f"{self.robot.name}_arms", level,
+                        message, values)]))
+
+
+NODE_CLASS = ArmBridgeNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ArmBridgeNode, args)
