@@ -69,3 +69,20 @@ def test_wrist_camera_frame_is_flange_times_hand_eye():
     mount = next(c for c in cfg.cameras if c.name == "left_wrist")
     np.testing.assert_allclose(poses["left_wrist_link"],
                                poses["left_flange"] @ pose_to_matrix(mount.pose.xyz, mount.pose.rpy), atol=1e-9)
+
+
+@pytest.mark.parametrize("robot", ["franka", "agilex", "tienkung"])
+def test_ik_reaches_poses_of_nearby_configurations_within_the_limits(robot):
+    cfg = load_robot_config(robot)
+    kin = Kinematics(generate_urdf(cfg))
+    home = cfg.home_positions()
+    joints = cfg.arm_joint_names("right")
+    limits = cfg.joint_limits()
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        q = {n: float(np.clip(home[n] + rng.normal(0.0, 0.25), limits[n][0] + 0.05, limits[n][1] - 0.05)) for n in joints}
+        target = kin.frame_pose({**home, **q}, "right_tcp")
+        solution, error = kin.solve_ik("right_tcp", target, joints, home)
+        assert error < 1e-4, (robot, q)
+        np.testing.assert_allclose(kin.frame_pose({**home, **solution}, "right_tcp"), target, atol=1e-4)
+        assert all(limits[n][0] <= solution[n] <= limits[n][1] for n in joints)

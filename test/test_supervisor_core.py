@@ -33,8 +33,8 @@ def make_config(clamp: bool = False, workspace: WorkspaceBox | None = None, **ro
 class Harness:
     """Feeds fresh streams at a given time and records the events."""
 
-    def __init__(self, config: SupervisorConfig | None = None, fk=None):
-        self.sup = Supervisor(config or make_config(), fk)
+    def __init__(self, config: SupervisorConfig | None = None, fk=None, converter=None):
+        self.sup = Supervisor(config or make_config(), fk, converter)
         self.q = Q0.copy()
         self.grip = np.full(2, ROBOT.arm.gripper.stroke)
         self.now = 0.0
@@ -48,8 +48,8 @@ class Harness:
 
     def chunk(self, positions=None, **fields) -> list:
         positions = np.tile(self.q, (15, 1)) if positions is None else positions
-        c = Chunk(chunk_id=fields.pop("chunk_id", self.next_id), stamp=self.now, joint_names=list(ARM),
-                  positions=positions, dt=DT, **fields)
+        c = Chunk(chunk_id=fields.pop("chunk_id", self.next_id), stamp=self.now,
+                  joint_names=fields.pop("joint_names", list(ARM)), positions=positions, dt=DT, **fields)
         self.next_id = c.chunk_id + 1
         events = self.sup.submit_chunk(self.now, c)
         self.events += events
@@ -111,7 +111,7 @@ def test_names_and_shapes_are_checked():
     bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, gripper_names=["left_gripper"], gripper=np.array([[0.5], [1.7]]))
     assert "gripper left_gripper: opening 1.700 outside [0, 1]" in h.sup.submit_chunk(0.0, bad)[0].reason
     bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, action_space=2)
-    assert "convert end-effector deltas in the policy node" in h.sup.submit_chunk(0.0, bad)[0].reason
+    assert "end-effector deltas (2) need the robot's kinematics" in h.sup.submit_chunk(0.0, bad)[0].reason
 
 
 def test_clamp_mode_clamps_positions_into_the_limits():
@@ -316,3 +316,26 @@ def test_supervisor_benchmark_reacts_within_one_control_period():
     result = bench_supervisor("agilex", repeats=5)
     assert result["check_chunk_ms"] > 0 and result["check_chunk_with_workspace_fk_ms"] > result["check_chunk_ms"]
     assert result["low_value_to_rollback_command_ms"] < result["control_period_ms"]
+
+
+def test_end_effector_deltas_become_joint_targets_that_reach_the_pose():
+    from wam_ros.robots.actions import EE_AXES, ActionConverter
+
+    kin = Kinematics(generate_urdf(ROBOT))
+    h = Harness(make_config(), converter=ActionConverter(ROBOT, kin))
+    h.feed(0.0)
+    names = [f"{side}_{a}" for side in ("left", "right") for a in EE_AXES]
+    rows = np.zeros((15, 12))
+    rows[:, 0] = np.linspace(0.0, 0.03, 15)   # left TCP 3 cm along x
+    rows[:, 11] = np.linspace(0.0, 0.1, 15)   # right TCP turns 0.1 rad about z
+    command = h.chunk(rows, action_space=2, joint_names=names)[-1]
+    assert isinstance(command, Command), command
+    q = dict(zip(ARM, command.positions[-1, :12]))
+    start = kin.frame_poses(dict(zip(ARM, Q0)), ["left_tcp", "right_tcp"])
+    end = kin.frame_poses(q, ["left_tcp", "right_tcp"])
+    np.testing.assert_allclose(end["left_tcp"][:3, 3] - start["left_tcp"][:3, 3], [0.03, 0, 0], atol=1e-4)
+    np.testing.assert_allclose(end["right_tcp"][:3, 3], start["right_tcp"][:3, 3], atol=1e-4)
+    unreachable = np.zeros((15, 12))
+    unreachable[:, 2] = np.linspace(0.0, 2.0, 15)  # 2 m up
+    h.next_id += 1
+    assert "left arm: step" in h.chunk(unreachable, action_space=2, joint_names=names)[0].reason

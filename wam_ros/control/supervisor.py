@@ -23,6 +23,7 @@ import numpy as np
 from wam_ros.config import ConfigError, RobotConfig
 from wam_ros.control.limits import CheckConfig, ChunkRejected, WorkspaceBox, check_targets, robot_joint_limits
 from wam_ros.control.trajectory import min_jerk_duration, min_jerk_move
+from wam_ros.robots.actions import EE_DELTA, JOINT_DELTA, JOINT_POSITION, ActionConverter, ActionError, joint_space_targets
 
 
 class SupervisorMode(IntEnum):
@@ -33,8 +34,6 @@ class SupervisorMode(IntEnum):
     ESTOP = 4
 
 
-# ActionChunk.action_space values
-JOINT_POSITION, JOINT_DELTA, EE_DELTA = 0, 1, 2
 STREAMS = ("joint_states", "observations", "value", "chunks")
 
 
@@ -174,9 +173,11 @@ Event = Transition | Command | Rejection | RollbackFired | ResampleRequest
 
 class Supervisor:
     def __init__(self, config: SupervisorConfig,
-                 forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None):
+                 forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
+                 converter: ActionConverter | None = None):
         self.config = config
         self._fk = forward_kinematics
+        self._converter = converter  # end-effector deltas need the robot's kinematics
         self.mode = SupervisorMode.HOLD
         self.reason = "waiting for joint states and a first chunk"
         self._last_seen: dict[str, float] = {}
@@ -386,23 +387,27 @@ class Supervisor:
 
     def _check(self, chunk: Chunk) -> Command:
         cfg = self.config
-        if chunk.action_space not in (JOINT_POSITION, JOINT_DELTA):
-            raise ChunkRejected(f"action_space {chunk.action_space}: the supervisor takes joint positions (0) or "
-                                "joint deltas (1); convert end-effector deltas in the policy node")
-        unknown = [n for n in chunk.joint_names if n not in cfg.arm_joints]
+        positions = np.asarray(chunk.positions, dtype=float)
+        if positions.ndim != 2 or positions.shape[0] < 1 or positions.shape[1] != len(chunk.joint_names):
+            raise ChunkRejected(f"positions: expected horizon x {len(chunk.joint_names)} values, got shape {positions.shape}")
+        horizon = positions.shape[0]
+        conditioning = dict(zip(cfg.arm_joints, self._conditioning_state(chunk.stamp)))
+        try:
+            if chunk.action_space == EE_DELTA and self._converter is not None:
+                names, positions = self._converter.to_joint_positions(chunk.action_space, chunk.joint_names,
+                                                                      positions, conditioning)
+            else:
+                names = list(chunk.joint_names)
+                positions = joint_space_targets(chunk.action_space, names, positions, conditioning)
+        except ActionError as exc:
+            raise ChunkRejected(str(exc)) from None
+        unknown = [n for n in names if n not in cfg.arm_joints]
         if unknown:
             raise ChunkRejected(f"joint_names: unknown {unknown}; allowed: {', '.join(cfg.arm_joints)}")
-        if sorted(chunk.joint_names) != sorted(cfg.arm_joints):
-            missing = [n for n in cfg.arm_joints if n not in chunk.joint_names]
+        if sorted(names) != sorted(cfg.arm_joints):
+            missing = [n for n in cfg.arm_joints if n not in names]
             raise ChunkRejected(f"joint_names: missing {missing} (a chunk commands every arm joint)")
-        positions = np.asarray(chunk.positions, dtype=float)
-        horizon = positions.shape[0] if positions.ndim == 2 else 0
-        if horizon < 1 or positions.shape[1] != len(chunk.joint_names):
-            raise ChunkRejected(f"positions: expected horizon x {len(chunk.joint_names)} values, got shape {positions.shape}")
-        order = [chunk.joint_names.index(n) for n in cfg.arm_joints]
-        arm = positions[:, order]
-        if chunk.action_space == JOINT_DELTA:
-            arm = arm + self._conditioning_state(chunk.stamp)
+        arm = positions[:, [names.index(n) for n in cfg.arm_joints]]
         gripper = np.tile(self._commanded_gripper, (horizon, 1))  # unchanged unless commanded
         if chunk.gripper_names:
             g = np.asarray(chunk.gripper, dtype=float).reshape(horizon, -1) if chunk.gripper is not None else None

@@ -31,6 +31,7 @@ from wam_ros.control.supervisor import (Chunk, Command, Rejection, ResampleReque
                                         Supervisor, SupervisorConfig, SupervisorMode, Transition)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
+from wam_ros.robots.actions import ActionConverter
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, to_time
@@ -99,17 +100,17 @@ class SupervisorNode(LifecycleNode):
         if p["joint_limits_file"]:
             data = load_yaml(Path(p["joint_limits_file"]))
             overrides = (data or {}).get("joint_limits", {})
+        kinematics = Kinematics(generate_urdf(robot))
         workspace, fk = None, None
         if p["workspace.enabled"]:
             workspace = WorkspaceBox(("left_tcp", "right_tcp"), tuple(p["workspace.min"]), tuple(p["workspace.max"]))
-            kinematics = Kinematics(generate_urdf(robot))
             fk = lambda q, frames: kinematics.frame_poses(q, list(frames))  # noqa: E731
         config = SupervisorConfig.for_robot(
             robot, limit_overrides=overrides, clamp=p["clamp"], max_start_deviation=p["max_start_deviation"],
             workspace=workspace,
             timeouts={s: p[f"timeouts.{s}"] for s in ("joint_states", "observations", "value", "chunks")},
             rollback=RollbackConfig(**{k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("rollback.")}))
-        return Supervisor(config, fk)
+        return Supervisor(config, fk, ActionConverter(robot, kinematics))
 
     # --- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
