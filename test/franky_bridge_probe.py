@@ -3,37 +3,25 @@ two FR3s, each served by its own `franky-sim` process on a loopback address, dri
 bridge core with franky-control; prints JSON."""
 
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from wam_ros.config import load_robot_config
 from wam_ros.robots.bridge import Bridge, BridgeLimits, CommandRejected
 from wam_ros.robots.franka import FrankaBackend, FrankaSettings
+from wam_ros.robots.franka_sim import configure_when_ready, franky_sim_servers
 
 robot = load_robot_config("franka")
 names = robot.joint_names
 report = {}
-hosts = {"left": "127.0.0.2", "right": "127.0.0.3"}
-servers = [subprocess.Popen([str(Path(sys.executable).parent / "franky-sim"), "-s", "mujoco", "--hostname", host],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for host in hosts.values()]
-try:
+with franky_sim_servers() as addresses:
+    hosts = dict(zip(("left", "right"), addresses))
     settings = FrankaSettings(dynamics_factor=0.5, realtime=False)
     bridge = Bridge([FrankaBackend(side, host, settings) for side, host in hosts.items()],
                     BridgeLimits.for_robot(robot, names), names)
     clock = time.monotonic
-    deadline = clock() + 60.0
-    while True:  # the servers take a few seconds to start
-        try:
-            bridge.configure(clock())
-            break
-        except Exception:
-            if clock() > deadline:
-                raise
-            time.sleep(0.5)
+    configure_when_ready(bridge)
     bridge.activate(clock())
     report["hosts"] = list(hosts.values())
     start = bridge.measured.copy()
@@ -58,8 +46,4 @@ try:
                   tracking_error_p95=float(np.percentile(errors, 95)), mode=bridge.status.mode.value)
     bridge.deactivate()
     bridge.cleanup()
-finally:
-    for server in servers:
-        server.terminate()
-        server.wait(timeout=10)
 print(json.dumps(report))

@@ -26,3 +26,13 @@ def test_franka_bridge_streams_two_arms_through_franky():
     assert report["final"][names.index("left_gripper")] == pytest.approx(0.01, abs=0.003)
     assert "non-finite target" in report["rejected"]
     assert report["mode"] == "active" and 0 <= report["latency"] < 0.1
+
+
+def test_bridge_benchmark_runs_franky_sim_and_the_simulator_side_by_side():
+    pytest.importorskip("franky")
+    from wam_ros.bench import bench_bridge
+
+    result = bench_bridge(duration=1.5)
+    for key in ("sim_bridge", "franky_sim_bridge"):
+        assert 0 < result[key]["command_to_motion_latency_ms"] < 500
+        assert 0 < result[key]["tracking_error_p95_rad"] < 0.15

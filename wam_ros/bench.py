@@ -16,7 +16,7 @@ def _median_ms(fn, repeats: int) -> float:
     return float(np.median(samples))
 
 
-def bench_sim(robot: str, repeats: int = 30) -> dict:
+def bench_sim(robot: str = "agilex", repeats: int = 30) -> dict:
     from wam_ros.config import load_robot_config
     from wam_ros.robots.urdf import generate_urdf
     from wam_ros.ros.conversions import image_msg, to_time
@@ -43,7 +43,7 @@ def bench_sim(robot: str, repeats: int = 30) -> dict:
     return result
 
 
-def bench_supervisor(robot: str, repeats: int = 200) -> dict:
+def bench_supervisor(robot: str = "agilex", repeats: int = 200) -> dict:
     """Cost of the chunk checks, and of reacting to a low value, in the supervisor core."""
     from wam_ros.config import load_robot_config
     from wam_ros.control.limits import WorkspaceBox
@@ -91,4 +91,107 @@ def bench_supervisor(robot: str, repeats: int = 200) -> dict:
     result["low_value_to_rollback_command_ms"] = float(np.median(samples))
     result["control_period_ms"] = 1e3 / 15
     result["rollback_reaction_over_control_period"] = result["low_value_to_rollback_command_ms"] / result["control_period_ms"]
+    return result
+
+
+def stream_chunks(bridge, clock, advance, duration: float = 4.0, driver_rate: float = 100.0,
+                  chunk_rate: float = 15.0, amplitude: float = 0.15, period: float = 2.0) -> dict:
+    """A 15 Hz stream of 15-step chunks (sinusoid on joint 1 of each arm) through a bridge.
+
+    `clock()` is the bridge's time, `advance(dt)` lets that time pass (sleep, or step a simulator).
+    Returns the command-to-motion latency of a step command and the tracking error of the stream.
+    """
+    names = bridge.joint_names
+    arm1 = [names.index(n) for n in names if n.endswith("_joint1")]
+    dt = 1.0 / driver_rate
+    # command-to-motion: a 0.05 rad step, until the measured position has moved 1 mrad
+    start = bridge.measured.copy()
+    goal = bridge.commanded.copy()
+    goal[arm1] += 0.05
+    t0 = clock()
+    bridge.set_trajectory(names, np.array([t0]), goal[None, :], t0)
+    while np.abs(bridge.measured[arm1] - start[arm1]).max() < 1e-3 and clock() - t0 < 2.0:
+        bridge.step(clock(), dt)
+        advance(dt)
+    latency = clock() - t0
+    base = goal.copy()
+    for _ in range(int(1.0 / dt)):  # settle
+        bridge.step(clock(), dt)
+        advance(dt)
+
+    def desired(t: float, t_start: float) -> np.ndarray:
+        q = base.copy()
+        q[arm1] += amplitude * np.sin(2 * np.pi * (t - t_start) / period)
+        return q
+
+    t_start, next_chunk, errors = clock(), clock(), []
+    while clock() - t_start < duration:
+        now = clock()
+        if now >= next_chunk:
+            times = now + np.arange(15) / chunk_rate
+            bridge.set_trajectory(names, times, np.array([desired(t, t_start) for t in times]), now)
+            next_chunk += 1.0 / chunk_rate
+        bridge.step(now, dt)
+        if now - t_start > 1.0:
+            errors.append(float(np.abs(bridge.measured[arm1] - desired(now, t_start)[arm1]).max()))
+        advance(dt)
+    return {"command_to_motion_latency_ms": latency * 1e3,
+            "tracking_error_median_rad": float(np.median(errors)),
+            "tracking_error_p95_rad": float(np.percentile(errors, 95)),
+            "chunks": int(duration * chunk_rate)}
+
+
+def _bench_sim_bridge(duration: float) -> dict:
+    from wam_ros.config import load_robot_config
+    from wam_ros.robots.bridge import Bridge, BridgeLimits
+    from wam_ros.robots.sim import SimBackend
+    from wam_ros.robots.urdf import generate_urdf
+    from wam_ros.sim.world import SimConfig, SimWorld
+
+    robot = load_robot_config("franka")
+    world = SimWorld(robot, generate_urdf(robot), SimConfig())
+    bridge = Bridge([SimBackend(world)], BridgeLimits.for_robot(robot, world.joint_names), world.joint_names,
+                    state_timeout=float("inf"))
+    bridge.configure(world.time)
+    bridge.activate(world.time)
+    return stream_chunks(bridge, lambda: world.time, world.step, duration)
+
+
+FRANKY_BENCH = """
+import json, sys, time
+from wam_ros.bench import stream_chunks
+from wam_ros.config import load_robot_config
+from wam_ros.robots.bridge import Bridge, BridgeLimits
+from wam_ros.robots.franka import FrankaBackend, FrankaSettings
+from wam_ros.robots.franka_sim import configure_when_ready, franky_sim_servers
+robot = load_robot_config("franka")
+with franky_sim_servers() as hosts:
+    settings = FrankaSettings(dynamics_factor=1.0, realtime=False)
+    bridge = Bridge([FrankaBackend(s, h, settings) for s, h in zip(("left", "right"), hosts)],
+                    BridgeLimits.for_robot(robot, robot.joint_names), robot.joint_names)
+    configure_when_ready(bridge)
+    bridge.activate(time.monotonic())
+    result = stream_chunks(bridge, time.monotonic, time.sleep, float(sys.argv[1]))
+    bridge.deactivate()
+print(json.dumps(result))
+"""
+
+
+def bench_bridge(robot: str = "franka", duration: float = 4.0) -> dict:
+    """Franka FR3 pair: the bridge on franky-sim (franky-control over FCI, wall clock) next to the
+    same bridge core on the MuJoCo simulator (sim time), for the same 15 Hz chunk stream."""
+    import json
+    import subprocess
+    import sys
+
+    if robot != "franka":
+        raise ValueError("bench bridge compares franky-sim with the simulator: robot must be franka")
+    result = {"robot": "franka", "stream": "15 Hz chunks of 15 steps, 0.15 rad sinusoid on joint 1, 100 Hz driver",
+              "sim_bridge": _bench_sim_bridge(duration)}
+    # franky puts its thread on SCHED_FIFO: its own process
+    run = subprocess.run([sys.executable, "-c", FRANKY_BENCH, str(duration)], capture_output=True, text=True,
+                         timeout=300)
+    if run.returncode != 0:
+        raise RuntimeError(f"franky-sim benchmark failed: {run.stderr[-2000:]}")
+    result["franky_sim_bridge"] = json.loads(run.stdout.strip().splitlines()[-1])
     return result

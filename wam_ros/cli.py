@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
-    p.add_argument("target", choices=["sim", "supervisor"])
-    p.add_argument("--robot", default="agilex", choices=ROBOTS)
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("target", choices=["sim", "supervisor", "bridge"])
+    p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
+    p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
     p = sub.add_parser("urdf", help="regenerate urdf/*.urdf from config/robots/*.yaml")
     p.add_argument("--check", action="store_true", help="only report URDFs that differ from their YAML")
     p.add_argument("--out", type=Path, default=None, help="directory (default: the package's urdf/)")
@@ -99,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from wam_ros import bench
 
-            print(json.dumps(getattr(bench, f"bench_{args.target}")(args.robot, args.repeats), indent=2))
+            import inspect
+
+            run = getattr(bench, f"bench_{args.target}")
+            options = {k: v for k, v in (("robot", args.robot), ("repeats", args.repeats)) if v is not None}
+            unsupported = set(options) - set(inspect.signature(run).parameters)
+            if unsupported:
+                raise ConfigError(f"bench {args.target} takes no --{', --'.join(sorted(unsupported))}")
+            print(json.dumps(run(**options), indent=2))
             return 0
         if args.command == "urdf":
             from wam_ros.paths import share_dir
