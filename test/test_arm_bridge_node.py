@@ -39,6 +39,8 @@ class Probe:
         self.diagnostics: list = []
         self.node.create_subscription(JointState, "joint_states", self.states.append, JOINT_STATE_QOS)
         self.node.create_subscription(JointState, "/puppet/joint_left", self.puppet.append, JOINT_STATE_QOS)
+        self.master: list[JointState] = []
+        self.node.create_subscription(JointState, "/master/joint_left", self.master.append, JOINT_STATE_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                       lambda m: self.diagnostics.extend(s for s in m.status if "arm bridge" in s.name),
                                       DIAGNOSTICS_QOS)
@@ -81,13 +83,16 @@ def _stop(process: subprocess.Popen) -> None:
 def test_agilex_bridge_on_virtual_can_follows_trajectories_and_refuses_bad_ones():
     domain = SPARE_DOMAIN_IDS[0]
     process = _start(["-p", "robot:=agilex", "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
-                      "-p", "agilex.can_ports:=[vcan_test_left, vcan_test_right]"], domain)
+                      "-p", "agilex.can_ports:=[vcan_test_left, vcan_test_right]",
+                      "-p", "agilex.leader_can_ports:=[vcan_test_master_left, vcan_test_master_right]"], domain)
     probe = Probe(domain)
     try:
         assert probe.spin_until(lambda: len(probe.states) > 20, 30.0), "no joint_states from the bridge"
         home = load_robot_config("agilex").home_positions()
         assert probe.q("left_joint1") == pytest.approx(home["left_joint1"], abs=1e-4)
         assert len(probe.puppet[-1].position) == 7  # Cobot Magic: 6 joints + gripper
+        assert probe.spin_until(lambda: bool(probe.master), 3.0), "no /master/joint_left from the leader arm"
+        assert probe.master[-1].position[0] == pytest.approx(home["left_joint1"], abs=1e-4)
         start = probe.q("left_joint1")
         probe.send(["left_joint1", "left_gripper"], [start + 0.25, 0.01], after=1.0)
         assert probe.spin_until(lambda: abs(probe.q("left_joint1") - (start + 0.25)) < 2e-3, 5.0)

@@ -3,7 +3,8 @@
 In: joint_trajectory (trajectory_msgs/JointTrajectory, what the supervisor forwards).
 Out: joint_states at the driver rate (left_*, right_*; grippers in m of one finger's travel),
 /diagnostics (connection, mode, errors, command latency); with robot:=agilex also the Cobot Magic
-topics /puppet/joint_left and /puppet/joint_right.
+topics /puppet/joint_left|right (followers) and, with agilex.leader_can_ports, /master/joint_left|right
+read from the leader arms (7 values: 6 joints in rad, then the gripper in m of one finger's travel).
 Lifecycle: configure connects (and fails clearly when an arm does not answer), activate
 enables and starts streaming, deactivate holds, cleanup disconnects. A driver fault or a
 silent connection puts the bridge in its error state (arms held); ~/recover clears it.
@@ -56,6 +57,9 @@ class ArmBridgeNode(LifecycleNode):
             "franka.cartesian_force_threshold": declare(self, "franka.cartesian_force_threshold", 60.0,
                                                         "Cartesian collision threshold (N)", range_=(1.0, 200.0)),
             "agilex.can_ports": declare(self, "agilex.can_ports", ["can_left", "can_right"], "CAN ports of the left and right Piper"),
+            "agilex.leader_can_ports": declare(self, "agilex.leader_can_ports", [""],
+                                               "CAN ports of the left and right leader (master) arms, read only and "
+                                               "published on /master/joint_left|right; empty: none"),
             "agilex.can_interface": declare(self, "agilex.can_interface", "socketcan",
                                             "python-can interface: socketcan on the robot, virtual for dry runs"),
             "agilex.emulate": declare(self, "agilex.emulate", False, "Answer on virtual CAN with emulated Pipers (dry run)"),
@@ -74,6 +78,8 @@ class ArmBridgeNode(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.puppet_pubs = {side: self.create_publisher(JointState, f"/puppet/joint_{side}", JOINT_STATE_QOS)
                             for side in ("left", "right")} if p["robot"] == "agilex" else {}
+        self.leaders: dict = {}  # side -> read-only PiperBackend of the Cobot Magic leader arm
+        self.master_pubs = {}
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
         self.create_service(Trigger, "~/recover", self._srv_recover)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -103,6 +109,21 @@ class ArmBridgeNode(LifecycleNode):
                                              initial_gripper_mm=2e3 * home[f"{side}_gripper"])
                     emulator.start()
                     self._helpers.append(emulator)
+            leader_ports = [port for port in p["agilex.leader_can_ports"] if port]
+            if leader_ports and len(leader_ports) != 2:
+                raise ConfigError(f"agilex.leader_can_ports: give two ports (left, right), got {leader_ports}")
+            if p["agilex.emulate"]:
+                for side, port in zip(("left", "right"), leader_ports):
+                    emulator = PiperEmulator(port, [home[f"{side}_joint{i}"] for i in range(1, 7)],
+                                             initial_gripper_mm=2e3 * home[f"{side}_gripper"])
+                    emulator.start()
+                    self._helpers.append(emulator)
+            for side, port in zip(("left", "right"), leader_ports):
+                # leaders are only read: teleop commands reach the followers through the supervisor
+                leader = PiperBackend(side, port, interface)
+                leader.connect()
+                self.leaders[side] = leader
+                self.master_pubs[side] = self.create_publisher(JointState, f"/master/joint_{side}", JOINT_STATE_QOS)
             return [PiperBackend(side, port, interface, p["agilex.speed_percent"])
                     for side, port in zip(("left", "right"), p["agilex.can_ports"])]
         from wam_ros.robots.tienkung import TienKungBackend
@@ -130,6 +151,9 @@ class ArmBridgeNode(LifecycleNode):
         return [backend]
 
     def _release_helpers(self) -> None:
+        for leader in self.leaders.values():
+            leader.disconnect()
+        self.leaders.clear()
         for helper in self._helpers:
             if isinstance(helper, tuple):
                 executor, thread, node = helper
@@ -243,6 +267,11 @@ class ArmBridgeNode(LifecycleNode):
                                 position=bridge.measured[columns].tolist())
             puppet.header.stamp = stamp
             pub.publish(puppet)
+        for side, leader in self.leaders.items():
+            reading = leader.read(now)
+            master = JointState(name=[f"joint{i}" for i in range(7)], position=reading.positions.tolist())
+            master.header.stamp = stamp
+            self.master_pubs[side].publish(master)
 
     def _srv_recover(self, request, response):
         if self.bridge is None or self.bridge.status.mode != BridgeMode.ERROR:
