@@ -20,19 +20,58 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
 import pytest  # noqa: E402
 
 
-@dataclass
-class RunningBringup:
-    """A `wam-ros bringup` process and a probe node (own rclpy context) to observe it."""
+class ProbeNode:
+    """An rclpy node in its own context (and optionally domain), spun by hand from a test."""
 
-    process: subprocess.Popen
-    arguments: dict[str, str]
-    probe: object
-    executor: object
+    def __init__(self, name: str, domain_id: int | None = None):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, condition, timeout: float = 5.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not condition():
+            self.executor.spin_once(timeout_sec=0.005)
+        return bool(condition())
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Ctrl-C must end a node process cleanly (exit code 0); kill it if it does not."""
+    try:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+class RunningBringup(ProbeNode):
+    """A `wam-ros bringup` process and a probe node to observe it."""
+
+    def __init__(self, process: subprocess.Popen, arguments: dict[str, str]):
+        super().__init__("test_probe")
+        self.process, self.arguments = process, arguments
+        self.probe = self.node
 
     @property
     def namespace(self) -> str:
@@ -47,31 +86,19 @@ class RunningBringup:
 
 @pytest.fixture(scope="session")
 def bringup():
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
     arguments = {"robot": "franka", "motion": "scripted", "namespace": "lab"}
     process = subprocess.Popen([sys.executable, "-m", "wam_ros.cli", "bringup",
                                 *(f"{k}:={v}" for k, v in arguments.items())])
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node("test_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    running = RunningBringup(process, arguments, probe, executor)
+    running = RunningBringup(process, arguments)
     try:
         deadline = time.monotonic() + 60.0
         expected = {("sim", "/lab"), ("scripted_motion", "/lab"), ("supervisor", "/lab")}
-        while not expected <= set(probe.get_node_names_and_namespaces()):
+        while not expected <= set(running.probe.get_node_names_and_namespaces()):
             assert time.monotonic() < deadline, f"bringup's nodes {expected} never appeared on the graph"
             running.spin_for(0.2)
         yield running
-        # Ctrl-C ends the bring-up cleanly
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.try_shutdown(context=context)
+        try:
+            stop_process(process)
+        finally:
+            running.close()

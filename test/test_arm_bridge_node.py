@@ -7,33 +7,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Duration as DurationMsg
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from conftest import SPARE_DOMAIN_IDS
+from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
 
 BIN = Path(sys.executable).parent
 
 
-class Probe:
+class Probe(ProbeNode):
     def __init__(self, domain: int):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node("bridge_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("bridge_probe", domain)
         self.states: list[JointState] = []
         self.puppet: list[JointState] = []
         self.diagnostics: list = []
@@ -46,12 +39,6 @@ class Probe:
                                       DIAGNOSTICS_QOS)
         self.trajectory_pub = self.node.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS)
 
-    def spin_until(self, condition, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not condition():
-            self.executor.spin_once(timeout_sec=0.01)
-        return bool(condition())
-
     def q(self, name: str) -> float:
         last = self.states[-1]
         return last.position[list(last.name).index(name)]
@@ -60,24 +47,10 @@ class Probe:
         point = JointTrajectoryPoint(positions=positions, time_from_start=DurationMsg(sec=int(after), nanosec=int(after % 1 * 1e9)))
         self.trajectory_pub.publish(JointTrajectory(joint_names=names, points=[point]))
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
 
 def _start(args: list[str], domain: int) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "arm_bridge_node"), "--ros-args", *args],
                             env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_agilex_bridge_on_virtual_can_follows_trajectories_and_refuses_bad_ones():
@@ -106,7 +79,7 @@ def test_agilex_bridge_on_virtual_can_follows_trajectories_and_refuses_bad_ones(
                                             int({v.key: v.value for v in s.values}["rejected"]) >= 2
                                             for s in probe.diagnostics), 3.0)
     finally:
-        _stop(process)
+        stop_process(process)
         probe.close()
 
 
@@ -134,7 +107,7 @@ def test_tienkung_bridge_follows_commands_and_errors_when_the_robot_goes_silent(
         probe.send(["right_joint4"], [start], after=0.5)
         assert probe.spin_until(lambda: abs(probe.q("right_joint4") - start) < 0.02, 5.0)
     finally:
-        _stop(process)
+        stop_process(process)
         peer.send_signal(signal.SIGINT)
         peer.wait(timeout=10)
         probe.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,13 +18,12 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.duration import Duration
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from conftest import SPARE_DOMAIN_IDS
+from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
 from wam_ros.control.trajectory import TimedTrajectory
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
@@ -40,15 +38,11 @@ DT = 1 / 15
 MAX_ROLLBACKS = 2
 
 
-class World:
+class World(ProbeNode):
     """Arm, cameras and policy around the supervisor, in one rclpy context of this process."""
 
     def __init__(self, domain_id: int):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("fault_injector", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("fault_injector", domain_id)
         self.q = np.array([HOME[n] for n in NAMES])
         self.trajectory: tuple[list[int], TimedTrajectory] | None = None
         self.trajectories: list[tuple[float, JointTrajectory]] = []
@@ -105,19 +99,6 @@ class World:
         return response
 
     # --- helpers used by the tests ---------------------------------------------------------
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.005)
-
-    def spin_until(self, condition, timeout: float = 5.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if condition():
-                return True
-            self.executor.spin_once(timeout_sec=0.005)
-        return condition()
-
     @property
     def state(self) -> SupervisorState:
         return self.states[-1]
@@ -177,14 +158,11 @@ def world():
     try:
         assert w.spin_until(lambda: bool(w.states), timeout=30.0), "supervisor never published its state"
         yield w
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        w.executor.shutdown()
-        w.node.destroy_node()
-        rclpy.try_shutdown(context=w.context)
+        try:
+            stop_process(process)
+        finally:
+            w.close()
 
 
 def test_bad_chunks_are_rejected_and_the_arm_holds_its_trajectory(world):
