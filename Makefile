@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ROBOT ?= agilex
 DURATION ?= 20
-APT_PACKAGES := cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
+APT_PACKAGES := cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libusb-1.0-0
 export MUJOCO_GL ?= egl
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 
@@ -27,10 +27,12 @@ $(VENV)/.apt:
 	fi
 	@mkdir -p $(VENV) && touch $@
 
-$(VENV)/.deps: requirements/venv.txt | $(VENV)/.apt
+$(VENV)/.deps: requirements/venv.txt requirements/venv-nodeps.txt | $(VENV)/.apt
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/venv.txt
+	@# packages whose declared dependencies would downgrade numpy / pinocchio (see the file)
+	$(PY) -m pip install -q --no-deps -r requirements/venv-nodeps.txt
 	touch $@
 
 # Messages: rosidl via CMake into the venv prefix (see ENVIRONMENT notes for the include fix-up).
