@@ -92,7 +92,7 @@ def bringup():
     running = RunningBringup(process, arguments)
     try:
         deadline = time.monotonic() + 60.0
-        expected = {("sim", "/lab"), ("scripted_motion", "/lab"), ("supervisor", "/lab")}
+        expected = {("sim", "/lab"), ("scripted_motion", "/lab"), ("supervisor", "/lab"), ("sync", "/lab")}
         while not expected <= set(running.probe.get_node_names_and_namespaces()):
             assert time.monotonic() < deadline, f"bringup's nodes {expected} never appeared on the graph"
             running.spin_for(0.2)

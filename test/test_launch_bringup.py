@@ -64,7 +64,7 @@ def test_launch_and_in_process_bringup_agree(overrides):
             assert all(s.package != "wam_ros" for s in skipped)
             for fqn, node in started.items():
                 spec = launched[fqn]
-                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node"}
+                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node", "sync_node"}
                 (parameters,) = spec.parameters
                 assert parameters, f"{fqn} launched without parameters"
                 for name, value in parameters.items():

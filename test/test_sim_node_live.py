@@ -138,3 +138,22 @@ def test_a_second_simulator_is_refused_while_one_publishes_clock(bringup):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "/clock is already published by /lab/sim" in result.stderr
+
+
+def test_sync_node_publishes_one_matched_set_per_camera_frame(bringup):
+    from wam_ros.msg import MultiViewRGBD
+
+    ns = bringup.namespace
+    sets = []
+    sub = bringup.probe.create_subscription(MultiViewRGBD, f"/{ns}/observations", sets.append, IMAGE_QOS)
+    bringup.spin_for(3.0)
+    bringup.probe.destroy_subscription(sub)
+    assert len(sets) > 20
+    stamps = np.array([from_time(m.header.stamp) for m in sets])
+    assert 1.0 / np.median(np.diff(stamps)) == pytest.approx(15.0, rel=0.05)
+    last = sets[-1]
+    assert list(last.camera_names) == list(CAMERA_NAMES) and not last.degraded and last.status == "ok"
+    assert last.spread == 0.0  # the simulator stamps all views of a frame alike
+    assert [i.encoding for i in last.color] == ["rgb8"] * 3 and [i.encoding for i in last.depth] == ["16UC1"] * 3
+    assert all(info.k[0] > 0 for info in last.color_info) and last.header.frame_id == "base"
+    assert all(s == last.header.stamp for s in last.stamps)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from wam_ros.config import ROBOTS, ConfigError, check_choice
+from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, check_choice
 from wam_ros.paths import share_dir
 
 CAMERA_SOURCES = ("sim", "realsense", "orbbec", "external")
@@ -128,10 +128,10 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
                               {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim"}))
     else:
         specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns, {"robot": opts.robot}))
+    # one matched set of all camera views per frame, from whichever source publishes the topics
+    specs.append(NodeSpec("wam_ros", "sync_node", "sync", ns, {**common, "cameras": list(CAMERA_NAMES)}))
     # the one gate between command sources (policy, scripted motion) and the arms
-    specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns,
-                          {**common, "robot": opts.robot,
-                           "timeouts.observations": 0.0 if opts.checkpoint == "" else 0.5}))
+    specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns, {**common, "robot": opts.robot}))
     if opts.motion == "scripted":
         specs.append(NodeSpec("wam_ros", "scripted_motion_node", "scripted_motion", ns,
                               {**common, "robot": opts.robot}))

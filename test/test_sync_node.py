@@ -1,0 +1,115 @@
+"""sync_node as a process: jittered cameras published from this process, sets received back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, Image
+
+from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from wam_ros.msg import MultiViewRGBD
+from diagnostic_msgs.msg import DiagnosticArray
+from wam_ros.ros.conversions import from_time, image_msg, to_time
+from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
+
+CAMERAS = ("head", "left_wrist", "right_wrist")
+W, H = 64, 48
+
+
+class Cameras(ProbeNode):
+    def __init__(self, domain: int):
+        super().__init__("fake_cameras", domain)
+        self.pubs = {}
+        for cam in CAMERAS:
+            self.pubs[cam] = [self.node.create_publisher(t, f"{cam}/{topic}", q) for t, topic, q in (
+                (Image, "color/image_raw", IMAGE_QOS), (CameraInfo, "color/camera_info", CAMERA_INFO_QOS),
+                (Image, "aligned_depth_to_color/image_raw", IMAGE_QOS),
+                (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS))]
+        self.sets: list[MultiViewRGBD] = []
+        self.diagnostics: list = []
+        self.node.create_subscription(MultiViewRGBD, "observations", self.sets.append, IMAGE_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                      lambda m: self.diagnostics.extend(s for s in m.status if "camera sync" in s.name),
+                                      DIAGNOSTICS_QOS)
+
+    def publish(self, cam: str, t: float, depth_t: float | None = None, encoding: str = "rgb8", width: int = W) -> None:
+        color_pub, color_info_pub, depth_pub, depth_info_pub = self.pubs[cam]
+        stamp, depth_stamp = to_time(t), to_time(t if depth_t is None else depth_t)
+        color = image_msg(np.zeros((H, width, 3), np.uint8), "rgb8", stamp, f"{cam}_color_optical_frame")
+        color.encoding = encoding
+        info = CameraInfo(width=W, height=H, k=[50.0, 0, 32, 0, 50.0, 24, 0, 0, 1])
+        info.header.stamp = stamp
+        color_pub.publish(color)
+        color_info_pub.publish(info)
+        depth_info = CameraInfo(width=W, height=H, k=info.k)
+        depth_info.header.stamp = depth_stamp
+        depth_pub.publish(image_msg(np.full((H, W), 800, np.uint16), "16UC1", depth_stamp, f"{cam}_color_optical_frame"))
+        depth_info_pub.publish(depth_info)
+
+
+@pytest.fixture
+def cameras():
+    domain = SPARE_DOMAIN_IDS[0]
+    process = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args",
+                                "-p", "max_interval:=0.008", "-p", "expected_fps:=30.0", "-p", "camera_timeout:=0.3",
+                                "-p", "depth_delays:=[0.0, 0.0, 0.012]"],
+                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    cams = Cameras(domain)
+    try:
+        assert cams.spin_until(lambda: cams.node.count_subscribers("head/color/image_raw") > 0, 30.0)
+        cams.spin_for(0.5)
+        yield cams
+    finally:
+        try:
+            stop_process(process)
+        finally:
+            cams.close()
+
+
+def stream(cams: Cameras, frames: int, rng, skip=(), start: float = 100.0, overrides: dict | None = None) -> float:
+    t = start
+    for _ in range(frames):
+        for cam in CAMERAS:
+            if cam in skip:
+                continue
+            jitter = rng.uniform(-0.002, 0.002)
+            depth_lag = 0.012 if cam == "right_wrist" else 0.0  # this camera's depth is stamped late
+            cams.publish(cam, t + jitter, t + jitter + depth_lag, **(overrides or {}).get(cam, {}))
+        cams.spin_for(1 / 30)
+        t += 1 / 30
+    return t
+
+
+def test_jittered_cameras_are_matched_into_complete_sets(cameras):
+    rng = np.random.default_rng(0)
+    stream(cameras, 40, rng)
+    assert cameras.spin_until(lambda: len(cameras.sets) >= 38, 3.0), len(cameras.sets)
+    for s in cameras.sets:
+        assert not s.degraded and s.spread <= 0.008
+        color_stamps = [from_time(t) for t in s.stamps]
+        assert max(color_stamps) - min(color_stamps) <= 0.008 and from_time(s.header.stamp) == max(color_stamps)
+        assert len(s.color) == len(s.depth) == len(s.color_info) == 3
+    gaps = np.diff([from_time(s.header.stamp) for s in cameras.sets])
+    assert np.median(gaps) == pytest.approx(1 / 30, abs=0.003)  # one set per frame, in order
+
+
+def test_a_silent_camera_gives_degraded_sets_of_the_others_and_bad_input_is_counted(cameras):
+    rng = np.random.default_rng(1)
+    t = stream(cameras, 15, rng)
+    t = stream(cameras, 30, rng, skip=("left_wrist",), start=t)
+    degraded = [s for s in cameras.sets if s.degraded]
+    assert degraded, "no degraded sets while a camera was silent"
+    assert "left_wrist" in degraded[-1].status and degraded[-1].color[1].width == 0  # the missing view is empty
+    t = stream(cameras, 15, rng, start=t)
+    assert not cameras.sets[-1].degraded, "the camera came back: complete sets again"
+    stream(cameras, 10, rng, start=t, overrides={"head": {"encoding": "mono8"}})
+    stream(cameras, 5, rng, start=t + 1.0, overrides={"head": {"width": W // 2}})
+    assert cameras.spin_until(lambda: any("rejected head/color encoding" in {v.key for v in s.values}
+                                          for s in cameras.diagnostics), 3.0)
+    assert cameras.spin_until(lambda: any("rejected head/color size" in {v.key for v in s.values}
+                                          for s in cameras.diagnostics), 3.0)

@@ -1,0 +1,230 @@
+"""sync_node: one MultiViewRGBD per matched set of N cameras x (color, depth).
+
+Subscribes, per camera, to the official drivers' topics (<cam>/color/image_raw,
+<cam>/color/camera_info, <cam>/<depth_topic>, and its camera_info), whether they come from our
+camera nodes, the simulator or realsense2_camera / orbbec_camera. Matches them with the
+approximate-time policy (wam_ros.sync.approximate_time) and publishes `observations`.
+Bad input (wrong encoding, stamps going backwards; at matching time: image size not matching its
+CameraInfo, missing CameraInfo) is dropped with a reason logged once per cause and counted in
+/diagnostics.
+A camera that stops is left out: the sets of the other cameras are published marked degraded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+
+from wam_ros.config import CAMERA_NAMES
+from wam_ros.msg import MultiViewRGBD
+from wam_ros.ros import diagnostics as diag
+from wam_ros.ros.conversions import from_time, to_time
+from wam_ros.ros.node_main import run_node
+from wam_ros.ros.params import declare
+from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
+from wam_ros.sync.approximate_time import ApproximateTimeSync, SyncConfig
+
+COLOR_ENCODINGS = ("rgb8", "bgr8")
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
+KINDS = ("color", "depth")
+
+
+class SyncNode(Node):
+    def __init__(self, node_name: str = "sync", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.cameras = list(declare(self, "cameras", list(CAMERA_NAMES), "Camera names (topic namespaces)"))
+        depth_topic = declare(self, "depth_topic", "aligned_depth_to_color/image_raw",
+                              "Depth image topic under each camera (aligned_depth_to_color/image_raw or depth/image_raw)")
+        fps = declare(self, "expected_fps", 15.0, "Camera frame rate, for the inter-message lower bound (Hz)",
+                      range_=(1.0, 120.0))
+        self.max_interval = declare(self, "max_interval", 0.010, "Widest accepted set (s)", range_=(0.0001, 1.0))
+        self.queue_size = declare(self, "queue_size", 10, "Queued messages per stream", range_=(1, 1000))
+        color_delays = declare(self, "color_delays", [0.0] * len(self.cameras), "Fixed color delay per camera (s)")
+        depth_delays = declare(self, "depth_delays", [0.0] * len(self.cameras),
+                               "Fixed depth delay per camera (s), e.g. Orbbec depth lags color")
+        self.camera_timeout = declare(self, "camera_timeout", 0.5, "A camera silent this long is left out (s)",
+                                      range_=(0.01, 60.0))
+        publish_rate = declare(self, "publish_rate", 0.0, "Throttle output to this rate, keeping the freshest "
+                               "set (Hz; 0: every set)", range_=(0.0, 1000.0))
+        reliability = declare(self, "reliability", "reliable", "Image subscription reliability, to match the "
+                              "publishers", choices=("reliable", "best_effort"))
+        self.frame_id = declare(self, "frame_id", "base", "frame_id of the published sets")
+        if len(color_delays) != len(self.cameras) or len(depth_delays) != len(self.cameras):
+            raise ValueError("color_delays and depth_delays need one value per camera")
+
+        self.streams = [(cam, kind) for cam in self.cameras for kind in KINDS]
+        self._delays = {(cam, "color"): color_delays[i] for i, cam in enumerate(self.cameras)}
+        self._delays.update({(cam, "depth"): depth_delays[i] for i, cam in enumerate(self.cameras)})
+        self._lower_bound = 0.5 / fps
+        self._infos: dict[tuple[str, str], deque[CameraInfo]] = defaultdict(lambda: deque(maxlen=10))
+        self._last_stamp: dict[tuple[str, str], float] = {}
+        self._last_seen: dict[str, float] = {}      # camera -> wall time of its last valid image
+        self._active: tuple[str, ...] = ()
+        self._sync: ApproximateTimeSync | None = None
+        self._problems: dict[str, int] = defaultdict(int)
+        self._rates = {s: diag.RateMeter() for s in self.streams}
+        self._published = diag.RateMeter()
+        self._ages: list[float] = []
+        self._pending: MultiViewRGBD | None = None
+        self._waiting: tuple | None = None  # a matched set whose CameraInfo has not arrived yet
+
+        image_qos = QoSProfile(depth=IMAGE_QOS.depth, history=IMAGE_QOS.history,
+                               reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
+                               else ReliabilityPolicy.RELIABLE)
+        self.pub = self.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        depth_info_topic = depth_topic.rsplit("/", 1)[0] + "/camera_info"
+        for cam in self.cameras:
+            self.create_subscription(Image, f"{cam}/color/image_raw",
+                                     lambda m, c=cam: self._on_image(c, "color", m), image_qos)
+            self.create_subscription(Image, f"{cam}/{depth_topic}",
+                                     lambda m, c=cam: self._on_image(c, "depth", m), image_qos)
+            for kind, topic in (("color", "color/camera_info"), ("depth", depth_info_topic)):
+                self.create_subscription(CameraInfo, f"{cam}/{topic}",
+                                         lambda m, s=(cam, kind): self._on_info(s, m), CAMERA_INFO_QOS)
+        self._rebuild(tuple(self.cameras))
+        if publish_rate > 0:
+            self.create_timer(1.0 / publish_rate, self._publish_pending)
+        self._throttled = publish_rate > 0
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(0.05, self._check_cameras)
+
+    # --- inputs ----------------------------------------------------------------------------
+    def _problem(self, cause: str, detail: str) -> None:
+        self._problems[cause] += 1
+        if self._problems[cause] == 1:  # once per cause; the count is in /diagnostics
+            self.get_logger().warn(f"{cause}: {detail} (dropped; further drops counted in /diagnostics)")
+
+    def _on_image(self, cam: str, kind: str, msg: Image) -> None:
+        stream = (cam, kind)
+        allowed = COLOR_ENCODINGS if kind == "color" else DEPTH_ENCODINGS
+        if msg.encoding not in allowed:
+            return self._problem(f"{cam}/{kind} encoding", f"{msg.encoding!r}, expected one of {allowed}")
+        stamp = from_time(msg.header.stamp)
+        if stamp < self._last_stamp.get(stream, -np.inf):
+            return self._problem(f"{cam}/{kind} stamp went backwards",
+                                 f"{stamp:.6f} after {self._last_stamp[stream]:.6f}")
+        self._last_stamp[stream] = stamp
+        self._last_seen[cam] = time.monotonic()
+        self._rates[stream].tick(time.monotonic())
+        if cam not in self._active:
+            return  # a camera coming back: the next check re-admits it
+        for matched in self._sync.add(self._active_streams.index(stream), stamp, msg):
+            self._emit(matched)
+
+    def _on_info(self, stream: tuple[str, str], info: CameraInfo) -> None:
+        self._infos[stream].append(info)
+        if self._waiting is not None:  # a set that was only missing its CameraInfo
+            waiting, self._waiting = self._waiting, None
+            self._emit(waiting)
+
+    def _info_for(self, stream: tuple[str, str], image: Image) -> CameraInfo | None:
+        """The CameraInfo published with this image (same stamp), else the newest one."""
+        infos = self._infos[stream]
+        for info in reversed(infos):
+            if info.header.stamp == image.header.stamp:
+                return info
+        return infos[-1] if infos else None
+
+    # --- matching and output ------------------------------------------------------------------
+    def _rebuild(self, active: tuple[str, ...]) -> None:
+        self._active = active
+        self._active_streams = [s for s in self.streams if s[0] in active]
+        self._sync = ApproximateTimeSync(SyncConfig(
+            tuple(f"{c}/{k}" for c, k in self._active_streams), self.max_interval, self.queue_size,
+            (self._lower_bound,) * len(self._active_streams), tuple(self._delays[s] for s in self._active_streams)))
+
+    def _check_cameras(self) -> None:
+        now = time.monotonic()
+        fresh = tuple(c for c in self.cameras if now - self._last_seen.get(c, -np.inf) <= self.camera_timeout)
+        if fresh != self._active and fresh:
+            missing = sorted(set(self.cameras) - set(fresh))
+            if missing:
+                self.get_logger().warn(f"cameras {missing} silent for > {self.camera_timeout} s: "
+                                       "publishing the others, marked degraded", throttle_duration_sec=5.0)
+            self._rebuild(fresh)
+
+    def _emit(self, matched: tuple) -> None:
+        by_stream = dict(zip(self._active_streams, matched))
+        msg = MultiViewRGBD(camera_names=self.cameras)
+        color_stamps = []
+        for cam in self.cameras:
+            views = [Image(), Image()]
+            infos = [CameraInfo(), CameraInfo()]
+            if cam in self._active:
+                for k, kind in enumerate(KINDS):
+                    image = by_stream[(cam, kind)][1]
+                    info = self._info_for((cam, kind), image)
+                    if info is None:
+                        # drivers publish CameraInfo right after the image: wait for it, once
+                        if self._waiting is not None:
+                            self._problem(f"{cam}/{kind} camera_info missing", "no CameraInfo; set dropped")
+                        self._waiting = matched
+                        return
+                    if (info.width, info.height) != (image.width, image.height):
+                        return self._problem(f"{cam}/{kind} size", f"image {image.width}x{image.height} but "
+                                             f"CameraInfo {info.width}x{info.height}; set dropped")
+                    views[k], infos[k] = image, info
+                color_stamps.append(by_stream[(cam, "color")][0])
+            msg.color.append(views[0])
+            msg.depth.append(views[1])
+            msg.color_info.append(infos[0])
+            msg.depth_info.append(infos[1])
+            msg.stamps.append(to_time(color_stamps[-1]) if cam in self._active else to_time(0.0))
+        stamps = [t for t, _ in matched]
+        msg.spread = float(max(stamps) - min(stamps))
+        missing = [c for c in self.cameras if c not in self._active]
+        msg.degraded = bool(missing)
+        msg.status = f"missing {missing}" if missing else "ok"
+        msg.header.stamp = to_time(max(color_stamps))
+        msg.header.frame_id = self.frame_id
+        if self._throttled:
+            self._pending = msg  # the freshest set wins
+        else:
+            self._publish(msg)
+
+    def _publish_pending(self) -> None:
+        if self._pending is not None:
+            self._publish(self._pending)
+            self._pending = None
+
+    def _publish(self, msg: MultiViewRGBD) -> None:
+        self._ages.append(self.get_clock().now().nanoseconds * 1e-9 - from_time(msg.header.stamp))
+        del self._ages[:-500]
+        self._published.tick(time.monotonic())
+        self.pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        stats = self._sync.stats
+        spreads = np.array(stats.spreads[-500:]) if stats.spreads else np.zeros(1)
+        ages = np.array(self._ages) if self._ages else np.zeros(1)
+        values = {"sets_per_s": f"{self._published.rate(now):.2f}", "active_cameras": ",".join(self._active),
+                  "spread_p50_ms": f"{1e3 * np.percentile(spreads, 50):.2f}",
+                  "spread_p95_ms": f"{1e3 * np.percentile(spreads, 95):.2f}",
+                  "age_at_publish_p50_ms": f"{1e3 * np.percentile(ages, 50):.2f}",
+                  "age_at_publish_p95_ms": f"{1e3 * np.percentile(ages, 95):.2f}"}
+        for i, (cam, kind) in enumerate(self._active_streams):
+            values[f"{cam}/{kind}_drops"] = stats.dropped[i]
+        for (cam, kind), meter in self._rates.items():
+            values[f"{cam}/{kind}_hz"] = f"{meter.rate(now):.2f}"
+        for cause, count in self._problems.items():
+            values[f"rejected {cause}"] = count
+        degraded = len(self._active) < len(self.cameras)
+        level = diag.ERROR if not self._active else diag.WARN if degraded or self._problems else diag.OK
+        message = "matching all cameras" if not degraded else f"degraded: missing {sorted(set(self.cameras) - set(self._active))}"
+        self.diag_pub.publish(diag.array_msg(to_time(self.get_clock().now().nanoseconds * 1e-9), [
+            diag.status(f"{self.get_fully_qualified_name()}: camera sync", "camera_sync", level, message, values)]))
+
+
+NODE_CLASS = SyncNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SyncNode, args)
