@@ -54,17 +54,20 @@ class TimestampMapper:
 
     Host-referenced domains (RealSense global/system time, Orbbec system/global) pass through;
     a device clock is mapped with the smallest observed host-minus-device offset (the frame with
-    the least transport delay), which follows the device clock without host-side jitter.
+    the least transport delay), which follows the device clock without host-side jitter. A
+    recording read faster than real time keeps the offset of its first frame (`anchored`).
     """
 
-    def __init__(self):
+    def __init__(self, anchored: bool = False):
         self._offset = math.inf
+        self._anchored = anchored
         self.last = -math.inf
 
     def __call__(self, device_ms: float, host_referenced: bool, host_now: float) -> float:
         t = device_ms / 1000.0
         if not host_referenced:
-            self._offset = min(self._offset, host_now - t)
+            if not (self._anchored and math.isfinite(self._offset)):
+                self._offset = min(self._offset, host_now - t)
             t += self._offset
         self.last = max(t, self.last)
         return self.last

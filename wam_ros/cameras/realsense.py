@@ -101,6 +101,7 @@ class RealSenseCamera:
         except RuntimeError as exc:
             raise ConnectionError(f"RealSense recording {path}: {exc}") from None
         device.as_playback().set_real_time(False)
+        self._mapper = TimestampMapper(anchored=True)  # recorded time, replayed from now on
         self._queue = rs.frame_queue(256, keep_frames=True)
         self._sensors = device.query_sensors()
         for sensor in self._sensors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+from typing import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -65,13 +66,14 @@ def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(depth_m * 1000.0), 0, 65535).astype(np.uint16)
 
 
-def camera_info_msg(K: np.ndarray, width: int, height: int, stamp: Time, frame_id: str) -> CameraInfo:
+def camera_info_msg(K: np.ndarray, width: int, height: int, stamp: Time, frame_id: str,
+                    distortion_model: str = "plumb_bob", D: Sequence[float] = (0.0,) * 5) -> CameraInfo:
     msg = CameraInfo()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.width, msg.height = width, height
-    msg.distortion_model = "plumb_bob"
-    msg.d = [0.0] * 5
+    msg.distortion_model = distortion_model
+    msg.d = [float(v) for v in D]
     msg.k = [float(v) for v in K.ravel()]
     msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     msg.p = [float(K[0, 0]), 0.0, float(K[0, 2]), 0.0, 0.0, float(K[1, 1]), float(K[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
