@@ -27,6 +27,7 @@ CONFIGURATIONS = [
     {"robot": "franka", "motion": "scripted"},
     {"robot": "tienkung", "namespace": "lab", "rviz": "true"},
     {"robot": "agilex", "cameras": "external", "motion": "scripted", "namespace": "/cell_2/"},
+    {"robot": "agilex", "cameras": "orbbec", "namespace": "cell_3"},
 ]
 
 
@@ -64,11 +65,13 @@ def test_launch_and_in_process_bringup_agree(overrides):
             assert all(s.package != "wam_ros" for s in skipped)
             for fqn, node in started.items():
                 spec = launched[fqn]
-                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node", "sync_node"}
+                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node"}
                 (parameters,) = spec.parameters
                 assert parameters, f"{fqn} launched without parameters"
                 for name, value in parameters.items():
                     assert node.get_parameter(name).value == value, f"{fqn}: parameter {name}"
+            if overrides.get("cameras") == "orbbec":  # one camera node per view, by serial, in its namespace
+                assert {f"/cell_3/{cam}/camera" for cam in ("head", "left_wrist", "right_wrist")} <= set(started)
             for fqn, spec in external.items():
                 assert (launched[fqn].package, launched[fqn].executable) == (spec.package, spec.executable)
                 assert launched[fqn].parameters == [spec.parameters]

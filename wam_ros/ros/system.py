@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, check_choice
+from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, check_choice, load_yaml
 from wam_ros.paths import share_dir
 
 CAMERA_SOURCES = ("sim", "realsense", "orbbec", "external")
@@ -77,9 +77,6 @@ class SystemOptions:
             raise ConfigError("cameras: 'sim' needs sim:=true; with hardware use realsense, orbbec or external")
         # Parts of the system that later releases add are refused clearly, never silently dropped.
         pending = {
-            "cameras": (self.cameras in ("realsense", "orbbec"),
-                        f"the {self.cameras} camera node is not in this release; run the vendor's ROS "
-                        "driver and use cameras:=external"),
             "record": (self.record, "the recorder is not in this release"),
             "checkpoint": (bool(self.checkpoint), "the policy node is not in this release"),
         }
@@ -102,6 +99,18 @@ class NodeSpec:
     def in_process(self) -> bool:
         """Nodes of this package run inside `wam-ros bringup`; others (RViz, ...) only in launch."""
         return self.package == "wam_ros"
+
+
+def camera_config(vendor: str) -> dict[str, Any]:
+    """config/cameras.yaml for one vendor: per camera node parameters, and `sync` for sync_node."""
+    data = load_yaml(share_dir() / "config" / "cameras.yaml") or {}
+    section = data.get(vendor)
+    if not isinstance(section, dict):
+        raise ConfigError(f"cameras.yaml: no section {vendor!r}")
+    missing = [cam for cam in CAMERA_NAMES if not isinstance(section.get(cam), dict)]
+    if missing:
+        raise ConfigError(f"cameras.yaml.{vendor}: missing cameras {missing}")
+    return section
 
 
 def robot_description(robot: str) -> str:
@@ -128,8 +137,16 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
                               {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim"}))
     else:
         specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns, {"robot": opts.robot}))
+    sync_parameters = {}
+    if opts.cameras in ("realsense", "orbbec"):
+        cameras = camera_config(opts.cameras)
+        sync_parameters = cameras.get("sync", {})
+        for cam in CAMERA_NAMES:
+            specs.append(NodeSpec("wam_ros", f"{opts.cameras}_node", "camera", f"{ns}/{cam}".strip("/"),
+                                  {"camera_name": cam, **cameras[cam]}))
     # one matched set of all camera views per frame, from whichever source publishes the topics
-    specs.append(NodeSpec("wam_ros", "sync_node", "sync", ns, {**common, "cameras": list(CAMERA_NAMES)}))
+    specs.append(NodeSpec("wam_ros", "sync_node", "sync", ns,
+                          {**common, "cameras": list(CAMERA_NAMES), **sync_parameters}))
     # the one gate between command sources (policy, scripted motion) and the arms
     specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns, {**common, "robot": opts.robot}))
     if opts.motion == "scripted":
