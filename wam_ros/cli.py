@@ -67,6 +67,29 @@ def cmd_bringup(tokens: list[str]) -> int:
     return 0
 
 
+def cmd_calibration_check(args) -> int:
+    import numpy as np
+
+    from wam_ros.calibration import calibration_check
+    from wam_ros.config import load_yaml
+
+    image = K = joints = None
+    if args.image is not None:
+        from PIL import Image
+
+        if args.camera_info is None:
+            raise ConfigError("--camera-info: needed with --image (the head camera's k)")
+        image = np.asarray(Image.open(args.image).convert("RGB"))
+        k = (load_yaml(args.camera_info) or {}).get("k")
+        if not isinstance(k, list) or len(k) != 9:
+            raise ConfigError(f"{args.camera_info}: expected k: [9 numbers]")
+        K = np.array(k, dtype=float).reshape(3, 3)
+    if args.joints is not None:
+        joints = {str(n): float(v) for n, v in (load_yaml(args.joints) or {}).items()}
+    print(json.dumps(calibration_check(args.robot, args.out, image, K, joints), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wam-ros", description="World Action Models on dual-arm robots")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", choices=["sim", "supervisor", "bridge"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
+    p = sub.add_parser("calibration-check", help="project the wrist frames into the head camera image (PNG)")
+    p.add_argument("--robot", default="agilex", choices=ROBOTS)
+    p.add_argument("--image", type=Path, default=None, help="a head camera image (default: the simulator renders one)")
+    p.add_argument("--camera-info", type=Path, default=None,
+                   help="YAML with k: [9 values] of the head camera (needed with --image)")
+    p.add_argument("--joints", type=Path, default=None, help="YAML {joint: position} at the time of the image")
+    p.add_argument("--out", type=Path, default=Path("out/calibration_check.png"))
     p = sub.add_parser("urdf", help="regenerate urdf/*.urdf from config/robots/*.yaml")
     p.add_argument("--check", action="store_true", help="only report URDFs that differ from their YAML")
     p.add_argument("--out", type=Path, default=None, help="directory (default: the package's urdf/)")
@@ -108,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"bench {args.target} takes no --{', --'.join(sorted(unsupported))}")
             print(json.dumps(run(**options), indent=2))
             return 0
+        if args.command == "calibration-check":
+            return cmd_calibration_check(args)
         if args.command == "urdf":
             from wam_ros.paths import share_dir
             from wam_ros.robots.urdf import write_urdfs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -158,13 +159,17 @@ class SimWorld:
 
     def reset(self) -> None:
         mujoco.mj_resetData(self.model, self.data)
-        home = self.robot.home_positions()
-        q = np.array([home[n] for n in self.joint_names])
+        self.set_joint_positions(self.robot.home_positions())
+
+    def set_joint_positions(self, positions: Mapping[str, float]) -> None:
+        """Place the arms (and hold them there): every joint in joint_names must be given."""
+        q = np.array([positions[n] for n in self.joint_names])
         self.data.qpos[self._qadr] = q
         for name in self.joint_names:
             if name.endswith("_gripper"):
                 mirror = self.model.joint(name.replace("_gripper", "_gripper_mirror")).qposadr[0]
-                self.data.qpos[mirror] = home[name]
+                self.data.qpos[mirror] = positions[name]
+        self.data.qvel[:] = 0.0
         self.data.ctrl[self._act] = q
         mujoco.mj_forward(self.model, self.data)
 
