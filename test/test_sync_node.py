@@ -113,3 +113,11 @@ def test_a_silent_camera_gives_degraded_sets_of_the_others_and_bad_input_is_coun
                                           for s in cameras.diagnostics), 3.0)
     assert cameras.spin_until(lambda: any("rejected head/color size" in {v.key for v in s.values}
                                           for s in cameras.diagnostics), 3.0)
+
+
+def test_sync_benchmark_runs_publishers_sync_node_and_receiver_in_separate_processes():
+    from wam_ros.bench import bench_sync
+
+    result = bench_sync(duration=2.0, fps=15.0, width=160, height=120)
+    assert min(result["frames_per_camera"]) >= 25 and result["complete_sets_received"] > 10
+    assert 0 <= result["sync_added_latency_ms"]["p95"] < 50 and result["end_to_end_latency_ms"]["p50"] > 0

@@ -195,3 +195,110 @@ def bench_bridge(robot: str = "franka", duration: float = 4.0) -> dict:
         raise RuntimeError(f"franky-sim benchmark failed: {run.stderr[-2000:]}")
     result["franky_sim_bridge"] = json.loads(run.stdout.strip().splitlines()[-1])
     return result
+
+
+CAMERA_PUBLISHER = """
+import sys, time
+import numpy as np, rclpy
+from sensor_msgs.msg import CameraInfo, Image
+from wam_ros.ros.conversions import camera_info_msg, image_msg, to_time
+from wam_ros.ros.qos import CAMERA_INFO_QOS, IMAGE_QOS
+cam, t0, duration, fps, w, h = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+rclpy.init()
+node = rclpy.create_node(f"{cam}_bench_camera")
+pubs = [node.create_publisher(t, f"{cam}/{topic}", q) for t, topic, q in (
+    (Image, "color/image_raw", IMAGE_QOS), (CameraInfo, "color/camera_info", CAMERA_INFO_QOS),
+    (Image, "aligned_depth_to_color/image_raw", IMAGE_QOS), (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS))]
+rng = np.random.default_rng(abs(hash(cam)) % 1000)
+color = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+depth = rng.integers(300, 3000, (h, w), dtype=np.uint16)
+K = np.array([[600.0, 0, w / 2], [0, 600.0, h / 2], [0, 0, 1]])
+frame_id = f"{cam}_color_optical_frame"
+k, sent = 0, 0
+while True:
+    tick = t0 + k / fps  # hardware-synced cameras: every camera exposes on the same tick
+    if tick > t0 + duration:
+        break
+    delay = tick - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    stamp = to_time(tick + rng.uniform(-0.0005, 0.0005))
+    info = camera_info_msg(K, w, h, stamp, frame_id)
+    pubs[0].publish(image_msg(color, "rgb8", stamp, frame_id)); pubs[1].publish(info)
+    pubs[2].publish(image_msg(depth, "16UC1", stamp, frame_id)); pubs[3].publish(info)
+    k += 1; sent += 1
+print(sent)
+"""
+
+
+def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, height: int = 480) -> dict:
+    """Three camera publisher processes (color rgb8 + depth 16UC1 at `fps`), sync_node in its own
+    process, and this process receiving the sets: complete-set ratio and latencies."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    from wam_ros.config import CAMERA_NAMES
+    from wam_ros.msg import MultiViewRGBD
+    from wam_ros.ros.conversions import from_time
+    from wam_ros.ros.qos import DIAGNOSTICS_QOS, IMAGE_QOS
+
+    from wam_ros.ros.bringup import apply_environment
+
+    apply_environment()  # this process talks DDS too: the same transports as the nodes
+    domain = 150 + os.getpid() % 50
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    sync = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args", "-p", f"expected_fps:={fps}",
+                             "-p", "max_interval:=0.005"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("bench_sync_receiver", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    received: list[tuple[float, float, bool]] = []  # (receive time, set stamp, degraded)
+    diagnostics: dict[str, str] = {}
+    node.create_subscription(MultiViewRGBD, "observations",
+                             lambda m: received.append((time.time(), from_time(m.header.stamp), m.degraded)), IMAGE_QOS)
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.update(
+        {v.key: v.value for s in m.status if "camera sync" in s.name for v in s.values}), DIAGNOSTICS_QOS)
+    cameras = []
+    try:
+        deadline = time.monotonic() + 30.0
+        while node.count_publishers("observations") == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        t0 = time.time() + 3.0  # all cameras start on the same tick, after discovery
+        cameras = [subprocess.Popen([sys.executable, "-c", CAMERA_PUBLISHER, cam, str(t0), str(duration), str(fps),
+                                     str(width), str(height)], env=env, stdout=subprocess.PIPE, text=True)
+                   for cam in CAMERA_NAMES]
+        end = t0 + duration + 2.0
+        while time.time() < end:
+            executor.spin_once(timeout_sec=0.05)
+        sent = [int(p.communicate(timeout=30)[0].strip() or 0) for p in cameras]
+    finally:
+        for p in cameras:
+            if p.poll() is None:
+                p.kill()
+        sync.terminate()
+        sync.wait(timeout=20)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    latency = np.array([r - s for r, s, _ in received]) * 1e3 if received else np.array([np.nan])
+    complete = sum(not degraded for _, _, degraded in received)
+    # steady state: from the first set on (frames sent before DDS discovery finished never arrive)
+    first = min((stamp for _, stamp, _ in received), default=t0 + duration)
+    expected = sum(1 for k in range(min(sent)) if t0 + k / fps >= first - 0.5 / fps)
+    return {"cameras": len(CAMERA_NAMES), "image": f"{width}x{height} rgb8 + 16UC1", "fps": fps,
+            "frames_per_camera": sent, "sets_received": len(received), "complete_sets_received": complete,
+            "complete_set_ratio": complete / max(expected, 1),
+            "end_to_end_latency_ms": {"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95))},
+            "sync_added_latency_ms": {"p50": float(diagnostics.get("added_latency_p50_ms", "nan")),
+                                      "p95": float(diagnostics.get("added_latency_p95_ms", "nan"))},
+            "ratio_counts_from": "the first received set (after discovery)",
+            "goal": "complete_set_ratio >= 0.999, added p95 <= 3 ms, end-to-end p95 <= 15 ms"}

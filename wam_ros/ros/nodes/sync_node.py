@@ -70,7 +70,8 @@ class SyncNode(Node):
         self._problems: dict[str, int] = defaultdict(int)
         self._rates = {s: diag.RateMeter() for s in self.streams}
         self._published = diag.RateMeter()
-        self._ages: list[float] = []
+        self._ages: list[float] = []    # now - set stamp at publish (s)
+        self._added: list[float] = []   # publish time - arrival of the set's last message (s)
         self._pending: MultiViewRGBD | None = None
         self._waiting: tuple | None = None  # a matched set whose CameraInfo has not arrived yet
 
@@ -115,7 +116,7 @@ class SyncNode(Node):
         self._rates[stream].tick(time.monotonic())
         if cam not in self._active:
             return  # a camera coming back: the next check re-admits it
-        for matched in self._sync.add(self._active_streams.index(stream), stamp, msg):
+        for matched in self._sync.add(self._active_streams.index(stream), stamp, (msg, time.monotonic())):
             self._emit(matched)
 
     def _on_info(self, stream: tuple[str, str], info: CameraInfo) -> None:
@@ -159,7 +160,7 @@ class SyncNode(Node):
             infos = [CameraInfo(), CameraInfo()]
             if cam in self._active:
                 for k, kind in enumerate(KINDS):
-                    image = by_stream[(cam, kind)][1]
+                    image = by_stream[(cam, kind)][1][0]
                     info = self._info_for((cam, kind), image)
                     if info is None:
                         # drivers publish CameraInfo right after the image: wait for it, once
@@ -184,32 +185,38 @@ class SyncNode(Node):
         msg.status = f"missing {missing}" if missing else "ok"
         msg.header.stamp = to_time(max(color_stamps))
         msg.header.frame_id = self.frame_id
+        arrived = max(arrival for _, (_, arrival) in matched)  # the set's last message reached us
         if self._throttled:
-            self._pending = msg  # the freshest set wins
+            self._pending = (msg, arrived)  # the freshest set wins
         else:
-            self._publish(msg)
+            self._publish(msg, arrived)
 
     def _publish_pending(self) -> None:
         if self._pending is not None:
-            self._publish(self._pending)
+            self._publish(*self._pending)
             self._pending = None
 
-    def _publish(self, msg: MultiViewRGBD) -> None:
+    def _publish(self, msg: MultiViewRGBD, arrived: float) -> None:
         self._ages.append(self.get_clock().now().nanoseconds * 1e-9 - from_time(msg.header.stamp))
-        del self._ages[:-500]
-        self._published.tick(time.monotonic())
         self.pub.publish(msg)
+        self._added.append(time.monotonic() - arrived)  # matching + message assembly + publish
+        del self._ages[:-500], self._added[:-500]
+        self._published.tick(time.monotonic())
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
         stats = self._sync.stats
         spreads = np.array(stats.spreads[-500:]) if stats.spreads else np.zeros(1)
         ages = np.array(self._ages) if self._ages else np.zeros(1)
+        added = np.array(self._added) if self._added else np.zeros(1)
         values = {"sets_per_s": f"{self._published.rate(now):.2f}", "active_cameras": ",".join(self._active),
                   "spread_p50_ms": f"{1e3 * np.percentile(spreads, 50):.2f}",
                   "spread_p95_ms": f"{1e3 * np.percentile(spreads, 95):.2f}",
                   "age_at_publish_p50_ms": f"{1e3 * np.percentile(ages, 50):.2f}",
-                  "age_at_publish_p95_ms": f"{1e3 * np.percentile(ages, 95):.2f}"}
+                  "age_at_publish_p95_ms": f"{1e3 * np.percentile(ages, 95):.2f}",
+                  "added_latency_p50_ms": f"{1e3 * np.percentile(added, 50):.2f}",
+                  "added_latency_p95_ms": f"{1e3 * np.percentile(added, 95):.2f}",
+                  "sets": self._published.count}
         for i, (cam, kind) in enumerate(self._active_streams):
             values[f"{cam}/{kind}_drops"] = stats.dropped[i]
         for (cam, kind), meter in self._rates.items():
