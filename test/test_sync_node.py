@@ -53,11 +53,12 @@ class Cameras(ProbeNode):
 
 
 @pytest.fixture
-def cameras():
+def cameras(request):
     domain = SPARE_DOMAIN_IDS[0]
+    extra = getattr(request, "param", [])
     process = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args",
                                 "-p", "max_interval:=0.008", "-p", "expected_fps:=30.0", "-p", "camera_timeout:=0.3",
-                                "-p", "depth_delays:=[0.0, 0.0, 0.012]"],
+                                "-p", "depth_delays:=[0.0, 0.0, 0.012]", *extra],
                                env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
     cams = Cameras(domain)
     try:
@@ -121,3 +122,22 @@ def test_sync_benchmark_runs_publishers_sync_node_and_receiver_in_separate_proce
     result = bench_sync(duration=2.0, fps=15.0, width=160, height=120)
     assert min(result["frames_per_camera"]) >= 25 and result["complete_sets_received"] > 10
     assert 0 <= result["sync_added_latency_ms"]["p95"] < 50 and result["end_to_end_latency_ms"]["p50"] > 0
+
+
+@pytest.mark.parametrize("cameras", [["-p", "publish_rate:=10.0"]], indirect=True)
+def test_throttled_output_keeps_the_freshest_set(cameras):
+    rng = np.random.default_rng(2)
+    end = stream(cameras, 45, rng)  # 1.5 s of frames at 30 Hz
+    cameras.spin_for(0.3)
+    rates = np.diff([from_time(s.header.stamp) for s in cameras.sets])
+    assert 10 <= len(cameras.sets) <= 18  # about 10 sets per second
+    assert np.median(rates) == pytest.approx(0.1, abs=0.035)
+    assert end - 1 / 30 - from_time(cameras.sets[-1].header.stamp) < 0.1  # the last one is among the newest
+
+
+def test_stamps_going_backwards_are_dropped_with_a_reason(cameras):
+    rng = np.random.default_rng(3)
+    t = stream(cameras, 10, rng)
+    stream(cameras, 3, rng, start=t - 5.0)  # a camera clock jumps back 5 s
+    assert cameras.spin_until(lambda: any("rejected head/color stamp went backwards" in {v.key for v in s.values}
+                                          for s in cameras.diagnostics), 3.0)
