@@ -26,6 +26,7 @@ def test_franka_bridge_streams_two_arms_through_franky():
     assert report["final"][names.index("left_gripper")] == pytest.approx(0.01, abs=0.003)
     assert "non-finite target" in report["rejected"]
     assert report["mode"] == "active" and 0 <= report["latency"] < 0.1
+    assert len(report["faults"]) <= 1, report["faults"]  # franky-sim under load, at most a transient one
 
 
 def test_bridge_benchmark_runs_franky_sim_and_the_simulator_side_by_side():

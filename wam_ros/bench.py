@@ -101,6 +101,8 @@ def stream_chunks(bridge, clock, advance, duration: float = 4.0, driver_rate: fl
     `clock()` is the bridge's time, `advance(dt)` lets that time pass (sleep, or step a simulator).
     Returns the command-to-motion latency of a step command and the tracking error of the stream.
     """
+    from wam_ros.robots.bridge import BridgeError
+
     names = bridge.joint_names
     arm1 = [names.index(n) for n in names if n.endswith("_joint1")]
     dt = 1.0 / driver_rate
@@ -124,21 +126,26 @@ def stream_chunks(bridge, clock, advance, duration: float = 4.0, driver_rate: fl
         q[arm1] += amplitude * np.sin(2 * np.pi * (t - t_start) / period)
         return q
 
-    t_start, next_chunk, errors = clock(), clock(), []
+    t_start, next_chunk, errors, faults = clock(), clock(), [], []
     while clock() - t_start < duration:
         now = clock()
-        if now >= next_chunk:
-            times = now + np.arange(15) / chunk_rate
-            bridge.set_trajectory(names, times, np.array([desired(t, t_start) for t in times]), now)
-            next_chunk += 1.0 / chunk_rate
-        bridge.step(now, dt)
+        try:
+            if now >= next_chunk:
+                times = now + np.arange(15) / chunk_rate
+                bridge.set_trajectory(names, times, np.array([desired(t, t_start) for t in times]), now)
+                next_chunk += 1.0 / chunk_rate
+            bridge.step(now, dt)
+        except BridgeError as exc:  # counted and recovered, as an operator would
+            faults.append(str(exc))
+            bridge.recover(clock())
+            bridge.activate(clock())
         if now - t_start > 1.0:
             errors.append(float(np.abs(bridge.measured[arm1] - desired(now, t_start)[arm1]).max()))
         advance(dt)
     return {"command_to_motion_latency_ms": latency * 1e3,
             "tracking_error_median_rad": float(np.median(errors)),
             "tracking_error_p95_rad": float(np.percentile(errors, 95)),
-            "chunks": int(duration * chunk_rate)}
+            "chunks": int(duration * chunk_rate), "driver_faults": faults}
 
 
 def _bench_sim_bridge(duration: float) -> dict:

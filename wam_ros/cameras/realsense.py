@@ -108,7 +108,7 @@ class RealSenseCamera:
             sensor.open(sensor.get_stream_profiles())
             sensor.start(self._queue)
         self._playback = device
-        self._unpaired: dict = {}
+        self._unpaired: dict[str, dict[float, object]] = {"color": {}, "depth": {}}
 
     def _read_recording(self, timeout_ms: int) -> RGBDFrame | None:
         import pyrealsense2 as rs
@@ -118,14 +118,19 @@ class RealSenseCamera:
                 frame = self._queue.wait_for_frame(timeout_ms)
             except RuntimeError:
                 return None  # end of the recording
-            if frame.get_profile().stream_type() == rs.stream.color:
-                self._unpaired["color"] = frame.as_video_frame()
-            else:
-                self._unpaired["depth"] = frame.as_depth_frame()
-            color, depth = self._unpaired.get("color"), self._unpaired.get("depth")
-            if color and depth and abs(color.get_timestamp() - depth.get_timestamp()) < 1.0:
-                self._unpaired.clear()
-                return frames_to_rgbd(color, depth, False, self._mapper, time.time())
+            kind, other = ("color", "depth") if frame.get_profile().stream_type() == rs.stream.color else ("depth", "color")
+            frame = frame.as_video_frame() if kind == "color" else frame.as_depth_frame()
+            stamp = frame.get_timestamp()
+            # the sensors' frames arrive in any interleaving: pair them by timestamp
+            match = next((t for t in self._unpaired[other] if abs(t - stamp) < 1.0), None)
+            if match is None:
+                self._unpaired[kind][stamp] = frame
+                while len(self._unpaired[kind]) > 64:
+                    self._unpaired[kind].pop(min(self._unpaired[kind]))
+                continue
+            partner = self._unpaired[other].pop(match)
+            color, depth = (frame, partner) if kind == "color" else (partner, frame)
+            return frames_to_rgbd(color, depth, False, self._mapper, time.time())
 
     def _open_device(self) -> None:
         import pyrealsense2 as rs

@@ -76,7 +76,11 @@ class FrankaBackend:
         joints = np.asarray(positions[:7], dtype=float)
         # a zero-length JointMotion is refused by the planner (-101): only send changes
         if self._sent is None or np.abs(joints - self._sent).max() > 1e-6:
-            self.robot.move(franky.JointMotion(joints.tolist()), asynchronous=True)
+            try:
+                self.robot.move(franky.JointMotion(joints.tolist()), asynchronous=True)
+            except Exception as exc:  # franky's control, protocol and planner exceptions
+                self._sent = None
+                raise BridgeError(f"{self.side} FR3 at {self.host}: motion refused ({type(exc).__name__}: {exc})") from None
             self._sent = joints
         width = 2.0 * float(positions[7])
         # the gripper takes one move at a time: a new move waits until the running one is done
