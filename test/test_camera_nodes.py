@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def record(path: Path, frames: int) -> None:
             cam.syncer.wait_for_frames(200)
         except RuntimeError:
             pass
+        time.sleep(0.01)  # a camera's pace, not a burst
     cam.close()
 
 

@@ -63,6 +63,7 @@ def test_a_recording_plays_back_through_the_backend(tmp_path):
             cam.syncer.wait_for_frames(200)
         except RuntimeError:
             pass
+        time.sleep(0.01)  # a camera's pace, not a burst: the recorder writes on its own thread
     cam.close()
     del cam
     backend = RealSenseCamera(RealSenseSettings(rosbag_filename=path))
@@ -71,7 +72,7 @@ def test_a_recording_plays_back_through_the_backend(tmp_path):
     try:
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
-            frame = backend.read(500)
+            frame = backend.read(2000)
             if frame is None:
                 if played:
                     break
@@ -79,8 +80,8 @@ def test_a_recording_plays_back_through_the_backend(tmp_path):
             played.append(frame)
     finally:
         backend.close()
-    assert len(played) >= 5
     numbers = [f.frame_number for f in played]
+    assert len(played) >= 8, numbers
     assert numbers == sorted(set(numbers)), "playback frames repeated or out of order"
     f = played[-1]
     assert f.color[0, 0, 1] == f.frame_number % 256 and f.depth_mm[5, 5] == 700
