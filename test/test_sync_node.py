@@ -62,7 +62,8 @@ def cameras(request):
                                env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
     cams = Cameras(domain)
     try:
-        assert cams.spin_until(lambda: cams.node.count_subscribers("head/color/image_raw") > 0, 30.0)
+        # every camera topic matched by the sync node before the first frame
+        assert cams.spin_until(lambda: all(p.get_subscription_count() > 0 for pubs in cams.pubs.values() for p in pubs), 30.0)
         cams.spin_for(0.5)
         yield cams
     finally:

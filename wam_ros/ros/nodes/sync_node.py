@@ -65,6 +65,7 @@ class SyncNode(Node):
         self._infos: dict[tuple[str, str], deque[CameraInfo]] = defaultdict(lambda: deque(maxlen=10))
         self._last_stamp: dict[tuple[str, str], float] = {}
         self._last_seen: dict[str, float] = {}      # camera -> wall time of its last valid image
+        self._first_image: float | None = None      # wall time of the first image of any camera
         self._active: tuple[str, ...] = ()
         self._sync: ApproximateTimeSync | None = None
         self._problems: dict[str, int] = defaultdict(int)
@@ -113,6 +114,8 @@ class SyncNode(Node):
                                  f"{stamp:.6f} after {self._last_stamp[stream]:.6f}")
         self._last_stamp[stream] = stamp
         self._last_seen[cam] = time.monotonic()
+        if self._first_image is None:
+            self._first_image = self._last_seen[cam]
         self._rates[stream].tick(time.monotonic())
         if cam not in self._active:
             return  # a camera coming back: the next check re-admits it
@@ -142,8 +145,11 @@ class SyncNode(Node):
             (self._lower_bound,) * len(self._active_streams), tuple(self._delays[s] for s in self._active_streams)))
 
     def _check_cameras(self) -> None:
+        if not self._last_seen:
+            return  # nothing received yet
         now = time.monotonic()
-        fresh = tuple(c for c in self.cameras if now - self._last_seen.get(c, -np.inf) <= self.camera_timeout)
+        # a camera not seen yet gets the same grace, counted from the first image of any camera
+        fresh = tuple(c for c in self.cameras if now - self._last_seen.get(c, self._first_image) <= self.camera_timeout)
         if fresh != self._active and fresh:
             missing = sorted(set(self.cameras) - set(fresh))
             if missing:
