@@ -62,3 +62,33 @@ def test_realsense_node_publishes_a_recording_on_the_driver_topics(tmp_path):
     assert info.k[0] == pytest.approx(50.0) and info.distortion_model == "plumb_bob" and info.d[0] == pytest.approx(0.1)
     stamps = np.array([from_time(m.header.stamp) for m in got["color"]])
     assert np.diff(stamps) == pytest.approx(0.0333, abs=2e-4)  # recorded device clock, mapped to host time
+
+
+def test_realsense_node_keeps_retrying_until_its_source_appears(tmp_path):
+    """The reconnect loop: the source is missing at start (an unplugged camera), then appears."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from wam_ros.ros.qos import DIAGNOSTICS_QOS
+
+    path = tmp_path / "late.db3"
+    domain = SPARE_DOMAIN_IDS[1]
+    process = subprocess.Popen([str(Path(sys.executable).parent / "realsense_node"), "--ros-args",
+                                "-r", "__ns:=/head", "-p", "camera_name:=head", "-p", f"rosbag_filename:={path}",
+                                "-p", "reconnect_period:=0.3"], env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    probe = ProbeNode("reconnect_probe", domain)
+    statuses, images = [], []
+    try:
+        probe.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                       lambda m: statuses.extend(s for s in m.status if "realsense camera" in s.name),
+                                       DIAGNOSTICS_QOS)
+        probe.node.create_subscription(Image, "/head/color/image_raw", images.append, IMAGE_QOS)
+        assert probe.spin_until(lambda: any(s.level == b"\x02" and "late.db3" in s.message for s in statuses), 30.0)
+        attempts = {v.key: v.value for v in statuses[-1].values}["reconnect_attempts"]
+        assert int(attempts) >= 1
+        record(path, 6)
+        assert probe.spin_until(lambda: len(images) >= 6, 30.0), len(images)
+    finally:
+        try:
+            stop_process(process)
+        finally:
+            probe.close()
