@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
@@ -22,11 +23,13 @@ W, H = 64, 48
 
 
 class Cameras(ProbeNode):
-    def __init__(self, domain: int):
+    def __init__(self, domain: int, best_effort: tuple[str, ...] = ()):
         super().__init__("fake_cameras", domain)
         self.pubs = {}
         for cam in CAMERAS:
-            self.pubs[cam] = [self.node.create_publisher(t, f"{cam}/{topic}", q) for t, topic, q in (
+            # like a driver configured for best-effort images (what a reliable subscriber never gets)
+            image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT) if cam in best_effort else IMAGE_QOS
+            self.pubs[cam] = [self.node.create_publisher(t, f"{cam}/{topic}", image_qos if t is Image else q) for t, topic, q in (
                 (Image, "color/image_raw", IMAGE_QOS), (CameraInfo, "color/camera_info", CAMERA_INFO_QOS),
                 (Image, "aligned_depth_to_color/image_raw", IMAGE_QOS),
                 (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS))]
@@ -55,12 +58,13 @@ class Cameras(ProbeNode):
 @pytest.fixture
 def cameras(request):
     domain = SPARE_DOMAIN_IDS[0]
-    extra = getattr(request, "param", [])
+    param = getattr(request, "param", {})
+    extra, best_effort = param.get("args", []), param.get("best_effort", ())
     process = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args",
                                 "-p", "max_interval:=0.008", "-p", "expected_fps:=30.0", "-p", "camera_timeout:=0.3",
                                 "-p", "depth_delays:=[0.0, 0.0, 0.012]", *extra],
                                env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
-    cams = Cameras(domain)
+    cams = Cameras(domain, best_effort)
     try:
         # every camera topic matched by the sync node before the first frame
         assert cams.spin_until(lambda: all(p.get_subscription_count() > 0 for pubs in cams.pubs.values() for p in pubs), 30.0)
@@ -125,7 +129,7 @@ def test_sync_benchmark_runs_publishers_sync_node_and_receiver_in_separate_proce
     assert 0 <= result["sync_added_latency_ms"]["p95"] < 50 and result["end_to_end_latency_ms"]["p50"] > 0
 
 
-@pytest.mark.parametrize("cameras", [["-p", "publish_rate:=10.0"]], indirect=True)
+@pytest.mark.parametrize("cameras", [{"args": ["-p", "publish_rate:=10.0"]}], indirect=True)
 def test_throttled_output_keeps_the_freshest_set(cameras):
     rng = np.random.default_rng(2)
     end = stream(cameras, 45, rng)  # 1.5 s of frames at 30 Hz
@@ -142,3 +146,13 @@ def test_stamps_going_backwards_are_dropped_with_a_reason(cameras):
     stream(cameras, 3, rng, start=t - 5.0)  # a camera clock jumps back 5 s
     assert cameras.spin_until(lambda: any("rejected head/color stamp went backwards" in {v.key for v in s.values}
                                           for s in cameras.diagnostics), 3.0)
+
+
+@pytest.mark.parametrize("cameras", [{"best_effort": ("left_wrist",)}], indirect=True)
+def test_auto_qos_matches_a_best_effort_camera(cameras):
+    rng = np.random.default_rng(4)
+    stream(cameras, 20, rng)
+    assert cameras.spin_until(lambda: sum(not s.degraded for s in cameras.sets) >= 15, 3.0), len(cameras.sets)
+    assert cameras.spin_until(lambda: any(
+        "left_wrist/color/image_raw" in {v.key: v.value for v in s.values}.get("best_effort_topics", "")
+        for s in cameras.diagnostics), 3.0)

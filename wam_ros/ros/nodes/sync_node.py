@@ -52,8 +52,11 @@ class SyncNode(Node):
                                       range_=(0.01, 60.0))
         publish_rate = declare(self, "publish_rate", 0.0, "Throttle output to this rate, keeping the freshest "
                                "set (Hz; 0: every set)", range_=(0.0, 1000.0))
-        reliability = declare(self, "reliability", "reliable", "Image subscription reliability, to match the "
-                              "publishers", choices=("reliable", "best_effort"))
+        self.reliability = declare(self, "reliability", "auto", "Subscription reliability: auto matches each "
+                                   "topic's publishers (waiting up to qos_wait s), or reliable / best_effort",
+                                   choices=("auto", "reliable", "best_effort"))
+        self.qos_wait = declare(self, "qos_wait", 3.0, "auto: how long to wait for a topic's publishers (s)",
+                                range_=(0.0, 60.0))
         self.frame_id = declare(self, "frame_id", "base", "frame_id of the published sets")
         if len(color_delays) != len(self.cameras) or len(depth_delays) != len(self.cameras):
             raise ValueError("color_delays and depth_delays need one value per camera")
@@ -76,26 +79,49 @@ class SyncNode(Node):
         self._pending: MultiViewRGBD | None = None
         self._waiting: tuple | None = None  # a matched set whose CameraInfo has not arrived yet
 
-        image_qos = QoSProfile(depth=IMAGE_QOS.depth, history=IMAGE_QOS.history,
-                               reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
-                               else ReliabilityPolicy.RELIABLE)
         self.pub = self.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         depth_info_topic = depth_topic.rsplit("/", 1)[0] + "/camera_info"
+        # (message type, topic, callback, QoS) still to subscribe; `auto` waits for each topic's publishers
+        self._unsubscribed = []
         for cam in self.cameras:
-            self.create_subscription(Image, f"{cam}/color/image_raw",
-                                     lambda m, c=cam: self._on_image(c, "color", m), image_qos)
-            self.create_subscription(Image, f"{cam}/{depth_topic}",
-                                     lambda m, c=cam: self._on_image(c, "depth", m), image_qos)
-            for kind, topic in (("color", "color/camera_info"), ("depth", depth_info_topic)):
-                self.create_subscription(CameraInfo, f"{cam}/{topic}",
-                                         lambda m, s=(cam, kind): self._on_info(s, m), CAMERA_INFO_QOS)
+            self._unsubscribed += [
+                (Image, f"{cam}/color/image_raw", lambda m, c=cam: self._on_image(c, "color", m), IMAGE_QOS),
+                (Image, f"{cam}/{depth_topic}", lambda m, c=cam: self._on_image(c, "depth", m), IMAGE_QOS),
+                (CameraInfo, f"{cam}/color/camera_info", lambda m, c=cam: self._on_info((c, "color"), m), CAMERA_INFO_QOS),
+                (CameraInfo, f"{cam}/{depth_info_topic}", lambda m, c=cam: self._on_info((c, "depth"), m), CAMERA_INFO_QOS)]
+        self._started = time.monotonic()
+        self.reliabilities: dict[str, str] = {}
+        self._subscribe_timer = self.create_timer(0.1, self._subscribe)
+        self._subscribe()
         self._rebuild(tuple(self.cameras))
         if publish_rate > 0:
             self.create_timer(1.0 / publish_rate, self._publish_pending)
         self._throttled = publish_rate > 0
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(0.05, self._check_cameras)
+
+    def _subscribe(self) -> None:
+        """Subscribe each topic with the reliability of its publishers (QoS must match: a reliable
+        subscription receives nothing from a best-effort driver)."""
+        waited = time.monotonic() - self._started
+        remaining = []
+        for msg_type, topic, callback, base in self._unsubscribed:
+            if self.reliability == "auto":
+                publishers = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+                if not publishers and waited < self.qos_wait:
+                    remaining.append((msg_type, topic, callback, base))
+                    continue
+                best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers)
+            else:
+                best_effort = self.reliability == "best_effort"
+            qos = QoSProfile(depth=base.depth, history=base.history,
+                             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE)
+            self.create_subscription(msg_type, topic, callback, qos)
+            self.reliabilities[topic] = "best_effort" if best_effort else "reliable"
+        self._unsubscribed = remaining
+        if not remaining:
+            self.destroy_timer(self._subscribe_timer)
 
     # --- inputs ----------------------------------------------------------------------------
     def _problem(self, cause: str, detail: str) -> None:
@@ -227,6 +253,9 @@ class SyncNode(Node):
             values[f"{cam}/{kind}_drops"] = stats.dropped[i]
         for (cam, kind), meter in self._rates.items():
             values[f"{cam}/{kind}_hz"] = f"{meter.rate(now):.2f}"
+        best_effort = sorted(t for t, r in self.reliabilities.items() if r == "best_effort")
+        values["best_effort_topics"] = ", ".join(best_effort)
+        values["topics_waiting_for_publishers"] = ", ".join(t for _, t, _, _ in self._unsubscribed)
         for cause, count in self._problems.items():
             values[f"rejected {cause}"] = count
         degraded = len(self._active) < len(self.cameras)
