@@ -156,3 +156,11 @@ def test_auto_qos_matches_a_best_effort_camera(cameras):
     assert cameras.spin_until(lambda: any(
         "left_wrist/color/image_raw" in {v.key: v.value for v in s.values}.get("best_effort_topics", "")
         for s in cameras.diagnostics), 3.0)
+
+
+def test_dds_floor_benchmark_measures_every_transport():
+    from wam_ros.bench import bench_dds
+
+    result = bench_dds(count=20, width=160, height=120)
+    for transport in ("DEFAULT", "SHM", "LARGE_DATA"):
+        assert result[transport]["received"] == 20 and 0 < result[transport]["p50_ms"] < 1000

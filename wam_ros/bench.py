@@ -311,3 +311,73 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
                                                 "p95": float(diagnostics.get("age_at_publish_p95_ms", "nan"))},
             "ratio_counts_from": "the first received set (after discovery)",
             "goal": "complete_set_ratio >= 0.999, added p95 <= 3 ms, end-to-end p95 <= 15 ms"}
+
+
+IMAGE_PUBLISHER = """
+import sys, time
+import numpy as np, rclpy
+from sensor_msgs.msg import Image
+from wam_ros.ros.conversions import image_msg, to_time
+from wam_ros.ros.qos import IMAGE_QOS
+count, width, height = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+rclpy.init()
+node = rclpy.create_node("bench_image_publisher")
+pub = node.create_publisher(Image, "bench_image", IMAGE_QOS)
+image = np.zeros((height, width, 3), np.uint8)
+while pub.get_subscription_count() == 0:
+    time.sleep(0.05)
+time.sleep(0.5)
+for _ in range(count):
+    pub.publish(image_msg(image, "rgb8", to_time(time.time()), "f"))
+    time.sleep(1 / 30)
+"""
+
+
+def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
+    """The floor under bench sync: one rgb8 image from one Python process to another, at 30 Hz,
+    per Fast DDS builtin transport (stamp at publish to receipt)."""
+    import os
+    import subprocess
+    import sys
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    from wam_ros.ros.conversions import from_time
+    from wam_ros.ros.qos import IMAGE_QOS
+
+    result = {"image": f"{width}x{height} rgb8", "rate_hz": 30, "messages": count}
+    saved = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
+    for transport in ("DEFAULT", "SHM", "LARGE_DATA"):
+        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = transport  # read when the context starts
+        domain = 100 + (os.getpid() + len(transport)) % 100
+        env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+        publisher = subprocess.Popen([sys.executable, "-c", IMAGE_PUBLISHER, str(count), str(width), str(height)], env=env)
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain)
+        node = rclpy.create_node("bench_image_receiver", context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        latencies: list[float] = []
+        node.create_subscription(Image, "bench_image", lambda m: latencies.append(time.time() - from_time(m.header.stamp)),
+                                 IMAGE_QOS)
+        try:
+            deadline = time.monotonic() + 60.0
+            while publisher.poll() is None and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.01)
+            executor.spin_once(timeout_sec=0.2)
+        finally:
+            if publisher.poll() is None:
+                publisher.kill()
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown(context=context)
+        ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
+        result[transport] = {"received": len(latencies), "p50_ms": float(np.percentile(ms, 50)),
+                             "p95_ms": float(np.percentile(ms, 95))}
+    if saved is None:
+        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    else:
+        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = saved
+    return result
