@@ -339,3 +339,16 @@ def test_end_effector_deltas_become_joint_targets_that_reach_the_pose():
     unreachable[:, 2] = np.linspace(0.0, 2.0, 15)  # 2 m up
     h.next_id += 1
     assert "left arm: step" in h.chunk(unreachable, action_space=2, joint_names=names)[0].reason
+
+
+@pytest.mark.parametrize("stream, feed_value, feed_chunks", [("value", False, True), ("chunks", True, False)])
+def test_stale_value_or_chunk_streams_hold(stream, feed_value, feed_chunks):
+    h = running()
+    for k in range(1, 16):  # 1.5 s: joint states and observations stay fresh
+        h.feed(0.1 * k)
+        if feed_value:
+            h.sup.update_value(h.now, 0.5, 1)
+        if feed_chunks:
+            h.chunk()
+    events = h.sup.tick(h.now)
+    assert events and events[0].new == SupervisorMode.HOLD and stream in events[0].reason, events
