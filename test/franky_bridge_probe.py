@@ -7,23 +7,14 @@ import time
 
 import numpy as np
 
-from wam_ros.config import load_robot_config
-from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, CommandRejected
-from wam_ros.robots.franka import FrankaBackend, FrankaSettings
-from wam_ros.robots.franka_sim import configure_when_ready, franky_sim_servers
+from wam_ros.robots.bridge import BridgeError, CommandRejected
+from wam_ros.robots.franka_sim import franky_sim_bridge
 
-robot = load_robot_config("franka")
-names = robot.joint_names
 report = {}
-with franky_sim_servers() as addresses:
-    hosts = dict(zip(("left", "right"), addresses))
-    settings = FrankaSettings(dynamics_factor=0.5, realtime=False)
-    bridge = Bridge([FrankaBackend(side, host, settings) for side, host in hosts.items()],
-                    BridgeLimits.for_robot(robot, names), names)
+with franky_sim_bridge(dynamics_factor=0.5) as bridge:
+    names = bridge.joint_names
     clock = time.monotonic
-    configure_when_ready(bridge)
-    bridge.activate(clock())
-    report["hosts"] = list(hosts.values())
+    report["hosts"] = [backend.host for backend in bridge.backends]
     start = bridge.measured.copy()
     report["start"] = start.tolist()
     goal = start.copy()
@@ -50,6 +41,4 @@ with franky_sim_servers() as addresses:
         time.sleep(0.02)
     report.update(final=bridge.measured.tolist(), goal=goal.tolist(), latency=bridge.status.latency,
                   tracking_error_p95=float(np.percentile(errors, 95)), mode=bridge.status.mode.value)
-    bridge.deactivate()
-    bridge.cleanup()
 print(json.dumps(report))

@@ -59,9 +59,7 @@ def piper_pair(request):
     """Two emulated Pipers on virtual CAN ports, and a bridge driving them through piper_sdk."""
     suffix = request.node.name[-20:]
     ports = {side: f"can_{side}_{suffix}" for side in ("left", "right")}
-    emulators = {side: PiperEmulator(port, [HOME[f"{side}_joint{i}"] for i in range(1, 7)],
-                                     initial_gripper_mm=2e3 * HOME[f"{side}_gripper"])
-                 for side, port in ports.items()}
+    emulators = {side: PiperEmulator.at_home(ROBOT, side, port) for side, port in ports.items()}
     for emulator in emulators.values():
         emulator.start()
     bridge = Bridge([PiperBackend(side, port, interface="virtual") for side, port in ports.items()],

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rosgraph_msgs.msg import Clock
-from rclpy.duration import Duration
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_ros.config import CAMERA_NAMES, load_robot_config
-from wam_ros.ros.conversions import from_time, image_array
+from wam_ros.ros.conversions import from_time, image_array, trajectory_arrays
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
 
 
@@ -92,15 +91,13 @@ def test_sim_follows_the_supervised_trajectories(observed, bringup):
     arm = [n for n in load_robot_config(bringup.arguments["robot"]).joint_names if not n.endswith("gripper")]
     errors = []
     for trajectory, following in zip(trajectories, [*trajectories[1:], None]):
-        start = from_time(trajectory.header.stamp)
-        times = start + np.array([Duration.from_msg(p.time_from_start).nanoseconds * 1e-9 for p in trajectory.points])
+        names, times, points = trajectory_arrays(trajectory, now=0.0)
         end = from_time(following.header.stamp) if following else times[-1]
-        points = np.array([list(p.positions) for p in trajectory.points])
         for state in states:
             t = from_time(state.header.stamp)
             if times[0] <= t <= min(end, times[-1]):
                 q = dict(zip(state.name, state.position))
-                errors.append(max(abs(q[n] - np.interp(t, times, points[:, trajectory.joint_names.index(n)]))
+                errors.append(max(abs(q[n] - np.interp(t, times, points[:, names.index(n)]))
                                   for n in arm))
     assert len(errors) > 300
     # worst joint per sample: servo lag (critically damped, kp=400: about 0.1 s x 0.64 rad/s peak velocity)

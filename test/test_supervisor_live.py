@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from rclpy.duration import Duration
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -27,6 +26,7 @@ from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
 from wam_ros.control.trajectory import TimedTrajectory
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
+from wam_ros.ros.conversions import trajectory_arrays
 from wam_ros.ros.qos import COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 from wam_ros.srv import Resample
 
@@ -71,12 +71,11 @@ class World(ProbeNode):
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         now = time.monotonic()
         self.trajectories.append((now, msg))
-        start = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        offset = now - self.node.get_clock().now().nanoseconds * 1e-9  # ROS (system) time -> monotonic
-        times = np.array([start + offset + Duration.from_msg(p.time_from_start).nanoseconds * 1e-9 for p in msg.points])
-        columns = [NAMES.index(name) for name in msg.joint_names]
-        points = np.array([list(p.positions) for p in msg.points])
-        self.trajectory = (columns, TimedTrajectory(times, points, now, self.q[columns]))
+        ros_now = self.node.get_clock().now().nanoseconds * 1e-9
+        names, times, points = trajectory_arrays(msg, ros_now)
+        columns = [NAMES.index(name) for name in names]
+        # ROS (system) time -> the monotonic clock this arm runs on
+        self.trajectory = (columns, TimedTrajectory(times + now - ros_now, points, now, self.q[columns]))
 
     def _publish_joint_states(self) -> None:
         if self.trajectory is not None:

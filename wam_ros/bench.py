@@ -167,19 +167,9 @@ def _bench_sim_bridge(duration: float) -> dict:
 FRANKY_BENCH = """
 import json, sys, time
 from wam_ros.bench import stream_chunks
-from wam_ros.config import load_robot_config
-from wam_ros.robots.bridge import Bridge, BridgeLimits
-from wam_ros.robots.franka import FrankaBackend, FrankaSettings
-from wam_ros.robots.franka_sim import configure_when_ready, franky_sim_servers
-robot = load_robot_config("franka")
-with franky_sim_servers() as hosts:
-    settings = FrankaSettings(dynamics_factor=1.0, realtime=False)
-    bridge = Bridge([FrankaBackend(s, h, settings) for s, h in zip(("left", "right"), hosts)],
-                    BridgeLimits.for_robot(robot, robot.joint_names), robot.joint_names)
-    configure_when_ready(bridge)
-    bridge.activate(time.monotonic())
+from wam_ros.robots.franka_sim import franky_sim_bridge
+with franky_sim_bridge(dynamics_factor=1.0) as bridge:
     result = stream_chunks(bridge, time.monotonic, time.sleep, float(sys.argv[1]))
-    bridge.deactivate()
 print(json.dumps(result))
 """
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -19,7 +18,7 @@ from trajectory_msgs.msg import JointTrajectory
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.msg import ActionChunk, SupervisorState
 from wam_ros.ros.bringup import apply_environment, create_nodes
-from wam_ros.ros.conversions import from_time, image_array
+from wam_ros.ros.conversions import from_time, image_array, trajectory_arrays
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
@@ -68,9 +67,8 @@ class DemoMonitor(Node):
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         self._record("joint_trajectory", msg.header.stamp)
-        start = from_time(msg.header.stamp)
-        times = np.array([start + Duration.from_msg(p.time_from_start).nanoseconds * 1e-9 for p in msg.points])
-        self._trajectory = (times, list(msg.joint_names), np.array([list(p.positions) for p in msg.points]))
+        names, times, points = trajectory_arrays(msg, self.sim_time)
+        self._trajectory = (times, names, points)
 
     def _on_joint_states(self, msg: JointState) -> None:
         self._record("joint_states", msg.header.stamp)

@@ -79,7 +79,8 @@ def frames_to_rgbd(color, depth, aligned: bool, mapper: TimestampMapper, host_no
 class RealSenseCamera:
     def __init__(self, settings: RealSenseSettings):
         self.settings = settings
-        self._pipeline = None
+        self._pipeline = None     # live device
+        self._sensors = []        # recording: its sensors, read one by one
         self._align = None
         self._mapper = TimestampMapper()
         self._last_frame_number = -1
@@ -172,7 +173,7 @@ class RealSenseCamera:
         return frame
 
     def close(self) -> None:
-        for sensor in getattr(self, "_sensors", []):
+        for sensor in self._sensors:
             sensor.stop()
             sensor.close()
         self._sensors = []

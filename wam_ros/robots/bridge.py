@@ -17,7 +17,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from wam_ros.config import RobotConfig
+from wam_ros.config import SIDES, RobotConfig
+from wam_ros.control.limits import robot_joint_limits
 from wam_ros.control.trajectory import TimedTrajectory
 
 
@@ -62,11 +63,11 @@ class BridgeLimits:
 
     @staticmethod
     def for_robot(robot: RobotConfig, names: Sequence[str], gripper_acceleration: float = 2.0) -> "BridgeLimits":
-        by_name = {}
-        for side in ("left", "right"):
-            for spec, name in zip(robot.arm.joints, robot.arm_joint_names(side)):
-                by_name[name] = (spec.lower, spec.upper, spec.velocity, spec.acceleration)
-            g = robot.arm.gripper
+        """Arm joints: the limits the supervisor checks against; grippers: travel and speed."""
+        by_name = {name: (l.min_position, l.max_position, l.max_velocity, l.max_acceleration)
+                   for name, l in robot_joint_limits(robot).items()}
+        g = robot.arm.gripper
+        for side in SIDES:
             by_name[robot.gripper_joint_name(side)] = (0.0, g.stroke, g.velocity, gripper_acceleration)
         rows = np.array([by_name[n] for n in names], dtype=float)
         return BridgeLimits(*rows.T)

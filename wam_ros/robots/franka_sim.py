@@ -8,7 +8,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from wam_ros.robots.bridge import Bridge
 
 DEFAULT_HOSTS = ("127.0.0.2", "127.0.0.3")
 
@@ -35,18 +38,35 @@ def franky_sim_servers(hosts: Sequence[str] = DEFAULT_HOSTS) -> Iterator[list[st
                 server.kill()
 
 
-def configure_when_ready(bridge, timeout: float = 60.0) -> None:
-    """Configure a bridge whose franky-sim servers are still starting (a few seconds)."""
+@contextlib.contextmanager
+def franky_sim_bridge(dynamics_factor: float = 0.5, timeout: float = 60.0) -> Iterator["Bridge"]:
+    """A Franka FR3 pair served by franky-sim, behind an active bridge (franky, not real time).
+
+    franky puts its thread on SCHED_FIFO: use this in a process of its own.
+    """
     import time
 
-    from wam_ros.robots.bridge import BridgeError
+    from wam_ros.config import load_robot_config
+    from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits
+    from wam_ros.robots.franka import FrankaBackend, FrankaSettings
 
-    deadline = time.monotonic() + timeout
-    while True:
+    robot = load_robot_config("franka")
+    with franky_sim_servers() as hosts:
+        settings = FrankaSettings(dynamics_factor=dynamics_factor, realtime=False)
+        bridge = Bridge([FrankaBackend(side, host, settings) for side, host in zip(("left", "right"), hosts)],
+                        BridgeLimits.for_robot(robot, robot.joint_names), robot.joint_names)
+        deadline = time.monotonic() + timeout
+        while True:  # the servers take a few seconds to start
+            try:
+                bridge.configure(time.monotonic())
+                break
+            except BridgeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        bridge.activate(time.monotonic())
         try:
-            bridge.configure(time.monotonic())
-            return
-        except BridgeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            yield bridge
+        finally:
+            bridge.deactivate()
+            bridge.cleanup()

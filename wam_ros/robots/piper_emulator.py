@@ -16,6 +16,8 @@ import time
 import can
 import numpy as np
 
+from wam_ros.config import RobotConfig
+
 JOINT_COMMANDS = (0x155, 0x156, 0x157)
 JOINT_FEEDBACK = (0x2A5, 0x2A6, 0x2A7)
 GRIPPER_COMMAND, GRIPPER_FEEDBACK = 0x159, 0x2A8
@@ -43,6 +45,13 @@ class PiperEmulator:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"piper_emulator_{channel}", daemon=True)
+
+    @staticmethod
+    def at_home(robot: RobotConfig, side: str, channel: str) -> "PiperEmulator":
+        """An emulated arm resting at the robot config's home pose, gripper included."""
+        home = robot.home_positions()
+        return PiperEmulator(channel, [home[n] for n in robot.arm_joint_names(side)],
+                             initial_gripper_mm=2e3 * home[robot.gripper_joint_name(side)])
 
     def __enter__(self) -> "PiperEmulator":
         self.start()

@@ -78,6 +78,9 @@ class ArmBridgeNode(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.puppet_pubs = {side: self.create_publisher(JointState, f"/puppet/joint_{side}", JOINT_STATE_QOS)
                             for side in ("left", "right")} if p["robot"] == "agilex" else {}
+        # Cobot Magic order per arm: six joints, then the gripper (columns of robot.joint_names)
+        self._puppet_columns = {side: [self.robot.joint_names.index(n) for n in (
+            *self.robot.arm_joint_names(side), self.robot.gripper_joint_name(side))] for side in self.puppet_pubs}
         self.leaders: dict = {}  # side -> read-only PiperBackend of the Cobot Magic leader arm
         self.master_pubs = {}
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
@@ -100,24 +103,17 @@ class ArmBridgeNode(LifecycleNode):
             from wam_ros.robots.piper_emulator import PiperEmulator
 
             interface = p["agilex.can_interface"]
-            if p["agilex.emulate"]:
-                if interface != "virtual":
-                    raise ConfigError("agilex.emulate: needs agilex.can_interface:=virtual")
-                home = self.robot.home_positions()
-                for side, port in zip(("left", "right"), p["agilex.can_ports"]):
-                    emulator = PiperEmulator(port, [home[f"{side}_joint{i}"] for i in range(1, 7)],
-                                             initial_gripper_mm=2e3 * home[f"{side}_gripper"])
-                    emulator.start()
-                    self._helpers.append(emulator)
             leader_ports = [port for port in p["agilex.leader_can_ports"] if port]
             if leader_ports and len(leader_ports) != 2:
                 raise ConfigError(f"agilex.leader_can_ports: give two ports (left, right), got {leader_ports}")
             if p["agilex.emulate"]:
-                for side, port in zip(("left", "right"), leader_ports):
-                    emulator = PiperEmulator(port, [home[f"{side}_joint{i}"] for i in range(1, 7)],
-                                             initial_gripper_mm=2e3 * home[f"{side}_gripper"])
-                    emulator.start()
-                    self._helpers.append(emulator)
+                if interface != "virtual":
+                    raise ConfigError("agilex.emulate: needs agilex.can_interface:=virtual")
+                for ports in (p["agilex.can_ports"], leader_ports):  # followers, then leaders
+                    for side, port in zip(("left", "right"), ports):
+                        emulator = PiperEmulator.at_home(self.robot, side, port)
+                        emulator.start()
+                        self._helpers.append(emulator)
             for side, port in zip(("left", "right"), leader_ports):
                 # leaders are only read: teleop commands reach the followers through the supervisor
                 leader = PiperBackend(side, port, interface)
@@ -261,8 +257,7 @@ class ArmBridgeNode(LifecycleNode):
         msg.header.stamp = stamp
         self.joint_pub.publish(msg)
         for side, pub in self.puppet_pubs.items():
-            columns = [bridge.joint_names.index(n) for n in (*self.robot.arm_joint_names(side),
-                                                               self.robot.gripper_joint_name(side))]
+            columns = self._puppet_columns[side]
             puppet = JointState(name=[f"joint{i}" for i in range(len(columns))],
                                 position=bridge.measured[columns].tolist())
             puppet.header.stamp = stamp
@@ -282,7 +277,7 @@ class ArmBridgeNode(LifecycleNode):
                 self.bridge.recover(time.monotonic())
                 self.bridge.activate(time.monotonic())
             response.success, response.message = True, "recovered; streaming"
-        except (BridgeError, Exception) as exc:
+        except Exception as exc:  # BridgeError or a driver's own exception
             response.success, response.message = False, f"recovery failed: {exc}"
         return response
 
