@@ -85,7 +85,9 @@ def test_realsense_node_keeps_retrying_until_its_source_appears(tmp_path):
         assert probe.spin_until(lambda: any(s.level == b"\x02" and "late.db3" in s.message for s in statuses), 30.0)
         attempts = {v.key: v.value for v in statuses[-1].values}["reconnect_attempts"]
         assert int(attempts) >= 1
-        record(path, 6)
+        staging = tmp_path / "staging.db3"
+        record(staging, 6)
+        staging.rename(path)  # the source appears whole, as a plugged-in camera does
         assert probe.spin_until(lambda: len(images) >= 6, 30.0), len(images)
     finally:
         try:
