@@ -93,7 +93,9 @@ class RealSenseCamera:
 
     def _open_recording(self) -> None:
         """Recordings are read sensor by sensor and paired here by timestamp: rs.pipeline's syncer
-        drops most frames of a non-real-time playback. Depth comes as recorded (unaligned)."""
+        drops most frames of a non-real-time playback. Depth comes as recorded (unaligned). Frames
+        are released at the recorded pace, as the camera delivered them: a burst would overrun the
+        subscribers' history and drop frames."""
         import pyrealsense2 as rs
 
         path = self.settings.rosbag_filename
@@ -110,6 +112,7 @@ class RealSenseCamera:
             sensor.start(self._queue)
         self._playback = device
         self._unpaired: dict[str, dict[float, object]] = {"color": {}, "depth": {}}
+        self._pace_origin: tuple[float, float] | None = None  # (first recorded ms, host monotonic s)
 
     def _read_recording(self, timeout_ms: int) -> RGBDFrame | None:
         import pyrealsense2 as rs
@@ -131,7 +134,16 @@ class RealSenseCamera:
                 continue
             partner = self._unpaired[other].pop(match)
             color, depth = (frame, partner) if kind == "color" else (partner, frame)
+            self._wait_for_recorded_time(color.get_timestamp())
             return frames_to_rgbd(color, depth, False, self._mapper, time.time())
+
+    def _wait_for_recorded_time(self, recorded_ms: float) -> None:
+        if self._pace_origin is None:
+            self._pace_origin = (recorded_ms, time.monotonic())
+        first_ms, first_host = self._pace_origin
+        delay = first_host + (recorded_ms - first_ms) / 1000.0 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
 
     def _open_device(self) -> None:
         import pyrealsense2 as rs
