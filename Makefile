@@ -10,7 +10,6 @@ ROBOT ?= agilex
 DURATION ?= 20
 APT_PACKAGES := cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libusb-1.0-0
 export MUJOCO_GL ?= egl
-export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 
 SOURCES := $(shell find wam_ros config urdf launch -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
 MSGS := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt

@@ -5,12 +5,14 @@ The node list comes from wam_ros.ros.system.describe_system, the same descriptio
 lists every argument with its description and allowed values.
 """
 
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from wam_ros.ros.system import ENVIRONMENT, LAUNCH_ARGUMENTS, SystemOptions, describe_system
+from wam_ros.ros.system import LAUNCH_ARGUMENTS, SystemOptions, dds_environment, describe_system
 
 
 def _nodes(context, *args, **kwargs):
@@ -24,7 +26,7 @@ def _nodes(context, *args, **kwargs):
 
 
 def generate_launch_description():
-    actions = [SetEnvironmentVariable(name, value) for name, value in ENVIRONMENT.items()]
+    actions = [SetEnvironmentVariable(name, value) for name, value in dds_environment(os.environ).items()]
     actions += [
         DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description,
                               **({"choices": list(arg.choices)} if arg.choices else {}))

@@ -1,4 +1,4 @@
-"""Test-session environment: an isolated DDS domain on localhost, large-data transport, EGL.
+"""Test-session environment: an isolated DDS domain on localhost, the package's Fast DDS profile, EGL.
 
 Set before any test imports rclpy, and inherited by the processes that tests start, so that
 concurrent test runs (or a bring-up left running by a developer) never see each other.
@@ -7,12 +7,14 @@ concurrent test runs (or a bring-up left running by a developer) never see each 
 import os
 import random
 
+from wam_ros.ros.system import dds_environment
+
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randrange(100, 200)))
 # The session's bring-up (fixture below) owns ROS_DOMAIN_ID; tests that start their own
 # simulator (which refuses a second /clock) use these instead.
 SPARE_DOMAIN_IDS = tuple(int(os.environ["ROS_DOMAIN_ID"]) + k for k in (1, 2))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+os.environ.update(dds_environment(os.environ))  # the same Fast DDS profile as the nodes
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 

@@ -18,7 +18,7 @@ from conftest import SPARE_DOMAIN_IDS
 from launch_standin import evaluate_launch_file
 from wam_ros.paths import share_dir
 from wam_ros.ros.bringup import create_nodes
-from wam_ros.ros.system import ENVIRONMENT, LAUNCH_ARGUMENTS, SystemOptions, describe_system
+from wam_ros.ros.system import DDS_VARIABLES, LAUNCH_ARGUMENTS, SystemOptions, dds_environment, describe_system
 
 LAUNCH_FILE = share_dir() / "launch" / "dual_arm.launch.py"
 
@@ -49,7 +49,17 @@ def test_launch_declares_every_argument_with_description_and_choices():
         assert declared[arg.name].description == arg.description and len(arg.description) > 15
         assert declared[arg.name].default_value == arg.default
         assert declared[arg.name].choices == (list(arg.choices) if arg.choices else None)
-    assert launched.environment == ENVIRONMENT == {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+
+
+def test_launch_sets_the_dds_profile_unless_the_user_configured_fast_dds(monkeypatch):
+    for name in DDS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    profile = share_dir() / "config" / "fastdds.xml"
+    assert "<segment_size>" in profile.read_text()
+    assert evaluate_launch_file(LAUNCH_FILE).environment == dds_environment({}) == {
+        "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile), "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")  # the user's choice stays
+    assert evaluate_launch_file(LAUNCH_FILE).environment == {}
 
 
 @pytest.mark.parametrize("overrides", CONFIGURATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")

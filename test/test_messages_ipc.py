@@ -1,6 +1,5 @@
 """Custom messages round-trip between two processes over Fast DDS."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,9 +23,7 @@ def test_action_chunk_crosses_processes():
     import rclpy
     from wam_ros.msg import ActionChunk
 
-    env = {**os.environ, "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
-    pub = subprocess.Popen([sys.executable, "-c", PUBLISHER], env=env)
+    pub = subprocess.Popen([sys.executable, "-c", PUBLISHER])
     rclpy.init()
     try:
         node = rclpy.create_node("chunk_sub")

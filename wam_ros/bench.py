@@ -324,8 +324,8 @@ for _ in range(count):
 
 
 def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
-    """The floor under bench sync: one rgb8 image from one Python process to another, at 30 Hz,
-    per Fast DDS builtin transport (stamp at publish to receipt)."""
+    """One rgb8 image from one Python process to another at 30 Hz (stamp at publish to receipt),
+    with Fast DDS's builtin transports and with the package's profile (config/fastdds.xml)."""
     import os
     import subprocess
     import sys
@@ -336,38 +336,44 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
 
     from wam_ros.ros.conversions import from_time
     from wam_ros.ros.qos import IMAGE_QOS
+    from wam_ros.ros.system import DDS_VARIABLES, dds_environment
 
     result = {"image": f"{width}x{height} rgb8", "rate_hz": 30, "messages": count}
-    saved = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
-    for transport in ("DEFAULT", "SHM", "LARGE_DATA"):
-        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = transport  # read when the context starts
-        domain = 100 + (os.getpid() + len(transport)) % 100
-        env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
-        publisher = subprocess.Popen([sys.executable, "-c", IMAGE_PUBLISHER, str(count), str(width), str(height)], env=env)
-        context = rclpy.Context()
-        rclpy.init(context=context, domain_id=domain)
-        node = rclpy.create_node("bench_image_receiver", context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        latencies: list[float] = []
-        node.create_subscription(Image, "bench_image", lambda m: latencies.append(time.time() - from_time(m.header.stamp)),
-                                 IMAGE_QOS)
-        try:
-            deadline = time.monotonic() + 60.0
-            while publisher.poll() is None and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.01)
-            executor.spin_once(timeout_sec=0.2)
-        finally:
-            if publisher.poll() is None:
-                publisher.kill()
-            executor.shutdown()
-            node.destroy_node()
-            rclpy.try_shutdown(context=context)
-        ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-        result[transport] = {"received": len(latencies), "p50_ms": float(np.percentile(ms, 50)),
-                             "p95_ms": float(np.percentile(ms, 95))}
-    if saved is None:
-        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
-    else:
-        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = saved
+    variants = {"DEFAULT": {}, "LARGE_DATA": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+                "wam_ros_profile": dds_environment({})}
+    saved = {name: os.environ.pop(name) for name in DDS_VARIABLES if name in os.environ}
+    try:
+        for k, (variant, variables) in enumerate(variants.items()):
+            for name in DDS_VARIABLES:
+                os.environ.pop(name, None)
+            os.environ.update(variables)  # read when the context starts
+            domain = 100 + (os.getpid() + k) % 100
+            publisher = subprocess.Popen([sys.executable, "-c", IMAGE_PUBLISHER, str(count), str(width), str(height)],
+                                         env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+            context = rclpy.Context()
+            rclpy.init(context=context, domain_id=domain)
+            node = rclpy.create_node("bench_image_receiver", context=context)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            latencies: list[float] = []
+            node.create_subscription(Image, "bench_image",
+                                     lambda m: latencies.append(time.time() - from_time(m.header.stamp)), IMAGE_QOS)
+            try:
+                deadline = time.monotonic() + 60.0
+                while publisher.poll() is None and time.monotonic() < deadline:
+                    executor.spin_once(timeout_sec=0.01)
+                executor.spin_once(timeout_sec=0.2)
+            finally:
+                if publisher.poll() is None:
+                    publisher.kill()
+                executor.shutdown()
+                node.destroy_node()
+                rclpy.try_shutdown(context=context)
+            ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
+            result[variant] = {"received": len(latencies), "p50_ms": float(np.percentile(ms, 50)),
+                               "p95_ms": float(np.percentile(ms, 95))}
+    finally:
+        for name in DDS_VARIABLES:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
     return result

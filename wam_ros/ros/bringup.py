@@ -9,7 +9,7 @@ from importlib import resources
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from wam_ros.ros.system import ENVIRONMENT, NodeSpec
+from wam_ros.ros.system import NodeSpec, dds_environment
 
 
 def console_scripts() -> dict[str, str]:
@@ -24,8 +24,7 @@ def console_scripts() -> dict[str, str]:
 
 def apply_environment() -> None:
     """Set the DDS environment before rclpy.init, as the launch file does."""
-    for name, value in ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    os.environ.update(dds_environment(os.environ))
 
 
 def create_node(spec: NodeSpec) -> Node:

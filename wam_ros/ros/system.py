@@ -15,8 +15,17 @@ from wam_ros.paths import share_dir
 CAMERA_SOURCES = ("sim", "realsense", "orbbec", "external")
 MOTION_SOURCES = ("none", "scripted")
 BOOLEANS = ("true", "false")
-# Fast DDS large-data transport: lossless and low-latency for multi-camera images.
-ENVIRONMENT = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+# A user's own Fast DDS configuration wins over the package's profile.
+DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+
+
+def dds_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables to set so every wam_ros process uses config/fastdds.xml (shared memory
+    large enough for whole camera sets); nothing when `environ` already configures Fast DDS."""
+    if any(environ.get(name) for name in DDS_VARIABLES):
+        return {}
+    profile = str(share_dir() / "config" / "fastdds.xml")
+    return {"FASTRTPS_DEFAULT_PROFILES_FILE": profile, "FASTDDS_DEFAULT_PROFILES_FILE": profile}
 
 
 @dataclass(frozen=True)
