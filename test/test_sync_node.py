@@ -15,7 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.msg import MultiViewRGBD
 from diagnostic_msgs.msg import DiagnosticArray
-from wam_ros.ros.conversions import from_time, image_msg, to_time
+from wam_ros.ros.conversions import from_time, image_array, image_msg, to_time
 from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
@@ -40,11 +40,16 @@ class Cameras(ProbeNode):
                                       lambda m: self.diagnostics.extend(s for s in m.status if "camera sync" in s.name),
                                       DIAGNOSTICS_QOS)
 
-    def publish(self, cam: str, t: float, depth_t: float | None = None, encoding: str = "rgb8", width: int = W) -> None:
+    def publish(self, cam: str, t: float, depth_t: float | None = None, encoding: str = "rgb8", width: int = W,
+                truncate: bool = False) -> None:
         color_pub, color_info_pub, depth_pub, depth_info_pub = self.pubs[cam]
         stamp, depth_stamp = to_time(t), to_time(t if depth_t is None else depth_t)
-        color = image_msg(np.zeros((H, width, 3), np.uint8), "rgb8", stamp, f"{cam}_color_optical_frame")
+        pixels = np.zeros((H, width, 3), np.uint8)
+        pixels[..., 0] = CAMERAS.index(cam) + 1  # which camera the view came from
+        color = image_msg(pixels, "rgb8", stamp, f"{cam}_color_optical_frame")
         color.encoding = encoding
+        if truncate:
+            color.data = color.data[:-1]
         info = CameraInfo(width=W, height=H, k=[50.0, 0, 32, 0, 50.0, 24, 0, 0, 1])
         info.header.stamp = stamp
         color_pub.publish(color)
@@ -101,6 +106,10 @@ def test_jittered_cameras_are_matched_into_complete_sets(cameras):
         color_stamps = [from_time(t) for t in s.stamps]
         assert max(color_stamps) - min(color_stamps) <= 0.008 and from_time(s.header.stamp) == max(color_stamps)
         assert len(s.color) == len(s.depth) == len(s.color_info) == 3
+        for i, cam in enumerate(CAMERAS):  # every view is whole and in its camera's slot
+            assert (image_array(s.color[i])[..., 0] == i + 1).all() and (image_array(s.depth[i]) == 800).all()
+            assert s.color[i].header.frame_id == f"{cam}_color_optical_frame" and s.color_info[i].k[0] == 50.0
+            assert s.color_info[i].header.stamp == s.color[i].header.stamp == s.stamps[i]
     gaps = np.diff([from_time(s.header.stamp) for s in cameras.sets])
     assert np.median(gaps) == pytest.approx(1 / 30, abs=0.003)  # one set per frame, in order
 
@@ -116,9 +125,12 @@ def test_a_silent_camera_gives_degraded_sets_of_the_others_and_bad_input_is_coun
     assert not cameras.sets[-1].degraded, "the camera came back: complete sets again"
     stream(cameras, 10, rng, start=t, overrides={"head": {"encoding": "mono8"}})
     stream(cameras, 5, rng, start=t + 1.0, overrides={"head": {"width": W // 2}})
+    stream(cameras, 5, rng, start=t + 2.0, overrides={"head": {"truncate": True}})
     assert cameras.spin_until(lambda: any("rejected head/color encoding" in {v.key for v in s.values}
                                           for s in cameras.diagnostics), 3.0)
     assert cameras.spin_until(lambda: any("rejected head/color size" in {v.key for v in s.values}
+                                          for s in cameras.diagnostics), 3.0)
+    assert cameras.spin_until(lambda: any("rejected head/color data size" in {v.key for v in s.values}
                                           for s in cameras.diagnostics), 3.0)
 
 
@@ -165,3 +177,4 @@ def test_dds_floor_benchmark_measures_every_transport():
     result = bench_dds(count=20, width=160, height=120)
     for variant in ("DEFAULT", "LARGE_DATA", "wam_ros_profile"):
         assert result[variant]["received"] == 20 and 0 < result[variant]["p50_ms"] < 1000
+

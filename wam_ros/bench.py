@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -228,13 +230,17 @@ print(sent)
 """
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, height: int = 480) -> dict:
     """Three camera publisher processes (color rgb8 + depth 16UC1 at `fps`), sync_node in its own
     process, and this process receiving the sets: complete-set ratio and latencies."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -277,6 +283,7 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
         while time.time() < end:
             executor.spin_once(timeout_sec=0.05)
         sent = [int(p.communicate(timeout=30)[0].strip() or 0) for p in cameras]
+        sync_cpu_s = _process_cpu_seconds(sync.pid)
     finally:
         for p in cameras:
             if p.poll() is None:
@@ -292,7 +299,9 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
     first = min((stamp for _, stamp, _ in received), default=t0 + duration)
     expected = sum(1 for k in range(min(sent)) if t0 + k / fps >= first - 0.5 / fps)
     return {"cameras": len(CAMERA_NAMES), "image": f"{width}x{height} rgb8 + 16UC1", "fps": fps,
-            "frames_per_camera": sent, "sets_received": len(received), "complete_sets_received": complete,
+            "frames_per_camera": sent, "sets_published_by_sync_node": int(diagnostics.get("sets", "-1")),
+            "sets_received": len(received), "complete_sets_received": complete,
+            "sync_node_cpu_ms_per_set": 1e3 * sync_cpu_s / max(len(received), 1),
             "complete_set_ratio": complete / max(expected, 1),
             "end_to_end_latency_ms": {"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95))},
             "sync_added_latency_ms": {"p50": float(diagnostics.get("added_latency_p50_ms", "nan")),
@@ -326,7 +335,6 @@ for _ in range(count):
 def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
     """One rgb8 image from one Python process to another at 30 Hz (stamp at publish to receipt),
     with Fast DDS's builtin transports and with the package's profile (config/fastdds.xml)."""
-    import os
     import subprocess
     import sys
 

@@ -12,6 +12,7 @@ A camera that stops is left out: the sets of the other cameras are published mar
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import defaultdict, deque
 
@@ -20,6 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
 
 from wam_ros.config import CAMERA_NAMES
 from wam_ros.msg import MultiViewRGBD
@@ -134,6 +136,9 @@ class SyncNode(Node):
         allowed = COLOR_ENCODINGS if kind == "color" else DEPTH_ENCODINGS
         if msg.encoding not in allowed:
             return self._problem(f"{cam}/{kind} encoding", f"{msg.encoding!r}, expected one of {allowed}")
+        if msg.step * msg.height != len(msg.data):
+            return self._problem(f"{cam}/{kind} data size", f"{len(msg.data)} bytes for step {msg.step} x "
+                                 f"height {msg.height}")
         stamp = from_time(msg.header.stamp)
         if stamp < self._last_stamp.get(stream, -np.inf):
             return self._problem(f"{cam}/{kind} stamp went backwards",
@@ -155,12 +160,18 @@ class SyncNode(Node):
             self._emit(waiting)
 
     def _info_for(self, stream: tuple[str, str], image: Image) -> CameraInfo | None:
-        """The CameraInfo published with this image (same stamp), else the newest one."""
+        """The CameraInfo published with this image (same stamp), else the newest one, stamped with
+        the image: waiting for an info that drivers publish after the image would add its transit
+        time to every set, and a camera's intrinsics do not change from frame to frame."""
         infos = self._infos[stream]
         for info in reversed(infos):
             if info.header.stamp == image.header.stamp:
                 return info
-        return infos[-1] if infos else None
+        if not infos:
+            return None
+        restamped = copy.copy(infos[-1])
+        restamped.header = Header(stamp=image.header.stamp, frame_id=infos[-1].header.frame_id)
+        return restamped
 
     # --- matching and output ------------------------------------------------------------------
     def _rebuild(self, active: tuple[str, ...]) -> None:
