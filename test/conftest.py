@@ -25,35 +25,7 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-
-class ProbeNode:
-    """An rclpy node in its own context (and optionally domain), spun by hand from a test."""
-
-    def __init__(self, name: str, domain_id: int | None = None):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def spin_until(self, condition, timeout: float = 5.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not condition():
-            self.executor.spin_once(timeout_sec=0.005)
-        return bool(condition())
-
-    def spin_for(self, seconds: float) -> None:
-        self.spin_until(lambda: False, seconds)
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+from wam_ros.ros.probe import ProbeNode  # noqa: E402,F401 (the tests import it from here)
 
 
 def stop_process(process: subprocess.Popen) -> None:

@@ -242,9 +242,7 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
     import subprocess
     import sys
 
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
 
     from wam_ros.config import CAMERA_NAMES
     from wam_ros.msg import MultiViewRGBD
@@ -252,6 +250,7 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
     from wam_ros.ros.qos import DIAGNOSTICS_QOS, IMAGE_QOS
 
     from wam_ros.ros.bringup import apply_environment
+    from wam_ros.ros.probe import ProbeNode
 
     apply_environment()  # this process talks DDS too: the same transports as the nodes
     domain = 150 + os.getpid() % 50
@@ -259,11 +258,8 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
     sync = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args", "-p", f"expected_fps:={fps}",
                              "-p", "max_interval:=0.005"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    node = rclpy.create_node("bench_sync_receiver", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
+    probe = ProbeNode("bench_sync_receiver", domain)
+    node = probe.node
     received: list[tuple[float, float, bool]] = []  # (receive time, set stamp, degraded)
     diagnostics: dict[str, str] = {}
     node.create_subscription(MultiViewRGBD, "observations",
@@ -272,16 +268,12 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
         {v.key: v.value for s in m.status if "camera sync" in s.name for v in s.values}), DIAGNOSTICS_QOS)
     cameras = []
     try:
-        deadline = time.monotonic() + 30.0
-        while node.count_publishers("observations") == 0 and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
+        probe.spin_until(lambda: node.count_publishers("observations") > 0, 30.0)
         t0 = time.time() + 3.0  # all cameras start on the same tick, after discovery
         cameras = [subprocess.Popen([sys.executable, "-c", CAMERA_PUBLISHER, cam, str(t0), str(duration), str(fps),
                                      str(width), str(height)], env=env, stdout=subprocess.PIPE, text=True)
                    for cam in CAMERA_NAMES]
-        end = t0 + duration + 2.0
-        while time.time() < end:
-            executor.spin_once(timeout_sec=0.05)
+        probe.spin_for(t0 + duration + 2.0 - time.time())
         sent = [int(p.communicate(timeout=30)[0].strip() or 0) for p in cameras]
         sync_cpu_s = _process_cpu_seconds(sync.pid)
     finally:
@@ -290,9 +282,7 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
                 p.kill()
         sync.terminate()
         sync.wait(timeout=20)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        probe.close()
     latency = np.array([r - s for r, s, _ in received]) * 1e3 if received else np.array([np.nan])
     complete = sum(not degraded for _, _, degraded in received)
     # steady state: from the first set on (frames sent before DDS discovery finished never arrive)
@@ -338,11 +328,10 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
     import subprocess
     import sys
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     from wam_ros.ros.conversions import from_time
+    from wam_ros.ros.probe import ProbeNode
     from wam_ros.ros.qos import IMAGE_QOS
     from wam_ros.ros.system import DDS_VARIABLES, dds_environment
 
@@ -358,25 +347,17 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
             domain = 100 + (os.getpid() + k) % 100
             publisher = subprocess.Popen([sys.executable, "-c", IMAGE_PUBLISHER, str(count), str(width), str(height)],
                                          env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
-            context = rclpy.Context()
-            rclpy.init(context=context, domain_id=domain)
-            node = rclpy.create_node("bench_image_receiver", context=context)
-            executor = SingleThreadedExecutor(context=context)
-            executor.add_node(node)
+            probe = ProbeNode("bench_image_receiver", domain)
             latencies: list[float] = []
-            node.create_subscription(Image, "bench_image",
-                                     lambda m: latencies.append(time.time() - from_time(m.header.stamp)), IMAGE_QOS)
+            probe.node.create_subscription(Image, "bench_image",
+                                           lambda m: latencies.append(time.time() - from_time(m.header.stamp)), IMAGE_QOS)
             try:
-                deadline = time.monotonic() + 60.0
-                while publisher.poll() is None and time.monotonic() < deadline:
-                    executor.spin_once(timeout_sec=0.01)
-                executor.spin_once(timeout_sec=0.2)
+                probe.spin_until(lambda: publisher.poll() is not None, 60.0)
+                probe.spin_for(0.2)
             finally:
                 if publisher.poll() is None:
                     publisher.kill()
-                executor.shutdown()
-                node.destroy_node()
-                rclpy.try_shutdown(context=context)
+                probe.close()
             ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
             result[variant] = {"received": len(latencies), "p50_ms": float(np.percentile(ms, 50)),
                                "p95_ms": float(np.percentile(ms, 95))}
