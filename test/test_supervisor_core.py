@@ -61,8 +61,8 @@ class Harness:
         return events
 
 
-def running() -> Harness:
-    h = Harness()
+def running(config: SupervisorConfig | None = None) -> Harness:
+    h = Harness(config)
     h.feed(0.0)
     h.value(0.1)
     events = h.chunk()
@@ -217,10 +217,7 @@ def test_value_drop_rolls_back_to_the_peak_checkpoint_and_resamples_once():
 
 
 def test_rollback_needs_n_consecutive_low_values_when_configured():
-    h = Harness(make_config(consecutive=2))
-    h.feed(0.0)
-    h.value(0.1)
-    h.chunk()
+    h = running(make_config(consecutive=2))
     _, events = rollback_scenario(h)
     assert events == []
     h.feed(0.9)
@@ -228,10 +225,7 @@ def test_rollback_needs_n_consecutive_low_values_when_configured():
 
 
 def test_rollback_budget_exhausted_holds_for_the_operator():
-    h = Harness(make_config(max_rollbacks=0))
-    h.feed(0.0)
-    h.value(0.1)
-    h.chunk()
+    h = running(make_config(max_rollbacks=0))
     _, events = rollback_scenario(h)
     assert events[0].new == SupervisorMode.HOLD and "rollback budget of 0 exhausted" in events[0].reason
     h.feed(1.0)
