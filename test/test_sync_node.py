@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,10 +146,12 @@ def test_sync_benchmark_runs_publishers_sync_node_and_receiver_in_separate_proce
 @pytest.mark.parametrize("cameras", [{"args": ["-p", "publish_rate:=10.0"]}], indirect=True)
 def test_throttled_output_keeps_the_freshest_set(cameras):
     rng = np.random.default_rng(2)
-    end = stream(cameras, 45, rng)  # 1.5 s of frames at 30 Hz
+    started = time.monotonic()
+    end = stream(cameras, 45, rng)  # 1.5 s of frames at 30 Hz (longer in wall time on a loaded machine)
     cameras.spin_for(0.3)
+    elapsed = time.monotonic() - started  # the throttle timer runs on wall time
     rates = np.diff([from_time(s.header.stamp) for s in cameras.sets])
-    assert 10 <= len(cameras.sets) <= 18  # about 10 sets per second
+    assert 8 * elapsed - 1 <= len(cameras.sets) <= 10 * elapsed + 1, (len(cameras.sets), elapsed)  # 10 sets per second
     assert np.median(rates) == pytest.approx(0.1, abs=0.035)
     assert end - 1 / 30 - from_time(cameras.sets[-1].header.stamp) < 0.1  # the last one is among the newest
 
