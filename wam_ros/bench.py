@@ -366,3 +366,52 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
             os.environ.pop(name, None)
         os.environ.update(saved)
     return result
+
+
+def bench_policy_model(repeats: int = 15) -> dict:
+    """Action latency of the `small` model on this CPU: ANS (actions final after T_a = 5 of T_O = 25
+    passes) against synchronous 25-step sampling, measured interleaved; parameter counts of `small`
+    and `paper` (built on the meta device). The gate threshold is 0 so that both runs take the
+    predictive expert (the reactive one waits for the whole video by design)."""
+    import torch
+
+    from wam_ros.model.config import load_model_config
+    from wam_ros.model.normalization import Normalizer
+    from wam_ros.model.policy import CheckpointMeta, Observation, WorldActionPolicy
+    from wam_ros.model.wam import WorldActionModel
+
+    torch.manual_seed(0)
+    cfg = load_model_config("small", gate_threshold=0.0)
+    model = WorldActionModel(cfg)
+    model.text_encoder.register(["benchmark"])
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(100, cfg.state_dim))
+    names = [f"joint_{i}" for i in range(cfg.state_dim)]
+    policy = WorldActionPolicy(model, Normalizer.from_data(states, states, cfg.action_space, cfg.gripper_indices),
+                               CheckpointMeta(list(cfg.cameras), list(cfg.image_size), names, names,
+                                              cfg.action_space, 15.0))
+    h, w = cfg.image_size
+    obs = Observation(images={c: rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for c in cfg.cameras},
+                      depths={c: rng.integers(300, 2000, (h, w), dtype=np.uint16) for c in cfg.cameras},
+                      state=states[0], instruction="benchmark")
+    variants = {"ans": (5, 25), "synchronous": (25, 25)}
+    latency: dict[str, list[float]] = {name: [] for name in variants}
+    full_ans: list[float] = []
+    policy.predict(obs, seed=0)  # warm-up (allocations, kernels)
+    for i in range(repeats):
+        for name, (t_a, t_o) in variants.items():
+            latency[name].append(policy.predict(obs, video=False, action_steps=t_a, video_steps=t_o,
+                                                seed=i).timings["actions_ms"])
+        full_ans.append(policy.predict(obs, seed=i).timings["total_ms"])
+    with torch.device("meta"):
+        paper = WorldActionModel(load_model_config("paper")).parameter_counts()
+    ans, sync = float(np.median(latency["ans"])), float(np.median(latency["synchronous"]))
+    return {
+        "config": "small", "torch_threads": torch.get_num_threads(), "repeats": repeats,
+        "action_latency_ms_p50": {"ans_Ta5_TO25": round(ans, 2), "synchronous_25": round(sync, 2)},
+        "ans_speedup": round(sync / ans, 2),
+        "goal_speedup": 4.0,
+        "ans_with_video_and_depth_total_ms_p50": round(float(np.median(full_ans)), 2),
+        "parameters_small": model.parameter_counts(),
+        "parameters_paper": paper,
+    }

@@ -1,9 +1,10 @@
-"""`wam-ros`: bringup, demo, bench, urdf."""
+"""`wam-ros`: bringup, demo, bench, train, urdf."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,31 @@ def cmd_calibration_check(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import torch
+
+    from wam_ros.model.config import load_model_config
+    from wam_ros.model.episodes import DatasetError, load_dataset
+    from wam_ros.model.train import TrainConfig, WindowDataset, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per torchrun process
+    fields = ("video_stage_steps", "joint_stage_steps", "batch_size", "lr", "seed", "checkpoint_every")
+    train_cfg = TrainConfig(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
+    try:
+        meta, episodes = load_dataset(args.data)
+        dataset = WindowDataset(episodes, meta, load_model_config(args.config))
+        summary = train(dataset, train_cfg, args.out, resume=args.resume, device=device)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from exc
+    if summary["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wam-ros", description="World Action Models on dual-arm robots")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,9 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
-    p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds"])
+    p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
+    p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages)")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (meta.json + episode_*.npz)")
+    p.add_argument("--config", default="small", help="model preset (small, paper) or a YAML file")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file (written every --checkpoint-every steps)")
+    # defaults: wam_ros/model/train.py:TrainConfig (not imported here: torch loads slowly)
+    p.add_argument("--video-steps", type=int, dest="video_stage_steps", help="stage 1 (video-only) steps")
+    p.add_argument("--joint-steps", type=int, dest="joint_stage_steps", help="stage 2 (joint) steps")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p = sub.add_parser("calibration-check", help="project the wrist frames into the head camera image (PNG)")
     p.add_argument("--robot", default="agilex", choices=ROBOTS)
     p.add_argument("--image", type=Path, default=None, help="a head camera image (default: the simulator renders one)")
@@ -131,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
             import inspect
 
-            run = getattr(bench, f"bench_{args.target}")
+            run = getattr(bench, f"bench_{args.target.replace('-', '_')}")
             options = {k: v for k, v in (("robot", args.robot), ("repeats", args.repeats)) if v is not None}
             unsupported = set(options) - set(inspect.signature(run).parameters)
             if unsupported:
@@ -140,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "calibration-check":
             return cmd_calibration_check(args)
+        if args.command == "train":
+            return cmd_train(args)
         if args.command == "urdf":
             from wam_ros.paths import share_dir
             from wam_ros.robots.urdf import write_urdfs

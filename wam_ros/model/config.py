@@ -1,0 +1,165 @@
+"""Model configuration: dataclasses, the `small` / `paper` presets and YAML loading (no torch).
+
+A config names everything the network's shapes depend on. Presets live in
+`config/model/<name>.yaml`; any YAML file with the same fields (a subset overrides `base`)
+gives a config in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from wam_ros.config import ConfigError
+from wam_ros.paths import share_dir
+
+ACTION_SPACES = ("joint_position", "joint_delta", "ee_delta")
+REWARDS = ("success", "stages")
+TEXT_ENCODERS = ("task_table", "precomputed")
+
+
+@dataclass
+class ExpertConfig:
+    """One transformer expert of the Mixture-of-Transformers."""
+
+    width: int
+    ffn: int  # hidden size of the feed-forward layer
+
+
+@dataclass
+class ModelConfig:
+    # observation
+    cameras: tuple[str, ...] = ("head", "left_wrist", "right_wrist")
+    image_size: tuple[int, int] = (64, 64)  # (height, width) the model sees
+    use_depth_input: bool = True
+    state_dim: int = 14
+    action_dim: int = 14
+    action_space: str = "joint_position"
+    # grippers: column index of each arm's gripper in the action / state vectors (gate labels, bias)
+    gripper_indices: tuple[int, ...] = (6, 13)
+    # future: H latent frames per view, K = actions_per_frame * H actions
+    horizon: int = 4
+    actions_per_frame: int = 4
+    # spatio-temporal autoencoder (8x spatial downsampling, causal in time)
+    latent_channels: int = 8
+    autoencoder_width: int = 32
+    patch_size: int = 2  # latent cells per token side
+    # Mixture-of-Transformers: one shared attention, separate parameters per expert
+    blocks: int = 4
+    heads: int = 4
+    video: ExpertConfig = field(default_factory=lambda: ExpertConfig(width=128, ffn=512))
+    action: ExpertConfig = field(default_factory=lambda: ExpertConfig(width=64, ffn=256))
+    depth_blocks: int = 2  # the last M blocks replicated as the depth branch (0: none)
+    # language
+    text_encoder: str = "task_table"
+    text_dim: int = 64
+    text_tokens: int = 1
+    max_tasks: int = 64
+    text_embeddings: str = ""  # file for text_encoder=precomputed
+    # reactive expert (inverse dynamics) and gate
+    reactive_width: int = 128
+    reactive_layers: int = 2
+    gate_hidden: int = 64
+    gate_threshold: float = 0.5
+    gate_window: int = 20  # frames either side of a gripper open<->close event
+    gate_height: float | None = None  # optional end-effector height cue (m): below it = interaction
+    # value
+    gamma: float = 0.99
+    reward: str = "success"
+    # sampling: ANS with T_a action steps inside T_O video steps
+    action_steps: int = 5
+    video_steps: int = 25
+    ans_probability: float = 0.5  # share of training samples with clean actions (action-conditioned video)
+    ans_beta: tuple[float, float] = (1.5, 1.0)
+    t_min: float = 0.02  # x0 -> velocity is clipped at this t
+
+    @property
+    def num_actions(self) -> int:
+        return self.horizon * self.actions_per_frame
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        return self.image_size[0] // 8, self.image_size[1] // 8
+
+    @property
+    def tokens_per_frame(self) -> int:
+        h, w = self.latent_size
+        return (h // self.patch_size) * (w // self.patch_size)
+
+    def validate(self) -> "ModelConfig":
+        problems = []
+        h, w = self.image_size
+        cell = 8 * self.patch_size
+        if h % cell or w % cell:
+            problems.append(f"image_size {self.image_size} must be a multiple of 8 * patch_size = {cell}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            problems.append(f"cameras must be distinct names, got {list(self.cameras)}")
+        if self.action_space not in ACTION_SPACES:
+            problems.append(f"action_space {self.action_space!r}: expected one of {ACTION_SPACES}")
+        if self.reward not in REWARDS:
+            problems.append(f"reward {self.reward!r}: expected one of {REWARDS}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            problems.append(f"text_encoder {self.text_encoder!r}: expected one of {TEXT_ENCODERS}")
+        if self.text_encoder == "precomputed" and not self.text_embeddings:
+            problems.append("text_encoder=precomputed needs text_embeddings: a local file")
+        if self.video.width % self.heads or (self.video.width // self.heads) % 2:
+            problems.append(f"video width {self.video.width} must split into {self.heads} heads of even size")
+        if not 0 <= self.depth_blocks <= self.blocks:
+            problems.append(f"depth_blocks {self.depth_blocks} must be within 0..blocks={self.blocks}")
+        if not 1 <= self.action_steps <= self.video_steps:
+            problems.append(f"action_steps {self.action_steps} must be within 1..video_steps={self.video_steps}")
+        for i in self.gripper_indices:
+            if not 0 <= i < min(self.action_dim, self.state_dim):
+                problems.append(f"gripper index {i} outside the state/action vectors")
+        if problems:
+            raise ConfigError("model config: " + "; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"model config: unknown fields {unknown}")
+        kwargs: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in ("video", "action"):
+                value = value if isinstance(value, ExpertConfig) else ExpertConfig(**value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs).validate()
+
+
+def model_config_dir() -> Path:
+    return share_dir() / "config" / "model"
+
+
+def load_model_config(name_or_path: str | Path, **overrides: Any) -> ModelConfig:
+    """A preset name (`small`, `paper`) or a YAML path; `base: <preset>` in a file inherits from it."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = model_config_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        presets = sorted(p.stem for p in model_config_dir().glob("*.yaml"))
+        raise ConfigError(f"model config {name_or_path!r}: no such file (presets: {presets})")
+    values = yaml.safe_load(path.read_text()) or {}
+    base = values.pop("base", None)
+    if base:  # a sibling file first, so a directory of configs travels together
+        sibling = path.with_name(f"{base}.yaml")
+        merged = load_model_config(sibling if sibling.is_file() else base).to_dict()
+    else:
+        merged = {}
+    for key, value in {**values, **overrides}.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return ModelConfig.from_dict(merged)

@@ -1,0 +1,320 @@
+"""Inference: observation checks, the step-wise denoising session (ANS, RTC guidance), predict(),
+and checkpoints that carry everything needed to run a model on a robot."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wam_ros.model.config import ModelConfig
+from wam_ros.model.normalization import Normalizer
+from wam_ros.model.wam import WorldActionModel, inverse_depth, x0_to_velocity
+
+CHECKPOINT_FORMAT = 1
+PREDICTIVE, REACTIVE = "predictive", "reactive"
+
+
+class ObservationError(ValueError):
+    """An observation the model cannot take; raised before any tensor math."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that does not fit this robot or this config; the message lists the differences."""
+
+
+@dataclass
+class Observation:
+    images: Mapping[str, np.ndarray]  # camera -> (H, W, 3) uint8 RGB
+    state: np.ndarray  # (S,) in the checkpoint's state_names order
+    instruction: str
+    depths: Mapping[str, np.ndarray] | None = None  # camera -> (H, W) uint16 mm or float metres
+
+
+@dataclass
+class Prediction:
+    actions: np.ndarray  # (K, A) in the action space's units
+    value: float  # predicted task progress in [0, 1]
+    gate_probability: float  # p(interaction)
+    expert: str  # "predictive" or "reactive"
+    future_rgb: np.ndarray | None  # (V, H, height, width, 3) uint8
+    future_depth: np.ndarray | None  # (V, H, height, width) float32 metres (0: no estimate)
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per phase
+
+
+@dataclass
+class CheckpointMeta:
+    cameras: list[str]
+    image_size: list[int]
+    state_names: list[str]
+    action_names: list[str]
+    action_space: str
+    fps: float
+    git_revision: str = "unknown"
+
+
+def rgb_tensor(images: np.ndarray) -> Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def depth_metres(depth: np.ndarray) -> np.ndarray:
+    """uint16 millimetres (16UC1) or float metres -> float32 metres."""
+    return depth.astype(np.float32) / 1000.0 if depth.dtype == np.uint16 else depth.astype(np.float32)
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class DenoisingSession:
+    """One chunk's sampling, one pass at a time, for schedulers that guide or interleave it.
+
+    Pass i moves the video from t = 1 - i/T_O to 1 - (i+1)/T_O and, while i < T_a, the actions and
+    value from 1 - i/T_a to 1 - (i+1)/T_a: after T_a passes the actions are final (ANS); the
+    remaining passes run the video expert alone (the mask keeps video independent of actions).
+    """
+
+    def __init__(self, policy: "WorldActionPolicy", obs: Observation, action_steps: int, video_steps: int,
+                 generator: torch.Generator):
+        if not 1 <= action_steps <= video_steps:
+            raise ValueError(f"need 1 <= action_steps ({action_steps}) <= video_steps ({video_steps})")
+        self.policy, self.model = policy, policy.model
+        self.action_steps, self.video_steps = action_steps, video_steps
+        cfg = self.model.cfg
+        rgb, inv_depth, state = policy.observation_tensors(obs)
+        with torch.no_grad():
+            self.current_latent = self.model.autoencoder.encode(rgb[:, :, None])
+            self.current = self.model.current_tokens(self.current_latent, inv_depth)
+            self.text = self.model.text_features([obs.instruction])
+            self.gate_probability = float(torch.sigmoid(self.model.gate_logit(self.current, self.text)))
+        self.state = state
+        h, w = cfg.latent_size
+        device = state.device
+        self.future = torch.randn(1, len(cfg.cameras), cfg.horizon, cfg.latent_channels, h, w,
+                                  generator=generator).to(device)
+        self.actions = torch.randn(1, cfg.num_actions, cfg.action_dim, generator=generator).to(device)
+        self.value = torch.randn(1, generator=generator).to(device)
+        self.passes = 0
+        self.last = None
+
+    @property
+    def actions_final(self) -> bool:
+        return self.passes >= self.action_steps
+
+    @property
+    def video_final(self) -> bool:
+        return self.passes >= self.video_steps
+
+    def step(self, inpaint_target: np.ndarray | None = None, inpaint_weights: np.ndarray | None = None,
+             guidance_clip: float = 5.0, with_depth: bool = False) -> None:
+        """One denoising pass. With an inpainting target (K, A) in action units and per-step weights (K,),
+        the action update is guided towards it (RTC): velocity minus c * VJP of the clean estimate with
+        (target - x0_hat) * w, c = min(guidance_clip, (t^2 + (1-t)^2) / (t (1-t)))."""
+        if self.video_final:
+            raise RuntimeError("the session has made all its passes")
+        cfg, i = self.model.cfg, self.passes
+        tv, tv_next = 1 - i / self.video_steps, 1 - (i + 1) / self.video_steps
+        t_video = torch.full((1,), tv, device=self.state.device)
+        if i < self.action_steps:
+            ta, ta_next = 1 - i / self.action_steps, 1 - (i + 1) / self.action_steps
+            t_action = torch.full((1,), ta, device=self.state.device)
+            guided = inpaint_target is not None
+            x = self.actions.detach().requires_grad_(guided)
+            with torch.set_grad_enabled(guided):
+                out = self.model.trunk(self.current, self.future, t_video, self.text, self.state, x, self.value,
+                                       t_action, with_depth=with_depth)
+            velocity = x0_to_velocity(x, out.action_x0, t_action, cfg.t_min)
+            if guided:
+                target, weights = self._inpainting(inpaint_target, inpaint_weights)
+                error = (target - out.action_x0) * weights[None, :, None]
+                (vjp,) = torch.autograd.grad(out.action_x0, x, error)
+                c = min(guidance_clip, (ta ** 2 + (1 - ta) ** 2) / max(ta * (1 - ta), 1e-9))
+                velocity = velocity - c * vjp
+            self.actions = (x + (ta_next - ta) * velocity).detach()
+            value_velocity = x0_to_velocity(self.value, out.value_x0.detach(), t_action, cfg.t_min)
+            self.value = self.value + (ta_next - ta) * value_velocity
+        else:
+            with torch.no_grad():
+                out = self.model.trunk(self.current, self.future, t_video, self.text, with_depth=with_depth)
+        self.future = (self.future + (tv_next - tv) * out.video_velocity[:, :, 1:].detach())
+        self.last = out
+        self.passes += 1
+
+    def _inpainting(self, target: np.ndarray, weights: np.ndarray | None) -> tuple[Tensor, Tensor]:
+        cfg = self.model.cfg
+        target = np.asarray(target, dtype=np.float64)
+        if target.shape != (cfg.num_actions, cfg.action_dim):
+            raise ValueError(f"inpainting target must be ({cfg.num_actions}, {cfg.action_dim}), got {target.shape}")
+        w = np.ones(cfg.num_actions) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (cfg.num_actions,):
+            raise ValueError(f"inpainting weights must be ({cfg.num_actions},), got {w.shape}")
+        device = self.state.device
+        return (torch.from_numpy(self.policy.normalizer.action.normalize(target))[None].to(device),
+                torch.from_numpy(w).float().to(device))
+
+    def action_chunk(self) -> np.ndarray:
+        return self.policy.normalizer.action.denormalize(self.actions[0].detach().cpu().numpy())
+
+    def progress(self) -> float:
+        return float(np.clip((float(self.value) + 1) / 2, 0.0, 1.0))
+
+
+class WorldActionPolicy:
+    """A trained model with its normalisation, task table and metadata: what a robot runs."""
+
+    def __init__(self, model: WorldActionModel, normalizer: Normalizer, meta: CheckpointMeta):
+        self.model = model.eval()
+        self.normalizer = normalizer
+        self.meta = meta
+        self.device = next(model.parameters()).device
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.model.cfg
+
+    def observation_tensors(self, obs: Observation) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Checks an observation completely, then converts it: (rgb (1, V, 3, H, W), inverse depth
+        (1, V, H, W) or None, normalised state (1, S))."""
+        cfg = self.cfg
+        h, w = cfg.image_size
+        problems = []
+        missing = [c for c in cfg.cameras if c not in obs.images]
+        if missing:
+            problems.append(f"missing views {missing} (the model needs {list(cfg.cameras)})")
+        for cam in cfg.cameras:
+            img = obs.images.get(cam)
+            if img is not None and (img.dtype != np.uint8 or img.shape != (h, w, 3)):
+                problems.append(f"camera {cam!r}: image {img.shape} {img.dtype}, expected ({h}, {w}, 3) uint8 "
+                                "(resize before predict)")
+        if cfg.use_depth_input:
+            depths = obs.depths or {}
+            missing_depth = [c for c in cfg.cameras if c not in depths]
+            if missing_depth:
+                problems.append(f"missing depth for {missing_depth} (the model takes depth input)")
+            for cam, d in depths.items():
+                if cam in cfg.cameras and d.shape != (h, w):
+                    problems.append(f"camera {cam!r}: depth {d.shape}, expected ({h}, {w})")
+        state = np.asarray(obs.state, dtype=np.float64)
+        if state.shape != (cfg.state_dim,):
+            problems.append(f"state has shape {state.shape}, expected ({cfg.state_dim},) {self.meta.state_names}")
+        elif not np.isfinite(state).all():
+            bad = [self.meta.state_names[i] for i in np.flatnonzero(~np.isfinite(state))]
+            problems.append(f"state is not finite at {bad}")
+        if problems:
+            raise ObservationError("; ".join(problems))
+        rgb = rgb_tensor(np.stack([obs.images[c] for c in cfg.cameras]))[None].to(self.device)
+        inv = None
+        if cfg.use_depth_input:
+            metres = np.stack([depth_metres(obs.depths[c]) for c in cfg.cameras])
+            inv = inverse_depth(torch.from_numpy(metres))[None].to(self.device)
+        norm_state = torch.from_numpy(self.normalizer.state.normalize(state))[None].to(self.device)
+        return rgb, inv, norm_state
+
+    def session(self, obs: Observation, action_steps: int | None = None, video_steps: int | None = None,
+                seed: int | None = None) -> DenoisingSession:
+        generator = torch.Generator()
+        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2 ** 31, (1,))))
+        return DenoisingSession(self, obs, action_steps or self.cfg.action_steps, video_steps or self.cfg.video_steps,
+                                generator)
+
+    def predict(self, obs: Observation, video: bool = True, depth: bool = True, action_steps: int | None = None,
+                video_steps: int | None = None, seed: int | None = None) -> Prediction:
+        """Actions after T_a passes (ANS), then the video (skipped with video=False unless the gate
+        picks the reactive expert, which needs the predicted future). The depth branch runs on the
+        last pass only and not at all with depth=False."""
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        s = self.session(obs, action_steps, video_steps, seed)
+        timings["encode_ms"] = (time.perf_counter() - start) * 1e3
+        expert = PREDICTIVE if s.gate_probability >= self.cfg.gate_threshold else REACTIVE
+        need_video = video or expert == REACTIVE
+        last_pass = s.video_steps if need_video else s.action_steps
+        depth = depth and video and self.cfg.depth_blocks > 0
+        with torch.no_grad():
+            while s.passes < last_pass:
+                s.step(with_depth=depth and s.passes == last_pass - 1)
+                if s.passes == s.action_steps:
+                    timings["actions_ms"] = (time.perf_counter() - start) * 1e3
+            actions = s.action_chunk()
+            if expert == REACTIVE:
+                latents = torch.cat([s.current_latent, s.future], dim=2)
+                reactive = self.model.reactive(latents, s.last.video_hidden, s.state)
+                actions = self.normalizer.action.denormalize(reactive[0].cpu().numpy())
+                timings["actions_ms"] = (time.perf_counter() - start) * 1e3
+            future_rgb = future_depth = None
+            if video:
+                decode_start = time.perf_counter()
+                rgb = self.model.autoencoder.decode(torch.cat([s.current_latent, s.future], dim=2))[0, :, 1:]
+                future_rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+                if depth:
+                    inv = s.last.inverse_depth[0, :, 1:].clamp(min=0)
+                    future_depth = torch.where(inv > 1e-3, 1.0 / inv.clamp(min=1e-3), torch.zeros_like(inv)).cpu().numpy()
+                timings["decode_ms"] = (time.perf_counter() - decode_start) * 1e3
+        timings["total_ms"] = (time.perf_counter() - start) * 1e3
+        return Prediction(actions=actions, value=s.progress(), gate_probability=s.gate_probability, expert=expert,
+                          future_rgb=future_rgb, future_depth=future_depth, timings=timings)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def checkpoint(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                "normalization": self.normalizer.stats, "meta": dict(self.meta.__dict__), **(extra or {})}
+
+    def save(self, path: Path, extra: Mapping[str, Any] | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.checkpoint(extra), tmp)
+        tmp.replace(path)  # never a half-written checkpoint under the real name
+
+    def check_robot(self, cameras: Sequence[str] | None = None, state_names: Sequence[str] | None = None,
+                    action_names: Sequence[str] | None = None, action_space: str | None = None) -> None:
+        """Raises CheckpointMismatch listing every difference to what the robot provides."""
+        differences = []
+        for what, ours, theirs in (("cameras", self.meta.cameras, cameras),
+                                   ("state joints", self.meta.state_names, state_names),
+                                   ("action columns", self.meta.action_names, action_names)):
+            if theirs is None or list(theirs) == list(ours):
+                continue
+            missing = [n for n in ours if n not in theirs]
+            extra = [n for n in theirs if n not in ours]
+            detail = f"robot lacks {missing}" if missing else ""
+            detail += ("; " if detail and extra else "") + (f"robot has extra {extra}" if extra else "")
+            differences.append(f"{what}: checkpoint {list(ours)} vs robot {list(theirs)}"
+                               + (f" ({detail})" if detail else " (different order)"))
+        if action_space is not None and action_space != self.meta.action_space:
+            differences.append(f"action space: checkpoint {self.meta.action_space!r} vs robot {action_space!r}")
+        if differences:
+            raise CheckpointMismatch("checkpoint does not match the robot: " + "; ".join(differences))
+
+
+def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | None = None) -> WorldActionPolicy:
+    """Loads a checkpoint; with expect_config, a checkpoint of another config is refused with the
+    differing fields named (before any weights are touched)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    data = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatch(f"{path}: not a wam_ros checkpoint (format {CHECKPOINT_FORMAT})")
+    cfg = ModelConfig.from_dict(data["config"])
+    if expect_config is not None and cfg != expect_config:
+        ours, theirs = expect_config.to_dict(), cfg.to_dict()
+        fields = [f"{k}: expected {ours[k]!r}, checkpoint has {theirs[k]!r}" for k in ours if ours[k] != theirs[k]]
+        raise CheckpointMismatch(f"{path} was trained with another config: " + "; ".join(fields))
+    model = WorldActionModel(cfg)
+    model.load_state_dict(data["model"])
+    meta = CheckpointMeta(**data["meta"])
+    normalizer = Normalizer.from_stats(data["normalization"], cfg.action_space, cfg.gripper_indices)
+    return WorldActionPolicy(model.to(device), normalizer, meta)
