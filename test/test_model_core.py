@@ -1,0 +1,279 @@
+"""The World Action Model's mechanisms, each on its own (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from model_data import TASK, synthetic_dataset, tiny_config
+
+from wam_ros.config import ConfigError
+from wam_ros.model.config import load_model_config
+from wam_ros.model.normalization import Normalizer
+from wam_ros.model.policy import CheckpointMeta, Observation, WorldActionPolicy
+from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
+from wam_ros.model.text import UnknownInstruction
+from wam_ros.model.train import WindowDataset
+from wam_ros.model.wam import (WorldActionModel, add_noise, sample_ans_times, video_loss, x0_loss,
+                               x0_to_velocity)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg)
+    dataset = WindowDataset(episodes, meta, cfg)
+    model = WorldActionModel(cfg).eval()
+    model.text_encoder.register([TASK])
+    policy = WorldActionPolicy(model, dataset.normalizer, CheckpointMeta(
+        meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps))
+    return cfg, dataset, model, policy, episodes
+
+
+def trunk_inputs(model, batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = model.autoencoder.encode(batch["rgb"])
+    b = len(z)
+    return dict(current=model.current_tokens(z[:, :, :1], batch["inverse_depth"][:, :, 0]),
+                future_noisy=torch.randn(z[:, :, 1:].shape, generator=g), t_video=torch.full((b,), 0.7),
+                text=model.text_features(batch["instruction"]), state=batch["state"],
+                actions_noisy=torch.randn(batch["actions"].shape, generator=g),
+                value_noisy=torch.randn(b, generator=g), t_action=torch.full((b,), 0.4))
+
+
+def observation(cfg, episode, t=0):
+    return Observation(images={c: episode.rgb[t, i] for i, c in enumerate(cfg.cameras)},
+                       depths={c: episode.depth[t, i] for i, c in enumerate(cfg.cameras)},
+                       state=episode.state[t], instruction=episode.task)
+
+
+@torch.no_grad()
+def test_cross_modality_mask(tiny):
+    cfg, dataset, model, _, _ = tiny
+    inputs = trunk_inputs(model, dataset.batch([0, 7, 30]))
+    base = model.trunk(**inputs, with_depth=True)
+
+    other_actions = model.trunk(**{**inputs, "actions_noisy": inputs["actions_noisy"] + 1.0}, with_depth=True)
+    assert torch.equal(base.video_velocity, other_actions.video_velocity)  # video -> video only
+    assert torch.equal(base.video_hidden, other_actions.video_hidden)
+    assert torch.equal(base.inverse_depth, other_actions.inverse_depth)
+    assert not torch.allclose(base.value_x0, other_actions.value_x0)  # value -> everything
+
+    other_video = model.trunk(**{**inputs, "future_noisy": inputs["future_noisy"] + 1.0})
+    assert (other_video.action_x0 - base.action_x0).abs().max() > 1e-4  # actions see video
+    assert (other_video.value_x0 - base.value_x0).abs().max() > 1e-6
+
+    other_state = model.trunk(**{**inputs, "state": inputs["state"] + 1.0})
+    assert (other_state.action_x0 - base.action_x0).abs().max() > 1e-4  # actions see the state
+    assert torch.equal(base.video_velocity, other_state.video_velocity)
+
+    other_value = model.trunk(**{**inputs, "value_noisy": inputs["value_noisy"] + 1.0})
+    assert torch.equal(base.action_x0, other_value.action_x0)  # the value token is seen by nobody
+    assert torch.equal(base.video_velocity, other_value.video_velocity)
+
+    video_only = model.trunk(**{k: inputs[k] for k in ("current", "future_noisy", "t_video", "text")})
+    assert torch.equal(base.video_velocity, video_only.video_velocity)
+
+
+@torch.no_grad()
+def test_depth_branch_is_unilateral_and_free_when_off(tiny):
+    cfg, dataset, model, policy, episodes = tiny
+    inputs = trunk_inputs(model, dataset.batch([3, 40]))
+    calls = []
+    hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in (*model.depth_blocks, model.depth_head)]
+    try:
+        off = model.trunk(**inputs, with_depth=False)
+        assert calls == [] and off.inverse_depth is None  # switched off: never computed
+        on = model.trunk(**inputs, with_depth=True)
+        assert len(calls) == cfg.depth_blocks + 1
+    finally:
+        for h in hooks:
+            h.remove()
+    assert torch.equal(on.video_velocity, off.video_velocity)
+    assert torch.equal(on.action_x0, off.action_x0) and torch.equal(on.value_x0, off.value_x0)
+    assert on.inverse_depth.shape == (2, len(cfg.cameras), cfg.horizon + 1, *cfg.image_size)
+    # the main branch's outputs do not change when the depth blocks' weights do
+    before = policy.predict(observation(cfg, episodes[0]), seed=3)
+    saved = {k: v.clone() for k, v in model.depth_blocks.state_dict().items()}
+    for p in model.depth_blocks.parameters():
+        p.add_(0.5)
+    after = policy.predict(observation(cfg, episodes[0]), seed=3)
+    model.depth_blocks.load_state_dict(saved)
+    assert np.array_equal(before.actions, after.actions) and np.array_equal(before.future_rgb, after.future_rgb)
+    assert not np.array_equal(before.future_depth, after.future_depth)
+    assert policy.predict(observation(cfg, episodes[0]), seed=3, depth=False).future_depth is None
+
+
+def test_ans_training_distribution():
+    g = torch.Generator().manual_seed(0)
+    n = 40000
+    t_o, t_a = sample_ans_times(n, 0.5, (1.5, 1.0), g)
+    assert bool((t_o >= t_a).all()) and bool(((t_o >= 0) & (t_o <= 1) & (t_a >= 0) & (t_a <= 1)).all())
+    conditioned = t_a == 0
+    assert abs(conditioned.float().mean().item() - 0.5) < 0.015  # 3 sigma of a binomial at n = 40000
+    b = ((t_o - t_a) / (1 - t_a))[~conditioned]
+    assert abs(b.mean().item() - 0.6) < 0.01  # Beta(1.5, 1) has mean 0.6
+    assert abs((b < 0.5).float().mean().item() - 0.5 ** 1.5) < 0.015  # its CDF is x^1.5
+    assert abs(t_o[conditioned].mean().item() - 0.5) < 0.01  # U(0, 1) in the conditioned branch
+
+
+@torch.no_grad()
+def test_ans_inference_passes_and_final_actions(tiny):
+    cfg, _, model, policy, episodes = tiny
+    passes, action_passes = [], []
+    hooks = [model.layers[0].video.qkv.register_forward_hook(lambda *a: passes.append(1)),
+             model.layers[0].action.qkv.register_forward_hook(lambda *a: action_passes.append(1))]
+    try:
+        session = policy.session(observation(cfg, episodes[0]), action_steps=2, video_steps=6, seed=1)
+        snapshots = []
+        while not session.video_final:
+            session.step()
+            snapshots.append(session.action_chunk())
+        assert len(passes) == 6 and len(action_passes) == 2  # T_O passes, the action expert in T_a of them
+        assert session.actions_final
+        for later in snapshots[2:]:
+            assert np.array_equal(later, snapshots[1])  # final after pass T_a
+        assert not np.array_equal(snapshots[0], snapshots[1])
+        passes.clear()
+        policy.model.cfg.gate_threshold = 0.0  # predictive: no video needed for the actions
+        fast = policy.predict(observation(cfg, episodes[0]), video=False, action_steps=2, video_steps=6, seed=1)
+        assert len(passes) == 2 and fast.future_rgb is None
+        assert np.array_equal(fast.actions, snapshots[1])
+    finally:
+        policy.model.cfg.gate_threshold = 0.5
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def test_gate_picks_the_expert(tiny):
+    cfg, _, _, policy, episodes = tiny
+    obs = observation(cfg, episodes[1], 5)
+    try:
+        policy.model.cfg.gate_threshold = 0.0
+        predictive = policy.predict(obs, seed=2)
+        policy.model.cfg.gate_threshold = 1.0
+        reactive = policy.predict(obs, video=False, seed=2)
+    finally:
+        policy.model.cfg.gate_threshold = 0.5
+    assert predictive.expert == "predictive" and reactive.expert == "reactive"
+    assert predictive.gate_probability == reactive.gate_probability
+    assert reactive.actions.shape == predictive.actions.shape == (cfg.num_actions, cfg.action_dim)
+    assert not np.allclose(reactive.actions, predictive.actions)
+    assert 0.0 <= predictive.value <= 1.0
+    assert predictive.future_rgb.shape == (len(cfg.cameras), cfg.horizon, *cfg.image_size, 3)
+    assert predictive.future_rgb.dtype == np.uint8 and predictive.future_depth.dtype == np.float32
+
+
+def test_loss_parameterisations_match_the_formulas():
+    v = torch.tensor([[1.0, 2.0]])
+    x1, x0 = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0, 0.0]])
+    assert video_loss(v, x1, x0).item() == pytest.approx(0.5)  # ||v - (x1 - x0)||^2
+    x0_hat = torch.tensor([[1.0, 3.0], [0.0, 2.0]])
+    a0 = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    assert x0_loss(x0_hat, a0).item() == pytest.approx((1 + 4 + 0 + 4) / 4)  # no 1/t^2 weighting
+    assert x0_loss(x0_hat, a0, torch.tensor([1.0, 0.0])).item() == pytest.approx(2.5)
+    t = torch.tensor([0.25, 0.8])
+    clean, noise = torch.tensor([[2.0, -1.0], [0.5, 0.5]]), torch.tensor([[0.0, 1.0], [-1.0, 3.0]])
+    x_t = add_noise(clean, noise, t)
+    assert torch.allclose(x_t[0], 0.75 * clean[0] + 0.25 * noise[0])
+    assert torch.allclose(x0_to_velocity(x_t, clean, t, 0.02), noise - clean)  # v = x1 - x0
+    tiny_t = torch.tensor([0.001])
+    assert torch.allclose(x0_to_velocity(torch.ones(1, 2), torch.zeros(1, 2), tiny_t, 0.02), torch.full((1, 2), 50.0))
+
+
+def test_monte_carlo_value_targets():
+    gamma = 0.9
+    r = rewards(4, success=True)
+    assert r.tolist() == [0, 0, 0, 1]
+    assert np.allclose(monte_carlo_returns(r, gamma), [gamma ** 3, gamma ** 2, gamma, 1])
+    assert np.allclose(progress_targets(r, gamma), [gamma ** 3, gamma ** 2, gamma, 1])
+    assert rewards(4, success=False).sum() == 0 and progress_targets(rewards(4, False), gamma).max() == 0
+    staged = rewards(4, True, [1], mode="stages")
+    assert staged.tolist() == [0, 0.5, 0, 0.5]
+    assert np.allclose(monte_carlo_returns(staged, gamma), [0.5 * gamma + 0.5 * gamma ** 3, 0.5 + 0.5 * gamma ** 2,
+                                                              0.5 * gamma, 0.5])
+    progress = progress_targets(staged, gamma)
+    assert np.allclose(progress, [0.5 * gamma + 0.5 * gamma ** 3, 0.5 + 0.5 * gamma ** 2, 0.5 + 0.5 * gamma, 1.0])
+    assert np.all(np.diff(progress) >= 0)  # completing a stage never lowers the target
+    assert rewards(5, False, [1], mode="stages", num_stages=3).tolist() == pytest.approx([0, 1 / 3, 0, 0, 0])
+    with pytest.raises(ValueError, match="outside the episode"):
+        rewards(4, True, [7], mode="stages")
+
+
+def test_gate_labels_from_gripper_events():
+    g = np.zeros((30, 2))
+    g[:10, 0] = 0.08  # left closes at frame 10
+    g[25:, 1] = 0.05  # right opens at frame 25
+    assert gripper_events(g) == [10, 25]
+    labels = interaction_labels(g, window=3)
+    expected = np.zeros(30)
+    expected[7:14] = 1
+    expected[22:29] = 1
+    assert labels.tolist() == expected.tolist()
+    assert interaction_labels(np.full(20, 0.04), window=3).sum() == 0  # no event, all transit
+    height = np.full((30, 2), 0.3)
+    height[16, 1] = 0.02
+    with_height = interaction_labels(g, window=3, ee_height=height, height_threshold=0.05)
+    assert with_height[16] == 1 and with_height.sum() == expected.sum() + 1
+
+
+def test_normalisation_scales_delta_actions_without_bias():
+    rng = np.random.default_rng(0)
+    actions = rng.normal(0.3, 0.1, size=(500, 4))
+    actions[:, 3] = rng.uniform(0.0, 0.08, 500)  # gripper opening: absolute
+    delta = Normalizer.from_data(actions, actions, "joint_delta", gripper_indices=[3])
+    zero = np.zeros((1, 4))
+    assert np.allclose(delta.action.normalize(zero)[0, :3], 0.0)  # no motion stays no motion
+    assert (np.abs(delta.action.normalize(actions)[:, :3]) <= 1).mean() >= 0.98  # q99 of |a| maps to 1
+    assert np.allclose(delta.action.denormalize(delta.action.normalize(actions)), actions, atol=1e-5)
+    absolute = Normalizer.from_data(actions, actions, "joint_position", gripper_indices=[3])
+    normalized = absolute.action.normalize(actions)
+    assert np.allclose(np.quantile(normalized, [0.01, 0.99], axis=0), [[-1] * 4, [1] * 4], atol=1e-6)
+    for space in ("ee_delta", "joint_delta"):
+        n = Normalizer.from_data(actions, actions, space, [3])
+        assert n.action.offset[3] != 0 and np.all(n.action.offset[:3] == 0)
+
+
+def test_presets_and_the_paper_scale():
+    small = load_model_config("small")
+    counts = WorldActionModel(small).parameter_counts()
+    assert 1e6 < counts["total"] < 10e6  # a few million
+    with torch.device("meta"):
+        paper = WorldActionModel(load_model_config("paper")).parameter_counts()
+    assert 1.85e9 < paper["experts"] < 1.95e9  # video (30 x 1536) + action-value (30 x 768): about 1.9 B
+    assert paper["video_expert"] > 2.5 * paper["action_value_expert"]
+    with pytest.raises(ConfigError, match="unknown fields"):
+        load_model_config("small", widht=3)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        load_model_config("small", image_size=[60, 64])
+    with pytest.raises(ConfigError, match="no such file"):
+        load_model_config("huge")
+
+
+@torch.no_grad()
+def test_autoencoder_is_causal_in_time(tiny):
+    _, dataset, model, _, _ = tiny
+    rgb = dataset.batch([0])["rgb"]
+    clip = model.autoencoder.encode(rgb)
+    alone = model.autoencoder.encode(rgb[:, :, :1])
+    assert torch.allclose(clip[:, :, 0], alone[:, :, 0], atol=1e-6)
+    changed = rgb.clone()
+    changed[:, :, 2] = -changed[:, :, 2]
+    later = model.autoencoder.encode(changed)
+    assert torch.equal(later[:, :, :2], clip[:, :, :2]) and not torch.equal(later[:, :, 2], clip[:, :, 2])
+    assert clip.shape[-2:] == (rgb.shape[-2] // 8, rgb.shape[-1] // 8) and clip.abs().max() < 1
+
+
+def test_text_encoders(tmp_path, tiny):
+    _, _, model, _, _ = tiny
+    with pytest.raises(UnknownInstruction, match="not in the training data"):
+        model.text_features(["fold the towel"])
+    file = tmp_path / "embeddings.pt"
+    torch.save({"fold the towel": torch.randn(2, 16)}, file)
+    cfg = tiny_config(text_encoder="precomputed", text_embeddings=str(file), text_tokens=2)
+    features = WorldActionModel(cfg).text_features(["fold the towel"])
+    assert features.shape == (1, 2, cfg.video.width)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        WorldActionModel(tiny_config(text_encoder="precomputed", text_embeddings=str(tmp_path / "missing.pt")))
