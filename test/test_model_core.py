@@ -7,7 +7,9 @@ import pytest
 import torch
 from model_data import TASK, synthetic_dataset, tiny_config
 
-from wam_ros.config import ConfigError
+from wam_ros.config import ConfigError, load_robot_config
+from wam_ros.geometry.kinematics import Kinematics
+from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import load_model_config
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.policy import CheckpointMeta, Observation, WorldActionPolicy
@@ -16,6 +18,8 @@ from wam_ros.model.text import UnknownInstruction
 from wam_ros.model.train import WindowDataset
 from wam_ros.model.wam import (WorldActionModel, add_noise, sample_ans_times, video_loss, x0_loss,
                                x0_to_velocity)
+from wam_ros.robots.actions import EE_DELTA, JOINT_DELTA, ActionConverter
+from wam_ros.robots.urdf import generate_urdf
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +281,32 @@ def test_text_encoders(tmp_path, tiny):
     assert features.shape == (1, 2, cfg.video.width)
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         WorldActionModel(tiny_config(text_encoder="precomputed", text_embeddings=str(tmp_path / "missing.pt")))
+
+
+@pytest.mark.parametrize("space", ["joint_delta", "ee_delta"])
+def test_action_spaces_invert_the_bridges_conversion(space):
+    """Chunks encoded for training decode back to the recorded joint targets through the same
+    conversion the arm bridges execute (robots/actions.py)."""
+    robot = load_robot_config("agilex")
+    names = robot.joint_names
+    rng = np.random.default_rng(1)
+    home = np.array([0.0, 0.8, -0.9, 0.1, 0.4, 0.2, 0.03] * 2)
+    state = home + rng.normal(0, 0.02, 14)
+    targets = home + np.cumsum(rng.normal(0, 0.01, (6, 14)), axis=0)
+    encoder = ChunkEncoder(space, names, names, robot)
+    chunk = encoder.encode(targets, state, encoder.tcp_poses(targets, names), encoder.tcp_poses(state[None], names)[0])
+    conditioning = dict(zip(names, state))
+    arm = [n for n in encoder.columns if not n.endswith("gripper")]
+    grippers = gripper_columns(encoder.columns)
+    converter = ActionConverter(robot, Kinematics(generate_urdf(robot)), ik_tolerance=1e-5)
+    code = JOINT_DELTA if space == "joint_delta" else EE_DELTA
+    out_names, joints = converter.to_joint_positions(code, arm, chunk[:, [encoder.columns.index(n) for n in arm]],
+                                                     conditioning)
+    recorded = targets[:, [names.index(n) for n in out_names]]
+    assert np.abs(joints - recorded).max() < 1e-3
+    assert np.allclose(chunk[:, grippers], targets[:, gripper_columns(names)])  # openings stay absolute
+    if space == "ee_delta":
+        assert encoder.columns[:7] == ["left_dx", "left_dy", "left_dz", "left_drx", "left_dry", "left_drz", "left_gripper"]
+    held = encoder.encode(np.repeat(state[None], 3, axis=0), state, encoder.tcp_poses(np.repeat(state[None], 3, 0), names),
+                          encoder.tcp_poses(state[None], names)[0])
+    assert np.allclose(np.delete(held, grippers, axis=1), 0.0, atol=1e-9)  # holding still is the zero action

@@ -387,7 +387,7 @@ def bench_policy_model(repeats: int = 15) -> dict:
     rng = np.random.default_rng(0)
     states = rng.normal(size=(100, cfg.state_dim))
     names = [f"joint_{i}" for i in range(cfg.state_dim)]
-    policy = WorldActionPolicy(model, Normalizer.from_data(states, states, cfg.action_space, cfg.gripper_indices),
+    policy = WorldActionPolicy(model, Normalizer.from_data(states, states, cfg.action_space, []),
                                CheckpointMeta(list(cfg.cameras), list(cfg.image_size), names, names,
                                               cfg.action_space, 15.0))
     h, w = cfg.image_size

@@ -94,6 +94,7 @@ def cmd_calibration_check(args) -> int:
 def cmd_train(args) -> int:
     import torch
 
+    from wam_ros.config import load_robot_config
     from wam_ros.model.config import load_model_config
     from wam_ros.model.episodes import DatasetError, load_dataset
     from wam_ros.model.train import TrainConfig, WindowDataset, train
@@ -107,7 +108,8 @@ def cmd_train(args) -> int:
     train_cfg = TrainConfig(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
     try:
         meta, episodes = load_dataset(args.data)
-        dataset = WindowDataset(episodes, meta, load_model_config(args.config))
+        robot = load_robot_config(args.robot) if args.robot else None
+        dataset = WindowDataset(episodes, meta, load_model_config(args.config), robot)
         summary = train(dataset, train_cfg, args.out, resume=args.resume, device=device)
     except DatasetError as exc:
         raise ConfigError(str(exc)) from exc
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages)")
     p.add_argument("--data", type=Path, required=True, help="dataset directory (meta.json + episode_*.npz)")
     p.add_argument("--config", default="small", help="model preset (small, paper) or a YAML file")
+    p.add_argument("--robot", default=None, choices=ROBOTS, help="the robot (needed for ee_delta action spaces)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file (written every --checkpoint-every steps)")
     # defaults: wam_ros/model/train.py:TrainConfig (not imported here: torch loads slowly)
     p.add_argument("--video-steps", type=int, dest="video_stage_steps", help="stage 1 (video-only) steps")

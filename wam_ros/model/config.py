@@ -39,8 +39,6 @@ class ModelConfig:
     state_dim: int = 14
     action_dim: int = 14
     action_space: str = "joint_position"
-    # grippers: column index of each arm's gripper in the action / state vectors (gate labels, bias)
-    gripper_indices: tuple[int, ...] = (6, 13)
     # future: H latent frames per view, K = actions_per_frame * H actions
     horizon: int = 4
     actions_per_frame: int = 4
@@ -112,9 +110,6 @@ class ModelConfig:
             problems.append(f"depth_blocks {self.depth_blocks} must be within 0..blocks={self.blocks}")
         if not 1 <= self.action_steps <= self.video_steps:
             problems.append(f"action_steps {self.action_steps} must be within 1..video_steps={self.video_steps}")
-        for i in self.gripper_indices:
-            if not 0 <= i < min(self.action_dim, self.state_dim):
-                problems.append(f"gripper index {i} outside the state/action vectors")
         if problems:
             raise ConfigError("model config: " + "; ".join(problems))
         return self

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wam_ros.model.action_space import gripper_columns
 from wam_ros.model.config import ModelConfig
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.wam import WorldActionModel, inverse_depth, x0_to_velocity
@@ -95,9 +96,9 @@ class DenoisingSession:
         cfg = self.model.cfg
         rgb, inv_depth, state = policy.observation_tensors(obs)
         with torch.no_grad():
+            self.text = self.model.text_features([obs.instruction])  # an unknown instruction fails first
             self.current_latent = self.model.autoencoder.encode(rgb[:, :, None])
             self.current = self.model.current_tokens(self.current_latent, inv_depth)
-            self.text = self.model.text_features([obs.instruction])
             self.gate_probability = float(torch.sigmoid(self.model.gate_logit(self.current, self.text)))
         self.state = state
         h, w = cfg.latent_size
@@ -316,5 +317,5 @@ def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | No
     model = WorldActionModel(cfg)
     model.load_state_dict(data["model"])
     meta = CheckpointMeta(**data["meta"])
-    normalizer = Normalizer.from_stats(data["normalization"], cfg.action_space, cfg.gripper_indices)
+    normalizer = Normalizer.from_stats(data["normalization"], cfg.action_space, gripper_columns(meta.action_names))
     return WorldActionPolicy(model.to(device), normalizer, meta)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wam_ros.config import RobotConfig
+from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import ModelConfig
 from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
 from wam_ros.model.normalization import Normalizer
@@ -67,40 +69,61 @@ def _resize(images: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
 
 
 class WindowDataset:
-    """Training windows: frame t, the H future frames every actions_per_frame steps, K actions from t.
-    Windows running past the end repeat the last frame; padded actions hold still (zero deltas,
-    repeated absolute targets and gripper commands)."""
+    """Training windows: frame t, the H future frames every actions_per_frame steps, K actions from t
+    in the model's action space (relative to the state at t). Windows running past the end repeat
+    the last frame and the last target: the arms hold still."""
 
-    def __init__(self, episodes: list[Episode], meta: DatasetMeta, cfg: ModelConfig):
+    def __init__(self, episodes: list[Episode], meta: DatasetMeta, cfg: ModelConfig,
+                 robot: RobotConfig | None = None):
         problems = []
         if list(meta.cameras) != list(cfg.cameras):
             problems.append(f"cameras {meta.cameras} but the model config has {list(cfg.cameras)}")
         if len(meta.state_names) != cfg.state_dim:
             problems.append(f"{len(meta.state_names)} state columns but state_dim={cfg.state_dim}")
-        if len(meta.action_names) != cfg.action_dim:
-            problems.append(f"{len(meta.action_names)} action columns but action_dim={cfg.action_dim}")
-        if meta.action_space != cfg.action_space:
-            problems.append(f"action space {meta.action_space!r} but the model config has {cfg.action_space!r}")
+        if meta.action_space != "joint_position":
+            problems.append(f"recorded actions must be absolute joint targets (joint_position), got "
+                            f"{meta.action_space!r}; the model config's action_space picks the representation")
         if cfg.use_depth_input and any(ep.depth is None for ep in episodes):
             problems.append("the model takes depth input but some episodes have no depth")
+        try:
+            self.encoder = ChunkEncoder(cfg.action_space, meta.state_names, meta.action_names, robot)
+        except ValueError as exc:
+            problems.append(str(exc))
+        else:
+            if len(self.encoder.columns) != cfg.action_dim:
+                problems.append(f"{cfg.action_space} gives {len(self.encoder.columns)} action columns "
+                                f"{self.encoder.columns} but action_dim={cfg.action_dim}")
         if problems:
             raise DatasetError("dataset does not fit the model config: " + "; ".join(problems))
         self.cfg, self.meta = cfg, meta
+        state_grippers = gripper_columns(meta.state_names)
         self.episodes = []
         for ep in episodes:
             r = rewards(len(ep), ep.success, ep.stage_frames, cfg.reward)
-            grippers = ep.state[:, list(cfg.gripper_indices)]
             self.episodes.append({
                 "rgb": _resize(ep.rgb, cfg.image_size, "area"),
                 "depth": None if ep.depth is None else _resize(ep.depth, cfg.image_size, "nearest"),
                 "state": ep.state, "action": ep.action, "task": ep.task,
+                "state_tcp": self.encoder.tcp_poses(ep.state, meta.state_names),
+                "target_tcp": self.encoder.tcp_poses(ep.action, meta.action_names),
                 "value": progress_targets(r, cfg.gamma).astype(np.float32),
-                "gate": interaction_labels(grippers, cfg.gate_window),
+                "gate": interaction_labels(ep.state[:, state_grippers], cfg.gate_window),
             })
         self.index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep))]
-        self.normalizer = Normalizer.from_data(np.concatenate([ep.state for ep in episodes]),
-                                               np.concatenate([ep.action for ep in episodes]),
-                                               cfg.action_space, cfg.gripper_indices)
+        chunks = np.concatenate([self.chunk(e, t) for e, t in self.index])
+        self.normalizer = Normalizer.from_data(np.concatenate([ep.state for ep in episodes]), chunks,
+                                               cfg.action_space, gripper_columns(self.encoder.columns))
+
+    @property
+    def action_columns(self) -> list[str]:
+        return self.encoder.columns
+
+    def chunk(self, episode: int, t: int) -> np.ndarray:
+        """The K actions from frame t in the model's action space (unnormalised)."""
+        ep = self.episodes[episode]
+        steps = np.minimum(t + np.arange(self.cfg.num_actions), len(ep["state"]) - 1)
+        return self.encoder.encode(ep["action"][steps], ep["state"][t], ep["target_tcp"][steps],
+                                   ep["state_tcp"][t] if len(ep["state_tcp"]) else None)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -116,12 +139,7 @@ class WindowDataset:
             rgb.append(ep["rgb"][frames].swapaxes(0, 1))  # (V, F, H, W, 3)
             if ep["depth"] is not None:
                 depth.append(depth_metres(ep["depth"][frames].swapaxes(0, 1)))
-            steps = t + np.arange(cfg.num_actions)
-            chunk = ep["action"][np.minimum(steps, last)].copy()
-            if cfg.action_space != "joint_position":
-                still = [c for c in range(cfg.action_dim) if c not in cfg.gripper_indices]
-                chunk[np.ix_(steps > last, still)] = 0.0
-            actions.append(self.normalizer.action.normalize(chunk))
+            actions.append(self.normalizer.action.normalize(self.chunk(e, t)))
             state.append(self.normalizer.state.normalize(ep["state"][t]))
             value.append(ep["value"][t])
             gate.append(ep["gate"][t])
@@ -187,8 +205,8 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
         step, history = state["train"]["step"], state["train"]["history"]
     trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     meta = CheckpointMeta(cameras=list(dataset.cfg.cameras), image_size=list(dataset.cfg.image_size),
-                          state_names=list(dataset.meta.state_names), action_names=list(dataset.meta.action_names),
-                          action_space=dataset.meta.action_space, fps=dataset.meta.fps, git_revision=git_revision())
+                          state_names=list(dataset.meta.state_names), action_names=dataset.action_columns,
+                          action_space=dataset.cfg.action_space, fps=dataset.meta.fps, git_revision=git_revision())
     policy = WorldActionPolicy(model, dataset.normalizer, meta)
 
     def save() -> None:

@@ -25,6 +25,7 @@ from wam_ros.model.layers import DepthBlock, MoTLayer, OutputHead, Rope3d, Times
 from wam_ros.model.text import make_text_encoder
 
 MIN_DEPTH_M = 0.1  # inverse depth targets are clipped at 10 m^-1
+GATE_TOKEN_FEATURES = 8
 
 
 def inverse_depth(depth_m: Tensor) -> Tensor:
@@ -99,7 +100,11 @@ class WorldActionModel(nn.Module):
         self.depth_blocks = nn.ModuleList(DepthBlock(layer.video, d, cfg.heads) for layer in self.layers[first:])
         self.depth_head = OutputHead(d, (8 * p) ** 2) if cfg.depth_blocks else None
         # gate and reactive expert
-        self.gate = nn.Sequential(nn.Linear(views * d + d, cfg.gate_hidden), nn.SiLU(), nn.Linear(cfg.gate_hidden, 1))
+        # the gate keeps where things are: a narrow per-token projection, flattened (mean pooling
+        # would discard the positions that tell contact from transit)
+        self.gate_tokens = nn.Linear(d, GATE_TOKEN_FEATURES)
+        self.gate = nn.Sequential(nn.Linear(views * cfg.tokens_per_frame * GATE_TOKEN_FEATURES + d, cfg.gate_hidden),
+                                  nn.SiLU(), nn.Linear(cfg.gate_hidden, 1))
         self.reactive = ReactiveExpert(cfg)
         self._build_positions(views, frames)
 
@@ -155,9 +160,9 @@ class WorldActionModel(nn.Module):
         return x + self.view_embed.repeat_interleave(self.cfg.tokens_per_frame, dim=0)
 
     def gate_logit(self, current: Tensor, text: Tensor) -> Tensor:
-        """p(interaction) logit from the current visual tokens (pooled per view) and the instruction."""
-        pooled = current.unflatten(1, (len(self.cfg.cameras), -1)).mean(dim=2).flatten(1)
-        return self.gate(torch.cat([pooled, text.mean(dim=1)], dim=-1)).squeeze(-1)
+        """p(interaction) logit from the current visual tokens and the instruction."""
+        features = self.gate_tokens(current).flatten(1)
+        return self.gate(torch.cat([features, text.mean(dim=1)], dim=-1)).squeeze(-1)
 
     # ---- the trunk -------------------------------------------------------------------------
     def trunk(self, current: Tensor, future_noisy: Tensor, t_video: Tensor, text: Tensor,
@@ -225,7 +230,7 @@ class WorldActionModel(nn.Module):
             "autoencoder": count(self.autoencoder),
             "text_encoder": count(self.text_encoder),
             "reactive_expert": count(self.reactive),
-            "gate": count(self.gate),
+            "gate": count(self.gate, self.gate_tokens),
         }
         counts["experts"] = counts["video_expert"] + counts["action_value_expert"]
         counts["total"] = count(self)

@@ -1,0 +1,237 @@
+"""Training, checkpoints, the train CLI (also under torchrun/DDP) and bad input to the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from model_data import TASK, synthetic_dataset, tiny_config
+
+from wam_ros.model.episodes import DatasetError, load_dataset, save_dataset
+from wam_ros.model.policy import CheckpointMismatch, Observation, ObservationError, load_policy
+from wam_ros.model.train import TrainConfig, WindowDataset, train
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def observation(cfg, episode, t=0, **changes):
+    obs = Observation(images={c: episode.rgb[t, i] for i, c in enumerate(cfg.cameras)},
+                      depths={c: episode.depth[t, i] for i, c in enumerate(cfg.cameras)},
+                      state=episode.state[t].copy(), instruction=episode.task)
+    for k, v in changes.items():
+        setattr(obs, k, v)
+    return obs
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model overfitted on three synthetic episodes (about 20 s on two cores)."""
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg)
+    dataset = WindowDataset(episodes, meta, cfg)
+    out = tmp_path_factory.mktemp("train") / "tiny.pt"
+    summary = train(dataset, TrainConfig(video_stage_steps=60, joint_stage_steps=140, batch_size=8, lr=2e-3,
+                                         log_every=20, checkpoint_every=1000), out, progress=False)
+    return cfg, episodes, out, summary
+
+
+def test_overfitting_drives_every_loss_down(trained):
+    _, _, _, summary = trained
+    losses = summary["losses"]
+    assert set(losses["video"]["first"]) == {"reconstruction", "video", "depth"}
+    assert set(losses["joint"]["first"]) == {"video", "depth", "action", "value", "reactive", "gate"}
+    # each head from the first interval it was trained in to the end of training
+    first = {**losses["joint"]["first"], **losses["video"]["first"]}
+    last = {**losses["video"]["last"], **losses["joint"]["last"]}
+    for head, start in first.items():
+        assert last[head] < 0.7 * start, f"{head}: {start:.4f} -> {last[head]:.4f}"
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
+    cfg, episodes, path, _ = trained
+    policy = load_policy(path)
+    assert policy.meta.cameras == list(cfg.cameras) and policy.meta.action_space == cfg.action_space
+    assert policy.meta.git_revision != "" and policy.meta.state_names[6] == "left_gripper"
+    copy = tmp_path / "copy.pt"
+    policy.save(copy)
+    again = load_policy(copy)
+    obs = observation(cfg, episodes[0], 3)
+    a, b = policy.predict(obs, seed=11), again.predict(obs, seed=11)
+    assert np.array_equal(a.actions, b.actions) and a.value == b.value and a.expert == b.expert
+    assert np.array_equal(a.future_rgb, b.future_rgb) and np.array_equal(a.future_depth, b.future_depth)
+    # the trained model follows its data: actions near the demonstrated ones, progress in range
+    demo = episodes[0].action[3:3 + cfg.num_actions]
+    assert np.abs(a.actions[:len(demo)] - demo).mean() < 0.15
+    assert 0.0 <= a.value <= 1.0
+
+
+def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
+    """The guided step of the step-wise API changes the action velocity by exactly
+    -c * J^T ((Y - x0_hat) * w), J = d x0_hat / d x_t, here checked against central finite
+    differences of the model itself (no autograd), with c = beta at t = 1."""
+    cfg, episodes, path, _ = trained
+    policy = load_policy(path)
+    obs = observation(cfg, episodes[0], 2)
+    target = policy.normalizer.action.denormalize(np.full((cfg.num_actions, cfg.action_dim), 0.8))
+    weights = np.zeros(cfg.num_actions)
+    weights[:4] = 1.0  # the still-executing prefix
+    free, guided = (policy.session(obs, action_steps=4, video_steps=4, seed=3) for _ in range(2))
+    one = torch.ones(1)
+
+    @torch.no_grad()
+    def clean_estimate(actions: torch.Tensor) -> torch.Tensor:
+        return policy.model.trunk(free.current, free.future, one, free.text, free.state, actions, free.value,
+                                  one).action_x0
+
+    x = free.actions.clone()
+    y = torch.from_numpy(policy.normalizer.action.normalize(target))[None]
+    error = (y - clean_estimate(x)) * torch.from_numpy(weights).float()[None, :, None]
+    vjp = torch.zeros_like(x)
+    eps = 1e-2
+    for i in range(x.numel()):
+        step = torch.zeros(x.numel())
+        step[i] = eps
+        step = step.reshape(x.shape)
+        vjp.view(-1)[i] = ((clean_estimate(x + step) - clean_estimate(x - step)) * error).sum() / (2 * eps)
+    beta = 5.0
+    free.step()
+    guided.step(inpaint_target=target, inpaint_weights=weights, guidance_clip=beta)
+    # x_next = x_t + (t_next - t) * (v - c * vjp), t: 1 -> 3/4
+    expected = 0.25 * beta * vjp
+    assert vjp.abs().max() > 1e-4
+    assert torch.allclose(guided.actions - free.actions, expected, atol=2e-3 * float(expected.abs().max()) + 1e-6,
+                          rtol=5e-2)
+    # moving x_t along the guidance lowers the weighted inpainting error of the clean estimate
+    before = error.pow(2).sum()
+    after = ((y - clean_estimate(x + 0.05 * vjp / vjp.norm())) * torch.from_numpy(weights).float()[None, :, None]).pow(2).sum()
+    assert after < before
+    zero = policy.session(obs, action_steps=4, video_steps=4, seed=3)
+    zero.step(inpaint_target=target, inpaint_weights=np.zeros(cfg.num_actions))
+    assert torch.equal(zero.actions, free.actions)  # zero weights: no guidance
+    with pytest.raises(ValueError, match="inpainting target"):
+        policy.session(obs, seed=0).step(inpaint_target=np.zeros((3, 3)))
+
+
+def test_training_is_deterministic_and_resumable(tmp_path):
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg, episodes=2, length=16)
+    dataset = WindowDataset(episodes, meta, cfg)
+    train_cfg = TrainConfig(video_stage_steps=6, joint_stage_steps=6, batch_size=4, log_every=2, checkpoint_every=4)
+    straight = tmp_path / "straight.pt"
+    train(dataset, train_cfg, straight, progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_ten(step, stage, losses):
+        if step == 10:
+            raise Interrupted  # as if killed between the checkpoints at 8 and 12
+
+    resumed = tmp_path / "resumed.pt"
+    with pytest.raises(Interrupted):
+        train(dataset, train_cfg, resumed, on_log=stop_at_ten, progress=False)
+    assert torch.load(resumed, weights_only=False)["train"]["step"] == 8
+    summary = train(dataset, train_cfg, resumed, resume=True, progress=False)
+    assert summary["steps"] == 12
+    a, b = (torch.load(p, weights_only=False) for p in (straight, resumed))
+    for name, tensor in a["model"].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, b["model"][name]), name
+    assert a["train"]["history"] == b["train"]["history"]
+
+
+def test_bad_observations_are_refused_before_any_math(trained):
+    cfg, episodes, path, _ = trained
+    policy = load_policy(path)
+    ep = episodes[0]
+    cases = {
+        "expected (32, 32, 3) uint8": dict(images={**observation(cfg, ep).images, "head": np.zeros((48, 64, 3), np.uint8)}),
+        "missing views ['left_wrist']": dict(images={c: ep.rgb[0, i] for i, c in enumerate(cfg.cameras) if c != "left_wrist"}),
+        "not finite at ['left_joint3']": dict(state=np.where(np.arange(14) == 2, np.nan, ep.state[0])),
+        "expected (14,)": dict(state=np.zeros(12)),
+        "missing depth for": dict(depths=None),
+        "instructions ['dance'] were not in the training data": dict(instruction="dance"),
+    }
+    for message, change in cases.items():
+        with pytest.raises((ObservationError, ValueError), match=re.escape(message)):
+            policy.predict(observation(cfg, ep, **change))
+
+
+def test_checkpoints_that_do_not_fit_are_refused(trained, tmp_path):
+    cfg, _, path, _ = trained
+    with pytest.raises(CheckpointMismatch, match="blocks: expected 3, checkpoint has 2"):
+        load_policy(path, expect_config=tiny_config(blocks=3))
+    policy = load_policy(path, expect_config=tiny_config())
+    policy.check_robot(cameras=list(cfg.cameras), state_names=policy.meta.state_names, action_space="joint_position")
+    with pytest.raises(CheckpointMismatch) as error:
+        policy.check_robot(cameras=["head", "left_wrist", "front"], state_names=policy.meta.state_names[:-1],
+                           action_space="ee_delta")
+    text = str(error.value)
+    assert "robot lacks ['right_wrist']" in text and "robot has extra ['front']" in text
+    assert "robot lacks ['right_gripper']" in text and "action space: checkpoint 'joint_position'" in text
+    junk = tmp_path / "junk.pt"
+    torch.save({"weights": 1}, junk)
+    with pytest.raises(CheckpointMismatch, match="not a wam_ros checkpoint"):
+        load_policy(junk)
+
+
+def test_datasets_that_do_not_fit_are_refused(tmp_path):
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg, episodes=1, length=8)
+    with pytest.raises(DatasetError, match="cameras"):
+        WindowDataset(episodes, type(meta)(**{**meta.__dict__, "cameras": ["a", "b", "c"]}), cfg)
+    episodes[0].state[3, 1] = np.nan
+    with pytest.raises(DatasetError, match="state contains NaN"):
+        save_dataset(tmp_path, meta, episodes)
+    with pytest.raises(DatasetError, match="no meta.json"):
+        load_dataset(tmp_path / "nothing")
+
+
+def _write_tiny_yaml(directory: Path) -> Path:
+    path = directory / "tiny.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(tiny_config().to_dict()))))  # tuples as lists
+    return path
+
+
+def test_train_cli(tmp_path):
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg, episodes=2, length=12)
+    save_dataset(tmp_path / "data", meta, episodes)
+    config = _write_tiny_yaml(tmp_path)
+    out = tmp_path / "ckpt.pt"
+    command = [str(VENV_BIN / "wam-ros"), "train", "--data", str(tmp_path / "data"), "--config", str(config),
+               "--out", str(out), "--video-steps", "3", "--joint-steps", "3", "--batch-size", "2"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["steps"] == 6 and summary["world_size"] == 1
+    assert "[video] 3/6" in run.stderr and "[joint] 6/6" in run.stderr and "action" in run.stderr
+    assert load_policy(out).meta.action_names == meta.action_names
+    bad = subprocess.run([*command[:3], str(tmp_path), *command[4:]], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no meta.json" in bad.stderr
+
+
+def test_train_cli_under_torchrun_ddp(tmp_path):
+    """Two CPU processes with the gloo backend: the DDP path users take with GPUs."""
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg, episodes=2, length=12)
+    save_dataset(tmp_path / "data", meta, episodes)
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(VENV_BIN / "wam-ros"), "train", "--data", str(tmp_path / "data"),
+                          "--config", str(_write_tiny_yaml(tmp_path)), "--out", str(out), "--video-steps", "2",
+                          "--joint-steps", "2", "--batch-size", "2", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)  # rank 0 alone prints
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert load_policy(out).predict(observation(cfg, episodes[0]), seed=0).actions.shape == (cfg.num_actions, 14)
