@@ -11,6 +11,7 @@ import numpy as np
 
 from wam_ros.model.config import ModelConfig, load_model_config
 from wam_ros.model.episodes import DatasetMeta, Episode
+from wam_ros.model.policy import Observation
 
 TASK = "slide the block"
 
@@ -54,3 +55,13 @@ def synthetic_episode(cfg: ModelConfig, length: int = 24, phase: float = 0.0, su
 
 def synthetic_dataset(cfg: ModelConfig, episodes: int = 3, length: int = 24) -> tuple[DatasetMeta, list[Episode]]:
     return meta_for(cfg), [synthetic_episode(cfg, length, phase=0.7 * i, success=i % 3 != 2) for i in range(episodes)]
+
+
+def observation(cfg: ModelConfig, episode: Episode, t: int = 0, **changes) -> Observation:
+    """Frame t of an episode as the policy's input; keyword arguments replace fields."""
+    obs = Observation(images={c: episode.rgb[t, i] for i, c in enumerate(cfg.cameras)},
+                      depths={c: episode.depth[t, i] for i, c in enumerate(cfg.cameras)},
+                      state=episode.state[t].copy(), instruction=episode.task)
+    for name, value in changes.items():
+        setattr(obs, name, value)
+    return obs

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_data import TASK, synthetic_dataset, tiny_config
+from model_data import TASK, observation, synthetic_dataset, tiny_config
 
 from wam_ros.config import ConfigError, load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import load_model_config
 from wam_ros.model.normalization import Normalizer
-from wam_ros.model.policy import CheckpointMeta, Observation, WorldActionPolicy
+from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
 from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.model.text import UnknownInstruction
 from wam_ros.model.train import WindowDataset
@@ -44,12 +44,6 @@ def trunk_inputs(model, batch, seed=0):
                 text=model.text_features(batch["instruction"]), state=batch["state"],
                 actions_noisy=torch.randn(batch["actions"].shape, generator=g),
                 value_noisy=torch.randn(b, generator=g), t_action=torch.full((b,), 0.4))
-
-
-def observation(cfg, episode, t=0):
-    return Observation(images={c: episode.rgb[t, i] for i, c in enumerate(cfg.cameras)},
-                       depths={c: episode.depth[t, i] for i, c in enumerate(cfg.cameras)},
-                       state=episode.state[t], instruction=episode.task)
 
 
 @torch.no_grad()

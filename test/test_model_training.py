@@ -13,22 +13,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_data import TASK, synthetic_dataset, tiny_config
+from model_data import observation, synthetic_dataset, tiny_config
 
 from wam_ros.model.episodes import DatasetError, load_dataset, save_dataset
-from wam_ros.model.policy import CheckpointMismatch, Observation, ObservationError, load_policy
+from wam_ros.model.policy import CheckpointMismatch, ObservationError, load_policy
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def observation(cfg, episode, t=0, **changes):
-    obs = Observation(images={c: episode.rgb[t, i] for i, c in enumerate(cfg.cameras)},
-                      depths={c: episode.depth[t, i] for i, c in enumerate(cfg.cameras)},
-                      state=episode.state[t].copy(), instruction=episode.task)
-    for k, v in changes.items():
-        setattr(obs, k, v)
-    return obs
 
 
 @pytest.fixture(scope="module")
