@@ -11,11 +11,12 @@ from wam_ros.config import ConfigError, load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import load_model_config
+from wam_ros.model.layers import Rope3d
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
 from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.model.text import UnknownInstruction
-from wam_ros.model.train import WindowDataset
+from wam_ros.model.train import TrainConfig, WindowDataset
 from wam_ros.model.wam import (WorldActionModel, add_noise, sample_ans_times, video_loss, x0_loss,
                                x0_to_velocity)
 from wam_ros.robots.actions import EE_DELTA, JOINT_DELTA, ActionConverter
@@ -304,3 +305,21 @@ def test_action_spaces_invert_the_bridges_conversion(space):
     held = encoder.encode(np.repeat(state[None], 3, axis=0), state, encoder.tcp_poses(np.repeat(state[None], 3, 0), names),
                           encoder.tcp_poses(state[None], names)[0])
     assert np.allclose(np.delete(held, grippers, axis=1), 0.0, atol=1e-9)  # holding still is the zero action
+
+
+def test_action_rope_runs_at_a_quarter_of_the_video_time_scale(tiny):
+    cfg, _, model, _, _ = tiny
+    rope = Rope3d(cfg.video.width // cfg.heads)
+    k = torch.arange(cfg.num_actions, dtype=torch.float32)
+    expected_cos, _ = rope.angles(torch.stack([k / 4, torch.zeros_like(k), torch.zeros_like(k)], dim=-1))
+    assert torch.allclose(model.action_cos[1:-1], expected_cos)  # action k sits at video time k / 4
+    frame_one = cfg.tokens_per_frame  # first token of video frame 1 (row 0, col 0)
+    assert torch.allclose(model.action_cos[1 + 4], model.video_cos[frame_one])  # action 4 = frame 1
+
+
+def test_learning_rate_is_constant_then_decays_linearly_per_stage():
+    cfg = TrainConfig(video_stage_steps=10, joint_stage_steps=20, lr=1e-3, decay_fraction=0.5)
+    lrs = [cfg.learning_rate(s) for s in range(30)]
+    assert lrs[:5] == [1e-3] * 5 and lrs[5:10] == pytest.approx([1e-3 * (10 - i) / 5 for i in range(5, 10)])
+    assert lrs[10:20] == [1e-3] * 10 and lrs[29] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[20:29], lrs[21:30]))
