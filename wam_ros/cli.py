@@ -42,24 +42,20 @@ def cmd_bringup(tokens: list[str]) -> int:
     specs = describe_system(opts)
     apply_environment()
     import rclpy
-    from rclpy.executors import ExternalShutdownException
 
-    from wam_ros.ros.node_main import make_executor
+    from wam_ros.ros.node_main import init_without_signal_handlers, spin_until_interrupted
 
     # launch-style name:=value arguments are ours, not ROS remaps: hand rclpy only --ros-args
     ros_args = sys.argv[sys.argv.index("--ros-args"):] if "--ros-args" in sys.argv else []
-    rclpy.init(args=["wam-ros", *ros_args])
+    init_without_signal_handlers(["wam-ros", *ros_args])
     nodes = []
     try:
         nodes, skipped = create_nodes(specs)
         for spec in skipped:
             print(f"[bringup] {spec.package}/{spec.executable} runs only under ros2 launch; skipped", file=sys.stderr)
-        executor = make_executor()
-        for node in nodes:
-            executor.add_node(node)
         print(f"[bringup] running {', '.join(n.get_fully_qualified_name() for n in nodes)}", file=sys.stderr)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_interrupted(nodes)
+    except KeyboardInterrupt:  # during node construction
         pass
     finally:
         for node in nodes:

@@ -29,23 +29,37 @@ def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    # Our own SIGINT/SIGTERM handling instead of rclpy's: rclpy's handler invalidates the
-    # context first, and a node could then no longer send its last commands (a bridge's hold).
-    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+def init_without_signal_handlers(args: list[str]) -> None:
+    """rclpy.init with our own SIGINT/SIGTERM handling instead of rclpy's: rclpy's handler
+    invalidates the context first, so a node could no longer send its last commands (a bridge's
+    hold), and an executor inside take_message then fails instead of returning."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+def spin_until_interrupted(nodes: list[Node]) -> None:
+    """Spins the nodes until Ctrl-C / SIGTERM (KeyboardInterrupt) or an external shutdown."""
+    executor = make_executor()
+    for node in nodes:
+        executor.add_node(node)
+    try:
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see signals
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    init_without_signal_handlers(args if args is not None else sys.argv)
     node = None
     try:
         node = factory()
-        executor = make_executor()
-        executor.add_node(node)
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see signals
+        spin_until_interrupted([node])
     except ConfigError as exc:
         print(f"[{getattr(node, 'get_name', lambda: 'wam_ros')()}] configuration error: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except KeyboardInterrupt:  # during node construction
         pass
     finally:
         if node is not None:
