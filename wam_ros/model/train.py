@@ -110,9 +110,11 @@ class WindowDataset:
                 "gate": interaction_labels(ep.state[:, state_grippers], cfg.gate_window),
             })
         self.index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep))]
-        chunks = np.concatenate([self.chunk(e, t) for e, t in self.index])
-        self.normalizer = Normalizer.from_data(np.concatenate([ep.state for ep in episodes]), chunks,
-                                               cfg.action_space, gripper_columns(self.encoder.columns))
+        chunks = np.stack([self.chunk(e, t) for e, t in self.index])  # (windows, K, A), encoded once
+        self.normalizer = Normalizer.from_data(np.concatenate([ep.state for ep in episodes]),
+                                               chunks.reshape(-1, chunks.shape[-1]), cfg.action_space,
+                                               gripper_columns(self.encoder.columns))
+        self.normalized_chunks = self.normalizer.action.normalize(chunks)
 
     @property
     def action_columns(self) -> list[str]:
@@ -139,7 +141,7 @@ class WindowDataset:
             rgb.append(ep["rgb"][frames].swapaxes(0, 1))  # (V, F, H, W, 3)
             if ep["depth"] is not None:
                 depth.append(depth_metres(ep["depth"][frames].swapaxes(0, 1)))
-            actions.append(self.normalizer.action.normalize(self.chunk(e, t)))
+            actions.append(self.normalized_chunks[i])
             state.append(self.normalizer.state.normalize(ep["state"][t]))
             value.append(ep["value"][t])
             gate.append(ep["gate"][t])
