@@ -139,8 +139,13 @@ def test_sync_benchmark_runs_publishers_sync_node_and_receiver_in_separate_proce
     from wam_ros.bench import bench_sync
 
     result = bench_sync(duration=2.0, fps=15.0, width=160, height=120)
-    assert min(result["frames_per_camera"]) >= 25 and result["complete_sets_received"] > 10
-    assert 0 <= result["sync_added_latency_ms"]["p95"] < 50 and result["end_to_end_latency_ms"]["p50"] > 0
+    for variant in ("glibc_malloc_defaults", "wam_ros_malloc_tuning"):
+        run = result[variant]
+        assert min(run["frames_per_camera"]) >= 25, variant
+        # the cameras start once matched, so on a loaded CI machine too nearly every tick is a set
+        assert run["complete_set_ratio"] >= 0.9, (variant, run)
+        assert 0 <= run["sync_added_latency_ms"]["p95"] < 50 and run["end_to_end_latency_ms"]["p50"] > 0
+        assert run["sync_node_per_set"]["user_ms"] > 0
 
 
 @pytest.mark.parametrize("cameras", [{"args": ["-p", "publish_rate:=10.0"]}], indirect=True)

@@ -200,9 +200,11 @@ CAMERA_PUBLISHER = """
 import sys, time
 import numpy as np, rclpy
 from sensor_msgs.msg import CameraInfo, Image
+from wam_ros.memory import keep_freed_memory
 from wam_ros.ros.conversions import camera_info_msg, image_msg, to_time
 from wam_ros.ros.qos import CAMERA_INFO_QOS, IMAGE_QOS
-cam, t0, duration, fps, w, h = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+keep_freed_memory()  # like our camera nodes (wam_ros.ros.node_main)
+cam, duration, fps, w, h = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rclpy.init()
 node = rclpy.create_node(f"{cam}_bench_camera")
 pubs = [node.create_publisher(t, f"{cam}/{topic}", q) for t, topic, q in (
@@ -213,6 +215,10 @@ color = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
 depth = rng.integers(300, 3000, (h, w), dtype=np.uint16)
 K = np.array([[600.0, 0, w / 2], [0, 600.0, h / 2], [0, 0, 1]])
 frame_id = f"{cam}_color_optical_frame"
+while any(p.get_subscription_count() == 0 for p in pubs):  # frames before discovery are lost
+    time.sleep(0.01)
+print("ready", flush=True)
+t0 = float(sys.stdin.readline())  # the common first tick, once every camera is matched
 k, sent = 0, 0
 while True:
     tick = t0 + k / fps  # hardware-synced cameras: every camera exposes on the same tick
@@ -230,15 +236,29 @@ print(sent)
 """
 
 
-def _process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process (Linux /proc)."""
+def _process_usage(pid: int) -> dict[str, float]:
+    """User and system CPU seconds and minor page faults of a running process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"user_s": int(fields[11]) / tick, "system_s": int(fields[12]) / tick, "minor_faults": int(fields[7])}
 
 
 def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, height: int = 480) -> dict:
     """Three camera publisher processes (color rgb8 + depth 16UC1 at `fps`), sync_node in its own
-    process, and this process receiving the sets: complete-set ratio and latencies."""
+    process, and this process receiving the sets: complete-set ratio and latencies, with glibc's
+    malloc defaults and then with the nodes' malloc tuning (wam_ros.memory), in one run. This order
+    is fixed: the tuning cannot be undone in this (receiving) process."""
+    from wam_ros.config import CAMERA_NAMES
+
+    result = {"cameras": len(CAMERA_NAMES), "image": f"{width}x{height} rgb8 + 16UC1", "fps": fps,
+              "ratio_counts": "complete sets received / frames each camera sent (all sent after discovery)",
+              "goal": "complete_set_ratio >= 0.999, added p95 <= 3 ms, end-to-end p95 <= 15 ms"}
+    result["glibc_malloc_defaults"] = _sync_run(duration, fps, width, height, malloc_tuning=False)
+    result["wam_ros_malloc_tuning"] = _sync_run(duration, fps, width, height, malloc_tuning=True)
+    return result
+
+
+def _sync_run(duration: float, fps: float, width: int, height: int, malloc_tuning: bool) -> dict:
     import subprocess
     import sys
 
@@ -249,12 +269,15 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
     from wam_ros.ros.conversions import from_time
     from wam_ros.ros.qos import DIAGNOSTICS_QOS, IMAGE_QOS
 
+    from wam_ros.memory import DISABLE_VARIABLE, keep_freed_memory
     from wam_ros.ros.bringup import apply_environment
     from wam_ros.ros.probe import ProbeNode
 
     apply_environment()  # this process talks DDS too: the same transports as the nodes
-    domain = 150 + os.getpid() % 50
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    if malloc_tuning:
+        keep_freed_memory()  # and receives like a node (wam_ros.ros.node_main)
+    domain = 150 + (os.getpid() + malloc_tuning) % 50
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), DISABLE_VARIABLE: "1" if malloc_tuning else "0"}
     sync = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args", "-p", f"expected_fps:={fps}",
                              "-p", "max_interval:=0.005"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -269,13 +292,19 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
     cameras = []
     try:
         probe.spin_until(lambda: node.count_publishers("observations") > 0, 30.0)
-        t0 = time.time() + 3.0  # all cameras start on the same tick, after discovery
-        cameras = [subprocess.Popen([sys.executable, "-c", CAMERA_PUBLISHER, cam, str(t0), str(duration), str(fps),
-                                     str(width), str(height)], env=env, stdout=subprocess.PIPE, text=True)
-                   for cam in CAMERA_NAMES]
+        cameras = [subprocess.Popen([sys.executable, "-c", CAMERA_PUBLISHER, cam, str(duration), str(fps),
+                                     str(width), str(height)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True) for cam in CAMERA_NAMES]
+        for camera in cameras:  # each is matched with sync_node's subscriptions
+            if camera.stdout.readline().strip() != "ready":
+                raise RuntimeError("a bench camera process failed to start")
+        t0 = time.time() + 0.5  # every camera exposes on the same ticks from here
+        for camera in cameras:
+            camera.stdin.write(f"{t0}\n")
+            camera.stdin.flush()
         probe.spin_for(t0 + duration + 2.0 - time.time())
         sent = [int(p.communicate(timeout=30)[0].strip() or 0) for p in cameras]
-        sync_cpu_s = _process_cpu_seconds(sync.pid)
+        sync_usage = _process_usage(sync.pid)
     finally:
         for p in cameras:
             if p.poll() is None:
@@ -285,21 +314,18 @@ def bench_sync(duration: float = 10.0, fps: float = 30.0, width: int = 640, heig
         probe.close()
     latency = np.array([r - s for r, s, _ in received]) * 1e3 if received else np.array([np.nan])
     complete = sum(not degraded for _, _, degraded in received)
-    # steady state: from the first set on (frames sent before DDS discovery finished never arrive)
-    first = min((stamp for _, stamp, _ in received), default=t0 + duration)
-    expected = sum(1 for k in range(min(sent)) if t0 + k / fps >= first - 0.5 / fps)
-    return {"cameras": len(CAMERA_NAMES), "image": f"{width}x{height} rgb8 + 16UC1", "fps": fps,
-            "frames_per_camera": sent, "sets_published_by_sync_node": int(diagnostics.get("sets", "-1")),
+    expected = min(sent)  # the cameras started once matched: every tick should give a set
+    return {"frames_per_camera": sent, "sets_published_by_sync_node": int(diagnostics.get("sets", "-1")),
             "sets_received": len(received), "complete_sets_received": complete,
-            "sync_node_cpu_ms_per_set": 1e3 * sync_cpu_s / max(len(received), 1),
+            "sync_node_per_set": {"user_ms": 1e3 * sync_usage["user_s"] / max(len(received), 1),
+                                  "system_ms": 1e3 * sync_usage["system_s"] / max(len(received), 1),
+                                  "minor_page_faults": sync_usage["minor_faults"] / max(len(received), 1)},
             "complete_set_ratio": complete / max(expected, 1),
             "end_to_end_latency_ms": {"p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95))},
             "sync_added_latency_ms": {"p50": float(diagnostics.get("added_latency_p50_ms", "nan")),
                                       "p95": float(diagnostics.get("added_latency_p95_ms", "nan"))},
             "camera_stamp_to_sync_publish_ms": {"p50": float(diagnostics.get("age_at_publish_p50_ms", "nan")),
-                                                "p95": float(diagnostics.get("age_at_publish_p95_ms", "nan"))},
-            "ratio_counts_from": "the first received set (after discovery)",
-            "goal": "complete_set_ratio >= 0.999, added p95 <= 3 ms, end-to-end p95 <= 15 ms"}
+                                                "p95": float(diagnostics.get("age_at_publish_p95_ms", "nan"))}}
 
 
 IMAGE_PUBLISHER = """

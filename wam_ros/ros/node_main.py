@@ -12,6 +12,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from wam_ros.config import ConfigError
+from wam_ros.memory import keep_freed_memory
 
 
 def make_executor() -> SingleThreadedExecutor:
@@ -32,7 +33,9 @@ def _interrupt(signum: int, frame) -> None:
 def init_without_signal_handlers(args: list[str]) -> None:
     """rclpy.init with our own SIGINT/SIGTERM handling instead of rclpy's: rclpy's handler
     invalidates the context first, so a node could no longer send its last commands (a bridge's
-    hold), and an executor inside take_message then fails instead of returning."""
+    hold), and an executor inside take_message then fails instead of returning.
+    Also tunes malloc for image traffic (wam_ros.memory), before any image is allocated."""
+    keep_freed_memory()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
