@@ -17,7 +17,7 @@ from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.msg import MultiViewRGBD
 from diagnostic_msgs.msg import DiagnosticArray
 from wam_ros.ros.conversions import from_time, image_array, image_msg, to_time
-from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
+from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, EVERY_SET_QOS, IMAGE_QOS
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
 W, H = 64, 48
@@ -36,7 +36,7 @@ class Cameras(ProbeNode):
                 (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS))]
         self.sets: list[MultiViewRGBD] = []
         self.diagnostics: list = []
-        self.node.create_subscription(MultiViewRGBD, "observations", self.sets.append, IMAGE_QOS)
+        self.node.create_subscription(MultiViewRGBD, "observations", self.sets.append, EVERY_SET_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                       lambda m: self.diagnostics.extend(s for s in m.status if "camera sync" in s.name),
                                       DIAGNOSTICS_QOS)

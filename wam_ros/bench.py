@@ -267,7 +267,7 @@ def _sync_run(duration: float, fps: float, width: int, height: int, malloc_tunin
     from wam_ros.config import CAMERA_NAMES
     from wam_ros.msg import MultiViewRGBD
     from wam_ros.ros.conversions import from_time
-    from wam_ros.ros.qos import DIAGNOSTICS_QOS, IMAGE_QOS
+    from wam_ros.ros.qos import DIAGNOSTICS_QOS, EVERY_SET_QOS
 
     from wam_ros.memory import DISABLE_VARIABLE, keep_freed_memory
     from wam_ros.ros.bringup import apply_environment
@@ -286,7 +286,7 @@ def _sync_run(duration: float, fps: float, width: int, height: int, malloc_tunin
     received: list[tuple[float, float, bool]] = []  # (receive time, set stamp, degraded)
     diagnostics: dict[str, str] = {}
     node.create_subscription(MultiViewRGBD, "observations",
-                             lambda m: received.append((time.time(), from_time(m.header.stamp), m.degraded)), IMAGE_QOS)
+                             lambda m: received.append((time.time(), from_time(m.header.stamp), m.degraded)), EVERY_SET_QOS)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.update(
         {v.key: v.value for s in m.status if "camera sync" in s.name for v in s.values}), DIAGNOSTICS_QOS)
     cameras = []
