@@ -103,13 +103,18 @@ class RealSenseCamera:
             device = rs.context().load_device(path)
         except RuntimeError as exc:
             raise ConnectionError(f"RealSense recording {path}: {exc}") from None
-        device.as_playback().set_real_time(False)
+        playback = device.as_playback()
+        playback.set_real_time(False)
         self._mapper = TimestampMapper(anchored=True)  # recorded time, replayed from now on
         self._queue = rs.frame_queue(256, keep_frames=True)
         self._sensors = device.query_sensors()
+        # paused while the sensors start: otherwise the first sensor's frames run ahead of the
+        # others' and the pairing below has to hold them all
+        playback.pause()
         for sensor in self._sensors:
             sensor.open(sensor.get_stream_profiles())
             sensor.start(self._queue)
+        playback.resume()
         self._playback = device
         self._unpaired: dict[str, dict[float, object]] = {"color": {}, "depth": {}}
         self._pace_origin: tuple[float, float] | None = None  # (first recorded ms, host monotonic s)
