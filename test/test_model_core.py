@@ -299,6 +299,7 @@ def test_action_spaces_invert_the_bridges_conversion(space):
                                                      conditioning)
     recorded = targets[:, [names.index(n) for n in out_names]]
     assert np.abs(joints - recorded).max() < 1e-3
+    assert np.abs(encoder.decode(chunk, state) - targets).max() < 1e-3  # what the policy node executes
     assert np.allclose(chunk[:, grippers], targets[:, gripper_columns(names)])  # openings stay absolute
     if space == "ee_delta":
         assert encoder.columns[:7] == ["left_dx", "left_dy", "left_dz", "left_drx", "left_dry", "left_drz", "left_gripper"]

@@ -66,8 +66,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
 
 def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
     """The guided step of the step-wise API changes the action velocity by exactly
-    -c * J^T ((Y - x0_hat) * w), J = d x0_hat / d x_t, here checked against central finite
-    differences of the model itself (no autograd), with c = beta at t = 1."""
+    -c * (I + J)^T ((Y - x0_hat) * w), J = d x0_hat / d x_t, with J^T checked against central
+    finite differences of the model itself (no autograd), and c = beta at t = 1."""
     cfg, episodes, path, _ = trained
     policy = load_policy(path)
     obs = observation(cfg, episodes[0], 2)
@@ -95,8 +95,8 @@ def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
     beta = 5.0
     free.step()
     guided.step(inpaint_target=target, inpaint_weights=weights, guidance_clip=beta)
-    # x_next = x_t + (t_next - t) * (v - c * vjp), t: 1 -> 3/4
-    expected = 0.25 * beta * vjp
+    # x_next = x_t + (t_next - t) * (v - c * (error + vjp)), t: 1 -> 3/4
+    expected = 0.25 * beta * (error + vjp)
     assert vjp.abs().max() > 1e-4
     assert torch.allclose(guided.actions - free.actions, expected, atol=2e-3 * float(expected.abs().max()) + 1e-6,
                           rtol=5e-2)

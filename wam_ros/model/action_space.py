@@ -18,7 +18,7 @@ import transforms3d.axangles as axangles
 
 from wam_ros.config import SIDES, RobotConfig
 from wam_ros.geometry.kinematics import Kinematics
-from wam_ros.robots.actions import EE_AXES
+from wam_ros.robots.actions import EE_AXES, EE_DELTA, ActionConverter
 from wam_ros.robots.urdf import generate_urdf
 
 
@@ -45,6 +45,7 @@ class ChunkEncoder:
             if robot is None:
                 raise ValueError("ee_delta actions need the robot (its kinematics)")
             self.robot, self.kinematics = robot, Kinematics(generate_urdf(robot))
+            self._converter = ActionConverter(robot, self.kinematics)
             self.sides = [s for s in SIDES if set(robot.arm_joint_names(s)) <= set(self.action_names)]
         elif space not in ("joint_position", "joint_delta"):
             raise ValueError(f"action space {space!r}: expected joint_position, joint_delta or ee_delta")
@@ -64,6 +65,10 @@ class ChunkEncoder:
         poses = [self.kinematics.frame_poses(dict(zip(names, row)), frames) for row in positions]
         return np.array([[pose[f] for f in frames] for pose in poses])
 
+    def _joint_offset(self, state: np.ndarray) -> np.ndarray:
+        """joint_delta: the conditioning position of each action column (0 for grippers)."""
+        return np.array([0.0 if n in self.grippers else state[self.state_names.index(n)] for n in self.action_names])
+
     def encode(self, targets: np.ndarray, state: np.ndarray, target_tcp: np.ndarray | None = None,
                state_tcp: np.ndarray | None = None) -> np.ndarray:
         """targets (K, len(action_names)) absolute, state (len(state_names),) -> (K, len(columns)).
@@ -71,9 +76,7 @@ class ChunkEncoder:
         if self.space == "joint_position":
             return np.asarray(targets, dtype=float)
         if self.space == "joint_delta":
-            offset = np.array([0.0 if n in self.grippers else state[self.state_names.index(n)]
-                               for n in self.action_names])
-            return targets - offset
+            return targets - self._joint_offset(state)
         out = []
         for i, side in enumerate(self.sides):
             start = state_tcp[i]
@@ -82,3 +85,22 @@ class ChunkEncoder:
             gripper = targets[:, [self.action_names.index(self.robot.gripper_joint_name(side))]]
             out.append(np.concatenate([translation, rotation, gripper], axis=1))
         return np.concatenate(out, axis=1)
+
+    def decode(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """The inverse of encode: actions (K, len(columns)) relative to `state` -> absolute targets
+        (K, len(action_names)). End-effector deltas go through IK (ActionError if unreachable)."""
+        actions = np.asarray(actions, dtype=float)
+        if self.space == "joint_position":
+            return actions.copy()
+        if self.space == "joint_delta":
+            return actions + self._joint_offset(state)
+        columns = self.columns
+        arm_columns = [i for i, n in enumerate(columns) if not n.endswith("gripper")]
+        names, joints = self._converter.to_joint_positions(
+            EE_DELTA, [columns[i] for i in arm_columns], actions[:, arm_columns], dict(zip(self.state_names, state)))
+        out = np.zeros((len(actions), len(self.action_names)))
+        for j, name in enumerate(names):
+            out[:, self.action_names.index(name)] = joints[:, j]
+        for name in self.grippers:
+            out[:, self.action_names.index(name)] = actions[:, columns.index(name)]
+        return out

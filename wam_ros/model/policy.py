@@ -7,10 +7,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from wam_ros.model.action_space import gripper_columns
@@ -58,6 +59,23 @@ class CheckpointMeta:
     action_space: str
     fps: float
     git_revision: str = "unknown"
+
+
+def resize_images(images: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """(..., H, W, 3) colour (mode "area") or (..., H, W) depth (mode "nearest") -> size, through
+    torch: the same resampling for training data and live frames."""
+    colour = mode == "area"
+    spatial = images.shape[-3:-1] if colour else images.shape[-2:]
+    if tuple(spatial) == tuple(size):
+        return images
+    lead = images.shape[:-3] if colour else images.shape[:-2]
+    x = torch.from_numpy(images.astype(np.float32)).reshape(-1, *images.shape[len(lead):])
+    x = x.movedim(-1, 1) if colour else x[:, None]
+    x = F.interpolate(x, size=tuple(size), mode=mode)
+    x = x.movedim(1, -1) if colour else x[:, 0]
+    if np.issubdtype(images.dtype, np.integer):
+        x = x.round().clamp(np.iinfo(images.dtype).min, np.iinfo(images.dtype).max)
+    return x.numpy().astype(images.dtype).reshape(*lead, *x.shape[1:])
 
 
 def rgb_tensor(images: np.ndarray) -> Tensor:
@@ -121,8 +139,13 @@ class DenoisingSession:
     def step(self, inpaint_target: np.ndarray | None = None, inpaint_weights: np.ndarray | None = None,
              guidance_clip: float = 5.0, with_depth: bool = False) -> None:
         """One denoising pass. With an inpainting target (K, A) in action units and per-step weights (K,),
-        the action update is guided towards it (RTC): velocity minus c * VJP of the clean estimate with
-        (target - x0_hat) * w, c = min(guidance_clip, (t^2 + (1-t)^2) / (t (1-t)))."""
+        the action update is guided towards it (RTC): velocity minus c (I + J)^T e, where
+        e = (target - x0_hat) * w, J = d x0_hat / d x_t and c = min(guidance_clip, (t^2 + (1-t)^2) / (t (1-t))).
+
+        Why I + J: RTC's guidance is the VJP of the clean estimate of a velocity network, x_t - t v,
+        whose Jacobian carries the identity. This expert predicts x0 itself, and once trained it is
+        nearly insensitive to x_t (J ~ 0): with J alone, guided and unguided chunks agreed to four
+        decimals. The identity term restores the pull towards the still-executing prefix."""
         if self.video_final:
             raise RuntimeError("the session has made all its passes")
         cfg, i = self.model.cfg, self.passes
@@ -142,7 +165,7 @@ class DenoisingSession:
                 error = (target - out.action_x0) * weights[None, :, None]
                 (vjp,) = torch.autograd.grad(out.action_x0, x, error)
                 c = min(guidance_clip, (ta ** 2 + (1 - ta) ** 2) / max(ta * (1 - ta), 1e-9))
-                velocity = velocity - c * vjp
+                velocity = velocity - c * (error + vjp)
             self.actions = (x + (ta_next - ta) * velocity).detach()
             value_velocity = x0_to_velocity(self.value, out.value_x0.detach(), t_action, cfg.t_min)
             self.value = self.value + (ta_next - ta) * value_velocity
@@ -231,10 +254,17 @@ class WorldActionPolicy:
                                 generator)
 
     def predict(self, obs: Observation, video: bool = True, depth: bool = True, action_steps: int | None = None,
-                video_steps: int | None = None, seed: int | None = None) -> Prediction:
+                video_steps: int | None = None, seed: int | None = None,
+                inpaint: tuple[np.ndarray, np.ndarray] | None = None, guidance_clip: float = 5.0,
+                on_actions: Callable[[Prediction], None] | None = None) -> Prediction:
         """Actions after T_a passes (ANS), then the video (skipped with video=False unless the gate
         picks the reactive expert, which needs the predicted future). The depth branch runs on the
-        last pass only and not at all with depth=False."""
+        last pass only and not at all with depth=False.
+
+        inpaint: (target (K, A) in action units, weights (K,)) guides the predictive expert's
+        actions towards the target (real-time chunking; DenoisingSession.step). on_actions is called
+        with the actions, value and gate (no video yet) as soon as they are final, so a robot can
+        execute them while the video finishes."""
         start = time.perf_counter()
         timings: dict[str, float] = {}
         s = self.session(obs, action_steps, video_steps, seed)
@@ -243,17 +273,27 @@ class WorldActionPolicy:
         need_video = video or expert == REACTIVE
         last_pass = s.video_steps if need_video else s.action_steps
         depth = depth and video and self.cfg.depth_blocks > 0
+        target, weights = inpaint if inpaint is not None else (None, None)
+
+        def actions_ready(actions: np.ndarray) -> None:
+            timings["actions_ms"] = (time.perf_counter() - start) * 1e3
+            if on_actions is not None:
+                on_actions(Prediction(actions=actions, value=s.progress(), gate_probability=s.gate_probability,
+                                      expert=expert, future_rgb=None, future_depth=None, timings=dict(timings)))
+
         with torch.no_grad():
             while s.passes < last_pass:
-                s.step(with_depth=depth and s.passes == last_pass - 1)
-                if s.passes == s.action_steps:
-                    timings["actions_ms"] = (time.perf_counter() - start) * 1e3
+                guided = target is not None and not s.actions_final
+                s.step(target if guided else None, weights if guided else None, guidance_clip,
+                       with_depth=depth and s.passes == last_pass - 1)
+                if s.passes == s.action_steps and expert == PREDICTIVE:
+                    actions_ready(s.action_chunk())
             actions = s.action_chunk()
             if expert == REACTIVE:
                 latents = torch.cat([s.current_latent, s.future], dim=2)
                 reactive = self.model.reactive(latents, s.last.video_hidden, s.state)
                 actions = self.normalizer.action.denormalize(reactive[0].cpu().numpy())
-                timings["actions_ms"] = (time.perf_counter() - start) * 1e3
+                actions_ready(actions)
             future_rgb = future_depth = None
             if video:
                 decode_start = time.perf_counter()

@@ -13,14 +13,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from wam_ros.config import RobotConfig
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import ModelConfig
 from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
 from wam_ros.model.normalization import Normalizer
-from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy, depth_metres, git_revision, rgb_tensor
+from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy, depth_metres, git_revision, resize_images, rgb_tensor
 from wam_ros.model.targets import interaction_labels, progress_targets, rewards
 from wam_ros.model.wam import WorldActionModel, inverse_depth
 
@@ -52,20 +51,6 @@ class TrainConfig:
         _, i, n = self.stage(step)
         decay_start = n * (1 - self.decay_fraction)
         return self.lr if i < decay_start else self.lr * max(0.0, (n - i) / max(n - decay_start, 1))
-
-
-def _resize(images: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """(..., H, W[, C]) -> size, through torch (area for colour, nearest for depth)."""
-    spatial = images.shape[-3:-1] if mode == "area" else images.shape[-2:]
-    if tuple(spatial) == tuple(size):
-        return images
-    x = torch.from_numpy(images.astype(np.float32))
-    lead = x.shape[:2]
-    x = x.flatten(0, 1)
-    x = x.movedim(-1, 1) if mode == "area" else x[:, None]
-    x = F.interpolate(x, size=size, mode=mode)
-    x = x.movedim(1, -1) if mode == "area" else x[:, 0]
-    return x.round().clamp(0, 255 if mode == "area" else 65535).numpy().astype(images.dtype).reshape(*lead, *x.shape[1:])
 
 
 class WindowDataset:
@@ -101,8 +86,8 @@ class WindowDataset:
         for ep in episodes:
             r = rewards(len(ep), ep.success, ep.stage_frames, cfg.reward)
             self.episodes.append({
-                "rgb": _resize(ep.rgb, cfg.image_size, "area"),
-                "depth": None if ep.depth is None else _resize(ep.depth, cfg.image_size, "nearest"),
+                "rgb": resize_images(ep.rgb, cfg.image_size, "area"),
+                "depth": None if ep.depth is None else resize_images(ep.depth, cfg.image_size, "nearest"),
                 "state": ep.state, "action": ep.action, "task": ep.task,
                 "state_tcp": self.encoder.tcp_poses(ep.state, meta.state_names),
                 "target_tcp": self.encoder.tcp_poses(ep.action, meta.action_names),

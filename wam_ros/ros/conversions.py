@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from builtin_interfaces.msg import Time
 from trajectory_msgs.msg import JointTrajectory
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 _ENCODINGS = {  # encoding -> (dtype, channels)
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1),
@@ -96,3 +96,34 @@ def trajectory_arrays(msg: JointTrajectory, now: float) -> tuple[list[str], np.n
         raise ValueError("time_from_start must be >= 0 and strictly increasing")
     start = from_time(msg.header.stamp) or now
     return names, start + offsets, np.array([list(p.positions) for p in msg.points], dtype=float)
+
+
+# x, y, z, rgb (RViz's packed float), frame: the predicted frame index (0 for live clouds)
+CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("frame", "<u4")])
+
+
+def pointcloud_msg(points: np.ndarray, colors: np.ndarray, frames: np.ndarray, stamp: Time,
+                   frame_id: str) -> PointCloud2:
+    """An unorganised PointCloud2 (height 1) with the fields of CLOUD_DTYPE."""
+    cloud = np.empty(len(points), CLOUD_DTYPE)
+    cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
+    c = colors.astype(np.uint32)
+    cloud["rgb"] = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+    cloud["frame"] = frames
+    msg = PointCloud2(height=1, width=len(points), is_bigendian=False, point_step=CLOUD_DTYPE.itemsize,
+                      row_step=CLOUD_DTYPE.itemsize * len(points), is_dense=True)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    # RViz reads rgb as a FLOAT32 whose bits are 0x00RRGGBB
+    types = {"x": PointField.FLOAT32, "y": PointField.FLOAT32, "z": PointField.FLOAT32, "rgb": PointField.FLOAT32,
+             "frame": PointField.UINT32}
+    msg.fields = [PointField(name=name, offset=CLOUD_DTYPE.fields[name][1], datatype=types[name], count=1)
+                  for name in CLOUD_DTYPE.names]
+    msg.data = _bytes_field(cloud)
+    return msg
+
+
+def pointcloud_arrays(msg: PointCloud2) -> np.ndarray:
+    """A PointCloud2 written by pointcloud_msg as a structured array (no copy)."""
+    if [f.name for f in msg.fields] != list(CLOUD_DTYPE.names) or msg.point_step != CLOUD_DTYPE.itemsize:
+        raise ValueError(f"not a wam_ros cloud: fields {[f.name for f in msg.fields]}, point_step {msg.point_step}")
+    return np.frombuffer(msg.data, CLOUD_DTYPE, count=msg.width * msg.height)

@@ -1,0 +1,151 @@
+"""Asynchronous chunk execution (ROS-free): when the next inference starts, what it inpaints, and
+how its chunk takes over from the one executing.
+
+Time is ROS time (s). A chunk's step i is meant for `start + i * dt`, where `start` is the stamp
+of the observation it was conditioned on. Inference for the next chunk starts once the executing
+chunk has run `execution_horizon` (s) steps; it takes d steps (the delay), during which the old
+chunk keeps executing. The new chunk then takes over at its first step not yet due:
+- rtc: real-time chunking. The new chunk was sampled with guidance towards the old chunk's
+  remaining steps (`inpainting`): weight 1 for the d steps that execute during inference, then
+  falling linearly to 0 where the old chunk ends, so both join without a jump;
+- blend: LeRobot-style weighted average of the two where they overlap;
+- naive: switch to the new chunk as it is.
+A chunk that could not be guided (the reactive expert's, which is not sampled) is blended in rtc mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ("rtc", "blend", "naive")
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    dt: float                       # s between steps (1 / control rate)
+    horizon: int                    # H: steps per chunk
+    execution_horizon: int          # s: steps of a chunk executed before the next inference starts
+    mode: str = "rtc"
+    blend_new_weight: float = 0.7   # blend: new * w + old * (1 - w) where they overlap
+    delay_window: int = 8           # inference latencies remembered for the delay estimate d
+    delay_margin: int = 1           # steps added to d, so the switch lands inside the fully weighted prefix
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"chunking mode {self.mode!r}: expected one of {MODES}")
+        if not self.dt > 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+        if not 1 <= self.execution_horizon <= self.horizon:
+            raise ValueError(f"execution_horizon must be in [1, horizon={self.horizon}], got {self.execution_horizon}")
+        if not 0 < self.blend_new_weight <= 1:
+            raise ValueError(f"blend_new_weight must be in (0, 1], got {self.blend_new_weight}")
+        if self.delay_window < 1 or self.delay_margin < 0:
+            raise ValueError("delay_window must be >= 1 and delay_margin >= 0")
+
+
+@dataclass
+class TimedChunk:
+    chunk_id: int
+    start: float             # time of step 0
+    dt: float
+    positions: np.ndarray    # (steps, joints) absolute targets
+
+    @property
+    def end(self) -> float:
+        """Time of the last step."""
+        return self.start + (len(self.positions) - 1) * self.dt
+
+    def at(self, t: float) -> np.ndarray:
+        """Target at time t: linear between steps, held before the first and after the last."""
+        x = (t - self.start) / self.dt
+        if x <= 0:
+            return self.positions[0].copy()
+        if x >= len(self.positions) - 1:
+            return self.positions[-1].copy()
+        k = int(x)
+        w = x - k
+        return (1 - w) * self.positions[k] + w * self.positions[k + 1]
+
+
+@dataclass(frozen=True)
+class Handover:
+    """What changes when a new chunk arrives."""
+
+    chunk: TimedChunk        # the steps to execute from now on (execute_from = chunk.start)
+    first_step: int          # index into the new chunk of its first executed step
+    jump: float              # largest joint discontinuity at the switch: |new - old| at chunk.start
+    starved_steps: int       # control steps between the old chunk's end and the new chunk's first step
+    latency: float           # s from the observation to the chunk's arrival
+
+
+class ChunkScheduler:
+    def __init__(self, config: ChunkingConfig):
+        self.config = config
+        self.executing: TimedChunk | None = None
+        self._latencies: deque[float] = deque(maxlen=config.delay_window)
+
+    def reset(self) -> None:
+        """Forget the executing chunk (after a rollback the next chunk starts afresh)."""
+        self.executing = None
+
+    @property
+    def delay_steps(self) -> int:
+        """d: steps that pass during one inference (the largest recent latency, plus the margin),
+        at most s."""
+        if not self._latencies:
+            return 0
+        d = math.ceil(max(self._latencies) / self.config.dt - 1e-9) + self.config.delay_margin
+        return min(d, self.config.execution_horizon)
+
+    def inference_due(self, now: float) -> bool:
+        """Time to condition the next chunk on the newest observation."""
+        c = self.config
+        return self.executing is None or now >= self.executing.start + c.execution_horizon * c.dt - 1e-9
+
+    def inpainting(self, obs_time: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """RTC target (H, joints) and weights (H,) for a chunk conditioned at obs_time: the old
+        chunk's steps at the same times; weight 1 for the first d steps, falling linearly to 0 at
+        the old chunk's end. None without an executing chunk or outside rtc mode."""
+        c, old = self.config, self.executing
+        if c.mode != "rtc" or old is None:
+            return None
+        times = obs_time + np.arange(c.horizon) * c.dt
+        target = np.stack([old.at(t) for t in times])
+        remaining = int(math.floor((old.end - obs_time) / c.dt + 1e-9)) + 1  # old steps at or after obs_time
+        d = min(self.delay_steps, max(remaining, 0))
+        i = np.arange(c.horizon, dtype=float)
+        weights = np.where(i < d, 1.0, np.clip((remaining - i) / max(remaining - d + 1, 1), 0.0, 1.0))
+        weights[i >= remaining] = 0.0
+        return target, weights
+
+    def accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float,
+               guided: bool = True) -> Handover:
+        """A new chunk conditioned at obs_time arrived at `now`: it takes over at its first step
+        not yet due. guided=False: it was sampled without the RTC inpainting."""
+        c = self.config
+        positions = np.asarray(positions, dtype=float)
+        if positions.ndim != 2 or len(positions) < 1:
+            raise ValueError(f"chunk positions must be (steps, joints), got {positions.shape}")
+        latency = max(now - obs_time, 0.0)
+        self._latencies.append(latency)
+        first = min(max(math.ceil((now - obs_time) / c.dt - 1e-9), 0), len(positions) - 1)
+        start = obs_time + first * c.dt
+        steps = positions[first:].copy()
+        old = self.executing
+        jump, starved = 0.0, 0
+        if old is not None:
+            if c.mode == "blend" or (c.mode == "rtc" and not guided):
+                times = start + np.arange(len(steps)) * c.dt
+                overlap = times <= old.end + 1e-9
+                old_steps = np.stack([old.at(t) for t in times[overlap]]) if overlap.any() else None
+                if old_steps is not None:
+                    w = c.blend_new_weight
+                    steps[overlap] = w * steps[overlap] + (1 - w) * old_steps
+            jump = float(np.max(np.abs(steps[0] - old.at(start))))
+            starved = max(0, int(round((start - old.end) / c.dt)) - 1)
+        self.executing = TimedChunk(chunk_id, start, c.dt, steps)
+        return Handover(self.executing, first, jump, starved, latency)

@@ -1,0 +1,139 @@
+"""A checkpoint driving a robot (ROS-free): camera arrays and joint states in, absolute joint-target
+chunks out, executed asynchronously with real-time chunking (wam_ros.control.chunking); the
+predicted future lifted to 4D point clouds (wam_ros.geometry.lifting).
+
+The policy node wires this to topics; the benchmarks and tests drive it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from wam_ros.config import SIDES, RobotConfig
+from wam_ros.control.chunking import ChunkScheduler, Handover
+from wam_ros.geometry.kinematics import Kinematics
+from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
+from wam_ros.model.action_space import ChunkEncoder
+from wam_ros.model.policy import (PREDICTIVE, Observation, ObservationError, Prediction, WorldActionPolicy,
+                                  resize_images)
+from wam_ros.robots.urdf import generate_urdf
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    action_steps: int = 0         # T_a (0: the checkpoint's)
+    video_steps: int = 0          # T_O (0: the checkpoint's)
+    video: bool = True            # finish the predicted video after the actions (4D clouds)
+    depth: bool = True            # run the depth branch on the last video pass
+    guidance_clip: float = 5.0    # RTC guidance weight clip (beta)
+
+
+@dataclass(frozen=True)
+class ChunkReady:
+    chunk_id: int
+    obs_time: float
+    handover: Handover             # what executes from now on, in absolute targets
+    prediction: Prediction         # actions (model units), value, gate; no video yet
+
+
+class DeployedPolicy:
+    def __init__(self, policy: WorldActionPolicy, robot: RobotConfig, scheduler: ChunkScheduler,
+                 config: DeployConfig | None = None):
+        self.policy, self.robot, self.scheduler = policy, robot, scheduler
+        self.config = config or DeployConfig()
+        meta = policy.meta
+        missing = [n for n in (*meta.state_names, *meta.action_names) if n not in robot.joint_names]
+        if missing:
+            raise ValueError(f"checkpoint joints {missing} are not joints of robot {robot.name!r}")
+        if scheduler.config.horizon != policy.cfg.num_actions:
+            raise ValueError(f"chunking horizon {scheduler.config.horizon} != the model's {policy.cfg.num_actions} actions")
+        self.encoder = ChunkEncoder(meta.action_space, meta.state_names, meta.action_names, robot)
+        self.kinematics = Kinematics(generate_urdf(robot))
+        self.joint_names = list(meta.action_names)  # columns of the absolute chunks
+        self.next_chunk_id = 1
+
+    # ---- observations ----------------------------------------------------------------------
+    def observation(self, images: Mapping[str, np.ndarray], depths: Mapping[str, np.ndarray] | None,
+                    joints: Mapping[str, float], instruction: str) -> Observation:
+        """Camera images of any size (resized to the model's, as for training) and joint positions by name."""
+        missing = [n for n in self.policy.meta.state_names if n not in joints]
+        if missing:
+            raise ObservationError(f"joint states lack {missing}")
+        size = tuple(self.policy.cfg.image_size)
+        state = np.array([joints[n] for n in self.policy.meta.state_names], dtype=float)
+        return Observation(images={c: resize_images(a, size, "area") for c, a in images.items()},
+                           depths=None if depths is None else {c: resize_images(a, size, "nearest")
+                                                               for c, a in depths.items()},
+                           state=state, instruction=instruction)
+
+    # ---- inference -------------------------------------------------------------------------
+    def infer(self, obs: Observation, obs_time: float, clock: Callable[[], float],
+              on_chunk: Callable[[ChunkReady], None], seed: int | None = None) -> Prediction:
+        """Samples the next chunk, RTC-guided towards the executing chunk; on_chunk gets it (in
+        absolute targets, already handed over to the scheduler) as soon as the actions are final.
+        Returns the full prediction, with the video unless DeployConfig.video is off."""
+        inpaint = self.scheduler.inpainting(obs_time)
+        if inpaint is not None:
+            target, weights = inpaint
+            inpaint = (self._encode(target, obs.state), weights)
+        cfg = self.config
+
+        def actions_final(prediction: Prediction) -> None:
+            absolute = self.encoder.decode(prediction.actions, obs.state)
+            chunk_id, self.next_chunk_id = self.next_chunk_id, self.next_chunk_id + 1
+            guided = prediction.expert == PREDICTIVE  # the reactive expert's actions are not sampled
+            handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided)
+            on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction))
+
+        return self.policy.predict(obs, video=cfg.video, depth=cfg.depth, action_steps=cfg.action_steps or None,
+                                   video_steps=cfg.video_steps or None, seed=seed, inpaint=inpaint,
+                                   guidance_clip=cfg.guidance_clip, on_actions=actions_final)
+
+    def _encode(self, targets: np.ndarray, state: np.ndarray) -> np.ndarray:
+        names = self.policy.meta.action_names
+        tcp = self.encoder.tcp_poses
+        if self.encoder.space == "ee_delta":
+            state_joints = np.array([[state[self.policy.meta.state_names.index(n)] for n in names]])
+            return self.encoder.encode(targets, state, tcp(targets, names), tcp(state_joints, names)[0])
+        return self.encoder.encode(targets, state)
+
+    # ---- geometry ---------------------------------------------------------------------------
+    def joint_map(self, state: np.ndarray, targets: np.ndarray | None = None) -> dict[str, float]:
+        q = dict(zip(self.policy.meta.state_names, state))
+        if targets is not None:
+            q.update(zip(self.joint_names, targets))
+        return q
+
+    def camera_poses(self, joint_maps: list[dict[str, float]]) -> np.ndarray:
+        """(T, V, 4, 4) base <- optical frame of each model camera for each joint configuration."""
+        frames = [f"{c}_color_optical_frame" for c in self.policy.cfg.cameras]
+        return np.array([[poses[f] for f in frames]
+                         for poses in (self.kinematics.frame_poses(q, frames) for q in joint_maps)])
+
+    def future_joint_maps(self, state: np.ndarray, absolute: np.ndarray) -> list[dict[str, float]]:
+        """The predicted joint configuration at each future frame: frame j (1..H) is
+        actions_per_frame * j steps ahead, so its state is that action's target."""
+        cfg = self.policy.cfg
+        steps = [min(cfg.actions_per_frame * j, len(absolute)) - 1 for j in range(1, cfg.horizon + 1)]
+        return [self.joint_map(state, absolute[k]) for k in steps]
+
+    def predicted_cloud(self, prediction: Prediction, state: np.ndarray, absolute: np.ndarray,
+                        intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> PointCloud:
+        """The predicted future (V, H frames of colour and depth) in the base frame. intrinsics:
+        camera -> (K, (height, width) it belongs to)."""
+        if prediction.future_rgb is None or prediction.future_depth is None:
+            raise ValueError("the prediction has no video or no depth (DeployConfig.video / depth off)")
+        cams, size = self.policy.cfg.cameras, tuple(self.policy.cfg.image_size)
+        K = np.stack([scale_intrinsics(intrinsics[c][0], intrinsics[c][1], size) for c in cams])
+        poses = self.camera_poses(self.future_joint_maps(state, absolute))
+        return lift(prediction.future_depth, prediction.future_rgb, K, poses)
+
+    def tcp_paths(self, absolute: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
+        """side -> (steps, 3) TCP positions along a chunk of absolute targets."""
+        sides = [s for s in SIDES if set(self.robot.arm_joint_names(s)) <= set(self.joint_names)]
+        frames = [f"{s}_tcp" for s in sides]
+        poses = [self.kinematics.frame_poses(self.joint_map(state, row), frames) for row in absolute]
+        return {s: np.array([p[f"{s}_tcp"][:3, 3] for p in poses]) for s in sides}
