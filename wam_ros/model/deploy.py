@@ -53,7 +53,6 @@ class DeployedPolicy:
         self.encoder = ChunkEncoder(meta.action_space, meta.state_names, meta.action_names, robot)
         self.kinematics = Kinematics(generate_urdf(robot))
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
-        self.next_chunk_id = 1
 
     # ---- observations ----------------------------------------------------------------------
     def observation(self, images: Mapping[str, np.ndarray], depths: Mapping[str, np.ndarray] | None,
@@ -71,7 +70,7 @@ class DeployedPolicy:
 
     # ---- inference -------------------------------------------------------------------------
     def infer(self, obs: Observation, obs_time: float, clock: Callable[[], float],
-              on_chunk: Callable[[ChunkReady], None], seed: int | None = None) -> Prediction:
+              on_chunk: Callable[[ChunkReady], None], chunk_id: int, seed: int | None = None) -> Prediction:
         """Samples the next chunk, RTC-guided towards the executing chunk; on_chunk gets it (in
         absolute targets, already handed over to the scheduler) as soon as the actions are final.
         Returns the full prediction, with the video unless DeployConfig.video is off."""
@@ -83,7 +82,6 @@ class DeployedPolicy:
 
         def actions_final(prediction: Prediction) -> None:
             absolute = self.encoder.decode(prediction.actions, obs.state)
-            chunk_id, self.next_chunk_id = self.next_chunk_id, self.next_chunk_id + 1
             guided = prediction.expert == PREDICTIVE  # the reactive expert's actions are not sampled
             handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided)
             on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction))

@@ -7,9 +7,11 @@ so a launched system and an in-process one cannot disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, check_choice, load_yaml
+from wam_ros.control.chunking import MODES as CHUNKING_MODES
 from wam_ros.paths import share_dir
 
 CAMERA_SOURCES = ("sim", "realsense", "orbbec", "external")
@@ -44,7 +46,10 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("motion", "none", "Command source for the arms: none, or a scripted demo motion", MOTION_SOURCES),
     LaunchArgument("rviz", "false", "Start RViz with config/wam.rviz", BOOLEANS),
     LaunchArgument("record", "false", "Record demonstrations to rosbag2", BOOLEANS),
-    LaunchArgument("checkpoint", "", "Path of a policy checkpoint; empty runs no policy"),
+    LaunchArgument("checkpoint", "", "Path of a policy checkpoint (wam-ros train); empty runs no policy"),
+    LaunchArgument("instruction", "", "Task instruction for the policy (empty: the checkpoint's only task)"),
+    LaunchArgument("chunking", "rtc", "Policy chunk hand-over: rtc (real-time chunking), blend or naive",
+                   CHUNKING_MODES),
     LaunchArgument("namespace", "", "ROS namespace for every node of the system"),
 )
 
@@ -58,6 +63,8 @@ class SystemOptions:
     rviz: bool = False
     record: bool = False
     checkpoint: str = ""
+    instruction: str = ""
+    chunking: str = "rtc"
     namespace: str = ""
 
     @staticmethod
@@ -74,6 +81,7 @@ class SystemOptions:
         opts = SystemOptions(robot=raw["robot"], cameras=raw["cameras"], sim=raw["sim"].lower() == "true",
                              motion=raw["motion"], rviz=raw["rviz"].lower() == "true",
                              record=raw["record"].lower() == "true", checkpoint=raw["checkpoint"],
+                             instruction=raw["instruction"], chunking=raw["chunking"],
                              namespace=raw["namespace"].strip("/"))
         opts.validate()
         return opts
@@ -82,12 +90,14 @@ class SystemOptions:
         check_choice("robot", self.robot, ROBOTS)
         check_choice("cameras", self.cameras, CAMERA_SOURCES)
         check_choice("motion", self.motion, MOTION_SOURCES)
+        check_choice("chunking", self.chunking, CHUNKING_MODES)
+        if self.checkpoint and self.motion != "none":
+            raise ConfigError("checkpoint and motion both command the arms; use one of them")
         if self.cameras == "sim" and not self.sim:
             raise ConfigError("cameras: 'sim' needs sim:=true; with hardware use realsense, orbbec or external")
         # Parts of the system that later releases add are refused clearly, never silently dropped.
         pending = {
             "record": (self.record, "the recorder is not in this release"),
-            "checkpoint": (bool(self.checkpoint), "the policy node is not in this release"),
         }
         for name, (refused, why) in pending.items():
             if refused:
@@ -161,6 +171,10 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     if opts.motion == "scripted":
         specs.append(NodeSpec("wam_ros", "scripted_motion_node", "scripted_motion", ns,
                               {**common, "robot": opts.robot}))
+    if opts.checkpoint:
+        specs.append(NodeSpec("wam_ros", "policy_node", "policy", ns,
+                              {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),
+                               "instruction": opts.instruction, "chunking": opts.chunking}))
     if opts.rviz:
         specs.append(NodeSpec("rviz2", "rviz2", "rviz2", ns, dict(common),
                               arguments=("-d", str(share / "config" / "wam.rviz"))))

@@ -1,0 +1,89 @@
+"""Chunk hand-over (control/chunking.py): timing, RTC inpainting prefix and weights, blending,
+starvation and jumps, on hand-made chunks."""
+
+import numpy as np
+import pytest
+
+from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler
+
+DT = 0.1
+
+
+def ramp(start: float, steps: int = 16, joints: int = 2, slope: float = 1.0) -> np.ndarray:
+    """A chunk whose step i holds start + slope * i in every joint."""
+    return np.repeat((start + slope * np.arange(steps))[:, None], joints, axis=1)
+
+
+def scheduler(mode: str = "rtc", **kw) -> ChunkScheduler:
+    return ChunkScheduler(ChunkingConfig(dt=DT, horizon=16, execution_horizon=8, mode=mode, **kw))
+
+
+def test_a_chunk_takes_over_at_its_first_step_not_yet_due():
+    s = scheduler("naive")
+    assert s.inference_due(0.0) and s.delay_steps == 0
+    first = s.accept(1, obs_time=0.0, positions=ramp(0.0), now=0.25)
+    # 0.25 s after its observation: steps 0..2 are past, step 3 executes from 0.3 s
+    assert first.first_step == 3 and first.chunk.start == pytest.approx(0.3) and len(first.chunk.positions) == 13
+    assert first.jump == 0.0 and first.starved_steps == 0 and first.latency == pytest.approx(0.25)
+    assert s.delay_steps == 3 + 1  # ceil(0.25 / 0.1) plus the default margin of one step
+    assert not s.inference_due(0.79) and s.inference_due(1.1)  # 8 steps after the chunk took over
+    # the next chunk, conditioned at 1.1 s, arrives at 1.35 s: it disagrees with the old by 0.5
+    second = s.accept(2, obs_time=1.1, positions=ramp(11.5), now=1.35)
+    assert second.first_step == 3 and second.chunk.start == pytest.approx(1.4)
+    assert second.jump == pytest.approx(0.5)  # old at 1.4 s: 14, new: 14.5
+
+
+def test_starvation_counts_the_steps_without_a_target():
+    s = scheduler("naive")
+    s.accept(1, 0.0, ramp(0.0), now=0.0)      # last step at 1.5 s
+    late = s.accept(2, 1.0, ramp(10.0), now=2.05)  # first executed step at 2.1 s
+    assert late.starved_steps == 5            # 1.6, 1.7, 1.8, 1.9, 2.0 had no fresh target
+    assert late.jump == pytest.approx(abs(21.0 - 15.0))  # against the old chunk's held last target
+
+
+def test_rtc_inpainting_targets_the_old_chunk_with_the_paper_weights():
+    s = scheduler("rtc", delay_margin=0)
+    s.accept(1, 0.0, ramp(0.0), now=0.0)
+    s.accept(2, 0.0, ramp(0.0), now=0.25)     # a latency of 2.5 steps: d = 3; executes 0.3 .. 1.5 s
+    assert s.delay_steps == 3
+    target, weights = s.inpainting(0.3 + 8 * DT)  # the next observation, s = 8 steps later
+    # the old chunk's steps at the same times: 11, 12, ... 15, then held at 15
+    assert np.allclose(target[:5, 0], [11, 12, 13, 14, 15]) and np.allclose(target[5:, 0], 15)
+    # remaining old steps: 5 (1.1 .. 1.5 s); weight 1 for i < d, then linear to 0 at the old chunk's end
+    assert np.allclose(weights, [1, 1, 1, 2 / 3, 1 / 3] + [0] * 11)
+    assert scheduler("naive").inpainting(0.0) is None and scheduler("rtc").inpainting(0.0) is None
+
+
+def test_blending_averages_where_the_chunks_overlap():
+    s = scheduler("blend", blend_new_weight=0.7)
+    s.accept(1, 0.0, ramp(0.0), now=0.0)
+    h = s.accept(2, 0.8, ramp(18.0), now=0.8)  # disagrees by +10 over the overlap (0.8 .. 1.5 s)
+    overlap = h.chunk.positions[:8, 0]
+    assert np.allclose(overlap, 0.7 * ramp(18.0)[:8, 0] + 0.3 * ramp(8.0)[:8, 0])
+    assert np.allclose(h.chunk.positions[8:, 0], ramp(18.0)[8:, 0])  # beyond the old chunk: the new one
+    assert h.jump == pytest.approx(7.0)
+    # rtc blends a chunk that could not be guided (the reactive expert's)
+    r = scheduler("rtc")
+    r.accept(1, 0.0, ramp(0.0), now=0.0)
+    assert r.accept(2, 0.8, ramp(18.0), now=0.8, guided=False).jump == pytest.approx(7.0)
+    assert scheduler("rtc").accept(1, 0.0, ramp(0.0), now=0.0).jump == 0.0
+
+
+def test_delay_estimate_is_the_largest_recent_latency_capped_at_s():
+    s = scheduler("rtc", delay_window=3)
+    for latency in (0.05, 0.42, 0.12, 0.11, 0.13):
+        s.accept(1, 0.0, ramp(0.0), now=latency)
+    assert s.delay_steps == 2 + 1  # the 0.42 s latency has left the window of 3
+    s.accept(1, 0.0, ramp(0.0), now=5.0)
+    assert s.delay_steps == 8  # never more than the execution horizon
+    s.reset()
+    assert s.executing is None and s.inference_due(123.0)
+
+
+def test_bad_configurations_are_named():
+    with pytest.raises(ValueError, match="chunking mode 'smooth'"):
+        ChunkingConfig(dt=DT, horizon=16, execution_horizon=8, mode="smooth")
+    with pytest.raises(ValueError, match="execution_horizon must be in"):
+        ChunkingConfig(dt=DT, horizon=16, execution_horizon=17)
+    with pytest.raises(ValueError, match="positions must be"):
+        scheduler().accept(1, 0.0, np.zeros(16), now=0.0)

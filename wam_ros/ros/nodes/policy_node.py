@@ -1,0 +1,367 @@
+"""policy_node: a World Action Model checkpoint driving the robot.
+
+In:  observations (MultiViewRGBD from sync_node), joint_states.
+Out: policy/chunk (ActionChunk, absolute joint targets from the step due now), policy/value
+     (ValueEstimate), policy/gate (GateState), policy/predicted_cloud and policy/live_cloud
+     (PointCloud2: x, y, z, rgb, frame), policy/markers (MarkerArray: predicted TCP paths, value
+     and expert as text), /diagnostics.
+Service: policy/resample (the supervisor after a rollback).
+
+Inference runs on a worker thread, so the executor keeps taking observations and serving the
+service while the model samples. The chunk is published as soon as its actions are final (ANS);
+the video finishes afterwards for the 4D clouds. Chunk hand-over (RTC, blending or switching) and
+the lifting live in the ROS-free core: wam_ros.model.deploy, wam_ros.control.chunking,
+wam_ros.geometry.lifting.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState, PointCloud2
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from wam_ros.config import ROBOTS, ConfigError, load_robot_config
+from wam_ros.control.chunking import MODES, ChunkingConfig, ChunkScheduler
+from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
+from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
+from wam_ros.ros import diagnostics as diag
+from wam_ros.ros.conversions import from_time, image_array, pointcloud_msg, to_time
+from wam_ros.ros.node_main import run_node
+from wam_ros.ros.params import declare
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
+from wam_ros.srv import Resample
+
+# Only the newest observation matters to the policy: a deeper queue would only hold stale sets.
+OBSERVATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+CLOUD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+EXPERTS = {"predictive": GateState.EXPERT_PREDICTIVE, "reactive": GateState.EXPERT_REACTIVE}
+
+
+class PolicyNode(Node):
+    def __init__(self, node_name: str = "policy", **kwargs):
+        super().__init__(node_name, **kwargs)
+        p = {
+            "checkpoint": declare(self, "checkpoint", "", "Policy checkpoint (wam-ros train)"),
+            "robot": declare(self, "robot", "agilex", "Robot setup; must match the checkpoint's joints", choices=ROBOTS),
+            "instruction": declare(self, "instruction", "", "Task instruction (empty: the checkpoint's only task)"),
+            "device": declare(self, "device", "auto", "Torch device: auto (cuda if present), cpu, cuda, cuda:N"),
+            "threads": declare(self, "threads", 2, "Torch CPU threads", range_=(1, 256)),
+            "control_rate": declare(self, "control_rate", 0.0, "Action rate (Hz; 0: the checkpoint's fps)",
+                                    range_=(0.0, 1000.0)),
+            "execution_horizon": declare(self, "execution_horizon", 0, "Steps of a chunk executed before the next "
+                                         "inference starts (0: half the chunk)", range_=(0, 10000)),
+            "chunking": declare(self, "chunking", "rtc", "Chunk hand-over: rtc (real-time chunking), blend "
+                                "(weighted average), naive (switch)", choices=MODES),
+            "blend_new_weight": declare(self, "blend_new_weight", 0.7, "blend: weight of the new chunk",
+                                        range_=(0.01, 1.0)),
+            "guidance_clip": declare(self, "guidance_clip", 5.0, "RTC guidance weight clip (beta)",
+                                     range_=(0.0, 100.0)),
+            "action_steps": declare(self, "action_steps", 0, "T_a denoising passes (0: checkpoint)", range_=(0, 1000)),
+            "video_steps": declare(self, "video_steps", 0, "T_O denoising passes (0: checkpoint)", range_=(0, 1000)),
+            "predict_video": declare(self, "predict_video", True, "Finish the predicted video for the 4D cloud"),
+            "depth": declare(self, "depth", True, "Run the depth branch (needed for the predicted cloud)"),
+            "max_observation_age": declare(self, "max_observation_age", 0.5, "Observations older than this are "
+                                           "not used (s)", range_=(0.001, 60.0)),
+            "voxel_size": declare(self, "voxel_size", 0.01, "Voxel size of the clouds (m; 0: all points)",
+                                  range_=(0.0, 1.0)),
+            "live_cloud_stride": declare(self, "live_cloud_stride", 4, "Every n-th pixel of the live cloud (0: off)",
+                                         range_=(0, 64)),
+            "frame_id": declare(self, "frame_id", "base", "Frame of clouds and markers"),
+            "seed": declare(self, "seed", -1, "Noise seed of the first chunk (-1: random)", range_=(-1, 2 ** 31 - 1)),
+        }
+        self.params = p
+        self.deployed = self._load(p)
+        self.joint_names = self.deployed.joint_names
+        self._latest_obs: MultiViewRGBD | None = None
+        self._joints: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._busy = threading.Event()
+        self._generation = 0          # bumped by resample: results of older inferences are dropped
+        self._restored: dict[str, float] | None = None
+        self._peak = 0.0
+        self._problems: dict[str, int] = {}
+        self._latencies: deque[dict[str, float]] = deque(maxlen=50)
+        self._chunks = diag.RateMeter(window=5.0)
+        self._jumps: deque[float] = deque(maxlen=50)
+        self._starved = 0
+        self._errors = 0
+        self._seed = p["seed"]
+        self._next_chunk_id = 1
+
+        self.chunk_pub = self.create_publisher(ActionChunk, "policy/chunk", COMMAND_QOS)
+        self.value_pub = self.create_publisher(ValueEstimate, "policy/value", COMMAND_QOS)
+        self.gate_pub = self.create_publisher(GateState, "policy/gate", COMMAND_QOS)
+        self.predicted_pub = self.create_publisher(PointCloud2, "policy/predicted_cloud", CLOUD_QOS)
+        self.live_pub = self.create_publisher(PointCloud2, "policy/live_cloud", CLOUD_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, "policy/markers", CLOUD_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.create_subscription(MultiViewRGBD, "observations", self._on_observation, OBSERVATION_QOS)
+        self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
+        self.create_service(Resample, "policy/resample", self._srv_resample)
+        self.create_timer(self.deployed.scheduler.config.dt, self._tick)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"policy {p['checkpoint']} on {self.deployed.policy.device}: "
+                               f"{self.deployed.policy.cfg.num_actions} actions at "
+                               f"{1 / self.deployed.scheduler.config.dt:.1f} Hz, chunking {p['chunking']}")
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _load(self, p: dict):
+        import torch
+
+        from wam_ros.model.deploy import DeployConfig, DeployedPolicy
+        from wam_ros.model.policy import CheckpointMismatch, load_policy
+
+        if not p["checkpoint"]:
+            raise ConfigError("checkpoint: no checkpoint given")
+        device = p["device"]
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(p["threads"])
+        robot = load_robot_config(p["robot"])
+        try:
+            policy = load_policy(Path(p["checkpoint"]), device)
+            policy.check_robot(state_names=robot.joint_names, action_names=robot.joint_names)
+        except (FileNotFoundError, CheckpointMismatch) as exc:
+            raise ConfigError(str(exc)) from None
+        tasks = list(getattr(policy.model.text_encoder, "tasks", []))  # the task table's instructions
+        if not p["instruction"]:
+            if len(tasks) != 1:
+                raise ConfigError(f"instruction: the checkpoint knows {len(tasks)} tasks {tasks}; name one")
+            p["instruction"] = tasks[0]
+        rate = p["control_rate"] or policy.meta.fps
+        horizon = policy.cfg.num_actions
+        try:
+            chunking = ChunkingConfig(dt=1.0 / rate, horizon=horizon,
+                                      execution_horizon=p["execution_horizon"] or max(1, horizon // 2),
+                                      mode=p["chunking"], blend_new_weight=p["blend_new_weight"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        deploy = DeployConfig(action_steps=p["action_steps"], video_steps=p["video_steps"],
+                              video=p["predict_video"], depth=p["depth"], guidance_clip=p["guidance_clip"])
+        return DeployedPolicy(policy, robot, ChunkScheduler(chunking), deploy)
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _problem(self, cause: str, detail: str) -> None:
+        self._problems[cause] = self._problems.get(cause, 0) + 1
+        if self._problems[cause] == 1:
+            self.get_logger().warn(f"{cause}: {detail} (further cases counted in /diagnostics)")
+
+    # --- inputs ------------------------------------------------------------------------------
+    def _on_observation(self, msg: MultiViewRGBD) -> None:
+        self._latest_obs = msg
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        if len(msg.name) != len(msg.position):
+            return self._problem("joint_states malformed", f"{len(msg.name)} names, {len(msg.position)} positions")
+        with self._lock:
+            self._joints.update(zip(msg.name, msg.position))
+
+    def _tick(self) -> None:
+        """Start the next inference when it is due, on the newest usable observation."""
+        if self._busy.is_set():
+            return
+        now = self._now()
+        if not self.deployed.scheduler.inference_due(now) and self._restored is None:
+            return
+        job = self._job(now)
+        if job is None:
+            return
+        self._busy.set()
+        threading.Thread(target=self._infer, args=job, daemon=True, name="policy-inference").start()
+
+    def _job(self, now: float) -> tuple | None:
+        """The inputs of one inference, or None (with a diagnostic) when there is nothing to act on."""
+        msg = self._latest_obs
+        if msg is None:
+            return None
+        stamp = from_time(msg.header.stamp)
+        if msg.degraded:
+            return self._problem("observation degraded", f"sync_node marked the set degraded: {msg.status}")
+        if now - stamp > self.params["max_observation_age"]:
+            return self._problem("observation stale", f"newest set is {now - stamp:.3f} s old "
+                                 f"(max_observation_age {self.params['max_observation_age']} s)")
+        with self._lock:
+            joints = dict(self._joints)
+        restored, generation = self._restored, self._generation
+        if restored is not None:
+            joints.update(restored)  # condition on the state the rollback restored
+        state_names = self.deployed.policy.meta.state_names
+        bad = [n for n in state_names if not math.isfinite(joints.get(n, math.nan))]
+        if bad:
+            return self._problem("joint state missing or NaN", f"joints {bad}")
+        try:
+            images, depths, intrinsics = self._views(msg)
+            obs = self.deployed.observation(images, depths, joints, self.params["instruction"])
+        except ValueError as exc:  # ObservationError included
+            return self._problem("observation rejected", str(exc))
+        self._restored = None
+        chunk_id, self._next_chunk_id = self._next_chunk_id, self._next_chunk_id + 1
+        return obs, stamp, intrinsics, generation, chunk_id, msg
+
+    def _views(self, msg: MultiViewRGBD) -> tuple[dict, dict, dict]:
+        cams = list(self.deployed.policy.cfg.cameras)
+        missing = [c for c in cams if c not in msg.camera_names]
+        if missing:
+            raise ValueError(f"observation lacks cameras {missing} the checkpoint needs")
+        images, depths, intrinsics = {}, {}, {}
+        for cam in cams:
+            i = list(msg.camera_names).index(cam)
+            color = image_array(msg.color[i])
+            images[cam] = color if msg.color[i].encoding == "rgb8" else color[..., ::-1]
+            depths[cam] = image_array(msg.depth[i])
+            info = msg.color_info[i]
+            intrinsics[cam] = (np.array(info.k, dtype=float).reshape(3, 3), (info.height, info.width))
+        return images, depths, intrinsics
+
+    # --- the worker thread -------------------------------------------------------------------
+    def _infer(self, obs, stamp: float, intrinsics: dict, generation: int, chunk_id: int, msg: MultiViewRGBD) -> None:
+        seed, self._seed = (self._seed if self._seed >= 0 else None), -1
+        chunks = []
+        try:
+            def on_chunk(ready) -> None:
+                if generation != self._generation:
+                    return  # a resample discarded this inference
+                chunks.append(ready)
+                self._publish_chunk(ready, obs.state)
+
+            prediction = self.deployed.infer(obs, stamp, self._now, on_chunk, chunk_id, seed)
+            self._latencies.append(prediction.timings)
+            if chunks and generation == self._generation:
+                self._publish_visuals(prediction, chunks[0], obs, intrinsics, msg)
+        except Exception as exc:  # noqa: BLE001 — the node keeps serving; the cause goes to diagnostics
+            self._errors += 1
+            self._problem("inference failed", f"{type(exc).__name__}: {exc}")
+            self.get_logger().debug(traceback.format_exc())
+        finally:
+            self._busy.clear()
+
+    def _publish_chunk(self, ready, state: np.ndarray) -> None:
+        handover = ready.handover
+        self._chunks.tick(time.monotonic())
+        self._jumps.append(handover.jump)
+        self._starved += handover.starved_steps
+        chunk = handover.chunk
+        grippers = [i for i, n in enumerate(self.joint_names) if n.endswith("gripper")]
+        arms = [i for i in range(len(self.joint_names)) if i not in grippers]
+        limits = self.deployed.robot.joint_limits()
+        gripper_max = np.array([limits[self.joint_names[i]][1] for i in grippers])
+        pred = ready.prediction
+        msg = ActionChunk(chunk_id=ready.chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
+                          joint_names=[self.joint_names[i] for i in arms], horizon=len(chunk.positions),
+                          dt=chunk.dt, positions=chunk.positions[:, arms].ravel().tolist(),
+                          gripper_names=[self.joint_names[i] for i in grippers],
+                          gripper=np.clip(chunk.positions[:, grippers] / gripper_max, 0.0, 1.0).ravel().tolist(),
+                          execute_from=to_time(chunk.start), expert=EXPERTS[pred.expert], value=pred.value,
+                          inference_latency=handover.latency,
+                          inference_delay_steps=self.deployed.scheduler.delay_steps)
+        msg.header.stamp, msg.header.frame_id = to_time(ready.obs_time), self.params["frame_id"]
+        self.chunk_pub.publish(msg)
+        self._peak = max(self._peak, pred.value)
+        self.value_pub.publish(ValueEstimate(header=msg.header, chunk_id=ready.chunk_id, value=pred.value,
+                                             peak=self._peak, delta=0.2))
+        self.gate_pub.publish(GateState(header=msg.header, chunk_id=ready.chunk_id,
+                                        interaction_probability=pred.gate_probability,
+                                        threshold=self.deployed.policy.cfg.gate_threshold,
+                                        active_expert=EXPERTS[pred.expert]))
+
+    def _publish_visuals(self, prediction, ready, obs, intrinsics: dict, msg: MultiViewRGBD) -> None:
+        header_stamp, frame_id = to_time(ready.obs_time), self.params["frame_id"]
+        voxel = self.params["voxel_size"]
+        absolute = self.deployed.encoder.decode(ready.prediction.actions, obs.state)
+        if prediction.future_depth is not None:
+            cloud = voxel_downsample(self.deployed.predicted_cloud(prediction, obs.state, absolute, intrinsics), voxel)
+            colors = fade(cloud.colors, cloud.frames, self.deployed.policy.cfg.horizon)
+            self.predicted_pub.publish(pointcloud_msg(cloud.points, colors, cloud.frames, header_stamp, frame_id))
+        stride = self.params["live_cloud_stride"]
+        if stride:
+            live = self._live_cloud(msg, obs.state, intrinsics, stride)
+            live = voxel_downsample(live, voxel)
+            self.live_pub.publish(pointcloud_msg(live.points, live.colors, live.frames, header_stamp, frame_id))
+        self.marker_pub.publish(self._markers(absolute, obs.state, ready, header_stamp, frame_id))
+
+    def _live_cloud(self, msg: MultiViewRGBD, state: np.ndarray, intrinsics: dict, stride: int) -> PointCloud:
+        cams = list(self.deployed.policy.cfg.cameras)
+        images, depths, _ = self._views(msg)
+        depth_m = [depths[c].astype(np.float32) / (1000.0 if depths[c].dtype == np.uint16 else 1.0) for c in cams]
+        poses = self.deployed.camera_poses([self.deployed.joint_map(state)])
+        return lift(np.stack(depth_m)[:, None], np.stack([images[c] for c in cams])[:, None],
+                    np.stack([intrinsics[c][0] for c in cams]), poses, stride=stride)
+
+    def _markers(self, absolute: np.ndarray, state: np.ndarray, ready, stamp, frame_id: str) -> MarkerArray:
+        markers = MarkerArray()
+        colors = {"left": ColorRGBA(r=0.1, g=0.6, b=1.0, a=1.0), "right": ColorRGBA(r=1.0, g=0.5, b=0.1, a=1.0)}
+        for k, (side, path) in enumerate(self.deployed.tcp_paths(absolute, state).items()):
+            m = Marker(ns="predicted_tcp_path", id=k, type=Marker.LINE_STRIP, action=Marker.ADD)
+            m.header.stamp, m.header.frame_id = stamp, frame_id
+            m.scale.x, m.color, m.pose.orientation.w = 0.005, colors.get(side, colors["left"]), 1.0
+            m.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in path]
+            markers.markers.append(m)
+        pred = ready.prediction
+        text = Marker(ns="policy_status", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        text.header.stamp, text.header.frame_id = stamp, frame_id
+        text.pose.position.z, text.pose.orientation.w, text.scale.z = 0.9, 1.0, 0.05
+        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        text.text = (f"value {pred.value:.2f} (peak {self._peak:.2f})  {pred.expert} expert  "
+                     f"p(interaction) {pred.gate_probability:.2f}  chunk {ready.chunk_id}")
+        markers.markers.append(text)
+        return markers
+
+    # --- resample ----------------------------------------------------------------------------
+    def _srv_resample(self, request: Resample.Request, response: Resample.Response) -> Resample.Response:
+        names, positions = list(request.joint_names), list(request.positions)
+        unknown = [n for n in names if n not in self.deployed.policy.meta.state_names]
+        if len(names) != len(positions) or unknown or not all(math.isfinite(x) for x in positions):
+            response.accepted = False
+            response.message = (f"bad restored state: {len(names)} names, {len(positions)} positions"
+                                + (f", unknown joints {unknown}" if unknown else "") + " (or non-finite values)")
+            return response
+        self._generation += 1              # an inference in flight is discarded
+        self.deployed.scheduler.reset()    # pending chunks too: the next one starts afresh
+        self._restored = dict(zip(names, positions))
+        self._seed = -1                    # fresh noise
+        response.accepted = True
+        response.chunk_id = self._next_chunk_id  # the next inference starts after this reply
+        response.message = f"chunk {response.chunk_id} will be sampled from the restored state"
+        return response
+
+    # --- diagnostics -------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        values: dict[str, object] = {"chunks_per_s": f"{self._chunks.rate(time.monotonic()):.2f}",
+                                     "chunks": self._chunks.count,
+                                     "delay_steps": self.deployed.scheduler.delay_steps,
+                                     "starved_steps": self._starved, "inference_errors": self._errors,
+                                     "chunking": self.params["chunking"], "device": str(self.deployed.policy.device)}
+        for phase in ("encode_ms", "actions_ms", "decode_ms", "total_ms"):
+            samples = [t[phase] for t in self._latencies if phase in t]
+            if samples:
+                values[f"{phase[:-3]}_latency_p50_ms"] = f"{np.percentile(samples, 50):.1f}"
+                values[f"{phase[:-3]}_latency_p95_ms"] = f"{np.percentile(samples, 95):.1f}"
+        if self._jumps:
+            values["boundary_jump_max_rad"] = f"{max(self._jumps):.4f}"
+        for cause, count in self._problems.items():
+            values[f"skipped: {cause}"] = count
+        level = diag.ERROR if self._errors else diag.WARN if self._problems or not self._chunks.count else diag.OK
+        message = "acting" if self._chunks.rate(time.monotonic()) > 0 else "waiting for usable observations"
+        self.diag_pub.publish(diag.array_msg(to_time(self._now()), [
+            diag.status(f"{self.get_fully_qualified_name()}: policy", "policy", level, message, values)]))
+
+
+NODE_CLASS = PolicyNode
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyNode, args)
