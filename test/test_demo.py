@@ -17,7 +17,7 @@ from wam_ros.config import CAMERA_NAMES
 def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     # its own DDS domain: the session's bring-up already publishes /clock on the test domain
     env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
-    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "demo", "--robot", robot, "--duration", "4",
+    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "demo", "--robot", robot, "--duration", "4", "--source", "scripted",
                              "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -1,4 +1,4 @@
-"""`wam-ros`: bringup, demo, bench, train, urdf."""
+"""`wam-ros`: bringup, demo, bench, train, render-prediction, calibration-check, urdf."""
 
 from __future__ import annotations
 
@@ -120,10 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bringup", help="run the system in one process (arguments as in dual_arm.launch.py)")
     p.add_argument("arguments", nargs=argparse.REMAINDER,
                    help="name:=value, e.g. robot:=franka motion:=scripted; ROS arguments after --ros-args")
-    p = sub.add_parser("demo", help="simulated robot + scripted motion; writes summary.json and a contact sheet")
+    p = sub.add_parser("demo", help="simulated robot driven by a WAM trained here (or a scripted motion); writes "
+                       "summary.json, a contact sheet and the rendered 4D prediction")
     p.add_argument("--robot", default="agilex", choices=ROBOTS)
     p.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p.add_argument("--source", default="policy", choices=["policy", "scripted"], help="what commands the arms")
+    p.add_argument("--demos", type=int, default=8, help="policy: demonstrations to record for training")
+    p.add_argument("--demo-seconds", type=float, default=10.0, help="policy: length of each demonstration")
+    p.add_argument("--video-steps", type=int, default=200, help="policy: training steps of stage 1")
+    p.add_argument("--joint-steps", type=int, default=600, help="policy: training steps of stage 2")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
     p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
@@ -150,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="YAML with k: [9 values] of the head camera (needed with --image)")
     p.add_argument("--joints", type=Path, default=None, help="YAML {joint: position} at the time of the image")
     p.add_argument("--out", type=Path, default=Path("out/calibration_check.png"))
+    p = sub.add_parser("render-prediction", help="PNG of a checkpoint's predicted 4D point cloud (sim observation)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--robot", default="agilex", choices=ROBOTS)
+    p.add_argument("--view", default="oblique", help="front, back, left, right, top or oblique")
+    p.add_argument("--instruction", default="", help="task instruction (default: the checkpoint's only task)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("out/prediction_4d.png"))
     p = sub.add_parser("urdf", help="regenerate urdf/*.urdf from config/robots/*.yaml")
     p.add_argument("--check", action="store_true", help="only report URDFs that differ from their YAML")
     p.add_argument("--out", type=Path, default=None, help="directory (default: the package's urdf/)")
@@ -159,11 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bringup":
             return cmd_bringup(args.arguments)
         if args.command == "demo":
-            from wam_ros.demo import run_demo
+            from wam_ros.demo import DemoTraining, run_demo
 
-            summary = run_demo(args.robot, args.duration, args.out)
+            training = DemoTraining(demos=args.demos, from_home=min(3, args.demos), seconds=args.demo_seconds,
+                                    video_steps=args.video_steps, joint_steps=args.joint_steps)
+            summary = run_demo(args.robot, args.duration, args.out, source=args.source, training=training)
             print(json.dumps(summary, indent=2))
-            print(f"wrote {args.out / 'summary.json'} and {args.out / 'contact_sheet.png'}")
+            written = ["summary.json", "contact_sheet.png"] + (["prediction_4d.png"] if args.source == "policy" else [])
+            print(f"wrote {', '.join(str(args.out / name) for name in written)}")
             return 0
         if args.command == "bench":
             from wam_ros import bench
@@ -181,6 +197,17 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_calibration_check(args)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "render-prediction":
+            from wam_ros.model.policy import CheckpointMismatch
+            from wam_ros.render_prediction import render_prediction
+
+            try:
+                summary = render_prediction(args.checkpoint, args.out, args.robot, args.view, args.seed,
+                                            args.instruction)
+            except (FileNotFoundError, CheckpointMismatch, ValueError) as exc:
+                raise ConfigError(str(exc)) from exc
+            print(json.dumps(summary, indent=2))
+            return 0
         if args.command == "urdf":
             from wam_ros.paths import share_dir
             from wam_ros.robots.urdf import write_urdfs

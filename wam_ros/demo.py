@@ -1,10 +1,18 @@
-"""`make demo` / `wam-ros demo`: the simulated dual-arm robot with a scripted motion, watched
-over DDS by a monitor node; writes summary.json and a contact sheet."""
+"""`make demo` / `wam-ros demo`: the simulated dual-arm robot driven by a World Action Model (or,
+with --source scripted, by a scripted motion), watched over DDS by a monitor node; writes
+summary.json, a contact sheet and, with the policy, the rendered 4D prediction.
+
+The policy is trained here on first use: demonstrations recorded in the simulator, then
+`wam-ros train --config demo` (about a minute and a half on 2 cores); the checkpoint is reused
+while it matches the `demo` config."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +20,13 @@ import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.msg import ActionChunk, SupervisorState
 from wam_ros.ros.bringup import apply_environment, create_nodes
-from wam_ros.ros.conversions import from_time, image_array, trajectory_arrays
+from wam_ros.ros.conversions import from_time, image_array, pointcloud_arrays, trajectory_arrays
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
@@ -51,6 +59,8 @@ class DemoMonitor(Node):
                                  LATCHED_QOS)
         self.create_subscription(ActionChunk, "policy/chunk", lambda m: self._record("policy/chunk", m.header.stamp),
                                  COMMAND_QOS)
+        self.predicted_cloud: PointCloud2 | None = None
+        self.create_subscription(PointCloud2, "policy/predicted_cloud", self._on_cloud, COMMAND_QOS)
         for cam in CAMERA_NAMES:
             for topic in CAMERA_TOPICS:
                 full = f"{cam}/{topic}"
@@ -59,6 +69,10 @@ class DemoMonitor(Node):
 
     def _record(self, topic: str, stamp) -> None:
         self.stamps.setdefault(topic, []).append(from_time(stamp))
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self._record("policy/predicted_cloud", msg.header.stamp)
+        self.predicted_cloud = msg
 
     def _on_clock(self, msg: ClockMsg) -> None:
         self.sim_time = from_time(msg.clock)
@@ -146,12 +160,75 @@ def contact_sheet(snapshots: dict[str, dict[str, dict[str, np.ndarray]]], path: 
     PILImage.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | None = None) -> dict:
-    """Bring up the system of `wam-ros bringup robot:=<robot> motion:=scripted` and watch it."""
+@dataclass(frozen=True)
+class DemoTraining:
+    """The demo policy's data and training (short forms for tests)."""
+
+    demos: int = 8
+    from_home: int = 3
+    seconds: float = 10.0
+    video_steps: int = 200
+    joint_steps: int = 600
+
+
+def demo_policy(robot: str, out_dir: Path, training: DemoTraining) -> Path:
+    """A `demo` checkpoint for the robot: reused if it exists and matches the config, else recorded
+    and trained here with the train CLI."""
+    from wam_ros.model.config import load_model_config
+    from wam_ros.model.episodes import save_dataset
+    from wam_ros.model.policy import CheckpointMismatch, load_policy
+    from wam_ros.sim.demonstrations import DemoConfig, record_demonstrations
+
+    config = load_model_config("demo")
+    checkpoint = out_dir / f"policy_{robot}.pt"
+    if checkpoint.is_file():
+        try:
+            load_policy(checkpoint, expect_config=config)
+            print(f"[demo] reusing {checkpoint}", file=sys.stderr)
+            return checkpoint
+        except CheckpointMismatch as exc:
+            print(f"[demo] retraining: {exc}", file=sys.stderr)
+    print(f"[demo] recording {training.demos} demonstrations in the simulator", file=sys.stderr)
+    meta, episodes = record_demonstrations(DemoConfig(robot=robot, episodes=training.demos, from_home=training.from_home,
+                                                      seconds=training.seconds, image_size=tuple(config.image_size)))
+    data = out_dir / f"data_{robot}"
+    save_dataset(data, meta, episodes)
+    command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(data), "--config", "demo", "--robot", robot,
+               "--out", str(checkpoint), "--video-steps", str(training.video_steps), "--joint-steps",
+               str(training.joint_steps), "--threads", "2"]
+    print(f"[demo] {' '.join(command[2:])}", file=sys.stderr)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return checkpoint
+
+
+def render_cloud_png(msg: PointCloud2, frames: int, path: Path, title: str) -> None:
+    """The 4D cloud received over DDS, rendered like `wam-ros render-prediction`."""
+    from PIL import Image as PILImage
+
+    from wam_ros.geometry.lifting import PointCloud
+    from wam_ros.render_prediction import prediction_figure
+
+    cloud = pointcloud_arrays(msg)
+    rgb = cloud["rgb"]
+    colors = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
+    points = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1)
+    # colours arrive already faded by the policy node: frame indices 0 so they are not faded twice
+    figure = prediction_figure(PointCloud(points, colors, np.zeros(len(points), np.uint32)), frames, None, "oblique",
+                               title)
+    PILImage.fromarray(figure).save(path)
+
+
+def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | None = None, source: str = "policy",
+             training: DemoTraining | None = None) -> dict:
+    """Bring up the system of `wam-ros bringup robot:=<robot> checkpoint:=<demo policy>` (or
+    motion:=scripted) and watch it."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    options = SystemOptions(robot=robot, motion="scripted")
+    if source == "policy":
+        options = SystemOptions(robot=robot, checkpoint=str(demo_policy(robot, out_dir, training or DemoTraining())))
     apply_environment()
     rclpy.init(args=["wam-ros"])
-    nodes, _ = create_nodes(describe_system(SystemOptions(robot=robot, motion="scripted")))
+    nodes, _ = create_nodes(describe_system(options))
     monitor = DemoMonitor(robot)
     executor = make_executor()
     for node in (*nodes, monitor):
@@ -164,9 +241,16 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
             executor.spin_once(timeout_sec=0.1)
         summary = monitor.summary()
         summary["duration_s"] = duration
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         contact_sheet({"start": monitor.start_frames, f"t={duration:g} s": monitor.latest_frames},
                       out_dir / "contact_sheet.png")
+        if source == "policy":
+            if monitor.predicted_cloud is None:
+                raise RuntimeError("the policy published no predicted cloud")
+            summary["checkpoint"] = options.checkpoint
+            render_cloud_png(monitor.predicted_cloud, 4, out_dir / "prediction_4d.png",
+                             f"predicted 4D cloud at t={from_time(monitor.predicted_cloud.header.stamp):.2f} s, "
+                             f"{monitor.predicted_cloud.width} points")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:
         executor.shutdown()

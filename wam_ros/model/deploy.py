@@ -22,6 +22,16 @@ from wam_ros.model.policy import (PREDICTIVE, Observation, ObservationError, Pre
 from wam_ros.robots.urdf import generate_urdf
 
 
+def resolve_instruction(policy: WorldActionPolicy, instruction: str) -> str:
+    """The instruction to condition on: the given one, or the checkpoint's only task."""
+    if instruction:
+        return instruction
+    tasks = list(getattr(policy.model.text_encoder, "tasks", []))  # a task table knows its instructions
+    if len(tasks) != 1:
+        raise ValueError(f"instruction: the checkpoint knows {len(tasks)} tasks {tasks}; name one")
+    return tasks[0]
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     action_steps: int = 0         # T_a (0: the checkpoint's)

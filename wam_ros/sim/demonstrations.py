@@ -1,8 +1,9 @@
 """Demonstrations recorded in-process from the simulator (no ROS): the scripted motion, observed by
 the three cameras, as a training dataset (wam_ros.model.episodes).
 
-Each episode starts the scripted motion at a different phase, so that the state at a frame says
-where the motion goes next. Frames are rendered at the simulator's camera size and resized
+The first `from_home` episodes start at home, as the robot does when the policy takes over; the
+others start the scripted motion at random phases, so that the state at a frame says where the
+motion goes next. Frames are rendered at the simulator's camera size and resized
 exactly as training and the policy node resize frames (wam_ros.model.policy.resize_images).
 """
 
@@ -26,6 +27,7 @@ TASK = "follow the scripted motion"
 class DemoConfig:
     robot: str = "agilex"
     episodes: int = 6
+    from_home: int = 2
     seconds: float = 8.0
     fps: float = 15.0
     image_size: tuple[int, int] = (64, 64)   # what the model takes (height, width)
@@ -42,8 +44,9 @@ def record_demonstrations(config: DemoConfig, sim: SimConfig | None = None,
     frames = int(round(config.seconds * config.fps))
     episodes = []
     try:
-        for _ in range(config.episodes):
-            offset = float(rng.uniform(2.0, 2.0 + scripted.config.period * 4))  # past the start-up ramp
+        for e in range(config.episodes):
+            # from home through the motion's start-up ramp, or somewhere past it
+            offset = 0.0 if e < config.from_home else float(rng.uniform(2.0, 2.0 + scripted.config.period * 4))
             world.reset()
             world.set_joint_positions(dict(zip(names, scripted.targets(offset))))
             rgb = np.zeros((frames, len(CAMERA_NAMES), *config.image_size, 3), np.uint8)

@@ -120,7 +120,7 @@ class PolicyNode(Node):
     def _load(self, p: dict):
         import torch
 
-        from wam_ros.model.deploy import DeployConfig, DeployedPolicy
+        from wam_ros.model.deploy import DeployConfig, DeployedPolicy, resolve_instruction
         from wam_ros.model.policy import CheckpointMismatch, load_policy
 
         if not p["checkpoint"]:
@@ -135,11 +135,10 @@ class PolicyNode(Node):
             policy.check_robot(state_names=robot.joint_names, action_names=robot.joint_names)
         except (FileNotFoundError, CheckpointMismatch) as exc:
             raise ConfigError(str(exc)) from None
-        tasks = list(getattr(policy.model.text_encoder, "tasks", []))  # the task table's instructions
-        if not p["instruction"]:
-            if len(tasks) != 1:
-                raise ConfigError(f"instruction: the checkpoint knows {len(tasks)} tasks {tasks}; name one")
-            p["instruction"] = tasks[0]
+        try:
+            p["instruction"] = resolve_instruction(policy, p["instruction"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         rate = p["control_rate"] or policy.meta.fps
         horizon = policy.cfg.num_actions
         try:
