@@ -1,0 +1,182 @@
+"""policy_node in its own process over DDS: chunks, value, gate, 4D clouds and markers from observations
+this test publishes; resampling; degraded, stale and NaN inputs skipped with a diagnostic."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from model_data import synthetic_dataset, tiny_config
+from sensor_msgs.msg import JointState, PointCloud2
+from visualization_msgs.msg import Marker, MarkerArray
+
+from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from wam_ros.config import CAMERA_NAMES, load_robot_config
+from wam_ros.model.train import TrainConfig, WindowDataset, train
+from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
+from wam_ros.ros.conversions import camera_info_msg, image_msg, pointcloud_arrays, to_time
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
+from wam_ros.srv import Resample
+
+ROBOT = load_robot_config("agilex")
+HOME = ROBOT.home_positions()
+W, H = 64, 48
+K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny model, briefly trained (the node's plumbing is under test, not the model)."""
+    cfg = tiny_config(gate_threshold=0.0)  # always the predictive expert: its chunks are RTC-guided
+    meta, episodes = synthetic_dataset(cfg)
+    out = tmp_path_factory.mktemp("policy") / "tiny.pt"
+    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=10, joint_stage_steps=20, batch_size=4,
+                                                          checkpoint_every=1000), out, progress=False)
+    return out
+
+
+class Robot(ProbeNode):
+    """Joint states and observation sets around the policy node."""
+
+    def __init__(self, domain: int):
+        super().__init__("policy_test", domain)
+        n = self.node
+        self.joint_pub = n.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
+        self.obs_pub = n.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
+        self.chunks: list[ActionChunk] = []
+        self.values: list[ValueEstimate] = []
+        self.gates: list[GateState] = []
+        self.clouds: dict[str, list[PointCloud2]] = {"predicted": [], "live": []}
+        self.markers: list[MarkerArray] = []
+        self.diagnostics: dict[str, str] = {}
+        n.create_subscription(ActionChunk, "policy/chunk", self.chunks.append, COMMAND_QOS)
+        n.create_subscription(ValueEstimate, "policy/value", self.values.append, COMMAND_QOS)
+        n.create_subscription(GateState, "policy/gate", self.gates.append, COMMAND_QOS)
+        for kind in self.clouds:
+            n.create_subscription(PointCloud2, f"policy/{kind}_cloud", self.clouds[kind].append, COMMAND_QOS)
+        n.create_subscription(MarkerArray, "policy/markers", self.markers.append, COMMAND_QOS)
+        n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.update(
+            {v.key: v.value for s in m.status if s.name.endswith("policy") for v in s.values}), DIAGNOSTICS_QOS)
+        self.resample = n.create_client(Resample, "policy/resample")
+        self.joints = dict(HOME)
+        self.degraded = False
+        self.age = 0.0
+        n.create_timer(0.01, self._publish_joints)
+        n.create_timer(1 / 15, self._publish_observation)
+
+    def _publish_joints(self) -> None:
+        self.joint_pub.publish(JointState(name=list(self.joints), position=list(self.joints.values())))
+
+    def _publish_observation(self) -> None:
+        stamp = to_time(self.node.get_clock().now().nanoseconds * 1e-9 - self.age)
+        msg = MultiViewRGBD(camera_names=list(CAMERA_NAMES), degraded=self.degraded,
+                            status="missing ['head']" if self.degraded else "ok")
+        msg.header.stamp = stamp
+        for i, cam in enumerate(CAMERA_NAMES):
+            color = np.full((H, W, 3), 40 + 60 * i, np.uint8)
+            depth = np.full((H, W), 800 + 100 * i, np.uint16)
+            frame = f"{cam}_color_optical_frame"
+            msg.color.append(image_msg(color, "rgb8", stamp, frame))
+            msg.depth.append(image_msg(depth, "16UC1", stamp, frame))
+            msg.color_info.append(camera_info_msg(K, W, H, stamp, frame))
+            msg.depth_info.append(camera_info_msg(K, W, H, stamp, frame))
+            msg.stamps.append(stamp)
+        self.obs_pub.publish(msg)
+
+
+@pytest.fixture(scope="module")
+def robot_and_policy(checkpoint):
+    """One policy node for the module (its start-up, torch import included, takes seconds); each
+    test leaves the inputs healthy."""
+    domain = SPARE_DOMAIN_IDS[0]
+    process = subprocess.Popen([str(Path(sys.executable).parent / "policy_node"), "--ros-args",
+                                "-p", f"checkpoint:={checkpoint}", "-p", "robot:=agilex", "-p", "seed:=3",
+                                "-p", "max_observation_age:=0.5", "-p", "live_cloud_stride:=2"],
+                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    robot = Robot(domain)
+    try:
+        yield robot, process
+    finally:
+        robot.close()
+        stop_process(process)
+
+
+def test_the_policy_publishes_chunks_values_gates_clouds_and_markers(robot_and_policy):
+    robot, _ = robot_and_policy
+    assert robot.spin_until(lambda: len(robot.chunks) >= 3 and robot.clouds["predicted"] and robot.markers, 60.0), \
+        f"{len(robot.chunks)} chunks, diagnostics {robot.diagnostics}"
+    chunk = robot.chunks[-1]
+    arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
+    assert chunk.action_space == ActionChunk.ACTION_SPACE_JOINT_POSITION and list(chunk.joint_names) == arm
+    positions = np.array(chunk.positions).reshape(chunk.horizon, len(arm))
+    assert np.isfinite(positions).all() and 1 <= chunk.horizon <= 8  # K = 8 actions, minus the steps already due
+    assert list(chunk.gripper_names) == ["left_gripper", "right_gripper"]
+    assert all(0.0 <= g <= 1.0 for g in chunk.gripper)
+    assert chunk.dt == pytest.approx(1 / 15) and chunk.expert == GateState.EXPERT_PREDICTIVE
+    assert chunk.inference_latency > 0 and chunk.inference_delay_steps >= 1
+    ids = [c.chunk_id for c in robot.chunks]
+    assert ids == sorted(set(ids))
+    assert {v.chunk_id for v in robot.values} >= set(ids[:-1]) and {g.chunk_id for g in robot.gates} >= set(ids[:-1])
+    assert all(0.0 <= v.value <= 1.0 and v.peak >= v.value for v in robot.values)
+    predicted = pointcloud_arrays(robot.clouds["predicted"][-1])
+    assert len(predicted) > 100 and set(np.unique(predicted["frame"])) <= {0, 1}  # H = 2 predicted frames
+    assert robot.spin_until(lambda: bool(robot.clouds["live"]), 10.0)
+    live = pointcloud_arrays(robot.clouds["live"][-1])
+    assert len(live) > 100 and (live["frame"] == 0).all()
+    kinds = [m.type for m in robot.markers[-1].markers]
+    assert kinds.count(Marker.LINE_STRIP) == 2 and Marker.TEXT_VIEW_FACING in kinds
+    assert robot.spin_until(lambda: "actions_latency_p50_ms" in robot.diagnostics, 5.0)
+    assert robot.diagnostics["chunking"] == "rtc" and int(robot.diagnostics["inference_errors"]) == 0
+
+
+def test_resample_discards_pending_chunks_and_answers_with_the_next_id(robot_and_policy):
+    robot, _ = robot_and_policy
+    assert robot.spin_until(lambda: len(robot.chunks) >= 2, 60.0)
+    assert robot.resample.wait_for_service(timeout_sec=5.0)
+    arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
+    restored = [HOME[n] + 0.05 for n in arm]
+    future = robot.resample.call_async(Resample.Request(discarded_chunk_id=robot.chunks[-1].chunk_id,
+                                                        joint_names=arm, positions=restored))
+    assert robot.spin_until(future.done, 5.0)
+    reply = future.result()
+    assert reply.accepted, reply.message
+    assert robot.spin_until(lambda: any(c.chunk_id == reply.chunk_id for c in robot.chunks), 20.0)
+    # a restored state naming a joint the checkpoint does not know is refused
+    bad = robot.resample.call_async(Resample.Request(joint_names=["elbow"], positions=[0.1]))
+    assert robot.spin_until(bad.done, 5.0)
+    assert not bad.result().accepted and "unknown joints ['elbow']" in bad.result().message
+
+
+@pytest.mark.parametrize("fault, reason", [("degraded", "skipped: observation degraded"),
+                                           ("stale", "skipped: observation stale"),
+                                           ("nan", "skipped: joint state missing or NaN")])
+def test_unusable_inputs_give_no_chunk_and_a_diagnostic(robot_and_policy, fault, reason):
+    robot, process = robot_and_policy
+    if fault == "degraded":
+        robot.degraded = True
+    elif fault == "stale":
+        robot.age = 2.0
+    else:
+        robot.joints["left_joint3"] = math.nan
+    assert robot.spin_until(lambda: reason in robot.diagnostics, 30.0), robot.diagnostics
+    count = len(robot.chunks)
+    robot.spin_for(1.5)
+    assert len(robot.chunks) == count and process.poll() is None  # nothing acted on, still running
+    robot.degraded, robot.age, robot.joints["left_joint3"] = False, 0.0, HOME["left_joint3"]
+    assert robot.spin_until(lambda: len(robot.chunks) > count, 30.0)  # and it recovers
+
+
+def test_a_checkpoint_for_another_robot_is_refused_at_start(checkpoint):
+    result = subprocess.run([str(Path(sys.executable).parent / "policy_node"), "--ros-args",
+                             "-p", f"checkpoint:={checkpoint}", "-p", "robot:=franka"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])})
+    assert result.returncode == 2
+    assert "checkpoint does not match the robot" in result.stderr and "state joints" in result.stderr
