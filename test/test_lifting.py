@@ -8,7 +8,7 @@ from wam_ros.config import load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, fade, lift, scale_intrinsics, voxel_downsample
 from wam_ros.robots.urdf import generate_urdf
-from wam_ros.ros.conversions import pointcloud_arrays, pointcloud_msg, to_time
+from wam_ros.ros.conversions import pointcloud_from_msg, pointcloud_msg, to_time
 from wam_ros.sim.world import SimWorld
 
 K = np.array([[100.0, 0.0, 31.5], [0.0, 100.0, 23.5], [0.0, 0.0, 1.0]])
@@ -29,7 +29,10 @@ def test_pixels_lift_along_their_rays_into_the_base_frame():
     rgb = np.zeros((1, 2, 48, 64, 3), np.uint8)
     rgb[0, 1, 10, 20] = (255, 0, 0)
     poses = np.stack([camera_pose(1.0)[None], camera_pose(1.2)[None]])  # (T, V, 4, 4): the camera moves up
-    cloud = lift(depth, rgb, K[None], poses)
+    organised = lift(depth, rgb, K[None], poses)
+    assert len(organised) == 2 * 48 * 64 and organised.width == 64  # every pixel, NaN without depth
+    assert np.isnan(organised.points[0]).all() and np.isfinite(organised.points[1:]).all()
+    cloud = organised.valid()
     assert len(cloud) == 2 * 48 * 64 - 1 and cloud.points.dtype == np.float32
     assert np.allclose(cloud.points[cloud.frames == 0, 2], 0.2) and np.allclose(cloud.points[cloud.frames == 1, 2], 0.7)
     red = np.flatnonzero((cloud.colors == (255, 0, 0)).all(axis=1))
@@ -37,19 +40,20 @@ def test_pixels_lift_along_their_rays_into_the_base_frame():
     # pixel (u=20, v=10) at 0.5 m: x = (20 - 31.5) / 100 * 0.5, optical y down = base -y
     assert np.allclose(cloud.points[red[0]], [(20 - 31.5) / 100 * 0.5, -(10 - 23.5) / 100 * 0.5, 0.7], atol=1e-6)
     strided = lift(depth, rgb, K[None], poses, stride=4)
-    assert len(strided) == 2 * 12 * 16 - 1
+    assert len(strided.valid()) == 2 * 12 * 16 - 1
+    assert lift(depth, rgb, K[None], poses, out=organised) is organised  # the buffer is reused
     with pytest.raises(ValueError, match="expected \\(T, V, 4, 4\\)"):
         lift(depth, rgb, K[None], poses[0])
 
 
 def test_voxels_keep_one_point_per_cell_and_frame():
     points = np.array([[0.001, 0.001, 0.0], [0.004, 0.002, 0.0], [0.02, 0.0, 0.0], [0.001, 0.001, 0.0]], np.float32)
-    cloud = PointCloud(points, np.zeros((4, 3), np.uint8), np.array([0, 0, 0, 1], np.uint32))
+    cloud = PointCloud.from_arrays(points, np.zeros((4, 3), np.uint8), np.array([0, 0, 0, 1], np.uint32))
     down = voxel_downsample(cloud, 0.01)
     assert len(down) == 3 and list(down.frames) == [0, 0, 1]
-    assert voxel_downsample(cloud, 0.0) is cloud
-    faded = fade(np.full((2, 3), 100, np.uint8), np.array([0, 3], np.uint32), 4)
-    assert faded[0, 0] == 100 and faded[1, 0] > 100  # later frames fade towards white
+    assert len(voxel_downsample(cloud, 0.0)) == 4
+    faded = fade(PointCloud.from_arrays(points[:2], np.full((2, 3), 100, np.uint8), np.array([0, 3], np.uint32)), 4)
+    assert faded.colors[0, 0] == 100 and faded.colors[1, 0] > 100  # later frames fade towards white
 
 
 def test_intrinsics_follow_a_resize():
@@ -62,12 +66,12 @@ def test_intrinsics_follow_a_resize():
 def test_pointcloud2_round_trip_keeps_points_colours_and_frames():
     points = np.array([[0.1, 0.2, 0.3], [-1.0, 0.5, 2.0]], np.float32)
     colors = np.array([[255, 128, 1], [0, 0, 255]], np.uint8)
-    msg = pointcloud_msg(points, colors, np.array([0, 7], np.uint32), to_time(1.5), "base")
+    msg = pointcloud_msg(PointCloud.from_arrays(points, colors, np.array([0, 7], np.uint32)), to_time(1.5), "base")
     assert (msg.width, msg.height, msg.point_step, msg.header.frame_id) == (2, 1, 20, "base")
     assert [f.name for f in msg.fields] == ["x", "y", "z", "rgb", "frame"]
-    back = pointcloud_arrays(msg)
-    assert np.allclose(np.stack([back["x"], back["y"], back["z"]], 1), points)
-    assert back["rgb"][0] == (255 << 16 | 128 << 8 | 1) and list(back["frame"]) == [0, 7]
+    back = pointcloud_from_msg(msg)
+    assert np.allclose(back.points, points) and np.array_equal(back.colors, colors)
+    assert back.data["rgb"][0] == (255 << 16 | 128 << 8 | 1) and list(back.frames) == [0, 7]
 
 
 def test_the_simulated_head_camera_lifts_onto_the_table():
@@ -83,7 +87,7 @@ def test_the_simulated_head_camera_lifts_onto_the_table():
         world.close()
     q = robot.home_positions()
     pose = Kinematics(urdf).frame_pose(q, "head_color_optical_frame")
-    cloud = lift(view.depth[None, None], view.rgb[None, None], view.K[None], pose[None, None])
+    cloud = lift(view.depth[None, None], view.rgb[None, None], view.K[None], pose[None, None]).valid()
     t = robot.table
     top = t.pose.xyz[2] + t.size[2]
     over_table = (np.abs(cloud.points[:, 0] - t.pose.xyz[0]) < t.size[0]) & (np.abs(cloud.points[:, 1] - t.pose.xyz[1]) < t.size[1])

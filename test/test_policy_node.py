@@ -21,7 +21,7 @@ from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
-from wam_ros.ros.conversions import camera_info_msg, image_msg, pointcloud_arrays, to_time
+from wam_ros.ros.conversions import camera_info_msg, image_msg, pointcloud_from_msg, to_time
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
 from wam_ros.srv import Resample
 
@@ -125,11 +125,11 @@ def test_the_policy_publishes_chunks_values_gates_clouds_and_markers(robot_and_p
     assert ids == sorted(set(ids))
     assert {v.chunk_id for v in robot.values} >= set(ids[:-1]) and {g.chunk_id for g in robot.gates} >= set(ids[:-1])
     assert all(0.0 <= v.value <= 1.0 and v.peak >= v.value for v in robot.values)
-    predicted = pointcloud_arrays(robot.clouds["predicted"][-1])
-    assert len(predicted) > 100 and set(np.unique(predicted["frame"])) <= {0, 1}  # H = 2 predicted frames
+    predicted = pointcloud_from_msg(robot.clouds["predicted"][-1])
+    assert len(predicted) > 100 and set(np.unique(predicted.frames)) <= {0, 1}  # H = 2 predicted frames
     assert robot.spin_until(lambda: bool(robot.clouds["live"]), 10.0)
-    live = pointcloud_arrays(robot.clouds["live"][-1])
-    assert len(live) > 100 and (live["frame"] == 0).all()
+    live = pointcloud_from_msg(robot.clouds["live"][-1])
+    assert len(live) > 100 and (live.frames == 0).all()
     kinds = [m.type for m in robot.markers[-1].markers]
     assert kinds.count(Marker.LINE_STRIP) == 2 and Marker.TEXT_VIEW_FACING in kinds
     assert robot.spin_until(lambda: "actions_latency_p50_ms" in robot.diagnostics, 5.0)

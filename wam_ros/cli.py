@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-steps", type=int, default=200, help="policy: training steps of stage 1")
     p.add_argument("--joint-steps", type=int, default=600, help="policy: training steps of stage 2")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
-    p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model"])
+    p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "policy",
+                                          "lift"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
     p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages)")

@@ -26,7 +26,7 @@ from trajectory_msgs.msg import JointTrajectory
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.msg import ActionChunk, SupervisorState
 from wam_ros.ros.bringup import apply_environment, create_nodes
-from wam_ros.ros.conversions import from_time, image_array, pointcloud_arrays, trajectory_arrays
+from wam_ros.ros.conversions import from_time, image_array, pointcloud_from_msg, trajectory_arrays
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
@@ -205,16 +205,10 @@ def render_cloud_png(msg: PointCloud2, frames: int, path: Path, title: str) -> N
     """The 4D cloud received over DDS, rendered like `wam-ros render-prediction`."""
     from PIL import Image as PILImage
 
-    from wam_ros.geometry.lifting import PointCloud
     from wam_ros.render_prediction import prediction_figure
 
-    cloud = pointcloud_arrays(msg)
-    rgb = cloud["rgb"]
-    colors = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
-    points = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1)
-    # colours arrive already faded by the policy node: frame indices 0 so they are not faded twice
-    figure = prediction_figure(PointCloud(points, colors, np.zeros(len(points), np.uint32)), frames, None, "oblique",
-                               title)
+    # colours arrive faded by the policy node: one "frame", so that they are not faded twice
+    figure = prediction_figure(pointcloud_from_msg(msg), 1, None, "oblique", title)
     PILImage.fromarray(figure).save(path)
 
 

@@ -20,8 +20,8 @@ def prediction_figure(cloud: PointCloud, frames_in_prediction: int, future_rgb: 
     """The cloud panel (colours faded by predicted frame) above a grid of predicted frames (views x time)."""
     from PIL import Image, ImageDraw
 
-    colors = fade(cloud.colors, cloud.frames, frames_in_prediction)
-    panel = render_points(cloud.points, colors, view_pose(cloud.points, view), pinhole(FIGURE_SIZE), FIGURE_SIZE)
+    cloud = fade(cloud, frames_in_prediction)
+    panel = render_points(cloud.points, cloud.colors, view_pose(cloud.points, view), pinhole(FIGURE_SIZE), FIGURE_SIZE)
     rows = [panel]
     if future_rgb is not None:
         views, steps = future_rgb.shape[:2]

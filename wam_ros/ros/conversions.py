@@ -10,6 +10,8 @@ from builtin_interfaces.msg import Time
 from trajectory_msgs.msg import JointTrajectory
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
+from wam_ros.geometry.lifting import CLOUD_DTYPE, PointCloud
+
 _ENCODINGS = {  # encoding -> (dtype, channels)
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1),
     "16UC1": (np.uint16, 1), "mono16": (np.uint16, 1), "32FC1": (np.float32, 1),
@@ -26,6 +28,12 @@ def from_time(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+# Generated message classes copy a uint8[] field on assignment (array.array('B', value)) unless
+# they check fields, in which case an array('B') is taken as it is: messages with large payloads
+# are built with check_fields=True, which saves one copy of every image and cloud.
+CHECKED = {"check_fields": True}
+
+
 def _bytes_field(a: np.ndarray) -> array.array:
     # Fast path: array('B').frombytes(memoryview) is ~0.05 ms per 900 KB; .tolist() is ~20 ms.
     buf = array.array("B")
@@ -37,7 +45,7 @@ def image_msg(a: np.ndarray, encoding: str, stamp: Time, frame_id: str) -> Image
     dtype, channels = _ENCODINGS[encoding]
     if a.dtype != dtype or a.ndim != (3 if channels > 1 else 2) or (channels > 1 and a.shape[2] != channels):
         raise ValueError(f"array {a.dtype}{a.shape} does not match encoding {encoding}")
-    msg = Image()
+    msg = Image(**CHECKED)
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.height, msg.width = a.shape[:2]
@@ -98,32 +106,28 @@ def trajectory_arrays(msg: JointTrajectory, now: float) -> tuple[list[str], np.n
     return names, start + offsets, np.array([list(p.positions) for p in msg.points], dtype=float)
 
 
-# x, y, z, rgb (RViz's packed float), frame: the predicted frame index (0 for live clouds)
-CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("frame", "<u4")])
-
-
-def pointcloud_msg(points: np.ndarray, colors: np.ndarray, frames: np.ndarray, stamp: Time,
-                   frame_id: str) -> PointCloud2:
-    """An unorganised PointCloud2 (height 1) with the fields of CLOUD_DTYPE."""
-    cloud = np.empty(len(points), CLOUD_DTYPE)
-    cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
-    c = colors.astype(np.uint32)
-    cloud["rgb"] = (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
-    cloud["frame"] = frames
-    msg = PointCloud2(height=1, width=len(points), is_bigendian=False, point_step=CLOUD_DTYPE.itemsize,
-                      row_step=CLOUD_DTYPE.itemsize * len(points), is_dense=True)
+def pointcloud_msg(cloud: PointCloud, stamp: Time, frame_id: str) -> PointCloud2:
+    """A PointCloud2 with the fields of CLOUD_DTYPE: organised (rows of cloud.width) or not. A cloud
+    allocated by lifting hands its buffer over without a copy."""
+    data = cloud.data
+    width = cloud.width or len(data)
+    msg = PointCloud2(**CHECKED, height=len(data) // width if width else 1, width=width, is_bigendian=False,
+                      point_step=CLOUD_DTYPE.itemsize, row_step=CLOUD_DTYPE.itemsize * width,
+                      is_dense=not cloud.width)  # organised clouds keep NaN pixels
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     # RViz reads rgb as a FLOAT32 whose bits are 0x00RRGGBB
     types = {"x": PointField.FLOAT32, "y": PointField.FLOAT32, "z": PointField.FLOAT32, "rgb": PointField.FLOAT32,
              "frame": PointField.UINT32}
     msg.fields = [PointField(name=name, offset=CLOUD_DTYPE.fields[name][1], datatype=types[name], count=1)
                   for name in CLOUD_DTYPE.names]
-    msg.data = _bytes_field(cloud)
+    whole = cloud.buffer is not None and len(cloud.buffer) == data.nbytes
+    msg.data = cloud.buffer if whole else _bytes_field(data)
     return msg
 
 
-def pointcloud_arrays(msg: PointCloud2) -> np.ndarray:
-    """A PointCloud2 written by pointcloud_msg as a structured array (no copy)."""
+def pointcloud_from_msg(msg: PointCloud2) -> PointCloud:
+    """A PointCloud2 written by pointcloud_msg (no copy)."""
     if [f.name for f in msg.fields] != list(CLOUD_DTYPE.names) or msg.point_step != CLOUD_DTYPE.itemsize:
         raise ValueError(f"not a wam_ros cloud: fields {[f.name for f in msg.fields]}, point_step {msg.point_step}")
-    return np.frombuffer(msg.data, CLOUD_DTYPE, count=msg.width * msg.height)
+    return PointCloud(np.frombuffer(msg.data, CLOUD_DTYPE, count=msg.width * msg.height),
+                      msg.width if msg.height > 1 else 0)

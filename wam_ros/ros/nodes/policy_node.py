@@ -283,13 +283,13 @@ class PolicyNode(Node):
         absolute = self.deployed.encoder.decode(ready.prediction.actions, obs.state)
         if prediction.future_depth is not None:
             cloud = voxel_downsample(self.deployed.predicted_cloud(prediction, obs.state, absolute, intrinsics), voxel)
-            colors = fade(cloud.colors, cloud.frames, self.deployed.policy.cfg.horizon)
-            self.predicted_pub.publish(pointcloud_msg(cloud.points, colors, cloud.frames, header_stamp, frame_id))
+            cloud = fade(cloud, self.deployed.policy.cfg.horizon)
+            self.predicted_pub.publish(pointcloud_msg(cloud, header_stamp, frame_id))
         stride = self.params["live_cloud_stride"]
         if stride:
             live = self._live_cloud(msg, obs.state, intrinsics, stride)
             live = voxel_downsample(live, voxel)
-            self.live_pub.publish(pointcloud_msg(live.points, live.colors, live.frames, header_stamp, frame_id))
+            self.live_pub.publish(pointcloud_msg(live, header_stamp, frame_id))
         self.marker_pub.publish(self._markers(absolute, obs.state, ready, header_stamp, frame_id))
 
     def _live_cloud(self, msg: MultiViewRGBD, state: np.ndarray, intrinsics: dict, stride: int) -> PointCloud:
