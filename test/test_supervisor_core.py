@@ -126,6 +126,25 @@ def test_clamp_mode_clamps_positions_into_the_limits():
     assert command.positions[:, 1].max() <= 3.14
 
 
+def test_clamp_mode_turns_a_jittery_chunk_into_motion_within_the_limits():
+    h = Harness(make_config(clamp=True))
+    h.q = np.array([HOME[n] for n in ARM])
+    h.feed(0.0)
+    rng = np.random.default_rng(4)
+    ramp = np.linspace(0.0, 0.3, 15)[:, None]
+    positions = h.q + ramp + rng.normal(0.0, 0.03, (15, 12))  # a rough model: 0.03 rad noise per step
+    strict = Harness(make_config())
+    strict.q = h.q.copy()
+    strict.feed(0.0)
+    assert not any(isinstance(e, Command) for e in strict.chunk(positions))  # rejected without clamp
+    command = next(e for e in h.chunk(positions) if isinstance(e, Command))
+    limits = h.sup.config.checks.limits
+    amax = np.array([limits[n].max_acceleration for n in ARM])
+    p = command.positions[:, :12]
+    assert (np.abs(np.diff(p, 2, axis=0)) / DT ** 2 <= amax + 1e-6).all()
+    assert np.abs(p - (h.q + ramp)).max() < 0.15  # it still follows the chunk
+
+
 def test_joint_delta_chunks_are_relative_to_the_conditioning_state():
     h = running()
     deltas = np.zeros((15, 12))

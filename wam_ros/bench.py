@@ -484,3 +484,120 @@ def bench_lift(repeats: int = 15, views: int = 3, frames: int = 8, height: int =
             "ratio_to_copying_the_cloud": round(median["lift_and_pack"] / median["copy_cloud_payload"], 2),
             "torch_threads": torch.get_num_threads(),
             "goal": "lift_and_pack <= 4x the numpy copy of the same bytes"}
+
+
+def _closed_loop(deployed, world, names: list[str], instruction: str, duration: float) -> dict:
+    """The simulated robot executing a policy's chunks at the control rate in real time while the
+    policy samples on a worker thread, as policy_node does: starvation and boundary jumps."""
+    import threading
+
+    scheduler = deployed.scheduler
+    dt = scheduler.config.dt
+    handovers, latencies, errors = [], [], []
+    busy = threading.Event()
+    start = time.monotonic()
+    clock = lambda: time.monotonic() - start  # noqa: E731
+
+    def infer(obs, stamp: float, chunk_id: int) -> None:
+        try:
+            deployed.infer(obs, stamp, clock, lambda ready: (handovers.append(ready.handover),
+                                                             latencies.append(clock() - stamp)), chunk_id)
+        except Exception as exc:  # noqa: BLE001 — reported in the result
+            errors.append(repr(exc))
+        finally:
+            busy.clear()
+
+    starved = ticks = 0
+    chunk_id = 0
+    for k in range(int(duration / dt)):
+        now = clock()
+        if now < k * dt:
+            time.sleep(k * dt - now)
+            now = clock()
+        executing = scheduler.executing
+        if executing is not None:
+            ticks += 1
+            starved += now > executing.end + 1e-9  # nothing left to execute: the arm holds
+            world.set_targets(names, executing.at(now))
+        world.step(dt)
+        if not busy.is_set() and scheduler.inference_due(now):
+            frames = world.render_all()
+            obs = deployed.observation({f.name: f.rgb for f in frames}, {f.name: f.depth for f in frames},
+                                       dict(zip(names, world.joint_positions())), instruction)
+            chunk_id += 1
+            busy.set()
+            threading.Thread(target=infer, args=(obs, now, chunk_id), daemon=True).start()
+    while busy.is_set():
+        time.sleep(0.01)
+    jumps = np.array([h.jump for h in handovers[1:]]) if len(handovers) > 1 else np.array([np.nan])
+    lat = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
+    return {"chunks": len(handovers), "control_ticks": ticks, "starved_ticks": int(starved),
+            "boundary_jump_rad": {"median": round(float(np.median(jumps)), 4), "max": round(float(np.max(jumps)), 4)},
+            "observation_to_chunk_ms": {"p50": round(float(np.percentile(lat, 50)), 1),
+                                        "p95": round(float(np.percentile(lat, 95)), 1),
+                                        "max": round(float(np.max(lat)), 1)},
+            "delay_steps": scheduler.delay_steps, "errors": errors[:3]}
+
+
+def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = "") -> dict:
+    """The demo policy (trained on first use, like `make demo`) on the simulated AgileX at its 15 Hz
+    control rate, in real time: RTC vs naive switching vs blending (chunk boundary jumps, starvation)
+    for `duration` s each, and observation-to-first-action latency with ANS vs synchronous sampling
+    (interleaved repeats). Inference includes the video and depth, as in policy_node."""
+    import torch
+
+    from wam_ros.config import load_robot_config
+    from wam_ros.control.chunking import MODES, ChunkingConfig, ChunkScheduler
+    from wam_ros.demo import DemoTraining, demo_policy
+    from wam_ros.memory import keep_freed_memory
+    from wam_ros.model.deploy import DeployConfig, DeployedPolicy, resolve_instruction
+    from wam_ros.model.policy import load_policy
+    from wam_ros.robots.urdf import generate_urdf
+    from wam_ros.sim.world import SimWorld
+
+    keep_freed_memory()
+    torch.set_num_threads(2)
+    path = Path(checkpoint) if checkpoint else demo_policy("agilex", Path("out/demo"), DemoTraining())
+    policy = load_policy(path)
+    robot = load_robot_config("agilex")
+    names = list(robot.joint_names)
+    instruction = resolve_instruction(policy, "")
+    horizon = policy.cfg.num_actions
+    result: dict = {"checkpoint": str(path), "actions_per_chunk": horizon, "control_rate_hz": policy.meta.fps,
+                    "execution_horizon_steps": horizon // 2, "torch_threads": torch.get_num_threads(),
+                    "seconds_per_mode": duration}
+    for mode in MODES:
+        world = SimWorld(robot, generate_urdf(robot))
+        try:
+            world.reset()
+            scheduler = ChunkScheduler(ChunkingConfig(1.0 / policy.meta.fps, horizon, horizon // 2, mode))
+            deployed = DeployedPolicy(policy, robot, scheduler, DeployConfig(video=True, depth=True))
+            result[mode] = _closed_loop(deployed, world, names, instruction, duration)
+        finally:
+            world.close()
+    naive, rtc = result["naive"]["boundary_jump_rad"]["max"], result["rtc"]["boundary_jump_rad"]["max"]
+    result["naive_over_rtc_max_jump"] = round(naive / rtc, 2) if rtc > 0 else None
+    # observation to first action: ANS (T_a of T_O passes) vs synchronous (all T_O for the actions)
+    world = SimWorld(robot, generate_urdf(robot))
+    try:
+        world.reset()
+        frames = world.render_all()
+        obs = DeployedPolicy(policy, robot, ChunkScheduler(ChunkingConfig(1.0 / policy.meta.fps, horizon,
+                                                                          horizon // 2))).observation(
+            {f.name: f.rgb for f in frames}, {f.name: f.depth for f in frames},
+            dict(zip(names, world.joint_positions())), instruction)
+    finally:
+        world.close()
+    cfg = policy.cfg
+    variants = {"ans": cfg.action_steps, "synchronous": cfg.video_steps}
+    first_action: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(repeats):
+        for name, steps in variants.items():
+            first_action[name].append(policy.predict(obs, video=False, action_steps=steps, seed=i).timings["actions_ms"])
+    medians = {name: round(float(np.median(v)), 2) for name, v in first_action.items()}
+    result["observation_to_first_action_ms_p50"] = {f"ans_Ta{cfg.action_steps}_TO{cfg.video_steps}": medians["ans"],
+                                                    f"synchronous_{cfg.video_steps}": medians["synchronous"]}
+    result["ans_speedup"] = round(medians["synchronous"] / medians["ans"], 2)
+    result["goal"] = ("zero starvation whenever inference latency <= execution horizon; max boundary jump "
+                      ">= 5x smaller with rtc than naive")
+    return result

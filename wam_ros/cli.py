@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "lift"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
+    p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60)")
+    p.add_argument("--checkpoint", default=None, help="policy: checkpoint (default: the demo policy)")
     p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages)")
     p.add_argument("--data", type=Path, required=True, help="dataset directory (meta.json + episode_*.npz)")
     p.add_argument("--config", default="small", help="model preset (small, paper) or a YAML file")
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             import inspect
 
             run = getattr(bench, f"bench_{args.target.replace('-', '_')}")
-            options = {k: v for k, v in (("robot", args.robot), ("repeats", args.repeats)) if v is not None}
+            options = {k: v for k, v in (("robot", args.robot), ("repeats", args.repeats), ("duration", args.duration),
+                                         ("checkpoint", args.checkpoint)) if v is not None}
             unsupported = set(options) - set(inspect.signature(run).parameters)
             if unsupported:
                 raise ConfigError(f"bench {args.target} takes no --{', --'.join(sorted(unsupported))}")

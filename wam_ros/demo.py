@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,9 +220,15 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
     options = SystemOptions(robot=robot, motion="scripted")
     if source == "policy":
         options = SystemOptions(robot=robot, checkpoint=str(demo_policy(robot, out_dir, training or DemoTraining())))
+    specs = describe_system(options)
+    if source == "policy":
+        # the demo model is trained for a minute: the supervisor clamps its chunks into the velocity
+        # limits instead of rejecting them (every clamp is counted in its state)
+        specs = [replace(s, parameters={**s.parameters, "clamp": True}) if s.executable == "supervisor_node" else s
+                 for s in specs]
     apply_environment()
     rclpy.init(args=["wam-ros"])
-    nodes, _ = create_nodes(describe_system(options))
+    nodes, _ = create_nodes(specs)
     monitor = DemoMonitor(robot)
     executor = make_executor()
     for node in (*nodes, monitor):

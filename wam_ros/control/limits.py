@@ -99,6 +99,29 @@ def _worst(values: np.ndarray, bound: np.ndarray) -> tuple[int, int] | None:
     return int(step), int(joint)
 
 
+def _track_within_limits(p: np.ndarray, dt: float, bounds: tuple[np.ndarray, np.ndarray], vmax: np.ndarray,
+                         amax: np.ndarray, jmax: np.ndarray) -> np.ndarray:
+    """Follow the targets step by step from the first one, with the velocity, acceleration and
+    jerk of the finite differences (as checked below) bounded and the positions inside `bounds`: a
+    rough chunk becomes the nearest motion the limits allow, lagging where it would have jumped.
+    (Where the position bound cuts a step short, the checks that follow decide.)"""
+    q = p.copy()
+    v_prev = a_prev = None
+    for k in range(1, len(p)):
+        v = np.clip((p[k] - q[k - 1]) / dt, -vmax, vmax)
+        if v_prev is not None:
+            lo, hi = -amax, amax
+            if a_prev is not None:
+                lo, hi = np.maximum(lo, a_prev - jmax * dt), np.minimum(hi, a_prev + jmax * dt)
+            v = np.clip(v_prev + np.clip((v - v_prev) / dt, lo, hi) * dt, -vmax, vmax)
+        q[k] = np.clip(q[k - 1] + v * dt, *bounds)
+        v = (q[k] - q[k - 1]) / dt
+        if v_prev is not None:
+            a_prev = (v - v_prev) / dt
+        v_prev = v
+    return q
+
+
 def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, current: np.ndarray,
                   config: CheckConfig, forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
                   ) -> CheckedTargets:
@@ -134,11 +157,10 @@ def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, curren
         p = np.clip(p, lo, hi)
         clamped.append("position")
 
-    if _worst(_finite_differences(p, dt, 1), vmax) is not None and config.clamp:
-        # limit each step's increment, from the first target on (keeps the chunk's start)
-        for k in range(1, len(p)):
-            p[k] = p[k - 1] + np.clip(p[k] - p[k - 1], -vmax * dt, vmax * dt)
-        clamped.append("velocity")
+    if config.clamp and any(_worst(_finite_differences(p, dt, order), bound) is not None
+                            for order, bound in ((1, vmax), (2, amax), (3, jmax))):
+        p = _track_within_limits(p, dt, (lo, hi), vmax, amax, jmax)
+        clamped.append("velocity/acceleration/jerk")
     for order, bound, what, unit in ((1, vmax, "velocity", "rad/s"), (2, amax, "acceleration", "rad/s^2"),
                                      (3, jmax, "jerk", "rad/s^3")):
         d = _finite_differences(p, dt, order)
