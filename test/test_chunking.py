@@ -26,11 +26,12 @@ def test_a_chunk_takes_over_at_its_first_step_not_yet_due():
     assert first.first_step == 3 and first.chunk.start == pytest.approx(0.3) and len(first.chunk.positions) == 13
     assert first.jump == 0.0 and first.starved_steps == 0 and first.latency == pytest.approx(0.25)
     assert s.delay_steps == 3 + 1  # ceil(0.25 / 0.1) plus the default margin of one step
-    assert not s.inference_due(0.79) and s.inference_due(1.1)  # 8 steps after the chunk took over
-    # the next chunk, conditioned at 1.1 s, arrives at 1.35 s: it disagrees with the old by 0.5
-    second = s.accept(2, obs_time=1.1, positions=ramp(11.5), now=1.35)
-    assert second.first_step == 3 and second.chunk.start == pytest.approx(1.4)
-    assert second.jump == pytest.approx(0.5)  # old at 1.4 s: 14, new: 14.5
+    assert not s.inference_due(0.79) and s.inference_due(0.8)  # s = 8 steps after its observation
+    # the next chunk, conditioned at 0.8 s, arrives at 1.05 s: it disagrees with the old by 0.5
+    second = s.accept(2, obs_time=0.8, positions=ramp(8.5), now=1.05)
+    assert second.first_step == 3 and second.chunk.start == pytest.approx(1.1)
+    assert second.jump == pytest.approx(0.5)  # old at 1.1 s: 11, new: 11.5
+    assert second.starved_steps == 0  # s + d = 11 < H = 16
 
 
 def test_starvation_counts_the_steps_without_a_target():
@@ -46,11 +47,12 @@ def test_rtc_inpainting_targets_the_old_chunk_with_the_paper_weights():
     s.accept(1, 0.0, ramp(0.0), now=0.0)
     s.accept(2, 0.0, ramp(0.0), now=0.25)     # a latency of 2.5 steps: d = 3; executes 0.3 .. 1.5 s
     assert s.delay_steps == 3
-    target, weights = s.inpainting(0.3 + 8 * DT)  # the next observation, s = 8 steps later
-    # the old chunk's steps at the same times: 11, 12, ... 15, then held at 15
-    assert np.allclose(target[:5, 0], [11, 12, 13, 14, 15]) and np.allclose(target[5:, 0], 15)
-    # remaining old steps: 5 (1.1 .. 1.5 s); weight 1 for i < d, then linear to 0 at the old chunk's end
-    assert np.allclose(weights, [1, 1, 1, 2 / 3, 1 / 3] + [0] * 11)
+    assert s.inference_due(8 * DT)
+    target, weights = s.inpainting(8 * DT)  # the next observation, s = 8 steps after the chunk's
+    # the old chunk's steps at the same times: 8, 9, ... 15, then held at 15
+    assert np.allclose(target[:8, 0], np.arange(8, 16)) and np.allclose(target[8:, 0], 15)
+    # remaining old steps: 8 = H - s; weight 1 for i < d, then linear to 0 at i = H - s (RTC)
+    assert np.allclose(weights, [1, 1, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6] + [0] * 8)
     assert scheduler("naive").inpainting(0.0) is None and scheduler("rtc").inpainting(0.0) is None
 
 
@@ -62,10 +64,14 @@ def test_blending_averages_where_the_chunks_overlap():
     assert np.allclose(overlap, 0.7 * ramp(18.0)[:8, 0] + 0.3 * ramp(8.0)[:8, 0])
     assert np.allclose(h.chunk.positions[8:, 0], ramp(18.0)[8:, 0])  # beyond the old chunk: the new one
     assert h.jump == pytest.approx(7.0)
-    # rtc blends a chunk that could not be guided (the reactive expert's)
-    r = scheduler("rtc")
-    r.accept(1, 0.0, ramp(0.0), now=0.0)
-    assert r.accept(2, 0.8, ramp(18.0), now=0.8, guided=False).jump == pytest.approx(7.0)
+    # rtc soft-masks a chunk that could not be guided (the reactive expert's) with its RTC weights
+    r = scheduler("rtc", delay_margin=0)
+    r.accept(1, 0.0, ramp(0.0), now=0.1)                  # d = 1; executes 0.1 .. 1.5 s
+    target, weights = r.inpainting(0.8)
+    h = r.accept(2, 0.8, ramp(18.0), now=0.9, guided=False)
+    assert h.first_step == 1 and weights[1] == pytest.approx(7 / 8)  # 8 old steps remain after 0.8 s
+    expected = weights[:, None] * target + (1 - weights[:, None]) * ramp(18.0)
+    assert np.allclose(h.chunk.positions, expected[1:]) and h.jump == pytest.approx(10 / 8)
     assert scheduler("rtc").accept(1, 0.0, ramp(0.0), now=0.0).jump == 0.0
 
 

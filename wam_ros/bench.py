@@ -518,7 +518,8 @@ def _closed_loop(deployed, world, names: list[str], instruction: str, duration: 
         if executing is not None:
             ticks += 1
             starved += now > executing.end + 1e-9  # nothing left to execute: the arm holds
-            world.set_targets(names, executing.at(now))
+            # no supervisor here: targets only kept inside the joint ranges
+            world.set_targets(names, np.clip(executing.at(now), world.lower, world.upper))
         world.step(dt)
         if not busy.is_set() and scheduler.inference_due(now):
             frames = world.render_all()
@@ -547,10 +548,10 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
     import torch
 
     from wam_ros.config import load_robot_config
-    from wam_ros.control.chunking import MODES, ChunkingConfig, ChunkScheduler
+    from wam_ros.control.chunking import MODES, ChunkScheduler, default_execution_horizon
     from wam_ros.demo import DemoTraining, demo_policy
     from wam_ros.memory import keep_freed_memory
-    from wam_ros.model.deploy import DeployConfig, DeployedPolicy, resolve_instruction
+    from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
     from wam_ros.model.policy import load_policy
     from wam_ros.robots.urdf import generate_urdf
     from wam_ros.sim.world import SimWorld
@@ -564,13 +565,13 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
     instruction = resolve_instruction(policy, "")
     horizon = policy.cfg.num_actions
     result: dict = {"checkpoint": str(path), "actions_per_chunk": horizon, "control_rate_hz": policy.meta.fps,
-                    "execution_horizon_steps": horizon // 2, "torch_threads": torch.get_num_threads(),
+                    "execution_horizon_steps": default_execution_horizon(horizon), "torch_threads": torch.get_num_threads(),
                     "seconds_per_mode": duration}
     for mode in MODES:
         world = SimWorld(robot, generate_urdf(robot))
         try:
             world.reset()
-            scheduler = ChunkScheduler(ChunkingConfig(1.0 / policy.meta.fps, horizon, horizon // 2, mode))
+            scheduler = ChunkScheduler(chunking_config(policy, mode))
             deployed = DeployedPolicy(policy, robot, scheduler, DeployConfig(video=True, depth=True))
             result[mode] = _closed_loop(deployed, world, names, instruction, duration)
         finally:
@@ -582,8 +583,7 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
     try:
         world.reset()
         frames = world.render_all()
-        obs = DeployedPolicy(policy, robot, ChunkScheduler(ChunkingConfig(1.0 / policy.meta.fps, horizon,
-                                                                          horizon // 2))).observation(
+        obs = DeployedPolicy(policy, robot, ChunkScheduler(chunking_config(policy))).observation(
             {f.name: f.rgb for f in frames}, {f.name: f.depth for f in frames},
             dict(zip(names, world.joint_positions())), instruction)
     finally:

@@ -41,17 +41,15 @@ def render_prediction(checkpoint: Path, out: Path, robot_name: str = "agilex", v
     from PIL import Image
 
     from wam_ros.config import load_robot_config
-    from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler
-    from wam_ros.model.deploy import DeployConfig, DeployedPolicy, resolve_instruction
+    from wam_ros.control.chunking import ChunkScheduler
+    from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
     from wam_ros.model.policy import load_policy
     from wam_ros.robots.urdf import generate_urdf
     from wam_ros.sim.world import SimWorld
 
     policy = load_policy(checkpoint)
     robot = load_robot_config(robot_name)
-    horizon = policy.cfg.num_actions
-    deployed = DeployedPolicy(policy, robot, ChunkScheduler(ChunkingConfig(1.0 / policy.meta.fps, horizon, horizon // 2)),
-                              DeployConfig(video=True, depth=True))
+    deployed = DeployedPolicy(policy, robot, ChunkScheduler(chunking_config(policy)), DeployConfig(video=True, depth=True))
     world = SimWorld(robot, generate_urdf(robot))
     try:
         world.reset()

@@ -1,16 +1,19 @@
 """Asynchronous chunk execution (ROS-free): when the next inference starts, what it inpaints, and
 how its chunk takes over from the one executing.
 
-Time is ROS time (s). A chunk's step i is meant for `start + i * dt`, where `start` is the stamp
-of the observation it was conditioned on. Inference for the next chunk starts once the executing
-chunk has run `execution_horizon` (s) steps; it takes d steps (the delay), during which the old
-chunk keeps executing. The new chunk then takes over at its first step not yet due:
+Time is ROS time (s). A chunk's step i is meant for `obs_time + i * dt`, where `obs_time` is the
+stamp of the observation it was conditioned on. Inference for the next chunk starts `execution_horizon`
+(s) steps after the executing chunk's observation; it takes d steps (the delay), during which the
+old chunk keeps executing, and the new chunk takes over at its first step not yet due. Nothing
+starves while s + d < H: with s <= (H - 1) / 2, whenever the latency is at most s steps. How the
+two chunks join:
 - rtc: real-time chunking. The new chunk was sampled with guidance towards the old chunk's
   remaining steps (`inpainting`): weight 1 for the d steps that execute during inference, then
   falling linearly to 0 where the old chunk ends, so both join without a jump;
 - blend: LeRobot-style weighted average of the two where they overlap;
 - naive: switch to the new chunk as it is.
-A chunk that could not be guided (the reactive expert's, which is not sampled) is blended in rtc mode.
+A chunk that could not be guided (the reactive expert's, which is not sampled) gets the same RTC
+weights as a soft mask in rtc mode: w * old + (1 - w) * new.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ("rtc", "blend", "naive")
+
+
+def default_execution_horizon(horizon: int) -> int:
+    """s = (H - 1) // 2: any latency of up to s steps then leaves the old chunk running (s + d < H)."""
+    return max(1, (horizon - 1) // 2)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class TimedChunk:
     start: float             # time of step 0
     dt: float
     positions: np.ndarray    # (steps, joints) absolute targets
+    obs_time: float          # stamp of the observation the chunk was conditioned on
 
     @property
     def end(self) -> float:
@@ -102,9 +111,10 @@ class ChunkScheduler:
         return min(d, self.config.execution_horizon)
 
     def inference_due(self, now: float) -> bool:
-        """Time to condition the next chunk on the newest observation."""
+        """Time to condition the next chunk on the newest observation: s steps after the executing
+        chunk's own observation."""
         c = self.config
-        return self.executing is None or now >= self.executing.start + c.execution_horizon * c.dt - 1e-9
+        return self.executing is None or now >= self.executing.obs_time + c.execution_horizon * c.dt - 1e-9
 
     def inpainting(self, obs_time: float) -> tuple[np.ndarray, np.ndarray] | None:
         """RTC target (H, joints) and weights (H,) for a chunk conditioned at obs_time: the old
@@ -137,8 +147,12 @@ class ChunkScheduler:
         steps = positions[first:].copy()
         old = self.executing
         jump, starved = 0.0, 0
+        if old is not None and c.mode == "rtc" and not guided:
+            target, weights = self.inpainting(obs_time)
+            masked = weights[:, None] * target + (1 - weights[:, None]) * positions[:len(target)]
+            steps = masked[first:].copy()
         if old is not None:
-            if c.mode == "blend" or (c.mode == "rtc" and not guided):
+            if c.mode == "blend":
                 times = start + np.arange(len(steps)) * c.dt
                 overlap = times <= old.end + 1e-9
                 old_steps = np.stack([old.at(t) for t in times[overlap]]) if overlap.any() else None
@@ -147,5 +161,5 @@ class ChunkScheduler:
                     steps[overlap] = w * steps[overlap] + (1 - w) * old_steps
             jump = float(np.max(np.abs(steps[0] - old.at(start))))
             starved = max(0, int(round((start - old.end) / c.dt)) - 1)
-        self.executing = TimedChunk(chunk_id, start, c.dt, steps)
+        self.executing = TimedChunk(chunk_id, start, c.dt, steps, obs_time)
         return Handover(self.executing, first, jump, starved, latency)

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from wam_ros.config import SIDES, RobotConfig
-from wam_ros.control.chunking import ChunkScheduler, Handover
+from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler, Handover, default_execution_horizon
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
 from wam_ros.model.action_space import ChunkEncoder
@@ -30,6 +30,16 @@ def resolve_instruction(policy: WorldActionPolicy, instruction: str) -> str:
     if len(tasks) != 1:
         raise ValueError(f"instruction: the checkpoint knows {len(tasks)} tasks {tasks}; name one")
     return tasks[0]
+
+
+def chunking_config(policy: WorldActionPolicy, mode: str = "rtc", rate: float = 0.0, execution_horizon: int = 0,
+                    blend_new_weight: float = 0.7) -> ChunkingConfig:
+    """Chunk scheduling for a checkpoint: its chunk length, its fps unless `rate` is given, and
+    s = (H - 1) // 2 unless given."""
+    horizon = policy.cfg.num_actions
+    return ChunkingConfig(dt=1.0 / (rate or policy.meta.fps), horizon=horizon,
+                          execution_horizon=execution_horizon or default_execution_horizon(horizon), mode=mode,
+                          blend_new_weight=blend_new_weight)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config
-from wam_ros.control.chunking import MODES, ChunkingConfig, ChunkScheduler
+from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
 from wam_ros.ros import diagnostics as diag
@@ -60,8 +60,9 @@ class PolicyNode(Node):
             "threads": declare(self, "threads", 2, "Torch CPU threads", range_=(1, 256)),
             "control_rate": declare(self, "control_rate", 0.0, "Action rate (Hz; 0: the checkpoint's fps)",
                                     range_=(0.0, 1000.0)),
-            "execution_horizon": declare(self, "execution_horizon", 0, "Steps of a chunk executed before the next "
-                                         "inference starts (0: half the chunk)", range_=(0, 10000)),
+            "execution_horizon": declare(self, "execution_horizon", 0, "Steps after a chunk's observation at which "
+                                         "the next inference starts (0: (H - 1) // 2, so that a latency of up "
+                                         "to that many steps never starves)", range_=(0, 10000)),
             "chunking": declare(self, "chunking", "rtc", "Chunk hand-over: rtc (real-time chunking), blend "
                                 "(weighted average), naive (switch)", choices=MODES),
             "blend_new_weight": declare(self, "blend_new_weight", 0.7, "blend: weight of the new chunk",
@@ -120,7 +121,7 @@ class PolicyNode(Node):
     def _load(self, p: dict):
         import torch
 
-        from wam_ros.model.deploy import DeployConfig, DeployedPolicy, resolve_instruction
+        from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
         from wam_ros.model.policy import CheckpointMismatch, load_policy
 
         if not p["checkpoint"]:
@@ -139,12 +140,9 @@ class PolicyNode(Node):
             p["instruction"] = resolve_instruction(policy, p["instruction"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        rate = p["control_rate"] or policy.meta.fps
-        horizon = policy.cfg.num_actions
         try:
-            chunking = ChunkingConfig(dt=1.0 / rate, horizon=horizon,
-                                      execution_horizon=p["execution_horizon"] or max(1, horizon // 2),
-                                      mode=p["chunking"], blend_new_weight=p["blend_new_weight"])
+            chunking = chunking_config(policy, p["chunking"], p["control_rate"], p["execution_horizon"],
+                                       p["blend_new_weight"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         deploy = DeployConfig(action_steps=p["action_steps"], video_steps=p["video_steps"],
