@@ -42,3 +42,24 @@ def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
         arm = (tile.min(axis=2) > 100) & (np.ptp(tile, axis=2) < 20)  # grey links and gripper
         assert table.mean() > 0.2, f"{CAMERA_NAMES[column]}: table not in view"
         assert arm.mean() > 0.01, f"{CAMERA_NAMES[column]}: no arm in view"
+
+
+def test_policy_demo_trains_a_policy_runs_it_in_the_loop_and_renders_its_prediction(tmp_path):
+    """`make demo` in short form: a few demonstrations, a few training steps (the plumbing, not the
+    model's quality, is under test)."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
+    command = [sys.executable, "-m", "wam_ros.cli", "demo", "--duration", "4", "--out", str(tmp_path), "--demos", "2",
+               "--demo-seconds", "3", "--video-steps", "10", "--joint-steps", "20"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["checkpoint"].endswith("policy_agilex.pt") and (tmp_path / "data_agilex" / "meta.json").is_file()
+    topics = summary["topics"]
+    assert topics["policy/chunk"]["messages"] >= 3 and topics["policy/predicted_cloud"]["messages"] >= 2
+    supervisor = summary["supervisor"]
+    assert supervisor["chunks_forwarded"] + supervisor["chunks_rejected"] >= 2  # every chunk reached the supervisor
+    png = np.asarray(Image.open(tmp_path / "prediction_4d.png").convert("RGB")).astype(int)
+    assert (png.min(axis=2) < 200).mean() > 0.01  # points drawn on the white background
+    # a second run reuses the checkpoint instead of training again
+    again = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+    assert again.returncode == 0 and "reusing" in again.stderr

@@ -180,3 +180,16 @@ def test_a_checkpoint_for_another_robot_is_refused_at_start(checkpoint):
                             env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])})
     assert result.returncode == 2
     assert "checkpoint does not match the robot" in result.stderr and "state joints" in result.stderr
+
+
+def test_policy_and_lift_benchmarks_run_in_short_form(checkpoint):
+    from wam_ros.bench import bench_lift, bench_policy
+
+    result = bench_policy(duration=2.0, repeats=1, checkpoint=str(checkpoint))
+    for mode in ("rtc", "blend", "naive"):
+        assert result[mode]["chunks"] >= 2 and not result[mode]["errors"], result[mode]
+        assert result[mode]["control_ticks"] > 0
+    assert result["observation_to_first_action_ms_p50"] and result["ans_speedup"] > 0
+    lift = bench_lift(repeats=2, frames=2)
+    assert lift["points"] == 3 * 2 * 256 * 320 and 0 < lift["points_with_depth"] < lift["points"]
+    assert lift["median_ms"]["lift_and_pack"] > 0

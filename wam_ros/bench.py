@@ -576,8 +576,9 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
             result[mode] = _closed_loop(deployed, world, names, instruction, duration)
         finally:
             world.close()
-    naive, rtc = result["naive"]["boundary_jump_rad"]["max"], result["rtc"]["boundary_jump_rad"]["max"]
-    result["naive_over_rtc_max_jump"] = round(naive / rtc, 2) if rtc > 0 else None
+    for stat in ("median", "max"):
+        naive, rtc = result["naive"]["boundary_jump_rad"][stat], result["rtc"]["boundary_jump_rad"][stat]
+        result[f"naive_over_rtc_{stat}_jump"] = round(naive / rtc, 2) if rtc > 0 else None
     # observation to first action: ANS (T_a of T_O passes) vs synchronous (all T_O for the actions)
     world = SimWorld(robot, generate_urdf(robot))
     try:
