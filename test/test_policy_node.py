@@ -3,6 +3,7 @@ this test publishes; resampling; degraded, stale and NaN inputs skipped with a d
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -68,6 +69,7 @@ class Robot(ProbeNode):
         self.joints = dict(HOME)
         self.degraded = False
         self.age = 0.0
+        self.cameras = list(CAMERA_NAMES)
         n.create_timer(0.01, self._publish_joints)
         n.create_timer(1 / 15, self._publish_observation)
 
@@ -76,10 +78,10 @@ class Robot(ProbeNode):
 
     def _publish_observation(self) -> None:
         stamp = to_time(self.node.get_clock().now().nanoseconds * 1e-9 - self.age)
-        msg = MultiViewRGBD(camera_names=list(CAMERA_NAMES), degraded=self.degraded,
+        msg = MultiViewRGBD(camera_names=list(self.cameras), degraded=self.degraded,
                             status="missing ['head']" if self.degraded else "ok")
         msg.header.stamp = stamp
-        for i, cam in enumerate(CAMERA_NAMES):
+        for i, cam in enumerate(self.cameras):
             color = np.full((H, W, 3), 40 + 60 * i, np.uint8)
             depth = np.full((H, W), 800 + 100 * i, np.uint16)
             frame = f"{cam}_color_optical_frame"
@@ -156,13 +158,16 @@ def test_resample_discards_pending_chunks_and_answers_with_the_next_id(robot_and
 
 @pytest.mark.parametrize("fault, reason", [("degraded", "skipped: observation degraded"),
                                            ("stale", "skipped: observation stale"),
-                                           ("nan", "skipped: joint state missing or NaN")])
+                                           ("nan", "skipped: joint state missing or NaN"),
+                                           ("cameras", "skipped: observation rejected")])
 def test_unusable_inputs_give_no_chunk_and_a_diagnostic(robot_and_policy, fault, reason):
     robot, process = robot_and_policy
     if fault == "degraded":
         robot.degraded = True
     elif fault == "stale":
         robot.age = 2.0
+    elif fault == "cameras":
+        robot.cameras = ["head", "left_wrist"]  # a set without a view the checkpoint needs
     else:
         robot.joints["left_joint3"] = math.nan
     assert robot.spin_until(lambda: reason in robot.diagnostics, 30.0), robot.diagnostics
@@ -170,6 +175,7 @@ def test_unusable_inputs_give_no_chunk_and_a_diagnostic(robot_and_policy, fault,
     robot.spin_for(1.5)
     assert len(robot.chunks) == count and process.poll() is None  # nothing acted on, still running
     robot.degraded, robot.age, robot.joints["left_joint3"] = False, 0.0, HOME["left_joint3"]
+    robot.cameras = list(CAMERA_NAMES)
     assert robot.spin_until(lambda: len(robot.chunks) > count, 30.0)  # and it recovers
 
 
@@ -193,3 +199,20 @@ def test_policy_and_lift_benchmarks_run_in_short_form(checkpoint):
     lift = bench_lift(repeats=2, frames=2)
     assert lift["points"] == 3 * 2 * 256 * 320 and 0 < lift["points_with_depth"] < lift["points"]
     assert lift["median_ms"]["lift_and_pack"] > 0
+
+
+def test_render_prediction_writes_the_4d_cloud_png(checkpoint, tmp_path):
+    out = tmp_path / "prediction.png"
+    result = subprocess.run([str(Path(sys.executable).parent / "wam-ros"), "render-prediction", "--checkpoint",
+                             str(checkpoint), "--view", "top", "--out", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["points"] > 100 and summary["frames"] == 2
+    from PIL import Image
+
+    png = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert png.shape[1] == 560 and (png.min(axis=2) < 200).mean() > 0.01
+    bad = subprocess.run([str(Path(sys.executable).parent / "wam-ros"), "render-prediction", "--checkpoint",
+                          str(tmp_path / "missing.pt")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no such file" in bad.stderr
