@@ -73,6 +73,11 @@ def test_blending_averages_where_the_chunks_overlap():
     expected = weights[:, None] * target + (1 - weights[:, None]) * ramp(18.0)
     assert np.allclose(h.chunk.positions, expected[1:]) and h.jump == pytest.approx(10 / 8)
     assert scheduler("rtc").accept(1, 0.0, ramp(0.0), now=0.0).jump == 0.0
+    # a guided chunk arriving later than its guidance assumed (d = 1, but 3 steps passed): soft mask for d = 3
+    late = scheduler("rtc", delay_margin=0)
+    late.accept(1, 0.0, ramp(0.0), now=0.1)
+    h = late.accept(2, 0.8, ramp(18.0), now=1.1)
+    assert h.first_step == 3 and h.jump == pytest.approx(10 / 6)  # weight 5/6 on the old chunk at step 3
 
 
 def test_delay_estimate_is_the_largest_recent_latency_capped_at_s():

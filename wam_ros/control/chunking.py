@@ -12,8 +12,9 @@ two chunks join:
   falling linearly to 0 where the old chunk ends, so both join without a jump;
 - blend: LeRobot-style weighted average of the two where they overlap;
 - naive: switch to the new chunk as it is.
-A chunk that could not be guided (the reactive expert's, which is not sampled) gets the same RTC
-weights as a soft mask in rtc mode: w * old + (1 - w) * new.
+A chunk that could not be guided (the reactive expert's, which is not sampled), or that arrives
+later than the delay its guidance assumed, gets the RTC weights for the delay that really passed
+as a soft mask in rtc mode: w * old + (1 - w) * new.
 """
 
 from __future__ import annotations
@@ -116,17 +117,18 @@ class ChunkScheduler:
         c = self.config
         return self.executing is None or now >= self.executing.obs_time + c.execution_horizon * c.dt - 1e-9
 
-    def inpainting(self, obs_time: float) -> tuple[np.ndarray, np.ndarray] | None:
+    def inpainting(self, obs_time: float, delay: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """RTC target (H, joints) and weights (H,) for a chunk conditioned at obs_time: the old
-        chunk's steps at the same times; weight 1 for the first d steps, falling linearly to 0 at
-        the old chunk's end. None without an executing chunk or outside rtc mode."""
+        chunk's steps at the same times; weight 1 for the first d steps (d: `delay`, else the
+        estimate), falling linearly to 0 at the old chunk's end. None without an executing chunk
+        or outside rtc mode."""
         c, old = self.config, self.executing
         if c.mode != "rtc" or old is None:
             return None
         times = obs_time + np.arange(c.horizon) * c.dt
         target = np.stack([old.at(t) for t in times])
         remaining = int(math.floor((old.end - obs_time) / c.dt + 1e-9)) + 1  # old steps at or after obs_time
-        d = min(self.delay_steps, max(remaining, 0))
+        d = min(self.delay_steps if delay is None else delay, max(remaining, 0))
         i = np.arange(c.horizon, dtype=float)
         weights = np.where(i < d, 1.0, np.clip((remaining - i) / max(remaining - d + 1, 1), 0.0, 1.0))
         weights[i >= remaining] = 0.0
@@ -141,14 +143,17 @@ class ChunkScheduler:
         if positions.ndim != 2 or len(positions) < 1:
             raise ValueError(f"chunk positions must be (steps, joints), got {positions.shape}")
         latency = max(now - obs_time, 0.0)
+        guided_delay = self.delay_steps  # the d the guidance was computed with
         self._latencies.append(latency)
         first = min(max(math.ceil((now - obs_time) / c.dt - 1e-9), 0), len(positions) - 1)
         start = obs_time + first * c.dt
         steps = positions[first:].copy()
         old = self.executing
         jump, starved = 0.0, 0
-        if old is not None and c.mode == "rtc" and not guided:
-            target, weights = self.inpainting(obs_time)
+        if old is not None and c.mode == "rtc" and (not guided or first > guided_delay):
+            # unguided, or later than the guidance assumed (a latency spike): the RTC weights for
+            # the delay that really passed, as a soft mask
+            target, weights = self.inpainting(obs_time, delay=first)
             masked = weights[:, None] * target + (1 - weights[:, None]) * positions[:len(target)]
             steps = masked[first:].copy()
         if old is not None:
