@@ -23,7 +23,7 @@ import numpy as np
 from wam_ros.config import ConfigError, RobotConfig
 from wam_ros.control.limits import CheckConfig, ChunkRejected, WorkspaceBox, check_targets, robot_joint_limits
 from wam_ros.control.trajectory import min_jerk_duration, min_jerk_move
-from wam_ros.robots.actions import EE_DELTA, JOINT_DELTA, JOINT_POSITION, ActionConverter, ActionError, joint_space_targets
+from wam_ros.robots.actions import EE_DELTA, JOINT_POSITION, ActionConverter, ActionError, joint_space_targets
 
 
 class SupervisorMode(IntEnum):

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
