@@ -159,7 +159,8 @@ def test_resample_discards_pending_chunks_and_answers_with_the_next_id(robot_and
 @pytest.mark.parametrize("fault, reason", [("degraded", "skipped: observation degraded"),
                                            ("stale", "skipped: observation stale"),
                                            ("nan", "skipped: joint state missing or NaN"),
-                                           ("cameras", "skipped: observation rejected")])
+                                           ("cameras", "skipped: observation rejected"),
+                                           ("glitch", "skipped: inference failed")])
 def test_unusable_inputs_give_no_chunk_and_a_diagnostic(robot_and_policy, fault, reason):
     robot, process = robot_and_policy
     if fault == "degraded":
@@ -168,12 +169,16 @@ def test_unusable_inputs_give_no_chunk_and_a_diagnostic(robot_and_policy, fault,
         robot.age = 2.0
     elif fault == "cameras":
         robot.cameras = ["head", "left_wrist"]  # a set without a view the checkpoint needs
+    elif fault == "glitch":
+        robot.joints["left_joint3"] = 1e38  # finite, so it passes the checks, but the model overflows
     else:
         robot.joints["left_joint3"] = math.nan
     assert robot.spin_until(lambda: reason in robot.diagnostics, 30.0), robot.diagnostics
     count = len(robot.chunks)
     robot.spin_for(1.5)
     assert len(robot.chunks) == count and process.poll() is None  # nothing acted on, still running
+    if fault == "glitch":
+        assert int(robot.diagnostics["inference_errors"]) >= 1
     robot.degraded, robot.age, robot.joints["left_joint3"] = False, 0.0, HOME["left_joint3"]
     robot.cameras = list(CAMERA_NAMES)
     assert robot.spin_until(lambda: len(robot.chunks) > count, 30.0)  # and it recovers
@@ -186,6 +191,11 @@ def test_a_checkpoint_for_another_robot_is_refused_at_start(checkpoint):
                             env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])})
     assert result.returncode == 2
     assert "checkpoint does not match the robot" in result.stderr and "state joints" in result.stderr
+    unknown = subprocess.run([str(Path(sys.executable).parent / "policy_node"), "--ros-args",
+                              "-p", f"checkpoint:={checkpoint}", "-p", "instruction:=fold the towel"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])})
+    assert unknown.returncode == 2 and "fold the towel" in unknown.stderr
 
 
 def test_policy_and_lift_benchmarks_run_in_short_form(checkpoint):

@@ -102,6 +102,8 @@ class DeployedPolicy:
 
         def actions_final(prediction: Prediction) -> None:
             absolute = self.encoder.decode(prediction.actions, obs.state)
+            if not np.isfinite(absolute).all():  # e.g. a glitching sensor's 1e38 in the state
+                raise FloatingPointError("the model produced non-finite actions; no chunk from this observation")
             guided = prediction.expert == PREDICTIVE  # the reactive expert's actions are not sampled
             handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided)
             on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction))

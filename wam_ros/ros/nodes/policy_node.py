@@ -138,7 +138,9 @@ class PolicyNode(Node):
             raise ConfigError(str(exc)) from None
         try:
             p["instruction"] = resolve_instruction(policy, p["instruction"])
-        except ValueError as exc:
+            with torch.no_grad():
+                policy.model.text_features([p["instruction"]])  # an unknown instruction fails here, not per chunk
+        except ValueError as exc:  # UnknownInstruction included
             raise ConfigError(str(exc)) from None
         try:
             chunking = chunking_config(policy, p["chunking"], p["control_rate"], p["execution_horizon"],
