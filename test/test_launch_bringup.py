@@ -16,6 +16,8 @@ from rcl_interfaces.srv import GetParameters
 
 from conftest import SPARE_DOMAIN_IDS
 from launch_standin import evaluate_launch_file
+from model_data import TASK, synthetic_dataset, tiny_config
+from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.paths import share_dir
 from wam_ros.ros.bringup import create_nodes
 from wam_ros.ros.system import DDS_VARIABLES, LAUNCH_ARGUMENTS, SystemOptions, dds_environment, describe_system
@@ -28,7 +30,18 @@ CONFIGURATIONS = [
     {"robot": "tienkung", "namespace": "lab", "rviz": "true"},
     {"robot": "agilex", "cameras": "external", "motion": "scripted", "namespace": "/cell_2/"},
     {"robot": "agilex", "cameras": "orbbec", "namespace": "cell_3"},
+    {"robot": "agilex", "checkpoint": "TINY", "chunking": "blend", "instruction": TASK},  # a trained checkpoint
 ]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg)
+    out = tmp_path_factory.mktemp("launch") / "tiny.pt"
+    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=2, joint_stage_steps=2, batch_size=2,
+                                                          checkpoint_every=1000), out, progress=False)
+    return str(out)
 
 
 def _fqn(namespace: str | None, name: str) -> str:
@@ -63,7 +76,9 @@ def test_launch_sets_the_dds_profile_unless_the_user_configured_fast_dds(monkeyp
 
 
 @pytest.mark.parametrize("overrides", CONFIGURATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
-def test_launch_and_in_process_bringup_agree(overrides):
+def test_launch_and_in_process_bringup_agree(overrides, request):
+    if overrides.get("checkpoint") == "TINY":
+        overrides = {**overrides, "checkpoint": request.getfixturevalue("tiny_checkpoint")}
     launched = _launch_nodes(overrides)
     rclpy.init(domain_id=SPARE_DOMAIN_IDS[0])
     try:
@@ -75,11 +90,14 @@ def test_launch_and_in_process_bringup_agree(overrides):
             assert all(s.package != "wam_ros" for s in skipped)
             for fqn, node in started.items():
                 spec = launched[fqn]
-                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node"}
+                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node",
+                                                                           "policy_node"}
                 (parameters,) = spec.parameters
                 assert parameters, f"{fqn} launched without parameters"
                 for name, value in parameters.items():
                     assert node.get_parameter(name).value == value, f"{fqn}: parameter {name}"
+            if overrides.get("checkpoint"):
+                assert started["/policy"].get_parameter("chunking").value == "blend"
             if overrides.get("cameras") == "orbbec":  # one camera node per view, by serial, in its namespace
                 assert {f"/cell_3/{cam}/camera" for cam in ("head", "left_wrist", "right_wrist")} <= set(started)
             for fqn, spec in external.items():
@@ -119,6 +137,7 @@ def _parameter_value(value):
     ("robot:=ur5", "robot: unknown value 'ur5'; allowed: franka, agilex, tienkung"),
     ("cameras:=kinect", "cameras: unknown value 'kinect'; allowed: sim, realsense, orbbec, external"),
     ("arms:=3", "unknown argument(s) ['arms']"),
+    ("chunking:=smooth", "chunking: unknown value 'smooth'; allowed: rtc, blend, naive"),
 ])
 def test_bringup_refuses_bad_arguments_by_name(argument, message):
     result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", argument],
