@@ -222,9 +222,11 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
         options = SystemOptions(robot=robot, checkpoint=str(demo_policy(robot, out_dir, training or DemoTraining())))
     specs = describe_system(options)
     if source == "policy":
-        # the demo model is trained for a minute: the supervisor clamps its chunks into the velocity
-        # limits instead of rejecting them (every clamp is counted in its state)
-        specs = [replace(s, parameters={**s.parameters, "clamp": True}) if s.executable == "supervisor_node" else s
+        # The demo model is trained for a minute: the supervisor clamps its chunks into the limits
+        # instead of rejecting them. Its task (follow the scripted motion) has no failure to recover
+        # from, so value-guided rollback stays off: its value head has nothing meaningful to say.
+        demo_supervisor = {"clamp": True, "rollback.enabled": False}
+        specs = [replace(s, parameters={**s.parameters, **demo_supervisor}) if s.executable == "supervisor_node" else s
                  for s in specs]
     apply_environment()
     rclpy.init(args=["wam-ros"])

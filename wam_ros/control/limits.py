@@ -99,16 +99,28 @@ def _worst(values: np.ndarray, bound: np.ndarray) -> tuple[int, int] | None:
     return int(step), int(joint)
 
 
+def _braking_speed(distance: np.ndarray, amax: np.ndarray, dt: float) -> np.ndarray:
+    """The largest speed from which a joint stops within `distance`: v dt + v^2 / (2 a) + v dt <= D."""
+    distance = np.maximum(distance, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        limited = -2 * amax * dt + np.sqrt(4 * amax ** 2 * dt ** 2 + 2 * amax * distance)
+    return np.where(np.isfinite(amax), np.maximum(limited, 0.0), distance / dt)
+
+
 def _track_within_limits(p: np.ndarray, dt: float, bounds: tuple[np.ndarray, np.ndarray], vmax: np.ndarray,
                          amax: np.ndarray, jmax: np.ndarray) -> np.ndarray:
     """Follow the targets step by step from the first one, with the velocity, acceleration and
     jerk of the finite differences (as checked below) bounded and the positions inside `bounds`: a
     rough chunk becomes the nearest motion the limits allow, lagging where it would have jumped.
-    (Where the position bound cuts a step short, the checks that follow decide.)"""
+    It slows down early enough to stop at a position limit; where a limit still cuts a step short,
+    the checks that follow decide."""
     q = p.copy()
     v_prev = a_prev = None
+    lo_q, hi_q = bounds
     for k in range(1, len(p)):
         v = np.clip((p[k] - q[k - 1]) / dt, -vmax, vmax)
+        # no faster than allows braking (at max_acceleration, with a step of margin) before a position limit
+        v = np.clip(v, -_braking_speed(q[k - 1] - lo_q, amax, dt), _braking_speed(hi_q - q[k - 1], amax, dt))
         if v_prev is not None:
             lo, hi = -amax, amax
             if a_prev is not None:
