@@ -139,6 +139,14 @@ def test_ans_inference_passes_and_final_actions(tiny):
         fast = policy.predict(observation(cfg, episodes[0]), video=False, action_steps=2, video_steps=6, seed=1)
         assert len(passes) == 2 and fast.future_rgb is None
         assert np.array_equal(fast.actions, snapshots[1])
+        # with the video: the actions are handed out after T_a passes, before the video finishes
+        passes.clear()
+        handed_out = []
+        full = policy.predict(observation(cfg, episodes[0]), action_steps=2, video_steps=6, seed=1,
+                              on_actions=lambda early: handed_out.append((len(passes), early)))
+        ((passes_then, early),) = handed_out
+        assert passes_then == 2 and len(passes) == 6 and early.future_rgb is None
+        assert np.array_equal(early.actions, full.actions) and full.future_rgb is not None
     finally:
         policy.model.cfg.gate_threshold = 0.5
         for h in hooks:
