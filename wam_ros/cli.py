@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demos", type=int, default=8, help="policy: demonstrations to record for training")
     p.add_argument("--demo-seconds", type=float, default=10.0, help="policy: length of each demonstration")
     p.add_argument("--video-steps", type=int, default=200, help="policy: training steps of stage 1")
-    p.add_argument("--joint-steps", type=int, default=600, help="policy: training steps of stage 2")
+    p.add_argument("--joint-steps", type=int, default=2400, help="policy: training steps of stage 2")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
     p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "policy",
                                           "lift"])

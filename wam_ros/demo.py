@@ -3,7 +3,7 @@ with --source scripted, by a scripted motion), watched over DDS by a monitor nod
 summary.json, a contact sheet and, with the policy, the rendered 4D prediction.
 
 The policy is trained here on first use: demonstrations recorded in the simulator, then
-`wam-ros train --config demo` (about a minute and a half on 2 cores); the checkpoint is reused
+`wam-ros train --config demo` (about 4 minutes on 2 cores); the checkpoint is reused
 while it matches the `demo` config."""
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class DemoTraining:
     from_home: int = 3
     seconds: float = 10.0
     video_steps: int = 200
-    joint_steps: int = 600
+    joint_steps: int = 2400
 
 
 def demo_policy(robot: str, out_dir: Path, training: DemoTraining) -> Path:
@@ -222,7 +222,7 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
         options = SystemOptions(robot=robot, checkpoint=str(demo_policy(robot, out_dir, training or DemoTraining())))
     specs = describe_system(options)
     if source == "policy":
-        # The demo model is trained for a minute: the supervisor clamps its chunks into the limits
+        # The demo model is trained for minutes: the supervisor clamps its chunks into the limits
         # instead of rejecting them. Its task (follow the scripted motion) has no failure to recover
         # from, so value-guided rollback stays off: its value head has nothing meaningful to say.
         demo_supervisor = {"clamp": True, "rollback.enabled": False}
