@@ -478,12 +478,20 @@ def bench_lift(repeats: int = 15, views: int = 3, frames: int = 8, height: int =
             timings[name].append((time.perf_counter() - start) * 1e3)
     median = {name: float(np.median(values)) for name, values in timings.items()}
     return {"input": f"{views} views x {frames} frames x {width}x{height} float32 depth + rgb8",
-            "points": len(cloud), "points_with_depth": int(np.isfinite(cloud.data["z"]).sum()), "image_bytes_mb": round((depth.nbytes + rgb.nbytes) / 1e6, 1),
+            "points": len(cloud), "points_with_depth": int(np.isfinite(cloud.data["z"]).sum()),
+            "image_bytes_mb": round((depth.nbytes + rgb.nbytes) / 1e6, 1),
             "cloud_bytes_mb": round(payload.nbytes / 1e6, 1), "median_ms": {k: round(v, 2) for k, v in median.items()},
             "ratio_to_copying_the_images": round(median["lift_and_pack"] / median["copy_images"], 2),
             "ratio_to_copying_the_cloud": round(median["lift_and_pack"] / median["copy_cloud_payload"], 2),
             "torch_threads": torch.get_num_threads(),
             "goal": "lift_and_pack <= 4x the numpy copy of the same bytes"}
+
+
+def _sim_observation(deployed, world, names: list[str], instruction: str):
+    """The policy's observation of the simulated robot now: its three cameras and joint positions."""
+    frames = world.render_all()
+    return deployed.observation({f.name: f.rgb for f in frames}, {f.name: f.depth for f in frames},
+                                dict(zip(names, world.joint_positions())), instruction)
 
 
 def _closed_loop(deployed, world, names: list[str], instruction: str, duration: float) -> dict:
@@ -522,9 +530,7 @@ def _closed_loop(deployed, world, names: list[str], instruction: str, duration: 
             world.set_targets(names, np.clip(executing.at(now), world.lower, world.upper))
         world.step(dt)
         if not busy.is_set() and scheduler.inference_due(now):
-            frames = world.render_all()
-            obs = deployed.observation({f.name: f.rgb for f in frames}, {f.name: f.depth for f in frames},
-                                       dict(zip(names, world.joint_positions())), instruction)
+            obs = _sim_observation(deployed, world, names, instruction)
             chunk_id += 1
             busy.set()
             threading.Thread(target=infer, args=(obs, now, chunk_id), daemon=True).start()
@@ -567,12 +573,14 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
     result: dict = {"checkpoint": str(path), "actions_per_chunk": horizon, "control_rate_hz": policy.meta.fps,
                     "execution_horizon_steps": default_execution_horizon(horizon), "torch_threads": torch.get_num_threads(),
                     "seconds_per_mode": duration}
+    home = None  # the observation at home, for the latency comparison below
     for mode in MODES:
         world = SimWorld(robot, generate_urdf(robot))
         try:
             world.reset()
             scheduler = ChunkScheduler(chunking_config(policy, mode))
             deployed = DeployedPolicy(policy, robot, scheduler, DeployConfig(video=True, depth=True))
+            home = home or _sim_observation(deployed, world, names, instruction)
             result[mode] = _closed_loop(deployed, world, names, instruction, duration)
         finally:
             world.close()
@@ -580,21 +588,12 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
         naive, rtc = result["naive"]["boundary_jump_rad"][stat], result["rtc"]["boundary_jump_rad"][stat]
         result[f"naive_over_rtc_{stat}_jump"] = round(naive / rtc, 2) if rtc > 0 else None
     # observation to first action: ANS (T_a of T_O passes) vs synchronous (all T_O for the actions)
-    world = SimWorld(robot, generate_urdf(robot))
-    try:
-        world.reset()
-        frames = world.render_all()
-        obs = DeployedPolicy(policy, robot, ChunkScheduler(chunking_config(policy))).observation(
-            {f.name: f.rgb for f in frames}, {f.name: f.depth for f in frames},
-            dict(zip(names, world.joint_positions())), instruction)
-    finally:
-        world.close()
     cfg = policy.cfg
     variants = {"ans": cfg.action_steps, "synchronous": cfg.video_steps}
     first_action: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(repeats):
         for name, steps in variants.items():
-            first_action[name].append(policy.predict(obs, video=False, action_steps=steps, seed=i).timings["actions_ms"])
+            first_action[name].append(policy.predict(home, video=False, action_steps=steps, seed=i).timings["actions_ms"])
     medians = {name: round(float(np.median(v)), 2) for name, v in first_action.items()}
     result["observation_to_first_action_ms_p50"] = {f"ans_Ta{cfg.action_steps}_TO{cfg.video_steps}": medians["ans"],
                                                     f"synchronous_{cfg.video_steps}": medians["synchronous"]}

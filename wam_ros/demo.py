@@ -201,7 +201,7 @@ def demo_policy(robot: str, out_dir: Path, training: DemoTraining) -> Path:
     return checkpoint
 
 
-def render_cloud_png(msg: PointCloud2, frames: int, path: Path, title: str) -> None:
+def render_cloud_png(msg: PointCloud2, path: Path, title: str) -> None:
     """The 4D cloud received over DDS, rendered like `wam-ros render-prediction`."""
     from PIL import Image as PILImage
 
@@ -217,17 +217,15 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
     """Bring up the system of `wam-ros bringup robot:=<robot> checkpoint:=<demo policy>` (or
     motion:=scripted) and watch it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = SystemOptions(robot=robot, motion="scripted")
+    options, supervisor = SystemOptions(robot=robot, motion="scripted"), {}
     if source == "policy":
         options = SystemOptions(robot=robot, checkpoint=str(demo_policy(robot, out_dir, training or DemoTraining())))
-    specs = describe_system(options)
-    if source == "policy":
         # The demo model is trained for minutes: the supervisor clamps its chunks into the limits
         # instead of rejecting them. Its task (follow the scripted motion) has no failure to recover
         # from, so value-guided rollback stays off: its value head has nothing meaningful to say.
-        demo_supervisor = {"clamp": True, "rollback.enabled": False}
-        specs = [replace(s, parameters={**s.parameters, **demo_supervisor}) if s.executable == "supervisor_node" else s
-                 for s in specs]
+        supervisor = {"clamp": True, "rollback.enabled": False}
+    specs = [replace(s, parameters={**s.parameters, **supervisor}) if s.executable == "supervisor_node" else s
+             for s in describe_system(options)]
     apply_environment()
     rclpy.init(args=["wam-ros"])
     nodes, _ = create_nodes(specs)
@@ -249,7 +247,7 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
             if monitor.predicted_cloud is None:
                 raise RuntimeError("the policy published no predicted cloud")
             summary["checkpoint"] = options.checkpoint
-            render_cloud_png(monitor.predicted_cloud, 4, out_dir / "prediction_4d.png",
+            render_cloud_png(monitor.predicted_cloud, out_dir / "prediction_4d.png",
                              f"predicted 4D cloud at t={from_time(monitor.predicted_cloud.header.stamp):.2f} s, "
                              f"{monitor.predicted_cloud.width} points")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

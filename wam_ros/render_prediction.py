@@ -59,8 +59,9 @@ def render_prediction(checkpoint: Path, out: Path, robot_name: str = "agilex", v
         world.close()
     obs = deployed.observation({c: f.rgb for c, f in views.items()}, {c: f.depth for c, f in views.items()}, joints,
                                resolve_instruction(policy, instruction))
-    prediction = deployed.infer(obs, 0.0, lambda: 0.0, lambda ready: None, chunk_id=1, seed=seed)
-    absolute = deployed.encoder.decode(prediction.actions, obs.state)
+    chunks = []
+    prediction = deployed.infer(obs, 0.0, lambda: 0.0, chunks.append, chunk_id=1, seed=seed)
+    absolute = chunks[0].targets
     intrinsics = {c: (f.K, f.rgb.shape[:2]) for c, f in views.items()}
     cloud = voxel_downsample(deployed.predicted_cloud(prediction, obs.state, absolute, intrinsics), voxel)
     title = (f"{checkpoint.name}: {policy.cfg.horizon} predicted frames, {len(cloud)} points; value "

@@ -40,10 +40,10 @@ class PointCloud:
     def from_arrays(points: np.ndarray, colors: np.ndarray, frames: np.ndarray) -> "PointCloud":
         data = np.zeros(len(points), CLOUD_DTYPE)
         data["x"], data["y"], data["z"] = points[:, 0], points[:, 1], points[:, 2]
-        channels = data.view(np.uint8).reshape(-1, CLOUD_DTYPE.itemsize)
-        channels[:, _RED], channels[:, _GREEN], channels[:, _BLUE] = colors[:, 0], colors[:, 1], colors[:, 2]
         data["frame"] = frames
-        return PointCloud(data)
+        cloud = PointCloud(data)
+        cloud.set_colors(colors)
+        return cloud
 
     def valid(self) -> "PointCloud":
         """The points with a position (an unorganised copy)."""
@@ -61,6 +61,10 @@ class PointCloud:
     def colors(self) -> np.ndarray:
         """(N, 3) uint8 RGB (a copy)."""
         return self.data.view(np.uint8).reshape(-1, CLOUD_DTYPE.itemsize)[:, [_RED, _GREEN, _BLUE]]
+
+    def set_colors(self, colors: np.ndarray) -> None:
+        """(N, 3) RGB written into the packed rgb field."""
+        self.data.view(np.uint8).reshape(-1, CLOUD_DTYPE.itemsize)[:, [_RED, _GREEN, _BLUE]] = colors
 
     @property
     def frames(self) -> np.ndarray:
@@ -143,7 +147,6 @@ def fade(cloud: PointCloud, count: int, floor: float = 0.35) -> PointCloud:
         return cloud
     weight = 1.0 - (1.0 - floor) * cloud.frames.astype(np.float32) / (count - 1)
     colors = cloud.colors * weight[:, None] + 255.0 * (1.0 - weight[:, None])
-    data = cloud.data.copy()
-    channels = data.view(np.uint8).reshape(-1, CLOUD_DTYPE.itemsize)
-    channels[:, [_RED, _GREEN, _BLUE]] = colors.astype(np.uint8)
-    return PointCloud(data)
+    faded = PointCloud(cloud.data.copy())
+    faded.set_colors(colors.astype(np.uint8))
+    return faded

@@ -57,6 +57,7 @@ class ChunkReady:
     obs_time: float
     handover: Handover             # what executes from now on, in absolute targets
     prediction: Prediction         # actions (model units), value, gate; no video yet
+    targets: np.ndarray            # the whole chunk as absolute targets (K, joints), before the hand-over
 
 
 class DeployedPolicy:
@@ -106,7 +107,7 @@ class DeployedPolicy:
                 raise FloatingPointError("the model produced non-finite actions; no chunk from this observation")
             guided = prediction.expert == PREDICTIVE  # the reactive expert's actions are not sampled
             handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided)
-            on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction))
+            on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction, absolute))
 
         return self.policy.predict(obs, video=cfg.video, depth=cfg.depth, action_steps=cfg.action_steps or None,
                                    video_steps=cfg.video_steps or None, seed=seed, inpaint=inpaint,

@@ -24,6 +24,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from rclpy.node import Node
@@ -35,6 +36,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
+from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
+from wam_ros.model.policy import CheckpointMismatch, depth_metres, load_policy
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, image_array, pointcloud_msg, to_time
@@ -85,6 +88,11 @@ class PolicyNode(Node):
         self.params = p
         self.deployed = self._load(p)
         self.joint_names = self.deployed.joint_names
+        # ActionChunk: arm columns as positions, grippers as openings normalised by their travel
+        self._grippers = [i for i, n in enumerate(self.joint_names) if n.endswith("gripper")]
+        self._arms = [i for i in range(len(self.joint_names)) if i not in self._grippers]
+        limits = self.deployed.robot.joint_limits()
+        self._gripper_max = np.array([limits[self.joint_names[i]][1] for i in self._grippers])
         self._latest_obs: MultiViewRGBD | None = None
         self._joints: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -118,12 +126,7 @@ class PolicyNode(Node):
                                f"{1 / self.deployed.scheduler.config.dt:.1f} Hz, chunking {p['chunking']}")
 
     # --- set-up ------------------------------------------------------------------------------
-    def _load(self, p: dict):
-        import torch
-
-        from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
-        from wam_ros.model.policy import CheckpointMismatch, load_policy
-
+    def _load(self, p: dict) -> DeployedPolicy:
         if not p["checkpoint"]:
             raise ConfigError("checkpoint: no checkpoint given")
         device = p["device"]
@@ -209,7 +212,7 @@ class PolicyNode(Node):
             return self._problem("observation rejected", str(exc))
         self._restored = None
         chunk_id, self._next_chunk_id = self._next_chunk_id, self._next_chunk_id + 1
-        return obs, stamp, intrinsics, generation, chunk_id, msg
+        return obs, stamp, (images, depths, intrinsics), generation, chunk_id
 
     def _views(self, msg: MultiViewRGBD) -> tuple[dict, dict, dict]:
         cams = list(self.deployed.policy.cfg.cameras)
@@ -227,7 +230,7 @@ class PolicyNode(Node):
         return images, depths, intrinsics
 
     # --- the worker thread -------------------------------------------------------------------
-    def _infer(self, obs, stamp: float, intrinsics: dict, generation: int, chunk_id: int, msg: MultiViewRGBD) -> None:
+    def _infer(self, obs, stamp: float, views: tuple[dict, dict, dict], generation: int, chunk_id: int) -> None:
         seed, self._seed = (self._seed if self._seed >= 0 else None), -1
         chunks = []
         try:
@@ -240,7 +243,7 @@ class PolicyNode(Node):
             prediction = self.deployed.infer(obs, stamp, self._now, on_chunk, chunk_id, seed)
             self._latencies.append(prediction.timings)
             if chunks and generation == self._generation:
-                self._publish_visuals(prediction, chunks[0], obs, intrinsics, msg)
+                self._publish_visuals(prediction, chunks[0], obs, views)
         except Exception as exc:  # noqa: BLE001 — the node keeps serving; the cause goes to diagnostics
             self._errors += 1
             self._problem("inference failed", f"{type(exc).__name__}: {exc}")
@@ -254,16 +257,13 @@ class PolicyNode(Node):
         self._jumps.append(handover.jump)
         self._starved += handover.starved_steps
         chunk = handover.chunk
-        grippers = [i for i, n in enumerate(self.joint_names) if n.endswith("gripper")]
-        arms = [i for i in range(len(self.joint_names)) if i not in grippers]
-        limits = self.deployed.robot.joint_limits()
-        gripper_max = np.array([limits[self.joint_names[i]][1] for i in grippers])
+        arms, grippers = self._arms, self._grippers
         pred = ready.prediction
         msg = ActionChunk(chunk_id=ready.chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
                           joint_names=[self.joint_names[i] for i in arms], horizon=len(chunk.positions),
                           dt=chunk.dt, positions=chunk.positions[:, arms].ravel().tolist(),
                           gripper_names=[self.joint_names[i] for i in grippers],
-                          gripper=np.clip(chunk.positions[:, grippers] / gripper_max, 0.0, 1.0).ravel().tolist(),
+                          gripper=np.clip(chunk.positions[:, grippers] / self._gripper_max, 0.0, 1.0).ravel().tolist(),
                           execute_from=to_time(chunk.start), expert=EXPERTS[pred.expert], value=pred.value,
                           inference_latency=handover.latency,
                           inference_delay_steps=self.deployed.scheduler.delay_steps)
@@ -277,25 +277,26 @@ class PolicyNode(Node):
                                         threshold=self.deployed.policy.cfg.gate_threshold,
                                         active_expert=EXPERTS[pred.expert]))
 
-    def _publish_visuals(self, prediction, ready, obs, intrinsics: dict, msg: MultiViewRGBD) -> None:
+    def _publish_visuals(self, prediction, ready, obs, views: tuple[dict, dict, dict]) -> None:
+        """Clouds and markers of one inference; views: the observation's (images, depths, intrinsics)."""
         header_stamp, frame_id = to_time(ready.obs_time), self.params["frame_id"]
         voxel = self.params["voxel_size"]
-        absolute = self.deployed.encoder.decode(ready.prediction.actions, obs.state)
+        absolute, intrinsics = ready.targets, views[2]
         if prediction.future_depth is not None:
             cloud = voxel_downsample(self.deployed.predicted_cloud(prediction, obs.state, absolute, intrinsics), voxel)
             cloud = fade(cloud, self.deployed.policy.cfg.horizon)
             self.predicted_pub.publish(pointcloud_msg(cloud, header_stamp, frame_id))
         stride = self.params["live_cloud_stride"]
         if stride:
-            live = self._live_cloud(msg, obs.state, intrinsics, stride)
+            live = self._live_cloud(views, obs.state, stride)
             live = voxel_downsample(live, voxel)
             self.live_pub.publish(pointcloud_msg(live, header_stamp, frame_id))
         self.marker_pub.publish(self._markers(absolute, obs.state, ready, header_stamp, frame_id))
 
-    def _live_cloud(self, msg: MultiViewRGBD, state: np.ndarray, intrinsics: dict, stride: int) -> PointCloud:
+    def _live_cloud(self, views: tuple[dict, dict, dict], state: np.ndarray, stride: int) -> PointCloud:
         cams = list(self.deployed.policy.cfg.cameras)
-        images, depths, _ = self._views(msg)
-        depth_m = [depths[c].astype(np.float32) / (1000.0 if depths[c].dtype == np.uint16 else 1.0) for c in cams]
+        images, depths, intrinsics = views
+        depth_m = [depth_metres(depths[c]) for c in cams]
         poses = self.deployed.camera_poses([self.deployed.joint_map(state)])
         return lift(np.stack(depth_m)[:, None], np.stack([images[c] for c in cams])[:, None],
                     np.stack([intrinsics[c][0] for c in cams]), poses, stride=stride)
