@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Callable
 
 import rclpy
@@ -26,8 +27,18 @@ def make_executor() -> SingleThreadedExecutor:
     return SingleThreadedExecutor()
 
 
+_stop_requested = threading.Event()
+_spinning = threading.Event()
+
+
 def _interrupt(signum: int, frame) -> None:
-    raise KeyboardInterrupt
+    """While spinning, only note the request: an exception raised here lands wherever the main
+    thread is, and inside take_message's conversion of a message pybind11 turns it into a
+    RuntimeError that ends the process with exit code 1. Before that (constructing nodes) there
+    is nothing to finish, so it interrupts at once."""
+    _stop_requested.set()
+    if not _spinning.is_set():
+        raise KeyboardInterrupt
 
 
 def init_without_signal_handlers(args: list[str]) -> None:
@@ -42,15 +53,18 @@ def init_without_signal_handlers(args: list[str]) -> None:
 
 
 def spin_until_interrupted(nodes: list[Node]) -> None:
-    """Spins the nodes until Ctrl-C / SIGTERM (KeyboardInterrupt) or an external shutdown."""
+    """Spins the nodes until Ctrl-C / SIGTERM or an external shutdown."""
     executor = make_executor()
     for node in nodes:
         executor.add_node(node)
+    _spinning.set()
     try:
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see signals
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while rclpy.ok() and not _stop_requested.is_set():
+            executor.spin_once(timeout_sec=0.1)  # returns to Python often enough to see the request
+    except ExternalShutdownException:
         pass
+    finally:
+        _spinning.clear()
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
