@@ -97,6 +97,7 @@ class PolicyNode(Node):
         self._joints: dict[str, float] = {}
         self._lock = threading.Lock()
         self._busy = threading.Event()
+        self._worker: threading.Thread | None = None
         self._generation = 0          # bumped by resample: results of older inferences are dropped
         self._restored: dict[str, float] | None = None
         self._peak = 0.0
@@ -183,7 +184,8 @@ class PolicyNode(Node):
         if job is None:
             return
         self._busy.set()
-        threading.Thread(target=self._infer, args=job, daemon=True, name="policy-inference").start()
+        self._worker = threading.Thread(target=self._infer, args=job, daemon=True, name="policy-inference")
+        self._worker.start()
 
     def _job(self, now: float) -> tuple | None:
         """The inputs of one inference, or None (with a diagnostic) when there is nothing to act on."""
@@ -337,6 +339,14 @@ class PolicyNode(Node):
         response.chunk_id = self._next_chunk_id  # the next inference starts after this reply
         response.message = f"chunk {response.chunk_id} will be sampled from the restored state"
         return response
+
+    def destroy_node(self) -> None:
+        """Lets an inference in flight finish first: a worker still publishing through a destroyed
+        node (or torch still computing as the process exits) aborted the process."""
+        self._generation += 1  # whatever it produces now is not published
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+        super().destroy_node()
 
     # --- diagnostics -------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
