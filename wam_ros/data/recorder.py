@@ -1,0 +1,269 @@
+"""Episode recorder (ROS-free): serialized messages in, one MCAP bag per episode out.
+
+The ROS thread only hands over (topic, stamp, CDR bytes) and never waits for the disk; a writer
+thread owns the bag, compresses images when asked, flushes once a second (a crash loses at most
+that second) and watches the free disk space. Every message of a recording episode is either
+written or counted as dropped (queue over its byte budget); none disappears silently.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from wam_ros import __version__
+from wam_ros.data.bag import EpisodeBagWriter, typestore
+from wam_ros.data.images import encode_color, encode_depth, image_array
+
+COMPRESSION_MODES = ("none", "jpeg", "png")
+OUTCOMES = ("success", "failure", "partial", "disk_full", "error")
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+
+
+class RecorderError(RuntimeError):
+    """A request the recorder cannot honour now (already recording, too little disk, ...)."""
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    directory: Path
+    compression: str = "none"        # images: none, jpeg (color) or png (color); depth is always PNG when compressed
+    jpeg_quality: int = 90
+    min_free_mb: float = 1024.0      # refuse to start / end the episode below this
+    queue_mb: float = 1024.0         # messages waiting for the disk; beyond it they are dropped (and counted)
+    flush_period: float = 1.0        # seconds (wall clock) between flushes to the disk
+    disk_check_period: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.compression not in COMPRESSION_MODES:
+            raise ValueError(f"compression {self.compression!r}: expected one of {', '.join(COMPRESSION_MODES)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality {self.jpeg_quality}: expected 1..100")
+
+
+@dataclass
+class TopicStats:
+    received: int = 0
+    written: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class _Message:
+    topic: str
+    stamp_ns: int
+    data: bytes | memoryview
+
+
+@dataclass
+class _Control:
+    action: str                     # start | stop | flush
+    payload: Any = None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+
+
+def free_mb(directory: Path) -> float:
+    return shutil.disk_usage(directory).free / 2**20
+
+
+def next_episode_index(directory: Path) -> int:
+    indices = [int(p.name.split("_")[-1]) for p in Path(directory).glob("episode_*") if p.name.split("_")[-1].isdigit()]
+    return max(indices, default=-1) + 1
+
+
+class Recorder:
+    """`topics` maps each recorded topic to its message type (rosbags names, e.g.
+    sensor_msgs/msg/JointState). With compression on, Image topics are stored as
+    `<topic>/compressed` CompressedImage (the image_transport convention)."""
+
+    def __init__(self, config: RecorderConfig, topics: dict[str, str], metadata: dict[str, Any] | None = None,
+                 on_event: Callable[[str, dict], None] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.topics = dict(topics)
+        self.metadata = dict(metadata or {})
+        self.on_event = on_event or (lambda kind, info: None)
+        self._clock = clock
+        Path(config.directory).mkdir(parents=True, exist_ok=True)
+        self.stats = {topic: TopicStats() for topic in self.topics}
+        self._queue: queue.Queue = queue.Queue()
+        self._queued_bytes = 0
+        self._lock = threading.Lock()
+        self._recording = False
+        self._bag: EpisodeBagWriter | None = None
+        self.episodes_written = 0
+        self.last_episode: dict[str, Any] = {}
+        self.bytes_written = 0
+        self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
+        self._thread.start()
+
+    # --- called from the ROS thread ------------------------------------------------------
+    @property
+    def recording(self) -> bool:
+        return self._recording
+
+    @property
+    def episode_path(self) -> Path | None:
+        return self._bag.path if self._bag else None
+
+    def submit(self, topic: str, stamp_ns: int, data: bytes | memoryview) -> bool:
+        """Queues one serialized message; False when not recording or dropped (counted)."""
+        if not self._recording:
+            return False
+        stats = self.stats[topic]
+        stats.received += 1
+        size = len(data)
+        with self._lock:
+            if self._queued_bytes + size > self.config.queue_mb * 2**20:
+                stats.dropped += 1
+                return False
+            self._queued_bytes += size
+        self._queue.put(_Message(topic, int(stamp_ns), data))
+        return True
+
+    def start_episode(self, stamp_ns: int, task: str, teleop: str, timeout: float = 10.0) -> Path:
+        if self._recording:
+            raise RecorderError(f"already recording {self.episode_path}")
+        available = free_mb(self.config.directory)
+        if available < self.config.min_free_mb:
+            raise RecorderError(f"only {available:.0f} MB free in {self.config.directory}; "
+                                f"need {self.config.min_free_mb:.0f} MB (min_free_mb)")
+        index = next_episode_index(self.config.directory)
+        episode = {**self.metadata, "index": index, "name": f"episode_{index:06d}", "task": task, "teleop": teleop,
+                   "software": f"wam_ros {__version__}", "compression": self.config.compression,
+                   "start_stamp_ns": int(stamp_ns), "outcome": "recording"}
+        for stats in self.stats.values():
+            stats.received = stats.written = stats.dropped = 0
+        path = self._control("start", episode, timeout)
+        self._recording = True
+        return path
+
+    def stop_episode(self, stamp_ns: int, outcome: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Ends the episode once everything queued before this call is on the disk."""
+        if outcome not in OUTCOMES:
+            raise RecorderError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
+        if not self._recording:
+            raise RecorderError("no episode is being recorded")
+        self._recording = False
+        return self._control("stop", {"outcome": outcome, "stop_stamp_ns": int(stamp_ns)}, timeout)
+
+    def close(self, stamp_ns: int = 0) -> None:
+        """Shutdown: an episode still open is kept and marked partial."""
+        if self._recording:
+            self.stop_episode(stamp_ns, "partial")
+        self._queue.put(None)
+        self._thread.join(timeout=60.0)
+
+    def status(self) -> dict[str, Any]:
+        return {"recording": self._recording, "episode": str(self.episode_path or ""),
+                "episodes_written": self.episodes_written, "queued_mb": round(self._queued_bytes / 2**20, 2),
+                "mb_written": round(self.bytes_written / 2**20, 1),
+                "dropped": sum(s.dropped for s in self.stats.values()),
+                "free_mb": round(free_mb(self.config.directory))}
+
+    def _control(self, action: str, payload: Any, timeout: float) -> Any:
+        item = _Control(action, payload)
+        self._queue.put(item)
+        if not item.done.wait(timeout):
+            raise RecorderError(f"{action}: the writer did not answer within {timeout:.0f} s")
+        if isinstance(item.result, Exception):
+            raise RecorderError(f"{action}: {item.result}") from item.result
+        return item.result
+
+    # --- writer thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        next_flush = next_check = self._clock()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                item = _Control("idle")
+            if item is None:
+                return
+            if isinstance(item, _Message):
+                with self._lock:
+                    self._queued_bytes -= len(item.data)
+                self._write(item)
+            else:
+                try:
+                    item.result = self._handle(item)
+                except Exception as exc:  # reported to the caller, the thread lives on
+                    item.result = exc
+                item.done.set()
+            now = self._clock()
+            if self._bag is not None and now >= next_flush:
+                self._bag.flush()
+                next_flush = now + self.config.flush_period
+            if self._bag is not None and now >= next_check:
+                next_check = now + self.config.disk_check_period
+                if free_mb(self.config.directory) < self.config.min_free_mb:
+                    self._recording = False
+                    self._finish({"outcome": "disk_full", "detail": f"free space fell below {self.config.min_free_mb:.0f} MB"})
+
+    def _handle(self, item: _Control) -> Any:
+        if item.action == "start":
+            bag = EpisodeBagWriter(Path(self.config.directory) / item.payload["name"], item.payload)
+            for topic, msgtype in self.topics.items():
+                bag.add_topic(*self._stored_as(topic, msgtype))
+            self._bag = bag
+            self.on_event("started", bag.episode)
+            return bag.path
+        if item.action == "stop":
+            if self._bag is None:  # ended by the writer already (disk full)
+                return self.last_episode
+            return self._finish(item.payload)
+        return None
+
+    def _finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        bag, self._bag = self._bag, None
+        # messages that were queued before the stop request are already written (FIFO)
+        counts = {t: {"received": s.received, "written": s.written, "dropped": s.dropped} for t, s in self.stats.items()}
+        episode = bag.close(**outcome, messages=counts, bytes=bag.bytes)
+        self.episodes_written += 1
+        self.last_episode = episode
+        self.on_event("stopped", episode)
+        return episode
+
+    def _stored_as(self, topic: str, msgtype: str) -> tuple[str, str]:
+        if msgtype == IMAGE_TYPE and self.config.compression != "none":
+            return f"{topic}/compressed", COMPRESSED_TYPE
+        return topic, msgtype
+
+    def _write(self, item: _Message) -> None:
+        if self._bag is None:
+            return  # arrived after a disk-full stop: counted as received, not written
+        stats = self.stats[item.topic]
+        topic, msgtype = self._stored_as(item.topic, self.topics[item.topic])
+        data = item.data
+        try:
+            if msgtype == COMPRESSED_TYPE:
+                data = self._compress(item.data)
+            self._bag.write(topic, item.stamp_ns, data)
+        except Exception as exc:  # a malformed message is dropped and counted, never the episode
+            stats.dropped += 1
+            self.on_event("dropped", {"topic": item.topic, "error": str(exc)})
+            return
+        stats.written += 1
+        self.bytes_written += len(data)
+
+    def _compress(self, data: bytes | memoryview) -> bytes:
+        store = typestore()
+        msg = store.deserialize_cdr(data, IMAGE_TYPE)
+        array = image_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian)
+        if array.dtype == np.uint16:
+            fmt, payload = encode_depth(array)
+        elif array.dtype == np.float32:
+            fmt, payload = encode_depth(np.round(np.nan_to_num(array) * 1000.0).astype(np.uint16))
+        else:
+            fmt, payload = encode_color(array, self.config.compression, self.config.jpeg_quality)
+        cls = store.types[COMPRESSED_TYPE]
+        compressed = cls(header=msg.header, format=fmt, data=np.frombuffer(payload, np.uint8))
+        return bytes(store.serialize_cdr(compressed, COMPRESSED_TYPE))
