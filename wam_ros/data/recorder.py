@@ -8,6 +8,7 @@ written or counted as dropped (queue over its byte budget); none disappears sile
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import threading
@@ -25,6 +26,7 @@ from wam_ros.data.images import encode_color, encode_depth, image_array
 COMPRESSION_MODES = ("none", "jpeg", "png")
 OUTCOMES = ("success", "failure", "partial", "disk_full", "error")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+EVENTS_TOPIC = "wam_ros/episode_events"   # std_msgs/String JSON: start and stop of the episode, in the bag
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 
@@ -213,7 +215,10 @@ class Recorder:
             bag = EpisodeBagWriter(Path(self.config.directory) / item.payload["name"], item.payload)
             for topic, msgtype in self.topics.items():
                 bag.add_topic(*self._stored_as(topic, msgtype))
+            bag.add_topic(EVENTS_TOPIC, "std_msgs/msg/String")
             self._bag = bag
+            self._event(item.payload["start_stamp_ns"], {"event": "start", "task": item.payload["task"],
+                                                         "teleop": item.payload["teleop"]})
             self.on_event("started", bag.episode)
             return bag.path
         if item.action == "stop":
@@ -223,6 +228,7 @@ class Recorder:
         return None
 
     def _finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        self._event(outcome.get("stop_stamp_ns", 0), {"event": "stop", **outcome})
         bag, self._bag = self._bag, None
         # messages that were queued before the stop request are already written (FIFO)
         counts = {t: {"received": s.received, "written": s.written, "dropped": s.dropped} for t, s in self.stats.items()}
@@ -231,6 +237,11 @@ class Recorder:
         self.last_episode = episode
         self.on_event("stopped", episode)
         return episode
+
+    def _event(self, stamp_ns: int, event: dict[str, Any]) -> None:
+        store = typestore()
+        msg = store.types["std_msgs/msg/String"](data=json.dumps(event, sort_keys=True))
+        self._bag.write(EVENTS_TOPIC, max(int(stamp_ns), 0), bytes(store.serialize_cdr(msg, "std_msgs/msg/String")))
 
     def _stored_as(self, topic: str, msgtype: str) -> tuple[str, str]:
         if msgtype == IMAGE_TYPE and self.config.compression != "none":

@@ -11,7 +11,8 @@ In memory, one `Episode` holds every frame at the control rate:
 On disk, a dataset directory holds `meta.json` ({cameras, state_names, action_names,
 action_space, fps}) and one `episode_NNNNNN.npz` per episode with the arrays above plus
 `task`, `success` and `stage_frames`. The Recording issue's LeRobot v3 export is read by the
-same loader once it exists.
+same loader: `load_dataset` also reads the LeRobot v3 and ALOHA HDF5 datasets that
+`wam-ros export` writes (wam_ros.data.export).
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ def save_dataset(directory: Path, meta: DatasetMeta, episodes: list[Episode]) ->
 
 def load_dataset(directory: Path) -> tuple[DatasetMeta, list[Episode]]:
     directory = Path(directory)
+    from wam_ros.data import export  # the exporters build on this module's types
+
+    if export.is_lerobot(directory) or export.is_hdf5(directory):
+        meta, episodes = (export.load_lerobot if export.is_lerobot(directory) else export.load_hdf5)(directory)
+        for i, ep in enumerate(episodes):
+            ep.check(meta, f"{directory} episode {i}")
+        return meta, episodes
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise DatasetError(f"{directory}: no meta.json (see wam_ros/model/episodes.py for the layout)")

@@ -8,6 +8,8 @@ IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=Rel
 # oldest sets while a consumer is descheduled, and 5 sets (167 ms at 30 Hz) were lost now and then
 # on a loaded 2-core machine; one second of sets rides that out.
 EVERY_SET_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30, reliability=ReliabilityPolicy.RELIABLE)
+# Small high-rate streams a consumer must not lose (the recorder's joint states at 200 Hz).
+EVERY_MESSAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=400, reliability=ReliabilityPolicy.RELIABLE)
 # CameraInfo follows the image stream one-for-one.
 CAMERA_INFO_QOS = IMAGE_QOS
 JOINT_STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)

@@ -16,6 +16,8 @@ from wam_ros.paths import share_dir
 
 CAMERA_SOURCES = ("sim", "realsense", "orbbec", "external")
 MOTION_SOURCES = ("none", "scripted")
+TELEOP_SOURCES = ("none", "scripted", "leader", "spacemouse", "keyboard")
+RECORD_SOURCES = ("synced", "raw")
 BOOLEANS = ("true", "false")
 # A user's own Fast DDS configuration wins over the package's profile.
 DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
@@ -45,7 +47,11 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("sim", "true", "Run the MuJoCo simulator instead of hardware bridges (sets use_sim_time)", BOOLEANS),
     LaunchArgument("motion", "none", "Command source for the arms: none, or a scripted demo motion", MOTION_SOURCES),
     LaunchArgument("rviz", "false", "Start RViz with config/wam.rviz", BOOLEANS),
-    LaunchArgument("record", "false", "Record demonstrations to rosbag2", BOOLEANS),
+    LaunchArgument("record", "false", "Record demonstrations to rosbag2 (MCAP), one bag per episode", BOOLEANS),
+    LaunchArgument("teleop", "none", "Teleoperation source: AgileX leader arms, SpaceMouse, keyboard, or the "
+                   "scripted expert in the simulator", TELEOP_SOURCES),
+    LaunchArgument("episodes_dir", "episodes", "Directory the recorder writes episode bags to"),
+    LaunchArgument("record_source", "synced", "Record synced observations or the raw camera topics", RECORD_SOURCES),
     LaunchArgument("checkpoint", "", "Path of a policy checkpoint (wam-ros train); empty runs no policy"),
     LaunchArgument("instruction", "", "Task instruction for the policy (empty: the checkpoint's only task)"),
     LaunchArgument("chunking", "rtc", "Policy chunk hand-over: rtc (real-time chunking), blend or naive",
@@ -62,6 +68,9 @@ class SystemOptions:
     motion: str = "none"
     rviz: bool = False
     record: bool = False
+    teleop: str = "none"
+    episodes_dir: str = "episodes"
+    record_source: str = "synced"
     checkpoint: str = ""
     instruction: str = ""
     chunking: str = "rtc"
@@ -80,7 +89,8 @@ class SystemOptions:
                 check_choice(name, raw[name].lower() if arg.choices is BOOLEANS else raw[name], arg.choices)
         opts = SystemOptions(robot=raw["robot"], cameras=raw["cameras"], sim=raw["sim"].lower() == "true",
                              motion=raw["motion"], rviz=raw["rviz"].lower() == "true",
-                             record=raw["record"].lower() == "true", checkpoint=raw["checkpoint"],
+                             record=raw["record"].lower() == "true", teleop=raw["teleop"],
+                             episodes_dir=raw["episodes_dir"], record_source=raw["record_source"], checkpoint=raw["checkpoint"],
                              instruction=raw["instruction"], chunking=raw["chunking"],
                              namespace=raw["namespace"].strip("/"))
         opts.validate()
@@ -91,17 +101,18 @@ class SystemOptions:
         check_choice("cameras", self.cameras, CAMERA_SOURCES)
         check_choice("motion", self.motion, MOTION_SOURCES)
         check_choice("chunking", self.chunking, CHUNKING_MODES)
-        if self.checkpoint and self.motion != "none":
-            raise ConfigError("checkpoint and motion both command the arms; use one of them")
+        check_choice("teleop", self.teleop, TELEOP_SOURCES)
+        check_choice("record_source", self.record_source, RECORD_SOURCES)
+        commanders = [name for name, on in (("checkpoint", bool(self.checkpoint)), ("motion", self.motion != "none"),
+                                            ("teleop", self.teleop != "none")) if on]
+        if len(commanders) > 1:
+            raise ConfigError(f"{' and '.join(commanders)} all command the arms; use one of them")
+        if self.teleop == "scripted" and not self.sim:
+            raise ConfigError("teleop: the scripted expert runs in the simulator (sim:=true)")
+        if self.teleop == "leader" and self.robot != "agilex":
+            raise ConfigError("teleop: leader arms are the AgileX (Cobot Magic) master arms; robot:=agilex")
         if self.cameras == "sim" and not self.sim:
             raise ConfigError("cameras: 'sim' needs sim:=true; with hardware use realsense, orbbec or external")
-        # Parts of the system that later releases add are refused clearly, never silently dropped.
-        pending = {
-            "record": (self.record, "the recorder is not in this release"),
-        }
-        for name, (refused, why) in pending.items():
-            if refused:
-                raise ConfigError(f"{name}: {why}")
 
 
 @dataclass(frozen=True)
@@ -168,9 +179,16 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
                           {**common, "cameras": list(CAMERA_NAMES), **sync_parameters}))
     # the one gate between command sources (policy, scripted motion) and the arms
     specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns, {**common, "robot": opts.robot}))
-    if opts.motion == "scripted":
+    if opts.motion == "scripted" or opts.teleop == "scripted":
         specs.append(NodeSpec("wam_ros", "scripted_motion_node", "scripted_motion", ns,
                               {**common, "robot": opts.robot}))
+    if opts.teleop in ("leader", "spacemouse", "keyboard"):
+        specs.append(NodeSpec("wam_ros", "teleop_node", "teleop", ns,
+                              {**common, "robot": opts.robot, "source": opts.teleop}))
+    if opts.record:
+        specs.append(NodeSpec("wam_ros", "recorder_node", "recorder", ns,
+                              {**common, "robot": opts.robot, "directory": str(Path(opts.episodes_dir).expanduser()),
+                               "source": opts.record_source, "teleop": opts.teleop, "instruction": opts.instruction}))
     if opts.checkpoint:
         specs.append(NodeSpec("wam_ros", "policy_node", "policy", ns,
                               {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),

@@ -1,0 +1,279 @@
+"""Recorded episode bags → frames at a fixed rate (ROS-free).
+
+Pass 1 reads everything but the image payloads: joint states, commanded trajectories, camera
+intrinsics, and the header stamps of the image messages (the first bytes of their CDR). It fixes
+the frame times t_k = t_0 + k / fps over the span every stream covers, and per image stream the
+message each frame shows: the latest one stamped at or before t_k (a frame never sees the
+future). Pass 2 decodes only those messages, streaming frames in order, so an hour-long episode
+never has to fit in memory.
+
+Per frame k:
+  state   joint positions linearly interpolated at t_k
+  action  the commanded target for t_k + 1/fps (the trajectory the supervisor passed last before
+          t_k, evaluated one frame ahead), the same convention as wam_ros.model.episodes;
+          without recorded commands, the next frame's state
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from rosbags.highlevel import AnyReader
+
+from wam_ros.data.bag import BagError, is_complete, read_episode_record, recover, typestore
+from wam_ros.data.images import decode_compressed, image_array
+
+JOINT_STATES = "joint_states"
+TRAJECTORY = "joint_trajectory"
+SET_TOPIC = "observations"
+COLOR_SUFFIXES = ("/color/image_raw", "/color/image_raw/compressed")
+DEPTH_SUFFIXES = ("/aligned_depth_to_color/image_raw", "/aligned_depth_to_color/image_raw/compressed",
+                  "/depth/image_raw", "/depth/image_raw/compressed")
+INFO_SUFFIX = "/color/camera_info"
+
+
+def header_stamp_ns(raw: bytes | memoryview) -> int:
+    """Header stamp of a CDR message that starts with std_msgs/Header (Image, CompressedImage,
+    MultiViewRGBD) without deserializing the rest."""
+    if raw[1] != 1:
+        raise BagError("big-endian CDR is not supported")
+    sec, nanosec = struct.unpack_from("<iI", raw, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+@dataclass
+class _Stream:
+    topic: str
+    kind: str                      # set | color | depth
+    camera: str                    # "" for a set
+    stamps: list[int] = field(default_factory=list)
+
+
+@dataclass
+class EpisodeIndex:
+    """Everything about a recorded episode except the image payloads."""
+
+    path: Path
+    record: dict[str, Any]
+    joint_names: list[str]
+    cameras: list[str]
+    fps: float
+    times: np.ndarray               # (T,) ns, frame times
+    state: np.ndarray               # (T, J)
+    action: np.ndarray              # (T, J)
+    intrinsics: dict[str, list[float]]
+    image_size: dict[str, tuple[int, int]]
+    has_depth: bool
+    streams: list[_Stream]
+    picks: dict[str, np.ndarray]    # stream topic -> (T,) message index shown by each frame
+    commands_recorded: bool
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @property
+    def success(self) -> bool:
+        return self.record.get("outcome") == "success"
+
+    @property
+    def task(self) -> str:
+        return str(self.record.get("task", ""))
+
+
+def _camera_of(topic: str, suffixes: tuple[str, ...]) -> str | None:
+    for suffix in suffixes:
+        if topic.endswith(suffix):
+            return topic[: -len(suffix)].strip("/").split("/")[-1]
+    return None
+
+
+def _evaluate_command(commands: list[tuple[int, list[str], np.ndarray, np.ndarray]], index: dict[str, int],
+                      t_ns: int, fallback: np.ndarray) -> np.ndarray:
+    """Target at t of the last trajectory started at or before t (held after its last point)."""
+    out = fallback.copy()
+    starts = [c[0] for c in commands]
+    i = int(np.searchsorted(starts, t_ns, side="right")) - 1
+    if i < 0:
+        return out
+    start, names, offsets, positions = commands[i]
+    row = np.array([np.interp((t_ns - start) * 1e-9, offsets, positions[:, j]) for j in range(len(names))])
+    for name, value in zip(names, row):
+        if name in index:
+            out[index[name]] = value
+    return out
+
+
+def index_episode(path: Path, fps: float) -> EpisodeIndex:
+    """Pass 1 (see the module doc). A bag left by a killed recorder is recovered first."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BagError(f"{path}: not an episode bag directory")
+    record = recover(path) if not is_complete(path) else read_episode_record(path)
+    if fps <= 0:
+        raise BagError(f"fps must be > 0, got {fps}")
+    store = typestore()
+    joint_t, joint_q, joint_names = [], [], None
+    commands: list[tuple[int, list[str], np.ndarray, np.ndarray]] = []
+    streams: dict[str, _Stream] = {}
+    intrinsics: dict[str, list[float]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    with AnyReader([path], default_typestore=store) as reader:
+        for conn in reader.connections:
+            cam = _camera_of(conn.topic, COLOR_SUFFIXES)
+            if conn.topic.rstrip("/").endswith(SET_TOPIC) and conn.msgtype == "wam_ros/msg/MultiViewRGBD":
+                streams[conn.topic] = _Stream(conn.topic, "set", "")
+            elif cam:
+                streams[conn.topic] = _Stream(conn.topic, "color", cam)
+            elif (cam := _camera_of(conn.topic, DEPTH_SUFFIXES)):
+                streams[conn.topic] = _Stream(conn.topic, "depth", cam)
+        wanted = [c for c in reader.connections
+                  if c.topic in streams or c.topic.endswith((JOINT_STATES, TRAJECTORY, INFO_SUFFIX))]
+        set_meta_read = False
+        for conn, log_ns, raw in reader.messages(connections=wanted):
+            if conn.topic in streams:
+                stream = streams[conn.topic]
+                stream.stamps.append(header_stamp_ns(raw))
+                if stream.kind == "set" and not set_meta_read:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    for name, info, image in zip(msg.camera_names, msg.color_info, msg.color):
+                        intrinsics[name] = [float(v) for v in info.k]
+                        sizes[name] = (int(image.height), int(image.width))
+                    set_meta_read = True
+                continue
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.topic.endswith(JOINT_STATES):
+                if joint_names is None:
+                    joint_names = list(msg.name)
+                if list(msg.name) != joint_names:
+                    order = {n: i for i, n in enumerate(msg.name)}
+                    if not all(n in order for n in joint_names):
+                        continue  # a partial joint state (another publisher); the full stream carries on
+                    position = np.array([msg.position[order[n]] for n in joint_names])
+                else:
+                    position = np.asarray(msg.position, dtype=float)
+                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                joint_t.append(stamp or log_ns)
+                joint_q.append(position)
+            elif conn.topic.endswith(TRAJECTORY) and len(msg.points):
+                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+                positions = np.array([p.positions for p in msg.points], dtype=float)
+                commands.append((stamp or log_ns, list(msg.joint_names), offsets, positions))
+            elif conn.topic.endswith(INFO_SUFFIX):
+                cam = conn.topic[: -len(INFO_SUFFIX)].strip("/").split("/")[-1]
+                intrinsics.setdefault(cam, [float(v) for v in msg.k])
+                sizes.setdefault(cam, (int(msg.height), int(msg.width)))
+    if not joint_t:
+        raise BagError(f"{path}: no joint_states messages")
+    image_streams = [s for s in streams.values() if s.stamps]
+    if not image_streams:
+        raise BagError(f"{path}: no camera images (observations or <cam>/color/image_raw)")
+    cameras = sorted({s.camera for s in image_streams if s.kind == "color"})
+    if any(s.kind == "set" for s in image_streams):
+        if cameras:
+            raise BagError(f"{path}: both synced observations and raw camera topics; export one of them")
+        cameras = list(intrinsics)
+    order = np.argsort(joint_t, kind="stable")
+    joint_t_arr, joint_q_arr = np.asarray(joint_t)[order], np.asarray(joint_q)[order]
+    start = max([int(joint_t_arr[0])] + [s.stamps[0] for s in image_streams])
+    end = min([int(joint_t_arr[-1])] + [s.stamps[-1] for s in image_streams])
+    if end < start:
+        raise BagError(f"{path}: the joint and image streams do not overlap in time")
+    step = 1e9 / fps
+    times = (start + np.arange(int((end - start) // step) + 1) * step).astype(np.int64)
+    state = np.stack([np.interp(times, joint_t_arr, joint_q_arr[:, j]) for j in range(joint_q_arr.shape[1])], axis=1)
+    commands.sort(key=lambda c: c[0])
+    index = {n: i for i, n in enumerate(joint_names)}
+    if commands:
+        action = np.stack([_evaluate_command(commands, index, int(t + step), state[k]) for k, t in enumerate(times)])
+    else:
+        action = np.vstack([state[1:], state[-1:]])
+    picks = {}
+    for s in image_streams:
+        stamps = np.asarray(s.stamps)
+        picks[s.topic] = np.clip(np.searchsorted(stamps, times, side="right") - 1, 0, len(stamps) - 1)
+    has_depth = any(s.kind == "depth" for s in image_streams) or any(s.kind == "set" for s in image_streams)
+    return EpisodeIndex(path, record, joint_names, cameras, fps, times, state, action, intrinsics, sizes, has_depth,
+                        image_streams, picks, bool(commands))
+
+
+def _image(msg: Any, msgtype: str) -> np.ndarray:
+    if msgtype == "sensor_msgs/msg/CompressedImage":
+        return decode_compressed(msg.format, msg.data)
+    array = image_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian)
+    if array.dtype == np.float32:  # metres -> uint16 millimetres, 0 = no measurement
+        array = np.round(np.nan_to_num(array, nan=0.0, posinf=0.0) * 1000.0).clip(0, 65535).astype(np.uint16)
+    return array
+
+
+def iter_frames(episode: EpisodeIndex) -> Iterator[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Pass 2: (frame index, {camera: rgb (H, W, 3) uint8}, {camera: depth (H, W) uint16 mm}) in
+    frame order, decoding each picked message once."""
+    needed = {topic: set(picks.tolist()) for topic, picks in episode.picks.items()}
+    counters = {topic: -1 for topic in episode.picks}
+    decoded: dict[str, dict[int, Any]] = {topic: {} for topic in episode.picks}
+    kinds = {s.topic: s for s in episode.streams}
+    next_frame = 0
+    total = len(episode)
+
+    def ready(k: int) -> bool:
+        return all(counters[t] >= episode.picks[t][k] for t in episode.picks)
+
+    def emit(k: int):
+        colors: dict[str, np.ndarray] = {}
+        depths: dict[str, np.ndarray] = {}
+        for topic, picks in episode.picks.items():
+            stream, value = kinds[topic], decoded[topic][int(picks[k])]
+            if stream.kind == "set":
+                colors.update(value[0])
+                depths.update(value[1])
+            elif stream.kind == "color":
+                colors[stream.camera] = value
+            else:
+                depths[stream.camera] = value
+        return k, colors, depths
+
+    with AnyReader([episode.path], default_typestore=typestore()) as reader:
+        conns = [c for c in reader.connections if c.topic in episode.picks]
+        for conn, _, raw in reader.messages(connections=conns):
+            topic = conn.topic
+            counters[topic] += 1
+            j = counters[topic]
+            if j in needed[topic]:
+                msg = reader.deserialize(raw, conn.msgtype)
+                if kinds[topic].kind == "set":
+                    decoded[topic][j] = ({n: _image(m, "sensor_msgs/msg/Image") for n, m in zip(msg.camera_names, msg.color)},
+                                         {n: _image(m, "sensor_msgs/msg/Image") for n, m in zip(msg.camera_names, msg.depth)})
+                else:
+                    decoded[topic][j] = _image(msg, conn.msgtype)
+            while next_frame < total and ready(next_frame):
+                yield emit(next_frame)
+                next_frame += 1
+                # forget what no later frame shows
+                for t in episode.picks:
+                    if next_frame < total:
+                        keep = int(episode.picks[t][next_frame])
+                        for old in [i for i in decoded[t] if i < keep]:
+                            del decoded[t][old]
+    if next_frame < total:
+        raise BagError(f"{episode.path}: image streams ended at frame {next_frame} of {total}")
+
+
+def episode_paths(sources: list[Path]) -> list[Path]:
+    """Episode bag directories from paths that are either episodes or directories of episodes."""
+    out: list[Path] = []
+    for source in map(Path, sources):
+        if (source / "metadata.yaml").is_file() or list(source.glob("*.mcap")):
+            out.append(source)
+        elif source.is_dir():
+            found = sorted(p for p in source.iterdir() if p.is_dir() and list(p.glob("*.mcap")))
+            if not found:
+                raise BagError(f"{source}: no episode bags (directories with an .mcap file)")
+            out.extend(found)
+        else:
+            raise BagError(f"{source}: not found")
+    return out
