@@ -114,6 +114,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from wam_ros.data.bag import BagError
+    from wam_ros.data.images import ImageError
+    from wam_ros.model.episodes import DatasetError
+
+    try:
+        if args.command == "export":
+            from wam_ros.data.episodes import episode_paths
+            from wam_ros.data.export import EXPORTERS, ExportConfig
+
+            cfg = ExportConfig(fps=args.fps, gamma=args.gamma, gate_window=args.gate_window,
+                               video_codec=args.video_codec, include_failures=not args.successes_only)
+            result = EXPORTERS[args.format](episode_paths(args.bags), args.out, cfg, overwrite=args.overwrite)
+        elif args.dataset_command == "info":
+            from wam_ros.data.summary import dataset_info
+
+            result = dataset_info(args.path, args.fps)
+        elif args.dataset_command == "preview":
+            from wam_ros.data.summary import preview
+
+            result = preview(args.path, args.out, args.episode, args.frames)
+        else:
+            from wam_ros.data.bag import recover
+            from wam_ros.data.episodes import episode_paths
+
+            result = {str(p): recover(p).get("outcome") for p in episode_paths(args.bags)}
+    except (BagError, DatasetError, ImageError, ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from exc
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wam-ros", description="World Action Models on dual-arm robots")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60)")
     p.add_argument("--checkpoint", default=None, help="policy: checkpoint (default: the demo policy)")
     p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages)")
-    p.add_argument("--data", type=Path, required=True, help="dataset directory (meta.json + episode_*.npz)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset directory: wam-ros export output (LeRobot v3 or ALOHA HDF5) or meta.json + episode_*.npz")
     p.add_argument("--config", default="small", help="model preset (small, paper) or a YAML file")
     p.add_argument("--robot", default=None, choices=ROBOTS, help="the robot (needed for ee_delta action spaces)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file (written every --checkpoint-every steps)")
@@ -152,6 +185,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p = sub.add_parser("export", help="recorded episode bags -> a training dataset (LeRobot v3 or ALOHA HDF5)")
+    p.add_argument("bags", nargs="+", type=Path, help="episode bag directories, or directories of them")
+    p.add_argument("--format", required=True, choices=["lerobot", "hdf5"])
+    p.add_argument("--out", type=Path, required=True, help="dataset directory")
+    p.add_argument("--fps", type=float, default=15.0, help="frame rate to resample to (from the message stamps)")
+    p.add_argument("--video-codec", default="h264", choices=["h264", "av1", "lossless"],
+                   help="lerobot color videos (depth is always lossless FFV1)")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount of the Monte Carlo value targets")
+    p.add_argument("--gate-window", type=int, default=20, help="gate labels: frames around a gripper event")
+    p.add_argument("--successes-only", action="store_true", help="leave out failed and partial episodes")
+    p.add_argument("--overwrite", action="store_true")
+    p = sub.add_parser("dataset", help="inspect and repair datasets and recordings")
+    dataset = p.add_subparsers(dest="dataset_command", required=True)
+    q = dataset.add_parser("info", help="episodes, lengths, cameras, fps, success rate (JSON)")
+    q.add_argument("path", type=Path)
+    q.add_argument("--fps", type=float, default=15.0, help="recordings: frame rate to count frames at")
+    q = dataset.add_parser("preview", help="PNG of one episode: camera frames and joint plots")
+    q.add_argument("path", type=Path)
+    q.add_argument("--episode", type=int, default=0)
+    q.add_argument("--frames", type=int, default=5)
+    q.add_argument("--out", type=Path, default=Path("out/episode_preview.png"))
+    q = dataset.add_parser("recover", help="rebuild the bag of a recording that was killed (marked partial)")
+    q.add_argument("bags", nargs="+", type=Path)
     p = sub.add_parser("calibration-check", help="project the wrist frames into the head camera image (PNG)")
     p.add_argument("--robot", default="agilex", choices=ROBOTS)
     p.add_argument("--image", type=Path, default=None, help="a head camera image (default: the simulator renders one)")
@@ -199,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "calibration-check":
             return cmd_calibration_check(args)
+        if args.command in ("export", "dataset"):
+            return cmd_data(args)
         if args.command == "train":
             return cmd_train(args)
         if args.command == "render-prediction":

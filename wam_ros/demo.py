@@ -24,6 +24,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, load_robot_config
+from wam_ros.data.images import colorize_depth
 from wam_ros.msg import ActionChunk, SupervisorState
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time, image_array, pointcloud_from_msg, trajectory_arrays
@@ -130,17 +131,6 @@ class DemoMonitor(Node):
         }
 
 
-def _colorize_depth(depth_mm: np.ndarray) -> np.ndarray:
-    d = depth_mm.astype(np.float32) / 1000.0
-    valid = d > 0
-    lo, hi = (np.percentile(d[valid], [2, 98]) if valid.any() else (0.0, 1.0))
-    x = np.clip((d - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    rgb = np.stack([np.clip(1.5 - abs(4 * x - 3), 0, 1), np.clip(1.5 - abs(4 * x - 2), 0, 1),
-                    np.clip(1.5 - abs(4 * x - 1), 0, 1)], axis=-1)
-    rgb[~valid] = 0.0
-    return (rgb * 255).astype(np.uint8)
-
-
 def contact_sheet(snapshots: dict[str, dict[str, dict[str, np.ndarray]]], path: Path) -> None:
     """One column per camera; per snapshot (e.g. start, end) a color row and a colorized depth row."""
     from PIL import Image as PILImage, ImageDraw
@@ -153,7 +143,7 @@ def contact_sheet(snapshots: dict[str, dict[str, dict[str, np.ndarray]]], path: 
                 image = frames[cam].get(kind)
                 if image is None:
                     raise RuntimeError(f"no {kind} frame received from camera {cam}")
-                tile = PILImage.fromarray(image if kind == "color" else _colorize_depth(image))
+                tile = PILImage.fromarray(image if kind == "color" else colorize_depth(image))
                 ImageDraw.Draw(tile).text((6, 4), f"{cam} {kind} ({label})", fill=(255, 255, 255))
                 tiles.append(np.asarray(tile))
             rows.append(np.concatenate(tiles, axis=1))

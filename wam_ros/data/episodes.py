@@ -25,7 +25,7 @@ import numpy as np
 from rosbags.highlevel import AnyReader
 
 from wam_ros.data.bag import BagError, is_complete, read_episode_record, recover, typestore
-from wam_ros.data.images import decode_compressed, image_array
+from wam_ros.data.images import decode_compressed, depth_to_millimetres, image_array
 
 JOINT_STATES = "joint_states"
 TRAJECTORY = "joint_trajectory"
@@ -205,9 +205,9 @@ def _image(msg: Any, msgtype: str) -> np.ndarray:
     if msgtype == "sensor_msgs/msg/CompressedImage":
         return decode_compressed(msg.format, msg.data)
     array = image_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian)
-    if array.dtype == np.float32:  # metres -> uint16 millimetres, 0 = no measurement
-        array = np.round(np.nan_to_num(array, nan=0.0, posinf=0.0) * 1000.0).clip(0, 65535).astype(np.uint16)
-    return array
+    if array.dtype == np.float32:
+        return depth_to_millimetres(array)
+    return array[..., ::-1] if msg.encoding == "bgr8" else array
 
 
 def iter_frames(episode: EpisodeIndex) -> Iterator[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from wam_ros import __version__
 from wam_ros.data.bag import EpisodeBagWriter, typestore
-from wam_ros.data.images import encode_color, encode_depth, image_array
+from wam_ros.data.images import depth_to_millimetres, encode_color, encode_depth, image_array
 
 COMPRESSION_MODES = ("none", "jpeg", "png")
 OUTCOMES = ("success", "failure", "partial", "disk_full", "error")
@@ -272,9 +272,10 @@ class Recorder:
         if array.dtype == np.uint16:
             fmt, payload = encode_depth(array)
         elif array.dtype == np.float32:
-            fmt, payload = encode_depth(np.round(np.nan_to_num(array) * 1000.0).astype(np.uint16))
+            fmt, payload = encode_depth(depth_to_millimetres(array))
         else:
-            fmt, payload = encode_color(array, self.config.compression, self.config.jpeg_quality)
+            rgb = array[..., ::-1] if msg.encoding == "bgr8" else array
+            fmt, payload = encode_color(rgb, self.config.compression, self.config.jpeg_quality)
         cls = store.types[COMPRESSED_TYPE]
         compressed = cls(header=msg.header, format=fmt, data=np.frombuffer(payload, np.uint8))
         return bytes(store.serialize_cdr(compressed, COMPRESSED_TYPE))

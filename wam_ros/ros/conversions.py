@@ -10,12 +10,10 @@ from builtin_interfaces.msg import Time
 from trajectory_msgs.msg import JointTrajectory
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
+from wam_ros.data.images import ENCODINGS, depth_to_millimetres  # noqa: F401 (nodes import it from here)
+from wam_ros.data.images import image_array as image_fields_array
 from wam_ros.geometry.lifting import CLOUD_DTYPE, PointCloud
 
-_ENCODINGS = {  # encoding -> (dtype, channels)
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1),
-    "16UC1": (np.uint16, 1), "mono16": (np.uint16, 1), "32FC1": (np.float32, 1),
-}
 
 
 def to_time(seconds: float) -> Time:
@@ -42,7 +40,7 @@ def _bytes_field(a: np.ndarray) -> array.array:
 
 
 def image_msg(a: np.ndarray, encoding: str, stamp: Time, frame_id: str) -> Image:
-    dtype, channels = _ENCODINGS[encoding]
+    dtype, channels = ENCODINGS[encoding]
     if a.dtype != dtype or a.ndim != (3 if channels > 1 else 2) or (channels > 1 and a.shape[2] != channels):
         raise ValueError(f"array {a.dtype}{a.shape} does not match encoding {encoding}")
     msg = Image(**CHECKED)
@@ -58,20 +56,7 @@ def image_msg(a: np.ndarray, encoding: str, stamp: Time, frame_id: str) -> Image
 
 def image_array(msg: Image) -> np.ndarray:
     """View of msg.data as an array (no copy). Raises ValueError on a malformed image."""
-    if msg.encoding not in _ENCODINGS:
-        raise ValueError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(_ENCODINGS)}")
-    dtype, channels = _ENCODINGS[msg.encoding]
-    itemsize = np.dtype(dtype).itemsize
-    if msg.step != msg.width * channels * itemsize or len(msg.data) != msg.step * msg.height:
-        raise ValueError(f"image {msg.width}x{msg.height} {msg.encoding}: step {msg.step} and "
-                         f"{len(msg.data)} bytes do not match")
-    a = np.frombuffer(msg.data, dtype=dtype)
-    return a.reshape((msg.height, msg.width, channels) if channels > 1 else (msg.height, msg.width))
-
-
-def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
-    """float32 metres -> uint16 millimetres (16UC1); 0 stays 0 (no measurement)."""
-    return np.clip(np.rint(depth_m * 1000.0), 0, 65535).astype(np.uint16)
+    return image_fields_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian)
 
 
 def camera_info_msg(K: np.ndarray, width: int, height: int, stamp: Time, frame_id: str,
