@@ -97,6 +97,12 @@ class RecorderNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f"recording {source} streams to {directory} ({len(topics)} topics)")
         if autostart:
+            self._autostart = self.create_timer(0.1, self._start_when_clock_runs)
+
+    def _start_when_clock_runs(self) -> None:
+        # under use_sim_time the clock reads 0 until /clock arrives; an episode starts on real stamps
+        if self._now_ns() > 0:
+            self._autostart.cancel()
             self._start()
 
     def _now_ns(self) -> int:

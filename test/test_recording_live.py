@@ -1,0 +1,195 @@
+"""Recording demonstrations from the running simulated system (the session's `wam-ros bringup`:
+FR3 pair, scripted expert, namespace /lab) through real recorder_node processes over Fast DDS,
+then reading the bags back with rosbags, exporting both formats and re-loading them."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from conftest import stop_process
+from wam_ros.data.bag import typestore
+from wam_ros.data.episodes import index_episode, iter_frames
+from wam_ros.data.export import ExportConfig, export_hdf5, export_lerobot, load_hdf5, load_lerobot
+from wam_ros.model.episodes import load_dataset
+from wam_ros.msg import ActionChunk, MultiViewRGBD
+from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, EVERY_SET_QOS, JOINT_STATE_QOS
+
+BIN = Path(sys.executable).parent
+
+
+def start_recorder(directory: Path, *parameters: str) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "recorder_node"), "--ros-args", "-r", "__ns:=/lab",
+                             "-p", "use_sim_time:=true", "-p", "robot:=franka", "-p", f"directory:={directory}",
+                             "-p", "min_free_mb:=10.0", *parameters])
+
+
+def call(bringup, client, request):
+    assert client.wait_for_service(timeout_sec=20.0), f"{client.srv_name} never appeared"
+    future = client.call_async(request)
+    bringup.executor.spin_until_future_complete(future, timeout_sec=30.0)
+    return future.result()
+
+
+def bag_messages(path: Path) -> dict[str, list]:
+    out: dict[str, list] = {}
+    with AnyReader([path], default_typestore=typestore()) as reader:
+        for conn, log_ns, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((log_ns, reader.deserialize(raw, conn.msgtype)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def recorded(bringup, tmp_path_factory):
+    """One episode recorded between a start service call and a `success` command, with the sets
+    the probe received meanwhile."""
+    directory = tmp_path_factory.mktemp("episodes")
+    process = start_recorder(directory, "-p", "instruction:=wave both arms", "-p", "teleop:=scripted")
+    sets: list = []
+    sub = bringup.probe.create_subscription(MultiViewRGBD, "/lab/observations", sets.append, EVERY_SET_QOS)
+    command = bringup.probe.create_publisher(String, "/lab/recorder/command", COMMAND_QOS)
+    try:
+        reply = call(bringup, bringup.probe.create_client(Trigger, "/lab/recorder/start_episode"), Trigger.Request())
+        assert reply.success, reply.message
+        again = call(bringup, bringup.probe.create_client(Trigger, "/lab/recorder/start_episode"), Trigger.Request())
+        assert not again.success and "already recording" in again.message
+        sets.clear()
+        bringup.spin_for(5.0)
+        probe_sets = list(sets)
+        command.publish(String(data="success"))
+        path = Path(reply.message)
+        assert bringup.spin_until(lambda: (path / "metadata.yaml").is_file(), 20.0), "episode never closed"
+    finally:
+        bringup.probe.destroy_subscription(sub)
+        stop_process(process)
+    return path, probe_sets
+
+
+def test_the_episode_bag_holds_every_stream_with_nothing_dropped(recorded):
+    path, probe_sets = recorded
+    record = json.loads((path / "episode.json").read_text())
+    assert record["outcome"] == "success" and record["task"] == "wave both arms" and record["teleop"] == "scripted"
+    assert record["robot"] == "franka" and set(record["calibration"]) == {"head", "left_wrist", "right_wrist"}
+    assert all(m["dropped"] == 0 and m["written"] == m["received"] for m in record["messages"].values())
+    messages = bag_messages(path)
+    assert {"lab/joint_states", "lab/observations", "lab/joint_trajectory", "lab/policy/chunk",
+            "wam_ros/episode_events"} <= set(messages)
+    # every set the probe saw inside the recorded span is in the bag (both subscribers are reliable)
+    recorded_stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in messages["lab/observations"]]
+    seen = [s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for s in probe_sets]
+    inside = [s for s in seen if recorded_stamps[0] <= s <= recorded_stamps[-1]]
+    assert len(inside) > 30 and set(inside) <= set(recorded_stamps)
+    assert len(messages["lab/joint_states"]) > 300  # 100 Hz for ~5 s of sim time
+    events = [json.loads(m.data)["event"] for _, m in messages["wam_ros/episode_events"]]
+    assert events == ["start", "stop"]
+
+
+def test_export_to_lerobot_and_hdf5_reloads_frames_and_actions_exactly(recorded, tmp_path):
+    path, _ = recorded
+    index = index_episode(path, fps=15.0)
+    assert index.commands_recorded and len(index) > 50
+    frames = list(iter_frames(index))
+    rgb = np.stack([np.stack([f[1][c] for c in index.cameras]) for f in frames])
+    depth = np.stack([np.stack([f[2][c] for c in index.cameras]) for f in frames])
+    cfg = ExportConfig(fps=15.0, video_codec="lossless", progress=False)
+    export_lerobot([path], tmp_path / "lerobot", cfg, robot="franka")
+    export_hdf5([path], tmp_path / "hdf5", cfg, robot="franka")
+    for loader, directory in ((load_lerobot, tmp_path / "lerobot"), (load_hdf5, tmp_path / "hdf5")):
+        meta, episodes = loader(directory)
+        (ep,) = episodes
+        assert meta.cameras == index.cameras and meta.state_names == index.joint_names and meta.fps == 15.0
+        np.testing.assert_array_equal(ep.rgb, rgb)
+        np.testing.assert_array_equal(ep.depth, depth)
+        stored = np.float32 if loader is load_lerobot else np.float64  # LeRobot features are float32
+        np.testing.assert_array_equal(ep.action, index.action.astype(stored))
+        np.testing.assert_array_equal(ep.state, index.state.astype(stored))
+        assert ep.success and ep.task == "wave both arms"
+    # the trainer's loader reads both layouts
+    assert len(load_dataset(tmp_path / "lerobot")[1][0]) == len(index)
+    info = json.loads((tmp_path / "lerobot" / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_frames"] == len(index)
+    stats = json.loads((tmp_path / "lerobot" / "meta" / "stats.json").read_text())
+    assert len(stats["action"]["q01"]) == len(index.joint_names) and "q99" in stats["observation.state"]
+    # actions lead the state: the command for the next frame, not the measured position
+    assert np.abs(index.action[:-1] - index.state[1:]).mean() < np.abs(index.action - index.state).mean()
+
+
+def test_a_killed_recorder_leaves_a_readable_bag_up_to_the_kill(bringup, tmp_path):
+    process = start_recorder(tmp_path, "-p", "autostart_episode:=true")
+    clock: list = []
+    sub = bringup.probe.create_subscription(Clock, "/clock", clock.append, CLOCK_QOS)
+    try:
+        bag = tmp_path / "episode_000000"
+        assert bringup.spin_until(lambda: (bag / "episode.json").is_file(), 30.0)
+        bringup.spin_for(4.0)
+        killed_at = clock[-1].clock.sec * 10**9 + clock[-1].clock.nanosec
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        bringup.probe.destroy_subscription(sub)
+        if process.poll() is None:
+            process.kill()
+    assert not (bag / "metadata.yaml").exists()  # no clean close happened
+    index = index_episode(bag, fps=15.0)  # recovers first
+    assert index.record["outcome"] == "partial" and index.record["recovered"]
+    joint_stamps = [log for log, _ in bag_messages(bag)["lab/joint_states"]]
+    # flushed once a second: at most about a second (plus scheduling) of data is lost
+    assert (killed_at - joint_stamps[-1]) * 1e-9 < 2.5 and len(joint_stamps) > 150
+    assert len(list(iter_frames(index))) == len(index) > 20
+
+
+def test_ctrl_c_closes_an_open_episode_cleanly_and_marks_it_partial(bringup, tmp_path):
+    process = start_recorder(tmp_path, "-p", "autostart_episode:=true")
+    bag = tmp_path / "episode_000000"
+    try:
+        mcap = bag / "episode_000000.mcap"
+        assert bringup.spin_until(lambda: mcap.is_file() and mcap.stat().st_size > 2**20, 30.0)
+    finally:
+        stop_process(process)  # SIGINT, exit code 0
+    assert (bag / "metadata.yaml").is_file()
+    record = json.loads((bag / "episode.json").read_text())
+    assert record["outcome"] == "partial" and not record.get("recovered")
+    messages = bag_messages(bag)
+    assert len(messages["lab/joint_states"]) > 10 and messages["lab/observations"]
+
+
+def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk(bringup):
+    process = subprocess.Popen([str(BIN / "teleop_node"), "--ros-args", "-r", "__ns:=/teleop_check",
+                                "-p", "robot:=agilex", "-p", "source:=leader", "-p", "rate:=50.0"])
+    chunks: list = []
+    sub = bringup.probe.create_subscription(ActionChunk, "/teleop_check/policy/chunk", chunks.append, COMMAND_QOS)
+    leaders = {side: bringup.probe.create_publisher(JointState, f"/master/joint_{side}", JOINT_STATE_QOS)
+               for side in ("left", "right")}
+    try:
+        left = [0.1, 0.5, -0.6, 0.05, 0.3, -0.2, 0.02]   # Cobot Magic: joint0..5 (rad) + gripper (m)
+        right = [-0.1, 0.4, -0.5, 0.0, 0.2, 0.1, 0.0]
+
+        def publish():
+            for side, values in (("left", left), ("right", right)):
+                leaders[side].publish(JointState(name=[f"joint{i}" for i in range(7)], position=values))
+            return bool(chunks)
+
+        assert bringup.spin_until(publish, 20.0), "teleop_node published no chunk"
+        chunks.clear()
+        bringup.spin_for(0.5)
+        last = chunks[-1]
+        assert last.horizon == 1 and last.action_space == ActionChunk.ACTION_SPACE_JOINT_POSITION
+        np.testing.assert_allclose(last.positions, left[:6] + right[:6])
+        np.testing.assert_allclose(last.gripper, [0.02 / 0.035, 0.0], atol=1e-6)  # opening / stroke
+        assert 15 <= len(chunks) <= 35  # 50 Hz for half a second
+        leaders["left"].publish(JointState(name=["joint0"], position=[float("nan")]))  # malformed: ignored
+        bringup.spin_for(0.3)
+        assert process.poll() is None and chunks[-1].positions[:6] == last.positions[:6]
+    finally:
+        bringup.probe.destroy_subscription(sub)
+        stop_process(process)
