@@ -31,6 +31,8 @@ CONFIGURATIONS = [
     {"robot": "agilex", "cameras": "external", "motion": "scripted", "namespace": "/cell_2/"},
     {"robot": "agilex", "cameras": "orbbec", "namespace": "cell_3"},
     {"robot": "agilex", "checkpoint": "TINY", "chunking": "blend", "instruction": TASK},  # a trained checkpoint
+    {"robot": "franka", "teleop": "scripted", "record": "true", "episodes_dir": "TMP", "instruction": "wave"},
+    {"robot": "agilex", "teleop": "leader", "record": "true", "episodes_dir": "TMP", "record_source": "raw"},
 ]
 
 
@@ -79,6 +81,8 @@ def test_launch_sets_the_dds_profile_unless_the_user_configured_fast_dds(monkeyp
 def test_launch_and_in_process_bringup_agree(overrides, request):
     if overrides.get("checkpoint") == "TINY":
         overrides = {**overrides, "checkpoint": request.getfixturevalue("tiny_checkpoint")}
+    if overrides.get("episodes_dir") == "TMP":
+        overrides = {**overrides, "episodes_dir": str(request.getfixturevalue("tmp_path"))}
     launched = _launch_nodes(overrides)
     rclpy.init(domain_id=SPARE_DOMAIN_IDS[0])
     try:
@@ -91,13 +95,17 @@ def test_launch_and_in_process_bringup_agree(overrides, request):
             for fqn, node in started.items():
                 spec = launched[fqn]
                 assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node",
-                                                                           "policy_node"}
+                                                                           "policy_node", "recorder_node", "teleop_node"}
                 (parameters,) = spec.parameters
                 assert parameters, f"{fqn} launched without parameters"
                 for name, value in parameters.items():
                     assert node.get_parameter(name).value == value, f"{fqn}: parameter {name}"
             if overrides.get("checkpoint"):
                 assert started["/policy"].get_parameter("chunking").value == "blend"
+            if overrides.get("record") == "true":
+                recorder = started["/recorder"]
+                assert recorder.get_parameter("teleop").value == overrides["teleop"]
+                assert recorder.get_parameter("directory").value == overrides["episodes_dir"]
             if overrides.get("cameras") == "orbbec":  # one camera node per view, by serial, in its namespace
                 assert {f"/cell_3/{cam}/camera" for cam in ("head", "left_wrist", "right_wrist")} <= set(started)
             for fqn, spec in external.items():
@@ -138,9 +146,12 @@ def _parameter_value(value):
     ("cameras:=kinect", "cameras: unknown value 'kinect'; allowed: sim, realsense, orbbec, external"),
     ("arms:=3", "unknown argument(s) ['arms']"),
     ("chunking:=smooth", "chunking: unknown value 'smooth'; allowed: rtc, blend, naive"),
+    ("teleop:=joystick", "teleop: unknown value 'joystick'; allowed: none, scripted, leader, spacemouse, keyboard"),
+    ("teleop:=leader robot:=franka", "leader arms are the AgileX (Cobot Magic) master arms"),
+    ("teleop:=scripted motion:=scripted", "motion and teleop all command the arms; use one of them"),
 ])
 def test_bringup_refuses_bad_arguments_by_name(argument, message):
-    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", argument],
+    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", *argument.split()],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr
