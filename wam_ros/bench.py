@@ -601,3 +601,109 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
     result["goal"] = ("zero starvation whenever inference latency <= execution horizon; max boundary jump "
                       ">= 5x smaller with rtc than naive")
     return result
+
+
+JOINT_STATE_PUBLISHER = """
+import sys, time
+import numpy as np, rclpy
+from sensor_msgs.msg import JointState
+from wam_ros.config import load_robot_config
+from wam_ros.ros.conversions import to_time
+from wam_ros.ros.qos import JOINT_STATE_QOS
+duration, rate = float(sys.argv[1]), float(sys.argv[2])
+names = load_robot_config("agilex").joint_names
+rclpy.init()
+node = rclpy.create_node("bench_joint_states")
+pub = node.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
+while pub.get_subscription_count() == 0:
+    time.sleep(0.01)
+print("ready", flush=True)
+t0 = float(sys.stdin.readline())
+k = 0
+while t0 + k / rate <= t0 + duration:
+    delay = t0 + k / rate - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    msg = JointState(name=names, position=np.sin(np.arange(len(names)) + k / rate).tolist())
+    msg.header.stamp = to_time(time.time())
+    pub.publish(msg)
+    k += 1
+print(k)
+"""
+
+
+def bench_record(duration: float = 60.0, fps: float = 30.0, width: int = 640, height: int = 480,
+                 joint_rate: float = 200.0) -> dict:
+    """recorder_node (source raw) recording three camera processes (rgb8 + 16UC1 + camera_info,
+    `fps`) and a 200 Hz joint state process: messages sent vs written to the bag, recorder CPU
+    and MB/s, without compression and with JPEG/PNG compression, in one run."""
+    import tempfile
+
+    result = {"cameras": 3, "image": f"{width}x{height} rgb8 + 16UC1 + 2 camera_info", "fps": fps,
+              "joint_state_rate": joint_rate, "seconds": duration, "goal": "dropped == 0"}
+    with tempfile.TemporaryDirectory(prefix="wam_bench_record_", dir=os.environ.get("WAM_BENCH_DIR")) as tmp:
+        for compression in ("none", "jpeg"):
+            result[f"compression_{compression}"] = _record_run(Path(tmp) / compression, compression, duration, fps,
+                                                               width, height, joint_rate)
+    return result
+
+
+def _record_run(directory: Path, compression: str, duration: float, fps: float, width: int, height: int,
+                joint_rate: float) -> dict:
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from wam_ros.config import CAMERA_NAMES
+    from wam_ros.ros.bringup import apply_environment
+
+    apply_environment()
+    domain = 150 + (os.getpid() + len(compression)) % 50
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    recorder = subprocess.Popen([str(Path(sys.executable).parent / "recorder_node"), "--ros-args",
+                                 "-p", "source:=raw", "-p", f"compression:={compression}", "-p", f"directory:={directory}",
+                                 "-p", "autostart_episode:=true", "-p", "min_free_mb:=2048.0", "-p", "queue_mb:=2048.0"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    publishers = []
+    try:
+        publishers = [subprocess.Popen([sys.executable, "-c", CAMERA_PUBLISHER, cam, str(duration), str(fps),
+                                        str(width), str(height)], env=env, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True) for cam in CAMERA_NAMES]
+        publishers.append(subprocess.Popen([sys.executable, "-c", JOINT_STATE_PUBLISHER, str(duration), str(joint_rate)],
+                                           env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for p in publishers:  # each is matched with the recorder's subscriptions
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a bench publisher failed to start")
+        time.sleep(1.0)  # the episode starts once the recorder's clock runs (at once: wall clock)
+        before = _process_usage(recorder.pid)
+        t0 = time.time() + 0.5
+        for p in publishers:
+            p.stdin.write(f"{t0}\n")
+            p.stdin.flush()
+        sent = [int(p.communicate(timeout=duration + 60)[0].strip() or 0) for p in publishers]
+        time.sleep(2.0)  # the last messages reach the recorder
+        after = _process_usage(recorder.pid)
+        recorder.send_signal(2)  # Ctrl-C: the episode is closed (marked partial), counts written
+        recorder.wait(timeout=120)
+    finally:
+        for p in [*publishers, recorder]:
+            if p.poll() is None:
+                p.kill()
+    (episode_dir,) = [p for p in directory.iterdir() if p.is_dir()]
+    episode = json.loads((episode_dir / "episode.json").read_text())
+    written = {"image": 0, "camera_info": 0, "joint_states": 0, "other": 0}
+    for topic, counts in episode["messages"].items():
+        kind = next((k for k in ("image", "camera_info", "joint_states") if k in topic), "other")
+        written[kind] += counts["written"]
+    images_sent = 2 * sum(sent[:3])  # color + depth per camera frame, each with its camera_info
+    bag_bytes = sum(f.stat().st_size for f in episode_dir.iterdir())
+    cpu = (after["user_s"] - before["user_s"]) + (after["system_s"] - before["system_s"])
+    shutil.rmtree(episode_dir)
+    return {"images_sent": images_sent, "images_written": written["image"],
+            "camera_infos_sent": images_sent, "camera_infos_written": written["camera_info"],
+            "joint_states_sent": sent[3], "joint_states_written": written["joint_states"],
+            "dropped": 2 * images_sent + sent[3] - written["image"] - written["camera_info"] - written["joint_states"],
+            "recorder_dropped_in_queue": sum(c["dropped"] for c in episode["messages"].values()),
+            "recorder_cpu_percent_of_one_core": round(100 * cpu / duration, 1),
+            "bag_mb": round(bag_bytes / 2**20, 1), "mb_per_s_written": round(bag_bytes / 2**20 / duration, 1)}

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--joint-steps", type=int, default=2400, help="policy: training steps of stage 2")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
     p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "policy",
-                                          "lift"])
+                                          "lift", "record"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
     p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60)")

@@ -31,7 +31,7 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
-from wam_ros.ros.qos import (CAMERA_INFO_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS,
+from wam_ros.ros.qos import (COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS,
                              LATCHED_QOS)
 
 SOURCES = ("synced", "raw")
@@ -77,10 +77,12 @@ class RecorderNode(Node):
         if source == "synced":
             subscriptions.append(("observations", MultiViewRGBD, EVERY_SET_QOS))
         else:
+            depth_info = f"{depth_topic.rsplit('/', 1)[0]}/camera_info" if "/" in depth_topic else "camera_info"
             for cam in cameras:
                 subscriptions += [(f"{cam}/color/image_raw", Image, EVERY_SET_QOS),
                                   (f"{cam}/{depth_topic}", Image, EVERY_SET_QOS),
-                                  (f"{cam}/color/camera_info", CameraInfo, CAMERA_INFO_QOS)]
+                                  (f"{cam}/color/camera_info", CameraInfo, EVERY_MESSAGE_QOS),
+                                  (f"{cam}/{depth_info}", CameraInfo, EVERY_MESSAGE_QOS)]
         topics = {self.resolve_topic_name(topic).lstrip("/"): _bag_type(msg_type)
                   for topic, msg_type, _ in subscriptions}
         metadata = {"robot": robot.name, "source": source, "cameras": cameras, "joint_names": robot.joint_names,
