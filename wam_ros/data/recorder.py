@@ -9,7 +9,9 @@ written or counted as dropped (queue over its byte budget); none disappears sile
 from __future__ import annotations
 
 import json
+import os
 import queue
+from concurrent.futures import Future, ThreadPoolExecutor
 import shutil
 import threading
 import time
@@ -40,7 +42,8 @@ class RecorderConfig:
     compression: str = "none"        # images: none, jpeg (color) or png (color); depth is always PNG when compressed
     jpeg_quality: int = 90
     min_free_mb: float = 1024.0      # refuse to start / end the episode below this
-    queue_mb: float = 1024.0         # messages waiting for the disk; beyond it they are dropped (and counted)
+    queue_mb: float = 1024.0         # images waiting for the disk; beyond it they are dropped (and counted)
+    compression_threads: int = 0     # 0: one per core but one
     flush_period: float = 1.0        # seconds (wall clock) between flushes to the disk
     disk_check_period: float = 1.0
 
@@ -58,11 +61,18 @@ class TopicStats:
     dropped: int = 0
 
 
+# Messages this small (joint states, commands, camera_info) are queued even over the byte budget:
+# they cost nothing next to the images the budget is for, and a demonstration without its joint
+# states is worthless.
+SMALL_MESSAGE_BYTES = 64 * 1024
+
+
 @dataclass
 class _Message:
     topic: str
     stamp_ns: int
     data: bytes | memoryview
+    compressed: Future | None = None  # compression runs on the pool; the writer keeps the order
 
 
 @dataclass
@@ -104,6 +114,8 @@ class Recorder:
         self.episodes_written = 0
         self.last_episode: dict[str, Any] = {}
         self.bytes_written = 0
+        self._pool = ThreadPoolExecutor(config.compression_threads or max(1, (os.cpu_count() or 2) - 1),
+                                        thread_name_prefix="recorder-compress") if config.compression != "none" else None
         self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
         self._thread.start()
 
@@ -124,11 +136,14 @@ class Recorder:
         stats.received += 1
         size = len(data)
         with self._lock:
-            if self._queued_bytes + size > self.config.queue_mb * 2**20:
+            if size > SMALL_MESSAGE_BYTES and self._queued_bytes + size > self.config.queue_mb * 2**20:
                 stats.dropped += 1
                 return False
             self._queued_bytes += size
-        self._queue.put(_Message(topic, int(stamp_ns), data))
+        compressed = None
+        if self._pool is not None and self.topics[topic] == IMAGE_TYPE:
+            compressed = self._pool.submit(self._compress, data)
+        self._queue.put(_Message(topic, int(stamp_ns), data, compressed))
         return True
 
     def start_episode(self, stamp_ns: int, task: str, teleop: str, timeout: float = 10.0) -> Path:
@@ -163,6 +178,8 @@ class Recorder:
             self.stop_episode(stamp_ns, "partial")
         self._queue.put(None)
         self._thread.join(timeout=60.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def status(self) -> dict[str, Any]:
         return {"recording": self._recording, "episode": str(self.episode_path or ""),
@@ -252,11 +269,9 @@ class Recorder:
         if self._bag is None:
             return  # arrived after a disk-full stop: counted as received, not written
         stats = self.stats[item.topic]
-        topic, msgtype = self._stored_as(item.topic, self.topics[item.topic])
-        data = item.data
+        topic, _ = self._stored_as(item.topic, self.topics[item.topic])
         try:
-            if msgtype == COMPRESSED_TYPE:
-                data = self._compress(item.data)
+            data = item.compressed.result() if item.compressed is not None else item.data
             self._bag.write(topic, item.stamp_ns, data)
         except Exception as exc:  # a malformed message is dropped and counted, never the episode
             stats.dropped += 1
