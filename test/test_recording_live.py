@@ -154,6 +154,7 @@ def test_ctrl_c_closes_an_open_episode_cleanly_and_marks_it_partial(bringup, tmp
     try:
         mcap = bag / "episode_000000.mcap"
         assert bringup.spin_until(lambda: mcap.is_file() and mcap.stat().st_size > 2**20, 30.0)
+        bringup.spin_for(1.5)  # recording for a while
     finally:
         stop_process(process)  # SIGINT, exit code 0
     assert (bag / "metadata.yaml").is_file()
