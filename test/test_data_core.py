@@ -11,7 +11,7 @@ from rosbags.highlevel import AnyReader
 
 from wam_ros.config import load_robot_config
 from wam_ros.data.bag import BagError, recover, typestore
-from wam_ros.data.episodes import index_episode, iter_frames
+from wam_ros.data.episodes import episode_paths, index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5
 from wam_ros.data.images import decode_compressed, encode_color, encode_depth
 from wam_ros.data.recorder import Recorder, RecorderConfig, RecorderError
@@ -223,3 +223,17 @@ def test_keyboard_keys_move_for_a_moment_and_send_episode_commands():
     keys.press("\t", 0.3)
     assert keys.side == "right"
     assert keys.press(" ", 0.4) == "toggle" and keys.press("x", 0.5) == "failure"
+
+
+def test_an_episode_being_recorded_is_never_recovered_or_exported(tmp_path):
+    record_episode(tmp_path)  # episode_000000, complete
+    recorder = Recorder(RecorderConfig(tmp_path, min_free_mb=1.0), TOPICS)
+    live = recorder.start_episode(0, "", "")
+    recorder.submit("joint_states", 0, joint_state(0.0))
+    with pytest.raises(BagError, match="is being recorded"):
+        recover(live)
+    assert episode_paths([tmp_path]) == [tmp_path / "episode_000000"]
+    recorder.stop_episode(1, "success")
+    assert episode_paths([tmp_path]) == [tmp_path / "episode_000000", live]
+    assert not (live / ".recording.lock").exists()
+    recorder.close()

@@ -11,8 +11,10 @@ A killed recorder leaves an MCAP file without its summary and footer and no meta
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
 import shutil
 import struct
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from wam_ros.paths import share_dir
 
 BAG_VERSION = 8  # what Jazzy's ros2 bag reads most reliably (ENVIRONMENT notes)
 EPISODE_FILE = "episode.json"
+LOCK_FILE = ".recording.lock"  # flock-ed by the writer; the kernel releases it when the writer dies
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
@@ -57,6 +60,8 @@ class EpisodeBagWriter:
         self.episode = dict(episode)
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
+        self._lock = os.open(self.path / LOCK_FILE, os.O_CREAT | os.O_RDWR)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._connections: dict[str, Any] = {}
         self.messages = 0
         self.bytes = 0
@@ -90,6 +95,8 @@ class EpisodeBagWriter:
         self._writer.set_custom_data("wam_ros.episode", json.dumps(self.episode, sort_keys=True))
         self._writer.close()
         write_episode_record(self.path, self.episode)
+        (self.path / LOCK_FILE).unlink()
+        os.close(self._lock)
         return self.episode
 
 
@@ -111,6 +118,21 @@ def read_episode_record(path: Path) -> dict[str, Any]:
 
 def is_complete(path: Path) -> bool:
     return (Path(path) / "metadata.yaml").is_file()
+
+
+def is_being_recorded(path: Path) -> bool:
+    """True while a live writer (this or another process) holds the episode's lock."""
+    lock = Path(path) / LOCK_FILE
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
 
 
 # --- recovery of a bag whose writer was killed ------------------------------------------------
@@ -167,6 +189,8 @@ def recover(path: Path) -> dict[str, Any]:
     path = Path(path)
     if is_complete(path):
         return read_episode_record(path)
+    if is_being_recorded(path):
+        raise BagError(f"{path}: is being recorded (a running recorder holds it); end the episode first")
     files = sorted(path.glob("*.mcap"))
     if len(files) != 1:
         raise BagError(f"{path}: expected one .mcap file to recover, found {len(files)}")
@@ -204,4 +228,5 @@ def recover(path: Path) -> dict[str, Any]:
     tmp.rmdir()
     (path / f"{files[0].name}.killed").unlink()
     write_episode_record(path, episode)
+    (path / LOCK_FILE).unlink(missing_ok=True)  # left by the killed writer
     return episode

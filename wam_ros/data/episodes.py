@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 from rosbags.highlevel import AnyReader
 
-from wam_ros.data.bag import BagError, is_complete, read_episode_record, recover, typestore
+from wam_ros.data.bag import BagError, is_being_recorded, is_complete, read_episode_record, recover, typestore
 from wam_ros.data.images import decode_compressed, depth_to_millimetres, image_array
 
 JOINT_STATES = "joint_states"
@@ -264,13 +264,15 @@ def iter_frames(episode: EpisodeIndex) -> Iterator[tuple[int, dict[str, np.ndarr
 
 
 def episode_paths(sources: list[Path]) -> list[Path]:
-    """Episode bag directories from paths that are either episodes or directories of episodes."""
+    """Episode bag directories from paths that are either episodes or directories of episodes.
+    In a directory, an episode still being recorded is left out (a named one is refused later)."""
     out: list[Path] = []
     for source in map(Path, sources):
         if (source / "metadata.yaml").is_file() or list(source.glob("*.mcap")):
             out.append(source)
         elif source.is_dir():
-            found = sorted(p for p in source.iterdir() if p.is_dir() and list(p.glob("*.mcap")))
+            found = sorted(p for p in source.iterdir()
+                           if p.is_dir() and list(p.glob("*.mcap")) and not is_being_recorded(p))
             if not found:
                 raise BagError(f"{source}: no episode bags (directories with an .mcap file)")
             out.extend(found)
