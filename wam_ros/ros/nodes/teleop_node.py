@@ -87,11 +87,11 @@ class TeleopNode(Node):
             self.keyboard = KeyboardState()
 
     def _on_joint_states(self, msg: JointState) -> None:
-        first = not self.measured
         self.measured.update(zip(msg.name, msg.position))
-        if first and self.source != "leader" and all(n in self.measured for n in self.arm_names):
+        if self.source != "leader" and all(n in self.measured for n in self.arm_names):
             for arm in self.arms.values():
-                arm.sync(self.measured)
+                if arm.target is None:  # start from the measured pose once every joint is known
+                    arm.sync(self.measured)
 
     def _on_leader(self, side: str, msg: JointState) -> None:
         positions = list(msg.position)
