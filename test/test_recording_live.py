@@ -207,3 +207,50 @@ def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk(bringup):
     finally:
         bringup.probe.destroy_subscription(sub)
         stop_process(process)
+
+
+def test_keyboard_teleop_moves_the_tcp_and_sends_episode_commands(bringup):
+    """teleop_node with its stdin on a pseudo-terminal, the keys typed into it."""
+    import os
+    import pty
+
+    from wam_ros.config import load_robot_config
+    from wam_ros.geometry.kinematics import Kinematics
+    from wam_ros.robots.urdf import generate_urdf
+
+    robot = load_robot_config("agilex")
+    home = robot.home_positions()
+    master, slave = pty.openpty()
+    process = subprocess.Popen([str(BIN / "teleop_node"), "--ros-args", "-r", "__ns:=/keyboard_check",
+                                "-p", "robot:=agilex", "-p", "source:=keyboard"], stdin=slave)
+    os.close(slave)
+    chunks, commands = [], []
+    subs = [bringup.probe.create_subscription(ActionChunk, "/keyboard_check/policy/chunk", chunks.append, COMMAND_QOS),
+            bringup.probe.create_subscription(String, "/keyboard_check/recorder/command", commands.append, COMMAND_QOS)]
+    states = bringup.probe.create_publisher(JointState, "/keyboard_check/joint_states", JOINT_STATE_QOS)
+    try:
+        def publish_home():
+            states.publish(JointState(name=list(home), position=list(home.values())))
+            return bool(chunks)
+
+        assert bringup.spin_until(publish_home, 20.0), "no chunk once the joints were known"
+        kinematics = Kinematics(generate_urdf(robot))
+
+        def left_tcp(chunk) -> np.ndarray:
+            positions = dict(zip(chunk.joint_names, chunk.positions))
+            return kinematics.frame_pose({**home, **positions}, "left_tcp")[:3, 3]
+
+        start = left_tcp(chunks[-1])
+        for _ in range(10):  # a held key: the terminal repeats it
+            os.write(master, b"w")
+            bringup.spin_for(0.1)
+        moved = left_tcp(chunks[-1]) - start
+        assert moved[0] > 0.03 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved  # +x, 0.1 m/s for ~1 s
+        os.write(master, b"g ")  # close the left gripper, then start an episode
+        assert bringup.spin_until(lambda: bool(commands) and chunks[-1].gripper[0] == 0.0, 5.0)
+        assert [c.data for c in commands] == ["toggle"] and chunks[-1].gripper[1] == 1.0
+    finally:
+        for sub in subs:
+            bringup.probe.destroy_subscription(sub)
+        stop_process(process)
+        os.close(master)
