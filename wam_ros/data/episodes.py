@@ -45,6 +45,10 @@ def header_stamp_ns(raw: bytes | memoryview) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
+def _stamp_ns(stamp: Any) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
 @dataclass
 class _Stream:
     topic: str
@@ -91,11 +95,11 @@ def _camera_of(topic: str, suffixes: tuple[str, ...]) -> str | None:
     return None
 
 
-def _evaluate_command(commands: list[tuple[int, list[str], np.ndarray, np.ndarray]], index: dict[str, int],
-                      t_ns: int, fallback: np.ndarray) -> np.ndarray:
-    """Target at t of the last trajectory started at or before t (held after its last point)."""
+def _evaluate_command(commands: list[tuple[int, list[str], np.ndarray, np.ndarray]], starts: np.ndarray,
+                      index: dict[str, int], t_ns: int, fallback: np.ndarray) -> np.ndarray:
+    """Target at t of the last trajectory started at or before t (held after its last point);
+    `starts` are the commands' start times, sorted."""
     out = fallback.copy()
-    starts = [c[0] for c in commands]
     i = int(np.searchsorted(starts, t_ns, side="right")) - 1
     if i < 0:
         return out
@@ -155,11 +159,10 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
                     position = np.array([msg.position[order[n]] for n in joint_names])
                 else:
                     position = np.asarray(msg.position, dtype=float)
-                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                joint_t.append(stamp or log_ns)
+                joint_t.append(_stamp_ns(msg.header.stamp) or log_ns)
                 joint_q.append(position)
             elif conn.topic.endswith(TRAJECTORY) and len(msg.points):
-                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                stamp = _stamp_ns(msg.header.stamp)
                 offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
                 positions = np.array([p.positions for p in msg.points], dtype=float)
                 commands.append((stamp or log_ns, list(msg.joint_names), offsets, positions))
@@ -189,7 +192,9 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
     commands.sort(key=lambda c: c[0])
     index = {n: i for i, n in enumerate(joint_names)}
     if commands:
-        action = np.stack([_evaluate_command(commands, index, int(t + step), state[k]) for k, t in enumerate(times)])
+        starts = np.array([c[0] for c in commands])
+        action = np.stack([_evaluate_command(commands, starts, index, int(t + step), state[k])
+                           for k, t in enumerate(times)])
     else:
         action = np.vstack([state[1:], state[-1:]])
     picks = {}
