@@ -128,6 +128,18 @@ def test_export_to_lerobot_and_hdf5_reloads_frames_and_actions_exactly(recorded,
     assert info["codebase_version"] == "v3.0" and info["total_frames"] == len(index)
     stats = json.loads((tmp_path / "lerobot" / "meta" / "stats.json").read_text())
     assert len(stats["action"]["q01"]) == len(index.joint_names) and "q99" in stats["observation.state"]
+    # dataset info agrees across the bag and both exports (the exports' from metadata alone)
+    from wam_ros.data.summary import dataset_info, preview
+    infos = {name: dataset_info(p) for name, p in (("bag", path.parent), ("lerobot", tmp_path / "lerobot"),
+                                                   ("hdf5", tmp_path / "hdf5"))}
+    for name, info in infos.items():
+        assert (info["episodes"], info["frames"], info["cameras"], info["success_rate"], info["tasks"]) == \
+            (1, len(index), index.cameras, 1.0, ["wave both arms"]), name
+    assert infos["lerobot"]["image_size"] == infos["hdf5"]["image_size"] == list(rgb.shape[2:4])
+    assert infos["bag"]["outcomes"] == {"success": 1}
+    sheet = preview(tmp_path / "lerobot", tmp_path / "preview.png", frames=4)
+    h, w = rgb.shape[2:4]
+    assert sheet["size"] == [4 * w, 2 * len(index.cameras) * h + 2 * 160]  # color + depth rows, two plots
     # actions lead the state: the command for the next frame, not the measured position
     assert np.abs(index.action[:-1] - index.state[1:]).mean() < np.abs(index.action - index.state).mean()
 

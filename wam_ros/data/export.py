@@ -23,7 +23,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import av
 import h5py
@@ -38,7 +38,7 @@ from wam_ros.data.episodes import EpisodeIndex, index_episode, iter_frames
 from wam_ros.model.action_space import gripper_columns
 from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
 from wam_ros.model.normalization import statistics
-from wam_ros.model.targets import interaction_labels, progress_targets, rewards
+from wam_ros.model.targets import frame_targets
 
 FORMATS = ("lerobot", "hdf5")
 VIDEO_CODECS = {  # name -> (ffmpeg encoder, pixel format, options)
@@ -69,11 +69,9 @@ class ExportConfig:
 
 
 def targets(index: EpisodeIndex, cfg: ExportConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(value_target, gate_label) per frame."""
-    r = rewards(len(index), index.success)
-    grippers = gripper_columns(index.joint_names)
-    return (progress_targets(r, cfg.gamma).astype(np.float32),
-            interaction_labels(index.state[:, grippers], cfg.gate_window).astype(np.float32))
+    """(value_target, gate_label) per frame, as training computes them (success reward)."""
+    return frame_targets(index.state[:, gripper_columns(index.joint_names)], index.success, gamma=cfg.gamma,
+                         window=cfg.gate_window)
 
 
 def _indices(paths: Iterable[Path], cfg: ExportConfig) -> list[EpisodeIndex]:
@@ -304,13 +302,41 @@ def is_hdf5(path: Path) -> bool:
     return bool(sorted(Path(path).glob("episode_*.hdf5")))
 
 
-def load_lerobot(path: Path) -> tuple[DatasetMeta, list[Episode]]:
-    path = Path(path)
-    info = json.loads((path / "meta" / "info.json").read_text())
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What `wam-ros dataset info` reports, read from the metadata alone (no video decoded)."""
+
+    meta: DatasetMeta
+    lengths: list[int]
+    successes: list[bool]
+    tasks: list[str]
+    image_size: tuple[int, int]
+
+
+def _lerobot_meta(info: dict) -> DatasetMeta:
     features = info["features"]
     names = features["observation.state"]["names"]
     cameras = info.get("wam_ros", {}).get("cameras") or [k.split(".", 2)[2] for k in features
                                                           if k.startswith("observation.images.")]
+    return DatasetMeta(cameras=list(cameras), state_names=list(names), action_names=list(names),
+                       action_space="joint_position", fps=float(info["fps"]))
+
+
+def summarize_lerobot(path: Path) -> DatasetSummary:
+    path = Path(path)
+    info = json.loads((path / "meta" / "info.json").read_text())
+    meta = _lerobot_meta(info)
+    episodes = pq.read_table(path / "meta" / "episodes" / f"{CHUNK}.parquet").to_pylist()
+    shape = info["features"][f"observation.images.{meta.cameras[0]}"]["shape"]
+    return DatasetSummary(meta, [int(e["length"]) for e in episodes], [bool(e["success"]) for e in episodes],
+                          sorted({t for e in episodes for t in e["tasks"]}), (int(shape[0]), int(shape[1])))
+
+
+def load_lerobot(path: Path) -> tuple[DatasetMeta, list[Episode]]:
+    path = Path(path)
+    info = json.loads((path / "meta" / "info.json").read_text())
+    meta = _lerobot_meta(info)
+    cameras, features = meta.cameras, info["features"]
     data = pq.read_table(path / DATA_PATH.format(chunk_index=0, file_index=0)).to_pydict()
     episodes_meta = pq.read_table(path / "meta" / "episodes" / f"{CHUNK}.parquet").to_pylist()
     tasks = pq.read_table(path / "meta" / "tasks.parquet").to_pydict()
@@ -321,37 +347,54 @@ def load_lerobot(path: Path) -> tuple[DatasetMeta, list[Episode]]:
                            "gray16le") for c in cameras if f"observation.depth.{c}" in features}
     state, action = np.asarray(data["observation.state"]), np.asarray(data["action"])
     episodes = []
-    for meta in episodes_meta:
-        a, b = meta["dataset_from_index"], meta["dataset_to_index"]
+    for episode in episodes_meta:
+        a, b = episode["dataset_from_index"], episode["dataset_to_index"]
         episodes.append(Episode(
             rgb=np.stack([color[c][a:b] for c in cameras], axis=1), state=state[a:b].astype(np.float64),
-            action=action[a:b].astype(np.float64), task=task_of[data["task_index"][a]], success=bool(meta["success"]),
+            action=action[a:b].astype(np.float64), task=task_of[data["task_index"][a]],
+            success=bool(episode["success"]),
             depth=np.stack([depth[c][a:b] for c in cameras], axis=1) if len(depth) == len(cameras) else None))
-    return DatasetMeta(cameras=list(cameras), state_names=list(names), action_names=list(names),
-                       action_space="joint_position", fps=float(info["fps"])), episodes
+    return meta, episodes
 
 
-def load_hdf5(path: Path) -> tuple[DatasetMeta, list[Episode]]:
+def _hdf5_episodes(path: Path) -> Iterator[tuple[h5py.File, DatasetMeta]]:
+    """Each episode file, open, with its layout; all must share the first one's."""
     files = sorted(Path(path).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[-1]))
-    episodes, meta = [], None
+    if not files:
+        raise DatasetError(f"{path}: no episode_*.hdf5 files")
+    first = None
     for file in files:
         with h5py.File(file, "r") as f:
             cameras = json.loads(f.attrs["cameras"]) if "cameras" in f.attrs else sorted(f["observations/images"])
             names = json.loads(f.attrs["joint_names"]) if "joint_names" in f.attrs else \
                 [f"joint_{i}" for i in range(f["observations/qpos"].shape[1])]
-            fps = float(f.attrs.get("fps", 50.0))  # ALOHA records at 50 Hz
-            this = DatasetMeta(cameras=list(cameras), state_names=names, action_names=names,
-                               action_space="joint_position", fps=fps)
-            if meta is not None and this != meta:
+            meta = DatasetMeta(cameras=list(cameras), state_names=names, action_names=names,
+                               action_space="joint_position", fps=float(f.attrs.get("fps", 50.0)))  # ALOHA: 50 Hz
+            if first is not None and meta != first:
                 raise DatasetError(f"{file}: cameras/joints/fps differ from the first episode's")
-            meta = this
-            depth_group = f["observations"].get("depth")
-            episodes.append(Episode(
-                rgb=np.stack([f[f"observations/images/{c}"][()] for c in cameras], axis=1),
-                state=f["observations/qpos"][()], action=f["action"][()],
-                task=str(f.attrs.get("task", "")), success=bool(f.attrs.get("success", True)),
-                depth=np.stack([depth_group[c][()] for c in cameras], axis=1)
-                if depth_group is not None and all(c in depth_group for c in cameras) else None))
-    if meta is None:
-        raise DatasetError(f"{path}: no episode_*.hdf5 files")
+            first = meta
+            yield f, meta
+
+
+def summarize_hdf5(path: Path) -> DatasetSummary:
+    lengths, successes, tasks, size, meta = [], [], set(), (0, 0), None
+    for f, meta in _hdf5_episodes(path):
+        lengths.append(int(f["observations/qpos"].shape[0]))
+        successes.append(bool(f.attrs.get("success", True)))
+        tasks.add(str(f.attrs.get("task", "")))
+        size = tuple(int(v) for v in f[f"observations/images/{meta.cameras[0]}"].shape[1:3])
+    return DatasetSummary(meta, lengths, successes, sorted(tasks), size)
+
+
+def load_hdf5(path: Path) -> tuple[DatasetMeta, list[Episode]]:
+    episodes, meta = [], None
+    for f, meta in _hdf5_episodes(path):
+        cameras = meta.cameras
+        depth_group = f["observations"].get("depth")
+        episodes.append(Episode(
+            rgb=np.stack([f[f"observations/images/{c}"][()] for c in cameras], axis=1),
+            state=f["observations/qpos"][()], action=f["action"][()],
+            task=str(f.attrs.get("task", "")), success=bool(f.attrs.get("success", True)),
+            depth=np.stack([depth_group[c][()] for c in cameras], axis=1)
+            if depth_group is not None and all(c in depth_group for c in cameras) else None))
     return meta, episodes

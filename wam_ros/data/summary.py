@@ -11,7 +11,7 @@ from PIL import Image as PILImage, ImageDraw
 
 from wam_ros.data.bag import BagError
 from wam_ros.data.episodes import episode_paths, index_episode, iter_frames
-from wam_ros.data.export import is_hdf5, is_lerobot
+from wam_ros.data.export import is_hdf5, is_lerobot, summarize_hdf5, summarize_lerobot
 from wam_ros.data.images import colorize_depth
 from wam_ros.model.episodes import Episode, load_dataset
 
@@ -26,12 +26,16 @@ def _summarize(lengths: list[int], fps: float, successes: list[bool], cameras: l
 def dataset_info(path: Path, fps: float = 15.0) -> dict[str, Any]:
     """Episodes, lengths, cameras, fps and success rate of a dataset or of recorded bags (at `fps`)."""
     path = Path(path)
-    if is_lerobot(path) or is_hdf5(path) or (path / "meta.json").is_file():
+    if is_lerobot(path) or is_hdf5(path):
+        kind = "lerobot" if is_lerobot(path) else "hdf5"
+        summary = (summarize_lerobot if kind == "lerobot" else summarize_hdf5)(path)
+        info = _summarize(summary.lengths, summary.meta.fps, summary.successes, summary.meta.cameras, kind)
+        info.update(tasks=summary.tasks, image_size=list(summary.image_size))
+        return info
+    if (path / "meta.json").is_file():
         meta, episodes = load_dataset(path)
-        kind = "lerobot" if is_lerobot(path) else "hdf5" if is_hdf5(path) else "npz"
-        info = _summarize([len(e) for e in episodes], meta.fps, [e.success for e in episodes], meta.cameras, kind)
-        info["tasks"] = sorted({e.task for e in episodes})
-        info["image_size"] = list(episodes[0].rgb.shape[2:4])
+        info = _summarize([len(e) for e in episodes], meta.fps, [e.success for e in episodes], meta.cameras, "npz")
+        info.update(tasks=sorted({e.task for e in episodes}), image_size=list(episodes[0].rgb.shape[2:4]))
         return info
     indices = [index_episode(p, fps) for p in episode_paths([path])]
     info = _summarize([len(ix) for ix in indices], fps, [ix.success for ix in indices], indices[0].cameras, "rosbag2")

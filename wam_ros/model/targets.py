@@ -84,3 +84,13 @@ def interaction_labels(gripper: np.ndarray, window: int = 20, ee_height: np.ndar
         h = h[:, None] if h.ndim == 1 else h
         labels[(h < height_threshold).any(axis=1)] = 1.0
     return labels
+
+
+def frame_targets(gripper: np.ndarray, success: bool, stage_frames: Sequence[int] = (), reward: str = "success",
+                  gamma: float = 0.99, window: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame (value target, gate label), float32, of an episode whose gripper openings are
+    `gripper` (T,) or (T, arms): progress targets of its rewards, interaction labels around its
+    gripper events. Training and dataset export both take their targets from here."""
+    g = np.asarray(gripper)
+    r = rewards(len(g), success, stage_frames, reward)
+    return progress_targets(r, gamma).astype(np.float32), interaction_labels(g, window).astype(np.float32)

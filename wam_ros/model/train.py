@@ -20,7 +20,7 @@ from wam_ros.model.config import ModelConfig
 from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy, depth_metres, git_revision, resize_images, rgb_tensor
-from wam_ros.model.targets import interaction_labels, progress_targets, rewards
+from wam_ros.model.targets import frame_targets
 from wam_ros.model.wam import WorldActionModel, inverse_depth
 
 
@@ -84,15 +84,15 @@ class WindowDataset:
         state_grippers = gripper_columns(meta.state_names)
         self.episodes = []
         for ep in episodes:
-            r = rewards(len(ep), ep.success, ep.stage_frames, cfg.reward)
+            value, gate = frame_targets(ep.state[:, state_grippers], ep.success, ep.stage_frames, cfg.reward,
+                                        cfg.gamma, cfg.gate_window)
             self.episodes.append({
                 "rgb": resize_images(ep.rgb, cfg.image_size, "area"),
                 "depth": None if ep.depth is None else resize_images(ep.depth, cfg.image_size, "nearest"),
                 "state": ep.state, "action": ep.action, "task": ep.task,
                 "state_tcp": self.encoder.tcp_poses(ep.state, meta.state_names),
                 "target_tcp": self.encoder.tcp_poses(ep.action, meta.action_names),
-                "value": progress_targets(r, cfg.gamma).astype(np.float32),
-                "gate": interaction_labels(ep.state[:, state_grippers], cfg.gate_window),
+                "value": value, "gate": gate,
             })
         self.index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep))]
         chunks = np.stack([self.chunk(e, t) for e, t in self.index])  # (windows, K, A), encoded once
