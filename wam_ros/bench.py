@@ -652,6 +652,7 @@ def _record_run(directory: Path, compression: str, duration: float, fps: float, 
                 joint_rate: float) -> dict:
     import json
     import shutil
+    import signal
     import subprocess
     import sys
 
@@ -684,7 +685,7 @@ def _record_run(directory: Path, compression: str, duration: float, fps: float, 
         sent = [int(p.communicate(timeout=duration + 60)[0].strip() or 0) for p in publishers]
         time.sleep(2.0)  # the last messages reach the recorder
         after = _process_usage(recorder.pid)
-        recorder.send_signal(2)  # Ctrl-C: the episode is closed (marked partial), counts written
+        recorder.send_signal(signal.SIGINT)  # Ctrl-C: the episode is closed (marked partial), counts written
         recorder.wait(timeout=120)
     finally:
         for p in [*publishers, recorder]:

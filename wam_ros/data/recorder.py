@@ -77,7 +77,7 @@ class _Message:
 
 @dataclass
 class _Control:
-    action: str                     # start | stop | flush
+    action: str                     # start | stop
     payload: Any = None
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
@@ -204,14 +204,14 @@ class Recorder:
             try:
                 item = self._queue.get(timeout=0.2)
             except queue.Empty:
-                item = _Control("idle")
+                item = False  # nothing arrived: still flush and check the disk below
             if item is None:
                 return
             if isinstance(item, _Message):
                 with self._lock:
                     self._queued_bytes -= len(item.data)
                 self._write(item)
-            else:
+            elif isinstance(item, _Control):
                 try:
                     item.result = self._handle(item)
                 except Exception as exc:  # reported to the caller, the thread lives on
@@ -242,7 +242,7 @@ class Recorder:
             if self._bag is None:  # ended by the writer already (disk full)
                 return self.last_episode
             return self._finish(item.payload)
-        return None
+        raise RecorderError(f"unknown control {item.action!r}")
 
     def _finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
         self._event(outcome.get("stop_stamp_ns", 0), {"event": "stop", **outcome})
