@@ -29,6 +29,7 @@ from wam_ros.data.images import decode_compressed, depth_to_millimetres, image_a
 
 JOINT_STATES = "joint_states"
 TRAJECTORY = "joint_trajectory"
+TASK_STATE = "task/state"  # the simulator's stage markers (wam_ros/TaskState)
 SET_TOPIC = "observations"
 COLOR_SUFFIXES = ("/color/image_raw", "/color/image_raw/compressed")
 DEPTH_SUFFIXES = ("/aligned_depth_to_color/image_raw", "/aligned_depth_to_color/image_raw/compressed",
@@ -75,6 +76,7 @@ class EpisodeIndex:
     streams: list[_Stream]
     picks: dict[str, np.ndarray]    # stream topic -> (T,) message index shown by each frame
     commands_recorded: bool
+    stage_frames: list[int] = field(default_factory=list)  # frame at which each stage was completed
 
     def __len__(self) -> int:
         return len(self.times)
@@ -135,7 +137,8 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
             elif (cam := _camera_of(conn.topic, DEPTH_SUFFIXES)):
                 streams[conn.topic] = _Stream(conn.topic, "depth", cam)
         wanted = [c for c in reader.connections
-                  if c.topic in streams or c.topic.endswith((JOINT_STATES, TRAJECTORY, INFO_SUFFIX))]
+                  if c.topic in streams or c.topic.endswith((JOINT_STATES, TRAJECTORY, INFO_SUFFIX, TASK_STATE))]
+        stage_reached: dict[int, int] = {}  # stage -> first stamp (ns) at which it was completed
         set_meta_read = False
         for conn, log_ns, raw in reader.messages(connections=wanted):
             if conn.topic in streams:
@@ -166,6 +169,10 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
                 offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
                 positions = np.array([p.positions for p in msg.points], dtype=float)
                 commands.append((stamp or log_ns, list(msg.joint_names), offsets, positions))
+            elif conn.topic.endswith(TASK_STATE):
+                stamp = _stamp_ns(msg.header.stamp) or log_ns
+                for stage in range(1, int(msg.stage) + 1):
+                    stage_reached[stage] = min(stage_reached.get(stage, stamp), stamp)
             elif conn.topic.endswith(INFO_SUFFIX):
                 cam = conn.topic[: -len(INFO_SUFFIX)].strip("/").split("/")[-1]
                 intrinsics.setdefault(cam, [float(v) for v in msg.k])
@@ -202,8 +209,9 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
         stamps = np.asarray(s.stamps)
         picks[s.topic] = np.clip(np.searchsorted(stamps, times, side="right") - 1, 0, len(stamps) - 1)
     has_depth = any(s.kind == "depth" for s in image_streams) or any(s.kind == "set" for s in image_streams)
+    stage_frames = [int(min(np.searchsorted(times, stage_reached[k]), len(times) - 1)) for k in sorted(stage_reached)]
     return EpisodeIndex(path, record, joint_names, cameras, fps, times, state, action, intrinsics, sizes, has_depth,
-                        image_streams, picks, bool(commands))
+                        image_streams, picks, bool(commands), stage_frames)
 
 
 def _image(msg: Any, msgtype: str) -> np.ndarray:

@@ -57,6 +57,7 @@ class ExportConfig:
     fps: float = 15.0
     gamma: float = 0.99
     gate_window: int = 20
+    reward: str = "success"            # value_target column: success, or stages (the recorded stage markers)
     video_codec: str = "h264"
     include_failures: bool = True      # failed and partial episodes teach the value head what failing looks like
     progress: bool = True
@@ -69,9 +70,9 @@ class ExportConfig:
 
 
 def targets(index: EpisodeIndex, cfg: ExportConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(value_target, gate_label) per frame, as training computes them (success reward)."""
-    return frame_targets(index.state[:, gripper_columns(index.joint_names)], index.success, gamma=cfg.gamma,
-                         window=cfg.gate_window)
+    """(value_target, gate_label) per frame, as training computes them."""
+    return frame_targets(index.state[:, gripper_columns(index.joint_names)], index.success, index.stage_frames,
+                         cfg.reward, gamma=cfg.gamma, window=cfg.gate_window)
 
 
 def _indices(paths: Iterable[Path], cfg: ExportConfig) -> list[EpisodeIndex]:
@@ -187,7 +188,7 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
             meta = {"episode_index": e, "tasks": [ix.task], "length": len(ix), "data/chunk_index": 0,
                     "data/file_index": 0, "dataset_from_index": total, "dataset_to_index": total + len(ix),
                     "success": ix.success, "outcome": str(ix.record.get("outcome", "")),
-                    "teleop": str(ix.record.get("teleop", "")), "source_bag": str(ix.path.resolve())}
+                    "stage_frames": list(ix.stage_frames), "teleop": str(ix.record.get("teleop", "")), "source_bag": str(ix.path.resolve())}
             for key in [*(f"observation.images.{c}" for c in ix.cameras), *(f"observation.depth.{c}" for c in depth_writers)]:
                 meta.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
                              f"videos/{key}/from_timestamp": start_ts,
@@ -261,6 +262,7 @@ def export_hdf5(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = ""
             with h5py.File(out / f"episode_{e}.hdf5", "w") as f:
                 f.attrs.update({"sim": bool(ix.record.get("sim", False)), "compress": False, "fps": cfg.fps,
                                 "task": ix.task, "success": ix.success, "outcome": str(ix.record.get("outcome", "")),
+                                "stage_frames": json.dumps(ix.stage_frames),
                                 "robot": robot or str(ix.record.get("robot", "")), "joint_names": json.dumps(ix.joint_names),
                                 "cameras": json.dumps(ix.cameras), "intrinsics": json.dumps(ix.intrinsics),
                                 "source_bag": str(ix.path.resolve()), "software": f"wam_ros {__version__}"})
@@ -352,7 +354,7 @@ def load_lerobot(path: Path) -> tuple[DatasetMeta, list[Episode]]:
         episodes.append(Episode(
             rgb=np.stack([color[c][a:b] for c in cameras], axis=1), state=state[a:b].astype(np.float64),
             action=action[a:b].astype(np.float64), task=task_of[data["task_index"][a]],
-            success=bool(episode["success"]),
+            success=bool(episode["success"]), stage_frames=[int(f) for f in episode.get("stage_frames") or []],
             depth=np.stack([depth[c][a:b] for c in cameras], axis=1) if len(depth) == len(cameras) else None))
     return meta, episodes
 
@@ -395,6 +397,7 @@ def load_hdf5(path: Path) -> tuple[DatasetMeta, list[Episode]]:
             rgb=np.stack([f[f"observations/images/{c}"][()] for c in cameras], axis=1),
             state=f["observations/qpos"][()], action=f["action"][()],
             task=str(f.attrs.get("task", "")), success=bool(f.attrs.get("success", True)),
+            stage_frames=json.loads(f.attrs.get("stage_frames", "[]")),
             depth=np.stack([depth_group[c][()] for c in cameras], axis=1)
             if depth_group is not None and all(c in depth_group for c in cameras) else None))
     return meta, episodes

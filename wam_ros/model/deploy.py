@@ -49,6 +49,7 @@ class DeployConfig:
     video: bool = True            # finish the predicted video after the actions (4D clouds)
     depth: bool = True            # run the depth branch on the last video pass
     guidance_clip: float = 5.0    # RTC guidance weight clip (beta)
+    expert: str = "gated"         # gated, or force predictive / reactive (ablations)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class DeployedPolicy:
 
         return self.policy.predict(obs, video=cfg.video, depth=cfg.depth, action_steps=cfg.action_steps or None,
                                    video_steps=cfg.video_steps or None, seed=seed, inpaint=inpaint,
-                                   guidance_clip=cfg.guidance_clip, on_actions=actions_final)
+                                   guidance_clip=cfg.guidance_clip, on_actions=actions_final, expert=cfg.expert)
 
     def _encode(self, targets: np.ndarray, state: np.ndarray) -> np.ndarray:
         names = self.policy.meta.action_names

@@ -21,6 +21,7 @@ from wam_ros.model.wam import WorldActionModel, inverse_depth, x0_to_velocity
 
 CHECKPOINT_FORMAT = 1
 PREDICTIVE, REACTIVE = "predictive", "reactive"
+EXPERT_CHOICES = ("gated", PREDICTIVE, REACTIVE)
 
 
 class ObservationError(ValueError):
@@ -256,7 +257,7 @@ class WorldActionPolicy:
     def predict(self, obs: Observation, video: bool = True, depth: bool = True, action_steps: int | None = None,
                 video_steps: int | None = None, seed: int | None = None,
                 inpaint: tuple[np.ndarray, np.ndarray] | None = None, guidance_clip: float = 5.0,
-                on_actions: Callable[[Prediction], None] | None = None) -> Prediction:
+                on_actions: Callable[[Prediction], None] | None = None, expert: str = "gated") -> Prediction:
         """Actions after T_a passes (ANS), then the video (skipped with video=False unless the gate
         picks the reactive expert, which needs the predicted future). The depth branch runs on the
         last pass only and not at all with depth=False.
@@ -264,12 +265,16 @@ class WorldActionPolicy:
         inpaint: (target (K, A) in action units, weights (K,)) guides the predictive expert's
         actions towards the target (real-time chunking; DenoisingSession.step). on_actions is called
         with the actions, value and gate (no video yet) as soon as they are final, so a robot can
-        execute them while the video finishes."""
+        execute them while the video finishes. expert: "gated" (the gate picks), or "predictive" /
+        "reactive" to force one (ablations)."""
+        if expert not in EXPERT_CHOICES:
+            raise ValueError(f"expert {expert!r}: expected one of {', '.join(EXPERT_CHOICES)}")
         start = time.perf_counter()
         timings: dict[str, float] = {}
         s = self.session(obs, action_steps, video_steps, seed)
         timings["encode_ms"] = (time.perf_counter() - start) * 1e3
-        expert = PREDICTIVE if s.gate_probability >= self.cfg.gate_threshold else REACTIVE
+        if expert == "gated":
+            expert = PREDICTIVE if s.gate_probability >= self.cfg.gate_threshold else REACTIVE
         need_video = video or expert == REACTIVE
         last_pass = s.video_steps if need_video else s.action_steps
         depth = depth and video and self.cfg.depth_blocks > 0

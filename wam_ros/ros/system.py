@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, check_choice, load_yaml
 from wam_ros.control.chunking import MODES as CHUNKING_MODES
 from wam_ros.paths import share_dir
+from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, get_task
 
 CAMERA_SOURCES = ("sim", "realsense", "orbbec", "external")
 MOTION_SOURCES = ("none", "scripted")
@@ -57,6 +58,14 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("chunking", "rtc", "Policy chunk hand-over: rtc (real-time chunking), blend or naive",
                    CHUNKING_MODES),
     LaunchArgument("namespace", "", "ROS namespace for every node of the system"),
+    LaunchArgument("task", "", "Simulated benchmark task (pick_place, stack, handover): its scene, stage markers "
+                   "on task/state, and with teleop:=scripted its scripted expert; empty: the plain scene",
+                   ("", *TASKS)),
+    LaunchArgument("condition", "clean", "Task condition: clean (the demonstrations' range) or random "
+                   "(lighting, table texture, colours, clutter, positions)", CONDITIONS),
+    LaunchArgument("seed", "0", "Task episode seed (object positions, appearance, expert noise)"),
+    LaunchArgument("perturbation", "none", "Task perturbation: the object dropped after the grasp, or nudged "
+                   "as the gripper approaches", PERTURBATIONS),
 )
 
 
@@ -75,6 +84,10 @@ class SystemOptions:
     instruction: str = ""
     chunking: str = "rtc"
     namespace: str = ""
+    task: str = ""
+    condition: str = "clean"
+    seed: int = 0
+    perturbation: str = "none"
 
     @staticmethod
     def from_arguments(values: Mapping[str, str]) -> "SystemOptions":
@@ -92,7 +105,8 @@ class SystemOptions:
                              record=raw["record"].lower() == "true", teleop=raw["teleop"],
                              episodes_dir=raw["episodes_dir"], record_source=raw["record_source"], checkpoint=raw["checkpoint"],
                              instruction=raw["instruction"], chunking=raw["chunking"],
-                             namespace=raw["namespace"].strip("/"))
+                             namespace=raw["namespace"].strip("/"), task=raw["task"], condition=raw["condition"],
+                             seed=_seed(raw["seed"]), perturbation=raw["perturbation"])
         opts.validate()
         return opts
 
@@ -111,8 +125,25 @@ class SystemOptions:
             raise ConfigError("teleop: the scripted expert runs in the simulator (sim:=true)")
         if self.teleop == "leader" and self.robot != "agilex":
             raise ConfigError("teleop: leader arms are the AgileX (Cobot Magic) master arms; robot:=agilex")
+        check_choice("task", self.task, ("", *TASKS))
+        check_choice("condition", self.condition, CONDITIONS)
+        check_choice("perturbation", self.perturbation, PERTURBATIONS)
+        if self.task and not self.sim:
+            raise ConfigError("task: benchmark tasks are simulated scenes (sim:=true)")
+        if self.task:
+            get_task(self.task).layout(self.robot)  # raises for a robot that cannot reach the layout
         if self.cameras == "sim" and not self.sim:
             raise ConfigError("cameras: 'sim' needs sim:=true; with hardware use realsense, orbbec or external")
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ConfigError(f"seed: expected an integer, got {text!r}") from None
+    if not 0 <= seed < 2 ** 31:
+        raise ConfigError(f"seed: expected 0 <= seed < 2^31, got {seed}")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -156,6 +187,8 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     share = share_dir()
     common = {"use_sim_time": opts.sim}
     ns = opts.namespace
+    episode = {"task": opts.task, "condition": opts.condition, "seed": opts.seed}
+    instruction = opts.instruction or (get_task(opts.task).instruction if opts.task else "")
     specs = [
         NodeSpec("robot_state_publisher", "robot_state_publisher", "robot_state_publisher", ns,
                  {**common, "robot_description": robot_description(opts.robot)}),
@@ -164,7 +197,8 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
         # The simulator owns the clock, so it never runs on sim time itself; it runs the bridge
         # core on the simulated arms.
         specs.append(NodeSpec("wam_ros", "sim_node", "sim", ns,
-                              {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim"}))
+                              {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim", **episode,
+                               "perturbation": opts.perturbation}))
     else:
         specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns, {"robot": opts.robot}))
     sync_parameters = {}
@@ -181,14 +215,14 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns, {**common, "robot": opts.robot}))
     if opts.motion == "scripted" or opts.teleop == "scripted":
         specs.append(NodeSpec("wam_ros", "scripted_motion_node", "scripted_motion", ns,
-                              {**common, "robot": opts.robot}))
+                              {**common, "robot": opts.robot, **episode}))
     if opts.teleop in ("leader", "spacemouse", "keyboard"):
         specs.append(NodeSpec("wam_ros", "teleop_node", "teleop", ns,
                               {**common, "robot": opts.robot, "source": opts.teleop}))
     if opts.record:
         specs.append(NodeSpec("wam_ros", "recorder_node", "recorder", ns,
                               {**common, "robot": opts.robot, "directory": str(Path(opts.episodes_dir).expanduser()),
-                               "source": opts.record_source, "teleop": opts.teleop, "instruction": opts.instruction}))
+                               "source": opts.record_source, "teleop": opts.teleop, "instruction": instruction}))
     if opts.checkpoint:
         specs.append(NodeSpec("wam_ros", "policy_node", "policy", ns,
                               {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),

@@ -47,6 +47,35 @@ class SimConfig:
                 raise ConfigError(f"sim.{name}: must be > 0, got {getattr(self, name)!r}")
 
 
+# Table textures the Random condition switches between (index into TABLE_TEXTURES; -1: plain).
+TABLE_TEXTURES = ("checker", "gradient", "noise")
+DISTRACTOR_SLOTS = 3
+HIDDEN = (0.2, 0.0, -0.4)  # under the table top: out of every camera's view and out of reach
+
+
+@dataclass(frozen=True)
+class Distractor:
+    """A static clutter box on the table."""
+
+    xyz: tuple[float, float, float]
+    half_size: tuple[float, float, float]
+    rgba: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """What the Random condition varies besides object positions; the defaults are the Clean scene."""
+
+    light_diffuse: float = 0.7
+    light_ambient: float = 0.3
+    light_direction: tuple[float, float, float] = (-0.2, 0.0, -1.0)
+    table_texture: int = -1                     # index into TABLE_TEXTURES, -1: plain
+    table_rgba: tuple[float, float, float, float] = (0.72, 0.58, 0.42, 1.0)
+    texture_repeat: float = 4.0
+    object_rgba: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)  # else the config's
+    distractors: tuple[Distractor, ...] = ()
+
+
 @dataclass(frozen=True)
 class JointTargets:
     """A validated position command: actuator indices and their targets (rad, or m for grippers)."""
@@ -102,6 +131,9 @@ class SimWorld:
         cfg, robot = self.config, self.robot
         spec = mujoco.MjSpec.from_string(_mujoco_urdf(urdf))
         spec.option.timestep = cfg.physics_dt
+        # URDF visuals were skipped while parsing; compiling with discardvisual would also drop
+        # the table materials added below
+        spec.compiler.discardvisual = False
         world = spec.worldbody
         world.add_light(name="sun", pos=[0.3, 0.0, 2.5], dir=[-0.2, 0.0, -1.0],
                         type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, diffuse=[0.7, 0.7, 0.7],
@@ -109,8 +141,26 @@ class SimWorld:
         world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3.0, 3.0, 0.1],
                        pos=[0.0, 0.0, -0.75], rgba=[0.35, 0.35, 0.38, 1.0])
         t = robot.table
+        textures = []
+        for kind, builtin in zip(TABLE_TEXTURES, (mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+                                                  mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
+                                                  mujoco.mjtBuiltin.mjBUILTIN_FLAT)):
+            texture = spec.add_texture(name=f"table_{kind}", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=builtin,
+                                       rgb1=[0.9, 0.9, 0.9], rgb2=[0.35, 0.35, 0.35], width=64, height=64)
+            if kind == "noise":
+                texture.mark, texture.random, texture.markrgb = mujoco.mjtMark.mjMARK_RANDOM, 0.3, [0.2, 0.2, 0.2]
+            textures.append(texture)
+        for texture in textures:  # one material per texture; the table's material is switched at run time
+            material = spec.add_material(name=f"{texture.name}_material", texrepeat=[4.0, 4.0])
+            material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = texture.name
         world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(t.size),
                        pos=list(t.pose.xyz), rgba=[0.72, 0.58, 0.42, 1.0])
+        for i in range(DISTRACTOR_SLOTS):
+            body = world.add_body(name=f"distractor_{i}", pos=list(HIDDEN), mocap=True)
+            # each slot references one table material, which keeps the compiler from discarding the
+            # (otherwise unused) materials; apply_appearance gives the slots plain colours
+            body.add_geom(name=f"distractor_{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.02, 0.02, 0.02],
+                          rgba=[0.5, 0.5, 0.5, 1.0], material=f"{textures[i % len(textures)].name}_material")
         for obj in robot.objects:
             body = world.add_body(name=obj.name, pos=list(obj.pose.xyz))
             body.add_freejoint(name=f"{obj.name}_free")
@@ -148,6 +198,7 @@ class SimWorld:
                 act.forcerange = [-robot.arm.gripper.effort, robot.arm.gripper.effort]
                 act.forcelimited = True
         model = spec.compile()
+        self._clean_object_rgba = {o.name: tuple(o.rgba) for o in robot.objects}
         model.vis.quality.shadowsize = 0
         model.vis.map.znear = 0.01
         return model
@@ -188,6 +239,64 @@ class SimWorld:
 
     def object_position(self, name: str) -> np.ndarray:
         return self.data.body(name).xpos.copy()
+
+    def object_speed(self, name: str) -> float:
+        """Linear speed (m/s) of a free object."""
+        return float(np.linalg.norm(self.data.joint(f"{name}_free").qvel[:3]))
+
+    def set_object_position(self, name: str, xyz: np.ndarray | tuple[float, float, float]) -> None:
+        """Place a free object upright at rest at `xyz` (its centre)."""
+        joint = self.data.joint(f"{name}_free")
+        joint.qpos[:3] = xyz
+        joint.qpos[3:] = (1.0, 0.0, 0.0, 0.0)
+        joint.qvel[:] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def object_half_size(self, name: str) -> np.ndarray:
+        return self.model.geom_size[self.model.body(name).geomadr[0]].copy()
+
+    def tcp_position(self, side: str) -> np.ndarray:
+        return self.data.body(f"{side}_tcp").xpos.copy()
+
+    def table_top(self) -> float:
+        t = self.robot.table
+        return float(t.pose.xyz[2] + t.size[2])
+
+    def apply_appearance(self, appearance: Appearance) -> None:
+        """Lighting, table texture and colour, object colours and clutter (render-time model data)."""
+        m = self.model
+        sun = m.light("sun").id
+        m.light_diffuse[sun] = appearance.light_diffuse
+        m.light_ambient[sun] = appearance.light_ambient
+        direction = np.asarray(appearance.light_direction, dtype=float)
+        m.light_dir[sun] = direction / np.linalg.norm(direction)
+        table = m.geom("table").id
+        if not -1 <= appearance.table_texture < len(TABLE_TEXTURES):
+            raise ValueError(f"table_texture {appearance.table_texture}: expected -1..{len(TABLE_TEXTURES) - 1}")
+        if appearance.table_texture < 0:
+            m.geom_matid[table] = -1
+            m.geom_rgba[table] = appearance.table_rgba
+        else:
+            material = m.material(f"table_{TABLE_TEXTURES[appearance.table_texture]}_material").id
+            m.geom_matid[table] = material
+            m.mat_rgba[material] = appearance.table_rgba
+            m.mat_texrepeat[material] = appearance.texture_repeat
+            m.geom_rgba[table] = (1.0, 1.0, 1.0, 1.0)
+        for name, rgba in {**self._clean_object_rgba, **appearance.object_rgba}.items():
+            m.geom_rgba[m.body(name).geomadr[0]] = rgba
+        if len(appearance.distractors) > DISTRACTOR_SLOTS:
+            raise ValueError(f"{len(appearance.distractors)} distractors; the scene has {DISTRACTOR_SLOTS} slots")
+        for i in range(DISTRACTOR_SLOTS):
+            body, geom = m.body(f"distractor_{i}"), m.geom(f"distractor_{i}").id
+            m.geom_matid[geom] = -1
+            if i < len(appearance.distractors):
+                d = appearance.distractors[i]
+                self.data.mocap_pos[body.mocapid[0]] = d.xyz
+                m.geom_size[geom], m.geom_rgba[geom] = d.half_size, d.rgba
+                m.geom_rbound[geom] = float(np.linalg.norm(d.half_size))  # the collision broad phase uses it
+            else:
+                self.data.mocap_pos[body.mocapid[0]] = HIDDEN
+        mujoco.mj_forward(m, self.data)
 
     # --- commands --------------------------------------------------------------------------
     def validate_targets(self, names: list[str], positions: list[float] | np.ndarray) -> JointTargets:

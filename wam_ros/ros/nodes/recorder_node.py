@@ -26,7 +26,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, load_robot_config
 from wam_ros.data.recorder import COMPRESSION_MODES, Recorder, RecorderConfig, RecorderError
-from wam_ros.msg import ActionChunk, MultiViewRGBD, SupervisorState
+from wam_ros.msg import ActionChunk, MultiViewRGBD, SupervisorState, TaskState
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time
 from wam_ros.ros.node_main import run_node
@@ -73,7 +73,8 @@ class RecorderNode(Node):
         robot = load_robot_config(robot_name)
         subscriptions: list[tuple[str, type, object]] = [
             ("joint_states", JointState, EVERY_MESSAGE_QOS), ("joint_trajectory", JointTrajectory, COMMAND_QOS),
-            ("policy/chunk", ActionChunk, COMMAND_QOS), ("supervisor/state", SupervisorState, LATCHED_QOS)]
+            ("policy/chunk", ActionChunk, COMMAND_QOS), ("supervisor/state", SupervisorState, LATCHED_QOS),
+            ("task/state", TaskState, EVERY_MESSAGE_QOS)]  # stage markers of a simulated task, when there is one
         if source == "synced":
             subscriptions.append(("observations", MultiViewRGBD, EVERY_SET_QOS))
         else:

@@ -1,5 +1,8 @@
 """scripted_motion_node: a scripted policy. Publishes ActionChunks of smooth joint motion
-(ScriptedMotion) on policy/chunk, which the supervisor checks and forwards to the arms."""
+(ScriptedMotion), or with task:=<name> the scripted expert's plan for that benchmark episode
+(wam_ros.sim.expert; the same task, condition and seed as the simulator's), on policy/chunk,
+which the supervisor checks and forwards to the arms: the command stream a recorder sees from a
+teleoperator."""
 
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ import numpy as np
 from rclpy.node import Node
 
 from wam_ros.config import ROBOTS, load_robot_config
+from wam_ros.geometry.kinematics import Kinematics
+from wam_ros.robots.urdf import generate_urdf
+from wam_ros.sim.expert import plan_expert
+from wam_ros.sim.tasks import CONDITIONS, TASKS, EpisodeSpec, sample_episode
 from wam_ros.msg import ActionChunk, GateState
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
@@ -26,7 +33,18 @@ class ScriptedMotionNode(Node):
         self.dt = 1.0 / declare(self, "control_rate", 15.0, "Steps per second within a chunk (Hz)", range_=(1.0, 1000.0))
         amplitude = declare(self, "amplitude", 0.35, "Joint motion amplitude (rad)", range_=(0.0, 1.5))
         period = declare(self, "period", 6.0, "Base period of the motion (s)", range_=(0.5, 120.0))
-        self.motion = ScriptedMotion(robot, MotionConfig(amplitude=amplitude, period=period))
+        task = declare(self, "task", "", "Benchmark task whose scripted expert runs (empty: the smooth demo motion)",
+                       choices=("", *TASKS))
+        condition = declare(self, "condition", "clean", "Task condition (must match the simulator's)",
+                            choices=CONDITIONS)
+        seed = declare(self, "seed", 0, "Episode seed (must match the simulator's); also seeds the expert's noise",
+                       range_=(0, 2 ** 31 - 1))
+        if task:
+            setup = sample_episode(EpisodeSpec(task, robot.name, condition, seed), robot)
+            self.motion = plan_expert(robot, Kinematics(generate_urdf(robot)), setup, np.random.default_rng(seed))
+            self.get_logger().info(f"expert for {task} ({condition}, seed {seed}): {self.motion.duration:.1f} s")
+        else:
+            self.motion = ScriptedMotion(robot, MotionConfig(amplitude=amplitude, period=period))
         names = self.motion.joint_names
         self._arm = [i for i, n in enumerate(names) if not n.endswith("_gripper")]
         self._grippers = [i for i, n in enumerate(names) if n.endswith("_gripper")]

@@ -5,6 +5,9 @@ Publishes /clock (sim time), joint_states, and per camera the official drivers' 
 16UC1 millimetres, <cam>/aligned_depth_to_color/camera_info). Executes the supervisor's
 trajectory_msgs/JointTrajectory on joint_trajectory (a new one replaces the running one, as in
 ros2_control's trajectory controller); bad trajectories are logged, counted and ignored.
+
+With task:=<name> the scene is a benchmark episode (wam_ros.sim.tasks: layout, condition, seed,
+perturbation) and its stage markers and success are published on task/state (wam_ros/TaskState).
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
-from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
+from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS,
+                             LATCHED_QOS)
 from wam_ros.robots.bridge import Bridge, BridgeLimits, CommandRejected
 from wam_ros.robots.sim import SimBackend
+from wam_ros.msg import TaskState
+from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, EpisodeSpec, TaskMonitor, setup_world
 from wam_ros.sim.world import SimConfig, SimWorld
 
 
@@ -55,9 +61,21 @@ class SimNode(Node):
                                 "How long to watch for another /clock publisher before starting (s)",
                                 range_=(0.0, 30.0))
 
+        task = declare(self, "task", "", "Benchmark task to set up (empty: the robot config's scene)",
+                       choices=("", *TASKS))
+        condition = declare(self, "condition", "clean", "Task condition: clean (demo range) or random "
+                            "(lighting, texture, colours, clutter, positions)", choices=CONDITIONS)
+        seed = declare(self, "seed", 0, "Episode seed: object positions and appearance", range_=(0, 2 ** 31 - 1))
+        perturbation = declare(self, "perturbation", "none", "Mid-episode perturbation of the task object",
+                               choices=PERTURBATIONS)
+
         self.robot = load_robot_config(robot)
         self.world = SimWorld(self.robot, generate_urdf(self.robot),
                               SimConfig(width=width, height=height, camera_rate=camera_rate))
+        self.task_monitor: TaskMonitor | None = None
+        if task:
+            spec = EpisodeSpec(task, self.robot.name, condition, seed, perturbation)
+            self.task_monitor = TaskMonitor(self.world, setup_world(self.world, spec))
         # Only the sim loop touches the world; the command callback hands parsed trajectories
         # over through a queue guarded by a lock that is never held for long.
         self._command_lock = threading.Lock()
@@ -80,6 +98,7 @@ class SimNode(Node):
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
         self._refuse_second_clock(clock_check_s)
         self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
+        self.task_pub = self.create_publisher(TaskState, "task/state", LATCHED_QOS) if self.task_monitor else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.camera_pubs = {}
         if self.cameras_enabled:
@@ -175,12 +194,17 @@ class SimNode(Node):
         now = self.world.time
         q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
         frames = None
-        if self.cameras_enabled and now + 1e-9 >= self._next_camera_time:
-            self._next_camera_time += self._camera_period
-            t0 = time.perf_counter()
-            frames = self.world.render_all()
-            self._render_ms = (time.perf_counter() - t0) * 1e3
         stamp = to_time(now)
+        if now + 1e-9 >= self._next_camera_time:
+            self._next_camera_time += self._camera_period
+            if self.cameras_enabled:
+                t0 = time.perf_counter()
+                frames = self.world.render_all()
+                self._render_ms = (time.perf_counter() - t0) * 1e3
+            if self.task_monitor is not None:
+                self._publish_task_state(stamp)
+        elif self.task_monitor is not None:
+            self.task_monitor.update()  # stages and perturbations at the physics rate
         self.clock_pub.publish(ClockMsg(clock=stamp))
         js = JointState()
         js.header.stamp = stamp
@@ -197,6 +221,15 @@ class SimNode(Node):
                 color_info_pub.publish(info)
                 depth_pub.publish(image_msg(depth_to_millimetres(frame.depth), "16UC1", stamp, frame.frame_id))
                 depth_info_pub.publish(info)
+
+    def _publish_task_state(self, stamp) -> None:
+        monitor = self.task_monitor
+        status, spec = monitor.update(), monitor.setup.spec
+        msg = TaskState(task=spec.task, condition=spec.condition, seed=spec.seed, perturbation=spec.perturbation,
+                        stage=status.stage, num_stages=monitor.num_stages, stage_name=status.stage_name,
+                        success=status.success, perturbed=status.perturbed, time_to_success=status.time_to_success)
+        msg.header.stamp = stamp
+        self.task_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
         sim_time = self.world.time  # a float read; the sim loop may be mid-step
