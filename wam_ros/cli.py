@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from wam_ros.config import ROBOTS, ConfigError
+from wam_ros.sim.tasks import TASKS
 
 
 def _system_arguments(tokens: list[str]) -> dict[str, str]:
@@ -222,6 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instruction", default="", help="task instruction (default: the checkpoint's only task)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/prediction_4d.png"))
+    p = sub.add_parser("benchmark", help="closed-loop benchmark on a simulated task: record scripted demonstrations "
+                       "through the node graph, train, evaluate (with ablations), write report.md")
+    p.add_argument("--robot", default="agilex", choices=ROBOTS)
+    p.add_argument("--task", default="pick_place", choices=sorted(TASKS))
+    p.add_argument("--demos", type=int, default=24, help="demonstrations to record")
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per variant (in process)")
+    p.add_argument("--graph-episodes", type=int, default=2, help="Clean episodes evaluated through the node graph")
+    p.add_argument("--video-steps", type=int, default=400, help="training steps of stage 1")
+    p.add_argument("--joint-steps", type=int, default=4000, help="training steps of stage 2")
+    p.add_argument("--model", default="bench", help="model preset or YAML file")
+    p.add_argument("--no-ablations", action="store_true", help="evaluate Clean and Random only")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="simulated seconds before an episode fails")
+    p.add_argument("--out", type=Path, default=Path("out/benchmark"))
     p = sub.add_parser("urdf", help="regenerate urdf/*.urdf from config/robots/*.yaml")
     p.add_argument("--check", action="store_true", help="only report URDFs that differ from their YAML")
     p.add_argument("--out", type=Path, default=None, help="directory (default: the package's urdf/)")
@@ -252,6 +266,16 @@ def main(argv: list[str] | None = None) -> int:
             if unsupported:
                 raise ConfigError(f"bench {args.target} takes no --{', --'.join(sorted(unsupported))}")
             print(json.dumps(run(**options), indent=2))
+            return 0
+        if args.command == "benchmark":
+            from wam_ros.benchmark.run import BenchmarkConfig, run_benchmark
+
+            config = BenchmarkConfig(robot=args.robot, task=args.task, demos=args.demos, episodes=args.episodes,
+                                     graph_episodes=args.graph_episodes, model=args.model,
+                                     video_steps=args.video_steps, joint_steps=args.joint_steps,
+                                     ablations=not args.no_ablations, max_seconds=args.max_seconds, out=args.out)
+            run_benchmark(config)
+            print(f"wrote {args.out / 'report.md'}, {args.out / 'results.json'}")
             return 0
         if args.command == "calibration-check":
             return cmd_calibration_check(args)

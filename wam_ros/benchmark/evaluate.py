@@ -18,8 +18,8 @@ import numpy as np
 
 from wam_ros.config import RobotConfig
 from wam_ros.control.chunking import ChunkScheduler
-from wam_ros.control.supervisor import (Chunk, Command, ResampleRequest, RollbackConfig, RollbackFired, Supervisor,
-                                        SupervisorConfig, SupervisorMode)
+from wam_ros.control.supervisor import (Chunk, Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
+                                        Supervisor, SupervisorConfig, SupervisorMode)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.deploy import ChunkReady, DeployConfig, DeployedPolicy, chunking_config
 from wam_ros.model.policy import WorldActionPolicy
@@ -57,7 +57,8 @@ class EpisodeResult:
     perturbed: bool
     latency_ms: list[float] = field(default_factory=list)   # observation -> actions final, per chunk
     chunks: int = 0
-    rejected: int = 0
+    rejected: int = 0               # chunks the supervisor or the bridge refused
+    last_rejection: str = ""
     final_mode: str = ""
     wall_s: float = 0.0
 
@@ -67,6 +68,7 @@ class EpisodeResult:
                 "time_to_success": None if math.isnan(self.time_to_success) else round(self.time_to_success, 2),
                 "stage": self.stage, "rollbacks": self.rollbacks, "rollback_recovered": self.rollback_recovered,
                 "perturbed": self.perturbed, "chunks": self.chunks, "rejected": self.rejected,
+                "last_rejection": self.last_rejection,
                 "latency_ms_median": round(float(np.median(self.latency_ms)), 1) if self.latency_ms else None,
                 "final_mode": self.final_mode, "wall_s": round(self.wall_s, 1)}
 
@@ -137,8 +139,12 @@ class ClosedLoop:
                     times = now + offset + np.arange(len(event.positions)) * event.dt
                     try:
                         bridge.set_trajectory(event.joint_names, times, event.positions, now)
-                    except CommandRejected:
+                    except CommandRejected as exc:
                         result.rejected += 1
+                        result.last_rejection = f"bridge: {exc}"
+                elif isinstance(event, Rejection):
+                    result.rejected += 1
+                    result.last_rejection = event.reason
                 elif isinstance(event, RollbackFired):
                     result.rollbacks += 1
                     pending.clear()  # the chunk in flight is discarded with the faulty one

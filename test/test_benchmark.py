@@ -1,0 +1,219 @@
+"""Benchmark tasks, the scripted expert, recording through the node graph, the in-process closed
+loop and the report. The full `wam-ros benchmark` run is long; its pipeline runs here in a short
+form (two demonstrations, a few training steps, one episode per variant)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from wam_ros.config import ConfigError, load_robot_config
+from wam_ros.geometry.kinematics import Kinematics
+from wam_ros.robots.urdf import generate_urdf
+from wam_ros.sim.expert import plan_expert
+from wam_ros.sim.tasks import TASKS, EpisodeSpec, TaskMonitor, sample_episode, setup_world
+from wam_ros.sim.world import HIDDEN, SimWorld
+
+
+@pytest.fixture(scope="module")
+def agilex():
+    robot = load_robot_config("agilex")
+    urdf = generate_urdf(robot)
+    world = SimWorld(robot, urdf)
+    yield robot, world, Kinematics(urdf)
+    world.close()
+
+
+def run_expert(robot, world, kinematics, spec: EpisodeSpec, observe=None) -> TaskMonitor:
+    """The expert's plan executed directly on the simulated servos; returns the task monitor."""
+    setup = setup_world(world, spec)
+    plan = plan_expert(robot, kinematics, setup, np.random.default_rng(spec.seed))
+    monitor = TaskMonitor(world, setup)
+    t = 0.0
+    while t < plan.duration + 0.5:
+        world.set_targets(robot.joint_names, plan.targets(t))
+        world.step(0.01)
+        t += 0.01
+        status = monitor.update()
+        if observe:
+            observe(t, status)
+    return monitor
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_expert_completes_every_agilex_task_in_clean_scenes(agilex, task):
+    robot, world, kinematics = agilex
+    stages_seen = []
+    for seed in range(3):
+        monitor = run_expert(robot, world, kinematics, EpisodeSpec(task, "agilex", "clean", seed),
+                             lambda t, s: stages_seen.append(s.stage))
+        assert monitor.status.success, f"{task} seed {seed}: stopped after stage {monitor.status.stage_name!r}"
+        assert monitor.status.stage == len(TASKS[task].stages)
+        assert 0 < monitor.status.time_to_success < 20
+    assert stages_seen == sorted(stages_seen[:len(stages_seen) // 3]) + stages_seen[len(stages_seen) // 3:]  # latched
+
+
+def test_stage_markers_come_in_order_and_success_needs_the_release(agilex):
+    robot, world, kinematics = agilex
+    first_seen = {}
+
+    def observe(t, status):
+        first_seen.setdefault(status.stage, t)
+        if status.stage < 2:
+            assert not status.success
+
+    run_expert(robot, world, kinematics, EpisodeSpec("pick_place", "agilex", "clean", 7), observe)
+    assert 0 < first_seen[1] < first_seen[2]
+
+
+def test_drop_perturbation_moves_the_cube_out_of_the_hand_and_the_expert_fails(agilex):
+    robot, world, kinematics = agilex
+    seen = []
+    monitor = run_expert(robot, world, kinematics, EpisodeSpec("pick_place", "agilex", "clean", 3, "drop"),
+                         lambda t, s: seen.append((t, s.stage, s.perturbed)))
+    grasped_at = next(t for t, stage, _ in seen if stage >= 1)
+    dropped_at = next(t for t, _, perturbed in seen if perturbed)
+    assert dropped_at == pytest.approx(grasped_at + monitor.perturb_delay, abs=0.02)
+    cube = world.object_position("red_cube")
+    assert cube[2] < world.table_top() + 0.03  # on the table, not in the bin
+    assert not monitor.status.success
+
+
+def test_nudge_perturbation_slides_the_cube_as_the_gripper_approaches(agilex):
+    robot, world, kinematics = agilex
+    spec = EpisodeSpec("pick_place", "agilex", "clean", 4, "nudge")
+    start = np.array(sample_episode(spec, robot).positions["red_cube"])
+    moved = []
+
+    def observe(t, status):
+        if status.perturbed and not moved:
+            gap = np.linalg.norm(world.tcp_position("left") - world.object_position("red_cube"))
+            moved.append((status.stage, np.linalg.norm(world.object_position("red_cube")[:2] - start), gap))
+
+    run_expert(robot, world, kinematics, spec, observe)
+    ((stage, distance, gap),) = moved
+    assert stage == 0  # before the grasp
+    assert 0.03 - 1e-3 <= distance <= 0.05 + 1e-3
+    assert gap > 0.02  # out of the closing gripper's way
+
+
+def test_random_condition_changes_the_scene_and_clean_keeps_the_demo_range(agilex):
+    robot, world, _ = agilex
+    task = TASKS["pick_place"]
+    nominal = task.layout("agilex").positions["red_cube"]
+    clean = [sample_episode(EpisodeSpec("pick_place", "agilex", "clean", s), robot) for s in range(20)]
+    rand = [sample_episode(EpisodeSpec("pick_place", "agilex", "random", s), robot) for s in range(20)]
+    assert all(max(abs(a - b) for a, b in zip(c.positions["red_cube"], nominal)) <= task.clean_spread for c in clean)
+    assert any(max(abs(a - b) for a, b in zip(r.positions["red_cube"], nominal)) > task.clean_spread for r in rand)
+    assert sample_episode(EpisodeSpec("pick_place", "agilex", "random", 5), robot) == rand[5]  # deterministic
+    assert all(1 <= len(r.appearance.distractors) <= 3 for r in rand)
+    for r in rand:  # clutter stays clear of the task objects
+        for d in r.appearance.distractors:
+            assert all(math.dist(d.xyz[:2], xy) > 0.09 for xy in r.positions.values())
+    setup_world(world, EpisodeSpec("pick_place", "agilex", "clean", 5))
+    clean_head = world.render("head").rgb
+    setup = setup_world(world, EpisodeSpec("pick_place", "agilex", "random", 5))
+    random_head = world.render("head").rgb
+    assert np.abs(clean_head.astype(int) - random_head.astype(int)).mean() > 5
+    slot = world.model.body("distractor_0").mocapid[0]
+    assert np.allclose(world.data.mocap_pos[slot][:2], setup.appearance.distractors[0].xyz[:2])
+    setup_world(world, EpisodeSpec("pick_place", "agilex", "clean", 5))
+    assert np.allclose(world.data.mocap_pos[slot], HIDDEN)  # Clean: the clutter is gone again
+
+
+def test_bad_episodes_are_refused_by_name():
+    with pytest.raises(ConfigError, match="task"):
+        EpisodeSpec("juggle", "agilex")
+    with pytest.raises(ConfigError, match="not available on robot 'tienkung'"):
+        EpisodeSpec("handover", "tienkung")
+    with pytest.raises(ConfigError, match="condition"):
+        EpisodeSpec("stack", "agilex", condition="dusty")
+    with pytest.raises(ConfigError, match="perturbation"):
+        EpisodeSpec("stack", "agilex", perturbation="shake")
+
+
+def test_system_description_passes_the_episode_to_the_simulator_and_the_expert():
+    from wam_ros.ros.system import SystemOptions, describe_system
+
+    opts = SystemOptions.from_arguments({"task": "stack", "seed": "12", "condition": "random", "teleop": "scripted",
+                                         "record": "true", "perturbation": "drop"})
+    specs = {s.executable: s for s in describe_system(opts)}
+    assert specs["sim_node"].parameters["seed"] == 12
+    for name in ("task", "seed", "condition"):
+        assert specs["sim_node"].parameters[name] == specs["scripted_motion_node"].parameters[name]
+    assert specs["sim_node"].parameters["perturbation"] == "drop"
+    assert specs["recorder_node"].parameters["instruction"] == TASKS["stack"].instruction
+    with pytest.raises(ConfigError, match="seed"):
+        SystemOptions.from_arguments({"task": "stack", "seed": "many"})
+    with pytest.raises(ConfigError, match="not available on robot 'franka'"):
+        SystemOptions.from_arguments({"task": "handover", "robot": "franka"})
+    with pytest.raises(ConfigError, match="sim:=true"):
+        SystemOptions.from_arguments({"task": "stack", "sim": "false", "cameras": "realsense"})
+
+
+@pytest.fixture(scope="module")
+def short_benchmark(tmp_path_factory):
+    """Two demonstrations recorded through the node graph, a few training steps, every variant
+    once in process and one episode through the graph."""
+    from conftest import SPARE_DOMAIN_IDS
+    from wam_ros.benchmark.run import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig(demos=2, episodes=1, graph_episodes=1, video_steps=4, joint_steps=4, max_seconds=4.0,
+                          out=tmp_path_factory.mktemp("benchmark"))
+    with pytest.MonkeyPatch.context() as env:  # its simulators must not meet the session bring-up's clock
+        env.setenv("ROS_DOMAIN_ID", str(SPARE_DOMAIN_IDS[1]))
+        return cfg, run_benchmark(cfg)
+
+
+def test_benchmark_pipeline_short_form(short_benchmark):
+    from wam_ros.benchmark.run import run_benchmark, variants
+    from wam_ros.data.episodes import episode_paths, index_episode
+
+    cfg, results = short_benchmark
+    bags = episode_paths([cfg.out / "demos"])
+    assert len(bags) == 2
+    for bag in bags:
+        record = json.loads((bag / "episode.json").read_text())
+        assert record["outcome"] == "success" and record["task"] == TASKS["pick_place"].instruction
+        index = index_episode(bag, 15.0)
+        assert len(index.stage_frames) == 2 and 0 < index.stage_frames[0] < index.stage_frames[1] < len(index)
+    assert all(d["success"] for d in results["demonstrations"])
+    names = [v.name for v in variants(True)]
+    assert list(results["in_process"]) == names
+    for name in names:
+        (row,) = results["in_process"][name]
+        assert row["chunks"] > 0 and row["latency_ms_median"] > 0, (name, row)
+    assert len(results["graph"]) == 1 and results["graph"][0]["sim_s"] >= 4.0
+    report = (cfg.out / "report.md").read_text()
+    assert "| clean | main |" in report and "synchronous" in report
+    for plot in ("success.png", "latency.png"):
+        assert (cfg.out / plot).stat().st_size > 5000
+    # a second run reuses the recordings and the checkpoint
+    again = run_benchmark(cfg)
+    assert "record_s" not in again["timings_s"] and "train_s" not in again["timings_s"]
+
+
+def test_closed_loop_is_reproducible_without_latency(short_benchmark):
+    """With the inference latency not charged to the clock, an episode is a pure function of its
+    seeds: the loop holds no hidden state between episodes."""
+    import torch
+
+    from wam_ros.benchmark.evaluate import ClosedLoop, EvalOptions
+    from wam_ros.model.policy import load_policy
+
+    cfg, _ = short_benchmark
+    torch.set_num_threads(2)
+    loop = ClosedLoop(load_policy(cfg.out / "policy.pt"), load_robot_config("agilex"))
+    try:
+        spec = EpisodeSpec("pick_place", "agilex", "clean", 10_001)
+        options = EvalOptions(latency_scale=0.0, max_seconds=2.0)
+        first = loop.run(spec, options, seed=3)
+        q_first = loop.world.joint_positions()
+        second = loop.run(spec, options, seed=3)
+        assert np.allclose(loop.world.joint_positions(), q_first)
+        assert first.chunks == second.chunks > 0
+    finally:
+        loop.close()

@@ -1,0 +1,150 @@
+"""The benchmark through the ROS graph: demonstrations recorded by the recorder node from the
+scripted expert's command stream, and closed-loop episodes of a checkpoint, each on the system of
+`wam-ros bringup` (the same node descriptions as the launch file) over Fast DDS.
+
+Every episode is a fresh system (the simulator starts each scene from its seed); an
+`EpisodeWatcher` node follows sim time, task/state and supervisor/state, and ends a recorded
+episode through the recorder's ~/stop_episode service with the task's outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock as ClockMsg
+from std_srvs.srv import SetBool
+
+from wam_ros.config import load_robot_config
+from wam_ros.geometry.kinematics import Kinematics
+from wam_ros.msg import SupervisorState, TaskState
+from wam_ros.robots.urdf import generate_urdf
+from wam_ros.ros.bringup import apply_environment, create_nodes
+from wam_ros.ros.conversions import from_time
+from wam_ros.ros.node_main import make_executor
+from wam_ros.ros.qos import CLOCK_QOS, LATCHED_QOS
+from wam_ros.ros.system import SystemOptions, describe_system
+from wam_ros.sim.expert import plan_expert
+from wam_ros.sim.tasks import EpisodeSpec, sample_episode
+
+
+class EpisodeWatcher(Node):
+    def __init__(self):
+        super().__init__("benchmark_watcher", parameter_overrides=[Parameter("use_sim_time", value=True)])
+        self.sim_time = 0.0
+        self.task: TaskState | None = None
+        self.supervisor: SupervisorState | None = None
+        self.create_subscription(ClockMsg, "/clock", lambda m: setattr(self, "sim_time", from_time(m.clock)), CLOCK_QOS)
+        self.create_subscription(TaskState, "task/state", lambda m: setattr(self, "task", m), LATCHED_QOS)
+        self.create_subscription(SupervisorState, "supervisor/state", lambda m: setattr(self, "supervisor", m),
+                                 LATCHED_QOS)
+        self.stop_client = self.create_client(SetBool, "recorder/stop_episode")
+
+
+def _with_parameters(specs, executable: str, parameters: dict):
+    return [replace(s, parameters={**s.parameters, **parameters}) if s.executable == executable else s for s in specs]
+
+
+def _run_system(specs, until, wall_timeout: float, finish=None) -> EpisodeWatcher:
+    """Bring the nodes up with a watcher, spin until until(watcher) is true, run finish(watcher,
+    executor) while the system still runs, then tear everything down."""
+    nodes, _ = create_nodes(specs)
+    watcher = EpisodeWatcher()
+    executor = make_executor()
+    for node in (*nodes, watcher):
+        executor.add_node(node)
+    deadline = time.monotonic() + wall_timeout
+    try:
+        while not until(watcher):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"episode did not finish within {wall_timeout:.0f} s (sim time {watcher.sim_time:.1f} s)")
+            executor.spin_once(timeout_sec=0.05)
+        if finish is not None:
+            finish(watcher, executor)
+        return watcher
+    finally:
+        executor.shutdown()
+        for node in (*nodes, watcher):
+            node.destroy_node()
+
+
+def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir: Path, sim_size: tuple[int, int],
+                          wall_timeout: float = 300.0) -> list[dict]:
+    """One recorded episode per seed: scripted expert -> policy/chunk -> supervisor -> simulated
+    arms, recorded by recorder_node; ended with the task's outcome. Returns per-episode rows."""
+    config = load_robot_config(robot)
+    kinematics = Kinematics(generate_urdf(config))
+    apply_environment()
+    rows = []
+    rclpy.init(args=["wam-ros-benchmark"])
+    try:
+        for seed in seeds:
+            spec = EpisodeSpec(task, robot, "clean", seed)
+            plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
+            specs = describe_system(SystemOptions(robot=robot, task=task, seed=seed, teleop="scripted", record=True,
+                                                  episodes_dir=str(episodes_dir)))
+            specs = _with_parameters(specs, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
+            specs = _with_parameters(specs, "recorder_node", {"autostart_episode": True})
+            outcome = {}
+
+            def stop(watcher: EpisodeWatcher, executor) -> None:
+                success = bool(watcher.task and watcher.task.success)
+                if not watcher.stop_client.wait_for_service(timeout_sec=10.0):
+                    raise RuntimeError("recorder/stop_episode is not available")
+                future = watcher.stop_client.call_async(SetBool.Request(data=success))
+                executor.spin_until_future_complete(future, timeout_sec=30.0)
+                if not future.done() or not future.result().success:
+                    raise RuntimeError(f"recorder refused to stop the episode: "
+                                       f"{future.result().message if future.done() else 'no reply'}")
+                outcome.update(success=success, stage=int(watcher.task.stage) if watcher.task else 0,
+                               message=future.result().message)
+
+            # the expert's plan, then a second for the scene to settle
+            _run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
+            rows.append({"seed": seed, "plan_s": round(plan.duration, 2), **outcome})
+            print(f"[benchmark] demo {seed}: {'success' if outcome['success'] else 'failure'} "
+                  f"(stage {outcome['stage']}, {plan.duration:.1f} s)", flush=True)
+    finally:
+        rclpy.try_shutdown()
+    return rows
+
+
+def evaluate_episodes(checkpoint: Path, robot: str, specs: list[EpisodeSpec], rollback: bool, sim_size: tuple[int, int],
+                      max_seconds: float, wall_timeout: float = 600.0) -> list[dict]:
+    """Closed-loop episodes through the node graph: cameras -> sync -> policy -> supervisor ->
+    simulated arms; success from task/state, rollbacks from supervisor/state."""
+    apply_environment()
+    rows = []
+    rclpy.init(args=["wam-ros-benchmark"])
+    try:
+        for spec in specs:
+            nodes = describe_system(SystemOptions(robot=robot, checkpoint=str(checkpoint), task=spec.task,
+                                                  condition=spec.condition, seed=spec.seed,
+                                                  perturbation=spec.perturbation))
+            nodes = _with_parameters(nodes, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
+            nodes = _with_parameters(nodes, "supervisor_node", {"clamp": True, "rollback.enabled": rollback})
+            wall = time.monotonic()
+            watcher = _run_system(nodes, lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
+                                  wall_timeout)
+            task, sup = watcher.task, watcher.supervisor
+            success = bool(task and task.success)
+            rollbacks = int(sup.rollbacks) if sup else 0
+            rows.append({"task": spec.task, "condition": spec.condition, "seed": spec.seed,
+                         "perturbation": spec.perturbation, "success": success,
+                         "time_to_success": round(task.time_to_success, 2) if success else None,
+                         "stage": int(task.stage) if task else 0, "rollbacks": rollbacks,
+                         "rollback_recovered": success and rollbacks > 0, "perturbed": bool(task and task.perturbed),
+                         "final_mode": sup.state_name if sup else "", "sim_s": round(watcher.sim_time, 2),
+                         "wall_s": round(time.monotonic() - wall, 1)})
+            print(f"[benchmark] graph episode {spec.seed} ({spec.condition}, {spec.perturbation}): "
+                  f"{'success' if success else 'failure'}", flush=True)
+    finally:
+        rclpy.try_shutdown()
+    return rows
+
+

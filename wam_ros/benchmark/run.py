@@ -1,0 +1,175 @@
+"""`wam-ros benchmark`: record -> export -> train -> evaluate -> report, on a CPU machine.
+
+1. Demonstrations: the scripted expert through the node graph, recorded by recorder_node
+   (graph.record_demonstrations), Clean condition, seeds 0..demos-1.
+2. Export to LeRobot v3 (wam_ros.data.export) and train the `bench` model with `wam-ros train`.
+3. Evaluation in process (evaluate.ClosedLoop, the nodes' core code) for every variant, on seeds
+   disjoint from the demonstrations', and a few episodes through the node graph.
+4. results.json, report.md and PNG plots (report.py).
+
+Each step reuses what an earlier run left in the output directory when it matches, so a run
+that was interrupted goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from wam_ros.benchmark.evaluate import ClosedLoop, EvalOptions
+from wam_ros.config import ConfigError, load_robot_config
+from wam_ros.sim.tasks import EpisodeSpec, get_task
+from wam_ros.sim.world import SimConfig
+
+EVAL_SEED_OFFSET = 10_000  # evaluation scenes never repeat a demonstration's seed
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    condition: str = "clean"
+    perturbation: str = "none"
+    options: EvalOptions = EvalOptions()
+    group: str = "main"
+
+
+def variants(ablations: bool) -> list[Variant]:
+    main = [Variant("clean"), Variant("random", condition="random")]
+    if not ablations:
+        return main
+    return main + [
+        Variant("drop, rollback on", perturbation="drop", group="rollback"),
+        Variant("drop, rollback off", perturbation="drop", options=EvalOptions(rollback=False), group="rollback"),
+        Variant("nudge, rollback on", perturbation="nudge", group="rollback"),
+        Variant("nudge, rollback off", perturbation="nudge", options=EvalOptions(rollback=False), group="rollback"),
+        Variant("gated experts", group="experts"),
+        Variant("predictive only", options=EvalOptions(expert="predictive"), group="experts"),
+        Variant("reactive only", options=EvalOptions(expert="reactive"), group="experts"),
+        Variant("ANS (T_a < T_O)", group="denoising"),
+        Variant("synchronous (T_a = T_O)", options=EvalOptions(ans=False), group="denoising"),
+        Variant("video + depth branch", options=EvalOptions(video=True, depth=True), group="depth"),
+        Variant("video, depth branch off", options=EvalOptions(video=True, depth=False), group="depth"),
+    ]
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    robot: str = "agilex"
+    task: str = "pick_place"
+    demos: int = 24
+    episodes: int = 10              # per variant, in process
+    graph_episodes: int = 2         # Clean episodes through the node graph
+    model: str = "bench"
+    video_steps: int = 400
+    joint_steps: int = 4000
+    ablations: bool = True
+    max_seconds: float = 20.0
+    sim_size: tuple[int, int] = (128, 160)   # camera height, width
+    threads: int = 2
+    out: Path = Path("out/benchmark")
+
+    def __post_init__(self) -> None:
+        get_task(self.task).layout(self.robot)
+        if self.demos < 1 or self.episodes < 1 or self.graph_episodes < 0:
+            raise ConfigError("demos and episodes must be >= 1, graph_episodes >= 0")
+
+
+def _log(message: str) -> None:
+    print(f"[benchmark] {message}", file=sys.stderr, flush=True)
+
+
+def _demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
+    from wam_ros.benchmark.graph import record_demonstrations
+    from wam_ros.data.episodes import episode_paths
+
+    episodes_dir = cfg.out / "demos"
+    done = len(episode_paths([episodes_dir])) if episodes_dir.is_dir() else 0
+    log_path = cfg.out / "demos.json"
+    rows = json.loads(log_path.read_text()) if log_path.is_file() and done else []
+    if done < cfg.demos:
+        _log(f"recording demonstrations {done}..{cfg.demos - 1} through the node graph")
+        start = time.perf_counter()
+        rows += record_demonstrations(cfg.robot, cfg.task, list(range(done, cfg.demos)), episodes_dir, cfg.sim_size)
+        timings["record_s"] = round(time.perf_counter() - start, 1)
+        log_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def _train(cfg: BenchmarkConfig, timings: dict) -> Path:
+    from wam_ros.data.export import ExportConfig, export_lerobot
+
+    dataset, checkpoint = cfg.out / "dataset", cfg.out / "policy.pt"
+    if not (dataset / "meta" / "info.json").is_file():
+        start = time.perf_counter()
+        export_lerobot(sorted((cfg.out / "demos").iterdir()), dataset, ExportConfig(progress=False),
+                       robot=cfg.robot, overwrite=True)
+        timings["export_s"] = round(time.perf_counter() - start, 1)
+    if not checkpoint.is_file():
+        command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(dataset), "--config", cfg.model,
+                   "--robot", cfg.robot, "--out", str(checkpoint), "--video-steps", str(cfg.video_steps),
+                   "--joint-steps", str(cfg.joint_steps), "--threads", str(cfg.threads), "--resume"]
+        _log(" ".join(command[2:]))
+        start = time.perf_counter()
+        with open(cfg.out / "train.log", "a") as log:
+            subprocess.run(command, check=True, stdout=log, stderr=log)
+        timings["train_s"] = round(time.perf_counter() - start, 1)
+    return checkpoint
+
+
+def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]) -> dict[str, list[dict]]:
+    import torch
+
+    from wam_ros.model.policy import load_policy
+
+    torch.set_num_threads(cfg.threads)
+    policy = load_policy(checkpoint)
+    loop = ClosedLoop(policy, load_robot_config(cfg.robot), SimConfig(width=cfg.sim_size[1], height=cfg.sim_size[0]))
+    results: dict[str, list[dict]] = {}
+    try:
+        for variant in chosen:
+            options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds})
+            rows = []
+            for k in range(cfg.episodes):
+                spec = EpisodeSpec(cfg.task, cfg.robot, variant.condition, EVAL_SEED_OFFSET + k, variant.perturbation)
+                rows.append(loop.run(spec, options, seed=k).row())
+            results[variant.name] = rows
+            _log(f"{variant.name}: {sum(r['success'] for r in rows)}/{len(rows)} successes")
+    finally:
+        loop.close()
+    return results
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    from wam_ros.benchmark.report import write_report
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    demos = _demonstrations(cfg, timings)
+    checkpoint = _train(cfg, timings)
+    chosen = variants(cfg.ablations)
+    start = time.perf_counter()
+    in_process = evaluate_in_process(checkpoint, cfg, chosen)
+    timings["evaluate_in_process_s"] = round(time.perf_counter() - start, 1)
+    graph_rows: list[dict] = []
+    if cfg.graph_episodes:
+        from wam_ros.benchmark.graph import evaluate_episodes
+
+        start = time.perf_counter()
+        graph_rows = evaluate_episodes(checkpoint, cfg.robot,
+                                       [EpisodeSpec(cfg.task, cfg.robot, "clean", EVAL_SEED_OFFSET + k)
+                                        for k in range(cfg.graph_episodes)], True, cfg.sim_size, cfg.max_seconds)
+        timings["evaluate_graph_s"] = round(time.perf_counter() - start, 1)
+    train_log = cfg.out / "train.log"
+    results = {"config": {**asdict(cfg), "out": str(cfg.out)}, "command": " ".join(["wam-ros", *sys.argv[1:]]),
+               "demonstrations": demos, "timings_s": timings,
+               "variants": [{"name": v.name, "group": v.group, "condition": v.condition,
+                             "perturbation": v.perturbation, "options": asdict(v.options)} for v in chosen],
+               "in_process": in_process, "graph": graph_rows,
+               "train_log_tail": train_log.read_text().splitlines()[-3:] if train_log.is_file() else []}
+    (cfg.out / "results.json").write_text(json.dumps(results, indent=1))
+    write_report(results, cfg.out)
+    return results
