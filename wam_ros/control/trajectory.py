@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -24,23 +25,31 @@ def min_jerk_duration(distance: np.ndarray, max_velocity: np.ndarray, max_accele
     return float(t.max()) if t.size else 0.0
 
 
+def min_jerk_profile(u: np.ndarray | float) -> np.ndarray:
+    """s(u) = 10u^3 - 15u^4 + 6u^5: 0 -> 1 with zero velocity and acceleration at both ends."""
+    u = np.asarray(u, dtype=float)
+    return u ** 3 * (10 - 15 * u + 6 * u ** 2)
+
+
 def min_jerk_move(start: np.ndarray, goal: np.ndarray, duration: float, dt: float) -> np.ndarray:
     """Waypoints at dt spacing (the first after dt, the last exactly `goal`), shape N x joints."""
     start, goal = np.asarray(start, dtype=float), np.asarray(goal, dtype=float)
     steps = max(1, math.ceil(duration / dt - 1e-9))
-    u = np.arange(1, steps + 1) / steps
-    s = 10 * u ** 3 - 15 * u ** 4 + 6 * u ** 5
+    s = min_jerk_profile(np.arange(1, steps + 1) / steps)
     return start + s[:, None] * (goal - start)
 
 
 class TimedTrajectory:
-    """Joint targets at absolute times, sampled by linear interpolation (held after the end).
+    """Joint targets at absolute times, sampled by linear interpolation (held after the end), or
+    with `profile` (e.g. min_jerk_profile) shaping each segment.
 
     What a trajectory executor does with a JointTrajectory: before the first point it moves
     from the position at `start` (given) towards the first point.
     """
 
-    def __init__(self, times: np.ndarray, positions: np.ndarray, start_time: float, start_positions: np.ndarray):
+    def __init__(self, times: np.ndarray, positions: np.ndarray, start_time: float, start_positions: np.ndarray,
+                 profile: Callable[[float], float] | None = None):
+        self._profile = profile
         times = np.asarray(times, dtype=float)
         if len(times) == 0 or (np.diff(times) <= 0).any():
             raise ValueError("trajectory times must be non-empty and strictly increasing")
@@ -59,4 +68,6 @@ class TimedTrajectory:
             return self._positions[-1].copy()
         k = int(np.searchsorted(self._times, t, side="right")) - 1
         w = (t - self._times[k]) / (self._times[k + 1] - self._times[k])
+        if self._profile is not None:
+            w = float(self._profile(w))
         return (1.0 - w) * self._positions[k] + w * self._positions[k + 1]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wam_ros.config import RobotConfig
+from wam_ros.control.trajectory import TimedTrajectory, min_jerk_profile
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.sim.tasks import EpisodeSetup, scene_heights
 
@@ -35,30 +36,20 @@ class ExpertConfig:
     ik_tolerance: float = 5e-3
 
 
-def _min_jerk(s: np.ndarray) -> np.ndarray:
-    return s ** 3 * (10 - 15 * s + 6 * s ** 2)
-
-
 class ExpertPlan:
-    """Joint targets (robot.joint_names order) at keyframe times; targets(t) interpolates them."""
+    """Joint targets (robot.joint_names order) at keyframe times, joined by minimum-jerk segments."""
 
     def __init__(self, times: list[float], keyframes: list[np.ndarray], joint_names: list[str]):
-        self.times = np.asarray(times, dtype=float)
-        self.keyframes = np.asarray(keyframes, dtype=float)
         self.joint_names = joint_names
+        self._trajectory = TimedTrajectory(np.asarray(times), np.asarray(keyframes), times[0], keyframes[0],
+                                           profile=min_jerk_profile)
 
     @property
     def duration(self) -> float:
-        return float(self.times[-1])
+        return self._trajectory.end_time
 
     def targets(self, t: float) -> np.ndarray:
-        if t <= self.times[0]:
-            return self.keyframes[0].copy()
-        if t >= self.times[-1]:
-            return self.keyframes[-1].copy()
-        i = int(np.searchsorted(self.times, t, side="right")) - 1
-        s = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
-        return self.keyframes[i] + _min_jerk(np.array(s)) * (self.keyframes[i + 1] - self.keyframes[i])
+        return self._trajectory.sample(t)
 
 
 def _top_down(yaw: float) -> np.ndarray:
