@@ -99,6 +99,14 @@ def _demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
     return rows
 
 
+def _trained_steps(checkpoint: Path) -> int:
+    import torch
+
+    if not checkpoint.is_file():
+        return 0
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("train", {}).get("step", 0))
+
+
 def _train(cfg: BenchmarkConfig, timings: dict) -> Path:
     from wam_ros.data.export import ExportConfig, export_lerobot
 
@@ -108,7 +116,7 @@ def _train(cfg: BenchmarkConfig, timings: dict) -> Path:
         export_lerobot(sorted((cfg.out / "demos").iterdir()), dataset, ExportConfig(progress=False),
                        robot=cfg.robot, overwrite=True)
         timings["export_s"] = round(time.perf_counter() - start, 1)
-    if not checkpoint.is_file():
+    if _trained_steps(checkpoint) < cfg.video_steps + cfg.joint_steps:  # absent, or an interrupted run's
         command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(dataset), "--config", cfg.model,
                    "--robot", cfg.robot, "--out", str(checkpoint), "--video-steps", str(cfg.video_steps),
                    "--joint-steps", str(cfg.joint_steps), "--threads", str(cfg.threads), "--resume"]
