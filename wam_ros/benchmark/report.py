@@ -83,8 +83,8 @@ def write_report(results: dict, out: Path) -> Path:
         "",
         f"- Demonstrations: {len(demos)} scripted-expert episodes recorded through the node graph "
         f"({sum(d['success'] for d in demos)} successful; failures are kept, labelled, for the value head).",
-        f"- Model: `{cfg['model']}`, {cfg['video_steps']} video-stage + {cfg['joint_steps']} joint-stage steps "
-        f"on {cfg['threads']} CPU threads.",
+        f"- Model: `{cfg['model']}`, {results.get('trained_steps', cfg['video_steps'] + cfg['joint_steps'])} training "
+        f"steps in all ({cfg['video_steps']} of them video-only) on {cfg['threads']} CPU threads.",
         f"- Evaluation: {cfg['episodes']} episodes per variant in process (the nodes' core code, simulated "
         f"time, inference latency charged to the clock), seeds disjoint from the demonstrations'; "
         f"an episode fails after {cfg['max_seconds']:g} s.",

@@ -173,7 +173,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         timings["evaluate_graph_s"] = round(time.perf_counter() - start, 1)
     train_log = cfg.out / "train.log"
     results = {"config": {**asdict(cfg), "out": str(cfg.out)}, "command": " ".join(["wam-ros", *sys.argv[1:]]),
-               "demonstrations": demos, "timings_s": timings,
+               "demonstrations": demos, "timings_s": timings, "trained_steps": _trained_steps(checkpoint),
                "variants": [{"name": v.name, "group": v.group, "condition": v.condition,
                              "perturbation": v.perturbation, "options": asdict(v.options)} for v in chosen],
                "in_process": in_process, "graph": graph_rows,
