@@ -70,6 +70,7 @@ class BenchmarkConfig:
     max_seconds: float = 20.0
     sim_size: tuple[int, int] = (128, 160)   # camera height, width
     threads: int = 2
+    latency_scale: float = 1.0      # sim seconds per wall second of inference (0: the world waits for the model)
     out: Path = Path("out/benchmark")
 
     def __post_init__(self) -> None:
@@ -139,7 +140,8 @@ def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Var
     results: dict[str, list[dict]] = {}
     try:
         for variant in chosen:
-            options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds})
+            options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds,
+                                     "latency_scale": cfg.latency_scale})
             rows = []
             for k in range(cfg.episodes):
                 spec = EpisodeSpec(cfg.task, cfg.robot, variant.condition, EVAL_SEED_OFFSET + k, variant.perturbation)
