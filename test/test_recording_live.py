@@ -105,7 +105,9 @@ def test_the_episode_bag_holds_every_stream_with_nothing_dropped(recorded):
 def test_export_to_lerobot_and_hdf5_reloads_frames_and_actions_exactly(recorded, tmp_path):
     path, _ = recorded
     index = index_episode(path, fps=15.0)
-    assert index.commands_recorded and len(index) > 50
+    # >= 2 s of frames to compare; on a loaded machine the bag's image/joint overlap was 3.1 s of
+    # the probe's 4.5 s (a fresh-clone CI run), so the bound is not the probe's span
+    assert index.commands_recorded and len(index) > 30
     frames = list(iter_frames(index))
     rgb = np.stack([np.stack([f[1][c] for c in index.cameras]) for f in frames])
     depth = np.stack([np.stack([f[2][c] for c in index.cameras]) for f in frames])
