@@ -29,7 +29,7 @@ from wam_ros.msg import ActionChunk, SupervisorState
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time, image_array, pointcloud_from_msg, trajectory_arrays
 from wam_ros.ros.node_main import make_executor
-from wam_ros.ros.system import SystemOptions, describe_system
+from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 
 CAMERA_TOPICS = ("color/image_raw", "color/camera_info", "aligned_depth_to_color/image_raw",
@@ -214,8 +214,7 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
         # instead of rejecting them. Its task (follow the scripted motion) has no failure to recover
         # from, so value-guided rollback stays off: its value head has nothing meaningful to say.
         supervisor = {"clamp": True, "rollback.enabled": False}
-    specs = [replace(s, parameters={**s.parameters, **supervisor}) if s.executable == "supervisor_node" else s
-             for s in describe_system(options)]
+    specs = with_parameters(describe_system(options), "supervisor_node", supervisor)
     apply_environment()
     rclpy.init(args=["wam-ros"])
     nodes, _ = create_nodes(specs)

@@ -18,7 +18,7 @@ import numpy as np
 
 from wam_ros.config import RobotConfig
 from wam_ros.control.chunking import ChunkScheduler
-from wam_ros.control.supervisor import (Chunk, Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
+from wam_ros.control.supervisor import (Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
                                         Supervisor, SupervisorConfig, SupervisorMode)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.deploy import ChunkReady, DeployConfig, DeployedPolicy, chunking_config
@@ -73,18 +73,6 @@ class EpisodeResult:
                 "final_mode": self.final_mode, "wall_s": round(self.wall_s, 1)}
 
 
-def chunk_from_ready(ready: ChunkReady, joint_names: list[str], gripper_max: dict[str, float]) -> Chunk:
-    """What the supervisor receives from the policy node for one chunk (ActionChunk's fields):
-    arm joints as positions, grippers as openings normalised by their travel."""
-    positions = ready.handover.chunk.positions
-    arms = [i for i, n in enumerate(joint_names) if n not in gripper_max]
-    grippers = [i for i, n in enumerate(joint_names) if n in gripper_max]
-    travel = np.array([gripper_max[joint_names[i]] for i in grippers])
-    return Chunk(ready.chunk_id, ready.obs_time, [joint_names[i] for i in arms], positions[:, arms],
-                 ready.handover.chunk.dt, [joint_names[i] for i in grippers],
-                 np.clip(positions[:, grippers] / travel, 0.0, 1.0), value=ready.prediction.value)
-
-
 class ClosedLoop:
     """Runs episodes of one checkpoint on one robot; the world and kinematics are built once."""
 
@@ -94,8 +82,6 @@ class ClosedLoop:
         self.world = SimWorld(robot, urdf, sim)
         self.kinematics = Kinematics(urdf)
         self.names = list(robot.joint_names)
-        limits = robot.joint_limits()
-        self.gripper_max = {n: limits[n][1] for n in self.names if n.endswith("_gripper")}
 
     def close(self) -> None:
         self.world.close()
@@ -161,7 +147,7 @@ class ClosedLoop:
                 supervisor.update_observation(now)
                 while pending and pending[0][0] <= now + 1e-9:
                     _, ready = pending.pop(0)
-                    chunk = chunk_from_ready(ready, deployed.joint_names, self.gripper_max)
+                    chunk = deployed.command(ready)
                     dispatch(supervisor.update_value(now, chunk.value, chunk.chunk_id), now)
                     dispatch(supervisor.submit_chunk(now, chunk), now)
                     result.chunks += 1

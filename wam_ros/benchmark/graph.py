@@ -10,7 +10,6 @@ episode through the recorder's ~/stop_episode service with the task's outcome.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.qos import CLOCK_QOS, LATCHED_QOS
-from wam_ros.ros.system import SystemOptions, describe_system
+from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
 from wam_ros.sim.expert import plan_expert
 from wam_ros.sim.tasks import EpisodeSpec, sample_episode
 
@@ -44,10 +43,6 @@ class EpisodeWatcher(Node):
         self.create_subscription(SupervisorState, "supervisor/state", lambda m: setattr(self, "supervisor", m),
                                  LATCHED_QOS)
         self.stop_client = self.create_client(SetBool, "recorder/stop_episode")
-
-
-def _with_parameters(specs, executable: str, parameters: dict):
-    return [replace(s, parameters={**s.parameters, **parameters}) if s.executable == executable else s for s in specs]
 
 
 def _run_system(specs, until, wall_timeout: float, finish=None) -> EpisodeWatcher:
@@ -88,8 +83,8 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
             plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
             specs = describe_system(SystemOptions(robot=robot, task=task, seed=seed, teleop="scripted", record=True,
                                                   episodes_dir=str(episodes_dir)))
-            specs = _with_parameters(specs, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
-            specs = _with_parameters(specs, "recorder_node", {"autostart_episode": True})
+            specs = with_parameters(specs, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
+            specs = with_parameters(specs, "recorder_node", {"autostart_episode": True})
             outcome = {}
 
             def stop(watcher: EpisodeWatcher, executor) -> None:
@@ -126,8 +121,8 @@ def evaluate_episodes(checkpoint: Path, robot: str, specs: list[EpisodeSpec], ro
             nodes = describe_system(SystemOptions(robot=robot, checkpoint=str(checkpoint), task=spec.task,
                                                   condition=spec.condition, seed=spec.seed,
                                                   perturbation=spec.perturbation))
-            nodes = _with_parameters(nodes, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
-            nodes = _with_parameters(nodes, "supervisor_node", {"clamp": True, "rollback.enabled": rollback})
+            nodes = with_parameters(nodes, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
+            nodes = with_parameters(nodes, "supervisor_node", {"clamp": True, "rollback.enabled": rollback})
             wall = time.monotonic()
             watcher = _run_system(nodes, lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
                                   wall_timeout)

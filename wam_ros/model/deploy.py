@@ -14,6 +14,7 @@ import numpy as np
 
 from wam_ros.config import SIDES, RobotConfig
 from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler, Handover, default_execution_horizon
+from wam_ros.control.supervisor import Chunk
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
 from wam_ros.model.action_space import ChunkEncoder
@@ -75,6 +76,11 @@ class DeployedPolicy:
         self.encoder = ChunkEncoder(meta.action_space, meta.state_names, meta.action_names, robot)
         self.kinematics = Kinematics(generate_urdf(robot))
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
+        # the command form: arm columns as positions, grippers as openings normalised by their travel
+        limits = robot.joint_limits()
+        self._grippers = [i for i, n in enumerate(self.joint_names) if n.endswith("gripper")]
+        self._arms = [i for i in range(len(self.joint_names)) if i not in self._grippers]
+        self._gripper_max = np.array([limits[self.joint_names[i]][1] for i in self._grippers])
 
     # ---- observations ----------------------------------------------------------------------
     def observation(self, images: Mapping[str, np.ndarray], depths: Mapping[str, np.ndarray] | None,
@@ -113,6 +119,15 @@ class DeployedPolicy:
         return self.policy.predict(obs, video=cfg.video, depth=cfg.depth, action_steps=cfg.action_steps or None,
                                    video_steps=cfg.video_steps or None, seed=seed, inpaint=inpaint,
                                    guidance_clip=cfg.guidance_clip, on_actions=actions_final, expert=cfg.expert)
+
+    def command(self, ready: ChunkReady) -> Chunk:
+        """What the supervisor checks for one chunk (the fields of wam_ros/ActionChunk): the
+        handed-over steps, arms in joint positions, grippers as openings in [0, 1]."""
+        steps = ready.handover.chunk
+        return Chunk(ready.chunk_id, ready.obs_time, [self.joint_names[i] for i in self._arms],
+                     steps.positions[:, self._arms], steps.dt, [self.joint_names[i] for i in self._grippers],
+                     np.clip(steps.positions[:, self._grippers] / self._gripper_max, 0.0, 1.0),
+                     value=ready.prediction.value)
 
     def _encode(self, targets: np.ndarray, state: np.ndarray) -> np.ndarray:
         names = self.policy.meta.action_names

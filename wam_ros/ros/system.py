@@ -6,7 +6,7 @@ so a launched system and an in-process one cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -180,6 +180,11 @@ def robot_description(robot: str) -> str:
         return path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"robot: URDF {path} is missing; regenerate it with `wam-ros urdf`") from None
+
+
+def with_parameters(specs: list[NodeSpec], executable: str, parameters: Mapping[str, Any]) -> list[NodeSpec]:
+    """The specs with `parameters` set on every node of `executable` (tools that tune one node)."""
+    return [replace(s, parameters={**s.parameters, **parameters}) if s.executable == executable else s for s in specs]
 
 
 def describe_system(opts: SystemOptions) -> list[NodeSpec]:

@@ -17,7 +17,8 @@ import numpy as np
 from wam_ros.config import RobotConfig
 from wam_ros.control.trajectory import TimedTrajectory, min_jerk_profile
 from wam_ros.geometry.kinematics import Kinematics
-from wam_ros.sim.tasks import EpisodeSetup, scene_heights
+from wam_ros.sim.tasks import EpisodeSetup
+from wam_ros.sim.world import scene_heights
 
 
 class PlanningError(RuntimeError):
@@ -76,7 +77,7 @@ class _Planner:
     def _tcp(self, side: str) -> np.ndarray:
         return self.kin.frame_pose(self.q, f"{side}_tcp")[:3, 3]
 
-    def _jitter(self) -> np.ndarray:
+    def jitter(self) -> np.ndarray:
         return self.rng.uniform(-self.cfg.position_noise, self.cfg.position_noise, 3)
 
     def _append(self, duration: float) -> None:
@@ -117,8 +118,8 @@ class _Planner:
             raise PlanningError(f"{side} arm: no top-down pose reaches {np.round(xyz, 3).tolist()}")
         return best[1], best[2]
 
-    def move(self, side: str, xyz: np.ndarray, keep_yaw: bool = True) -> None:
-        solution, self.yaw[side] = self._reach(side, xyz, self.yaw.get(side) if keep_yaw else None)
+    def move(self, side: str, xyz: np.ndarray) -> None:
+        solution, self.yaw[side] = self._reach(side, xyz, self.yaw.get(side))
         distance = float(np.linalg.norm(self._tcp(side) - xyz))
         self.q.update(solution)
         self._append(max(self.cfg.min_segment, distance / self.cfg.speed))
@@ -161,18 +162,18 @@ def plan_expert(robot: RobotConfig, kinematics: Kinematics, setup: EpisodeSetup,
     for stage in setup.task.stages:
         if stage.kind == "grasped":
             side = holder = stage.arm
-            grasp = np.array(where[stage.obj]) + p._jitter() * np.array([1, 1, 0.5])
+            grasp = np.array(where[stage.obj]) + p.jitter() * np.array([1, 1, 0.5])
             p.yaw.pop(side, None)  # a new grasp picks its own wrist yaw
-            p.move_above(side, grasp + p._jitter())
+            p.move_above(side, grasp + p.jitter())
             p.move(side, grasp)
             p.gripper(side, closed=True)
-            p.move_above(side, grasp + p._jitter())
+            p.move_above(side, grasp + p.jitter())
         else:
             side = holder
             top = table_top if stage.target == "transfer" else \
                 where[stage.target][2] + object_half_heights[stage.target]
             drop = np.array([*place_xy[stage.target], top + object_half_heights[stage.obj] + 0.006])
-            drop[:2] += p._jitter()[:2]
+            drop[:2] += p.jitter()[:2]
             p.move_above(side, drop)
             p.move(side, drop)
             p.gripper(side, closed=False)

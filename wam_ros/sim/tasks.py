@@ -181,12 +181,6 @@ def setup_world(world: SimWorld, spec: EpisodeSpec) -> EpisodeSetup:
     return setup
 
 
-def scene_heights(robot: RobotConfig) -> tuple[float, dict[str, float]]:
-    """(table top z, object -> half height) from the robot's scene config."""
-    t = robot.table
-    return float(t.pose.xyz[2] + t.size[2]), {o.name: float(o.size[2]) for o in robot.objects}
-
-
 @dataclass
 class TaskStatus:
     stage: int                  # stages completed, in order (latched)
@@ -207,7 +201,7 @@ class TaskMonitor:
     place_tolerance: float = 0.025  # m in x and y
     settle_speed: float = 0.05      # m/s: resting
     perturb_delay: float = 0.3      # s after the trigger stage
-    start_time: float = 0.0
+    start_time: float = field(init=False)
     status: TaskStatus = field(init=False)
     _perturb_at: float = field(init=False, default=math.inf)
 

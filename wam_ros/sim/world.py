@@ -20,6 +20,12 @@ import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
 from wam_ros.config import CAMERA_NAMES, ConfigError, RobotConfig  # noqa: E402
 
 
+def scene_heights(robot: RobotConfig) -> tuple[float, dict[str, float]]:
+    """(table top z, object -> half height) from the robot's scene config."""
+    t = robot.table
+    return float(t.pose.xyz[2] + t.size[2]), {o.name: float(o.size[2]) for o in robot.objects}
+
+
 class CommandError(ValueError):
     """A joint command was rejected; the simulated robot keeps its previous targets."""
 
@@ -198,7 +204,6 @@ class SimWorld:
                 act.forcerange = [-robot.arm.gripper.effort, robot.arm.gripper.effort]
                 act.forcelimited = True
         model = spec.compile()
-        self._clean_object_rgba = {o.name: tuple(o.rgba) for o in robot.objects}
         model.vis.quality.shadowsize = 0
         model.vis.map.znear = 0.01
         return model
@@ -259,8 +264,7 @@ class SimWorld:
         return self.data.body(f"{side}_tcp").xpos.copy()
 
     def table_top(self) -> float:
-        t = self.robot.table
-        return float(t.pose.xyz[2] + t.size[2])
+        return scene_heights(self.robot)[0]
 
     def apply_appearance(self, appearance: Appearance) -> None:
         """Lighting, table texture and colour, object colours and clutter (render-time model data)."""
@@ -282,7 +286,8 @@ class SimWorld:
             m.mat_rgba[material] = appearance.table_rgba
             m.mat_texrepeat[material] = appearance.texture_repeat
             m.geom_rgba[table] = (1.0, 1.0, 1.0, 1.0)
-        for name, rgba in {**self._clean_object_rgba, **appearance.object_rgba}.items():
+        clean = {o.name: tuple(o.rgba) for o in self.robot.objects}
+        for name, rgba in {**clean, **appearance.object_rgba}.items():
             m.geom_rgba[m.body(name).geomadr[0]] = rgba
         if len(appearance.distractors) > DISTRACTOR_SLOTS:
             raise ValueError(f"{len(appearance.distractors)} distractors; the scene has {DISTRACTOR_SLOTS} slots")

@@ -87,12 +87,6 @@ class PolicyNode(Node):
         }
         self.params = p
         self.deployed = self._load(p)
-        self.joint_names = self.deployed.joint_names
-        # ActionChunk: arm columns as positions, grippers as openings normalised by their travel
-        self._grippers = [i for i, n in enumerate(self.joint_names) if n.endswith("gripper")]
-        self._arms = [i for i in range(len(self.joint_names)) if i not in self._grippers]
-        limits = self.deployed.robot.joint_limits()
-        self._gripper_max = np.array([limits[self.joint_names[i]][1] for i in self._grippers])
         self._latest_obs: MultiViewRGBD | None = None
         self._joints: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -258,15 +252,13 @@ class PolicyNode(Node):
         self._chunks.tick(time.monotonic())
         self._jumps.append(handover.jump)
         self._starved += handover.starved_steps
-        chunk = handover.chunk
-        arms, grippers = self._arms, self._grippers
+        command = self.deployed.command(ready)
         pred = ready.prediction
         msg = ActionChunk(chunk_id=ready.chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
-                          joint_names=[self.joint_names[i] for i in arms], horizon=len(chunk.positions),
-                          dt=chunk.dt, positions=chunk.positions[:, arms].ravel().tolist(),
-                          gripper_names=[self.joint_names[i] for i in grippers],
-                          gripper=np.clip(chunk.positions[:, grippers] / self._gripper_max, 0.0, 1.0).ravel().tolist(),
-                          execute_from=to_time(chunk.start), expert=EXPERTS[pred.expert], value=pred.value,
+                          joint_names=command.joint_names, horizon=len(command.positions), dt=command.dt,
+                          positions=command.positions.ravel().tolist(), gripper_names=command.gripper_names,
+                          gripper=command.gripper.ravel().tolist(), execute_from=to_time(handover.chunk.start),
+                          expert=EXPERTS[pred.expert], value=pred.value,
                           inference_latency=handover.latency,
                           inference_delay_steps=self.deployed.scheduler.delay_steps)
         msg.header.stamp, msg.header.frame_id = to_time(ready.obs_time), self.params["frame_id"]
