@@ -17,7 +17,7 @@ from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
 from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.model.text import UnknownInstruction
 from wam_ros.model.train import TrainConfig, WindowDataset
-from wam_ros.model.wam import (WorldActionModel, add_noise, sample_ans_times, video_loss, x0_loss,
+from wam_ros.model.wam import (WorldActionModel, add_noise, sample_ans_times, training_losses, video_loss, x0_loss,
                                x0_to_velocity)
 from wam_ros.robots.actions import EE_DELTA, JOINT_DELTA, ActionConverter
 from wam_ros.robots.urdf import generate_urdf
@@ -188,6 +188,23 @@ def test_loss_parameterisations_match_the_formulas():
     assert torch.allclose(x0_to_velocity(x_t, clean, t, 0.02), noise - clean)  # v = x1 - x0
     tiny_t = torch.tensor([0.001])
     assert torch.allclose(x0_to_velocity(torch.ones(1, 2), torch.zeros(1, 2), tiny_t, 0.02), torch.full((1, 2), 50.0))
+
+
+@torch.no_grad()
+def test_failed_episodes_teach_the_value_and_gate_but_are_not_imitated(tiny):
+    cfg, dataset, model, _, episodes = tiny
+    failed = [i for i, (e, _) in enumerate(dataset.index) if not episodes[e].success]
+    succeeded = [i for i, (e, _) in enumerate(dataset.index) if episodes[e].success]
+    assert failed and succeeded
+    failed_batch = dataset.batch(failed[:6])
+    assert failed_batch["imitate"].tolist() == [0.0] * 6
+    losses = training_losses(model, failed_batch, "joint", torch.Generator().manual_seed(0))
+    assert losses["action"].item() == 0.0 and losses["reactive"].item() == 0.0
+    assert losses["value"].item() > 0.0 and losses["gate"].item() > 0.0
+    mixed = dataset.batch(failed[:3] + succeeded[:3])
+    assert mixed["imitate"].tolist() == [0.0] * 3 + [1.0] * 3
+    losses = training_losses(model, mixed, "joint", torch.Generator().manual_seed(0))
+    assert losses["reactive"].item() > 0.0
 
 
 def test_monte_carlo_value_targets():

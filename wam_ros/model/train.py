@@ -92,7 +92,7 @@ class WindowDataset:
                 "state": ep.state, "action": ep.action, "task": ep.task,
                 "state_tcp": self.encoder.tcp_poses(ep.state, meta.state_names),
                 "target_tcp": self.encoder.tcp_poses(ep.action, meta.action_names),
-                "value": value, "gate": gate,
+                "value": value, "gate": gate, "success": ep.success,
             })
         self.index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep))]
         chunks = np.stack([self.chunk(e, t) for e, t in self.index])  # (windows, K, A), encoded once
@@ -117,7 +117,7 @@ class WindowDataset:
 
     def batch(self, indices: list[int], device: torch.device | str = "cpu") -> dict:
         cfg = self.cfg
-        rgb, depth, state, actions, value, gate, tasks = [], [], [], [], [], [], []
+        rgb, depth, state, actions, value, gate, imitate, tasks = [], [], [], [], [], [], [], []
         for i in indices:
             e, t = self.index[i]
             ep = self.episodes[e]
@@ -130,6 +130,7 @@ class WindowDataset:
             state.append(self.normalizer.state.normalize(ep["state"][t]))
             value.append(ep["value"][t])
             gate.append(ep["gate"][t])
+            imitate.append(float(ep["success"]))
             tasks.append(ep["task"])
         batch = {"rgb": rgb_tensor(np.stack(rgb)).to(device),
                  "inverse_depth": inverse_depth(torch.from_numpy(np.stack(depth))).to(device) if depth else None,
@@ -137,6 +138,7 @@ class WindowDataset:
                  "actions": torch.from_numpy(np.stack(actions)).to(device),
                  "value": torch.tensor(np.array(value), dtype=torch.float32, device=device),
                  "gate": torch.tensor(np.array(gate), dtype=torch.float32, device=device),
+                 "imitate": torch.tensor(imitate, dtype=torch.float32, device=device),
                  "instruction": tasks}
         return batch
 

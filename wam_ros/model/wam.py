@@ -283,7 +283,9 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
     losses, the reactive expert on the predicted future, and the gate (autoencoder frozen).
 
     batch: rgb (B, V, F, 3, H, W) in [-1, 1]; inverse_depth (B, V, F, H, W) or None; state (B, S) and
-    actions (B, K, A) normalised; value (B,) progress in [0, 1]; gate (B,) labels; instruction list."""
+    actions (B, K, A) normalised; value (B,) progress in [0, 1]; gate (B,) labels; imitate (B,) 1 where
+    the actions are worth imitating (a successful episode's; absent: all), instruction list. Failed
+    episodes still teach the value, the gate and the video: what failing looks like."""
     cfg = model.cfg
     rgb, inv = batch["rgb"], batch.get("inverse_depth")
     losses: dict[str, Tensor] = {}
@@ -321,12 +323,14 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         valid = (inv > 0).float()
         losses["depth"] = ((out.inverse_depth - inv).pow(2) * valid).sum() / valid.sum().clamp(min=1.0)
     if stage == "joint":
-        denoised = t_a > 0  # t_a = 0 samples condition the video on clean actions: nothing to learn there
-        losses["action"] = x0_loss(out.action_x0, a0, denoised.float())
-        losses["value"] = x0_loss(out.value_x0[:, None], v0[:, None], denoised.float())
+        denoised = (t_a > 0).float()  # t_a = 0 samples condition the video on clean actions: nothing to learn there
+        imitate = batch.get("imitate", torch.ones(b, device=device))
+        losses["action"] = x0_loss(out.action_x0, a0, denoised * imitate)
+        losses["value"] = x0_loss(out.value_x0[:, None], v0[:, None], denoised)
         future_hat = (z_t - t_o.reshape(-1, 1, 1, 1, 1, 1) * out.video_velocity[:, :, 1:]).detach()
         reactive = model.reactive(torch.cat([z[:, :, :1], future_hat], dim=2), out.video_hidden.detach(),
                                   batch["state"])
-        losses["reactive"] = F.smooth_l1_loss(reactive, a0)
+        reactive_error = F.smooth_l1_loss(reactive, a0, reduction="none").flatten(1).mean(dim=1)
+        losses["reactive"] = (reactive_error * imitate).sum() / imitate.sum().clamp(min=1.0)
         losses["gate"] = F.binary_cross_entropy_with_logits(model.gate_logit(current, text), batch["gate"])
     return losses
