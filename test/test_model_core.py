@@ -125,10 +125,16 @@ def test_ans_inference_passes_and_final_actions(tiny):
              model.layers[0].action.qkv.register_forward_hook(lambda *a: action_passes.append(1))]
     try:
         session = policy.session(observation(cfg, episodes[0]), action_steps=2, video_steps=6, seed=1)
-        snapshots = []
+        snapshots, progress = [], []
+        with pytest.raises(RuntimeError, match="no value yet"):
+            session.progress()
         while not session.video_final:
             session.step()
             snapshots.append(session.action_chunk())
+            progress.append(session.progress())
+        # the expected progress is the first pass's estimate, not the sampled value's last draw
+        assert progress == [progress[0]] * 6
+        assert progress[0] != pytest.approx(float(np.clip((float(session.value) + 1) / 2, 0, 1)), abs=1e-6)
         assert len(passes) == 6 and len(action_passes) == 2  # T_O passes, the action expert in T_a of them
         assert session.actions_final
         for later in snapshots[2:]:
