@@ -12,7 +12,7 @@ from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import load_model_config
 from wam_ros.model.layers import Rope3d
-from wam_ros.model.normalization import Normalizer
+from wam_ros.model.normalization import ACTION_SCALE_FLOOR, Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
 from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.model.text import UnknownInstruction
@@ -264,7 +264,15 @@ def test_normalisation_scales_delta_actions_without_bias():
     for space in ("ee_delta", "joint_delta"):
         n = Normalizer.from_data(actions, actions, space, [3])
         assert n.action.offset[3] != 0 and np.all(n.action.offset[:3] == 0)
-
+    # an idle arm: its columns never move, so a network error of 0.05 must not move it either
+    idle = actions.copy()
+    idle[:, 2] = 0.0  # a delta column without motion
+    idle[:, 3] = 0.035  # a gripper that stays open
+    for space in ("joint_delta", "joint_position"):
+        n = Normalizer.from_data(idle, idle, space, [3])
+        assert np.all(n.action.normalize(idle)[:, 2:] == 0.0)  # the training targets
+        assert np.all(np.abs(n.action.denormalize(np.full((1, 4), 0.05))[0, 2:] - idle[0, 2:]) <= 0.05 * ACTION_SCALE_FLOOR + 1e-9)
+        assert n.state.scale[2] == 1.0  # an input that never varied is not blown up
 
 def test_presets_and_the_paper_scale():
     small = load_model_config("small")

@@ -3,6 +3,11 @@
 States map [q01, q99] -> [-1, 1]. Actions in delta spaces are scaled without a bias
 (x / max(|q01|, |q99|)), so a zero action stays "no motion"; absolute columns (joint position
 targets, gripper openings) use the same affine map as states.
+
+A column that never varied gets scale 1 as a state (an input; an unseen value must not blow it
+up) but ACTION_SCALE_FLOOR as an action (an output: the network's residual error must not move
+what the demonstrations never moved). With scale 1, the idle arm of a one-armed task drifted by
+0.7 rad over one closed-loop episode of delta chunks. Both give the same training targets (0).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 _EPS = 1e-6
+ACTION_SCALE_FLOOR = 1e-3  # rad or m: a constant action column moves at most this per unit of error
 
 
 def statistics(values: np.ndarray) -> dict[str, list[float]]:
@@ -35,11 +41,13 @@ class AffineMap:
         return np.asarray(x, dtype=np.float64) * self.scale + self.offset
 
     @classmethod
-    def from_quantiles(cls, q01: Sequence[float], q99: Sequence[float], biased: Sequence[bool]) -> "AffineMap":
+    def from_quantiles(cls, q01: Sequence[float], q99: Sequence[float], biased: Sequence[bool],
+                       constant_scale: float = 1.0) -> "AffineMap":
+        """constant_scale: the scale of a column whose quantiles coincide."""
         lo, hi, biased = np.asarray(q01, float), np.asarray(q99, float), np.asarray(biased, bool)
         offset = np.where(biased, (lo + hi) / 2, 0.0)
         scale = np.where(biased, (hi - lo) / 2, np.maximum(np.abs(lo), np.abs(hi)))
-        return cls(offset, np.where(scale < _EPS, 1.0, scale))
+        return cls(offset, np.where(scale < _EPS, constant_scale, np.maximum(scale, _EPS)))
 
 
 @dataclass
@@ -59,4 +67,4 @@ class Normalizer:
         s, a = stats["state"], stats["action"]
         biased_actions = [action_space == "joint_position" or i in gripper_indices for i in range(len(a["q01"]))]
         return cls(AffineMap.from_quantiles(s["q01"], s["q99"], [True] * len(s["q01"])),
-                   AffineMap.from_quantiles(a["q01"], a["q99"], biased_actions), stats)
+                   AffineMap.from_quantiles(a["q01"], a["q99"], biased_actions, ACTION_SCALE_FLOOR), stats)
