@@ -27,7 +27,7 @@ DT = 1 / 15
 
 def make_config(clamp: bool = False, workspace: WorkspaceBox | None = None, **rollback) -> SupervisorConfig:
     return SupervisorConfig.for_robot(ROBOT, clamp=clamp, workspace=workspace,
-                                      rollback=RollbackConfig(**{"cooldown": 0.0, **rollback}))
+                                      rollback=RollbackConfig(**{"cooldown": 0.0, "consecutive": 1, **rollback}))
 
 
 class Harness:

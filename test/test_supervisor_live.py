@@ -150,7 +150,7 @@ def world():
     domain = SPARE_DOMAIN_IDS[0]
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
     process = subprocess.Popen([str(Path(sys.executable).parent / "supervisor_node"), "--ros-args",
-                                "-p", "robot:=agilex", "-p", "rollback.cooldown:=0.0",
+                                "-p", "robot:=agilex", "-p", "rollback.cooldown:=0.0", "-p", "rollback.consecutive:=1",
                                 "-p", f"rollback.max_rollbacks:={MAX_ROLLBACKS}",
                                 "-p", "timeouts.value:=0.0", "-p", "timeouts.chunks:=0.0"], env=env)
     w = World(domain)
