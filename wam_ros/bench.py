@@ -59,7 +59,9 @@ def bench_supervisor(robot: str = "agilex", repeats: int = 200) -> dict:
     home = cfg.home_positions()
 
     def running(workspace: WorkspaceBox | None) -> tuple[Supervisor, np.ndarray]:
-        config = SupervisorConfig.for_robot(cfg, workspace=workspace, rollback=RollbackConfig(cooldown=0.0, consecutive=1))  # timed from the triggering estimate
+        # consecutive=1: the reaction is timed from the estimate that triggers
+        config = SupervisorConfig.for_robot(cfg, workspace=workspace,
+                                            rollback=RollbackConfig(cooldown=0.0, consecutive=1))
         sup = Supervisor(config, lambda q, frames: kinematics.frame_poses(q, list(frames)))
         q = np.array([home[n] for n in config.arm_joints])
         names = [*config.arm_joints, *config.gripper_joints]
