@@ -270,6 +270,32 @@ def test_rollback_does_not_open_a_gripper_that_holds_an_object():
     assert command.positions[-1, 13] == pytest.approx(ROBOT.arm.gripper.stroke)
 
 
+def test_a_lost_grasp_rolls_back_to_before_the_grasp_not_to_the_peak():
+    h = running()
+    stroke = ROBOT.arm.gripper.stroke
+    for t, v in ((0.6, 0.2), (1.2, 0.5)):  # approach with the gripper open
+        h.q = h.q + 0.02
+        h.feed(t)
+        h.value(v)
+    before_grasp = h.q.copy()
+    h.chunk(np.tile(h.q, (15, 1)), gripper_names=["left_gripper"], gripper=np.zeros((15, 1)))
+    h.grip = np.array([0.4 * stroke, stroke])  # closed on the cube
+    h.q = h.q + 0.02
+    h.feed(1.8)
+    h.value(0.8)  # the peak, holding it
+    h.q = h.q + 0.02
+    h.grip = np.array([0.0, stroke])  # the cube fell out: the fingers close fully
+    h.feed(2.4)
+    events = h.value(0.3)
+    fired = next(e for e in events if isinstance(e, RollbackFired))
+    command = next(e for e in events if isinstance(e, Command))
+    assert "the object held at the peak is lost, back to before its grasp (value 0.50)" in fired.detail
+    np.testing.assert_allclose(fired.checkpoint.arm, before_grasp)
+    np.testing.assert_allclose(command.positions[-1, :12], before_grasp)
+    assert command.positions[-1, 12] == pytest.approx(stroke)  # reopened: nothing is in the hand to drop
+    assert h.sup.peak == pytest.approx(0.5)  # the lost peak is no longer the reference
+
+
 def test_bad_configuration_is_named():
     with pytest.raises(ConfigError, match=r"rollback.delta: expected a value in \(0, 1\), got 1.5"):
         RollbackConfig(delta=1.5)

@@ -4,7 +4,9 @@ Every command to the arms leaves through `Supervisor`: action chunks are checked
 and forwarded only in RUNNING; stale streams move to HOLD; an e-stop latches ESTOP until an
 explicit reset; and when the predicted progress value drops below `peak - delta` the robot is
 driven back to the checkpoint of the peak (ROLLING_BACK), the policy is asked for a fresh chunk
-(RESAMPLING), and execution resumes with it (MV-WAM's value-guided rollback).
+(RESAMPLING), and execution resumes with it (MV-WAM's value-guided rollback). Moving the arms
+back does not move the world back: when a gripper held an object at the peak and has lost it
+since, the peak cannot be returned to, and the best checkpoint from before that grasp is.
 
 Times are ROS times in seconds, passed in by the caller; methods return the events the node
 must publish or act on, in order.
@@ -150,6 +152,7 @@ class Checkpoint:
     gripper: np.ndarray   # m
     chunk_id: int
     value: float
+    holding: np.ndarray   # per gripper: an object between the fingers
 
 
 @dataclass
@@ -238,7 +241,7 @@ class Supervisor:
             self._reset_peak()
         if self.mode != SupervisorMode.RUNNING or self._q_arm is None:
             return []
-        checkpoint = Checkpoint(now, self._q_arm.copy(), self._q_gripper.copy(), chunk_id, value)
+        checkpoint = Checkpoint(now, self._q_arm.copy(), self._q_gripper.copy(), chunk_id, value, self._holding())
         if not self.checkpoints or now - self.checkpoints[-1].stamp >= self.config.rollback.checkpoint_spacing:
             self.checkpoints.append(checkpoint)
         if value >= self.peak:
@@ -432,8 +435,29 @@ class Supervisor:
         return Command([*cfg.arm_joints, *cfg.gripper_joints], np.hstack([checked.positions, gripper]), chunk.dt,
                        0.0, f"chunk {chunk.chunk_id}")
 
+    def _holding(self) -> np.ndarray:
+        """Per gripper: commanded closed but blocked part-way open, so an object is between the fingers."""
+        lo, hi = self.config.grasp_opening
+        gripper_max = np.array(self.config.gripper_max)
+        opening = self._q_gripper / gripper_max
+        return (self._commanded_gripper <= lo * gripper_max) & (opening >= lo) & (opening <= hi)
+
+    def _choose_rollback_checkpoint(self) -> tuple[Checkpoint, str]:
+        """The peak's checkpoint, unless a gripper held an object there that it holds no more (dropped,
+        or knocked out): then the checkpoint of highest value, the latest of equals, among those where
+        no such gripper held anything, which makes it the new peak. Without one, the peak's."""
+        peak = self._peak_checkpoint
+        lost = peak.holding & ~self._holding()
+        before_grasp = [c for c in self.checkpoints if not (c.holding & lost).any()]
+        if not lost.any() or not before_grasp:
+            return peak, ""
+        target = max(reversed(before_grasp), key=lambda c: c.value)
+        self.peak, self._peak_checkpoint = target.value, target
+        return target, f"; the object held at the peak is lost, back to before its grasp (value {target.value:.2f})"
+
     def _start_rollback(self, now: float, detail: str) -> list[Event]:
-        target = self._peak_checkpoint
+        target, reason = self._choose_rollback_checkpoint()
+        detail += reason
         cfg = self.config
         lim = [cfg.checks.limits[n] for n in cfg.arm_joints]
         duration = min_jerk_duration(target.arm - self._q_arm, np.array([l.max_velocity for l in lim]),
@@ -445,10 +469,7 @@ class Supervisor:
         held = self._commanded_gripper.copy()
         restored = target.gripper.copy()
         if not cfg.rollback.may_open_grippers:
-            lo, hi = cfg.grasp_opening
-            opening = self._q_gripper / np.array(cfg.gripper_max)
-            holding = (held <= lo * np.array(cfg.gripper_max)) & (opening >= lo) & (opening <= hi)
-            restored = np.where(holding & (restored > self._q_gripper), held, restored)
+            restored = np.where(self._holding() & (restored > self._q_gripper), held, restored)
         gripper_steps = max(1, math.ceil(0.5 / dt))
         rows = np.vstack([np.hstack([arm_path, np.tile(held, (len(arm_path), 1))]),
                           np.hstack([np.tile(target.arm, (gripper_steps, 1)),
