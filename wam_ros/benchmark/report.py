@@ -121,8 +121,8 @@ def write_report(results: dict, out: Path) -> Path:
               "- drop: the cube falls out of the hand 0.3 s after the grasp; nudge: it slides 3-5 cm as the "
               "gripper closes in. Rollback returns the arm to the checkpoint of the peak predicted progress "
               "(to the best one before the grasp when the cube held at the peak has been lost) and resamples. "
-              "A dropped cube lands, and a nudged one slides, 3-5 cm from where it was: beyond the "
-              "demonstrations' range, so retrying succeeds only where the policy follows the displaced cube.",
+              "A nudged cube slides 3-5 cm and a dropped one may bounce away, beyond the demonstrations' "
+              "range (+-1.5 cm): retrying succeeds only where the policy follows the displaced cube.",
               "- Latency is the wall time from an observation to final actions on this CPU; the simulator "
               "charges it to the clock, so slower inference executes staler chunks.", ""]
     path = out / "report.md"
