@@ -69,14 +69,18 @@ def test_stage_markers_come_in_order_and_success_needs_the_release(agilex):
     assert 0 < first_seen[1] < first_seen[2]
 
 
-def test_drop_perturbation_moves_the_cube_out_of_the_hand_and_the_expert_fails(agilex):
+@pytest.mark.parametrize("kind, landing", [("drop", (0.03, 0.05)), ("slip", (0.0, 0.015))])
+def test_drop_and_slip_take_the_cube_out_of_the_hand_and_the_expert_fails(agilex, kind, landing):
     robot, world, kinematics = agilex
+    spec = EpisodeSpec("pick_place", "agilex", "clean", 3, kind)
+    start = np.array(sample_episode(spec, robot).positions["red_cube"])
     seen = []
-    monitor = run_expert(robot, world, kinematics, EpisodeSpec("pick_place", "agilex", "clean", 3, "drop"),
-                         lambda t, s: seen.append((t, s.stage, s.perturbed)))
-    grasped_at = next(t for t, stage, _ in seen if stage >= 1)
-    dropped_at = next(t for t, _, perturbed in seen if perturbed)
+    monitor = run_expert(robot, world, kinematics, spec,
+                         lambda t, s: seen.append((t, s.stage, s.perturbed, world.object_position("red_cube"))))
+    grasped_at = next(t for t, stage, _, _ in seen if stage >= 1)
+    dropped_at, landed = next((t, cube) for t, _, perturbed, cube in seen if perturbed)
     assert dropped_at == pytest.approx(grasped_at + monitor.perturb_delay, abs=0.02)
+    assert landing[0] - 0.005 <= np.linalg.norm(landed[:2] - start) <= landing[1] + 0.005  # from where it lay
     cube = world.object_position("red_cube")
     assert cube[2] < world.table_top() + 0.03  # on the table, not in the bin
     assert not monitor.status.success

@@ -118,11 +118,12 @@ def write_report(results: dict, out: Path) -> Path:
     lines += ["## Reading it", "",
               "- Clean scenes sample object positions inside the demonstrations' range; Random scenes change "
               "lighting, table texture, object colours and clutter, and move objects beyond that range.",
-              "- drop: the cube falls out of the hand 0.3 s after the grasp; nudge: it slides 3-5 cm as the "
+              "- drop: the cube falls out of the hand 0.3 s after the grasp and lands 3-5 cm away; slip: it "
+              "falls straight down at that moment, back within the retry's reach; nudge: it slides 3-5 cm as the "
               "gripper closes in. Rollback returns the arm to the checkpoint of the peak predicted progress "
               "(to the best one before the grasp when the cube held at the peak has been lost) and resamples. "
-              "A nudged cube slides 3-5 cm and a dropped one may bounce away, beyond the demonstrations' "
-              "range (+-1.5 cm): retrying succeeds only where the policy follows the displaced cube.",
+              "A dropped or nudged cube ends up beyond the demonstrations' range (+-1.5 cm): retrying "
+              "succeeds there only where the policy follows the displaced cube.",
               "- Latency is the wall time from an observation to final actions on this CPU; the simulator "
               "charges it to the clock, so slower inference executes staler chunks.", ""]
     path = out / "report.md"

@@ -44,6 +44,8 @@ def variants(ablations: bool) -> list[Variant]:
     return main + [
         Variant("drop, rollback on", perturbation="drop", group="rollback"),
         Variant("drop, rollback off", perturbation="drop", options=EvalOptions(rollback=False), group="rollback"),
+        Variant("slip, rollback on", perturbation="slip", group="rollback"),
+        Variant("slip, rollback off", perturbation="slip", options=EvalOptions(rollback=False), group="rollback"),
         Variant("nudge, rollback on", perturbation="nudge", group="rollback"),
         Variant("nudge, rollback off", perturbation="nudge", options=EvalOptions(rollback=False), group="rollback"),
         Variant("gated experts", group="experts"),

@@ -64,8 +64,9 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("condition", "clean", "Task condition: clean (the demonstrations' range) or random "
                    "(lighting, table texture, colours, clutter, positions)", CONDITIONS),
     LaunchArgument("seed", "0", "Task episode seed (object positions, appearance, expert noise)"),
-    LaunchArgument("perturbation", "none", "Task perturbation: the object dropped after the grasp, or nudged "
-                   "as the gripper approaches", PERTURBATIONS),
+    LaunchArgument("perturbation", "none", "Task perturbation: the object dropped after the grasp (landing "
+                   "3-5 cm away), slipping from the grasp (landing where it was lifted), or nudged as the "
+                   "gripper approaches", PERTURBATIONS),
 )
 
 

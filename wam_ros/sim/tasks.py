@@ -18,7 +18,7 @@ from wam_ros.config import ConfigError, RobotConfig, check_choice
 from wam_ros.sim.world import Appearance, Distractor, SimWorld, TABLE_TEXTURES
 
 CONDITIONS = ("clean", "random")
-PERTURBATIONS = ("none", "drop", "nudge")
+PERTURBATIONS = ("none", "drop", "slip", "nudge")
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ class TaskMonitor:
             return
         obj = self.setup.task.stages[0].obj
         w = self.world
-        if kind == "drop" and s.stage >= 1 and self._perturb_at == math.inf:
+        if kind in ("drop", "slip") and s.stage >= 1 and self._perturb_at == math.inf:
             self._perturb_at = now + self.perturb_delay
         if kind == "nudge" and self._perturb_at == math.inf:
             # as the gripper closes in (within 8 cm), the object is pushed aside
@@ -256,7 +256,8 @@ class TaskMonitor:
                 self._perturb_at = now
         if now >= self._perturb_at:
             p = w.object_position(obj)
-            dx, dy = self.setup.perturbation_offset
-            # dropped: the object falls out of the hand onto the table, displaced; nudged: slid aside
+            # dropped: the object falls out of the hand onto the table, displaced; slipped: it falls
+            # straight down, back within reach of a retry; nudged: slid aside
+            dx, dy = (0.0, 0.0) if kind == "slip" else self.setup.perturbation_offset
             w.set_object_position(obj, (p[0] + dx, p[1] + dy, w.table_top() + w.object_half_size(obj)[2]))
             s.perturbed = True
