@@ -4,6 +4,7 @@ form (two demonstrations, a few training steps, one episode per variant)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -137,6 +138,10 @@ def test_bad_episodes_are_refused_by_name():
         EpisodeSpec("stack", "agilex", condition="dusty")
     with pytest.raises(ConfigError, match="perturbation"):
         EpisodeSpec("stack", "agilex", perturbation="shake")
+    from wam_ros.benchmark.run import BenchmarkConfig
+
+    with pytest.raises(ConfigError, match="demo_condition"):
+        BenchmarkConfig(demo_condition="dusk")
 
 
 def test_system_description_passes_the_episode_to_the_simulator_and_the_expert():
@@ -200,6 +205,9 @@ def test_benchmark_pipeline_short_form(short_benchmark):
     # a second run reuses the recordings and the checkpoint
     again = run_benchmark(cfg)
     assert "record_s" not in again["timings_s"] and "train_s" not in again["timings_s"]
+    assert {d["condition"] for d in again["demonstrations"]} == {"clean"}
+    with pytest.raises(ConfigError, match=r"holds demonstrations in \['clean'\] scenes, not 'random'"):
+        run_benchmark(dataclasses.replace(cfg, demo_condition="random"))  # never mixed into one dataset
 
 
 def test_closed_loop_is_reproducible_without_latency(short_benchmark):

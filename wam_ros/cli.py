@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--robot", default="agilex", choices=ROBOTS)
     p.add_argument("--task", default="pick_place", choices=sorted(TASKS))
     p.add_argument("--demos", type=int, default=24, help="demonstrations to record")
+    p.add_argument("--demo-condition", default="clean", choices=["clean", "random"],
+                   help="scenes of the demonstrations (random: Random's positions and appearance)")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per variant (in process)")
     p.add_argument("--graph-episodes", type=int, default=2, help="Clean episodes evaluated through the node graph")
     p.add_argument("--video-steps", type=int, default=400, help="training steps of stage 1")
@@ -270,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "benchmark":
             from wam_ros.benchmark.run import BenchmarkConfig, run_benchmark
 
-            config = BenchmarkConfig(robot=args.robot, task=args.task, demos=args.demos, episodes=args.episodes,
+            config = BenchmarkConfig(robot=args.robot, task=args.task, demos=args.demos,
+                                     demo_condition=args.demo_condition, episodes=args.episodes,
                                      graph_episodes=args.graph_episodes, model=args.model,
                                      video_steps=args.video_steps, joint_steps=args.joint_steps,
                                      ablations=not args.no_ablations, max_seconds=args.max_seconds, out=args.out)

@@ -69,7 +69,7 @@ def _run_system(specs, until, wall_timeout: float, finish=None) -> EpisodeWatche
 
 
 def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir: Path, sim_size: tuple[int, int],
-                          wall_timeout: float = 300.0) -> list[dict]:
+                          condition: str = "clean", wall_timeout: float = 300.0) -> list[dict]:
     """One recorded episode per seed: scripted expert -> policy/chunk -> supervisor -> simulated
     arms, recorded by recorder_node; ended with the task's outcome. Returns per-episode rows."""
     config = load_robot_config(robot)
@@ -79,10 +79,10 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
     rclpy.init(args=["wam-ros-benchmark"])
     try:
         for seed in seeds:
-            spec = EpisodeSpec(task, robot, "clean", seed)
+            spec = EpisodeSpec(task, robot, condition, seed)
             plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
-            specs = describe_system(SystemOptions(robot=robot, task=task, seed=seed, teleop="scripted", record=True,
-                                                  episodes_dir=str(episodes_dir)))
+            specs = describe_system(SystemOptions(robot=robot, task=task, condition=condition, seed=seed,
+                                                  teleop="scripted", record=True, episodes_dir=str(episodes_dir)))
             specs = with_parameters(specs, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
             specs = with_parameters(specs, "recorder_node", {"autostart_episode": True})
             outcome = {}
@@ -101,7 +101,7 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
 
             # the expert's plan, then a second for the scene to settle
             _run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
-            rows.append({"seed": seed, "plan_s": round(plan.duration, 2), **outcome})
+            rows.append({"seed": seed, "condition": condition, "plan_s": round(plan.duration, 2), **outcome})
             print(f"[benchmark] demo {seed}: {'success' if outcome['success'] else 'failure'} "
                   f"(stage {outcome['stage']}, {plan.duration:.1f} s)", flush=True)
     finally:

@@ -81,8 +81,9 @@ def write_report(results: dict, out: Path) -> Path:
         "",
         f"Command: `{results['command']}`",
         "",
-        f"- Demonstrations: {len(demos)} scripted-expert episodes recorded through the node graph "
-        f"({sum(d['success'] for d in demos)} successful; failures are kept, labelled, for the value head).",
+        f"- Demonstrations: {len(demos)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
+        f"recorded through the node graph ({sum(d['success'] for d in demos)} successful; failures are kept, "
+        "labelled, for the value head; the actions are learnt from the successful ones).",
         f"- Model: `{cfg['model']}`, {results.get('trained_steps', cfg['video_steps'] + cfg['joint_steps'])} training "
         f"steps in all ({cfg['video_steps']} of them video-only) on {cfg['threads']} CPU threads.",
         f"- Evaluation: {cfg['episodes']} episodes per variant in process (the nodes' core code, simulated "

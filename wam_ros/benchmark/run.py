@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from wam_ros.benchmark.evaluate import ClosedLoop, EvalOptions
-from wam_ros.config import ConfigError, load_robot_config
-from wam_ros.sim.tasks import EpisodeSpec, get_task
+from wam_ros.config import ConfigError, check_choice, load_robot_config
+from wam_ros.sim.tasks import CONDITIONS, EpisodeSpec, get_task
 from wam_ros.sim.world import SimConfig
 
 EVAL_SEED_OFFSET = 10_000  # evaluation scenes never repeat a demonstration's seed
@@ -63,6 +63,7 @@ class BenchmarkConfig:
     robot: str = "agilex"
     task: str = "pick_place"
     demos: int = 24
+    demo_condition: str = "clean"   # random: demonstrations over Random's positions and appearance
     episodes: int = 10              # per variant, in process
     graph_episodes: int = 2         # Clean episodes through the node graph
     model: str = "bench"
@@ -77,6 +78,7 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         get_task(self.task).layout(self.robot)
+        check_choice("demo_condition", self.demo_condition, CONDITIONS)
         if self.demos < 1 or self.episodes < 1 or self.graph_episodes < 0:
             raise ConfigError("demos and episodes must be >= 1, graph_episodes >= 0")
 
@@ -93,10 +95,15 @@ def _demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
     done = len(episode_paths([episodes_dir])) if episodes_dir.is_dir() else 0
     log_path = cfg.out / "demos.json"
     rows = json.loads(log_path.read_text()) if log_path.is_file() and done else []
+    recorded = {row.get("condition", "clean") for row in rows}
+    if recorded - {cfg.demo_condition}:
+        raise ConfigError(f"{episodes_dir} holds demonstrations in {sorted(recorded)} scenes, not "
+                          f"{cfg.demo_condition!r}: choose another --out")
     if done < cfg.demos:
         _log(f"recording demonstrations {done}..{cfg.demos - 1} through the node graph")
         start = time.perf_counter()
-        rows += record_demonstrations(cfg.robot, cfg.task, list(range(done, cfg.demos)), episodes_dir, cfg.sim_size)
+        rows += record_demonstrations(cfg.robot, cfg.task, list(range(done, cfg.demos)), episodes_dir, cfg.sim_size,
+                                      cfg.demo_condition)
         timings["record_s"] = round(time.perf_counter() - start, 1)
         log_path.write_text(json.dumps(rows, indent=1))
     return rows
