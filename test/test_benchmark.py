@@ -210,6 +210,19 @@ def test_benchmark_pipeline_short_form(short_benchmark):
         run_benchmark(dataclasses.replace(cfg, demo_condition="random"))  # never mixed into one dataset
 
 
+def test_a_scene_the_expert_cannot_plan_is_skipped_with_its_reason(tmp_path):
+    from wam_ros.benchmark.graph import record_demonstrations
+
+    seen = []
+    # Random seed 20 puts the bin where the Piper has no top-down approach (found by planning seeds 0..59)
+    rows = record_demonstrations("agilex", "pick_place", [20], tmp_path / "demos", (128, 160), "random",
+                                 on_row=seen.append)
+    assert rows == seen and len(rows) == 1
+    assert rows[0]["recorded"] is False and rows[0]["seed"] == 20 and rows[0]["condition"] == "random"
+    assert "skipped, the expert cannot plan this scene: left arm: no top-down approach" in rows[0]["message"]
+    assert not (tmp_path / "demos").exists()  # nothing was brought up or recorded
+
+
 def test_closed_loop_is_reproducible_without_latency(short_benchmark):
     """With the inference latency not charged to the clock, an episode is a pure function of its
     seeds: the loop holds no hidden state between episodes."""

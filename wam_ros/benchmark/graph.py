@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rclpy
@@ -28,7 +29,7 @@ from wam_ros.ros.conversions import from_time
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.qos import CLOCK_QOS, LATCHED_QOS
 from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
-from wam_ros.sim.expert import plan_expert
+from wam_ros.sim.expert import PlanningError, plan_expert
 from wam_ros.sim.tasks import EpisodeSpec, sample_episode
 
 
@@ -69,9 +70,12 @@ def _run_system(specs, until, wall_timeout: float, finish=None) -> EpisodeWatche
 
 
 def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir: Path, sim_size: tuple[int, int],
-                          condition: str = "clean", wall_timeout: float = 300.0) -> list[dict]:
+                          condition: str = "clean", wall_timeout: float = 300.0,
+                          on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """One recorded episode per seed: scripted expert -> policy/chunk -> supervisor -> simulated
-    arms, recorded by recorder_node; ended with the task's outcome. Returns per-episode rows."""
+    arms, recorded by recorder_node; ended with the task's outcome. A scene the expert cannot plan
+    (Random moves objects out of reach now and then) is skipped, with a row that says so
+    (recorded: false). Returns per-seed rows; on_row gets each as soon as it is known."""
     config = load_robot_config(robot)
     kinematics = Kinematics(generate_urdf(config))
     apply_environment()
@@ -80,7 +84,15 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
     try:
         for seed in seeds:
             spec = EpisodeSpec(task, robot, condition, seed)
-            plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
+            try:
+                plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
+            except PlanningError as exc:
+                rows.append({"seed": seed, "condition": condition, "recorded": False, "success": False, "stage": 0,
+                             "message": f"skipped, the expert cannot plan this scene: {exc}"})
+                print(f"[benchmark] demo seed {seed}: {rows[-1]['message']}", flush=True)
+                if on_row is not None:
+                    on_row(rows[-1])
+                continue
             specs = describe_system(SystemOptions(robot=robot, task=task, condition=condition, seed=seed,
                                                   teleop="scripted", record=True, episodes_dir=str(episodes_dir)))
             specs = with_parameters(specs, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
@@ -101,7 +113,10 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
 
             # the expert's plan, then a second for the scene to settle
             _run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
-            rows.append({"seed": seed, "condition": condition, "plan_s": round(plan.duration, 2), **outcome})
+            rows.append({"seed": seed, "condition": condition, "recorded": True, "plan_s": round(plan.duration, 2),
+                         **outcome})
+            if on_row is not None:
+                on_row(rows[-1])
             print(f"[benchmark] demo {seed}: {'success' if outcome['success'] else 'failure'} "
                   f"(stage {outcome['stage']}, {plan.duration:.1f} s)", flush=True)
     finally:

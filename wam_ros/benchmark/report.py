@@ -75,15 +75,18 @@ def write_report(results: dict, out: Path) -> Path:
     names = [v["name"] for v in variants]
     _plots(names, stats, out)
     demos = results["demonstrations"]
+    recorded = [d for d in demos if d.get("recorded", True)]
     timings = results["timings_s"]
     lines = [
         f"# wam_ros benchmark: {cfg['task']} on {cfg['robot']}",
         "",
         f"Command: `{results['command']}`",
         "",
-        f"- Demonstrations: {len(demos)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
-        f"recorded through the node graph ({sum(d['success'] for d in demos)} successful; failures are kept, "
-        "labelled, for the value head; the actions are learnt from the successful ones).",
+        f"- Demonstrations: {len(recorded)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
+        f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful; failures are kept, "
+        "labelled, for the value head; the actions are learnt from the successful ones)"
+        + (f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped." if len(demos) > len(recorded)
+           else "."),
         f"- Model: `{cfg['model']}`, {results.get('trained_steps', cfg['video_steps'] + cfg['joint_steps'])} training "
         f"steps in all ({cfg['video_steps']} of them video-only) on {cfg['threads']} CPU threads.",
         f"- Evaluation: {cfg['episodes']} episodes per variant in process (the nodes' core code, simulated "

@@ -88,24 +88,37 @@ def _log(message: str) -> None:
 
 
 def _demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
+    """Records until cfg.demos episodes exist. demos.json is rewritten after every seed, so an
+    interrupted run loses no row; seeds the expert cannot plan are listed and skipped."""
     from wam_ros.benchmark.graph import record_demonstrations
     from wam_ros.data.episodes import episode_paths
 
     episodes_dir = cfg.out / "demos"
     done = len(episode_paths([episodes_dir])) if episodes_dir.is_dir() else 0
     log_path = cfg.out / "demos.json"
-    rows = json.loads(log_path.read_text()) if log_path.is_file() and done else []
-    recorded = {row.get("condition", "clean") for row in rows}
-    if recorded - {cfg.demo_condition}:
-        raise ConfigError(f"{episodes_dir} holds demonstrations in {sorted(recorded)} scenes, not "
+    rows = json.loads(log_path.read_text()) if log_path.is_file() else []
+    recorded = [row for row in rows if row.get("recorded", True)]
+    if len(recorded) != done:
+        raise ConfigError(f"{episodes_dir} holds {done} episodes but {log_path} lists {len(recorded)}: "
+                          "choose another --out")
+    conditions = {row.get("condition", "clean") for row in rows}
+    if conditions - {cfg.demo_condition}:
+        raise ConfigError(f"{episodes_dir} holds demonstrations in {sorted(conditions)} scenes, not "
                           f"{cfg.demo_condition!r}: choose another --out")
+
+    def keep(row: dict) -> None:
+        rows.append(row)
+        log_path.write_text(json.dumps(rows, indent=1))
+
     if done < cfg.demos:
         _log(f"recording demonstrations {done}..{cfg.demos - 1} through the node graph")
         start = time.perf_counter()
-        rows += record_demonstrations(cfg.robot, cfg.task, list(range(done, cfg.demos)), episodes_dir, cfg.sim_size,
-                                      cfg.demo_condition)
+        while done < cfg.demos:
+            first_seed = max((row["seed"] for row in rows), default=-1) + 1
+            new = record_demonstrations(cfg.robot, cfg.task, list(range(first_seed, first_seed + cfg.demos - done)),
+                                        episodes_dir, cfg.sim_size, cfg.demo_condition, on_row=keep)
+            done += sum(row["recorded"] for row in new)
         timings["record_s"] = round(time.perf_counter() - start, 1)
-        log_path.write_text(json.dumps(rows, indent=1))
     return rows
 
 
