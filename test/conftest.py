@@ -1,4 +1,5 @@
-"""Test-session environment: an isolated DDS domain on localhost, the package's Fast DDS profile, EGL.
+"""Test-session environment: an isolated DDS domain on localhost, the package's Fast DDS profile, EGL,
+and no zombie Fast DDS shared-memory files.
 
 Set before any test imports rclpy, and inherited by the processes that tests start, so that
 concurrent test runs (or a bring-up left running by a developer) never see each other.
@@ -6,6 +7,8 @@ concurrent test runs (or a bring-up left running by a developer) never see each 
 
 import os
 import random
+import subprocess
+import sys
 
 from wam_ros.ros.system import dds_environment
 
@@ -17,10 +20,17 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.update(dds_environment(os.environ))  # the same Fast DDS profile as the nodes
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+# Participants that were killed leave their shared-memory ports in /dev/shm. A later participant
+# that draws the same port logs "Failed init_port fastrtps_port<N>: open_and_lock_file failed",
+# and on a machine with some 300 such files two fresh-clone runs lost service replies and
+# teleop chunks of processes the tests had just started, each time after that error. `fastdds
+# shm clean` removes only ports and segments no live process holds.
+_FASTDDS = os.path.join(os.path.dirname(sys.executable), "fastdds")
+if os.path.exists(_FASTDDS):
+    subprocess.run([_FASTDDS, "shm", "clean"], capture_output=True, timeout=120, check=False)
+
 
 import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
