@@ -194,6 +194,9 @@ def test_benchmark_pipeline_short_form(short_benchmark):
     assert all(d["success"] for d in results["demonstrations"])
     names = [v.name for v in variants(True)]
     assert list(results["in_process"]) == names
+    # an ablation group's baseline has the Clean settings: its episodes are Clean's, not a rerun
+    assert results["in_process"]["gated experts"] is results["in_process"]["clean"]
+    assert results["in_process"]["ANS (T_a < T_O)"] is results["in_process"]["clean"]
     for name in names:
         (row,) = results["in_process"][name]
         assert row["chunks"] > 0 and row["latency_ms_median"] > 0, (name, row)

@@ -128,6 +128,7 @@ def write_report(results: dict, out: Path) -> Path:
               "(to the best one before the grasp when the cube held at the peak has been lost) and resamples. "
               "A dropped or nudged cube ends up beyond the demonstrations' range (+-1.5 cm): retrying "
               "succeeds there only where the policy follows the displaced cube.",
+              "- Variants with the same settings (an ablation group's baseline and Clean) share their episodes.",
               "- Latency is the wall time from an observation to final actions on this CPU; the simulator "
               "charges it to the clock, so slower inference executes staler chunks.", ""]
     path = out / "report.md"

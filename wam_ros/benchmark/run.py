@@ -1,10 +1,12 @@
 """`wam-ros benchmark`: record -> export -> train -> evaluate -> report, on a CPU machine.
 
 1. Demonstrations: the scripted expert through the node graph, recorded by recorder_node
-   (graph.record_demonstrations), Clean condition, seeds 0..demos-1.
+   (graph.record_demonstrations), in Clean (or with --demo-condition, Random) scenes, seeds from 0
+   on; a seed the expert cannot plan is skipped.
 2. Export to LeRobot v3 (wam_ros.data.export) and train the `bench` model with `wam-ros train`.
 3. Evaluation in process (evaluate.ClosedLoop, the nodes' core code) for every variant, on seeds
-   disjoint from the demonstrations', and a few episodes through the node graph.
+   disjoint from the demonstrations' (a variant with the same settings as an earlier one, the
+   baseline row of an ablation group, shares its episodes), and a few episodes through the node graph.
 4. results.json, report.md and PNG plots (report.py).
 
 Each step reuses what an earlier run left in the output directory when it matches, so a run
@@ -160,8 +162,14 @@ def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Var
     policy = load_policy(checkpoint)
     loop = ClosedLoop(policy, load_robot_config(cfg.robot), SimConfig(width=cfg.sim_size[1], height=cfg.sim_size[0]))
     results: dict[str, list[dict]] = {}
+    evaluated: dict[tuple, str] = {}  # settings -> the variant that ran them
     try:
         for variant in chosen:
+            settings = (variant.condition, variant.perturbation, variant.options)
+            if settings in evaluated:  # an ablation group's baseline: the same episodes, not a rerun
+                results[variant.name] = results[evaluated[settings]]
+                continue
+            evaluated[settings] = variant.name
             options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds,
                                      "latency_scale": cfg.latency_scale})
             rows = []
