@@ -17,7 +17,7 @@ from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler, Handover, d
 from wam_ros.control.supervisor import Chunk
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
-from wam_ros.model.action_space import ChunkEncoder
+from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.policy import (PREDICTIVE, Observation, ObservationError, Prediction, WorldActionPolicy,
                                   resize_images)
 from wam_ros.robots.urdf import generate_urdf
@@ -78,7 +78,7 @@ class DeployedPolicy:
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
         # the command form: arm columns as positions, grippers as openings normalised by their travel
         limits = robot.joint_limits()
-        self._grippers = [i for i, n in enumerate(self.joint_names) if n.endswith("gripper")]
+        self._grippers = gripper_columns(self.joint_names)
         self._arms = [i for i in range(len(self.joint_names)) if i not in self._grippers]
         self._gripper_max = np.array([limits[self.joint_names[i]][1] for i in self._grippers])
 

@@ -269,12 +269,17 @@ def video_loss(velocity: Tensor, noise: Tensor, x0: Tensor) -> Tensor:
     return F.mse_loss(velocity, noise - x0)
 
 
+def sample_mean(error: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean over samples of a per-sample error (B, ...); weight (B,) masks samples."""
+    error = error.flatten(1).mean(dim=1)
+    if weight is None:
+        return error.mean()
+    return (error * weight).sum() / weight.sum().clamp(min=1.0)
+
+
 def x0_loss(x0_hat: Tensor, x0: Tensor, weight: Tensor | None = None) -> Tensor:
     """x0-prediction: ||f(a_t) - a_0||^2, no 1/t^2 weighting; weight masks samples (B,)."""
-    err = (x0_hat - x0).pow(2).flatten(1).mean(dim=1)
-    if weight is None:
-        return err.mean()
-    return (err * weight).sum() / weight.sum().clamp(min=1.0)
+    return sample_mean((x0_hat - x0).pow(2), weight)
 
 
 def training_losses(model: WorldActionModel, batch: dict, stage: str, generator: torch.Generator) -> dict[str, Tensor]:
@@ -330,7 +335,6 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         future_hat = (z_t - t_o.reshape(-1, 1, 1, 1, 1, 1) * out.video_velocity[:, :, 1:]).detach()
         reactive = model.reactive(torch.cat([z[:, :, :1], future_hat], dim=2), out.video_hidden.detach(),
                                   batch["state"])
-        reactive_error = F.smooth_l1_loss(reactive, a0, reduction="none").flatten(1).mean(dim=1)
-        losses["reactive"] = (reactive_error * imitate).sum() / imitate.sum().clamp(min=1.0)
+        losses["reactive"] = sample_mean(F.smooth_l1_loss(reactive, a0, reduction="none"), imitate)
         losses["gate"] = F.binary_cross_entropy_with_logits(model.gate_logit(current, text), batch["gate"])
     return losses
