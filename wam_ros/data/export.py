@@ -188,7 +188,8 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
             meta = {"episode_index": e, "tasks": [ix.task], "length": len(ix), "data/chunk_index": 0,
                     "data/file_index": 0, "dataset_from_index": total, "dataset_to_index": total + len(ix),
                     "success": ix.success, "outcome": str(ix.record.get("outcome", "")),
-                    "stage_frames": list(ix.stage_frames), "teleop": str(ix.record.get("teleop", "")), "source_bag": str(ix.path.resolve())}
+                    "stage_frames": list(ix.stage_frames), "teleop": str(ix.record.get("teleop", "")),
+                    "source_bag": str(ix.path.resolve())}
             for key in [*(f"observation.images.{c}" for c in ix.cameras), *(f"observation.depth.{c}" for c in depth_writers)]:
                 meta.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
                              f"videos/{key}/from_timestamp": start_ts,

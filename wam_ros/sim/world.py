@@ -141,9 +141,10 @@ class SimWorld:
         # the table materials added below
         spec.compiler.discardvisual = False
         world = spec.worldbody
-        world.add_light(name="sun", pos=[0.3, 0.0, 2.5], dir=[-0.2, 0.0, -1.0],
-                        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, diffuse=[0.7, 0.7, 0.7],
-                        ambient=[0.3, 0.3, 0.3], castshadow=False)
+        clean = Appearance()  # the scene as built; apply_appearance changes it per episode
+        world.add_light(name="sun", pos=[0.3, 0.0, 2.5], dir=list(clean.light_direction),
+                        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, diffuse=[clean.light_diffuse] * 3,
+                        ambient=[clean.light_ambient] * 3, castshadow=False)
         world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3.0, 3.0, 0.1],
                        pos=[0.0, 0.0, -0.75], rgba=[0.35, 0.35, 0.38, 1.0])
         t = robot.table
@@ -160,7 +161,7 @@ class SimWorld:
             material = spec.add_material(name=f"{texture.name}_material", texrepeat=[4.0, 4.0])
             material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = texture.name
         world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(t.size),
-                       pos=list(t.pose.xyz), rgba=[0.72, 0.58, 0.42, 1.0])
+                       pos=list(t.pose.xyz), rgba=list(clean.table_rgba))
         for i in range(DISTRACTOR_SLOTS):
             body = world.add_body(name=f"distractor_{i}", pos=list(HIDDEN), mocap=True)
             # each slot references one table material, which keeps the compiler from discarding the
