@@ -1,4 +1,5 @@
-"""Test-session environment: an isolated DDS domain on localhost, the package's Fast DDS profile, EGL,
+"""Test-session environment: an isolated DDS domain on localhost (in the range whose ports no
+ephemeral socket can take), the package's Fast DDS profile, EGL,
 and no zombie Fast DDS shared-memory files.
 
 Set before any test imports rclpy, and inherited by the processes that tests start, so that
@@ -6,13 +7,12 @@ concurrent test runs (or a bring-up left running by a developer) never see each 
 """
 
 import os
-import random
 import subprocess
 import sys
 
-from wam_ros.ros.system import dds_environment
+from wam_ros.ros.system import dds_environment, isolated_domain_id
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randrange(100, 200)))
+os.environ.setdefault("ROS_DOMAIN_ID", str(isolated_domain_id(os.getpid(), span=3)))
 # The session's bring-up (fixture below) owns ROS_DOMAIN_ID; tests that start their own
 # simulator (which refuses a second /clock) use these instead.
 SPARE_DOMAIN_IDS = tuple(int(os.environ["ROS_DOMAIN_ID"]) + k for k in (1, 2))

@@ -7,8 +7,10 @@ configuration, in a separate `wam-ros bringup` process queried over DDS.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import rclpy
@@ -20,7 +22,8 @@ from model_data import TASK, synthetic_dataset, tiny_config
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.paths import share_dir
 from wam_ros.ros.bringup import create_nodes
-from wam_ros.ros.system import DDS_VARIABLES, LAUNCH_ARGUMENTS, SystemOptions, dds_environment, describe_system
+from wam_ros.ros.system import (DDS_VARIABLES, LAUNCH_ARGUMENTS, SAFE_DOMAIN_IDS, SystemOptions, dds_environment,
+                                describe_system, isolated_domain_id)
 
 LAUNCH_FILE = share_dir() / "launch" / "dual_arm.launch.py"
 
@@ -75,6 +78,21 @@ def test_launch_sets_the_dds_profile_unless_the_user_configured_fast_dds(monkeyp
         "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile), "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
     monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")  # the user's choice stays
     assert evaluate_launch_file(LAUNCH_FILE).environment == {}
+
+
+def test_private_domains_keep_their_ports_below_the_ephemeral_range():
+    """Tests and benchmarks pick their domains here; a well-known port inside the ephemeral range can
+    be taken by any outgoing socket, after which a participant's UDP and shared-memory ports diverge."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    highest_port = 7400 + 250 * max(SAFE_DOMAIN_IDS) + 10 + 2 * 100 + 1  # user unicast port of the 100th participant
+    assert highest_port < ephemeral_low
+    for span in (1, 3):
+        ids = {isolated_domain_id(seed, span) for seed in range(1000)}
+        assert len(ids) == len(SAFE_DOMAIN_IDS) - span + 1
+        assert all(d in SAFE_DOMAIN_IDS and d + span - 1 in SAFE_DOMAIN_IDS for d in ids)
+    assert int(os.environ["ROS_DOMAIN_ID"]) in SAFE_DOMAIN_IDS and set(SPARE_DOMAIN_IDS) <= set(SAFE_DOMAIN_IDS)
+    with pytest.raises(ValueError, match="span 0"):
+        isolated_domain_id(1, 0)
 
 
 @pytest.mark.parametrize("overrides", CONFIGURATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")

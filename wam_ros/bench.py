@@ -274,11 +274,12 @@ def _sync_run(duration: float, fps: float, width: int, height: int, malloc_tunin
     from wam_ros.memory import DISABLE_VARIABLE, keep_freed_memory
     from wam_ros.ros.bringup import apply_environment
     from wam_ros.ros.probe import ProbeNode
+    from wam_ros.ros.system import isolated_domain_id
 
     apply_environment()  # this process talks DDS too: the same transports as the nodes
     if malloc_tuning:
         keep_freed_memory()  # and receives like a node (wam_ros.ros.node_main)
-    domain = 150 + (os.getpid() + malloc_tuning) % 50
+    domain = isolated_domain_id(os.getpid() + malloc_tuning)
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), DISABLE_VARIABLE: "1" if malloc_tuning else "0"}
     sync = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args", "-p", f"expected_fps:={fps}",
                              "-p", "max_interval:=0.005"], env=env,
@@ -361,7 +362,7 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
     from wam_ros.ros.conversions import from_time
     from wam_ros.ros.probe import ProbeNode
     from wam_ros.ros.qos import IMAGE_QOS
-    from wam_ros.ros.system import DDS_VARIABLES, dds_environment
+    from wam_ros.ros.system import DDS_VARIABLES, dds_environment, isolated_domain_id
 
     result = {"image": f"{width}x{height} rgb8", "rate_hz": 30, "messages": count}
     variants = {"DEFAULT": {}, "LARGE_DATA": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
@@ -372,7 +373,7 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
             for name in DDS_VARIABLES:
                 os.environ.pop(name, None)
             os.environ.update(variables)  # read when the context starts
-            domain = 100 + (os.getpid() + k) % 100
+            domain = isolated_domain_id(os.getpid() + k)
             publisher = subprocess.Popen([sys.executable, "-c", IMAGE_PUBLISHER, str(count), str(width), str(height)],
                                          env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
             probe = ProbeNode("bench_image_receiver", domain)
@@ -660,9 +661,10 @@ def _record_run(directory: Path, compression: str, duration: float, fps: float, 
 
     from wam_ros.config import CAMERA_NAMES
     from wam_ros.ros.bringup import apply_environment
+    from wam_ros.ros.system import isolated_domain_id
 
     apply_environment()
-    domain = 150 + (os.getpid() + len(compression)) % 50
+    domain = isolated_domain_id(os.getpid() + len(compression))
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
     recorder = subprocess.Popen([str(Path(sys.executable).parent / "recorder_node"), "--ros-args",
                                  "-p", "source:=raw", "-p", f"compression:={compression}", "-p", f"directory:={directory}",

@@ -22,6 +22,19 @@ RECORD_SOURCES = ("synced", "raw")
 BOOLEANS = ("true", "false")
 # A user's own Fast DDS configuration wins over the package's profile.
 DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+# A domain's participants listen on ports 7400 + 250 * domain + 10.. (RTPS well-known ports). Up to
+# domain 100 they stay below Linux's ephemeral range (32768+); above it, any outgoing socket (Fast DDS
+# opens several per participant) can hold a port a later participant needs, which then takes other
+# UDP and shared-memory ports than its id implies.
+SAFE_DOMAIN_IDS = range(1, 101)
+
+
+def isolated_domain_id(seed: int, span: int = 1) -> int:
+    """A ROS domain id for a private graph (a test session, a benchmark), chosen from `seed` so that
+    concurrent runs rarely share one; `span` consecutive ids from it are all in SAFE_DOMAIN_IDS."""
+    if not 1 <= span <= len(SAFE_DOMAIN_IDS):
+        raise ValueError(f"span {span} is not within 1..{len(SAFE_DOMAIN_IDS)}")
+    return SAFE_DOMAIN_IDS[seed % (len(SAFE_DOMAIN_IDS) - span + 1)]
 
 
 def dds_environment(environ: Mapping[str, str]) -> dict[str, str]:
