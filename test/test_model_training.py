@@ -16,7 +16,7 @@ import yaml
 from model_data import observation, synthetic_dataset, tiny_config
 
 from wam_ros.model.episodes import DatasetError, load_dataset, save_dataset
-from wam_ros.model.policy import CheckpointMismatch, ObservationError, load_policy
+from wam_ros.model.policy import INPAINT_TARGET_BOUND, CheckpointMismatch, ObservationError, load_policy
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 
 VENV_BIN = Path(sys.executable).parent
@@ -109,6 +109,28 @@ def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
     assert torch.equal(zero.actions, free.actions)  # zero weights: no guidance
     with pytest.raises(ValueError, match="inpainting target"):
         policy.session(obs, seed=0).step(inpaint_target=np.zeros((3, 3)))
+
+
+def test_rtc_guidance_clips_a_target_the_model_cannot_continue(trained):
+    """An executing chunk far outside the demonstrations' range (here 300 normalised units in one
+    column, as a 0.1 rad offset gave in a column of scale 3e-4) pulls no harder than one at
+    INPAINT_TARGET_BOUND: unclipped, its error reached the other joints through the Jacobian."""
+    cfg, episodes, path, _ = trained
+    policy = load_policy(path)
+    obs = observation(cfg, episodes[0], 2)
+    weights = np.ones(cfg.num_actions)
+
+    def guided_step(column_value: float) -> torch.Tensor:
+        normalized = np.full((cfg.num_actions, cfg.action_dim), 0.5)
+        normalized[:, 0] = column_value
+        session = policy.session(obs, action_steps=4, video_steps=4, seed=3)
+        session.step(inpaint_target=policy.normalizer.action.denormalize(normalized), inpaint_weights=weights)
+        return session.actions
+
+    at_bound, far = guided_step(INPAINT_TARGET_BOUND), guided_step(300.0)
+    assert torch.allclose(far, at_bound, atol=1e-5)
+    assert far.abs().max() < 20  # one step of 1/4 with c = 5: unclipped, about 1.25 * 300
+    assert not torch.allclose(guided_step(1.0), guided_step(2.0), atol=1e-3)  # in range: followed as before
 
 
 def test_training_is_deterministic_and_resumable(tmp_path):

@@ -20,6 +20,12 @@ from wam_ros.model.normalization import Normalizer
 from wam_ros.model.wam import WorldActionModel, inverse_depth, x0_to_velocity
 
 CHECKPOINT_FORMAT = 1
+# RTC inpainting targets are clipped to this many normalised units. The demonstrations span [-1, 1];
+# an executing chunk beyond that, re-expressed from the current state (after a rollback, a refused
+# chunk, a column the demonstrations barely moved), is not one the model can continue. Unclipped,
+# a 0.1 rad offset in a column of scale 3e-4 gave an error of 371 units, and the guidance's
+# Jacobian term carried it into the other joints: first targets 1-100 rad from the arm.
+INPAINT_TARGET_BOUND = 3.0
 PREDICTIVE, REACTIVE = "predictive", "reactive"
 EXPERT_CHOICES = ("gated", PREDICTIVE, REACTIVE)
 
@@ -189,7 +195,8 @@ class DenoisingSession:
         if w.shape != (cfg.num_actions,):
             raise ValueError(f"inpainting weights must be ({cfg.num_actions},), got {w.shape}")
         device = self.state.device
-        return (torch.from_numpy(self.policy.normalizer.action.normalize(target))[None].to(device),
+        normalized = np.clip(self.policy.normalizer.action.normalize(target), -INPAINT_TARGET_BOUND, INPAINT_TARGET_BOUND)
+        return (torch.from_numpy(normalized)[None].to(device),
                 torch.from_numpy(w).float().to(device))
 
     def action_chunk(self) -> np.ndarray:
