@@ -84,7 +84,7 @@ def test_private_domains_keep_their_ports_below_the_ephemeral_range():
     """Tests and benchmarks pick their domains here; a well-known port inside the ephemeral range can
     be taken by any outgoing socket, after which a participant's UDP and shared-memory ports diverge."""
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    highest_port = 7400 + 250 * max(SAFE_DOMAIN_IDS) + 10 + 2 * 100 + 1  # user unicast port of the 100th participant
+    highest_port = 7400 + 250 * max(SAFE_DOMAIN_IDS) + 10 + 2 * 100 + 1  # user unicast port of participant id 100
     assert highest_port < ephemeral_low
     for span in (1, 3):
         ids = {isolated_domain_id(seed, span) for seed in range(1000)}

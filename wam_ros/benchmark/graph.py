@@ -80,6 +80,13 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
     kinematics = Kinematics(generate_urdf(config))
     apply_environment()
     rows = []
+
+    def emit(row: dict, message: str) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+        print(f"[benchmark] {message}", flush=True)
+
     rclpy.init(args=["wam-ros-benchmark"])
     try:
         for seed in seeds:
@@ -87,11 +94,9 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
             try:
                 plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
             except PlanningError as exc:
-                rows.append({"seed": seed, "condition": condition, "recorded": False, "success": False, "stage": 0,
-                             "message": f"skipped, the expert cannot plan this scene: {exc}"})
-                print(f"[benchmark] demo seed {seed}: {rows[-1]['message']}", flush=True)
-                if on_row is not None:
-                    on_row(rows[-1])
+                message = f"skipped, the expert cannot plan this scene: {exc}"
+                emit({"seed": seed, "condition": condition, "recorded": False, "success": False, "stage": 0,
+                      "message": message}, f"demo seed {seed}: {message}")
                 continue
             specs = describe_system(SystemOptions(robot=robot, task=task, condition=condition, seed=seed,
                                                   teleop="scripted", record=True, episodes_dir=str(episodes_dir)))
@@ -113,12 +118,9 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
 
             # the expert's plan, then a second for the scene to settle
             _run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
-            rows.append({"seed": seed, "condition": condition, "recorded": True, "plan_s": round(plan.duration, 2),
-                         **outcome})
-            if on_row is not None:
-                on_row(rows[-1])
-            print(f"[benchmark] demo {seed}: {'success' if outcome['success'] else 'failure'} "
-                  f"(stage {outcome['stage']}, {plan.duration:.1f} s)", flush=True)
+            emit({"seed": seed, "condition": condition, "recorded": True, "plan_s": round(plan.duration, 2), **outcome},
+                 f"demo {seed}: {'success' if outcome['success'] else 'failure'} "
+                 f"(stage {outcome['stage']}, {plan.duration:.1f} s)")
     finally:
         rclpy.try_shutdown()
     return rows

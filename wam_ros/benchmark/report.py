@@ -85,8 +85,8 @@ def write_report(results: dict, out: Path) -> Path:
         f"- Demonstrations: {len(recorded)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
         f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful; failures are kept, "
         "labelled, for the value head; the actions are learnt from the successful ones)"
-        + (f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped." if len(demos) > len(recorded)
-           else "."),
+        + (f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped."
+           if len(demos) > len(recorded) else "."),
         f"- Model: `{cfg['model']}`, {results.get('trained_steps', cfg['video_steps'] + cfg['joint_steps'])} training "
         f"steps in all ({cfg['video_steps']} of them video-only) on {cfg['threads']} CPU threads.",
         f"- Evaluation: {cfg['episodes']} episodes per variant in process (the nodes' core code, simulated "

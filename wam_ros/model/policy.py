@@ -24,7 +24,7 @@ CHECKPOINT_FORMAT = 1
 # an executing chunk beyond that, re-expressed from the current state (after a rollback, a refused
 # chunk, a column the demonstrations barely moved), is not one the model can continue. Unclipped,
 # a 0.1 rad offset in a column of scale 3e-4 gave an error of 371 units, and the guidance's
-# Jacobian term carried it into the other joints: first targets 1-100 rad from the arm.
+# Jacobian term carried it into another joint: its first step moved 1.3 rad.
 INPAINT_TARGET_BOUND = 3.0
 PREDICTIVE, REACTIVE = "predictive", "reactive"
 EXPERT_CHOICES = ("gated", PREDICTIVE, REACTIVE)
@@ -195,7 +195,8 @@ class DenoisingSession:
         if w.shape != (cfg.num_actions,):
             raise ValueError(f"inpainting weights must be ({cfg.num_actions},), got {w.shape}")
         device = self.state.device
-        normalized = np.clip(self.policy.normalizer.action.normalize(target), -INPAINT_TARGET_BOUND, INPAINT_TARGET_BOUND)
+        bound = INPAINT_TARGET_BOUND
+        normalized = np.clip(self.policy.normalizer.action.normalize(target), -bound, bound)
         return (torch.from_numpy(normalized)[None].to(device),
                 torch.from_numpy(w).float().to(device))
 
