@@ -209,12 +209,12 @@ def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk(bringup):
 
         assert bringup.spin_until(publish, 20.0), "teleop_node published no chunk"
         chunks.clear()
-        bringup.spin_for(0.5)
+        bringup.spin_for(1.0)  # a whole second: one late wake-up of a loaded 2-core machine is 1 chunk in 50
         last = chunks[-1]
         assert last.horizon == 1 and last.action_space == ActionChunk.ACTION_SPACE_JOINT_POSITION
         np.testing.assert_allclose(last.positions, left[:6] + right[:6])
         np.testing.assert_allclose(last.gripper, [0.02 / 0.035, 0.0], atol=1e-6)  # opening / stroke
-        assert 15 <= len(chunks) <= 35  # 50 Hz for half a second
+        assert 30 <= len(chunks) <= 70  # 50 Hz for a second (a fresh-clone run received 14 in half a second)
         leaders["left"].publish(JointState(name=["joint0"], position=[float("nan")]))  # malformed: ignored
         bringup.spin_for(0.3)
         assert process.poll() is None and chunks[-1].positions[:6] == last.positions[:6]
