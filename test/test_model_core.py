@@ -12,7 +12,7 @@ from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import load_model_config
 from wam_ros.model.layers import Rope3d
-from wam_ros.model.normalization import ACTION_SCALE_FLOOR, Normalizer
+from wam_ros.model.normalization import ACTION_SCALE_FLOOR, STATE_INPUT_BOUND, STATE_SCALE_FLOOR, Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
 from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.model.text import UnknownInstruction
@@ -274,6 +274,29 @@ def test_normalisation_scales_delta_actions_without_bias():
         drift = np.abs(n.action.denormalize(np.full((1, 4), 0.05))[0, 2:] - idle[0, 2:])
         assert np.all(drift <= 0.05 * ACTION_SCALE_FLOOR + 1e-9)
         assert n.state.scale[2] == 1.0  # an input that never varied is not blown up
+
+
+def test_a_barely_varied_joint_is_not_blown_up_as_an_input():
+    rng = np.random.default_rng(0)
+    states = rng.normal(0.3, 0.2, size=(500, 4))
+    states[:, 1] = rng.uniform(-3e-4, 3e-4, 500)  # a wrist joint the demonstrations hardly moved
+    states[:, 3] = rng.uniform(0.0, 0.035, 500)  # a gripper opening (m), narrower than the joint floor
+    n = Normalizer.from_data(states, states, "joint_delta", [3], state_gripper_indices=[3])
+    assert n.state.scale[1] == pytest.approx(STATE_SCALE_FLOOR)
+    assert n.state.scale[3] == pytest.approx(0.0175, rel=0.05)  # openings keep their own scale
+    assert np.allclose(np.quantile(n.state.normalize(states)[:, [0, 3]], [0.01, 0.99], axis=0), [[-1] * 2, [1] * 2],
+                       atol=1e-5)
+    knocked = states[0].copy()
+    knocked[1] += 0.1  # 330 units at the data's own scale
+    assert n.state.normalize(knocked)[1] == pytest.approx(0.1 / STATE_SCALE_FLOOR, abs=0.01)
+    knocked[1] += 0.2
+    assert n.state.normalize(knocked)[1] == pytest.approx(STATE_INPUT_BOUND)  # clipped
+    # a checkpoint's statistics carry the floor and bound it was trained with; older ones had none
+    restored = Normalizer.from_stats(n.stats, "joint_delta", [3], [3])
+    assert np.array_equal(restored.state.normalize(knocked), n.state.normalize(knocked))
+    legacy = {k: n.stats[k] for k in ("state", "action")}
+    old = Normalizer.from_stats(legacy, "joint_delta", [3], [3])
+    assert old.state.scale[1] < 1e-3 and old.state.normalize(knocked)[1] > 900
 
 def test_presets_and_the_paper_scale():
     small = load_model_config("small")

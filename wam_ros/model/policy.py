@@ -380,5 +380,6 @@ def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | No
     model = WorldActionModel(cfg)
     model.load_state_dict(data["model"])
     meta = CheckpointMeta(**data["meta"])
-    normalizer = Normalizer.from_stats(data["normalization"], cfg.action_space, gripper_columns(meta.action_names))
+    normalizer = Normalizer.from_stats(data["normalization"], cfg.action_space, gripper_columns(meta.action_names),
+                                       gripper_columns(meta.state_names))
     return WorldActionPolicy(model.to(device), normalizer, meta)

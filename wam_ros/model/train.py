@@ -98,7 +98,7 @@ class WindowDataset:
         chunks = np.stack([self.chunk(e, t) for e, t in self.index])  # (windows, K, A), encoded once
         self.normalizer = Normalizer.from_data(np.concatenate([ep.state for ep in episodes]),
                                                chunks.reshape(-1, chunks.shape[-1]), cfg.action_space,
-                                               gripper_columns(self.encoder.columns))
+                                               gripper_columns(self.encoder.columns), state_grippers)
         self.normalized_chunks = self.normalizer.action.normalize(chunks)
 
     @property
