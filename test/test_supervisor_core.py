@@ -293,6 +293,10 @@ def test_a_lost_grasp_rolls_back_to_before_the_grasp_not_to_the_peak():
     np.testing.assert_allclose(fired.checkpoint.arm, before_grasp)
     np.testing.assert_allclose(command.positions[-1, :12], before_grasp)
     assert command.positions[-1, 12] == pytest.approx(stroke)  # reopened: nothing is in the hand to drop
+    # ... before the arm moves: closed fingers moving back onto where the object fell would push it away
+    opened = int(np.argmax(command.positions[:, 12] >= stroke - 1e-9))
+    np.testing.assert_allclose(command.positions[:opened + 1, :12], np.tile(h.q, (opened + 1, 1)))
+    assert opened > 0 and np.any(command.positions[opened + 1, :12] != h.q)
     assert h.sup.peak == pytest.approx(0.5)  # the lost peak is no longer the reference
 
 

@@ -465,15 +465,23 @@ class Supervisor:
                                      np.array([l.max_jerk if l.has_jerk_limits else math.inf for l in lim]))
         dt = 0.02
         arm_path = min_jerk_move(self._q_arm, target.arm, max(duration, dt), dt)
-        # grippers last: hold them during the arm move, then restore (not opening a grasp unless allowed)
+        # A gripper holding an object keeps it through the arm move and is restored after (never
+        # opened unless allowed). An empty one is restored before the arm moves: moving back with
+        # closed fingers onto where a slipped object fell pushed it away in the benchmark.
+        holding = self._holding()
         held = self._commanded_gripper.copy()
         restored = target.gripper.copy()
         if not cfg.rollback.may_open_grippers:
-            restored = np.where(self._holding() & (restored > self._q_gripper), held, restored)
-        gripper_steps = max(1, math.ceil(0.5 / dt))
-        rows = np.vstack([np.hstack([arm_path, np.tile(held, (len(arm_path), 1))]),
-                          np.hstack([np.tile(target.arm, (gripper_steps, 1)),
-                                     held + np.linspace(1.0 / gripper_steps, 1.0, gripper_steps)[:, None] * (restored - held)])])
+            restored = np.where(holding & (restored > self._q_gripper), held, restored)
+        during_move = np.where(holding, held, restored)
+        steps = max(1, math.ceil(0.5 / dt))
+        ramp = np.linspace(1.0 / steps, 1.0, steps)[:, None]
+        phases = [np.hstack([arm_path, np.tile(during_move, (len(arm_path), 1))])]
+        if np.any(during_move != held):  # empty grippers first, the arm still
+            phases.insert(0, np.hstack([np.tile(self._q_arm, (steps, 1)), held + ramp * (during_move - held)]))
+        if np.any(restored != during_move):  # holding grippers last, the arm arrived
+            phases.append(np.hstack([np.tile(target.arm, (steps, 1)), during_move + ramp * (restored - during_move)]))
+        rows = np.vstack(phases)
         self.rollbacks += 1
         fired = RollbackFired(detail, self.value, self.peak, cfg.rollback.delta, target, self.last_forwarded_chunk_id,
                               self.rollbacks)
