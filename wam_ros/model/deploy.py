@@ -7,6 +7,7 @@ The policy node wires this to topics; the benchmarks and tests drive it directly
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -78,17 +79,33 @@ class DeployedPolicy:
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
         # the command form: arm columns as positions, grippers as openings normalised by their travel
         limits = robot.joint_limits()
+        self._limits = limits
         self._grippers = gripper_columns(self.joint_names)
         self._arms = [i for i in range(len(self.joint_names)) if i not in self._grippers]
         self._gripper_max = np.array([limits[self.joint_names[i]][1] for i in self._grippers])
 
     # ---- observations ----------------------------------------------------------------------
+    def unusable_joints(self, joints: Mapping[str, float]) -> list[str]:
+        """The model's state joints that are missing, not finite, or further outside the robot's
+        limits than the joint's whole range: no encoder reads that, a glitching driver's 1e38 does
+        (and the state clip would otherwise turn it into a plausible input). Each with why."""
+        problems = []
+        for name in self.policy.meta.state_names:
+            value = joints.get(name)
+            if value is None or not math.isfinite(value):
+                problems.append(f"{name}={'missing' if value is None else value}")
+                continue
+            lo, hi = self._limits[name]
+            if not lo - (hi - lo) <= value <= hi + (hi - lo):
+                problems.append(f"{name}={value:.4g} (limits [{lo:.4g}, {hi:.4g}])")
+        return problems
+
     def observation(self, images: Mapping[str, np.ndarray], depths: Mapping[str, np.ndarray] | None,
                     joints: Mapping[str, float], instruction: str) -> Observation:
         """Camera images of any size (resized to the model's, as for training) and joint positions by name."""
-        missing = [n for n in self.policy.meta.state_names if n not in joints]
-        if missing:
-            raise ObservationError(f"joint states lack {missing}")
+        unusable = self.unusable_joints(joints)
+        if unusable:
+            raise ObservationError(f"joint states unusable: {', '.join(unusable)}")
         size = tuple(self.policy.cfg.image_size)
         state = np.array([joints[n] for n in self.policy.meta.state_names], dtype=float)
         return Observation(images={c: resize_images(a, size, "area") for c, a in images.items()},
@@ -110,7 +127,7 @@ class DeployedPolicy:
 
         def actions_final(prediction: Prediction) -> None:
             absolute = self.encoder.decode(prediction.actions, obs.state)
-            if not np.isfinite(absolute).all():  # e.g. a glitching sensor's 1e38 in the state
+            if not np.isfinite(absolute).all():  # e.g. a diverged checkpoint's NaN weights
                 raise FloatingPointError("the model produced non-finite actions; no chunk from this observation")
             guided = prediction.expert == PREDICTIVE  # the reactive expert's actions are not sampled
             handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided)

@@ -197,10 +197,9 @@ class PolicyNode(Node):
         restored, generation = self._restored, self._generation
         if restored is not None:
             joints.update(restored)  # condition on the state the rollback restored
-        state_names = self.deployed.policy.meta.state_names
-        bad = [n for n in state_names if not math.isfinite(joints.get(n, math.nan))]
+        bad = self.deployed.unusable_joints(joints)
         if bad:
-            return self._problem("joint state missing or NaN", f"joints {bad}")
+            return self._problem("joint state missing, NaN or out of range", ", ".join(bad))
         try:
             images, depths, intrinsics = self._views(msg)
             obs = self.deployed.observation(images, depths, joints, self.params["instruction"])
