@@ -181,7 +181,7 @@ def test_bad_observations_are_refused_before_any_math(trained):
 def test_joint_readings_no_encoder_gives_are_refused_before_the_model(trained):
     from wam_ros.config import load_robot_config
     from wam_ros.control.chunking import ChunkScheduler
-    from wam_ros.model.deploy import DeployedPolicy, chunking_config
+    from wam_ros.model.deploy import DeployedPolicy, UnusableJointState, chunking_config
 
     cfg, episodes, path, _ = trained
     policy = load_policy(path)
@@ -199,7 +199,7 @@ def test_joint_readings_no_encoder_gives_are_refused_before_the_model(trained):
     assert observe(left_joint3=beyond).state[2] == pytest.approx(beyond)
     for value, message in ((1e38, f"left_joint3=1e+38 (limits [{lo:.4g}, {hi:.4g}])"), (-1e38, "left_joint3=-1e+38"),
                            (float("nan"), "left_joint3=nan"), (None, "left_joint3=missing")):
-        with pytest.raises(ObservationError, match=re.escape(f"joint states unusable: {message}")):
+        with pytest.raises(UnusableJointState, match=re.escape(f"joint states unusable: {message}")):
             observe(left_joint3=value)
     assert deployed.unusable_joints({**dict(zip(policy.meta.state_names, frame.state)), "right_gripper": 7.0}) == \
         [f"right_gripper=7 (limits [0, {robot.arm.gripper.stroke:.4g}])"]

@@ -44,6 +44,10 @@ def chunking_config(policy: WorldActionPolicy, mode: str = "rtc", rate: float = 
                           blend_new_weight=blend_new_weight)
 
 
+class UnusableJointState(ObservationError):
+    """Joint readings the model must not be conditioned on (DeployedPolicy.unusable_joints)."""
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     action_steps: int = 0         # T_a (0: the checkpoint's)
@@ -78,11 +82,10 @@ class DeployedPolicy:
         self.kinematics = Kinematics(generate_urdf(robot))
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
         # the command form: arm columns as positions, grippers as openings normalised by their travel
-        limits = robot.joint_limits()
-        self._limits = limits
+        self._limits = robot.joint_limits()
         self._grippers = gripper_columns(self.joint_names)
         self._arms = [i for i in range(len(self.joint_names)) if i not in self._grippers]
-        self._gripper_max = np.array([limits[self.joint_names[i]][1] for i in self._grippers])
+        self._gripper_max = np.array([self._limits[self.joint_names[i]][1] for i in self._grippers])
 
     # ---- observations ----------------------------------------------------------------------
     def unusable_joints(self, joints: Mapping[str, float]) -> list[str]:
@@ -105,7 +108,7 @@ class DeployedPolicy:
         """Camera images of any size (resized to the model's, as for training) and joint positions by name."""
         unusable = self.unusable_joints(joints)
         if unusable:
-            raise ObservationError(f"joint states unusable: {', '.join(unusable)}")
+            raise UnusableJointState(f"joint states unusable: {', '.join(unusable)}")
         size = tuple(self.policy.cfg.image_size)
         state = np.array([joints[n] for n in self.policy.meta.state_names], dtype=float)
         return Observation(images={c: resize_images(a, size, "area") for c, a in images.items()},

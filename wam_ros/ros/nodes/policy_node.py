@@ -36,7 +36,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
-from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
+from wam_ros.model.deploy import (DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
+                                  resolve_instruction)
 from wam_ros.model.policy import CheckpointMismatch, depth_metres, load_policy
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
 from wam_ros.ros import diagnostics as diag
@@ -197,12 +198,11 @@ class PolicyNode(Node):
         restored, generation = self._restored, self._generation
         if restored is not None:
             joints.update(restored)  # condition on the state the rollback restored
-        bad = self.deployed.unusable_joints(joints)
-        if bad:
-            return self._problem("joint state missing, NaN or out of range", ", ".join(bad))
         try:
             images, depths, intrinsics = self._views(msg)
             obs = self.deployed.observation(images, depths, joints, self.params["instruction"])
+        except UnusableJointState as exc:
+            return self._problem("joint state missing, NaN or out of range", str(exc))
         except ValueError as exc:  # ObservationError included
             return self._problem("observation rejected", str(exc))
         self._restored = None
