@@ -20,3 +20,7 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliabil
 # Latched descriptions (robot_description-like data): late joiners still get the last value.
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The supervisor's heartbeat to the arm bridges (std_msgs/Header on supervisor/heartbeat): only the
+# newest beat matters; a bridge that hears none within its command_timeout holds the arms.
+HEARTBEAT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+HEARTBEAT_TOPIC = "supervisor/heartbeat"
