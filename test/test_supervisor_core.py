@@ -56,7 +56,9 @@ class Harness:
         return events
 
     def value(self, v: float) -> list:
-        events = self.sup.update_value(self.now, v, self.next_id - 1)
+        # one estimate per chunk: each value here stands for a new chunk's
+        self.value_id = max(getattr(self, "value_id", 0), self.next_id - 1) + 1
+        events = self.sup.update_value(self.now, v, self.value_id)
         self.events += events
         return events
 
@@ -174,7 +176,7 @@ def test_stale_stream_holds_and_recovers_only_with_fresh_streams_and_a_new_chunk
     h.now = 0.35
     assert "held: joint_states" in h.chunk()[0].reason  # still stale
     h.feed(0.4)
-    h.sup.update_value(0.4, 0.1, 1)
+    h.sup.update_value(0.4, 0.1, 101)
     assert h.sup.tick(0.41) == []  # fresh again, but no new chunk yet: still HOLD
     assert h.sup.mode == SupervisorMode.HOLD
     assert h.chunk()[0].new == SupervisorMode.RUNNING
@@ -188,7 +190,7 @@ def test_estop_latches_until_an_explicit_reset():
     assert "e-stop is latched" in h.chunk()[0].reason
     assert h.sup.tick(5.0) == [] and h.sup.mode == SupervisorMode.ESTOP
     h.feed(5.0)
-    h.sup.update_value(5.0, 0.1, 1)
+    h.sup.update_value(5.0, 0.1, 101)
     assert h.sup.reset(5.0)[0].new == SupervisorMode.HOLD
     assert h.chunk()[0].new == SupervisorMode.RUNNING
 
@@ -344,10 +346,10 @@ def test_no_forwarded_command_ever_violates_a_limit(clamp, seed, scale, jerk):
 def test_peak_resets_at_a_subtask_boundary_and_episode_start():
     h = running()
     h.feed(0.1)
-    h.sup.update_value(0.1, 0.9, 1, subtask=0)
+    h.sup.update_value(0.1, 0.9, 101, subtask=0)
     assert h.sup.peak == pytest.approx(0.9)
     h.feed(0.2)
-    assert h.sup.update_value(0.2, 0.3, 2, subtask=1) == []  # new sub-task: 0.3 is its first value, no rollback
+    assert h.sup.update_value(0.2, 0.3, 102, subtask=1) == []  # new sub-task: 0.3 is its first value, no rollback
     assert h.sup.peak == pytest.approx(0.3)
     h.sup.start_episode(0.3)
     assert h.sup.peak == -math.inf and h.sup.rollbacks == 0 and not h.sup.checkpoints
@@ -390,7 +392,7 @@ def test_stale_value_or_chunk_streams_hold(stream, feed_value, feed_chunks):
     for k in range(1, 16):  # 1.5 s: joint states and observations stay fresh
         h.feed(0.1 * k)
         if feed_value:
-            h.sup.update_value(h.now, 0.5, 1)
+            h.value(0.5)
         if feed_chunks:
             h.chunk()
     events = h.sup.tick(h.now)

@@ -29,6 +29,14 @@ class JointLimits:
     max_jerk: float = math.inf
 
     def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            # YAML hands over whatever was written: a string limit would only fail on the first chunk
+            wanted = bool if name.startswith("has_") else (int, float)
+            if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
+                kind = "true or false" if wanted is bool else "a number"
+                raise ConfigError(f"{name}: expected {kind}, got {value!r}")
+            if wanted is not bool and math.isnan(value):
+                raise ConfigError(f"{name}: expected a number, got NaN")
         if self.has_position_limits and not self.min_position < self.max_position:
             raise ConfigError(f"min_position ({self.min_position}) must be below max_position ({self.max_position})")
         for name in ("max_velocity", "max_acceleration", "max_jerk"):
@@ -68,6 +76,14 @@ class WorkspaceBox:
     minimum: tuple[float, float, float]
     maximum: tuple[float, float, float]
 
+    def __post_init__(self) -> None:
+        for name in ("minimum", "maximum"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise ConfigError(f"workspace.{name[:3]}: expected 3 finite numbers (x, y, z in m), got {list(values)}")
+        if not all(lo < hi for lo, hi in zip(self.minimum, self.maximum)):
+            raise ConfigError(f"workspace: min {list(self.minimum)} must be below max {list(self.maximum)} on every axis")
+
 
 @dataclass(frozen=True)
 class CheckConfig:
@@ -75,6 +91,13 @@ class CheckConfig:
     clamp: bool = False                # clamp positions / velocities instead of rejecting
     max_start_deviation: float = 0.35  # rad: chunk's first target vs the current state
     workspace: WorkspaceBox | None = None
+
+
+# A chunk's step: below 1 ms no arm tracks it and finite differences overflow; above 1 s a "chunk"
+# is a plan, not a control step. The whole trajectory stays within MAX_TRAJECTORY_DURATION, so
+# every time_from_start fits a message's 32-bit seconds with room to spare.
+MIN_DT, MAX_DT = 1e-3, 1.0
+MAX_TRAJECTORY_DURATION = 60.0
 
 
 class ChunkRejected(ValueError):
@@ -134,6 +157,13 @@ def _track_within_limits(p: np.ndarray, dt: float, bounds: tuple[np.ndarray, np.
     return q
 
 
+def position_bounds(names: Sequence[str], limits: Mapping[str, JointLimits]) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper position limits of `names` (infinite where a joint has none)."""
+    lim = [limits[n] for n in names]
+    return (np.array([l.min_position if l.has_position_limits else -np.inf for l in lim]),
+            np.array([l.max_position if l.has_position_limits else np.inf for l in lim]))
+
+
 def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, current: np.ndarray,
                   config: CheckConfig, forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
                   ) -> CheckedTargets:
@@ -141,15 +171,16 @@ def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, curren
 
     `current` holds the measured positions of `names`. Raises ChunkRejected with the reason.
     """
-    if not (math.isfinite(dt) and dt > 0):
-        raise ChunkRejected(f"dt: must be a positive number of seconds, got {dt}")
+    if not MIN_DT <= dt <= MAX_DT:  # also False for NaN
+        raise ChunkRejected(f"dt: {dt!r} s outside [{MIN_DT}, {MAX_DT}] s per step")
     p = np.array(positions, dtype=float)
+    if (len(p) - 1) * dt > MAX_TRAJECTORY_DURATION:
+        raise ChunkRejected(f"horizon: {len(p)} steps of {dt} s last longer than {MAX_TRAJECTORY_DURATION} s")
     if not np.isfinite(p).all():
         step, joint = np.argwhere(~np.isfinite(p))[0]
         raise ChunkRejected(f"non-finite target for {names[joint]} at step {step}")
     lim = [config.limits[n] for n in names]
-    lo = np.array([l.min_position if l.has_position_limits else -np.inf for l in lim])
-    hi = np.array([l.max_position if l.has_position_limits else np.inf for l in lim])
+    lo, hi = position_bounds(names, config.limits)
     vmax = np.array([l.max_velocity if l.has_velocity_limits else np.inf for l in lim])
     amax = np.array([l.max_acceleration if l.has_acceleration_limits else np.inf for l in lim])
     jmax = np.array([l.max_jerk if l.has_jerk_limits else np.inf for l in lim])

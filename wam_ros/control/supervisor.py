@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from wam_ros.config import ConfigError, RobotConfig
-from wam_ros.control.limits import CheckConfig, ChunkRejected, WorkspaceBox, check_targets, robot_joint_limits
+from wam_ros.control.limits import (MAX_DT, MIN_DT, CheckConfig, ChunkRejected, WorkspaceBox, check_targets,
+                                    position_bounds, robot_joint_limits)
 from wam_ros.control.trajectory import min_jerk_duration, min_jerk_move
 from wam_ros.robots.actions import EE_DELTA, JOINT_POSITION, ActionConverter, ActionError, joint_space_targets
 
@@ -37,6 +38,14 @@ class SupervisorMode(IntEnum):
 
 
 STREAMS = ("joint_states", "observations", "value", "chunks")
+# ROS time that goes back by more than this (sim /clock restarted or rewound, a stepped system
+# clock) would make every earlier reading look fresh: the supervisor holds and waits for new ones.
+# Smaller steps back (callers passing a slightly older `now`) make a stream look at most this much
+# fresher than it is.
+CLOCK_JUMP_TOLERANCE = 0.05  # s
+# Commands within this distance outside a position limit (a reading's noise at a limit) are
+# clipped into it; anything a check lets through beyond it is a bug and is refused.
+LIMIT_TOLERANCE = 1e-6  # rad
 
 
 @dataclass(frozen=True)
@@ -54,13 +63,21 @@ class RollbackConfig:
     reach_timeout: float = 3.0          # s beyond the planned duration, then HOLD
     resample_timeout: float = 5.0       # s to wait for the resampled chunk, then HOLD
     may_open_grippers: bool = False     # may a rollback open a gripper that holds an object
+    # A resampled chunk may start this far (rad) from where the rollback left the arm: the
+    # supervisor plans a lead-in to its first target, as joint_trajectory_controller does.
+    max_lead_in: float = 1.0
+    value_range: tuple[float, float] = (0.0, 1.0)  # a value outside is a fault of the estimate, not progress
 
     def __post_init__(self) -> None:
         if not 0.0 < self.delta < 1.0:
             raise ConfigError(f"rollback.delta: expected a value in (0, 1), got {self.delta}")
         if self.consecutive < 1 or self.buffer_size < 1 or self.max_rollbacks < 0:
             raise ConfigError("rollback: consecutive and buffer_size must be >= 1, max_rollbacks >= 0")
-        for name in ("checkpoint_spacing", "cooldown", "reach_tolerance", "reach_timeout", "resample_timeout"):
+        low, high = self.value_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ConfigError(f"rollback.value_range: expected two finite numbers low < high, got {self.value_range}")
+        for name in ("checkpoint_spacing", "cooldown", "reach_tolerance", "reach_timeout", "resample_timeout",
+                     "max_lead_in"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"rollback.{name}: must be >= 0, got {getattr(self, name)}")
 
@@ -200,69 +217,90 @@ class Supervisor:
         self.rollback_history: list[RollbackFired] = []
         self._resumed_at = -math.inf
         self._subtask = 0
-        self._rollback_target: Checkpoint | None = None
+        self._rollback_goal: np.ndarray | None = None  # the rollback's arm target, inside the limits
         self._rollback_done_at = 0.0
         self._resample_since = 0.0
         self._expected_chunk_id: int | None = None
         self._needs_operator = False  # an exhausted rollback budget holds until reset / new episode
+        self._latest_time = -math.inf  # newest time seen, to notice a clock going back
+        self._last_value_chunk_id = 0
         # bookkeeping for diagnostics
         self.last_forwarded_chunk_id = 0
         self.last_rejected_chunk_id = 0
         self.last_rejection = ""
         self.forwarded = 0
         self.rejected = 0
+        self.values_rejected = 0
+        self.last_value_rejection = ""
 
     # --- inputs ----------------------------------------------------------------------------
     def update_joint_state(self, now: float, names: Sequence[str], positions: Sequence[float]) -> list[Event]:
+        events = self._observe_clock(now)
+        if len(positions) != len(names):
+            return events + [Rejection(0, f"joint_states: {len(positions)} positions for {len(names)} names; ignored")]
         index = {n: i for i, n in enumerate(names)}
         needed = (*self.config.arm_joints, *self.config.gripper_joints)
         missing = [n for n in needed if n not in index]
         if missing:
-            return [Rejection(0, f"joint_states lacks {missing}; ignored")]
+            return events + [Rejection(0, f"joint_states lacks {missing}; ignored")]
         q = np.array([positions[index[n]] for n in needed], dtype=float)
         if not np.isfinite(q).all():
-            return [Rejection(0, "joint_states holds non-finite positions; ignored")]
+            return events + [Rejection(0, "joint_states holds non-finite positions; ignored")]
         n_arm = len(self.config.arm_joints)
         self._q_arm, self._q_gripper = q[:n_arm], q[n_arm:]
         self._history.append((now, self._q_arm.copy()))
         self._last_seen["joint_states"] = now
-        return []
+        return events
 
-    def update_observation(self, now: float) -> None:
+    def update_observation(self, now: float) -> list[Event]:
+        events = self._observe_clock(now)
         self._last_seen["observations"] = now
+        return events
 
     def update_value(self, now: float, value: float, chunk_id: int, subtask: int = 0) -> list[Event]:
-        if not math.isfinite(value):
-            return []  # a model without a value head: nothing to track
+        """One estimate per chunk: the node hears a chunk's value twice (ActionChunk.value and its
+        ValueEstimate); only the first counts, or `consecutive` would count one dip twice."""
+        events = self._observe_clock(now)
+        if math.isnan(value):
+            return events  # a model without a value head: nothing to track
+        low, high = self.config.rollback.value_range
+        if not low <= value <= high:
+            self.values_rejected += 1
+            self.last_value_rejection = f"value {value!r} of chunk {chunk_id} outside [{low}, {high}]; ignored"
+            return events + [Rejection(chunk_id, self.last_value_rejection)]
+        if chunk_id and chunk_id == self._last_value_chunk_id:
+            return events
+        self._last_value_chunk_id = chunk_id
         self._last_seen["value"] = now
         self.value = value
         if subtask != self._subtask:
             self._subtask = subtask
             self._reset_peak()
         if self.mode != SupervisorMode.RUNNING or self._q_arm is None:
-            return []
+            return events
         checkpoint = Checkpoint(now, self._q_arm.copy(), self._q_gripper.copy(), chunk_id, value, self._holding())
         if not self.checkpoints or now - self.checkpoints[-1].stamp >= self.config.rollback.checkpoint_spacing:
             self.checkpoints.append(checkpoint)
         if value >= self.peak:
             self.peak, self._peak_checkpoint, self._low_count = value, checkpoint, 0
-            return []
+            return events
         rb = self.config.rollback
         if not rb.enabled or value >= self.peak - rb.delta:
             self._low_count = 0
-            return []
+            return events
         self._low_count += 1
         if self._low_count < rb.consecutive or now - self._resumed_at < rb.cooldown:
-            return []
+            return events
         detail = (f"value {value:.2f} < peak {self.peak:.2f} - delta {rb.delta:.2f} "
                   f"for {self._low_count} consecutive estimate{'s' if self._low_count > 1 else ''}")
         if self.rollbacks >= rb.max_rollbacks:
             self._needs_operator = True
-            return self._enter(SupervisorMode.HOLD, f"rollback budget of {rb.max_rollbacks} exhausted ({detail}); "
-                                                    "operator: start a new episode or reset", now)
-        return self._start_rollback(now, detail)
+            return events + self._enter(SupervisorMode.HOLD, f"rollback budget of {rb.max_rollbacks} exhausted "
+                                                             f"({detail}); operator: start a new episode or reset", now)
+        return events + self._start_rollback(now, detail)
 
     def submit_chunk(self, now: float, chunk: Chunk) -> list[Event]:
+        events = self._observe_clock(now)
         self._last_seen["chunks"] = now
         try:
             if self.mode == SupervisorMode.ESTOP:
@@ -274,20 +312,15 @@ class Supervisor:
                 raise ChunkRejected(f"waiting for the resampled chunk {self._expected_chunk_id}")
             if self._needs_operator:
                 raise ChunkRejected(f"held for the operator: {self.reason}")
-            if self._q_arm is None:
+            if self._q_arm is None or not self._history:  # the history is empty after a clock jump
                 raise ChunkRejected("no joint state yet")
             command = self._check(chunk)
         except ChunkRejected as exc:
-            self.rejected += 1
-            self.last_rejected_chunk_id, self.last_rejection = chunk.chunk_id, str(exc)
-            return [Rejection(chunk.chunk_id, str(exc))]
-        events: list[Event] = []
+            return events + self.reject(chunk.chunk_id, str(exc))
         if self.mode != SupervisorMode.RUNNING:
             stale = self._stale_streams(now)
             if stale:
-                self.rejected += 1
-                self.last_rejected_chunk_id, self.last_rejection = chunk.chunk_id, f"streams stale: {stale}"
-                return [Rejection(chunk.chunk_id, f"held: {stale}")]
+                return events + self.reject(chunk.chunk_id, f"held: {stale}")
             if self.mode == SupervisorMode.RESAMPLING:
                 self._resumed_at = now
             events += self._enter(SupervisorMode.RUNNING, f"chunk {chunk.chunk_id} accepted", now)
@@ -298,6 +331,12 @@ class Supervisor:
         self._commanded_gripper = command.positions[-1, n_arm:].copy()
         events.append(command)
         return events
+
+    def reject(self, chunk_id: int, reason: str) -> list[Event]:
+        """Count a chunk as rejected; also for chunks the node could not even parse."""
+        self.rejected += 1
+        self.last_rejected_chunk_id, self.last_rejection = chunk_id, reason
+        return [Rejection(chunk_id, reason)]
 
     def resample_reply(self, now: float, accepted: bool, chunk_id: int, message: str = "") -> list[Event]:
         if self.mode != SupervisorMode.RESAMPLING:
@@ -336,16 +375,16 @@ class Supervisor:
 
     def tick(self, now: float) -> list[Event]:
         """Watchdogs and rollback progress; call at the control rate."""
-        if self.mode == SupervisorMode.ESTOP:
-            return []
+        events = self._observe_clock(now)
+        if events or self.mode == SupervisorMode.ESTOP:
+            return events
         stale = self._stale_streams(now)
         if self.mode == SupervisorMode.RUNNING and stale:
             return self._enter(SupervisorMode.HOLD, f"stale: {stale}", now)
         if self.mode in (SupervisorMode.ROLLING_BACK, SupervisorMode.RESAMPLING) and "joint_states" in stale:
             return self._enter(SupervisorMode.HOLD, f"stale during rollback: {stale}", now)
         if self.mode == SupervisorMode.ROLLING_BACK and self._q_arm is not None:
-            target = self._rollback_target
-            error = float(np.max(np.abs(self._q_arm - target.arm)))
+            error = float(np.max(np.abs(self._q_arm - self._rollback_goal)))
             if now >= self._rollback_done_at and error <= self.config.rollback.reach_tolerance:
                 self._resample_since = now
                 self._expected_chunk_id = None
@@ -358,7 +397,33 @@ class Supervisor:
             return self._enter(SupervisorMode.HOLD, "no resampled chunk in time", now)
         return []
 
+    def clock_jumped(self, now: float, jump: float) -> list[Event]:
+        """The node's clock reported a jump of `jump` s (rclpy jump callbacks): a backward one, or
+        a time source change, makes every freshness measured so far meaningless."""
+        if jump > 0:
+            return []  # forward: streams simply look stale
+        self._latest_time = now - jump  # so that _observe_clock sees the jump exactly once
+        return self._observe_clock(now)
+
     # --- internals ---------------------------------------------------------------------------
+    def _observe_clock(self, now: float) -> list[Event]:
+        if now >= self._latest_time - CLOCK_JUMP_TOLERANCE:
+            self._latest_time = max(self._latest_time, now)
+            return []
+        jump = now - self._latest_time
+        self._latest_time = now
+        # readings from before the jump are of unknown age: they must be seen again
+        self._last_seen.clear()
+        self._history.clear()
+        for checkpoint in self.checkpoints:
+            checkpoint.stamp += jump
+        self._resumed_at += jump
+        reason = f"clock jumped back {-jump:.3f} s; holding until fresh streams and a new chunk"
+        if self.mode in (SupervisorMode.HOLD, SupervisorMode.ESTOP):
+            self.reason = f"{self.reason}; {reason}"
+            return [Transition(self.mode, self.mode, self.reason)]
+        return self._enter(SupervisorMode.HOLD, reason, now)
+
     def _reset_peak(self) -> None:
         self.peak, self._peak_checkpoint, self._low_count = -math.inf, None, 0
 
@@ -385,7 +450,30 @@ class Supervisor:
 
     def _hold_command(self, now: float) -> Command:
         row = np.concatenate([self._q_arm, self._commanded_gripper])
-        return Command([*self.config.arm_joints, *self.config.gripper_joints], row[None, :], 0.0, now, "hold")
+        return self._inside_limits(Command([*self.config.arm_joints, *self.config.gripper_joints], row[None, :],
+                                           0.0, now, "hold"), clip=True)
+
+    def _inside_limits(self, command: Command, clip: bool) -> Command:
+        """Every command leaves through here. Holds and rollbacks are built from readings, which may
+        lie a little outside a limit (noise at a limit, a reading before a fault): they are clipped,
+        so that a hold can always be executed. A chunk has been checked; should one still reach
+        outside, that is refused, not forwarded."""
+        cfg = self.config
+        lo, hi = position_bounds(cfg.arm_joints, cfg.checks.limits)
+        lo = np.concatenate([lo, np.zeros(len(cfg.gripper_joints))])
+        hi = np.concatenate([hi, cfg.gripper_max])
+        p = command.positions
+        if not np.isfinite(p).all():
+            raise ChunkRejected(f"{command.source}: non-finite target")
+        if command.source != "hold" and not MIN_DT <= command.dt <= MAX_DT:
+            raise ChunkRejected(f"{command.source}: dt {command.dt!r} s outside [{MIN_DT}, {MAX_DT}] s")
+        outside = (p < lo - LIMIT_TOLERANCE) | (p > hi + LIMIT_TOLERANCE)
+        if outside.any() and not clip:
+            step, j = np.argwhere(outside)[0]
+            raise ChunkRejected(f"{command.joint_names[j]}={p[step, j]:.4f} at step {step} outside "
+                                f"[{lo[j]:.4f}, {hi[j]:.4f}]")
+        command.positions = np.clip(p, lo, hi)
+        return command
 
     def _conditioning_state(self, stamp: float) -> np.ndarray:
         return min(self._history, key=lambda entry: abs(entry[0] - stamp))[1]
@@ -395,6 +483,14 @@ class Supervisor:
         positions = np.asarray(chunk.positions, dtype=float)
         if positions.ndim != 2 or positions.shape[0] < 1 or positions.shape[1] != len(chunk.joint_names):
             raise ChunkRejected(f"positions: expected horizon x {len(chunk.joint_names)} values, got shape {positions.shape}")
+        if not np.isfinite(positions).all():
+            step, column = np.argwhere(~np.isfinite(positions))[0]
+            raise ChunkRejected(f"non-finite target for {chunk.joint_names[column]} at step {step}")
+        if not MIN_DT <= chunk.dt <= MAX_DT:  # before anything divides by it
+            raise ChunkRejected(f"dt: {chunk.dt!r} s outside [{MIN_DT}, {MAX_DT}] s per step")
+        repeated = sorted({n for n in chunk.joint_names if list(chunk.joint_names).count(n) > 1})
+        if repeated:
+            raise ChunkRejected(f"joint_names: {repeated} given more than once")
         horizon = positions.shape[0]
         conditioning = dict(zip(cfg.arm_joints, self._conditioning_state(chunk.stamp)))
         try:
@@ -406,6 +502,9 @@ class Supervisor:
                 positions = joint_space_targets(chunk.action_space, names, positions, conditioning)
         except ActionError as exc:
             raise ChunkRejected(str(exc)) from None
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:  # IK on absurd targets
+            raise ChunkRejected(f"action_space {chunk.action_space}: cannot turn the chunk into joint targets "
+                                f"({type(exc).__name__}: {exc})") from None
         unknown = [n for n in names if n not in cfg.arm_joints]
         if unknown:
             raise ChunkRejected(f"joint_names: unknown {unknown}; allowed: {', '.join(cfg.arm_joints)}")
@@ -431,9 +530,31 @@ class Supervisor:
                     values = np.clip(values, 0.0, 1.0)
                 i = cfg.gripper_joints.index(name)
                 gripper[:, i] = values * cfg.gripper_max[i]
+        if self.mode == SupervisorMode.RESAMPLING:
+            arm, gripper = self._lead_in(arm, gripper, chunk.dt)
         checked = check_targets(arm, cfg.arm_joints, chunk.dt, self._q_arm, cfg.checks, self._fk)
-        return Command([*cfg.arm_joints, *cfg.gripper_joints], np.hstack([checked.positions, gripper]), chunk.dt,
-                       0.0, f"chunk {chunk.chunk_id}")
+        return self._inside_limits(Command([*cfg.arm_joints, *cfg.gripper_joints],
+                                           np.hstack([checked.positions, gripper]), chunk.dt, 0.0,
+                                           f"chunk {chunk.chunk_id}"), clip=False)
+
+    def _lead_in(self, arm: np.ndarray, gripper: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """A resampled chunk starts from the policy's idea of the state, which after a rollback can
+        lie beyond max_start_deviation from where the arm stopped: prepend a limit-respecting
+        minimum-jerk move to its first target (the grippers keep their first command meanwhile).
+        The whole trajectory then passes the same checks as any chunk."""
+        cfg = self.config
+        deviation = float(np.max(np.abs(arm[0] - self._q_arm)))
+        if deviation <= cfg.checks.max_start_deviation:
+            return arm, gripper
+        if deviation > cfg.rollback.max_lead_in:
+            raise ChunkRejected(f"resampled chunk starts {deviation:.3f} rad from the arm (lead-in allowed up to "
+                                f"rollback.max_lead_in {cfg.rollback.max_lead_in})")
+        lim = [cfg.checks.limits[n] for n in cfg.arm_joints]
+        duration = min_jerk_duration(arm[0] - self._q_arm, np.array([l.max_velocity for l in lim]),
+                                     np.array([l.max_acceleration for l in lim]),
+                                     np.array([l.max_jerk if l.has_jerk_limits else math.inf for l in lim]))
+        path = np.vstack([self._q_arm, min_jerk_move(self._q_arm, arm[0], max(duration, dt), dt)])
+        return np.vstack([path, arm[1:]]), np.vstack([np.tile(gripper[0], (len(path) - 1, 1)), gripper])
 
     def _holding(self) -> np.ndarray:
         """Per gripper: commanded closed but blocked part-way open, so an object is between the fingers."""
@@ -459,12 +580,15 @@ class Supervisor:
         target, reason = self._choose_rollback_checkpoint()
         detail += reason
         cfg = self.config
+        lo, hi = position_bounds(cfg.arm_joints, cfg.checks.limits)
+        # a checkpoint's reading may lie outside a limit (noise at a limit): return to inside it
+        goal, start = np.clip(target.arm, lo, hi), np.clip(self._q_arm, lo, hi)
         lim = [cfg.checks.limits[n] for n in cfg.arm_joints]
-        duration = min_jerk_duration(target.arm - self._q_arm, np.array([l.max_velocity for l in lim]),
+        duration = min_jerk_duration(goal - start, np.array([l.max_velocity for l in lim]),
                                      np.array([l.max_acceleration for l in lim]),
                                      np.array([l.max_jerk if l.has_jerk_limits else math.inf for l in lim]))
         dt = 0.02
-        arm_path = min_jerk_move(self._q_arm, target.arm, max(duration, dt), dt)
+        arm_path = min_jerk_move(start, goal, max(duration, dt), dt)
         # A gripper holding an object keeps it through the arm move and is restored after (never
         # opened unless allowed). An empty one is restored before the arm moves: moving back with
         # closed fingers onto where a slipped object fell pushed it away in the benchmark.
@@ -478,18 +602,19 @@ class Supervisor:
         ramp = np.linspace(1.0 / steps, 1.0, steps)[:, None]
         phases = [np.hstack([arm_path, np.tile(during_move, (len(arm_path), 1))])]
         if np.any(during_move != held):  # empty grippers first, the arm still
-            phases.insert(0, np.hstack([np.tile(self._q_arm, (steps, 1)), held + ramp * (during_move - held)]))
+            phases.insert(0, np.hstack([np.tile(start, (steps, 1)), held + ramp * (during_move - held)]))
         if np.any(restored != during_move):  # holding grippers last, the arm arrived
-            phases.append(np.hstack([np.tile(target.arm, (steps, 1)), during_move + ramp * (restored - during_move)]))
+            phases.append(np.hstack([np.tile(goal, (steps, 1)), during_move + ramp * (restored - during_move)]))
         rows = np.vstack(phases)
         self.rollbacks += 1
         fired = RollbackFired(detail, self.value, self.peak, cfg.rollback.delta, target, self.last_forwarded_chunk_id,
                               self.rollbacks)
         self.rollback_history.append(fired)
-        self._rollback_target = target
+        self._rollback_goal = goal
         self._rollback_done_at = now + len(rows) * dt
         self._commanded_gripper = restored
         self._low_count = 0
         events = self._enter(SupervisorMode.ROLLING_BACK, detail, now)
-        events += [fired, Command([*cfg.arm_joints, *cfg.gripper_joints], rows, dt, now, "rollback")]
+        events += [fired, self._inside_limits(Command([*cfg.arm_joints, *cfg.gripper_joints], rows, dt, now,
+                                                      "rollback"), clip=True)]
         return events

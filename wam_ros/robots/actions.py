@@ -20,6 +20,10 @@ from wam_ros.geometry.kinematics import Kinematics
 
 JOINT_POSITION, JOINT_DELTA, EE_DELTA = 0, 1, 2
 EE_AXES = ("dx", "dy", "dz", "drx", "dry", "drz")
+# Deltas beyond these are no motion a dual-arm robot makes within one chunk; they are refused
+# before the IK, which overflows on them (1e300 ended in a math domain error).
+MAX_EE_TRANSLATION = 2.0  # m
+MAX_EE_ROTATION = 2 * np.pi  # rad
 
 
 class ActionError(ValueError):
@@ -74,6 +78,14 @@ class ActionConverter:
             start = self.kinematics.frame_pose(conditioning, frame)
             joints = self.robot.arm_joint_names(side)
             cols = [list(names).index(f"{side}_{a}") for a in EE_AXES]
+            deltas = rows[:, cols]
+            if not np.isfinite(deltas).all():
+                raise ActionError(f"{side} arm: non-finite end-effector delta")
+            with np.errstate(over="ignore"):  # an overflowing norm is inf, and refused as such
+                translation, rotation = np.linalg.norm(deltas[:, :3], axis=1), np.linalg.norm(deltas[:, 3:], axis=1)
+            if (translation > MAX_EE_TRANSLATION).any() or (rotation > MAX_EE_ROTATION).any():
+                raise ActionError(f"{side} arm: end-effector delta of {translation.max():.3g} m / {rotation.max():.3g} "
+                                  f"rad beyond {MAX_EE_TRANSLATION} m / {MAX_EE_ROTATION:.3f} rad")
             for k, row in enumerate(rows[:, cols]):
                 target = np.eye(4)
                 target[:3, 3] = start[:3, 3] + row[:3]
