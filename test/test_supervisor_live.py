@@ -116,7 +116,9 @@ class World(ProbeNode):
         return chunk_id
 
     def send_value(self, value: float) -> None:
-        msg = ValueEstimate(chunk_id=self.next_chunk_id - 1, value=value, delta=0.2)
+        # one estimate per chunk (the supervisor counts a chunk's value once): each stands for a new one
+        self.value_chunk_id = max(getattr(self, "value_chunk_id", 0), 100_000) + 1
+        msg = ValueEstimate(chunk_id=self.value_chunk_id, value=value, delta=0.2)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.value_pub.publish(msg)
 
@@ -286,7 +288,32 @@ def test_rollback_budget_exhausted_holds_for_the_operator(world):
     assert "held for the operator" in world.state.last_rejection
 
 
-def test_bad_parameters_fail_configure_and_leave_the_node_unconfigured(tmp_path):
+BAD_CONFIGURATIONS = [
+    ("binary.yaml", b"\x89PNG\r\n\x1a\n\x00\xff\xfe", [], "not a text (UTF-8) YAML file"),
+    ("list.yaml", b"- left_joint1\n- 2.0\n", [], "expected 'joint_limits:' mapping joint names"),
+    ("string.yaml", b"joint_limits:\n  left_joint1: {max_velocity: fast}\n", [], "max_velocity: expected a number, got 'fast'"),
+    ("field.yaml", b"joint_limits:\n  left_joint1: {max_speed: 1.0}\n", [], "unknown field(s) ['max_speed']"),
+    (None, None, ["-p", "workspace.enabled:=true", "-p", "workspace.min:=[0.0, 1.0]"], "workspace.min: expected 3 finite numbers"),
+    (None, None, ["-p", "rollback.value_range:=[1.0, 0.0]"], "rollback.value_range"),
+]
+
+
+@pytest.mark.parametrize("name, content, extra, message", BAD_CONFIGURATIONS,
+                         ids=[c[3].split(":")[0][:30] for c in BAD_CONFIGURATIONS])
+def test_a_rejected_configuration_ends_the_process_with_exit_code_2_and_names_the_field(tmp_path, name, content, extra,
+                                                                                        message):
+    if name is not None:
+        (tmp_path / name).write_bytes(content)
+        extra = ["-p", f"joint_limits_file:={tmp_path / name}"]
+    process = subprocess.run([str(Path(sys.executable).parent / "supervisor_node"), "--ros-args", *extra],
+                             env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}, capture_output=True,
+                             text=True, timeout=60)
+    assert process.returncode == 2, process.stderr
+    assert message in process.stderr
+
+
+def test_without_autostart_a_rejected_configuration_leaves_the_node_unconfigured(tmp_path):
+    from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
     from wam_ros.ros.nodes.supervisor_node import SupervisorNode
@@ -295,8 +322,10 @@ def test_bad_parameters_fail_configure_and_leave_the_node_unconfigured(tmp_path)
     limits.write_text("joint_limits:\n  left_joint1: {max_speed: 1.0}\n")
     rclpy.init(domain_id=SPARE_DOMAIN_IDS[1])
     try:
-        node = SupervisorNode(parameter_overrides=[Parameter("joint_limits_file", value=str(limits))])
-        assert node.core is None  # configure failed: nothing is forwarded, the node stays up
+        node = SupervisorNode(parameter_overrides=[Parameter("joint_limits_file", value=str(limits)),
+                                                   Parameter("autostart", value=False)])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.core is None  # nothing is forwarded; a lifecycle manager sees the failure
         node.destroy_node()
     finally:
         rclpy.try_shutdown()

@@ -73,6 +73,8 @@ class RollbackConfig:
             raise ConfigError(f"rollback.delta: expected a value in (0, 1), got {self.delta}")
         if self.consecutive < 1 or self.buffer_size < 1 or self.max_rollbacks < 0:
             raise ConfigError("rollback: consecutive and buffer_size must be >= 1, max_rollbacks >= 0")
+        if len(self.value_range) != 2 or not all(isinstance(v, (int, float)) for v in self.value_range):
+            raise ConfigError(f"rollback.value_range: expected [low, high], got {list(self.value_range)}")
         low, high = self.value_range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ConfigError(f"rollback.value_range: expected two finite numbers low < high, got {self.value_range}")
