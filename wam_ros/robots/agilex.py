@@ -2,8 +2,15 @@
 
 Joint targets go out as JointCtrl in 0.001 deg after MotionCtrl_2 (CAN command mode, MOVE J);
 the gripper as GripperCtrl in 0.001 mm of opening (opening = 2 x one finger's travel).
-Feedback: joint angles, gripper opening and the arm status word; a non-normal status is a
-fault, and feedback that stops advancing makes the bridge report a lost connection.
+Feedback: joint angles, gripper opening and the arm status frame (0x2A1); feedback that stops
+advancing makes the bridge report a lost connection. Faults (`piper_fault`):
+- arm_status other than 0x00 (normal). That includes the teach states 0x0B-0x0D (record,
+  execution, pause): in teach mode a person moves the arm by hand (or the arm replays a
+  recording), so streaming commands to it is unsafe; it is reported as "arm in teach mode".
+- err_code with arm_status normal. piper_sdk decodes err_code (bytes 6-7 of 0x2A1, big-endian)
+  as per-joint bits: bits 0-5 joint 1-6 communication error, bits 8-13 joint 1-6 angle limit
+  exceeded (ArmMsgFeedbackStatus.err_code); either means a joint cannot be trusted or commanded,
+  so any of those bits is a fault. The reserved bits (6, 7, 14, 15) carry no meaning and are ignored.
 """
 
 from __future__ import annotations
@@ -23,7 +30,20 @@ ARM_STATUS = {
     0x0B: "teach record", 0x0C: "teach execution", 0x0D: "teach pause", 0x0E: "NTC over temperature",
     0x0F: "release resistor NTC over temperature",
 }
+TEACH_STATES = (0x0B, 0x0C, 0x0D)
 CAN_COMMAND_MODE, MOVE_J = 0x01, 0x01
+
+
+def piper_fault(arm_status: int, err_code: int) -> str:
+    """The fault named by a 0x2A1 status frame ('' when there is none); see the module docstring."""
+    name = ARM_STATUS.get(arm_status, "unknown")
+    if arm_status in TEACH_STATES:
+        return f"arm in teach mode (0x{arm_status:02X} {name}): leave teach mode on the arm, then ~/recover"
+    if arm_status != 0x00:
+        return f"arm status 0x{arm_status:02X} ({name}), err_code 0x{err_code:04X}"
+    joints = [f"joint {i + 1} communication error" for i in range(6) if err_code & (1 << i)]
+    joints += [f"joint {i + 1} beyond its angle limit" for i in range(6) if err_code & (1 << (8 + i))]
+    return f"err_code 0x{err_code:04X}: {', '.join(joints)}" if joints else ""
 
 
 class PiperBackend:
@@ -77,9 +97,8 @@ class PiperBackend:
             velocities = (positions - self._last_positions) / (now - self._last_read)
         self._last_positions, self._last_read = positions, now
         status = self.sdk.GetArmStatus().arm_status
-        fault = "" if status.arm_status in (0x00, 0x0B, 0x0C, 0x0D) else \
-            f"arm status 0x{status.arm_status:02X} ({ARM_STATUS.get(status.arm_status, 'unknown')}), err_code 0x{status.err_code:04X}"
-        return ArmState(positions, velocities, np.zeros(7), self._fresh_at, fault, f"ctrl_mode 0x{status.ctrl_mode:02X}")
+        return ArmState(positions, velocities, np.zeros(7), self._fresh_at, piper_fault(status.arm_status, status.err_code),
+                        f"ctrl_mode 0x{status.ctrl_mode:02X}")
 
     def command(self, positions: np.ndarray) -> None:
         millideg = [int(round(math.degrees(q) * 1000.0)) for q in positions[:6]]

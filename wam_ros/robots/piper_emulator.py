@@ -5,6 +5,11 @@ commands 0x151 (motion control 2), 0x155-0x157 (joints, two big-endian int32 per
 0.001 deg), 0x159 (gripper, int32 0.001 mm + int16 effort), 0x471 (motor enable); feedback
 0x2A1 (status), 0x2A5-0x2A7 (joints), 0x2A8 (gripper) at `rate` Hz. Joints move towards
 their targets at `speed` rad/s once enabled. Used for dry runs without arms and in tests.
+
+Faults to rehearse: `arm_status` (e.g. 0x07 collision, 0x0B teach record) and `err_code` (the
+per-joint bits of the status frame) are reported as set; `reading_offset` (rad per joint) is
+added to the fed-back joint angles only, as a glitched encoder or frame would be; `silent`
+stops all feedback.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class PiperEmulator:
         self.enabled = False
         self.ctrl_mode = 0
         self.arm_status = 0       # 0 normal; e.g. 0x07 collision, 0x05 joint communication error
+        self.err_code = 0         # bits 0-5: joint 1-6 communication error, bits 8-13: joint 1-6 angle limit
+        self.reading_offset = np.zeros(6)  # added to the reported joint angles, not to the joints
         self.silent = False       # stop all feedback (a pulled CAN cable)
         self.commands_received = 0
         self._rate, self._speed, self._gripper_speed = rate, speed, gripper_speed_mm
@@ -101,11 +108,11 @@ class PiperEmulator:
             self._stop.wait(max(0.0, period - (time.monotonic() - start)))
 
     def _feedback(self) -> list[can.Message]:
-        millideg = np.round(np.degrees(self.joints) * 1000.0).astype(int)
+        millideg = np.round(np.degrees(self.joints + self.reading_offset) * 1000.0).astype(int)
         frames = [can.Message(arbitration_id=fid, data=_int32_pair(millideg[2 * k], millideg[2 * k + 1]),
                               is_extended_id=False) for k, fid in enumerate(JOINT_FEEDBACK)]
         gripper = int(round(self.gripper_mm * 1000)).to_bytes(4, "big", signed=True) + (0).to_bytes(2, "big") + b"\x00\x00"
         frames.append(can.Message(arbitration_id=GRIPPER_FEEDBACK, data=gripper, is_extended_id=False))
-        status = bytes([self.ctrl_mode, self.arm_status, 0, 0, 0, 0]) + (0).to_bytes(2, "big")
+        status = bytes([self.ctrl_mode, self.arm_status, 0, 0, 0, 0]) + int(self.err_code).to_bytes(2, "big")
         frames.append(can.Message(arbitration_id=STATUS, data=status, is_extended_id=False))
         return frames
