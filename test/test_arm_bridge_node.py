@@ -1,5 +1,7 @@
 """arm_bridge_node as a process, driven over Fast DDS: the AgileX pair on virtual CAN with
-emulated Pipers (piper_sdk in the loop), and TienKung against a peer process."""
+emulated Pipers (piper_sdk in the loop), and TienKung against a peer process. No supervisor
+runs here, so these bridges run without the command watchdog (command_timeout:=0); its tests
+are in test_bridge_faults_live.py. Also the message parser the bridges share."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration as DurationMsg
+from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -19,6 +22,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
+from wam_ros.ros.conversions import trajectory_arrays
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
 
 BIN = Path(sys.executable).parent
@@ -48,6 +52,33 @@ class Probe(ProbeNode):
         self.trajectory_pub.publish(JointTrajectory(joint_names=names, points=[point]))
 
 
+def _trajectory(*offsets_ns: int, stamp: float = 0.0) -> JointTrajectory:
+    points = [JointTrajectoryPoint(positions=[0.0], time_from_start=DurationMsg(sec=ns // 1_000_000_000,
+                                                                                  nanosec=ns % 1_000_000_000))
+              for ns in offsets_ns]
+    msg = JointTrajectory(joint_names=["left_joint1"], points=points)
+    msg.header.stamp = TimeMsg(sec=int(stamp))
+    return msg
+
+
+@pytest.mark.parametrize("offsets_ns, reason", [
+    ((-1_000_000,), "time_from_start must be >= 0"),
+    ((61_000_000_000,), r"time_from_start 61.0 s is beyond the 60 s horizon"),
+    ((0, 500_000), r"time_from_start of points 0 and 1 are 0.500 ms apart \(they must increase by at least 1 ms\)"),
+    ((2_000_000, 1_000_000), "points 0 and 1 are -1.000 ms apart"),
+])
+def test_trajectory_messages_with_absurd_timing_are_refused(offsets_ns, reason):
+    with pytest.raises(ValueError, match=reason):
+        trajectory_arrays(_trajectory(*offsets_ns), now=100.0)
+
+
+def test_trajectory_times_are_exact_at_the_smallest_spacing():
+    names, times, positions = trajectory_arrays(_trajectory(0, 1_000_000, 2_000_000, stamp=1_700_000_000), now=5.0)
+    assert names == ["left_joint1"] and positions.shape == (3, 1)
+    np.testing.assert_allclose(times - 1_700_000_000, [0.0, 0.001, 0.002], atol=1e-6)
+    assert trajectory_arrays(_trajectory(0), now=5.0)[1][0] == 5.0  # a zero stamp: now
+
+
 def _start(args: list[str], domain: int) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "arm_bridge_node"), "--ros-args", *args],
                             env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
@@ -55,7 +86,8 @@ def _start(args: list[str], domain: int) -> subprocess.Popen:
 
 def test_agilex_bridge_on_virtual_can_follows_trajectories_and_refuses_bad_ones():
     domain = SPARE_DOMAIN_IDS[0]
-    process = _start(["-p", "robot:=agilex", "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
+    process = _start(["-p", "robot:=agilex", "-p", "command_timeout:=0.0",
+                      "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
                       "-p", "agilex.can_ports:=[vcan_test_left, vcan_test_right]",
                       "-p", "agilex.leader_can_ports:=[vcan_test_master_left, vcan_test_master_right]"], domain)
     probe = Probe(domain)
@@ -88,7 +120,7 @@ def test_tienkung_bridge_follows_commands_and_errors_when_the_robot_goes_silent(
     pause = tmp_path / "pause"
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
     peer = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tienkung_peer.py")), str(pause)], env=env)
-    process = _start(["-p", "robot:=tienkung"], domain)
+    process = _start(["-p", "robot:=tienkung", "-p", "command_timeout:=0.0"], domain)
     probe = Probe(domain)
     try:
         assert probe.spin_until(lambda: len(probe.states) > 20, 30.0), "no joint_states from the bridge"

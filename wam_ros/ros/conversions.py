@@ -13,6 +13,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from wam_ros.data.images import ENCODINGS, depth_to_millimetres  # noqa: F401 (nodes import it from here)
 from wam_ros.data.images import image_array as image_fields_array
 from wam_ros.geometry.lifting import CLOUD_DTYPE, PointCloud
+from wam_ros.robots.bridge import MAX_HORIZON, MIN_SPACING
 
 
 
@@ -77,16 +78,28 @@ def trajectory_arrays(msg: JointTrajectory, now: float) -> tuple[list[str], np.n
     """(joint names, absolute point times in s, points x joints) of a JointTrajectory.
 
     A zero header stamp means "start now", as in ros2_control. Raises ValueError on a
-    malformed message (no points, ragged points, times not increasing).
+    malformed message: no points, ragged points, a negative time_from_start, one beyond the
+    bridge's horizon (MAX_HORIZON), or points closer than MIN_SPACING (which also makes the
+    times strictly increasing).
     """
     names = list(msg.joint_names)
     if not msg.points:
         raise ValueError("trajectory has no points")
     if any(len(point.positions) != len(names) for point in msg.points):
         raise ValueError(f"every point needs {len(names)} positions, one per joint name")
-    offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
-    if (offsets < 0).any() or (np.diff(offsets) <= 0).any():
-        raise ValueError("time_from_start must be >= 0 and strictly increasing")
+    # integer nanoseconds: the spacing check is exact
+    ns = np.array([p.time_from_start.sec * 1_000_000_000 + p.time_from_start.nanosec for p in msg.points],
+                  dtype=np.int64)
+    offsets = ns * 1e-9
+    if (ns < 0).any():
+        raise ValueError(f"time_from_start must be >= 0, got {offsets.min():.3f} s")
+    if offsets.max() > MAX_HORIZON:
+        raise ValueError(f"time_from_start {offsets.max():.1f} s is beyond the {MAX_HORIZON:.0f} s horizon")
+    spacing = np.diff(ns)
+    if (spacing < round(MIN_SPACING * 1e9)).any():
+        k = int(np.argmax(spacing < round(MIN_SPACING * 1e9)))
+        raise ValueError(f"time_from_start of points {k} and {k + 1} are {spacing[k] * 1e-6:.3f} ms apart "
+                         f"(they must increase by at least {MIN_SPACING * 1e3:.0f} ms)")
     start = from_time(msg.header.stamp) or now
     return names, start + offsets, np.array([list(p.positions) for p in msg.points], dtype=float)
 

@@ -1,13 +1,21 @@
 """arm_bridge_node: one lifecycle node for the real arms (Franka FR3 pair, AgileX Piper pair, TienKung).
 
-In: joint_trajectory (trajectory_msgs/JointTrajectory, what the supervisor forwards).
+In: joint_trajectory (trajectory_msgs/JointTrajectory, what the supervisor forwards) and
+supervisor/heartbeat (std_msgs/Header at the supervisor's control rate): while a trajectory runs
+and neither arrives for command_timeout seconds (arrival on this node's clock), the arms hold.
 Out: joint_states at the driver rate (left_*, right_*; grippers in m of one finger's travel),
 /diagnostics (connection, mode, errors, command latency); with robot:=agilex also the Cobot Magic
 topics /puppet/joint_left|right (followers) and, with agilex.leader_can_ports, /master/joint_left|right
 read from the leader arms (7 values: 6 joints in rad, then the gripper in m of one finger's travel).
 Lifecycle: configure connects (and fails clearly when an arm does not answer), activate
 enables and starts streaming, deactivate holds, cleanup disconnects. A driver fault or a
-silent connection puts the bridge in its error state (arms held); ~/recover clears it.
+silent connection puts the bridge in its error state (arms held); ~/recover clears it. So does
+an implausible reading (non-finite, well outside the joint range, or faster than the joint can
+move): the arms hold at the last commanded position, joint_states keep the last plausible reading
+(the glitch never reaches the supervisor or the policy; /diagnostics names it), and ~/recover
+refuses until the readings are plausible again. A rejected trajectory, malformed or not, stops
+the running one. /diagnostics: mode, error, commands, rejected, last_rejection, command_timeout_s,
+watchdog (why the watchdog last stopped a trajectory), watchdog_stops, command_latency_ms.
 The simulated robot needs no bridge: sim_node runs the same bridge core on the simulator.
 """
 
@@ -17,11 +25,13 @@ import threading
 import time
 from collections import deque
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -31,7 +41,7 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
-from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, JOINT_STATE_QOS
 
 BACKENDS = {"franka": "franky", "agilex": "piper", "tienkung": "tienkung"}
 
@@ -47,6 +57,9 @@ class ArmBridgeNode(LifecycleNode):
                                 "commanded position (rad)", range_=(0.0, 6.3)),
             "state_timeout": declare(self, "state_timeout", 0.5, "Driver silence that counts as a lost connection (s)",
                                      range_=(0.01, 10.0)),
+            "command_timeout": declare(self, "command_timeout", 0.5, "Hold when a trajectory runs and neither "
+                                       "a supervisor heartbeat nor a new trajectory arrived for this long (s; 0: off)",
+                                       range_=(0.0, 10.0)),
             "franka.hosts": declare(self, "franka.hosts", ["172.16.0.2", "172.16.0.3"], "FCI hosts of the left and right FR3"),
             "franka.dynamics_factor": declare(self, "franka.dynamics_factor", 0.2, "franky relative dynamics factor",
                                               range_=(0.01, 1.0)),
@@ -68,7 +81,8 @@ class ArmBridgeNode(LifecycleNode):
         }
         self.robot = load_robot_config(p["robot"])
         self.bridge: Bridge | None = None
-        self._pending: deque = deque(maxlen=16)
+        # parsed trajectories, or the reason a message was refused, in arrival order
+        self._pending: deque[tuple[list[str], np.ndarray, np.ndarray] | str] = deque(maxlen=16)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
@@ -83,6 +97,7 @@ class ArmBridgeNode(LifecycleNode):
         self.leaders: dict = {}  # side -> read-only PiperBackend of the Cobot Magic leader arm
         self.master_pubs = {}
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
+        self.create_subscription(Header, HEARTBEAT_TOPIC, self._on_heartbeat, HEARTBEAT_QOS)
         self.create_service(Trigger, "~/recover", self._srv_recover)
         self.create_timer(1.0, self._publish_diagnostics)
         if p["autostart"] and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -164,7 +179,8 @@ class ArmBridgeNode(LifecycleNode):
         try:
             backends = self._make_backends()
             self.bridge = Bridge(backends, BridgeLimits.for_robot(self.robot, self.robot.joint_names),
-                                 self.robot.joint_names, self._settings["max_step"], self._settings["state_timeout"])
+                                 self.robot.joint_names, self._settings["max_step"], self._settings["state_timeout"],
+                                 self._settings["command_timeout"])
             self.bridge.configure(time.monotonic())
         except (BridgeError, ConfigError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
@@ -216,8 +232,14 @@ class ArmBridgeNode(LifecycleNode):
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         try:
             self._pending.append(trajectory_arrays(msg, self.get_clock().now().nanoseconds * 1e-9))
-        except ValueError as exc:
-            self.get_logger().warn(f"rejected trajectory: {exc}", throttle_duration_sec=1.0)
+        except ValueError as exc:  # counted and stopping the running trajectory in turn, in the driver loop
+            self._pending.append(str(exc))
+
+    def _on_heartbeat(self, msg: Header) -> None:
+        # its arrival on the driver loop's clock: the stamp says when it was sent, not that the sender lives
+        with self._lock:
+            if self.bridge is not None:
+                self.bridge.heartbeat(time.monotonic())
 
     def _ros_to_monotonic(self) -> float:
         """Offset from ROS time to the monotonic clock the driver loop runs on."""
@@ -237,7 +259,12 @@ class ArmBridgeNode(LifecycleNode):
         bridge = self.bridge
         offset = self._ros_to_monotonic()
         while self._pending:
-            names, times, positions = self._pending.popleft()
+            pending = self._pending.popleft()
+            if isinstance(pending, str):  # a message refused while parsing
+                bridge.reject(pending)
+                self.get_logger().warn(f"rejected trajectory message: {pending}", throttle_duration_sec=1.0)
+                continue
+            names, times, positions = pending
             try:
                 bridge.set_trajectory(names, times - offset, positions, now)
             except CommandRejected as exc:
@@ -283,13 +310,16 @@ class ArmBridgeNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         status = self.bridge.status if self.bridge is not None else None
         level = diag.ERROR if status is None or status.mode == BridgeMode.ERROR else \
-            diag.OK if status.mode == BridgeMode.ACTIVE else diag.WARN
+            diag.OK if status.mode == BridgeMode.ACTIVE and not status.watchdog else diag.WARN
         values = {"robot": self.robot.name, "driver": BACKENDS[self.robot.name],
                   "mode": status.mode.value if status else "unconfigured", "error": status.error if status else "",
                   "commands": status.commands if status else 0, "rejected": status.rejected if status else 0,
                   "last_rejection": status.last_rejection if status else "",
+                  "command_timeout_s": self._settings["command_timeout"],
+                  "watchdog": status.watchdog if status else "",
+                  "watchdog_stops": status.watchdog_stops if status else 0,
                   "command_latency_ms": f"{status.latency * 1e3:.2f}" if status else "nan"}
-        message = (status.error or status.mode.value) if status else "not configured"
+        message = (status.error or status.watchdog or status.mode.value) if status else "not configured"
         self.diag_pub.publish(diag.array_msg(to_time(self.get_clock().now().nanoseconds * 1e-9), [
             diag.status(f"{self.get_fully_qualified_name()}: arm bridge", f"{self.robot.name}_arms", level,
                         message, values)]))
