@@ -1,12 +1,15 @@
-"""sync_node as a process: jittered cameras published from this process, sets received back."""
+"""sync_node as a process: jittered cameras published from this process, sets received back; bad
+and malformed input dropped with its reason."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -42,7 +45,7 @@ class Cameras(ProbeNode):
                                       DIAGNOSTICS_QOS)
 
     def publish(self, cam: str, t: float, depth_t: float | None = None, encoding: str = "rgb8", width: int = W,
-                truncate: bool = False) -> None:
+                truncate: bool = False, tamper: Callable[[Image, CameraInfo], None] | None = None) -> None:
         color_pub, color_info_pub, depth_pub, depth_info_pub = self.pubs[cam]
         stamp, depth_stamp = to_time(t), to_time(t if depth_t is None else depth_t)
         pixels = np.zeros((H, width, 3), np.uint8)
@@ -53,10 +56,12 @@ class Cameras(ProbeNode):
             color.data = color.data[:-1]
         info = CameraInfo(width=W, height=H, k=[50.0, 0, 32, 0, 50.0, 24, 0, 0, 1])
         info.header.stamp = stamp
-        color_pub.publish(color)
-        color_info_pub.publish(info)
         depth_info = CameraInfo(width=W, height=H, k=info.k)
         depth_info.header.stamp = depth_stamp
+        if tamper is not None:  # breaks the color image or its CameraInfo
+            tamper(color, info)
+        color_pub.publish(color)
+        color_info_pub.publish(info)
         depth_pub.publish(image_msg(np.full((H, W), 800, np.uint16), "16UC1", depth_stamp, f"{cam}_color_optical_frame"))
         depth_info_pub.publish(depth_info)
 
@@ -133,6 +138,58 @@ def test_a_silent_camera_gives_degraded_sets_of_the_others_and_bad_input_is_coun
                                           for s in cameras.diagnostics), 3.0)
     assert cameras.spin_until(lambda: any("rejected head/color data size" in {v.key for v in s.values}
                                           for s in cameras.diagnostics), 3.0)
+
+
+def _no_pixels(image: Image, info: CameraInfo) -> None:
+    image.width = image.height = image.step = 0
+    image.data = image.data[:0]
+    info.width = info.height = 0
+
+
+def _short_step(image: Image, info: CameraInfo) -> None:
+    image.step = W * 3 - 3  # rows shorter than width x 3 bytes, data consistent with that step
+    image.data = image.data[:image.step * H]
+
+
+def _huge_width(image: Image, info: CameraInfo) -> None:
+    image.width, image.height, image.step, image.data = 100000, 1, 3, image.data[:3]
+    info.width, info.height = 100000, 1
+
+
+def _nan_intrinsics(image: Image, info: CameraInfo) -> None:
+    info.k[0] = math.nan
+
+
+def test_malformed_images_and_camera_infos_are_dropped_with_their_reason_and_matching_goes_on(cameras):
+    """None of them reaches a set: 0x0 images with a 0x0 CameraInfo, rows shorter than the width,
+    width 100000 with 3 bytes of data, NaN intrinsics."""
+    rng = np.random.default_rng(5)
+    t = stream(cameras, 10, rng)
+
+    def latest() -> dict[str, str]:
+        return {v.key: v.value for v in cameras.diagnostics[-1].values} if cameras.diagnostics else {}
+
+    # the checks that fail, and the reason when only one does
+    for tamper, keys, reason in [(_no_pixels, ("head/color size", "head/color camera_info"), None),
+                                 (_short_step, ("head/color data size",), "image 64x48 rgb8: step 189 is less than"),
+                                 (_huge_width, ("head/color data size",), "image 100000x1 rgb8: step 3 is less"),
+                                 (_nan_intrinsics, ("head/color camera_info",), "CameraInfo K [nan")]:
+        before = {key: int(latest().get(f"rejected {key}", 0)) for key in keys}
+        t = stream(cameras, 10, rng, start=t, overrides={"head": {"tamper": tamper}})
+        assert cameras.spin_until(lambda: all(int(latest().get(f"rejected {key}", 0)) > before[key] for key in keys),
+                                  3.0), (tamper.__name__, latest())
+        if reason is not None:
+            assert latest()["last_rejection"].startswith(f"{keys[0]}: {reason}"), latest()
+        received = len(cameras.sets)
+        t = stream(cameras, 15, rng, start=t)
+        assert cameras.spin_until(lambda: len(cameras.sets) > received and not cameras.sets[-1].degraded, 3.0), \
+            f"no complete sets after {tamper.__name__}"  # the node goes on with the next good frames
+    for s in cameras.sets:  # every view of every set is whole: its own size, its data, finite intrinsics
+        views = [(image, info) for images, infos in ((s.color, s.color_info), (s.depth, s.depth_info))
+                 for image, info in zip(images, infos) if not s.degraded or image.width]
+        for image, info in views:
+            assert (image.width, image.height) == (W, H) and len(image.data) == image.step * H >= W * 2
+            assert (info.width, info.height) == (W, H) and np.isfinite(info.k).all()
 
 
 def test_sync_benchmark_runs_publishers_sync_node_and_receiver_in_separate_processes():

@@ -1,10 +1,12 @@
-"""Image payloads of recorded messages (ROS-free): raw sensor_msgs/Image arrays and the
-image_transport compressed formats (JPEG/PNG color, compressedDepth PNG for 16UC1 depth)."""
+"""Image payloads (ROS-free): raw sensor_msgs/Image fields checked and viewed as arrays, CameraInfo
+intrinsics checked, and the image_transport compressed formats (JPEG/PNG color, compressedDepth
+PNG for 16UC1 depth). The nodes check every live image with the same functions."""
 
 from __future__ import annotations
 
 import io
 import struct
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image as PILImage
@@ -19,24 +21,64 @@ ENCODINGS = {  # encoding -> (dtype, channels)
 
 
 class ImageError(ValueError):
-    """An image payload that cannot be decoded; the message says which field is wrong."""
+    """An image, or the CameraInfo describing it, that cannot be used: the message says which field
+    is wrong; `check` names the check that failed (encoding, size, data size, camera_info, ...), so
+    that nodes can count rejections by cause."""
+
+    def __init__(self, message: str, check: str = "payload"):
+        super().__init__(message)
+        self.check = check
 
 
-def image_array(height: int, width: int, encoding: str, step: int, data, is_bigendian: int = 0) -> np.ndarray:
-    """(H, W, C) or (H, W) view of a raw sensor_msgs/Image's fields, in the encoding's channel
-    order (no copy unless rows are padded). Raises ImageError (a ValueError) when malformed."""
-    if encoding not in ENCODINGS:
-        raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+def image_layout(height: int, width: int, encoding: str, step: int, size: int, is_bigendian: int = 0,
+                 encodings: Iterable[str] = ENCODINGS) -> tuple[np.dtype, int]:
+    """(dtype, channels) of a raw sensor_msgs/Image's fields, once they are known to describe a
+    non-empty image of `size` data bytes in one of `encodings`. Raises ImageError (a ValueError)."""
+    if encoding not in ENCODINGS or encoding not in encodings:
+        raise ImageError(f"unsupported encoding {encoding!r}; supported: "
+                         f"{', '.join(e for e in encodings if e in ENCODINGS)}", "encoding")
     if is_bigendian:
-        raise ImageError("big-endian images are not supported")
+        raise ImageError("big-endian images are not supported", "encoding")
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image {width}x{height} has no pixels", "size")
     dtype, channels = ENCODINGS[encoding]
     row = width * channels * np.dtype(dtype).itemsize
+    if step < row:
+        raise ImageError(f"image {width}x{height} {encoding}: step {step} is less than the {row} bytes of a row",
+                         "data size")
+    if size != step * height:
+        raise ImageError(f"image {width}x{height} {encoding}: {size} data bytes, but step {step} x height {height} "
+                         f"= {step * height}", "data size")
+    return np.dtype(dtype), channels
+
+
+def image_array(height: int, width: int, encoding: str, step: int, data, is_bigendian: int = 0,
+                encodings: Iterable[str] = ENCODINGS) -> np.ndarray:
+    """(H, W, C) or (H, W) view of a raw sensor_msgs/Image's fields, in the encoding's channel
+    order (no copy unless rows are padded). Raises ImageError (a ValueError) when malformed or not
+    in one of `encodings`."""
     buf = data.view(np.uint8).ravel() if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
-    if step < row or buf.size != step * height:
-        raise ImageError(f"image {width}x{height} {encoding}: step {step} and {buf.size} bytes do not match")
+    dtype, channels = image_layout(height, width, encoding, step, buf.size, is_bigendian, encodings)
+    row = width * channels * dtype.itemsize
     rows = buf.reshape(height, step)[:, :row] if step != row else buf
     out = np.ascontiguousarray(rows).view(dtype)
     return out.reshape((height, width, channels) if channels > 1 else (height, width))
+
+
+def camera_matrix(k: Sequence[float], width: int, height: int) -> np.ndarray:
+    """The 3x3 intrinsics of a CameraInfo (k row-major) for width x height images. Raises ImageError
+    unless they describe a calibrated camera: finite, focal lengths > 0, last row (0, 0, 1) (an
+    all-zero K is ROS's "uncalibrated"; NaN would turn every lifted point into NaN)."""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"CameraInfo {width}x{height} describes no pixels", "camera_info")
+    K = np.asarray(k, dtype=float)
+    if K.shape != (9,):
+        raise ImageError(f"CameraInfo K has shape {K.shape}, expected 9 values", "camera_info")
+    K = K.reshape(3, 3)
+    if not np.isfinite(K).all() or not (K[0, 0] > 0 and K[1, 1] > 0) or not np.allclose(K[2], (0.0, 0.0, 1.0)):
+        raise ImageError(f"CameraInfo K {K.ravel().tolist()} is not a calibrated camera matrix (finite, "
+                         "fx, fy > 0, last row 0 0 1)", "camera_info")
+    return K
 
 
 def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from trajectory_msgs.msg import JointTrajectory
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from wam_ros.data.images import ENCODINGS, depth_to_millimetres  # noqa: F401 (nodes import it from here)
+from wam_ros.data.images import ImageError, camera_matrix, image_layout
 from wam_ros.data.images import image_array as image_fields_array
 from wam_ros.geometry.lifting import CLOUD_DTYPE, PointCloud
 from wam_ros.robots.bridge import MAX_HORIZON, MIN_SPACING
@@ -58,6 +59,60 @@ def image_msg(a: np.ndarray, encoding: str, stamp: Time, frame_id: str) -> Image
 def image_array(msg: Image) -> np.ndarray:
     """View of msg.data as an array (no copy). Raises ValueError on a malformed image."""
     return image_fields_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian)
+
+
+# The encodings of a camera's views (MultiViewRGBD; sync_node's inputs)
+VIEW_ENCODINGS = {"color": ("rgb8", "bgr8"), "depth": ("16UC1", "32FC1")}
+
+
+def check_view(msg: Image, kind: str) -> None:
+    """A camera's color or depth image whose fields describe its data, in an encoding of that kind.
+    Raises ImageError naming the failed check."""
+    image_layout(msg.height, msg.width, msg.encoding, msg.step, len(msg.data), msg.is_bigendian, VIEW_ENCODINGS[kind])
+
+
+def view_array(msg: Image, kind: str) -> np.ndarray:
+    """image_array of a camera's color or depth view, in an encoding of that kind (no copy unless
+    rows are padded). Raises ImageError naming the failed check."""
+    return image_fields_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian,
+                              VIEW_ENCODINGS[kind])
+
+
+def view_intrinsics(image: Image, info: CameraInfo) -> np.ndarray:
+    """K of the CameraInfo that goes with an image: of the image's size, and calibrated. Raises ImageError."""
+    if (info.width, info.height) != (image.width, image.height):
+        raise ImageError(f"image {image.width}x{image.height} but CameraInfo {info.width}x{info.height}", "size")
+    return camera_matrix(info.k, info.width, info.height)
+
+
+def multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                          dict[str, tuple[np.ndarray, tuple[int, int]]]]:
+    """(RGB images, depth images, intrinsics (K, (height, width))) by camera of a wam_ros/MultiViewRGBD,
+    for `cameras`, as views on its data. Raises ImageError when the set is malformed (arrays not one
+    entry per camera name, a view not matching its fields or its CameraInfo), ValueError when it
+    lacks one of the cameras."""
+    names = list(msg.camera_names)
+    lengths = {field: len(getattr(msg, field)) for field in ("color", "depth", "color_info", "depth_info", "stamps")}
+    if len(set(names)) != len(names) or any(n != len(names) for n in lengths.values()):
+        raise ImageError(f"camera names {names} do not index the views: {lengths}", "views")
+    missing = [c for c in cameras if c not in names]
+    if missing:
+        raise ValueError(f"observation lacks cameras {missing} the checkpoint needs")
+    images, depths, intrinsics = {}, {}, {}
+    for cam in cameras:
+        i = names.index(cam)
+        color, depth, info = msg.color[i], msg.depth[i], msg.color_info[i]
+        where = f"{cam}/color"  # which part a rejection names
+        try:
+            rgb = view_array(color, "color")
+            images[cam] = rgb if color.encoding == "rgb8" else rgb[..., ::-1]
+            where = f"{cam}/depth"
+            depths[cam] = view_array(depth, "depth")
+            where = f"{cam}/color_info"
+            intrinsics[cam] = (view_intrinsics(color, info), (info.height, info.width))
+        except ImageError as exc:
+            raise ImageError(f"{where}: {exc}", exc.check) from None
+    return images, depths, intrinsics
 
 
 def camera_info_msg(K: np.ndarray, width: int, height: int, stamp: Time, frame_id: str,

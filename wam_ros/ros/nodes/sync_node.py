@@ -4,9 +4,11 @@ Subscribes, per camera, to the official drivers' topics (<cam>/color/image_raw,
 <cam>/color/camera_info, <cam>/<depth_topic>, and its camera_info), whether they come from our
 camera nodes, the simulator or realsense2_camera / orbbec_camera. Matches them with the
 approximate-time policy (wam_ros.sync.approximate_time) and publishes `observations`.
-Bad input (wrong encoding, stamps going backwards; at matching time: image size not matching its
-CameraInfo, missing CameraInfo) is dropped with a reason logged once per cause and counted in
-/diagnostics.
+Bad input is dropped before use, with a reason logged (throttled per cause) and counted in
+/diagnostics: an image whose fields do not describe its data (no pixels, wrong encoding, step or
+data size), a CameraInfo that is not a calibrated camera, stamps going backwards; at matching time
+an image size not matching its CameraInfo, or a missing CameraInfo. The checks are the ones
+policy_node applies to the sets (wam_ros.ros.conversions).
 A camera that stops is left out: the sets of the other cameras are published marked degraded.
 """
 
@@ -24,17 +26,17 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from wam_ros.config import CAMERA_NAMES
+from wam_ros.data.images import ImageError, camera_matrix
 from wam_ros.msg import MultiViewRGBD
 from wam_ros.ros import diagnostics as diag
-from wam_ros.ros.conversions import from_time, to_time
+from wam_ros.ros.conversions import check_view, from_time, to_time, view_intrinsics
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
 from wam_ros.sync.approximate_time import ApproximateTimeSync, SyncConfig
 
-COLOR_ENCODINGS = ("rgb8", "bgr8")
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
 KINDS = ("color", "depth")
+PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
 
 
 class SyncNode(Node):
@@ -74,6 +76,8 @@ class SyncNode(Node):
         self._active: tuple[str, ...] = ()
         self._sync: ApproximateTimeSync | None = None
         self._problems: dict[str, int] = defaultdict(int)
+        self._problem_logged: dict[str, float] = {}  # cause -> monotonic time of its last warning
+        self._last_problem = ""
         self._rates = {s: diag.RateMeter() for s in self.streams}
         self._published = diag.RateMeter()
         self._ages: list[float] = []    # now - set stamp at publish (s)
@@ -128,17 +132,19 @@ class SyncNode(Node):
     # --- inputs ----------------------------------------------------------------------------
     def _problem(self, cause: str, detail: str) -> None:
         self._problems[cause] += 1
-        if self._problems[cause] == 1:  # once per cause; the count is in /diagnostics
-            self.get_logger().warn(f"{cause}: {detail} (dropped; further drops counted in /diagnostics)")
+        self._last_problem = f"{cause}: {detail}"
+        now = time.monotonic()
+        if now - self._problem_logged.get(cause, -np.inf) >= PROBLEM_LOG_PERIOD:
+            self._problem_logged[cause] = now
+            self.get_logger().warn(f"{cause}: {detail} (dropped; {self._problems[cause]} so far, all counted "
+                                   "in /diagnostics)")
 
     def _on_image(self, cam: str, kind: str, msg: Image) -> None:
         stream = (cam, kind)
-        allowed = COLOR_ENCODINGS if kind == "color" else DEPTH_ENCODINGS
-        if msg.encoding not in allowed:
-            return self._problem(f"{cam}/{kind} encoding", f"{msg.encoding!r}, expected one of {allowed}")
-        if msg.step * msg.height != len(msg.data):
-            return self._problem(f"{cam}/{kind} data size", f"{len(msg.data)} bytes for step {msg.step} x "
-                                 f"height {msg.height}")
+        try:
+            check_view(msg, kind)
+        except ImageError as exc:
+            return self._problem(f"{cam}/{kind} {exc.check}", str(exc))
         stamp = from_time(msg.header.stamp)
         if stamp < self._last_stamp.get(stream, -np.inf):
             return self._problem(f"{cam}/{kind} stamp went backwards",
@@ -154,6 +160,10 @@ class SyncNode(Node):
             self._emit(matched)
 
     def _on_info(self, stream: tuple[str, str], info: CameraInfo) -> None:
+        try:
+            camera_matrix(info.k, info.width, info.height)
+        except ImageError as exc:
+            return self._problem(f"{stream[0]}/{stream[1]} {exc.check}", str(exc))
         self._infos[stream].append(info)
         if self._waiting is not None:  # a set that was only missing its CameraInfo
             waiting, self._waiting = self._waiting, None
@@ -211,9 +221,10 @@ class SyncNode(Node):
                             self._problem(f"{cam}/{kind} camera_info missing", "no CameraInfo; set dropped")
                         self._waiting = matched
                         return
-                    if (info.width, info.height) != (image.width, image.height):
-                        return self._problem(f"{cam}/{kind} size", f"image {image.width}x{image.height} but "
-                                             f"CameraInfo {info.width}x{info.height}; set dropped")
+                    try:
+                        view_intrinsics(image, info)
+                    except ImageError as exc:
+                        return self._problem(f"{cam}/{kind} {exc.check}", f"{exc}; set dropped")
                     views[k], infos[k] = image, info
                 color_stamps.append(by_stream[(cam, "color")][0])
             msg.color.append(views[0])
@@ -269,6 +280,8 @@ class SyncNode(Node):
         values["topics_waiting_for_publishers"] = ", ".join(t for _, t, _, _ in self._unsubscribed)
         for cause, count in self._problems.items():
             values[f"rejected {cause}"] = count
+        if self._last_problem:
+            values["last_rejection"] = self._last_problem
         degraded = len(self._active) < len(self.cameras)
         level = diag.ERROR if not self._active else diag.WARN if degraded or self._problems else diag.OK
         message = "matching all cameras" if not degraded else f"degraded: missing {sorted(set(self.cameras) - set(self._active))}"
