@@ -4,7 +4,10 @@ Publishes /clock (sim time), joint_states, and per camera the official drivers' 
 (<cam>/color/image_raw, <cam>/color/camera_info, <cam>/aligned_depth_to_color/image_raw as
 16UC1 millimetres, <cam>/aligned_depth_to_color/camera_info). Executes the supervisor's
 trajectory_msgs/JointTrajectory on joint_trajectory (a new one replaces the running one, as in
-ros2_control's trajectory controller); bad trajectories are logged, counted and ignored.
+ros2_control's trajectory controller) through the arm bridge core; a bad trajectory is logged,
+counted and stops the running one. Like arm_bridge_node it holds when a trajectory runs and
+neither the supervisor's heartbeat (supervisor/heartbeat) nor a new trajectory arrived for
+command_timeout seconds of sim time.
 
 With task:=<name> the scene is a benchmark episode (wam_ros.sim.tasks: layout, condition, seed,
 perturbation) and its stage markers and success are published on task/state (wam_ros/TaskState).
@@ -26,6 +29,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, load_robot_config
@@ -34,9 +38,9 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
-from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS,
-                             LATCHED_QOS)
-from wam_ros.robots.bridge import Bridge, BridgeLimits, CommandRejected
+from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC,
+                             IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS)
+from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, CommandRejected
 from wam_ros.robots.sim import SimBackend
 from wam_ros.msg import TaskState
 from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, EpisodeSpec, TaskMonitor, setup_world
@@ -60,6 +64,9 @@ class SimNode(Node):
         clock_check_s = declare(self, "startup_clock_check_s", 1.0,
                                 "How long to watch for another /clock publisher before starting (s)",
                                 range_=(0.0, 30.0))
+        command_timeout = declare(self, "command_timeout", 0.5, "Hold when a trajectory runs and neither a supervisor "
+                                  "heartbeat nor a new trajectory arrived for this long (s of sim time; 0: off)",
+                                  range_=(0.0, 10.0))
 
         task = declare(self, "task", "", "Benchmark task to set up (empty: the robot config's scene)",
                        choices=("", *TASKS))
@@ -79,17 +86,17 @@ class SimNode(Node):
         # Only the sim loop touches the world; the command callback hands parsed trajectories
         # over through a queue guarded by a lock that is never held for long.
         self._command_lock = threading.Lock()
-        # every trajectory is validated in arrival order; the newest valid one runs
-        self._pending_trajectories: deque[tuple[list[str], np.ndarray, np.ndarray]] = deque(maxlen=16)
+        # every trajectory is validated in arrival order (a str: a message refused while parsing); the
+        # newest valid one runs
+        self._pending_trajectories: deque[tuple[list[str], np.ndarray, np.ndarray] | str] = deque(maxlen=16)
+        self._heartbeat: float | None = None  # sim time of a heartbeat's arrival, until the sim loop takes it
         # the sim bridge: the same limited streaming as the hardware bridges, into the servos
         self.bridge = Bridge([SimBackend(self.world)], BridgeLimits.for_robot(self.robot, self.world.joint_names),
-                             self.world.joint_names, state_timeout=math.inf)
+                             self.world.joint_names, state_timeout=math.inf, command_timeout=command_timeout)
         self.bridge.configure(self.world.time)
         self.bridge.activate(self.world.time)
         self._camera_period = 1.0 / camera_rate
         self._next_camera_time = 0.0
-        self._rejected = 0
-        self._last_rejection = ""
         self._render_ms = 0.0
         self._failure = ""
         self._camera_meter = diag.RateMeter()
@@ -110,6 +117,8 @@ class SimNode(Node):
                     self.create_publisher(CameraInfo, f"{cam}/aligned_depth_to_color/camera_info", CAMERA_INFO_QOS),
                 )
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(Header, HEARTBEAT_TOPIC, self._on_heartbeat, HEARTBEAT_QOS,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME),
                           callback_group=MutuallyExclusiveCallbackGroup())
@@ -149,16 +158,15 @@ class SimNode(Node):
         # Parse here, validate and execute in the sim loop: the executor never waits for a render.
         try:
             pending = trajectory_arrays(msg, self.world.time)
-        except ValueError as exc:
-            self._reject(str(exc))
-            return
+        except ValueError as exc:  # counted, and stopping the running trajectory, in the sim loop
+            pending = str(exc)
         with self._command_lock:
             self._pending_trajectories.append(pending)
 
-    def _reject(self, reason: str) -> None:
-        self._rejected += 1
-        self._last_rejection = reason
-        self.get_logger().warn(f"rejected trajectory: {reason}", throttle_duration_sec=1.0)
+    def _on_heartbeat(self, msg: Header) -> None:
+        # its arrival in sim time (the bridge's clock here), never its stamp
+        with self._command_lock:
+            self._heartbeat = self.world.time
 
     def _run(self) -> None:
         period = 1.0 / self.state_rate
@@ -184,12 +192,22 @@ class SimNode(Node):
         with self._command_lock:
             pending = list(self._pending_trajectories)
             self._pending_trajectories.clear()
+            heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            self.bridge.heartbeat(heartbeat)
         for trajectory in pending:
+            if isinstance(trajectory, str):  # a message refused while parsing
+                self.bridge.reject(trajectory)
+                self.get_logger().warn(f"rejected trajectory message: {trajectory}", throttle_duration_sec=1.0)
+                continue
             try:
                 self.bridge.set_trajectory(*trajectory, now=self.world.time)
             except CommandRejected as exc:
-                self._reject(str(exc))
-        self.bridge.step(self.world.time, 1.0 / self.state_rate)
+                self.get_logger().warn(f"rejected trajectory: {exc}", throttle_duration_sec=1.0)
+        try:
+            self.bridge.step(self.world.time, 1.0 / self.state_rate)
+        except BridgeError as exc:  # an implausible reading: the arms hold, the simulation goes on
+            self.get_logger().error(f"bridge error, arms held: {exc}", throttle_duration_sec=2.0)
         self.world.step(1.0 / self.state_rate)
         now = self.world.time
         q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
@@ -238,15 +256,21 @@ class SimNode(Node):
         if other_clocks and not self._failure:
             self.get_logger().error(f"another node publishes /clock: {', '.join(other_clocks)}",
                                     throttle_duration_sec=10.0)
-        level = diag.ERROR if self._failure or other_clocks else diag.WARN if self._rejected else diag.OK
+        bridge = self.bridge.status
+        level = diag.ERROR if self._failure or other_clocks or bridge.error else \
+            diag.WARN if bridge.rejected or bridge.watchdog else diag.OK
         values = {
             "sim_time_s": f"{sim_time:.3f}",
             "real_time_factor": f"{sim_time / max(wall, 1e-9):.3f}",
             "camera_rate_hz": f"{self._camera_meter.rate(sim_time):.2f}",
             "render_ms": f"{self._render_ms:.1f}",
-            "command_latency_ms": f"{self.bridge.status.latency * 1e3:.1f}",
-            "rejected_commands": self._rejected,
-            "last_rejection": self._last_rejection,
+            "command_latency_ms": f"{bridge.latency * 1e3:.1f}",
+            "rejected_commands": bridge.rejected,
+            "last_rejection": bridge.last_rejection,
+            "bridge_error": bridge.error,
+            "command_timeout_s": self.bridge.command_timeout,
+            "watchdog": bridge.watchdog,
+            "watchdog_stops": bridge.watchdog_stops,
             "other_clock_publishers": ", ".join(other_clocks),
         }
         if self._failure:
@@ -254,7 +278,8 @@ class SimNode(Node):
         elif other_clocks:
             msg = f"/clock also published by {', '.join(other_clocks)}"
         else:
-            msg = "running" if not self._rejected else f"{self._rejected} commands rejected"
+            msg = bridge.error or bridge.watchdog or \
+                ("running" if not bridge.rejected else f"{bridge.rejected} commands rejected")
         self.diag_pub.publish(diag.array_msg(to_time(sim_time), [
             diag.status(f"{self.get_fully_qualified_name()}: simulator", f"sim_{self.robot.name}", level, msg, values)]))
 
