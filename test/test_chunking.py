@@ -1,5 +1,8 @@
 """Chunk hand-over (control/chunking.py): timing, RTC inpainting prefix and weights, blending,
-starvation and jumps, on hand-made chunks."""
+starvation and jumps, on hand-made chunks; epochs and the lock against an inference in flight
+during a rollback."""
+
+import threading
 
 import numpy as np
 import pytest
@@ -98,3 +101,65 @@ def test_bad_configurations_are_named():
         ChunkingConfig(dt=DT, horizon=16, execution_horizon=17)
     with pytest.raises(ValueError, match="positions must be"):
         scheduler().accept(1, 0.0, np.zeros(16), now=0.0)
+
+
+def test_a_reset_starts_a_new_epoch_whose_chunks_alone_are_accepted():
+    s = scheduler("rtc")
+    assert s.accept(1, 0.0, ramp(0.0), now=0.1, epoch=s.epoch) is not None
+    started = s.epoch  # an inference takes the epoch with its observation
+    s.reset()
+    assert s.epoch == started + 1 and s.executing is None
+    assert s.accept(2, 0.8, ramp(18.0), now=1.5, epoch=started) is None  # stale: dropped
+    assert s.executing is None and s.inpainting(1.5) is None and s.delay_steps == 2  # nor its 0.7 s latency counted
+    fresh = s.accept(3, 1.0, ramp(5.0), now=1.1, epoch=s.epoch)
+    assert fresh is not None and fresh.jump == 0.0 and s.executing.chunk_id == 3
+
+
+def test_an_inference_in_flight_during_a_rollback_does_not_guide_the_next_chunk():
+    """The policy node's race on threads: an inference (its predict) still runs when the resample
+    resets the scheduler, then hands its chunk in."""
+    s = scheduler("rtc", delay_margin=0)
+    s.accept(1, 0.0, ramp(0.0), now=0.1)
+    resampled = threading.Event()
+    handed_in: list = []
+
+    def inference() -> None:
+        epoch = s.epoch                          # taken with the observation (policy_node._job)
+        assert s.inpainting(0.8) is not None     # guided towards chunk 1, the plan about to be discarded
+        assert resampled.wait(10.0)              # predict blocks until the resample has run
+        with s.lock:                             # as DeployedPolicy.infer hands a chunk on
+            handed_in.append(s.accept(2, 0.8, ramp(18.0), now=0.9, epoch=epoch))
+
+    worker = threading.Thread(target=inference)
+    worker.start()
+    s.reset()  # the resample service, on the executor thread
+    resampled.set()
+    worker.join(10.0)
+    assert not worker.is_alive() and handed_in == [None]
+    # the chunk sampled from the restored state starts afresh, without guidance towards chunk 2 (or 1)
+    assert s.executing is None and s.inpainting(1.0) is None
+
+
+def test_a_reset_waits_until_an_accepted_chunk_is_handed_on():
+    """accept and the hand-on (publishing) under the lock: a rollback's reset cannot fall between
+    them, so no chunk of the old epoch is published after the resample's reply."""
+    s = scheduler("rtc")
+    publishing, published = threading.Event(), threading.Event()
+
+    def hand_on() -> None:
+        with s.lock:
+            assert s.accept(1, 0.0, ramp(0.0), now=0.1, epoch=s.epoch) is not None
+            publishing.set()
+            published.wait(10.0)
+
+    worker = threading.Thread(target=hand_on)
+    worker.start()
+    assert publishing.wait(10.0)
+    resetter = threading.Thread(target=s.reset)
+    resetter.start()
+    resetter.join(0.3)
+    assert resetter.is_alive() and s.epoch == 0 and s.executing is not None  # the reset waits
+    published.set()
+    worker.join(10.0)
+    resetter.join(10.0)
+    assert not resetter.is_alive() and s.epoch == 1 and s.executing is None

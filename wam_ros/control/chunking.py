@@ -15,11 +15,18 @@ two chunks join:
 A chunk that could not be guided (the reactive expert's, which is not sampled), or that arrives
 later than the delay its guidance assumed, gets the RTC weights for the delay that really passed
 as a soft mask in rtc mode: w * old + (1 - w) * new.
+
+Inference runs on another thread than the resets (a rollback's resample): the scheduler is locked,
+and counts resets in `epoch`. An inference takes the epoch with its observation and hands it to
+`accept`, which drops the chunk if a reset came in between: after a rollback, a chunk still in
+flight would otherwise become the executing chunk again, and the next chunk would be guided
+towards the plan that was discarded.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -96,52 +103,70 @@ class ChunkScheduler:
     def __init__(self, config: ChunkingConfig):
         self.config = config
         self.executing: TimedChunk | None = None
+        self.epoch = 0  # resets so far
+        # Reentrant: a caller that must hand an accepted chunk on before any reset (DeployedPolicy.infer)
+        # holds it around accept and the hand-on.
+        self.lock = threading.RLock()
         self._latencies: deque[float] = deque(maxlen=config.delay_window)
 
     def reset(self) -> None:
-        """Forget the executing chunk (after a rollback the next chunk starts afresh)."""
-        self.executing = None
+        """Forget the executing chunk (after a rollback the next chunk starts afresh) and start a new
+        epoch: chunks of inferences started before are dropped."""
+        with self.lock:
+            self.executing = None
+            self.epoch += 1
 
     @property
     def delay_steps(self) -> int:
         """d: steps that pass during one inference (the largest recent latency, plus the margin),
         at most s."""
-        if not self._latencies:
-            return 0
-        d = math.ceil(max(self._latencies) / self.config.dt - 1e-9) + self.config.delay_margin
+        with self.lock:  # the latencies change on the inference thread
+            if not self._latencies:
+                return 0
+            d = math.ceil(max(self._latencies) / self.config.dt - 1e-9) + self.config.delay_margin
         return min(d, self.config.execution_horizon)
 
     def inference_due(self, now: float) -> bool:
         """Time to condition the next chunk on the newest observation: s steps after the executing
         chunk's own observation."""
-        c = self.config
-        return self.executing is None or now >= self.executing.obs_time + c.execution_horizon * c.dt - 1e-9
+        c, old = self.config, self.executing  # read once: the inference thread may replace it
+        return old is None or now >= old.obs_time + c.execution_horizon * c.dt - 1e-9
 
     def inpainting(self, obs_time: float, delay: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """RTC target (H, joints) and weights (H,) for a chunk conditioned at obs_time: the old
         chunk's steps at the same times; weight 1 for the first d steps (d: `delay`, else the
         estimate), falling linearly to 0 at the old chunk's end. None without an executing chunk
         or outside rtc mode."""
-        c, old = self.config, self.executing
-        if c.mode != "rtc" or old is None:
-            return None
-        times = obs_time + np.arange(c.horizon) * c.dt
-        target = np.stack([old.at(t) for t in times])
-        remaining = int(math.floor((old.end - obs_time) / c.dt + 1e-9)) + 1  # old steps at or after obs_time
-        d = min(self.delay_steps if delay is None else delay, max(remaining, 0))
+        c = self.config
+        with self.lock:
+            old = self.executing
+            if c.mode != "rtc" or old is None:
+                return None
+            times = obs_time + np.arange(c.horizon) * c.dt
+            target = np.stack([old.at(t) for t in times])
+            remaining = int(math.floor((old.end - obs_time) / c.dt + 1e-9)) + 1  # old steps at or after obs_time
+            d = min(self.delay_steps if delay is None else delay, max(remaining, 0))
         i = np.arange(c.horizon, dtype=float)
         weights = np.where(i < d, 1.0, np.clip((remaining - i) / max(remaining - d + 1, 1), 0.0, 1.0))
         weights[i >= remaining] = 0.0
         return target, weights
 
     def accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float,
-               guided: bool = True) -> Handover:
+               guided: bool = True, epoch: int | None = None) -> Handover | None:
         """A new chunk conditioned at obs_time arrived at `now`: it takes over at its first step
-        not yet due. guided=False: it was sampled without the RTC inpainting."""
-        c = self.config
+        not yet due. guided=False: it was sampled without the RTC inpainting. epoch: the epoch its
+        inference started in; if a reset came since, the chunk is dropped: None, and nothing changes.
+        epoch=None: the current epoch (for a caller that no reset can race)."""
         positions = np.asarray(positions, dtype=float)
         if positions.ndim != 2 or len(positions) < 1:
             raise ValueError(f"chunk positions must be (steps, joints), got {positions.shape}")
+        with self.lock:
+            if epoch is not None and epoch != self.epoch:
+                return None
+            return self._accept(chunk_id, obs_time, positions, now, guided)
+
+    def _accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float, guided: bool) -> Handover:
+        c = self.config
         latency = max(now - obs_time, 0.0)
         guided_delay = self.delay_steps  # the d the guidance was computed with
         self._latencies.append(latency)

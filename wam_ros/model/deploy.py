@@ -118,10 +118,14 @@ class DeployedPolicy:
 
     # ---- inference -------------------------------------------------------------------------
     def infer(self, obs: Observation, obs_time: float, clock: Callable[[], float],
-              on_chunk: Callable[[ChunkReady], None], chunk_id: int, seed: int | None = None) -> Prediction:
+              on_chunk: Callable[[ChunkReady], None], chunk_id: int, seed: int | None = None,
+              epoch: int | None = None) -> Prediction:
         """Samples the next chunk, RTC-guided towards the executing chunk; on_chunk gets it (in
         absolute targets, already handed over to the scheduler) as soon as the actions are final.
-        Returns the full prediction, with the video unless DeployConfig.video is off."""
+        Returns the full prediction, with the video unless DeployConfig.video is off.
+        epoch: the scheduler's epoch when the observation was taken (default: now). If the scheduler
+        was reset since (a rollback), the chunk is dropped and on_chunk never sees it."""
+        epoch = self.scheduler.epoch if epoch is None else epoch
         inpaint = self.scheduler.inpainting(obs_time)
         if inpaint is not None:
             target, weights = inpaint
@@ -133,8 +137,11 @@ class DeployedPolicy:
             if not np.isfinite(absolute).all():  # e.g. a diverged checkpoint's NaN weights
                 raise FloatingPointError("the model produced non-finite actions; no chunk from this observation")
             guided = prediction.expert == PREDICTIVE  # the reactive expert's actions are not sampled
-            handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided)
-            on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction, absolute))
+            # a reset waits until an accepted chunk is handed on (published): none of its epoch follows it
+            with self.scheduler.lock:
+                handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided, epoch)
+                if handover is not None:
+                    on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction, absolute))
 
         return self.policy.predict(obs, video=cfg.video, depth=cfg.depth, action_steps=cfg.action_steps or None,
                                    video_steps=cfg.video_steps or None, seed=seed, inpaint=inpaint,
