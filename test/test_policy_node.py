@@ -1,5 +1,6 @@
 """policy_node in its own process over DDS: chunks, value, gate, 4D clouds and markers from observations
-this test publishes; resampling; degraded, stale and NaN inputs skipped with a diagnostic."""
+this test publishes; resampling, also with an inference in flight; degraded, stale, NaN and malformed
+inputs skipped with a diagnostic."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from model_data import synthetic_dataset, tiny_config
-from sensor_msgs.msg import JointState, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
@@ -70,6 +72,7 @@ class Robot(ProbeNode):
         self.degraded = False
         self.age = 0.0
         self.cameras = list(CAMERA_NAMES)
+        self.tamper: Callable[[MultiViewRGBD], None] | None = None  # breaks each set before it is sent
         n.create_timer(0.01, self._publish_joints)
         n.create_timer(1 / 15, self._publish_observation)
 
@@ -90,6 +93,8 @@ class Robot(ProbeNode):
             msg.color_info.append(camera_info_msg(K, W, H, stamp, frame))
             msg.depth_info.append(camera_info_msg(K, W, H, stamp, frame))
             msg.stamps.append(stamp)
+        if self.tamper is not None:
+            self.tamper(msg)
         self.obs_pub.publish(msg)
 
 
@@ -181,6 +186,119 @@ def test_unusable_inputs_give_no_chunk_and_a_diagnostic(robot_and_policy, fault,
     robot.degraded, robot.age, robot.joints["left_joint3"] = False, 0.0, HOME["left_joint3"]
     robot.cameras = list(CAMERA_NAMES)
     assert robot.spin_until(lambda: len(robot.chunks) > count, 30.0)  # and it recovers
+
+
+def _no_views(msg: MultiViewRGBD) -> None:
+    msg.color, msg.depth, msg.color_info, msg.depth_info = [], [], [], []
+
+
+def _no_pixels(msg: MultiViewRGBD) -> None:
+    msg.color = [Image(encoding="rgb8") for _ in msg.camera_names]
+    msg.depth = [Image(encoding="16UC1") for _ in msg.camera_names]
+    msg.color_info = [CameraInfo() for _ in msg.camera_names]
+
+
+def _short_step(msg: MultiViewRGBD) -> None:
+    color = msg.color[1]
+    color.step = W * 3 - 3  # rows shorter than width x 3 bytes, data consistent with that step
+    color.data = color.data[:color.step * H]
+
+
+def _huge_width(msg: MultiViewRGBD) -> None:
+    color, info = msg.color[0], msg.color_info[0]
+    color.width, color.height, color.step, color.data = 100000, 1, 3, color.data[:3]
+    info.width, info.height = 100000, 1
+
+
+def _nan_intrinsics(msg: MultiViewRGBD) -> None:
+    msg.color_info[2].k[0] = math.nan
+
+
+@pytest.mark.parametrize("tamper, reason", [(_no_views, "do not index the views"), (_no_pixels, "has no pixels"),
+                                            (_short_step, "left_wrist/color: image 64x48 rgb8: step 189 is less"),
+                                            (_huge_width, "head/color: image 100000x1 rgb8: step 3 is less"),
+                                            (_nan_intrinsics, "right_wrist/color_info: CameraInfo K [nan")],
+                         ids=["camera names without views", "0x0 images", "step < width x 3",
+                              "width 100000 with 3 bytes", "NaN in K"])
+def test_malformed_sets_are_rejected_with_their_reason_and_the_node_keeps_working(robot_and_policy, tamper, reason):
+    robot, process = robot_and_policy
+    assert robot.spin_until(lambda: "chunks" in robot.diagnostics, 30.0)
+    before = int(robot.diagnostics.get("skipped: observation malformed", 0))
+    robot.tamper = tamper
+    try:
+        assert robot.spin_until(lambda: int(robot.diagnostics.get("skipped: observation malformed", 0)) > before
+                                and reason in robot.diagnostics.get("last_skip", ""), 30.0), robot.diagnostics
+        robot.spin_for(1.0)  # an inference started on a good set before may still publish
+        count = len(robot.chunks)
+        robot.spin_for(1.5)
+        assert len(robot.chunks) == count and process.poll() is None  # nothing acted on, still running
+        assert robot.diagnostics["inference_errors"] == "0"  # refused before the model
+    finally:
+        robot.tamper = None
+    assert robot.spin_until(lambda: len(robot.chunks) > count, 30.0)  # and it works on the next good set
+
+
+# policy_node with a predict that blocks, for one chunk, until the resample service has run; it
+# prints which chunk the scheduler executes as each inference starts
+BLOCKING_POLICY_NODE = """
+import sys, threading
+from wam_ros.model.deploy import DeployedPolicy
+from wam_ros.model.policy import WorldActionPolicy
+from wam_ros.ros.nodes import policy_node
+
+BLOCKED_CHUNK = int(sys.argv.pop(1))
+resampled, current = threading.Event(), {}
+serve, infer, predict = policy_node.PolicyNode._srv_resample, DeployedPolicy.infer, WorldActionPolicy.predict
+
+def srv_resample(self, request, response):
+    response = serve(self, request, response)
+    resampled.set()
+    return response
+
+def logged_infer(self, obs, obs_time, clock, on_chunk, chunk_id, *args, **kwargs):
+    executing = self.scheduler.executing
+    print(f"chunk {chunk_id} starts; executing: {executing and executing.chunk_id}", flush=True)
+    current["chunk"] = chunk_id
+    return infer(self, obs, obs_time, clock, on_chunk, chunk_id, *args, **kwargs)
+
+def blocking_predict(self, *args, **kwargs):
+    if current.get("chunk") == BLOCKED_CHUNK:
+        print(f"chunk {BLOCKED_CHUNK} waits for the resample", flush=True)
+        resampled.wait(60.0)
+    return predict(self, *args, **kwargs)
+
+policy_node.PolicyNode._srv_resample = srv_resample
+DeployedPolicy.infer, WorldActionPolicy.predict = logged_infer, blocking_predict
+sys.exit(policy_node.main())
+"""
+
+
+def test_an_inference_in_flight_during_a_resample_neither_publishes_nor_guides_the_next_chunk(checkpoint, tmp_path):
+    """Chunk 3's predict is still running when the supervisor's resample arrives: its chunk is
+    neither published nor accepted by the chunk scheduler, so chunk 4, sampled from the restored
+    state, starts afresh instead of being guided towards the discarded plan."""
+    domain, log = SPARE_DOMAIN_IDS[1], tmp_path / "policy.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-c", BLOCKING_POLICY_NODE, "3", "--ros-args",
+                                    "-p", f"checkpoint:={checkpoint}", "-p", "robot:=agilex", "-p", "seed:=3"],
+                                   env={**os.environ, "ROS_DOMAIN_ID": str(domain)}, stdout=out)
+    robot = Robot(domain)
+    try:
+        assert robot.spin_until(lambda: "chunk 3 waits" in log.read_text(), 60.0), (log.read_text(), robot.diagnostics)
+        assert robot.spin_until(lambda: {1, 2} <= {c.chunk_id for c in robot.chunks}, 10.0)
+        assert robot.resample.wait_for_service(timeout_sec=5.0)
+        arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
+        future = robot.resample.call_async(Resample.Request(discarded_chunk_id=2, joint_names=arm,
+                                                            positions=[HOME[n] for n in arm]))
+        assert robot.spin_until(future.done, 10.0) and future.result().accepted
+        assert future.result().chunk_id == 4
+        assert robot.spin_until(lambda: any(c.chunk_id == 4 for c in robot.chunks), 60.0), log.read_text()
+        assert 3 not in {c.chunk_id for c in robot.chunks}  # the discarded inference published nothing
+        assert "chunk 4 starts; executing: None" in log.read_text(), log.read_text()
+        assert process.poll() is None
+    finally:
+        robot.close()
+        stop_process(process)
 
 
 def test_a_diverged_checkpoint_publishes_nothing_and_the_node_keeps_serving(checkpoint, tmp_path):

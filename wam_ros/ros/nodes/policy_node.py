@@ -35,13 +35,14 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.control.chunking import MODES, ChunkScheduler
+from wam_ros.data.images import ImageError
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
 from wam_ros.model.deploy import (DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
                                   resolve_instruction)
 from wam_ros.model.policy import CheckpointMismatch, depth_metres, load_policy
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
 from wam_ros.ros import diagnostics as diag
-from wam_ros.ros.conversions import from_time, image_array, pointcloud_msg, to_time
+from wam_ros.ros.conversions import from_time, multiview_arrays, pointcloud_msg, to_time
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
@@ -51,6 +52,8 @@ from wam_ros.srv import Resample
 OBSERVATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 CLOUD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 EXPERTS = {"predictive": GateState.EXPERT_PREDICTIVE, "reactive": GateState.EXPERT_REACTIVE}
+PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
+Views = tuple[dict, dict, dict]  # images, depths, intrinsics by camera (conversions.multiview_arrays)
 
 
 class PolicyNode(Node):
@@ -88,15 +91,16 @@ class PolicyNode(Node):
         }
         self.params = p
         self.deployed = self._load(p)
-        self._latest_obs: MultiViewRGBD | None = None
+        self._latest_obs: tuple[MultiViewRGBD, Views | None] | None = None  # the newest set, checked
         self._joints: dict[str, float] = {}
         self._lock = threading.Lock()
         self._busy = threading.Event()
         self._worker: threading.Thread | None = None
-        self._generation = 0          # bumped by resample: results of older inferences are dropped
         self._restored: dict[str, float] | None = None
         self._peak = 0.0
         self._problems: dict[str, int] = {}
+        self._problem_logged: dict[str, float] = {}  # cause -> monotonic time of its last warning
+        self._last_problem = ""
         self._latencies: deque[dict[str, float]] = deque(maxlen=50)
         self._chunks = diag.RateMeter(window=5.0)
         self._jumps: deque[float] = deque(maxlen=50)
@@ -155,12 +159,27 @@ class PolicyNode(Node):
 
     def _problem(self, cause: str, detail: str) -> None:
         self._problems[cause] = self._problems.get(cause, 0) + 1
-        if self._problems[cause] == 1:
-            self.get_logger().warn(f"{cause}: {detail} (further cases counted in /diagnostics)")
+        self._last_problem = f"{cause}: {detail}"
+        now = time.monotonic()
+        if now - self._problem_logged.get(cause, -math.inf) >= PROBLEM_LOG_PERIOD:
+            self._problem_logged[cause] = now
+            self.get_logger().warn(f"{cause}: {detail} ({self._problems[cause]} so far, all counted in /diagnostics)")
 
     # --- inputs ------------------------------------------------------------------------------
     def _on_observation(self, msg: MultiViewRGBD) -> None:
-        self._latest_obs = msg
+        """Keeps the newest set once its views are checked; after a malformed or unfitting one there is
+        nothing to act on (an older set would only be acted on because a newer one was broken)."""
+        if msg.degraded:  # its missing views are empty; _job reports it
+            self._latest_obs = (msg, None)
+            return
+        self._latest_obs = None
+        try:
+            views = multiview_arrays(msg, self.deployed.policy.cfg.cameras)
+        except ImageError as exc:
+            return self._problem("observation malformed", str(exc))
+        except ValueError as exc:  # well-formed, but not the views the checkpoint needs
+            return self._problem("observation rejected", str(exc))
+        self._latest_obs = (msg, views)
 
     def _on_joint_states(self, msg: JointState) -> None:
         if len(msg.name) != len(msg.position):
@@ -184,9 +203,9 @@ class PolicyNode(Node):
 
     def _job(self, now: float) -> tuple | None:
         """The inputs of one inference, or None (with a diagnostic) when there is nothing to act on."""
-        msg = self._latest_obs
-        if msg is None:
+        if self._latest_obs is None:
             return None
+        msg, views = self._latest_obs
         stamp = from_time(msg.header.stamp)
         if msg.degraded:
             return self._problem("observation degraded", f"sync_node marked the set degraded: {msg.status}")
@@ -195,49 +214,32 @@ class PolicyNode(Node):
                                  f"(max_observation_age {self.params['max_observation_age']} s)")
         with self._lock:
             joints = dict(self._joints)
-        restored, generation = self._restored, self._generation
+        # the scheduler's epoch now: a resample after this discards the inference's chunk
+        restored, epoch = self._restored, self.deployed.scheduler.epoch
         if restored is not None:
             joints.update(restored)  # condition on the state the rollback restored
         try:
-            images, depths, intrinsics = self._views(msg)
-            obs = self.deployed.observation(images, depths, joints, self.params["instruction"])
+            obs = self.deployed.observation(views[0], views[1], joints, self.params["instruction"])
         except UnusableJointState as exc:
             return self._problem("joint state missing, NaN or out of range", str(exc))
         except ValueError as exc:  # ObservationError included
             return self._problem("observation rejected", str(exc))
         self._restored = None
         chunk_id, self._next_chunk_id = self._next_chunk_id, self._next_chunk_id + 1
-        return obs, stamp, (images, depths, intrinsics), generation, chunk_id
-
-    def _views(self, msg: MultiViewRGBD) -> tuple[dict, dict, dict]:
-        cams = list(self.deployed.policy.cfg.cameras)
-        missing = [c for c in cams if c not in msg.camera_names]
-        if missing:
-            raise ValueError(f"observation lacks cameras {missing} the checkpoint needs")
-        images, depths, intrinsics = {}, {}, {}
-        for cam in cams:
-            i = list(msg.camera_names).index(cam)
-            color = image_array(msg.color[i])
-            images[cam] = color if msg.color[i].encoding == "rgb8" else color[..., ::-1]
-            depths[cam] = image_array(msg.depth[i])
-            info = msg.color_info[i]
-            intrinsics[cam] = (np.array(info.k, dtype=float).reshape(3, 3), (info.height, info.width))
-        return images, depths, intrinsics
+        return obs, stamp, views, epoch, chunk_id
 
     # --- the worker thread -------------------------------------------------------------------
-    def _infer(self, obs, stamp: float, views: tuple[dict, dict, dict], generation: int, chunk_id: int) -> None:
+    def _infer(self, obs, stamp: float, views: Views, epoch: int, chunk_id: int) -> None:
         seed, self._seed = (self._seed if self._seed >= 0 else None), -1
         chunks = []
         try:
-            def on_chunk(ready) -> None:
-                if generation != self._generation:
-                    return  # a resample discarded this inference
+            def on_chunk(ready) -> None:  # only for a chunk of this epoch (no resample since the job)
                 chunks.append(ready)
                 self._publish_chunk(ready, obs.state)
 
-            prediction = self.deployed.infer(obs, stamp, self._now, on_chunk, chunk_id, seed)
+            prediction = self.deployed.infer(obs, stamp, self._now, on_chunk, chunk_id, seed, epoch)
             self._latencies.append(prediction.timings)
-            if chunks and generation == self._generation:
+            if chunks and epoch == self.deployed.scheduler.epoch:  # not of a plan discarded since
                 self._publish_visuals(prediction, chunks[0], obs, views)
         except Exception as exc:  # noqa: BLE001 — the node keeps serving; the cause goes to diagnostics
             self._errors += 1
@@ -270,7 +272,7 @@ class PolicyNode(Node):
                                         threshold=self.deployed.policy.cfg.gate_threshold,
                                         active_expert=EXPERTS[pred.expert]))
 
-    def _publish_visuals(self, prediction, ready, obs, views: tuple[dict, dict, dict]) -> None:
+    def _publish_visuals(self, prediction, ready, obs, views: Views) -> None:
         """Clouds and markers of one inference; views: the observation's (images, depths, intrinsics)."""
         header_stamp, frame_id = to_time(ready.obs_time), self.params["frame_id"]
         voxel = self.params["voxel_size"]
@@ -286,7 +288,7 @@ class PolicyNode(Node):
             self.live_pub.publish(pointcloud_msg(live, header_stamp, frame_id))
         self.marker_pub.publish(self._markers(absolute, obs.state, ready, header_stamp, frame_id))
 
-    def _live_cloud(self, views: tuple[dict, dict, dict], state: np.ndarray, stride: int) -> PointCloud:
+    def _live_cloud(self, views: Views, state: np.ndarray, stride: int) -> PointCloud:
         cams = list(self.deployed.policy.cfg.cameras)
         images, depths, intrinsics = views
         depth_m = [depth_metres(depths[c]) for c in cams]
@@ -322,8 +324,9 @@ class PolicyNode(Node):
             response.message = (f"bad restored state: {len(names)} names, {len(positions)} positions"
                                 + (f", unknown joints {unknown}" if unknown else "") + " (or non-finite values)")
             return response
-        self._generation += 1              # an inference in flight is discarded
-        self.deployed.scheduler.reset()    # pending chunks too: the next one starts afresh
+        # a new epoch: the executing chunk is forgotten, and the chunk of an inference in flight is
+        # neither accepted (it would guide the next chunk towards the discarded plan) nor published
+        self.deployed.scheduler.reset()
         self._restored = dict(zip(names, positions))
         self._seed = -1                    # fresh noise
         response.accepted = True
@@ -334,7 +337,7 @@ class PolicyNode(Node):
     def destroy_node(self) -> None:
         """Lets an inference in flight finish first: a worker still publishing through a destroyed
         node (or torch still computing as the process exits) aborted the process."""
-        self._generation += 1  # whatever it produces now is not published
+        self.deployed.scheduler.reset()  # whatever it produces now is not published
         if self._worker is not None:
             self._worker.join(timeout=30.0)
         super().destroy_node()
@@ -355,6 +358,8 @@ class PolicyNode(Node):
             values["boundary_jump_max_rad"] = f"{max(self._jumps):.4f}"
         for cause, count in self._problems.items():
             values[f"skipped: {cause}"] = count
+        if self._last_problem:
+            values["last_skip"] = self._last_problem
         level = diag.ERROR if self._errors else diag.WARN if self._problems or not self._chunks.count else diag.OK
         message = "acting" if self._chunks.rate(time.monotonic()) > 0 else "waiting for usable observations"
         self.diag_pub.publish(diag.array_msg(to_time(self._now()), [
