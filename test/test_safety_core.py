@@ -239,3 +239,14 @@ def test_no_input_sequence_raises_or_forwards_a_point_outside_the_limits(script,
                 assert_inside_limits(event)
                 assert event.dt == 0.0 or 1e-3 <= event.dt <= 1.0
                 assert len(event.positions) == 1 or (len(event.positions) - 1) * event.dt <= 60.0
+
+
+def test_a_stopped_clock_holds_and_refuses_chunks_until_time_advances():
+    h = running()
+    h.feed(0.1)
+    events = h.sup.clock_stopped(0.1, 1.2)
+    assert events[0].new == SupervisorMode.HOLD and "has not advanced for 1.20 s" in events[0].reason
+    assert "has not advanced" in h.chunk()[0].reason  # streams "fresh" at a standing clock prove nothing
+    h.feed(0.2)
+    h.value(0.5)
+    assert h.chunk()[0].new == SupervisorMode.RUNNING

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import rclpy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from rosgraph_msgs.msg import Clock as ClockMsg
+from std_msgs.msg import Bool, Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -27,7 +28,10 @@ from wam_ros.config import load_robot_config
 from wam_ros.control.trajectory import TimedTrajectory
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
 from wam_ros.ros.conversions import trajectory_arrays
-from wam_ros.ros.qos import COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
+from wam_ros.control.limits import robot_joint_limits
+from wam_ros.robots.actions import EE_AXES, EE_DELTA
+from wam_ros.ros.conversions import to_time
+from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 from wam_ros.srv import Resample
 
 ROBOT = load_robot_config("agilex")
@@ -36,12 +40,16 @@ ARM = [n for n in NAMES if not n.endswith("_gripper")]
 HOME = ROBOT.home_positions()
 DT = 1 / 15
 MAX_ROLLBACKS = 2
+LIMITS = robot_joint_limits(ROBOT)
+LOWER = np.array([LIMITS[n].min_position if n in LIMITS else 0.0 for n in NAMES])
+UPPER = np.array([LIMITS[n].max_position if n in LIMITS else ROBOT.arm.gripper.stroke for n in NAMES])
+SUPERVISOR = str(Path(sys.executable).parent / "supervisor_node")
 
 
 class World(ProbeNode):
     """Arm, cameras and policy around the supervisor, in one rclpy context of this process."""
 
-    def __init__(self, domain_id: int):
+    def __init__(self, domain_id: int, sim_clock: bool = False):
         super().__init__("fault_injector", domain_id)
         self.q = np.array([HOME[n] for n in NAMES])
         self.trajectory: tuple[list[int], TimedTrajectory] | None = None
@@ -52,6 +60,9 @@ class World(ProbeNode):
         self.publish_joint_states = True
         self.publish_observations = True
         self.next_chunk_id = 1
+        self.heartbeats: list[float] = []
+        self.publish_clock = sim_clock
+        self.sim_time = 2000.0
         n = self.node
         self.joint_pub = n.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
         self.obs_pub = n.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
@@ -62,7 +73,11 @@ class World(ProbeNode):
         n.create_subscription(SupervisorState, "supervisor/state", self.states.append, LATCHED_QOS)
         n.create_subscription(RollbackEvent, "supervisor/rollback", lambda m: self.rollbacks.append((time.monotonic(), m)),
                               LATCHED_QOS)
+        n.create_subscription(Header, HEARTBEAT_TOPIC, lambda m: self.heartbeats.append(time.monotonic()), HEARTBEAT_QOS)
         n.create_service(Resample, "policy/resample", self._on_resample)
+        if sim_clock:  # the simulator's /clock, advancing in real time unless told otherwise
+            self.clock_pub = n.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
+            n.create_timer(0.01, self._publish_clock)
         n.create_timer(0.01, self._publish_joint_states)
         n.create_timer(1 / 15, self._publish_observation)
         self.clients = {name: n.create_client(Trigger, f"supervisor/{name}") for name in ("estop", "reset", "start_episode")}
@@ -92,6 +107,11 @@ class World(ProbeNode):
             msg.header.stamp = self.node.get_clock().now().to_msg()
             self.obs_pub.publish(msg)
 
+    def _publish_clock(self) -> None:
+        if self.publish_clock:
+            self.sim_time += 0.01
+            self.clock_pub.publish(ClockMsg(clock=to_time(self.sim_time)))
+
     def _on_resample(self, request, response):
         self.resample_requests.append(request)
         response.accepted, response.chunk_id, response.message = True, self.next_chunk_id, "ok"
@@ -105,20 +125,22 @@ class World(ProbeNode):
     def arm_q(self) -> np.ndarray:
         return self.q[[NAMES.index(n) for n in ARM]]
 
-    def send_chunk(self, positions: np.ndarray | None = None, chunk_id: int | None = None) -> int:
+    def send_chunk(self, positions: np.ndarray | None = None, chunk_id: int | None = None, dt: float = DT,
+                   value: float = math.nan, names: list[str] = ARM, action_space: int = 0) -> int:
         positions = np.tile(self.arm_q(), (15, 1)) if positions is None else positions
         chunk_id = self.next_chunk_id if chunk_id is None else chunk_id
         self.next_chunk_id = chunk_id + 1
-        msg = ActionChunk(chunk_id=chunk_id, joint_names=ARM, horizon=len(positions), dt=DT,
-                          positions=positions.ravel().tolist(), value=math.nan)
+        msg = ActionChunk(chunk_id=chunk_id, joint_names=names, horizon=len(positions), dt=dt,
+                          positions=positions.ravel().tolist(), value=value, action_space=action_space)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.chunk_pub.publish(msg)
         return chunk_id
 
-    def send_value(self, value: float) -> None:
+    def send_value(self, value: float, chunk_id: int | None = None) -> None:
         # one estimate per chunk (the supervisor counts a chunk's value once): each stands for a new one
-        self.value_chunk_id = max(getattr(self, "value_chunk_id", 0), 100_000) + 1
-        msg = ValueEstimate(chunk_id=self.value_chunk_id, value=value, delta=0.2)
+        if chunk_id is None:
+            self.value_chunk_id = chunk_id = max(getattr(self, "value_chunk_id", 0), 100_000) + 1
+        msg = ValueEstimate(chunk_id=chunk_id, value=value, delta=0.2)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.value_pub.publish(msg)
 
@@ -147,23 +169,34 @@ class World(ProbeNode):
         assert self.spin_until(lambda: len(self.trajectories) > before)
 
 
-@pytest.fixture(scope="module")
-def world():
-    domain = SPARE_DOMAIN_IDS[0]
+def _supervised_world(domain: int, *parameters: str, sim_clock: bool = False):
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "supervisor_node"), "--ros-args",
-                                "-p", "robot:=agilex", "-p", "rollback.cooldown:=0.0", "-p", "rollback.consecutive:=1",
-                                "-p", f"rollback.max_rollbacks:={MAX_ROLLBACKS}",
-                                "-p", "timeouts.value:=0.0", "-p", "timeouts.chunks:=0.0"], env=env)
-    w = World(domain)
+    process = subprocess.Popen([SUPERVISOR, "--ros-args", "-p", "robot:=agilex", "-p", "rollback.cooldown:=0.0",
+                                "-p", f"rollback.max_rollbacks:={MAX_ROLLBACKS}", "-p", "timeouts.value:=0.0",
+                                "-p", "timeouts.chunks:=0.0", *parameters], env=env)
+    w = World(domain, sim_clock)
+    w.process = process
     try:
         assert w.spin_until(lambda: bool(w.states), timeout=30.0), "supervisor never published its state"
         yield w
+        assert process.poll() is None, f"the supervisor died (exit code {process.returncode})"
     finally:
         try:
             stop_process(process)
         finally:
             w.close()
+
+
+@pytest.fixture(scope="module")
+def world():
+    yield from _supervised_world(SPARE_DOMAIN_IDS[0], "-p", "rollback.consecutive:=1")
+
+
+@pytest.fixture(scope="module")
+def sim_world():
+    """A supervisor on sim time (/clock from the test) that needs two consecutive low values."""
+    yield from _supervised_world(SPARE_DOMAIN_IDS[1], "-p", "use_sim_time:=true", "-p", "rollback.consecutive:=2",
+                                 sim_clock=True)
 
 
 def test_bad_chunks_are_rejected_and_the_arm_holds_its_trajectory(world):
@@ -286,6 +319,191 @@ def test_rollback_budget_exhausted_holds_for_the_operator(world):
     chunk_id = world.send_chunk()
     assert world.spin_until(lambda: world.state.last_rejected_chunk_id == chunk_id)
     assert "held for the operator" in world.state.last_rejection
+
+
+# --- the fault catalogue of the issue "Safety chain" (README, Safety) -----------------------------
+def _trajectory_points(world: World, since: int) -> np.ndarray:
+    rows = []
+    for _, msg in world.trajectories[since:]:
+        columns = [NAMES.index(n) for n in msg.joint_names]
+        for point in msg.points:
+            row = np.full(len(NAMES), np.nan)
+            row[columns] = point.positions
+            rows.append(row)
+    return np.array(rows).reshape(-1, len(NAMES))
+
+
+def _assert_inside_limits(world: World, since: int) -> None:
+    points = _trajectory_points(world, since)
+    known = ~np.isnan(points)
+    assert (np.where(known, points, LOWER) >= LOWER).all() and (np.where(known, points, UPPER) <= UPPER).all(), \
+        "a forwarded point lies outside the joint limits"
+
+
+def test_a_hold_at_a_reading_just_outside_a_limit_is_sent_inside_it(world):
+    world.running()
+    world.trajectory = None  # the arm stands still, its encoder reads 0.5 mrad beyond the limit
+    joint = NAMES.index("left_joint2")
+    world.q[joint] = UPPER[joint] + 5e-4
+    world.spin_for(0.1)
+    since = len(world.trajectories)
+    world.publish_joint_states = False
+    world.until_state("HOLD", 2.0)
+    assert world.spin_until(lambda: len(world.trajectories) > since)
+    hold = world.trajectories[since][1]
+    assert len(hold.points) == 1
+    assert hold.points[0].positions[hold.joint_names.index("left_joint2")] == pytest.approx(UPPER[joint])
+    _assert_inside_limits(world, since)
+    world.q[joint] = UPPER[joint] - 0.1
+
+
+@pytest.mark.parametrize("dt", [2.0 ** 32, 3e9, 1e-10, 5e-324])
+def test_a_chunk_with_an_absurd_time_step_is_rejected_and_counted(world, dt):
+    world.running()
+    since, rejected = len(world.trajectories), world.state.chunks_rejected
+    chunk_id = world.send_chunk(world.arm_q() + np.linspace(0.0, 0.5, 15)[:, None], dt=dt)
+    assert world.spin_until(lambda: world.state.last_rejected_chunk_id == chunk_id)
+    assert "dt" in world.state.last_rejection and world.state.chunks_rejected == rejected + 1
+    world.spin_for(0.2)
+    assert len(world.trajectories) == since, "a chunk with an absurd dt reached the arm"
+
+
+def test_a_rollback_to_a_checkpoint_read_outside_a_limit_stays_inside_the_limits(world):
+    world.running()
+    world.trajectory = None
+    joint = NAMES.index("left_joint3")
+    world.q[joint] = LOWER[joint] - 0.02  # the reading at the peak lies outside the limit
+    world.spin_for(0.1)
+    world.send_value(0.9)
+    world.spin_for(0.2)
+    world.q[joint] = LOWER[joint] + 0.2
+    world.send_chunk()
+    world.spin_for(0.2)
+    since, rollbacks = len(world.trajectories), len(world.rollbacks)
+    world.send_value(0.4)
+    assert world.spin_until(lambda: len(world.rollbacks) > rollbacks, 2.0), world.state.reason
+    assert world.spin_until(lambda: len(world.trajectories) > since)
+    _assert_inside_limits(world, since)
+    world.until_state("RESAMPLING", 10.0)  # the clipped checkpoint counts as reached
+
+
+@pytest.mark.parametrize("bad", [math.inf, 1e300])
+def test_an_absurd_end_effector_chunk_is_rejected_and_the_supervisor_lives(world, bad):
+    world.running()
+    rows = np.zeros((15, 12))
+    rows[5:, 0] = bad
+    chunk_id = world.send_chunk(rows, names=[f"{s}_{a}" for s in ("left", "right") for a in EE_AXES],
+                                action_space=EE_DELTA)
+    assert world.spin_until(lambda: world.state.last_rejected_chunk_id == chunk_id)
+    assert ("non-finite" if math.isinf(bad) else "end-effector delta") in world.state.last_rejection
+    assert world.process.poll() is None
+    beats = len(world.heartbeats)
+    world.spin_for(0.5)
+    assert len(world.heartbeats) - beats >= 10, "the heartbeat to the bridges stopped"
+
+
+def test_malformed_chunks_and_joint_states_are_rejected_with_their_cause(world):
+    world.running()
+    rejected = world.state.chunks_rejected
+    msg = ActionChunk(chunk_id=4242, joint_names=ARM, horizon=15, dt=DT, positions=[0.0] * 7)
+    world.chunk_pub.publish(msg)
+    assert world.spin_until(lambda: world.state.last_rejected_chunk_id == 4242)
+    assert "7 values do not fill horizon 15 x 12 joints" in world.state.last_rejection
+    assert world.state.chunks_rejected == rejected + 1
+    short = JointState(name=NAMES, position=[0.0] * 5)  # fewer positions than names
+    for _ in range(5):
+        world.joint_pub.publish(short)
+    world.spin_for(0.3)
+    assert world.process.poll() is None
+    world.send_chunk()
+    world.until_state("RUNNING")
+
+
+@pytest.mark.parametrize("value", [1e30, 1.5, -0.5])
+def test_values_outside_zero_to_one_are_rejected_and_trigger_nothing(world, value):
+    world.running()
+    world.send_value(0.5)
+    world.spin_for(0.1)
+    rollbacks = len(world.rollbacks)
+    world.send_value(value)
+    world.spin_for(0.2)
+    world.send_value(0.45)  # a dip below an absurd peak would roll back; below 0.5 - 0.2 it does not
+    world.spin_for(0.3)
+    assert len(world.rollbacks) == rollbacks and world.state.peak == pytest.approx(0.5)
+    assert world.state.state_name == "RUNNING"
+
+
+def test_random_messages_never_put_a_point_outside_the_limits_or_end_the_supervisor(world):
+    rng = np.random.default_rng(7)
+    world.running()
+    since = len(world.trajectories)
+    for k in range(150):
+        kind = rng.integers(5)
+        if kind == 0:
+            rows = world.arm_q() + rng.normal(0.0, rng.choice([0.01, 0.1, 1.0]), (15, 12)).cumsum(axis=0)
+            if rng.random() < 0.2:
+                rows[rng.integers(15), rng.integers(12)] = rng.choice([np.nan, np.inf, 1e300, -1e30])
+            world.send_chunk(rows, dt=float(rng.choice([DT, DT, 2.0 ** 32, 1e-10, -1.0, 0.02])))
+        elif kind == 1:
+            world.send_value(float(rng.choice([rng.random(), 1e30, -1.0, np.nan, np.inf])))
+        elif kind == 2:
+            q = world.q.copy()
+            q[rng.integers(len(q))] += rng.choice([0.0005, 0.3, -0.3, np.inf])
+            world.joint_pub.publish(JointState(name=NAMES, position=q[: rng.integers(1, len(q) + 1)].tolist()))
+        elif kind == 3:
+            world.send_chunk(rng.normal(0.0, 0.05, (15, 12)) * rng.choice([1.0, 1e6]),
+                             names=[f"{s}_{a}" for s in ("left", "right") for a in EE_AXES], action_space=EE_DELTA)
+        else:
+            world.spin_for(0.05)
+        world.spin_for(0.01)
+    world.spin_for(0.5)
+    assert world.process.poll() is None
+    _assert_inside_limits(world, since)
+    world.running()  # and it still works
+
+
+def _sim_running(world: World) -> None:
+    world.publish_clock = world.publish_joint_states = world.publish_observations = True
+    world.spin_for(0.5)
+    if world.state.state_name != "RUNNING":
+        world.call("reset")
+    world.call("start_episode")
+    world.send_chunk()
+    world.until_state("RUNNING")
+
+
+def test_a_clock_jumping_back_holds(sim_world):
+    _sim_running(sim_world)
+    sim_world.sim_time -= 990.0  # the simulator restarted or rewound
+    state = sim_world.until_state("HOLD", 2.0)
+    assert "clock jumped back" in state.reason
+    _sim_running(sim_world)
+
+
+def test_a_clock_that_stops_never_makes_streams_look_fresh(sim_world):
+    _sim_running(sim_world)
+    sim_world.publish_clock = sim_world.publish_joint_states = False  # the simulator hung
+    state = sim_world.until_state("HOLD", 3.0)
+    assert "ROS time has not advanced" in state.reason or "stale" in state.reason
+    since = len(sim_world.trajectories)
+    sim_world.spin_for(1.5)
+    chunk_id = sim_world.send_chunk()
+    assert sim_world.spin_until(lambda: sim_world.state.last_rejected_chunk_id == chunk_id, 3.0)
+    hold = [m for _, m in sim_world.trajectories[since:] if len(m.points) > 1]
+    assert not hold, "a chunk was forwarded while the clock stood still"
+    _sim_running(sim_world)
+
+
+def test_a_chunks_value_heard_twice_is_one_dip_not_two(sim_world):
+    _sim_running(sim_world)
+    for value in (0.9, 0.4):  # each chunk's value in the ActionChunk and in its ValueEstimate
+        chunk_id = sim_world.send_chunk(value=value)
+        sim_world.send_value(value, chunk_id)
+        sim_world.spin_for(0.6)
+    assert not sim_world.rollbacks, "consecutive:=2 fired on a single low chunk"
+    chunk_id = sim_world.send_chunk(value=0.4)
+    sim_world.send_value(0.4, chunk_id)
+    assert sim_world.spin_until(lambda: bool(sim_world.rollbacks), 2.0), "the second low chunk must roll back"
 
 
 BAD_CONFIGURATIONS = [

@@ -225,6 +225,7 @@ class Supervisor:
         self._expected_chunk_id: int | None = None
         self._needs_operator = False  # an exhausted rollback budget holds until reset / new episode
         self._latest_time = -math.inf  # newest time seen, to notice a clock going back
+        self._clock_stopped = ""  # why time is not trusted until it advances again
         self._last_value_chunk_id = 0
         # bookkeeping for diagnostics
         self.last_forwarded_chunk_id = 0
@@ -407,9 +408,19 @@ class Supervisor:
         self._latest_time = now - jump  # so that _observe_clock sees the jump exactly once
         return self._observe_clock(now)
 
+    def clock_stopped(self, now: float, seconds: float) -> list[Event]:
+        """The node's steady clock saw ROS time stand still for `seconds` (a hung /clock): every
+        stream would look fresh forever. Hold, and take no chunk until time advances again."""
+        self._clock_stopped = f"ROS time has not advanced for {seconds:.2f} s (is /clock still published?)"
+        if self.mode in (SupervisorMode.HOLD, SupervisorMode.ESTOP):
+            return []
+        return self._enter(SupervisorMode.HOLD, self._clock_stopped, now)
+
     # --- internals ---------------------------------------------------------------------------
     def _observe_clock(self, now: float) -> list[Event]:
         if now >= self._latest_time - CLOCK_JUMP_TOLERANCE:
+            if now > self._latest_time:
+                self._clock_stopped = ""
             self._latest_time = max(self._latest_time, now)
             return []
         jump = now - self._latest_time
@@ -430,7 +441,7 @@ class Supervisor:
         self.peak, self._peak_checkpoint, self._low_count = -math.inf, None, 0
 
     def _stale_streams(self, now: float) -> str:
-        stale = []
+        stale = [self._clock_stopped] if self._clock_stopped else []
         for stream, timeout in self.config.timeouts.items():
             if timeout <= 0 or (stream == "value" and not self.config.rollback.enabled):
                 continue

@@ -134,7 +134,7 @@ class SupervisorNode(LifecycleNode):
         self.internal_errors = 0
         self.clock_jumps = 0
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._ros_time_advanced = (-math.inf, time.monotonic())  # (ROS time, steady time when it last advanced)
+        self._ros_time_advanced = (-math.inf, time.monotonic())  # (ROS time, steady time when it last changed)
         self._declare_parameters()
         if self.get_parameter("autostart").value:
             # a launch file or bring-up without a lifecycle manager still gets a running supervisor;
@@ -354,12 +354,11 @@ class SupervisorNode(LifecycleNode):
         if not self._active:
             return
         now, steady = self._now(), time.monotonic()
-        if now > self._ros_time_advanced[0]:
+        if now != self._ros_time_advanced[0]:  # "changed", not "grew": after a jump back it moves again
             self._ros_time_advanced = (now, steady)
         stopped = steady - self._ros_time_advanced[1]
         if stopped > self._settings["clock_timeout"]:
-            self._dispatch(self.core.hold(now, f"ROS time has not advanced for {stopped:.2f} s (use_sim_time: "
-                                               "is /clock still published?)"))
+            self._dispatch(self.core.clock_stopped(now, stopped))
         else:
             self._dispatch(self.core.tick(now))
         beat = Header(frame_id=self.core.mode.name)
