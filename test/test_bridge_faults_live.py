@@ -1,7 +1,7 @@
 """Faults of the arm bridge as a running system: arm_bridge_node as a process with emulated Pipers
 on virtual CAN (piper_sdk in the loop), driven over Fast DDS by a probe that stands in for the
-supervisor (trajectories and heartbeats). Every fault must end with the arms held, its reason in
-/diagnostics, and the node alive.
+supervisor (trajectories and heartbeats); and sim_node's watchdog in sim time. Every fault must end
+with the arms held, its reason in /diagnostics, and the node alive.
 
 The emulators live in the node's process (python-can's virtual bus is in-process), so the node runs
 here with one addition: a topic on which the test sets an emulator's faults (INJECTABLE_BRIDGE).
@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +27,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
+from wam_ros.ros.conversions import from_time
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, JOINT_STATE_QOS
 
+BIN = Path(sys.executable).parent
 PORTS = {"left": "vcan_faults_left", "right": "vcan_faults_right"}
 COMMAND_TIMEOUT = 0.5
 STROKE = load_robot_config("agilex").arm.gripper.stroke
@@ -73,7 +76,7 @@ rclpy.spin(node)
 
 
 class Probe(ProbeNode):
-    def __init__(self, domain: int):
+    def __init__(self, domain: int, diagnostics_of: str = "arm bridge"):
         super().__init__("faults_probe", domain)
         self.states: list[tuple[float, JointState]] = []  # (arrival, message)
         self.diagnostics: list = []
@@ -83,7 +86,7 @@ class Probe(ProbeNode):
         node.create_subscription(JointState, "joint_states",
                                  lambda m: self.states.append((self.now(), m)), JOINT_STATE_QOS)
         node.create_subscription(DiagnosticArray, "/diagnostics",
-                                 lambda m: self.diagnostics.extend(s for s in m.status if "arm bridge" in s.name),
+                                 lambda m: self.diagnostics.extend(s for s in m.status if diagnostics_of in s.name),
                                  DIAGNOSTICS_QOS)
         node.create_subscription(Header, HEARTBEAT_TOPIC, lambda m: setattr(self, "beats_seen", self.beats_seen + 1),
                                  HEARTBEAT_QOS)
@@ -287,3 +290,36 @@ def test_piper_faults_are_named_and_hold_until_cleared(system, fault, cause):
     response = probe.recover()
     assert response.success, response.message
     assert probe.diagnostic_until(lambda d: d["mode"] == "active")["error"] == ""
+
+
+def test_the_simulator_holds_when_heartbeats_stop_counting_sim_time():
+    domain = SPARE_DOMAIN_IDS[1]
+    process = subprocess.Popen([str(BIN / "sim_node"), "--ros-args", "-p", "cameras_enabled:=false",
+                                "-p", "startup_clock_check_s:=0.0", "-p", f"command_timeout:={COMMAND_TIMEOUT}"],
+                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    probe = Probe(domain, diagnostics_of="simulator")
+
+    def sim_time() -> float:
+        return from_time(probe.states[-1][1].header.stamp)
+
+    try:
+        assert probe.spin_until(lambda: len(probe.states) > 20, 60.0), "no joint_states from the simulator"
+        probe.beating = True
+        probe.spin_for(0.5)
+        start = probe.move_joint1(0.8, 4.0)
+        begun = sim_time()
+        assert probe.spin_until(lambda: sim_time() > begun + 1.0, 30.0)
+        probe.beating = False
+        silent = sim_time()
+        assert probe.q("left_joint1")[-1] - start > 0.1, "the trajectory did not run with heartbeats"
+        # the timeout, braking and the servo settling, in sim time (the simulator may run slower than real time)
+        assert probe.spin_until(lambda: sim_time() > silent + COMMAND_TIMEOUT + 1.0, 30.0)
+        settled = probe.q("left_joint1")[-1]
+        assert probe.spin_until(lambda: sim_time() > silent + COMMAND_TIMEOUT + 3.0, 30.0)
+        np.testing.assert_allclose(probe.q("left_joint1")[-50:], settled, atol=0.005)
+        assert start + 0.8 - settled > 0.3
+        diag = probe.diagnostic_until(lambda d: d["watchdog"].startswith("no supervisor heartbeat for"))
+        assert diag["level"] == b"\x01" and int(diag["watchdog_stops"]) == 1 and diag["message"] == diag["watchdog"]
+    finally:
+        stop_process(process)
+        probe.close()
