@@ -90,7 +90,7 @@ class BridgeLimits:
     max_acceleration: np.ndarray
     # True for grippers: a gripper target is a set point that the gripper approaches at its own
     # speed (open/close in one step is normal), so no velocity is implied by a trajectory's timing
-    setpoint: np.ndarray | None = None
+    setpoint: np.ndarray
 
     @staticmethod
     def for_robot(robot: RobotConfig, names: Sequence[str], gripper_acceleration: float = 2.0) -> "BridgeLimits":
@@ -310,9 +310,7 @@ class Bridge:
 
     def _refuse_speed(self, names: Sequence[str], columns: np.ndarray, speed: np.ndarray, where: str) -> None:
         vmax = self.limits.max_velocity[columns]
-        over = speed > VELOCITY_MARGIN * vmax
-        if self.limits.setpoint is not None:
-            over &= ~self.limits.setpoint[columns]
+        over = (speed > VELOCITY_MARGIN * vmax) & ~self.limits.setpoint[columns]
         if over.any():
             k, j = np.argwhere(over)[0]
             raise CommandRejected(f"{names[j]}: {speed[k, j]:.3f} rad/s {where.format(k=k, k1=k + 1)} exceeds "
