@@ -120,9 +120,35 @@ def random_view(draw) -> tuple[Image, CameraInfo]:
     return image_msg(fields), info_msg(k, *size)
 
 
+@st.composite
+def tampered_view(draw, kind: str) -> tuple[Image, CameraInfo]:
+    """A well-formed view with one or two things changed, keeping the data length equal to step x
+    height where it can: the cases that a data-length check alone lets through."""
+    image, info = good_view(kind)
+    for change in draw(st.lists(st.sampled_from(["size", "step", "k", "encoding", "big-endian"]), min_size=1,
+                                max_size=2, unique=True)):
+        if change == "size":  # 0 or huge, CameraInfo alike
+            image.width, image.height = info.width, info.height = draw(DIMENSION), draw(DIMENSION)
+            image.data = bytes(min(image.step * image.height, 64))
+        elif change == "step":  # shorter than a row
+            image.step = draw(st.integers(0, image.step - 1))
+            image.data = bytes(image.step * image.height)
+        elif change == "k":
+            info.k = draw(intrinsics())
+        elif change == "encoding":
+            image.encoding = draw(ENCODING)
+        else:
+            image.is_bigendian = 1
+    return image, info
+
+
+def broken_view(kind: str) -> st.SearchStrategy[tuple[Image, CameraInfo]]:
+    return st.one_of(random_view(), tampered_view(kind))
+
+
 def view(kind: str) -> st.SearchStrategy[tuple[Image, CameraInfo]]:
-    """Mostly a well-formed view of the kind (so that sets convert), else a random one."""
-    return st.integers(0, 5).flatmap(lambda i: st.just(good_view(kind)) if i else random_view())
+    """Mostly a well-formed view of the kind (so that sets convert), else a broken one."""
+    return st.integers(0, 5).flatmap(lambda i: st.just(good_view(kind)) if i else broken_view(kind))
 
 
 @st.composite
@@ -205,7 +231,7 @@ def camera_frames(draw) -> list[tuple[str, str, Image | None, CameraInfo | None]
     for cam, kind in streams:
         image, info = good_view(kind)
         if (cam, kind) in broken:
-            image, info = draw(random_view())
+            image, info = draw(broken_view(kind))
             image, info = draw(st.sampled_from([(image, info), (None, info), (image, None)]))
         frames.append((cam, kind, image, info))
     return draw(st.permutations(frames))
