@@ -5,8 +5,9 @@ and `ros2 bag play` read on Jazzy) + `episode.json` (this package's episode reco
 cameras, calibration, task, teleop source, outcome). `episode.json` is written when the
 episode starts and rewritten when it ends, so a recording that was killed still says what it was.
 
-A killed recorder leaves an MCAP file without its summary and footer and no metadata.yaml;
-`recover` scans the records that reached the disk and writes a complete bag of them.
+A killed recorder, or one whose disk filled up, leaves an MCAP file without its summary and
+footer and no metadata.yaml; `recover` ends the file after its last complete chunk where it lies
+(no second copy, so it works on a full disk) and writes the missing index and records.
 """
 
 from __future__ import annotations
@@ -17,20 +18,24 @@ import json
 import os
 import shutil
 import struct
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
+from ruamel.yaml import YAML
 
 from wam_ros.paths import share_dir
 
 BAG_VERSION = 8  # what Jazzy's ros2 bag reads most reliably (ENVIRONMENT notes)
 EPISODE_FILE = "episode.json"
 LOCK_FILE = ".recording.lock"  # flock-ed by the writer; the kernel releases it when the writer dies
+RESERVE_FILE = ".reserve"      # deleted to make room for the index and the records on a full disk
+RESERVE_BYTES = 2**20
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
@@ -59,13 +64,23 @@ class EpisodeBagWriter:
             raise BagError(f"{self.path}: exists already; an episode is never overwritten")
         self.episode = dict(episode)
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        self._lock = os.open(self.path / LOCK_FILE, os.O_CREAT | os.O_RDWR)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._lock = -1
+        try:
+            self._writer.open()
+            self._lock = os.open(self.path / LOCK_FILE, os.O_CREAT | os.O_RDWR)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            # random bytes: a compressing filesystem would store zeros in no space at all
+            (self.path / RESERVE_FILE).write_bytes(os.urandom(RESERVE_BYTES))
+            write_episode_record(self.path, self.episode)
+        except BaseException:  # a full disk at the start: leave no episode that holds nothing
+            with suppress(OSError):
+                self._writer.abort()
+            self.release()
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
         self._connections: dict[str, Any] = {}
         self.messages = 0
         self.bytes = 0
-        write_episode_record(self.path, self.episode)
 
     def add_topic(self, topic: str, msgtype: str) -> None:
         if topic not in self._connections:
@@ -90,20 +105,56 @@ class EpisodeBagWriter:
         storage.bio.flush()
 
     def close(self, **outcome: Any) -> dict[str, Any]:
-        """Writes the summary, metadata.yaml and the final episode record."""
+        """Writes the summary, metadata.yaml and the final episode record. On an OSError (a full
+        disk) the bag is left for `finish_in_place`."""
         self.episode.update(outcome)
+        (self.path / RESERVE_FILE).unlink(missing_ok=True)  # room for the summary on a full disk
         self._writer.set_custom_data("wam_ros.episode", json.dumps(self.episode, sort_keys=True))
         self._writer.close()
         write_episode_record(self.path, self.episode)
-        (self.path / LOCK_FILE).unlink()
-        os.close(self._lock)
+        self.release()
         return self.episode
+
+    def finish_in_place(self, **outcome: Any) -> dict[str, Any]:
+        """After a failed write: ends the file after its last complete chunk where it lies and
+        writes the index and the records (as `recover` does). What had not reached the disk, at most
+        a flush period, is lost. Raises BagError when even that cannot be written; `episode` then
+        holds the record, and calling again retries."""
+        self.episode.update(outcome)
+        storage, self._writer.storage = self._writer.storage, None
+        if storage is not None:
+            with suppress(OSError):  # its buffer cannot be written either: closing the file is what counts
+                storage.abort()
+        for name in ("metadata.yaml", "metadata.yaml.tmp"):  # incomplete until the records are written
+            (self.path / name).unlink(missing_ok=True)        # (.tmp: what rosbags' failed close left)
+        file, layout = _finish_mcap(self.path)
+        self.episode["messages_on_disk"] = {topic: layout.counts.get(cid, 0) for cid, topic in layout.topics().items()}
+        _write_records(self.path, file, layout, self.episode)
+        self.release()
+        return self.episode
+
+    def release(self) -> None:
+        """Gives up the episode's lock (as the kernel would when the process ends)."""
+        if self._lock >= 0:
+            with suppress(OSError):
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = -1
+
+
+def _replace_text(target: Path, text: str) -> None:
+    """Atomic: a crash leaves the old or the new file; a full disk leaves the old one and no temp file."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc  # a failed close names no file
+    tmp.replace(target)
 
 
 def write_episode_record(path: Path, episode: dict[str, Any]) -> None:
-    tmp = Path(path) / f".{EPISODE_FILE}.tmp"
-    tmp.write_text(json.dumps(episode, indent=2, sort_keys=True))
-    tmp.replace(Path(path) / EPISODE_FILE)  # atomic: a crash leaves the old or the new record
+    _replace_text(Path(path) / EPISODE_FILE, json.dumps(episode, indent=2, sort_keys=True))
 
 
 def read_episode_record(path: Path) -> dict[str, Any]:
@@ -135,23 +186,38 @@ def is_being_recorded(path: Path) -> bool:
     return False
 
 
-# --- recovery of a bag whose writer was killed ------------------------------------------------
+# --- finishing a bag where it lies: after a killed writer or a failed write -------------------
+# MCAP records (mcap.dev/spec): opcode u8, body length u64, body; strings and maps u32-prefixed.
+_FOOTER, _SCHEMA, _CHANNEL, _MESSAGE, _CHUNK, _MESSAGE_INDEX = 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
+_CHUNK_INDEX, _STATISTICS, _SUMMARY_OFFSET, _DATA_END = 0x08, 0x0B, 0x0E, 0x0F
+
+
 @dataclass
-class _Scan:
-    schemas: dict[int, str]                      # schema id -> message type
-    channels: dict[int, tuple[str, int]]         # channel id -> (topic, schema id)
-    messages: list[tuple[int, int, bytes]]       # (channel id, log time, data)
-    truncated_at: int | None
+class _Chunk:
+    offset: int
+    end: int                       # after the chunk record; its message index records follow
+    start_time: int
+    end_time: int
+    size: int                      # of its records (uncompressed)
+    index_offsets: dict[int, int] = field(default_factory=dict)  # channel -> its message index record
+    index_end: int = 0
 
 
-def _records(bio: BinaryIO, end: int) -> Iterator[tuple[int, bytes]]:
-    while bio.tell() + 9 <= end:
-        start = bio.tell()
-        opcode, length = struct.unpack("<BQ", bio.read(9))
-        if start + 9 + length > end:
-            bio.seek(start)
-            return
-        yield opcode, bio.read(length)
+@dataclass
+class _Layout:
+    """The complete records of an MCAP data section, as a scan found them."""
+    schemas: dict[int, bytes] = field(default_factory=dict)    # id -> record body
+    channels: dict[int, bytes] = field(default_factory=dict)   # id -> record body
+    chunks: list[_Chunk] = field(default_factory=list)
+    counts: dict[int, int] = field(default_factory=dict)       # channel -> messages
+    start_time: int = 2**64 - 1
+    end_time: int = 0
+    last_index: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # last chunk: channel -> (log time, offset)
+    end: int = len(MCAP_MAGIC)     # where the complete records end
+    cut_bytes: int = 0             # of a record cut short after them (the kill, the full disk)
+
+    def topics(self) -> dict[int, str]:
+        return {cid: _string(body, 4)[0] for cid, body in sorted(self.channels.items())}
 
 
 def _string(buf: bytes, offset: int) -> tuple[str, int]:
@@ -159,74 +225,206 @@ def _string(buf: bytes, offset: int) -> tuple[str, int]:
     return buf[offset + 4:offset + 4 + n].decode(), offset + 4 + n
 
 
-def _scan_records(records: Iterator[tuple[int, bytes]], scan: _Scan) -> None:
-    for opcode, body in records:
-        if opcode == 0x03:  # schema: id, name, encoding, data
-            (sid,) = struct.unpack_from("<H", body, 0)
-            name, _ = _string(body, 2)
-            scan.schemas[sid] = name
-        elif opcode == 0x04:  # channel: id, schema id, topic, ...
-            cid, sid = struct.unpack_from("<HH", body, 0)
-            topic, _ = _string(body, 4)
-            scan.channels[cid] = (topic, sid)
-        elif opcode == 0x05:  # message: channel, sequence, log time, publish time, data
-            cid, _, log_time = struct.unpack_from("<HIQ", body, 0)
-            scan.messages.append((cid, log_time, body[22:]))
-        elif opcode == 0x06:  # chunk: start, end, size, crc, compression, records
-            offset = 28
-            compression, offset = _string(body, offset)
-            if compression:
-                raise BagError(f"cannot recover a bag with {compression!r}-compressed chunks")
-            (size,) = struct.unpack_from("<Q", body, offset)
-            inner = io.BytesIO(body[offset + 8:offset + 8 + size])
-            _scan_records(_records(inner, size), scan)
+def _record(opcode: int, body: bytes) -> bytes:
+    return struct.pack("<BQ", opcode, len(body)) + body
+
+
+def _keep_definition(opcode: int, body: bytes, layout: _Layout) -> None:
+    (key,) = struct.unpack_from("<H", body)
+    (layout.schemas if opcode == _SCHEMA else layout.channels)[key] = body
+
+
+def _scan_chunk(file: Path, body: bytes, offset: int, end: int, layout: _Layout) -> _Chunk:
+    start_time, end_time, size = struct.unpack_from("<QQQ", body)
+    compression, at = _string(body, 28)
+    if compression:
+        raise BagError(f"{file}: cannot recover a bag with {compression!r}-compressed chunks")
+    records = memoryview(body)[at + 8:at + 8 + struct.unpack_from("<Q", body, at)[0]]
+    layout.last_index = {}
+    inner = 0
+    while inner + 9 <= len(records):
+        opcode, length = struct.unpack_from("<BQ", records, inner)
+        if opcode == _MESSAGE:
+            cid, _, log_time = struct.unpack_from("<HIQ", records, inner + 9)
+            layout.last_index.setdefault(cid, []).append((log_time, inner))
+            layout.counts[cid] = layout.counts.get(cid, 0) + 1
+            layout.start_time, layout.end_time = min(layout.start_time, log_time), max(layout.end_time, log_time)
+        elif opcode in (_SCHEMA, _CHANNEL):
+            _keep_definition(opcode, bytes(records[inner + 9:inner + 9 + length]), layout)
+        inner += 9 + length
+    return _Chunk(offset, end, start_time, end_time, size)
+
+
+def _scan(file: Path, bio: BinaryIO, size: int) -> _Layout:
+    """Complete records from the start of the file; stops at a record cut short or at the data end
+    (an earlier finish: its index is rewritten)."""
+    layout = _Layout()
+    pos = len(MCAP_MAGIC)
+    while pos + 9 <= size:
+        bio.seek(pos)
+        opcode, length = struct.unpack("<BQ", bio.read(9))
+        end = pos + 9 + length
+        if end > size:
+            layout.cut_bytes = size - pos
+            break
+        if opcode == _DATA_END:
+            break
+        if opcode == _CHUNK:
+            layout.chunks.append(_scan_chunk(file, bio.read(length), pos, end, layout))
+        elif opcode == _MESSAGE_INDEX and layout.chunks:
+            (cid,) = struct.unpack("<H", bio.read(2))
+            layout.chunks[-1].index_offsets[cid] = pos
+            layout.chunks[-1].index_end = end
+        elif opcode in (_SCHEMA, _CHANNEL):
+            _keep_definition(opcode, bio.read(length), layout)
+        elif opcode == _MESSAGE:
+            raise BagError(f"{file}: messages outside chunks (not written by this package's recorder)")
+        pos = end
+    layout.end = pos
+    return layout
+
+
+def _chunk_index(chunk: _Chunk) -> bytes:
+    offsets = b"".join(struct.pack("<HQ", cid, at) for cid, at in sorted(chunk.index_offsets.items()))
+    return (struct.pack("<QQQQI", chunk.start_time, chunk.end_time, chunk.offset, chunk.end - chunk.offset,
+                        len(offsets)) + offsets
+            + struct.pack("<QIQQ", chunk.index_end - chunk.end if chunk.index_offsets else 0, 0, chunk.size, chunk.size))
+
+
+def _index(layout: _Layout, at: int) -> bytes:
+    """What follows the last complete chunk, written at `at` (its end): that chunk's message
+    indexes (the cut may have taken them), the data end, and the summary that rosbags' writer
+    writes (schemas, channels, chunk indexes, statistics, their offsets) with the footer."""
+    out = io.BytesIO()
+    if layout.chunks:
+        last = layout.chunks[-1]
+        last.index_offsets = {}
+        for cid, entries in sorted(layout.last_index.items()):
+            last.index_offsets[cid] = at + out.tell()
+            out.write(_record(_MESSAGE_INDEX, struct.pack("<HI", cid, 16 * len(entries))
+                              + b"".join(struct.pack("<QQ", *entry) for entry in entries)))
+        last.index_end = at + out.tell()
+    out.write(_record(_DATA_END, struct.pack("<I", 0)))
+    summary_start = at + out.tell()
+    counts = {cid: layout.counts.get(cid, 0) for cid in layout.channels}
+    total = sum(counts.values())
+    statistics = (struct.pack("<QHIIIIQQI", total, len(layout.schemas), len(layout.channels), 0, 0, len(layout.chunks),
+                              layout.start_time if total else 0, layout.end_time, 10 * len(counts))
+                  + b"".join(struct.pack("<HQ", cid, n) for cid, n in sorted(counts.items())))
+    groups = []
+    for opcode, bodies in ((_SCHEMA, [b for _, b in sorted(layout.schemas.items())]),
+                           (_CHANNEL, [b for _, b in sorted(layout.channels.items())]),
+                           (_CHUNK_INDEX, [_chunk_index(c) for c in layout.chunks]), (_STATISTICS, [statistics])):
+        start = out.tell()
+        for body in bodies:
+            out.write(_record(opcode, body))
+        if out.tell() > start:
+            groups.append((opcode, at + start, out.tell() - start))
+    offsets_start = at + out.tell()
+    for group in groups:
+        out.write(_record(_SUMMARY_OFFSET, struct.pack("<BQQ", *group)))
+    out.write(_record(_FOOTER, struct.pack("<QQI", summary_start, offsets_start, 0)))
+    out.write(MCAP_MAGIC)
+    return out.getvalue()
+
+
+def _free_space(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free} bytes free there"
+    except OSError as exc:
+        return f"free space unknown: {exc.strerror}"
+
+
+def _finish_mcap(path: Path) -> tuple[Path, _Layout]:
+    """Ends the MCAP file in `path` after its last complete chunk, where it lies: no second copy.
+    On a full disk the room for the index comes from the writer's reserve (deleted first) and from
+    the record the failure cut short. Raises BagError saying why when it cannot be written; the
+    file is then left as a killed writer leaves it, to be finished again once there is room."""
+    (path / RESERVE_FILE).unlink(missing_ok=True)
+    files = sorted(path.glob("*.mcap"))
+    if len(files) != 1:
+        raise BagError(f"{path}: expected one .mcap file to recover, found {len(files)}")
+    file = files[0]
+    with file.open("r+b", buffering=0) as bio:
+        if bio.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+            raise BagError(f"{file}: not an MCAP file (bad magic)")
+        layout = _scan(file, bio, os.fstat(bio.fileno()).st_size)
+        at = layout.chunks[-1].end if layout.chunks else layout.end
+        index = _index(layout, at)
+        try:
+            bio.truncate(at)  # gives the cut record's blocks back
+            bio.seek(at)
+            view = memoryview(index)
+            while view:
+                view = view[bio.write(view):]
+            os.fsync(bio.fileno())
+        except OSError as exc:
+            with suppress(OSError):
+                bio.truncate(at)
+            raise BagError(f"{file}: cannot write its index ({len(index)} bytes) in place: {exc.strerror} "
+                           f"({_free_space(path)}); make room and recover it again") from exc
+    return file, layout
+
+
+def _metadata_yaml(file: Path, layout: _Layout, episode: dict[str, Any]) -> str:
+    """metadata.yaml as rosbags' Writer writes it (bag version 8), from the scan."""
+    topics = []
+    for cid, body in sorted(layout.channels.items()):
+        _, sid = struct.unpack_from("<HH", body)
+        name, at = _string(body, 4)
+        encoding, at = _string(body, at)
+        metadata, end = {}, at + 4 + struct.unpack_from("<I", body, at)[0]
+        at += 4
+        while at < end:
+            key, at = _string(body, at)
+            metadata[key], at = _string(body, at)
+        msgtype, _ = _string(layout.schemas[sid], 2)
+        topics.append({"topic_metadata": {"name": name, "type": msgtype, "serialization_format": encoding,
+                                          "offered_qos_profiles": metadata.get("offered_qos_profiles", ""),
+                                          "type_description_hash": typestore().hash_rihs01(msgtype)},
+                       "message_count": layout.counts.get(cid, 0)})
+    count = sum(layout.counts.values())
+
+    def span() -> dict[str, Any]:  # new dicts each time: shared ones would be dumped as YAML aliases
+        return {"starting_time": {"nanoseconds_since_epoch": layout.start_time if count else 0},
+                "duration": {"nanoseconds": layout.end_time - layout.start_time if count else 0}, "message_count": count}
+
+    info = {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": [file.name], **span(),
+            "topics_with_message_count": topics, "compression_format": "", "compression_mode": "",
+            "files": [{"path": file.name, **span()}],
+            "custom_data": {"wam_ros.episode": json.dumps(episode, sort_keys=True)}, "ros_distro": "rosbags"}
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    text = io.StringIO()
+    yaml.dump({"rosbag2_bagfile_information": info}, text)
+    return text.getvalue()
+
+
+def _write_records(path: Path, file: Path, layout: _Layout, episode: dict[str, Any]) -> None:
+    """episode.json, then metadata.yaml: a bag with metadata.yaml is complete (`is_complete`)."""
+    try:
+        write_episode_record(path, episode)
+        _replace_text(path / "metadata.yaml", _metadata_yaml(file, layout, episode))
+    except OSError as exc:
+        raise BagError(f"{exc.filename}: cannot write it: {exc.strerror} ({_free_space(path)}); "
+                       f"make room and recover {path} again") from exc
 
 
 def recover(path: Path) -> dict[str, Any]:
-    """Rebuilds a complete bag from what a killed writer left in `path`; returns the episode
-    record, marked `recovered` (and `partial` unless the episode had ended). Idempotent on a
-    complete bag (returns its record unchanged)."""
+    """Finishes a bag whose writer was killed, or failed on a full disk, where it lies (see
+    `_finish_mcap`); returns the episode record, marked `recovered` (and `partial` unless the
+    episode had ended). Idempotent on a complete bag (returns its record unchanged)."""
     path = Path(path)
     if is_complete(path):
         return read_episode_record(path)
     if is_being_recorded(path):
         raise BagError(f"{path}: is being recorded (a running recorder holds it); end the episode first")
-    files = sorted(path.glob("*.mcap"))
-    if len(files) != 1:
-        raise BagError(f"{path}: expected one .mcap file to recover, found {len(files)}")
-    scan = _Scan({}, {}, [], None)
-    with files[0].open("rb") as bio:
-        if bio.read(8) != MCAP_MAGIC:
-            raise BagError(f"{files[0]}: not an MCAP file (bad magic)")
-        end = files[0].stat().st_size
-        _scan_records(_records(bio, end), scan)
-        scan.truncated_at = bio.tell() if bio.tell() < end else None
+    file, layout = _finish_mcap(path)
     episode = read_episode_record(path)
-    episode.update(recovered=True, recovered_messages=len(scan.messages),
-                   recovered_bytes_dropped=(end - scan.truncated_at) if scan.truncated_at else 0)
+    episode.update(recovered=True, recovered_messages=sum(layout.counts.values()),
+                   recovered_bytes_dropped=layout.cut_bytes)
     if "outcome" not in episode or episode["outcome"] == "recording":
         episode["outcome"] = "partial"
-    tmp = path.with_name(path.name + ".recovering")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    writer = Writer(tmp, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
-    writer.open()
-    store = typestore()
-    connections = {cid: writer.add_connection(topic, scan.schemas[sid], typestore=store)
-                   for cid, (topic, sid) in scan.channels.items()}
-    for cid, stamp, data in scan.messages:
-        writer.write(connections[cid], stamp, data)
-    writer.set_custom_data("wam_ros.episode", json.dumps(episode, sort_keys=True))
-    writer.close()
-    (tmp / f"{tmp.name}.mcap").rename(tmp / f"{path.name}.mcap")
-    # metadata.yaml names the storage file: point it at the final name
-    meta = tmp / "metadata.yaml"
-    meta.write_text(meta.read_text().replace(f"{tmp.name}.mcap", f"{path.name}.mcap"))
-    files[0].rename(path / f"{files[0].name}.killed")
-    for item in tmp.iterdir():
-        item.rename(path / item.name)
-    tmp.rmdir()
-    (path / f"{files[0].name}.killed").unlink()
-    write_episode_record(path, episode)
+    _write_records(path, file, layout, episode)
     (path / LOCK_FILE).unlink(missing_ok=True)  # left by the killed writer
     return episode
