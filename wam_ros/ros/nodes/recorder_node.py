@@ -7,14 +7,17 @@ In (recorded as serialized bytes, no conversion on the ROS thread):
 Control: ~/start_episode (std_srvs/Trigger), ~/stop_episode (std_srvs/SetBool: data = success),
     recorder/command (std_msgs/String: start | success | failure | stop | toggle; what a keyboard
     or foot pedal sends; toggle starts, or ends a running episode as a success).
-Out: /diagnostics (state, episode, MB written, drops, free disk).
+Out: /diagnostics (state, episode, MB written, drops, free disk; ERROR with the path and the free
+    space after a failed write ended an episode, until the next one starts).
 
 The recording itself lives in wam_ros.data.recorder; on Ctrl-C / SIGTERM an open episode is
-closed and marked partial; after a crash `wam-ros dataset recover` (or any export) rebuilds it.
+closed and marked partial; a full disk ends it as disk_full, readable up to the failure; after a
+crash `wam-ros dataset recover` (or any export) finishes it where it lies, full disk or not.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -126,6 +129,13 @@ class RecorderNode(Node):
                                    f"{dropped} dropped")
         elif kind == "dropped":
             self.get_logger().warn(f"dropped a message on {info['topic']}: {info['error']}", throttle_duration_sec=1.0)
+        elif kind == "failed":
+            self.get_logger().error(f"{info['error']}: the episode ends there, readable up to the failure")
+        elif kind == "unsaved":  # the record exists only here: log all of it
+            self.get_logger().error(f"{info['path']}: its record could not be written ({info['error']}); "
+                                    f"kept in memory until there is room: {json.dumps(info['episode'], sort_keys=True)}")
+        elif kind == "saved":
+            self.get_logger().info(f"episode {info['name']}: its record is written now")
 
     def _start(self) -> tuple[bool, str]:
         try:
@@ -165,6 +175,14 @@ class RecorderNode(Node):
         status = self.recorder.status()
         level = diag.WARN if status["dropped"] else diag.OK
         message = f"recording {status['episode']}" if status["recording"] else "idle"
+        if status["error"] or status["unsaved"]:  # a failed write ended an episode
+            level = diag.ERROR
+            if status["error"]:
+                message += f"; last episode: {status['error']}"
+            if status["unsaved"]:
+                message += f"; records not written yet (kept in memory): {', '.join(status['unsaved'])}"
+            free = "unknown" if status["free_mb"] is None else f"{status['free_mb']} MB"
+            message += f"; {free} free in {self.recorder.config.directory}"
         self.diag_pub.publish(diag.array_msg(to_time(self._now_ns() * 1e-9), [
             diag.status(f"{self.get_fully_qualified_name()}: recorder", "recorder", level, message, status)]))
 
