@@ -114,6 +114,12 @@ def test_recovery_keeps_every_message_before_the_point_where_the_file_was_cut(tm
             assert messages == original[topic][: len(messages)], topic  # an exact prefix, nothing reordered
         kept.append(len(recovered["joint_states"]) / len(original["joint_states"]))
         assert recover(cut) == episode  # idempotent on the rebuilt bag
+        finished = (cut / f"{cut.name}.mcap").stat().st_size
+        (cut / "metadata.yaml").unlink()  # a finish interrupted before its last step is done again
+        assert recover(cut)["recovered_messages"] == episode["recovered_messages"] and read_all(cut) == recovered
+        assert (cut / f"{cut.name}.mcap").stat().st_size == finished
+        assert {p.name for p in cut.iterdir()} == {"episode.json", f"{cut.name}.mcap", "metadata.yaml"}
+    assert {p.name for p in tmp_path.iterdir()} == {"complete", "cut_0.35", "cut_0.8"}  # in place: no copies
     assert 0.15 < kept[0] < kept[1] < 1.0 and kept[1] > 0.6  # what reached the disk, up to the cut
     (tmp_path / "garbage").mkdir()
     (tmp_path / "garbage" / "garbage.mcap").write_bytes(b"not an mcap file")
@@ -159,6 +165,8 @@ def test_recorder_refuses_low_disk_and_ends_the_episode_when_the_disk_fills(tmp_
     while recorder.recording and time.monotonic() < deadline:
         recorder.submit("joint_states", 2, joint_state(0.01))
         time.sleep(0.02)
+    while not recorder.last_episode and time.monotonic() < deadline:  # recording ends before the bag is closed
+        time.sleep(0.01)
     assert not recorder.recording and recorder.last_episode["outcome"] == "disk_full"
     assert read_all(tmp_path / "episode_000000")["joint_states"]  # closed, readable
     recorder.close()

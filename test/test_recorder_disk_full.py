@@ -185,7 +185,7 @@ KILLED_RECORDER = textwrap.dedent("""
         recorder.submit("joint_states", k, bytes(store.serialize_cdr(msg, "sensor_msgs/msg/JointState")))
     while recorder.stats["joint_states"].written < 200:
         time.sleep(0.01)
-    time.sleep(0.3)  # its flush
+    time.sleep(1.0)  # its flush (the writer flushes right after the write)
     print("written", flush=True)
     time.sleep(60)
 """)
