@@ -150,6 +150,31 @@ def test_when_even_the_record_cannot_be_written_it_is_kept_in_memory_and_written
     assert events == ["started", "failed", "unsaved", "stopped", "saved"]
 
 
+def test_a_stop_on_a_full_disk_closes_the_bag_in_the_reserves_room_and_without_it_ends_disk_full(disk):
+    recorder = Recorder(RecorderConfig(disk, min_free_mb=0.0, flush_period=0.0, disk_check_period=0.05), TOPICS)
+    paths = []
+    for k in range(2):
+        paths.append(recorder.start_episode(k, "", ""))
+        for i in range(50):
+            recorder.submit("joint_states", i, joint_state(i / 100))
+        wait_for(lambda: recorder.stats["joint_states"].written == 50, 10, "joint states not written")
+        time.sleep(0.2)  # flushed
+        if k == 1:
+            (paths[1] / RESERVE_FILE).unlink()  # another program takes that room too
+        filler = fill(disk)
+        episode = recorder.stop_episode(k, "success")
+        if k == 0:  # the summary, metadata.yaml and episode.json fit where the reserve was
+            assert episode["outcome"] == "success" and read_episode_record(paths[0]) == episode
+        else:
+            assert episode["outcome"] == "disk_full" and episode["requested_outcome"] == "success"
+            assert recorder.status()["unsaved"] == [str(paths[1])]
+        filler.unlink()
+    wait_for(lambda: not recorder.status()["unsaved"], 10, "the kept record was never written")
+    assert read_episode_record(paths[1])["outcome"] == "disk_full"
+    assert [len(read_all(path)["joint_states"]) for path in paths] == [50, 50]
+    recorder.close()
+
+
 def test_the_bag_a_full_disk_ended_reads_with_the_mcap_reference_reader(disk):
     reader = pytest.importorskip("mcap.reader", reason="the mcap package (MCAP's own Python reader) is not installed")
     recorder, path, _ = record_until_full(disk)
