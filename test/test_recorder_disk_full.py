@@ -25,7 +25,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from conftest import ProbeNode
 from test_data_core import TOPICS, image, joint_state, read_all
-from wam_ros.data.bag import RESERVE_FILE, BagError, EpisodeBagWriter, is_complete, read_episode_record, recover, typestore
+from wam_ros.data.bag import RESERVE_FILE, BagError, is_complete, read_episode_record, recover, typestore
 from wam_ros.data.recorder import Recorder, RecorderConfig, RecorderError
 from wam_ros.ros.conversions import image_msg
 from wam_ros.ros.qos import DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS
