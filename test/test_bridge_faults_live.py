@@ -4,7 +4,7 @@ supervisor (trajectories and heartbeats); and sim_node's watchdog in sim time. E
 with the arms held, its reason in /diagnostics, and the node alive.
 
 The emulators live in the node's process (python-can's virtual bus is in-process), so the node runs
-here with one addition: a topic on which the test sets an emulator's faults (INJECTABLE_BRIDGE).
+here with one addition: a topic on which the test sets an emulator's faults (injectable_bridge.py).
 """
 
 from __future__ import annotations
@@ -35,44 +35,9 @@ PORTS = {"left": "vcan_faults_left", "right": "vcan_faults_right"}
 COMMAND_TIMEOUT = 0.5
 STROKE = load_robot_config("agilex").arm.gripper.stroke
 
-# arm_bridge_node, plus ~/emulator_fault (std_msgs/String, JSON {"port": ..., attribute: value}) that
-# sets attributes of an emulated Piper: arm_status, err_code, reading_offset
-INJECTABLE_BRIDGE = """
-import json, sys
-import numpy as np
-from std_msgs.msg import String
-from wam_ros.robots.piper_emulator import PiperEmulator
-from wam_ros.ros.node_main import run_node
-from wam_ros.ros.nodes.arm_bridge_node import ArmBridgeNode
-
-
-class InjectableBridge(ArmBridgeNode):
-    def __init__(self):
-        super().__init__()
-        self.create_subscription(String, "~/emulator_fault", self._inject, 10)
-
-    def _inject(self, msg):
-        request = json.loads(msg.data)
-        port = request.pop("port")
-        emulator = next(h for h in self._helpers if isinstance(h, PiperEmulator) and h.channel == port)
-        for name, value in request.items():
-            setattr(emulator, name, np.array(value, dtype=float) if isinstance(value, list) else value)
-
-
-sys.exit(run_node(InjectableBridge, sys.argv))
-"""
-
-# the supervisor's heartbeat alone, as a process that can die
-HEARTBEAT = """
-import rclpy
-from std_msgs.msg import Header
-from wam_ros.ros.qos import HEARTBEAT_QOS, HEARTBEAT_TOPIC
-rclpy.init()
-node = rclpy.create_node("heartbeat_standin")
-pub = node.create_publisher(Header, HEARTBEAT_TOPIC, HEARTBEAT_QOS)
-node.create_timer(0.02, lambda: pub.publish(Header(stamp=node.get_clock().now().to_msg())))
-rclpy.spin(node)
-"""
+HERE = Path(__file__).parent
+INJECTABLE_BRIDGE = HERE / "injectable_bridge.py"   # the node with ~/emulator_fault
+HEARTBEAT = HERE / "heartbeat_standin.py"           # the supervisor's heartbeat alone, as a process that can die
 
 
 class Probe(ProbeNode):
@@ -146,8 +111,8 @@ class Probe(ProbeNode):
         return future.result()
 
 
-def _python(code: str, args: list[str], domain: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+def _python(program: Path, args: list[str], domain: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(program), *args], env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
 
 
 @pytest.fixture(scope="module")
