@@ -19,7 +19,8 @@ from wam_ros.paths import share_dir
 
 ACTION_SPACES = ("joint_position", "joint_delta", "ee_delta")
 REWARDS = ("success", "stages")
-TEXT_ENCODERS = ("task_table", "precomputed")
+TEXT_ENCODERS = ("task_table", "precomputed", "umt5")
+SAMPLERS = ("euler", "unipc")
 
 
 @dataclass
@@ -57,7 +58,8 @@ class ModelConfig:
     text_dim: int = 64
     text_tokens: int = 1
     max_tasks: int = 64
-    text_embeddings: str = ""  # file for text_encoder=precomputed
+    text_embeddings: str = ""  # file for text_encoder=precomputed; for umt5 an optional feature cache
+    text_encoder_path: str = ""  # umt5: a local UMT5EncoderModel + tokenizer (or a Wan diffusers) directory
     # reactive expert (inverse dynamics) and gate
     reactive_width: int = 128
     reactive_layers: int = 2
@@ -74,6 +76,9 @@ class ModelConfig:
     ans_probability: float = 0.5  # share of training samples with clean actions (action-conditioned video)
     ans_beta: tuple[float, float] = (1.5, 1.0)
     t_min: float = 0.02  # x0 -> velocity is clipped at this t
+    sampler: str = "euler"  # or "unipc" (diffusers UniPCMultistepScheduler, flow prediction)
+    flow_shift: float = 1.0  # Wan's time shift of the video grid (1: linear; Wan uses 3-5)
+    action_flow_shift: float = 1.0  # the action/value grid's; <= flow_shift keeps t_a <= t_O as in training
 
     @property
     def num_actions(self) -> int:
@@ -104,6 +109,13 @@ class ModelConfig:
             problems.append(f"text_encoder {self.text_encoder!r}: expected one of {TEXT_ENCODERS}")
         if self.text_encoder == "precomputed" and not self.text_embeddings:
             problems.append("text_encoder=precomputed needs text_embeddings: a local file")
+        if self.text_encoder == "umt5" and not self.text_encoder_path:
+            problems.append("text_encoder=umt5 needs text_encoder_path: a local directory")
+        if self.sampler not in SAMPLERS:
+            problems.append(f"sampler {self.sampler!r}: expected one of {SAMPLERS}")
+        if not 0 < self.action_flow_shift <= self.flow_shift:
+            problems.append(f"action_flow_shift {self.action_flow_shift} must be within (0, flow_shift="
+                            f"{self.flow_shift}]: ANS trains with t_a <= t_O")
         if self.video.width % self.heads or (self.video.width // self.heads) % 2:
             problems.append(f"video width {self.video.width} must split into {self.heads} heads of even size")
         if not 0 <= self.depth_blocks <= self.blocks:

@@ -17,6 +17,7 @@ from torch import Tensor
 from wam_ros.model.action_space import gripper_columns
 from wam_ros.model.config import ModelConfig
 from wam_ros.model.normalization import Normalizer
+from wam_ros.model.sampling import make_sampler
 from wam_ros.model.wam import WorldActionModel, inverse_depth, x0_to_velocity
 
 CHECKPOINT_FORMAT = 1
@@ -107,18 +108,22 @@ def git_revision() -> str:
 class DenoisingSession:
     """One chunk's sampling, one pass at a time, for schedulers that guide or interleave it.
 
-    Pass i moves the video from t = 1 - i/T_O to 1 - (i+1)/T_O and, while i < T_a, the actions and
-    value from 1 - i/T_a to 1 - (i+1)/T_a: after T_a passes the actions are final (ANS); the
-    remaining passes run the video expert alone (the mask keeps video independent of actions).
+    Two streams, each with its own sampler (sampling.py: Euler or UniPC on Wan's shifted time grid):
+    pass i moves the video one step of its T_O-step grid and, while i < T_a, the actions and value one
+    step of their T_a-step grid, which ends at t = 0 after pass T_a: the actions are then final (ANS)
+    and the remaining passes run the video expert alone.
     """
 
     def __init__(self, policy: "WorldActionPolicy", obs: Observation, action_steps: int, video_steps: int,
-                 generator: torch.Generator):
+                 generator: torch.Generator, sampler: str):
         if not 1 <= action_steps <= video_steps:
             raise ValueError(f"need 1 <= action_steps ({action_steps}) <= video_steps ({video_steps})")
         self.policy, self.model = policy, policy.model
         self.action_steps, self.video_steps = action_steps, video_steps
         cfg = self.model.cfg
+        self.video_sampler = make_sampler(sampler, video_steps, cfg.flow_shift)
+        # actions and value form one stream: the same times, and one multistep history over both
+        self.action_sampler = make_sampler(sampler, action_steps, cfg.action_flow_shift)
         rgb, inv_depth, state = policy.observation_tensors(obs)
         with torch.no_grad():
             self.text = self.model.text_features([obs.instruction])  # an unknown instruction fails first
@@ -157,10 +162,9 @@ class DenoisingSession:
         if self.video_final:
             raise RuntimeError("the session has made all its passes")
         cfg, i = self.model.cfg, self.passes
-        tv, tv_next = 1 - i / self.video_steps, 1 - (i + 1) / self.video_steps
-        t_video = torch.full((1,), tv, device=self.state.device)
-        if i < self.action_steps:
-            ta, ta_next = 1 - i / self.action_steps, 1 - (i + 1) / self.action_steps
+        t_video = torch.full((1,), self.video_sampler.t, device=self.state.device)
+        if not self.action_sampler.done:
+            ta = self.action_sampler.t
             t_action = torch.full((1,), ta, device=self.state.device)
             guided = inpaint_target is not None
             x = self.actions.detach().requires_grad_(guided)
@@ -174,15 +178,16 @@ class DenoisingSession:
                 (vjp,) = torch.autograd.grad(out.action_x0, x, error)
                 c = min(guidance_clip, (ta ** 2 + (1 - ta) ** 2) / max(ta * (1 - ta), 1e-9))
                 velocity = velocity - c * (error + vjp)
-            self.actions = (x + (ta_next - ta) * velocity).detach()
             if i == 0:
                 self.expected_value = out.value_x0.detach()
             value_velocity = x0_to_velocity(self.value, out.value_x0.detach(), t_action, cfg.t_min)
-            self.value = self.value + (ta_next - ta) * value_velocity
+            joint = self.action_sampler.step(torch.cat([x.detach().flatten(1), self.value[:, None]], dim=1),
+                                             torch.cat([velocity.detach().flatten(1), value_velocity[:, None]], dim=1))
+            self.actions, self.value = joint[:, :-1].view_as(x), joint[:, -1]
         else:
             with torch.no_grad():
                 out = self.model.trunk(self.current, self.future, t_video, self.text, with_depth=with_depth)
-        self.future = (self.future + (tv_next - tv) * out.video_velocity[:, :, 1:].detach())
+        self.future = self.video_sampler.step(self.future, out.video_velocity[:, :, 1:].detach())
         self.last = out
         self.passes += 1
 
@@ -266,11 +271,12 @@ class WorldActionPolicy:
         return rgb, inv, norm_state
 
     def session(self, obs: Observation, action_steps: int | None = None, video_steps: int | None = None,
-                seed: int | None = None) -> DenoisingSession:
+                seed: int | None = None, sampler: str | None = None) -> DenoisingSession:
+        """sampler: "euler" or "unipc" (None: the config's); the weights do not depend on it."""
         generator = torch.Generator()
         generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2 ** 31, (1,))))
         return DenoisingSession(self, obs, action_steps or self.cfg.action_steps, video_steps or self.cfg.video_steps,
-                                generator)
+                                generator, sampler or self.cfg.sampler)
 
     def predict(self, obs: Observation, video: bool = True, depth: bool = True, action_steps: int | None = None,
                 video_steps: int | None = None, seed: int | None = None,
