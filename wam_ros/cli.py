@@ -238,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ablations", action="store_true", help="evaluate Clean and Random only")
     p.add_argument("--max-seconds", type=float, default=20.0, help="simulated seconds before an episode fails")
     p.add_argument("--out", type=Path, default=Path("out/benchmark"))
+    p = sub.add_parser("text-features", help="umT5 features of instructions from a local encoder, into the file "
+                       "that text_encoder=precomputed reads (and umt5 caches in)")
+    p.add_argument("instructions", nargs="+")
+    p.add_argument("--encoder", type=Path, required=True,
+                   help="local directory: UMT5EncoderModel + tokenizer, or a Wan diffusers directory")
+    p.add_argument("--out", type=Path, required=True, help="feature file (instructions already in it are kept)")
+    p.add_argument("--tokens", type=int, default=512, help="text_tokens of the model config (Wan: 512)")
+    p.add_argument("--device", default="cpu", help="where the encoder runs (cpu, cuda, cuda:N)")
     p = sub.add_parser("urdf", help="regenerate urdf/*.urdf from config/robots/*.yaml")
     p.add_argument("--check", action="store_true", help="only report URDFs that differ from their YAML")
     p.add_argument("--out", type=Path, default=None, help="directory (default: the package's urdf/)")
@@ -296,6 +304,17 @@ def main(argv: list[str] | None = None) -> int:
             except (FileNotFoundError, CheckpointMismatch, ValueError) as exc:
                 raise ConfigError(str(exc)) from exc
             print(json.dumps(summary, indent=2))
+            return 0
+        if args.command == "text-features":
+            from wam_ros.model.text import UMT5TextEncoder, umt5_width
+
+            try:
+                encoder = UMT5TextEncoder(str(args.encoder), args.tokens, umt5_width(args.encoder), str(args.out))
+                encoder.to(args.device).register(args.instructions)
+            except (FileNotFoundError, ValueError) as exc:
+                raise ConfigError(str(exc)) from exc
+            print(json.dumps({"out": str(args.out), "instructions": sorted(encoder.cache), "tokens": args.tokens,
+                              "dim": encoder.dim}, indent=2))
             return 0
         if args.command == "urdf":
             from wam_ros.paths import share_dir
