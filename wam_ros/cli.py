@@ -98,15 +98,34 @@ def cmd_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    fields = ("video_stage_steps", "joint_stage_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "decay",
+              "decay_fraction", "min_lr", "weight_decay", "precision", "strategy", "workers", "seed",
+              "checkpoint_every")
+    try:
+        train_cfg = TrainConfig(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None},
+                                checkpointing=args.checkpointing,
+                                init_from=str(args.init_from or "")).validate()
+        model_cfg = load_model_config(args.config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.dry_run:
+        from wam_ros.model.memory_plan import memory_plan
+
+        print(json.dumps(memory_plan(model_cfg, args.gpus, train_cfg.batch_size, train_cfg.strategy,
+                                     train_cfg.precision, train_cfg.checkpointing), indent=2))
+        return 0
+    if args.data is None or args.out is None:
+        raise ConfigError("--data and --out are required (except with --dry-run)")
+    if args.init_from is not None and not args.init_from.is_dir():
+        raise ConfigError(f"--init-from {args.init_from}: no such directory (a local diffusers Wan)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per torchrun process
-    fields = ("video_stage_steps", "joint_stage_steps", "batch_size", "lr", "seed", "checkpoint_every")
-    train_cfg = TrainConfig(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
     try:
-        meta, episodes = load_dataset(args.data)
+        # frames stay on disk and are read per window (by --workers processes)
+        meta, episodes = load_dataset(args.data, lazy=True)
         robot = load_robot_config(args.robot) if args.robot else None
-        dataset = WindowDataset(episodes, meta, load_model_config(args.config), robot)
+        dataset = WindowDataset(episodes, meta, model_cfg, robot)
         summary = train(dataset, train_cfg, args.out, resume=args.resume, device=device)
     except DatasetError as exc:
         raise ConfigError(str(exc)) from exc
@@ -170,20 +189,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
     p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60)")
     p.add_argument("--checkpoint", default=None, help="policy: checkpoint (default: the demo policy)")
-    p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages)")
-    p.add_argument("--data", type=Path, required=True,
-                   help="dataset directory: wam-ros export output (LeRobot v3 or ALOHA HDF5) or meta.json + episode_*.npz")
-    p.add_argument("--config", default="small", help="model preset (small, paper) or a YAML file")
+    p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages); under "
+                       "torchrun: DDP or FSDP")
+    p.add_argument("--data", type=Path,
+                   help="dataset directory: wam-ros export output (LeRobot v3 or ALOHA HDF5) or meta.json + "
+                   "episode_* (.npz files or .npy folders: frames streamed from disk)")
+    p.add_argument("--config", default="small", help="model preset (small, paper, ...) or a YAML file")
     p.add_argument("--robot", default=None, choices=ROBOTS, help="the robot (needed for ee_delta action spaces)")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint file (written every --checkpoint-every steps)")
+    p.add_argument("--out", type=Path, help="checkpoint file (written every --checkpoint-every steps; FSDP: "
+                   "sharded in OUT.sharded/, OUT at the end)")
+    p.add_argument("--init-from", type=Path, help="local pretrained Wan directory (diffusers layout)")
     # defaults: wam_ros/model/train.py:TrainConfig (not imported here: torch loads slowly)
     p.add_argument("--video-steps", type=int, dest="video_stage_steps", help="stage 1 (video-only) steps")
     p.add_argument("--joint-steps", type=int, dest="joint_stage_steps", help="stage 2 (joint) steps")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int, help="micro-batch per process")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, help="linear warmup at the start of each stage")
+    p.add_argument("--decay", choices=["linear", "cosine", "none"], help="decay at the end of each stage")
+    p.add_argument("--decay-fraction", type=float, help="share of each stage that decays (1: all after warmup)")
+    p.add_argument("--min-lr", type=float, help="learning rate at the end of the decay")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast (fp32 weights and optimizer)")
+    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing per MoT layer")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], help="under torchrun: replicate or shard per layer")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes reading the episodes")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--resume", action="store_true", help="continue from --out (FSDP: OUT.sharded/) if it exists")
+    p.add_argument("--dry-run", action="store_true", help="print the parameter counts and the memory plan "
+                   "(JSON; the model is built on the meta device, nothing is allocated) and exit")
+    p.add_argument("--gpus", type=int, default=1, help="--dry-run: GPUs to plan for")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p = sub.add_parser("export", help="recorded episode bags -> a training dataset (LeRobot v3 or ALOHA HDF5)")

@@ -1,4 +1,4 @@
-"""Episodes for training: the in-memory format and its on-disk form (numpy only).
+"""Episodes for training: the in-memory format and its on-disk forms (numpy only).
 
 In memory, one `Episode` holds every frame at the control rate:
     rgb    (T, V, H, W, 3) uint8      V views in `cameras` order
@@ -9,10 +9,18 @@ In memory, one `Episode` holds every frame at the control rate:
     success bool, stage_frames        outcome and stage-completion frames (value targets)
 
 On disk, a dataset directory holds `meta.json` ({cameras, state_names, action_names,
-action_space, fps}) and one `episode_NNNNNN.npz` per episode with the arrays above plus
-`task`, `success` and `stage_frames`. The Recording issue's LeRobot v3 export is read by the
-same loader: `load_dataset` also reads the LeRobot v3 and ALOHA HDF5 datasets that
-`wam-ros export` writes (wam_ros.data.export).
+action_space, fps}) and one entry per episode, in either layout (a directory may mix them):
+    episode_NNNNNN.npz   the arrays above plus `task`, `success` and `stage_frames`
+                         (`save_dataset(..., layout="npz")`, compressed: the smallest)
+    episode_NNNNNN/      rgb.npy, depth.npy (optional), state.npy, action.npy and episode.json
+                         ({task, success, stage_frames}) (`layout="npy"`, uncompressed: frames can
+                         be memory-mapped, so a training sample reads only its own frames)
+`load_dataset(directory, lazy=True)` keeps the rgb and depth of npy-layout episodes on disk as
+`LazyFrames`, read per sample (an .npz member can only be decompressed whole, so .npz episodes
+are always read into memory; `save_dataset(out, *load_dataset(src), layout="npy")` converts).
+The Recording issue's LeRobot v3 export is read by the same loader: `load_dataset` also reads
+the LeRobot v3 and ALOHA HDF5 datasets that `wam-ros export` writes (wam_ros.data.export), into
+memory.
 """
 
 from __future__ import annotations
@@ -20,8 +28,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
+
+LAYOUTS = ("npz", "npy")
+HEAVY = ("rgb", "depth")  # the per-frame image arrays, the only ones kept on disk when lazy
 
 
 class DatasetError(ValueError):
@@ -37,14 +49,55 @@ class DatasetMeta:
     fps: float
 
 
+class LazyFrames:
+    """The frames of one .npy file, read on access: `frames[indices]` reads only those frames
+    (through a memory map). Pickles as its path, so DataLoader workers open their own map instead
+    of copying frames."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            self.shape, self.dtype = _npy_header(f)
+        self._map: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if self._map is None:
+            self._map = np.load(self.path, mmap_mode="r")
+        return np.asarray(self._map[index])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_map": None}
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(f)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise DatasetError(f"{getattr(f, 'name', f)}: .npy format version {version} is not supported")
+    shape, fortran, dtype = readers[version](f)
+    if fortran:
+        raise DatasetError(f"{getattr(f, 'name', f)}: Fortran-ordered arrays are not supported")
+    return tuple(shape), dtype
+
+
+Frames = Union[np.ndarray, LazyFrames]
+
+
 @dataclass
 class Episode:
-    rgb: np.ndarray
+    rgb: Frames
     state: np.ndarray
     action: np.ndarray
     task: str
     success: bool = True
-    depth: np.ndarray | None = None
+    depth: Frames | None = None
     stage_frames: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -70,20 +123,53 @@ class Episode:
             raise DatasetError(f"{where}: " + "; ".join(problems))
 
 
-def save_dataset(directory: Path, meta: DatasetMeta, episodes: list[Episode]) -> None:
+def save_dataset(directory: Path, meta: DatasetMeta, episodes: list[Episode], layout: str = "npz") -> None:
+    """Writes meta.json and one episode_NNNNNN entry per episode in `layout` (see the module doc)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected one of {LAYOUTS}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "meta.json").write_text(json.dumps(meta.__dict__, indent=2))
     for i, ep in enumerate(episodes):
         ep.check(meta, f"episode {i}")
-        arrays = {"rgb": ep.rgb, "state": ep.state, "action": ep.action, "task": np.array(ep.task),
-                  "success": np.array(ep.success), "stage_frames": np.array(ep.stage_frames, dtype=np.int64)}
+        arrays = {"rgb": ep.rgb, "state": ep.state, "action": ep.action}
         if ep.depth is not None:
             arrays["depth"] = ep.depth
-        np.savez_compressed(directory / f"episode_{i:06d}.npz", **arrays)
+        arrays = {name: a[:] if isinstance(a, LazyFrames) else a for name, a in arrays.items()}
+        if layout == "npz":
+            np.savez_compressed(directory / f"episode_{i:06d}.npz", **arrays, task=np.array(ep.task),
+                                success=np.array(ep.success), stage_frames=np.array(ep.stage_frames, dtype=np.int64))
+            continue
+        folder = directory / f"episode_{i:06d}"
+        folder.mkdir(exist_ok=True)
+        for name, array in arrays.items():
+            np.save(folder / f"{name}.npy", np.ascontiguousarray(array))
+        info = {"task": ep.task, "success": bool(ep.success), "stage_frames": [int(f) for f in ep.stage_frames]}
+        (folder / "episode.json").write_text(json.dumps(info))
 
 
-def load_dataset(directory: Path) -> tuple[DatasetMeta, list[Episode]]:
+def _load_npz(path: Path) -> Episode:
+    with np.load(path) as data:
+        return Episode(rgb=data["rgb"], state=data["state"], action=data["action"], task=str(data["task"]),
+                       success=bool(data["success"]), depth=data["depth"] if "depth" in data else None,
+                       stage_frames=data["stage_frames"].tolist())
+
+
+def _load_npy_folder(folder: Path, lazy: bool) -> Episode:
+    try:
+        info = json.loads((folder / "episode.json").read_text())
+        heavy = {name: (LazyFrames(folder / f"{name}.npy") if lazy else np.load(folder / f"{name}.npy"))
+                 if (folder / f"{name}.npy").is_file() else None for name in HEAVY}
+        return Episode(rgb=heavy["rgb"], state=np.load(folder / "state.npy"), action=np.load(folder / "action.npy"),
+                       task=str(info["task"]), success=bool(info["success"]), depth=heavy["depth"],
+                       stage_frames=[int(f) for f in info["stage_frames"]])
+    except (OSError, KeyError, ValueError) as exc:  # missing files, bad JSON, truncated arrays
+        raise DatasetError(f"{folder}: {exc}") from exc
+
+
+def load_dataset(directory: Path, lazy: bool = False) -> tuple[DatasetMeta, list[Episode]]:
+    """The dataset's meta and episodes; with lazy, the rgb and depth of npy-layout episodes stay on
+    disk as LazyFrames (everything else is read into memory)."""
     directory = Path(directory)
     from wam_ros.data import export  # the exporters build on this module's types
 
@@ -99,15 +185,13 @@ def load_dataset(directory: Path) -> tuple[DatasetMeta, list[Episode]]:
         meta = DatasetMeta(**json.loads(meta_path.read_text()))
     except (TypeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{meta_path}: {exc}") from exc
-    files = sorted(directory.glob("episode_*.npz"))
-    if not files:
-        raise DatasetError(f"{directory}: no episode_*.npz files")
+    entries = sorted(p for p in directory.glob("episode_*")
+                     if (p.suffix == ".npz" and p.is_file()) or (p.is_dir() and (p / "episode.json").is_file()))
+    if not entries:
+        raise DatasetError(f"{directory}: no episode_*.npz files or episode_*/ folders")
     episodes = []
-    for path in files:
-        with np.load(path) as data:
-            ep = Episode(rgb=data["rgb"], state=data["state"], action=data["action"], task=str(data["task"]),
-                         success=bool(data["success"]), depth=data["depth"] if "depth" in data else None,
-                         stage_frames=data["stage_frames"].tolist())
+    for path in entries:
+        ep = _load_npz(path) if path.suffix == ".npz" else _load_npy_folder(path, lazy)
         ep.check(meta, str(path))
         episodes.append(ep)
     return meta, episodes
