@@ -22,11 +22,12 @@ with franky_sim_bridge(dynamics_factor=0.5) as bridge:
     goal[names.index("right_joint4")] += 0.2
     goal[names.index("left_gripper")] = 0.01
     now = clock()
-    bridge.set_trajectory(names, np.array([now + 1.0]), goal[None, :], now)
+    # a rejected trajectory stops whatever runs (never "keep going"), so it is sent first
     try:
         bridge.set_trajectory(["left_joint1"], np.array([now + 1.0]), np.array([[float("nan")]]), now)
     except CommandRejected as exc:
         report["rejected"] = str(exc)
+    bridge.set_trajectory(names, np.array([now + 1.0]), goal[None, :], now)
     errors = []
     end = now + 2.5
     report["faults"] = []

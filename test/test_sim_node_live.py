@@ -87,7 +87,12 @@ def test_sim_follows_the_supervised_trajectories(observed, bringup):
     ns = bringup.namespace
     trajectories = [m for _, m in observed[f"/{ns}/joint_trajectory"]]
     states = [m for _, m in observed[f"/{ns}/joint_states"]]
-    assert len(trajectories) >= 8  # 2 chunks/s for 6 s
+    # 2 chunks and 100 states per second of sim time; on a loaded 2-core box the sim runs slower
+    # than the wall clock, so count against the sim time that passed
+    clock = observed["/clock"]
+    sim_seconds = from_time(clock[-1][1].clock) - from_time(clock[0][1].clock)
+    assert sim_seconds > 1.5, f"only {sim_seconds:.2f} s of sim time in the observation window"
+    assert len(trajectories) >= max(3, int(1.5 * sim_seconds)), (len(trajectories), sim_seconds)
     arm = [n for n in load_robot_config(bringup.arguments["robot"]).joint_names if not n.endswith("gripper")]
     errors = []
     for trajectory, following in zip(trajectories, [*trajectories[1:], None]):
@@ -99,7 +104,7 @@ def test_sim_follows_the_supervised_trajectories(observed, bringup):
                 q = dict(zip(state.name, state.position))
                 errors.append(max(abs(q[n] - np.interp(t, times, points[:, names.index(n)]))
                                   for n in arm))
-    assert len(errors) > 300
+    assert len(errors) > 50 * sim_seconds
     # worst joint per sample: servo lag (critically damped, kp=400: about 0.1 s x 0.64 rad/s peak velocity)
     assert np.median(errors) < 0.08 and np.percentile(errors, 95) < 0.12
     first, last = (dict(zip(m.name, m.position)) for m in (states[0], states[-1]))
