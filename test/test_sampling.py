@@ -158,6 +158,10 @@ def test_unipc_session_starts_as_euler_then_differs(unipc_policy):
                 chunks[k].append(s.action_chunk())
     assert np.allclose(chunks["euler"][0], chunks["unipc"][0], atol=1e-4)
     assert not np.allclose(chunks["euler"][-1], chunks["unipc"][-1], atol=1e-4)
+    for k in sessions:  # predict() takes the same choice
+        prediction = policy.predict(obs, video=False, action_steps=3, video_steps=3, seed=4, sampler=k,
+                                    expert="predictive")
+        assert np.array_equal(prediction.actions, chunks[k][-1])
 
 
 def test_unipc_session_with_rtc_guidance(unipc_policy):

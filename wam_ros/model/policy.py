@@ -281,7 +281,8 @@ class WorldActionPolicy:
     def predict(self, obs: Observation, video: bool = True, depth: bool = True, action_steps: int | None = None,
                 video_steps: int | None = None, seed: int | None = None,
                 inpaint: tuple[np.ndarray, np.ndarray] | None = None, guidance_clip: float = 5.0,
-                on_actions: Callable[[Prediction], None] | None = None, expert: str = "gated") -> Prediction:
+                on_actions: Callable[[Prediction], None] | None = None, expert: str = "gated",
+                sampler: str | None = None) -> Prediction:
         """Actions after T_a passes (ANS), then the video (skipped with video=False unless the gate
         picks the reactive expert, which needs the predicted future). The depth branch runs on the
         last pass only and not at all with depth=False.
@@ -290,12 +291,12 @@ class WorldActionPolicy:
         actions towards the target (real-time chunking; DenoisingSession.step). on_actions is called
         with the actions, value and gate (no video yet) as soon as they are final, so a robot can
         execute them while the video finishes. expert: "gated" (the gate picks), or "predictive" /
-        "reactive" to force one (ablations)."""
+        "reactive" to force one (ablations). sampler: "euler" or "unipc" (None: the config's)."""
         if expert not in EXPERT_CHOICES:
             raise ValueError(f"expert {expert!r}: expected one of {', '.join(EXPERT_CHOICES)}")
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        s = self.session(obs, action_steps, video_steps, seed)
+        s = self.session(obs, action_steps, video_steps, seed, sampler)
         timings["encode_ms"] = (time.perf_counter() - start) * 1e3
         if expert == "gated":
             expert = PREDICTIVE if s.gate_probability >= self.cfg.gate_threshold else REACTIVE
