@@ -19,7 +19,7 @@ TASK = "slide the block"
 def tiny_config(**overrides) -> ModelConfig:
     values = dict(image_size=[32, 32], blocks=2, heads=2, video={"width": 32, "ffn": 64},
                   action={"width": 16, "ffn": 32}, depth_blocks=1, horizon=2, latent_channels=4,
-                  autoencoder_width=8, reactive_width=32, reactive_layers=1, gate_hidden=16, text_dim=16,
+                  vae_base_dim=4, reactive_width=32, reactive_layers=1, gate_hidden=16, text_dim=16,
                   action_steps=2, video_steps=6, gate_window=3)
     values.update(overrides)
     return load_model_config("small", **values)

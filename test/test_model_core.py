@@ -11,7 +11,6 @@ from wam_ros.config import ConfigError, load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import load_model_config
-from wam_ros.model.layers import Rope3d
 from wam_ros.model.normalization import ACTION_SCALE_FLOOR, STATE_INPUT_BOUND, STATE_SCALE_FLOOR, Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
 from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
@@ -38,9 +37,9 @@ def tiny():
 
 def trunk_inputs(model, batch, seed=0):
     g = torch.Generator().manual_seed(seed)
-    z = model.autoencoder.encode(batch["rgb"])
+    z = model.vae.encode(batch["rgb"])
     b = len(z)
-    return dict(current=model.current_tokens(z[:, :, :1], batch["inverse_depth"][:, :, 0]),
+    return dict(current=model.conditioning(z[:, :, :1], batch["inverse_depth"][:, :, 0]),
                 future_noisy=torch.randn(z[:, :, 1:].shape, generator=g), t_video=torch.full((b,), 0.7),
                 text=model.text_features(batch["instruction"]), state=batch["state"],
                 actions_noisy=torch.randn(batch["actions"].shape, generator=g),
@@ -121,8 +120,8 @@ def test_ans_training_distribution():
 def test_ans_inference_passes_and_final_actions(tiny):
     cfg, _, model, policy, episodes = tiny
     passes, action_passes = [], []
-    hooks = [model.layers[0].video.qkv.register_forward_hook(lambda *a: passes.append(1)),
-             model.layers[0].action.qkv.register_forward_hook(lambda *a: action_passes.append(1))]
+    hooks = [model.video.blocks[0].attn1.to_q.register_forward_hook(lambda *a: passes.append(1)),
+             model.action_blocks[0].qkv_proj.register_forward_hook(lambda *a: action_passes.append(1))]
     try:
         session = policy.session(observation(cfg, episodes[0]), action_steps=2, video_steps=6, seed=1)
         snapshots, progress = [], []
@@ -175,7 +174,9 @@ def test_gate_picks_the_expert(tiny):
     assert reactive.actions.shape == predictive.actions.shape == (cfg.num_actions, cfg.action_dim)
     assert not np.allclose(reactive.actions, predictive.actions)
     assert 0.0 <= predictive.value <= 1.0
-    assert predictive.future_rgb.shape == (len(cfg.cameras), cfg.horizon, *cfg.image_size, 3)
+    assert predictive.future_rgb.shape == (len(cfg.cameras), 4 * cfg.horizon, *cfg.image_size, 3)  # action rate
+    assert predictive.future_depth.shape == (len(cfg.cameras), cfg.horizon, *cfg.image_size)  # per latent frame
+    assert np.array_equal(predictive.rgb_at_depth_frames(), predictive.future_rgb[:, 3::4])
     assert predictive.future_rgb.dtype == np.uint8 and predictive.future_depth.dtype == np.float32
 
 
@@ -302,30 +303,38 @@ def test_presets_and_the_paper_scale():
     small = load_model_config("small")
     counts = WorldActionModel(small).parameter_counts()
     assert 1e6 < counts["total"] < 10e6  # a few million
-    with torch.device("meta"):
-        paper = WorldActionModel(load_model_config("paper")).parameter_counts()
-    assert 1.85e9 < paper["experts"] < 1.95e9  # video (30 x 1536) + action-value (30 x 768): about 1.9 B
-    assert paper["video_expert"] > 2.5 * paper["action_value_expert"]
+    assert load_model_config("paper") == load_model_config("mvwam")
+    with torch.device("meta"):  # full size, no memory: the dry-run's path
+        mvwam = WorldActionModel(load_model_config("mvwam")).parameter_counts()
+        xwam = WorldActionModel(load_model_config("xwam")).parameter_counts()
+    # Wan2.1-T2V-1.3B's transformer has 1.42 B parameters, Wan2.2-TI2V-5B's 5.0 B
+    assert 1.40e9 < mvwam["video_expert"] < 1.44e9 and 4.9e9 < xwam["video_expert"] < 5.1e9
+    assert mvwam["video_expert"] > 2.5 * mvwam["action_value_expert"]
     with pytest.raises(ConfigError, match="unknown fields"):
         load_model_config("small", widht=3)
     with pytest.raises(ConfigError, match="multiple of 8"):
         load_model_config("small", image_size=[60, 64])
+    with pytest.raises(ConfigError, match="temporal compression"):
+        load_model_config("small", actions_per_frame=2)
     with pytest.raises(ConfigError, match="no such file"):
         load_model_config("huge")
 
 
 @torch.no_grad()
-def test_autoencoder_is_causal_in_time(tiny):
-    _, dataset, model, _, _ = tiny
+def test_vae_is_causal_in_time(tiny):
+    cfg, dataset, model, _, _ = tiny
     rgb = dataset.batch([0])["rgb"]
-    clip = model.autoencoder.encode(rgb)
-    alone = model.autoencoder.encode(rgb[:, :, :1])
-    assert torch.allclose(clip[:, :, 0], alone[:, :, 0], atol=1e-6)
+    assert rgb.shape[2] == cfg.clip_frames == 1 + 4 * cfg.horizon
+    clip = model.vae.encode(rgb)
+    assert clip.shape[2:] == (1 + cfg.horizon, cfg.latent_channels, *cfg.latent_size)
+    alone = model.vae.encode(rgb[:, :, :1])  # what inference encodes: the present frame
+    assert torch.allclose(clip[:, :, 0], alone[:, :, 0], atol=1e-5)
     changed = rgb.clone()
-    changed[:, :, 2] = -changed[:, :, 2]
-    later = model.autoencoder.encode(changed)
-    assert torch.equal(later[:, :, :2], clip[:, :, :2]) and not torch.equal(later[:, :, 2], clip[:, :, 2])
-    assert clip.shape[-2:] == (rgb.shape[-2] // 8, rgb.shape[-1] // 8) and clip.abs().max() < 1
+    changed[:, :, 5] = -changed[:, :, 5]  # raw frame 5 opens latent frame 2 (frames 5..8)
+    later = model.vae.encode(changed)
+    assert torch.allclose(later[:, :, :2], clip[:, :, :2], atol=1e-5)
+    assert not torch.allclose(later[:, :, 2], clip[:, :, 2], atol=1e-3)
+    assert model.vae.decode(clip).shape == rgb.shape
 
 
 def test_text_encoders(tmp_path, tiny):
@@ -336,7 +345,7 @@ def test_text_encoders(tmp_path, tiny):
     torch.save({"fold the towel": torch.randn(2, 16)}, file)
     cfg = tiny_config(text_encoder="precomputed", text_embeddings=str(file), text_tokens=2)
     features = WorldActionModel(cfg).text_features(["fold the towel"])
-    assert features.shape == (1, 2, cfg.video.width)
+    assert features.shape == (1, 2, cfg.text_dim)
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         WorldActionModel(tiny_config(text_encoder="precomputed", text_embeddings=str(tmp_path / "missing.pt")))
 
@@ -373,12 +382,13 @@ def test_action_spaces_invert_the_bridges_conversion(space):
 
 def test_action_rope_runs_at_a_quarter_of_the_video_time_scale(tiny):
     cfg, _, model, _, _ = tiny
-    rope = Rope3d(cfg.video.width // cfg.heads)
-    k = torch.arange(cfg.num_actions, dtype=torch.float32)
-    expected_cos, _ = rope.angles(torch.stack([k / 4, torch.zeros_like(k), torch.zeros_like(k)], dim=-1))
-    assert torch.allclose(model.action_cos[1:-1], expected_cos)  # action k sits at video time k / 4
-    frame_one = cfg.tokens_per_frame  # first token of video frame 1 (row 0, col 0)
-    assert torch.allclose(model.action_cos[1 + 4], model.video_cos[frame_one])  # action 4 = frame 1
+    cos, _ = model._action_rotary(torch.device("cpu"))  # rows: state, K actions, value
+    video_cos, _ = model.video.rotary(cfg.horizon + 1, *cfg.latent_size)
+    frame = cfg.tokens_per_frame  # tokens per latent frame; token f * frame is (f, row 0, col 0)
+    assert torch.equal(cos[0, 0], video_cos[0, 0])  # the state at time 0
+    for f in range(1, cfg.horizon + 1):  # action 4f - 1 (its result ends latent frame f) sits at time f
+        assert torch.allclose(cos[0, 4 * f], video_cos[0, f * frame], atol=1e-6)
+    assert not torch.allclose(cos[0, 1], video_cos[0, frame], atol=1e-3)  # action 0 sits at time 1/4
 
 
 def test_learning_rate_is_constant_then_decays_linearly_per_stage():

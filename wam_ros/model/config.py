@@ -21,6 +21,7 @@ ACTION_SPACES = ("joint_position", "joint_delta", "ee_delta")
 REWARDS = ("success", "stages")
 TEXT_ENCODERS = ("task_table", "precomputed", "umt5")
 SAMPLERS = ("euler", "unipc")
+VAE_LAYOUTS = ("wan2.1", "wan2.2")
 
 
 @dataclass
@@ -40,19 +41,32 @@ class ModelConfig:
     state_dim: int = 14
     action_dim: int = 14
     action_space: str = "joint_position"
-    # future: H latent frames per view, K = actions_per_frame * H actions
+    # future: H latent frames per view, K = actions_per_frame * H actions. One latent frame spans
+    # temporal_compression raw frames, so actions_per_frame must equal it (validated).
     horizon: int = 4
     actions_per_frame: int = 4
-    # spatio-temporal autoencoder (8x spatial downsampling, causal in time)
-    latent_channels: int = 8
-    autoencoder_width: int = 32
-    patch_size: int = 2  # latent cells per token side
-    # Mixture-of-Transformers: one shared attention, separate parameters per expert
+    # video VAE: diffusers' AutoencoderKLWan, causal in time (4x). "wan2.1": 8x spatial (Wan2.1,
+    # z 16); "wan2.2": 16x spatial through a 2x2 pixel patchify and residual blocks (Wan2.2-TI2V, z 48)
+    vae_layout: str = "wan2.1"
+    latent_channels: int = 16
+    vae_base_dim: int = 96
+    vae_decoder_base_dim: int = 0  # 0: the same as vae_base_dim (Wan2.2-TI2V's decoder is wider: 256)
+    vae_res_blocks: int = 2
+    vae_trainable: bool = False  # a tiny random VAE learns in stage 1; a pretrained one stays frozen
+    patch_size: int = 2  # latent cells per token side (the Wan transformer's (1, p, p) patches)
+    # Mixture-of-Transformers: the Video Expert is a diffusers WanTransformer3DModel (blocks x
+    # video.width, heads of width/heads); the action-value expert is narrower and is projected
+    # into the shared attention
     blocks: int = 4
     heads: int = 4
     video: ExpertConfig = field(default_factory=lambda: ExpertConfig(width=128, ffn=512))
     action: ExpertConfig = field(default_factory=lambda: ExpertConfig(width=64, ffn=256))
     depth_blocks: int = 2  # the last M blocks replicated as the depth branch (0: none)
+    # Cross-modality mask. False (MV-WAM): video attends to video only, so video outputs never
+    # depend on the actions. True (X-WAM's action-conditioned world model): video also attends to
+    # the state and action tokens. ANS's "clean actions, noisy video" branch only teaches something
+    # when True (see ans_conditioned_probability).
+    video_sees_actions: bool = False
     # language
     text_encoder: str = "task_table"
     text_dim: int = 64
@@ -73,7 +87,8 @@ class ModelConfig:
     # sampling: ANS with T_a action steps inside T_O video steps
     action_steps: int = 5
     video_steps: int = 25
-    ans_probability: float = 0.5  # share of training samples with clean actions (action-conditioned video)
+    ans_probability: float = 0.5  # share of training samples with clean actions (action-conditioned video),
+    # used only where the mask lets the video see the actions (ans_conditioned_probability)
     ans_beta: tuple[float, float] = (1.5, 1.0)
     t_min: float = 0.02  # x0 -> velocity is clipped at this t
     sampler: str = "euler"  # or "unipc" (diffusers UniPCMultistepScheduler, flow prediction)
@@ -85,8 +100,31 @@ class ModelConfig:
         return self.horizon * self.actions_per_frame
 
     @property
+    def spatial_compression(self) -> int:
+        return 16 if self.vae_layout == "wan2.2" else 8
+
+    @property
+    def temporal_compression(self) -> int:
+        """Raw frames per latent frame after the first (both Wan VAE layouts: 4)."""
+        return 4
+
+    @property
+    def clip_frames(self) -> int:
+        """Raw frames a training window carries per view: the conditioning frame and 4H future ones,
+        consecutive at the action rate (frame k+1 follows action k)."""
+        return 1 + self.temporal_compression * self.horizon
+
+    @property
     def latent_size(self) -> tuple[int, int]:
-        return self.image_size[0] // 8, self.image_size[1] // 8
+        s = self.spatial_compression
+        return self.image_size[0] // s, self.image_size[1] // s
+
+    @property
+    def ans_conditioned_probability(self) -> float:
+        """Share of joint training samples drawn from ANS's clean-actions branch (t_a = 0). Under
+        the MV-WAM mask the video cannot see the actions, so that branch would give the video an
+        unconditioned sample and the actions nothing to learn: its share goes to ordinary joint samples."""
+        return self.ans_probability if self.video_sees_actions else 0.0
 
     @property
     def tokens_per_frame(self) -> int:
@@ -96,9 +134,15 @@ class ModelConfig:
     def validate(self) -> "ModelConfig":
         problems = []
         h, w = self.image_size
-        cell = 8 * self.patch_size
+        cell = self.spatial_compression * self.patch_size
         if h % cell or w % cell:
-            problems.append(f"image_size {self.image_size} must be a multiple of 8 * patch_size = {cell}")
+            problems.append(f"image_size {self.image_size} must be a multiple of {self.spatial_compression} "
+                            f"* patch_size = {cell}")
+        if self.vae_layout not in VAE_LAYOUTS:
+            problems.append(f"vae_layout {self.vae_layout!r}: expected one of {VAE_LAYOUTS}")
+        if self.actions_per_frame != self.temporal_compression:
+            problems.append(f"actions_per_frame {self.actions_per_frame} must equal the VAE's temporal compression "
+                            f"{self.temporal_compression} (one latent frame spans that many frames and actions)")
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             problems.append(f"cameras must be distinct names, got {list(self.cameras)}")
         if self.action_space not in ACTION_SPACES:

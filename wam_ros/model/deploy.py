@@ -186,14 +186,14 @@ class DeployedPolicy:
 
     def predicted_cloud(self, prediction: Prediction, state: np.ndarray, absolute: np.ndarray,
                         intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> PointCloud:
-        """The predicted future (V, H frames of colour and depth) in the base frame. intrinsics:
-        camera -> (K, (height, width) it belongs to)."""
+        """The predicted future in the base frame: one cloud per latent frame (V x H depth maps, coloured
+        by the decoded frames they belong to). intrinsics: camera -> (K, (height, width) it belongs to)."""
         if prediction.future_rgb is None or prediction.future_depth is None:
             raise ValueError("the prediction has no video or no depth (DeployConfig.video / depth off)")
         cams, size = self.policy.cfg.cameras, tuple(self.policy.cfg.image_size)
         K = np.stack([scale_intrinsics(intrinsics[c][0], intrinsics[c][1], size) for c in cams])
         poses = self.camera_poses(self.future_joint_maps(state, absolute))
-        return lift(prediction.future_depth, prediction.future_rgb, K, poses)
+        return lift(prediction.future_depth, prediction.rgb_at_depth_frames(), K, poses)
 
     def tcp_paths(self, absolute: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
         """side -> (steps, 3) TCP positions along a chunk of absolute targets."""

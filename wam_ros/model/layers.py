@@ -1,11 +1,8 @@
-"""Transformer building blocks: 3-axis RoPE, timestep modulation, the Mixture-of-Transformers layer.
+"""Building blocks around the Wan Video Expert: the action-value expert's block, the depth
+branch's block, timestep embeddings and output heads of the smaller experts.
 
-The MoT layer holds two experts with separate parameters (video at width Dv, action-value at
-width Da) that meet only inside one shared self-attention of width Dv. The cross-modality mask
-(video -> video; state/action -> video + state/action; value -> everything) is realised by
-computing the video queries against video keys only, so video outputs cannot depend on the
-action-value tokens at all (bit-identical, not merely close), and video-only passes (stage-1
-training, the video tail of ANS sampling) skip the action expert entirely.
+The video side's blocks are Wan's own (wam_ros/model/wan.py); the two experts meet inside one
+shared self-attention (wam_ros/model/wam.py).
 """
 
 from __future__ import annotations
@@ -15,7 +12,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from torch import Tensor, nn
+
+from wam_ros.model.wan import rotate
 
 
 def timestep_features(t: Tensor, dim: int) -> Tensor:
@@ -39,33 +39,6 @@ class TimestepEmbedding(nn.Module):
         """t: (B, N) per-token times -> (embedding (B, N, W), modulation (B, N, 6, W))."""
         emb = self.embed(timestep_features(t, 256))
         return emb, self.project(emb).unflatten(-1, (6, self.width))
-
-
-class Rope3d:
-    """Rotary position embedding over (time, row, col); the head dim is split between the axes."""
-
-    def __init__(self, head_dim: int, theta: float = 10000.0):
-        spatial = 2 * (head_dim // 6)
-        self.splits = (head_dim - 2 * spatial, spatial, spatial)
-        self.theta = theta
-
-    def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """positions: (N, 3) float -> cos, sin of shape (N, head_dim / 2)."""
-        parts = []
-        for axis, size in enumerate(self.splits):
-            if size == 0:
-                continue
-            freqs = self.theta ** (-torch.arange(0, size, 2, dtype=torch.float32, device=positions.device) / size)
-            parts.append(positions[:, axis:axis + 1].float() * freqs)
-        angles = torch.cat(parts, dim=-1)
-        return angles.cos(), angles.sin()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: (B, heads, N, head_dim) rotated pairwise (even, odd) by the angles of each token."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -94,15 +67,19 @@ class CrossAttention(nn.Module):
         return self.out(y.transpose(1, 2).flatten(-2))
 
 
-class ExpertBlock(nn.Module):
-    """One expert's parameters in one layer: modulated norms, its projections into and out of the
-    shared attention, text cross-attention and a feed-forward layer."""
+class ActionBlock(nn.Module):
+    """The action-value expert's parameters in one MoT layer: adaLN modulation, its projections into
+    and out of the shared attention (attn_width = the video's heads x head_dim), RMS q/k norm like
+    Wan's (so its queries and keys live on the scale of the video keys they meet), text
+    cross-attention to Wan's projected text states, and a feed-forward layer."""
 
     def __init__(self, width: int, ffn: int, attn_width: int, heads: int):
         super().__init__()
         self.modulation = nn.Parameter(torch.randn(6, width) / width ** 0.5)
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.qkv = nn.Linear(width, 3 * attn_width)
+        self.qkv_proj = nn.Linear(width, 3 * attn_width)
+        self.norm_q = nn.RMSNorm(attn_width, eps=1e-6)
+        self.norm_k = nn.RMSNorm(attn_width, eps=1e-6)
         self.attn_out = nn.Linear(attn_width, width)
         self.norm_text = nn.LayerNorm(width, eps=1e-6)
         self.text_attn = CrossAttention(width, attn_width, attn_width, heads)
@@ -110,69 +87,39 @@ class ExpertBlock(nn.Module):
         self.ffn = FeedForward(width, ffn)
         self.heads = heads
 
-    def project(self, x: Tensor, mod: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Pre-attention: (q, k, v) of shape (B, heads, N, head_dim)."""
+    def qkv(self, x: Tensor, mod: Tensor, rotary: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Pre-attention: (q, k, v) of shape (B, N, heads, head_dim), q and k rotated (Wan's RoPE)."""
         shift, scale = (mod[:, :, i] + self.modulation[i] for i in (0, 1))
-        qkv = self.qkv(modulate(self.norm1(x), shift, scale))
-        q, k, v = qkv.unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        return q, k, v
+        q, k, v = self.qkv_proj(modulate(self.norm1(x), shift, scale)).chunk(3, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)) for t in (self.norm_q(q), self.norm_k(k), v))
+        return rotate(q, *rotary), rotate(k, *rotary), v
 
-    def finish(self, x: Tensor, attended: Tensor, mod: Tensor, text: Tensor) -> Tensor:
-        """Post-attention: gated residual, text cross-attention, modulated feed-forward."""
+    def finish(self, x: Tensor, attended: Tensor, mod: Tensor, text_states: Tensor) -> Tensor:
+        """Post-attention (attended: (B, N, attn_width)): gated residual, text cross-attention,
+        modulated feed-forward."""
         gate_attn, shift2, scale2, gate_ffn = (mod[:, :, i] + self.modulation[i] for i in (2, 3, 4, 5))
-        x = x + gate_attn * self.attn_out(attended.transpose(1, 2).flatten(-2))
-        x = x + self.text_attn(self.norm_text(x), text)
+        x = x + gate_attn * self.attn_out(attended)
+        x = x + self.text_attn(self.norm_text(x), text_states)
         return x + gate_ffn * self.ffn(modulate(self.norm2(x), shift2, scale2))
 
 
-def _rotate(q: Tensor, k: Tensor, rope: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    cos, sin = rope
-    return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-
-
-class MoTLayer(nn.Module):
-    """Video expert + action-value expert sharing one self-attention."""
-
-    def __init__(self, video_width: int, video_ffn: int, action_width: int, action_ffn: int, heads: int):
-        super().__init__()
-        self.video = ExpertBlock(video_width, video_ffn, video_width, heads)
-        self.action = ExpertBlock(action_width, action_ffn, video_width, heads)
-
-    def forward(self, xv: Tensor, mod_v: Tensor, rope_v: tuple[Tensor, Tensor], text: Tensor,
-                xa: Tensor | None = None, mod_a: Tensor | None = None,
-                rope_a: tuple[Tensor, Tensor] | None = None, mask_a: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        qv, kv, vv = self.video.project(xv, mod_v)
-        qv, kv = _rotate(qv, kv, rope_v)
-        video_attended = F.scaled_dot_product_attention(qv, kv, vv)  # video -> video only
-        xv_out = self.video.finish(xv, video_attended, mod_v, text)
-        if xa is None:
-            return xv_out, None
-        qa, ka, va = self.action.project(xa, mod_a)
-        qa, ka = _rotate(qa, ka, rope_a)
-        keys, values = torch.cat([kv, ka], dim=2), torch.cat([vv, va], dim=2)
-        action_attended = F.scaled_dot_product_attention(qa, keys, values, attn_mask=mask_a)
-        return xv_out, self.action.finish(xa, action_attended, mod_a, text)
-
-
 class DepthBlock(nn.Module):
-    """A replica of a main video block plus a cross-attention to the main branch's input at the
-    same layer. Information flows main -> depth only."""
+    """X-WAM's depth branch block: a copy of a Wan video block plus a cross-attention to the main
+    branch's input at the same layer (information flows main -> depth only). The cross-attention's
+    output starts at zero, so right after the copy the block computes what its source computes."""
 
-    def __init__(self, main: ExpertBlock, width: int, heads: int):
+    def __init__(self, source: WanTransformerBlock, width: int, heads: int):
         super().__init__()
-        self.block = copy.deepcopy(main)
+        self.block = copy.deepcopy(source)
         self.norm_main = nn.LayerNorm(width, eps=1e-6)
         self.main_attn = CrossAttention(width, width, width, heads)
         nn.init.zeros_(self.main_attn.out.weight)
         nn.init.zeros_(self.main_attn.out.bias)
 
-    def forward(self, x: Tensor, main_input: Tensor, mod: Tensor, rope: tuple[Tensor, Tensor],
-                text: Tensor) -> Tensor:
+    def forward(self, x: Tensor, main_input: Tensor, modulation: Tensor, rotary: tuple[Tensor, Tensor],
+                text_states: Tensor) -> Tensor:
         x = x + self.main_attn(self.norm_main(x), main_input)
-        q, k, v = self.block.project(x, mod)
-        q, k = _rotate(q, k, rope)
-        return self.block.finish(x, F.scaled_dot_product_attention(q, k, v), mod, text)
+        return self.block(x, text_states, modulation, rotary)
 
 
 class OutputHead(nn.Module):

@@ -20,7 +20,7 @@ from wam_ros.model.normalization import Normalizer
 from wam_ros.model.sampling import make_sampler
 from wam_ros.model.wam import WorldActionModel, inverse_depth, x0_to_velocity
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the Wan Video Expert and VAE; 1: the retired own autoencoder and DiT
 # RTC inpainting targets are clipped to this many normalised units. The demonstrations span [-1, 1];
 # an executing chunk beyond that, re-expressed from the current state (after a rollback, a refused
 # chunk, a column the demonstrations barely moved), is not one the model can continue. Unclipped,
@@ -53,9 +53,18 @@ class Prediction:
     value: float  # predicted task progress in [0, 1]
     gate_probability: float  # p(interaction)
     expert: str  # "predictive" or "reactive"
-    future_rgb: np.ndarray | None  # (V, H, height, width, 3) uint8
+    # the decoded future: 4H frames per view at the action rate (frame k follows action k)
+    future_rgb: np.ndarray | None  # (V, 4H, height, width, 3) uint8
+    # one depth map per latent frame, at the last frame it spans: future frames 4, 8, .., 4H
     future_depth: np.ndarray | None  # (V, H, height, width) float32 metres (0: no estimate)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per phase
+
+    def rgb_at_depth_frames(self) -> np.ndarray:
+        """The future colour frames that future_depth belongs to: (V, H, height, width, 3)."""
+        if self.future_rgb is None or self.future_depth is None:
+            raise ValueError("the prediction has no video or no depth")
+        stride = self.future_rgb.shape[1] // self.future_depth.shape[1]
+        return self.future_rgb[:, stride - 1::stride]
 
 
 @dataclass
@@ -127,8 +136,8 @@ class DenoisingSession:
         rgb, inv_depth, state = policy.observation_tensors(obs)
         with torch.no_grad():
             self.text = self.model.text_features([obs.instruction])  # an unknown instruction fails first
-            self.current_latent = self.model.autoencoder.encode(rgb[:, :, None])
-            self.current = self.model.current_tokens(self.current_latent, inv_depth)
+            self.current_latent = self.model.vae.encode(rgb[:, :, None])
+            self.current = self.model.conditioning(self.current_latent, inv_depth)
             self.gate_probability = float(torch.sigmoid(self.model.gate_logit(self.current, self.text)))
         self.state = state
         h, w = cfg.latent_size
@@ -185,8 +194,11 @@ class DenoisingSession:
                                              torch.cat([velocity.detach().flatten(1), value_velocity[:, None]], dim=1))
             self.actions, self.value = joint[:, :-1].view_as(x), joint[:, -1]
         else:
+            # where the video may see the actions, the rest of it is conditioned on the final ones (t_a = 0)
+            final = ((self.state, self.actions, self.value, torch.zeros(1, device=self.state.device))
+                     if cfg.video_sees_actions else ())
             with torch.no_grad():
-                out = self.model.trunk(self.current, self.future, t_video, self.text, with_depth=with_depth)
+                out = self.model.trunk(self.current, self.future, t_video, self.text, *final, with_depth=with_depth)
         self.future = self.video_sampler.step(self.future, out.video_velocity[:, :, 1:].detach())
         self.last = out
         self.passes += 1
@@ -327,7 +339,7 @@ class WorldActionPolicy:
             future_rgb = future_depth = None
             if video:
                 decode_start = time.perf_counter()
-                rgb = self.model.autoencoder.decode(torch.cat([s.current_latent, s.future], dim=2))[0, :, 1:]
+                rgb = self.model.vae.decode(torch.cat([s.current_latent, s.future], dim=2))[0, :, 1:]
                 future_rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
                 if depth:
                     inv = s.last.inverse_depth[0, :, 1:].clamp(min=0)
@@ -377,6 +389,10 @@ def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | No
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
     data = torch.load(path, map_location=device, weights_only=False)
+    if isinstance(data, dict) and data.get("format") == 1:
+        raise CheckpointMismatch(f"{path}: a checkpoint of the retired architecture (own autoencoder and DiT, "
+                                 "before the Wan video prior); it cannot be loaded or converted: retrain it with "
+                                 "`wam-ros train`")
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatch(f"{path}: not a wam_ros checkpoint (format {CHECKPOINT_FORMAT})")
     cfg = ModelConfig.from_dict(data["config"])

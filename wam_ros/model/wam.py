@@ -1,28 +1,47 @@
-"""The World Action Model network: tokens, the MoT trunk, heads, losses and one denoising pass.
+"""The World Action Model network: tokens, the MoT trunk on the Wan Video Expert, heads, losses.
+
+Data contract (what a training window and an observation must carry):
+    rgb            (B, V, clip_frames, 3, H, W) in [-1, 1], clip_frames = 1 + 4 H raw frames per view,
+                   consecutive at the action rate: frame 0 is the present, frame k + 1 the one after
+                   action k. The causal Wan VAE turns them into 1 + H latent frames: frame 0 alone
+                   encodes to latent frame 0 (inference encodes only the present frame), latent frame
+                   j >= 1 spans raw frames 4j-3 .. 4j, i.e. 4 raw frames and 4 actions.
+    inverse_depth  (B, V, clip_frames, H, W) for the same frames (0 = invalid); the depth branch
+                   predicts it at the latent frames' last raw frames 0, 4, 8, .., 4H.
+    state (B, S), actions (B, K = 4 H, A) normalised, value (B,) progress in [0, 1].
 
 Token layout of one sample:
-    video   V views x (1 + H) latent frames x P patches: frame 0 is the clean conditioning
-            frame, frames 1..H are the noisy future (v-prediction)
+    video   V views x (1 + H) latent frames x P patches (Wan's patch embedding per view, plus a
+            learned view embedding that starts at zero): frame 0 is the clean conditioning frame
+            (timestep 0), frames 1..H the noisy future (v-prediction), per-token timesteps as in
+            Wan2.2-TI2V
     state   1 token (clean)
-    action  K = actions_per_frame * H tokens (x0-prediction)
+    action  K tokens (x0-prediction)
     value   1 token (x0-prediction)
-RoPE positions are (time, row, col): video frame f at time f, action k at time k / 4 (4 actions
-per latent frame, the action expert's temporal scale), state and value at time 0.
-Flow convention: x_t = (1 - t) x_0 + t x_1 with x_1 ~ N(0, I), t in [0, 1].
+RoPE is Wan's (time, row, col) rotary embedding; the views share positions. Action k sits at time
+(k + 1) / 4: the latent frame its result falls in, at a quarter of the video's temporal scale.
+Flow convention: x_t = (1 - t) x_0 + t x_1 with x_1 ~ N(0, I), t in [0, 1] (Wan's timestep is 1000 t).
+
+Cross-modality mask: video attends to video (and, with video_sees_actions, to the state and
+action tokens); state and action tokens attend to video + state/action; the value token attends to
+everything. Without video_sees_actions the video queries never meet an action key, so video
+outputs are bit-identical with and without action tokens, and video-only passes skip the
+action-value expert.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wam_ros.model.autoencoder import VideoAutoencoder
 from wam_ros.model.config import ModelConfig
-from wam_ros.model.layers import DepthBlock, MoTLayer, OutputHead, Rope3d, TimestepEmbedding
+from wam_ros.model.layers import ActionBlock, DepthBlock, OutputHead, TimestepEmbedding
 from wam_ros.model.text import make_text_encoder
+from wam_ros.model.wan import TIMESTEP_SCALE, VideoVAE, WanVideoExpert, load_transformer, load_vae
 
 MIN_DEPTH_M = 0.1  # inverse depth targets are clipped at 10 m^-1
 GATE_TOKEN_FEATURES = 8
@@ -37,11 +56,35 @@ def inverse_depth(depth_m: Tensor) -> Tensor:
 class Trunk:
     """Outputs of one pass through the trunk."""
 
-    video_velocity: Tensor  # (B, V, F, C, h, w) v-prediction for every video token
-    video_hidden: Tensor  # (B, V, F, D) final hidden states pooled per view and frame
+    video_velocity: Tensor  # (B, V, 1 + H, C, h, w) v-prediction for every latent frame
+    video_hidden: Tensor  # (B, V, 1 + H, D) final hidden states pooled per view and frame
     action_x0: Tensor | None  # (B, K, A)
     value_x0: Tensor | None  # (B,) in [-1, 1] (progress 0..1 mapped)
-    inverse_depth: Tensor | None  # (B, V, F, H, W)
+    inverse_depth: Tensor | None  # (B, V, 1 + H, H_img, W_img)
+
+
+@dataclass
+class Conditioning:
+    """The present observation, embedded once per chunk: its latent frame, its depth tokens and the
+    tokens the gate reads."""
+
+    latent: Tensor  # (B, V, 1, C, h, w) normalised VAE latent of the present frame
+    depth_tokens: Tensor | None  # (B, V, P, D) embedded present inverse depth, added to frame-0 tokens
+    tokens: Tensor  # (B, V * P, D) present-frame tokens (patch + depth + view embedding)
+
+
+def pixels_to_tokens(x: Tensor, cell: int) -> Tensor:
+    """(..., hp * cell, wp * cell) -> (..., hp * wp, cell * cell), row-major over token cells."""
+    *lead, h, w = x.shape
+    x = x.reshape(*lead, h // cell, cell, w // cell, cell).movedim(-3, -2)
+    return x.reshape(*lead, (h // cell) * (w // cell), cell * cell)
+
+
+def tokens_to_pixels(x: Tensor, hp: int, wp: int, cell: int) -> Tensor:
+    """The inverse of pixels_to_tokens."""
+    *lead, _, _ = x.shape
+    x = x.reshape(*lead, hp, wp, cell, cell).movedim(-2, -3)
+    return x.reshape(*lead, hp * cell, wp * cell)
 
 
 class ReactiveExpert(nn.Module):
@@ -71,115 +114,134 @@ class ReactiveExpert(nn.Module):
 
 
 class WorldActionModel(nn.Module):
+    """Video Expert (diffusers' Wan transformer, `.video.transformer`) + action-value expert sharing
+    one self-attention per layer, a depth branch of copied Wan blocks, the Wan VAE (`.vae.vae`),
+    value/action heads, HarmoWAM's reactive expert and gate."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        d, da, p = cfg.video.width, cfg.action.width, cfg.patch_size
-        views, frames = len(cfg.cameras), cfg.horizon + 1
-        self.autoencoder = VideoAutoencoder(cfg.latent_channels, cfg.autoencoder_width)
+        d, da = cfg.video.width, cfg.action.width
+        views = len(cfg.cameras)
+        self.vae = VideoVAE(cfg)
         self.text_encoder = make_text_encoder(cfg)
-        self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
-        # video expert
-        self.patch_in = nn.Linear(cfg.latent_channels * p * p, d)
-        self.depth_in = nn.Linear((8 * p) ** 2, d) if cfg.use_depth_input else None
-        self.view_embed = nn.Parameter(torch.randn(views, d) * 0.02)
-        self.video_time = TimestepEmbedding(d)
+        self.video = WanVideoExpert(cfg)
+        cell = cfg.spatial_compression * cfg.patch_size
+        # a loaded prior must not be disturbed: view and depth-input embeddings start at zero
+        self.view_embed = nn.Parameter(torch.zeros(views, d))
+        self.depth_in = nn.Linear(cell * cell, d) if cfg.use_depth_input else None
+        if self.depth_in is not None:
+            nn.init.zeros_(self.depth_in.weight)
+            nn.init.zeros_(self.depth_in.bias)
         # action-value expert
         self.state_in = nn.Linear(cfg.state_dim, da)
         self.action_in = nn.Linear(cfg.action_dim, da)
         self.value_in = nn.Linear(1, da)
         self.type_embed = nn.Parameter(torch.randn(3, da) * 0.02)
         self.action_time = TimestepEmbedding(da)
-        self.layers = nn.ModuleList(MoTLayer(d, cfg.video.ffn, da, cfg.action.ffn, cfg.heads) for _ in range(cfg.blocks))
-        self.video_head = OutputHead(d, cfg.latent_channels * p * p)
+        self.action_blocks = nn.ModuleList(ActionBlock(da, cfg.action.ffn, d, cfg.heads) for _ in range(cfg.blocks))
         self.action_head = OutputHead(da, cfg.action_dim)
         self.value_head = OutputHead(da, 1)
-        # depth branch: replicas of the last M video blocks
+        # depth branch: copies of the last M Wan blocks (re-copied by sync_depth_branch after a
+        # prior is loaded)
         first = cfg.blocks - cfg.depth_blocks
-        self.depth_blocks = nn.ModuleList(DepthBlock(layer.video, d, cfg.heads) for layer in self.layers[first:])
-        self.depth_head = OutputHead(d, (8 * p) ** 2) if cfg.depth_blocks else None
+        self.depth_blocks = nn.ModuleList(DepthBlock(block, d, cfg.heads) for block in self.video.blocks[first:])
+        self.depth_head = OutputHead(d, cell * cell) if cfg.depth_blocks else None
         # gate and reactive expert
         # the gate keeps where things are: a narrow per-token projection, flattened (mean pooling
         # would discard the positions that tell contact from transit)
         self.gate_tokens = nn.Linear(d, GATE_TOKEN_FEATURES)
-        self.gate = nn.Sequential(nn.Linear(views * cfg.tokens_per_frame * GATE_TOKEN_FEATURES + d, cfg.gate_hidden),
-                                  nn.SiLU(), nn.Linear(cfg.gate_hidden, 1))
+        self.gate = nn.Sequential(nn.Linear(views * cfg.tokens_per_frame * GATE_TOKEN_FEATURES + cfg.text_dim,
+                                            cfg.gate_hidden), nn.SiLU(), nn.Linear(cfg.gate_hidden, 1))
         self.reactive = ReactiveExpert(cfg)
-        self._build_positions(views, frames)
 
-    # ---- positions and masks -------------------------------------------------------------
-    def _build_positions(self, views: int, frames: int) -> None:
-        cfg = self.cfg
-        hp, wp = (n // cfg.patch_size for n in cfg.latent_size)
-        f, r, c = torch.meshgrid(torch.arange(frames), torch.arange(hp), torch.arange(wp), indexing="ij")
-        video = torch.stack([f, r, c], dim=-1).reshape(1, -1, 3).expand(views, -1, -1).reshape(-1, 3).float()
-        k = cfg.num_actions
-        action_time = torch.cat([torch.zeros(1), torch.arange(k) / cfg.actions_per_frame, torch.zeros(1)])
-        action = torch.stack([action_time, torch.zeros(k + 2), torch.zeros(k + 2)], dim=-1)
-        rope = Rope3d(cfg.video.width // cfg.heads)
-        for name, positions in (("video", video), ("action", action)):
-            cos, sin = rope.angles(positions)
-            self.register_buffer(f"{name}_cos", cos, persistent=False)
-            self.register_buffer(f"{name}_sin", sin, persistent=False)
-        # state/action rows see video + state/action; the value row sees everything
-        n_video, n_av = len(video), k + 2
-        mask = torch.ones(n_av, n_video + n_av, dtype=torch.bool)
-        mask[:-1, -1] = False
-        self.register_buffer("action_mask", mask, persistent=False)
+    # ---- a pretrained prior ----------------------------------------------------------------
+    @classmethod
+    def from_wan(cls, cfg: ModelConfig, transformer: str | Path, vae: str | Path | None = None,
+                 dtype: torch.dtype = torch.float32) -> "WorldActionModel":
+        """A model whose Video Expert and VAE are a pretrained Wan (local files only, never downloaded):
+        `transformer` is a diffusers directory (with transformer/ and vae/ subfolders, or the
+        transformer's own folder) or a single file; `vae` defaults to the same directory. The depth
+        branch is copied from the loaded blocks."""
+        model = cls(cfg)
+        model.load_wan_prior(transformer, vae, dtype)
+        return model
+
+    def load_wan_prior(self, transformer: str | Path, vae: str | Path | None = None,
+                       dtype: torch.dtype = torch.float32) -> None:
+        vae_path = Path(transformer) if vae is None else Path(vae)
+        if vae is None and vae_path.is_file():
+            raise ValueError(f"{transformer} is a single file: pass the VAE's file or directory too")
+        load_transformer(self.video, Path(transformer), dtype)
+        load_vae(self.vae, vae_path, dtype)
+        self.sync_depth_branch()
+
+    def sync_depth_branch(self) -> None:
+        """Copies the last M video blocks into the depth branch (X-WAM: made from the pretrained blocks)."""
+        first = self.cfg.blocks - self.cfg.depth_blocks
+        for depth, source in zip(self.depth_blocks, self.video.blocks[first:]):
+            depth.block.load_state_dict(source.state_dict())
+            depth.block.to(next(source.parameters()).dtype)
 
     # ---- tokens ----------------------------------------------------------------------------
-    def patchify(self, z: Tensor) -> Tensor:
-        """(B, V, F, C, h, w) -> (B, V*F*P, C*p*p)."""
-        p = self.cfg.patch_size
-        b, v, f, c, h, w = z.shape
-        z = z.reshape(b, v, f, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        return z.reshape(b, v * f * (h // p) * (w // p), c * p * p)
-
-    def unpatchify(self, tokens: Tensor, frames: int, channels: int, cell: int) -> Tensor:
-        """(B, V*F*P, channels*cell*cell) -> (B, V, F, channels, hp*cell, wp*cell)."""
-        hp, wp = (n // self.cfg.patch_size for n in self.cfg.latent_size)
-        b = tokens.shape[0]
-        x = tokens.reshape(b, len(self.cfg.cameras), frames, hp, wp, channels, cell, cell)
-        return x.permute(0, 1, 2, 5, 3, 6, 4, 7).reshape(b, len(self.cfg.cameras), frames, channels, hp * cell, wp * cell)
-
     def text_features(self, instructions: list[str]) -> Tensor:
-        return self.text_proj(self.text_encoder(instructions))
+        """Raw text features (B, L, text_dim); Wan's condition embedder projects them in the trunk."""
+        return self.text_encoder(instructions)
 
-    def current_tokens(self, current_latent: Tensor, current_inverse_depth: Tensor | None) -> Tensor:
-        """Embedded conditioning-frame tokens (B, V*P, D), view embedding included."""
-        x = self.patch_in(self.patchify(current_latent))
+    def conditioning(self, current_latent: Tensor, current_inverse_depth: Tensor | None) -> Conditioning:
+        """current_latent (B, V, 1, C, h, w); current_inverse_depth (B, V, H, W) or None."""
+        cfg = self.cfg
+        b, views = current_latent.shape[:2]
+        tokens = self.video.embed(current_latent.flatten(0, 1).transpose(1, 2)).unflatten(0, (b, views))
+        depth_tokens = None
         if self.depth_in is not None:
             if current_inverse_depth is None:
                 raise ValueError("this model takes depth input: current_inverse_depth is required")
-            cell = 8 * self.cfg.patch_size
-            d = current_inverse_depth[:, :, None, None]  # (B, V, 1, 1, H, W)
-            hp, wp = (n // self.cfg.patch_size for n in self.cfg.latent_size)
-            d = d.reshape(d.shape[0], d.shape[1], 1, 1, hp, cell, wp, cell).permute(0, 1, 2, 4, 6, 3, 5, 7)
-            x = x + self.depth_in(d.reshape(d.shape[0], -1, cell * cell))
-        return x + self.view_embed.repeat_interleave(self.cfg.tokens_per_frame, dim=0)
+            cell = cfg.spatial_compression * cfg.patch_size
+            depth_tokens = self.depth_in(pixels_to_tokens(current_inverse_depth, cell))
+            tokens = tokens + depth_tokens
+        tokens = tokens + self.view_embed[None, :, None]
+        return Conditioning(current_latent, depth_tokens, tokens.flatten(1, 2))
 
-    def gate_logit(self, current: Tensor, text: Tensor) -> Tensor:
-        """p(interaction) logit from the current visual tokens and the instruction."""
-        features = self.gate_tokens(current).flatten(1)
+    def gate_logit(self, current: Conditioning, text: Tensor) -> Tensor:
+        """p(interaction) logit from the present visual tokens and the instruction."""
+        features = self.gate_tokens(current.tokens).flatten(1)
         return self.gate(torch.cat([features, text.mean(dim=1)], dim=-1)).squeeze(-1)
 
+    def _action_rotary(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        k = self.cfg.num_actions
+        times = torch.cat([torch.zeros(1), (torch.arange(k) + 1) / self.cfg.actions_per_frame, torch.zeros(1)])
+        positions = torch.stack([times, torch.zeros(k + 2), torch.zeros(k + 2)], dim=-1).to(device)
+        return self.video.rotary_at(positions)
+
+    def _action_mask(self, n_video: int, device: torch.device) -> Tensor:
+        """Rows: state, K actions, value; columns: video tokens, then the same. True = may attend."""
+        n_av = self.cfg.num_actions + 2
+        mask = torch.ones(n_av, n_video + n_av, dtype=torch.bool, device=device)
+        mask[:-1, -1] = False  # only the value token sees the value token
+        return mask
+
     # ---- the trunk -------------------------------------------------------------------------
-    def trunk(self, current: Tensor, future_noisy: Tensor, t_video: Tensor, text: Tensor,
+    def trunk(self, current: Conditioning, future_noisy: Tensor, t_video: Tensor, text: Tensor,
               state: Tensor | None = None, actions_noisy: Tensor | None = None, value_noisy: Tensor | None = None,
               t_action: Tensor | None = None, with_depth: bool = False) -> Trunk:
-        """One pass. current: embedded conditioning tokens (B, V*P, D); future_noisy: (B, V, H, C, h, w)
-        at t_video (B,). Without actions only the video expert runs (identical video outputs)."""
+        """One pass. future_noisy (B, V, H, C, h, w) at t_video (B,); text: raw features (B, L, text_dim).
+        Without actions only the video expert runs."""
         cfg = self.cfg
-        b, views, frames = current.shape[0], len(cfg.cameras), cfg.horizon + 1
+        b, views, frames = future_noisy.shape[0], len(cfg.cameras), cfg.horizon + 1
+        h, w = cfg.latent_size
         p_tokens = cfg.tokens_per_frame
-        future = self.patch_in(self.patchify(future_noisy)).unflatten(1, (views, -1))
-        future = future + self.view_embed[None, :, None]
-        xv = torch.cat([current.unflatten(1, (views, p_tokens)), future], dim=2).flatten(1, 2)
-        t_tok = torch.zeros(b, views, frames * p_tokens, device=current.device)
-        t_tok[:, :, p_tokens:] = t_video[:, None, None]
-        emb_v, mod_v = self.video_time(t_tok.flatten(1))
-        rope_v = (self.video_cos, self.video_sin)
+        latents = torch.cat([current.latent, future_noisy], dim=2).flatten(0, 1).transpose(1, 2)
+        x = self.video.embed(latents).unflatten(0, (b, views))  # (B, V, F * P, D)
+        if current.depth_tokens is not None:
+            x = torch.cat([x[:, :, :p_tokens] + current.depth_tokens, x[:, :, p_tokens:]], dim=2)
+        x = (x + self.view_embed[None, :, None]).flatten(1, 2)
+        t_tok = torch.zeros(b, views, frames * p_tokens, device=x.device)
+        t_tok[:, :, p_tokens:] = t_video[:, None, None] * TIMESTEP_SCALE
+        temb, projection, text_states = self.video.conditions(t_tok.flatten(1), text)
+        cos, sin = self.video.rotary(frames, h, w)
+        rotary = (cos.repeat(1, views, 1, 1), sin.repeat(1, views, 1, 1))
         xa = mod_a = emb_a = None
         if actions_noisy is not None:
             xa = torch.cat([self.state_in(state)[:, None], self.action_in(actions_noisy),
@@ -189,21 +251,40 @@ class WorldActionModel(nn.Module):
             t_a = t_action[:, None].expand(-1, cfg.num_actions + 2).clone()
             t_a[:, 0] = 0.0  # the state is clean
             emb_a, mod_a = self.action_time(t_a)
+            rotary_a = self._action_rotary(x.device)
+            mask = self._action_mask(x.shape[1], x.device)
         first_depth = cfg.blocks - cfg.depth_blocks
         main_inputs = []
-        for i, layer in enumerate(self.layers):
+        for i, block in enumerate(self.video.blocks):
             if with_depth and i >= first_depth:
-                main_inputs.append(xv)
-            xv, xa = layer(xv, mod_v, rope_v, text, xa, mod_a, (self.action_cos, self.action_sin), self.action_mask)
-        velocity = self.unpatchify(self.video_head(xv, emb_v), frames, cfg.latent_channels, cfg.patch_size)
-        hidden = xv.unflatten(1, (views, frames, p_tokens)).mean(dim=3)
+                main_inputs.append(x)
+            mod = self.video.modulation(block, projection)
+            q, k, v = self.video.qkv(block, x, mod, rotary)
+            if xa is None:
+                x = self.video.finish(block, x, self.video.attend(block, q, k, v), mod, text_states)
+                continue
+            action_block = self.action_blocks[i]
+            qa, ka, va = action_block.qkv(xa, mod_a, rotary_a)
+            if cfg.video_sees_actions:  # video -> video + state/action (never the value)
+                attended = self.video.attend(block, q, torch.cat([k, ka[:, :-1]], 1), torch.cat([v, va[:, :-1]], 1))
+            else:
+                attended = self.video.attend(block, q, k, v)
+            keys, values = torch.cat([k, ka], dim=1), torch.cat([v, va], dim=1)
+            action_attended = F.scaled_dot_product_attention(qa.transpose(1, 2), keys.transpose(1, 2),
+                                                             values.transpose(1, 2), attn_mask=mask)
+            x = self.video.finish(block, x, attended, mod, text_states)
+            xa = action_block.finish(xa, action_attended.transpose(1, 2).flatten(2), mod_a, text_states)
+        out = self.video.head(x, temb).unflatten(1, (views, -1)).flatten(0, 1)
+        velocity = self.video.unpatchify(out, frames, h, w).transpose(1, 2).unflatten(0, (b, views))
+        hidden = x.unflatten(1, (views, frames, p_tokens)).mean(dim=3)
         depth = None
         if with_depth and self.depth_head is not None:
             xd = main_inputs[0]
-            for block, main_in in zip(self.depth_blocks, main_inputs):
-                xd = block(xd, main_in, mod_v, rope_v, text)
-            cell = 8 * cfg.patch_size
-            depth = self.unpatchify(self.depth_head(xd, emb_v), frames, 1, cell)[:, :, :, 0]
+            for depth_block, main_in in zip(self.depth_blocks, main_inputs):
+                xd = depth_block(xd, main_in, projection, rotary, text_states)
+            cell = cfg.spatial_compression * cfg.patch_size
+            pixels = self.depth_head(xd, temb).unflatten(1, (views, frames, p_tokens))
+            depth = tokens_to_pixels(pixels, h // cfg.patch_size, w // cfg.patch_size, cell)
         action_x0 = value_x0 = None
         if xa is not None:
             action_x0 = self.action_head(xa[:, 1:-1], emb_a[:, 1:-1])
@@ -215,19 +296,18 @@ class WorldActionModel(nn.Module):
         return training_losses(self, batch, stage, generator)
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters per part; `experts` is the MoT trunk (video + action-value expert)."""
-        def count(*modules: nn.Module) -> int:
-            return sum(p.numel() for m in modules for p in m.parameters())
+        """Parameters per part; `experts` is the MoT trunk (video + action-value expert). Works on the
+        meta device."""
+        def count(*modules: nn.Module | None) -> int:
+            return sum(p.numel() for m in modules if m is not None for p in m.parameters())
 
-        video = sum(count(layer.video) for layer in self.layers)
-        action = sum(count(layer.action) for layer in self.layers)
         counts = {
-            "video_expert": video + count(self.patch_in, self.video_time, self.video_head, self.text_proj)
-            + self.view_embed.numel() + (count(self.depth_in) if self.depth_in is not None else 0),
-            "action_value_expert": action + count(self.state_in, self.action_in, self.value_in, self.action_time,
-                                                  self.action_head, self.value_head) + self.type_embed.numel(),
-            "depth_branch": count(self.depth_blocks) + (count(self.depth_head) if self.depth_head is not None else 0),
-            "autoencoder": count(self.autoencoder),
+            "video_expert": count(self.video, self.depth_in) + self.view_embed.numel(),
+            "action_value_expert": count(self.action_blocks, self.state_in, self.action_in, self.value_in,
+                                         self.action_time, self.action_head, self.value_head)
+            + self.type_embed.numel(),
+            "depth_branch": count(self.depth_blocks, self.depth_head),
+            "vae": count(self.vae),
             "text_encoder": count(self.text_encoder),
             "reactive_expert": count(self.reactive),
             "gate": count(self.gate, self.gate_tokens),
@@ -283,38 +363,52 @@ def x0_loss(x0_hat: Tensor, x0: Tensor, weight: Tensor | None = None) -> Tensor:
 
 
 def training_losses(model: WorldActionModel, batch: dict, stage: str, generator: torch.Generator) -> dict[str, Tensor]:
-    """Losses per head for one batch. stage "video": autoencoder reconstruction, video flow and depth
-    (the action-value expert does not run); stage "joint": ANS-coupled video, depth, action and value
-    losses, the reactive expert on the predicted future, and the gate (autoencoder frozen).
+    """Losses per head for one batch. stage "video": video flow and depth (the action-value expert
+    does not run), plus the VAE's reconstruction where it is trainable (vae_trainable: tiny random
+    VAEs; a pretrained one stays frozen); stage "joint": ANS-coupled video, depth, action and value
+    losses, the reactive expert on the predicted future, and the gate (VAE frozen).
 
-    batch: rgb (B, V, F, 3, H, W) in [-1, 1]; inverse_depth (B, V, F, H, W) or None; state (B, S) and
-    actions (B, K, A) normalised; value (B,) progress in [0, 1]; gate (B,) labels; imitate (B,) 1 where
-    the actions are worth imitating (a successful episode's; absent: all), instruction list. Failed
-    episodes still teach the value, the gate and the video: what failing looks like."""
+    batch (see the module docstring for the frame contract): rgb (B, V, clip_frames, 3, H, W) in
+    [-1, 1]; inverse_depth (B, V, clip_frames, H, W) or None; state (B, S) and actions (B, K, A)
+    normalised; value (B,) progress in [0, 1]; gate (B,) labels; imitate (B,) 1 where the actions
+    are worth imitating (a successful episode's; absent: all), instruction list. Failed episodes
+    still teach the value, the gate and the video: what failing looks like.
+
+    ANS: joint samples draw (t_O, t_a) with the clean-actions branch at cfg.ans_conditioned_probability:
+    ans_probability where the video may attend to the actions (video_sees_actions), else 0. Under
+    the MV-WAM mask that branch would train an unconditioned video and no action or value, so its
+    share goes to ordinary joint samples (t_a ~ U(0, 1), t_O >= t_a)."""
     cfg = model.cfg
-    rgb, inv = batch["rgb"], batch.get("inverse_depth")
-    losses: dict[str, Tensor] = {}
-    if stage == "video":
-        z = model.autoencoder.encode(rgb)
-        losses["reconstruction"] = F.mse_loss(model.autoencoder.decode(z), rgb)
-        z = z.detach()  # the flow learns on the latents, it does not reshape them
-    elif stage == "joint":
-        with torch.no_grad():
-            z = model.autoencoder.encode(rgb)
-    else:
+    if stage not in ("video", "joint"):
         raise ValueError(f"stage {stage!r}: expected 'video' or 'joint'")
+    rgb, inv = batch["rgb"], batch.get("inverse_depth")
+    if rgb.shape[2] != cfg.clip_frames or (inv is not None and inv.shape[2] != cfg.clip_frames):
+        raise ValueError(f"the batch has {rgb.shape[2]} frames per view; the model takes clip_frames = 1 + "
+                         f"{cfg.temporal_compression} * horizon = {cfg.clip_frames} consecutive frames at the action "
+                         "rate (rgb and inverse_depth)")
+    losses: dict[str, Tensor] = {}
+    train_vae = stage == "video" and cfg.vae_trainable
+    with torch.set_grad_enabled(train_vae and torch.is_grad_enabled()):
+        z = model.vae.encode(rgb)
+    if train_vae:
+        losses["reconstruction"] = F.mse_loss(model.vae.decode(z), rgb)
+        # the flow's noise is N(0, I): keep the latents at that scale without pulling them towards
+        # a constant (a per-element KL would favour latents that barely change over time)
+        losses["latent_scale"] = z.mean().pow(2) + (z.std() - 1).pow(2)
+        z = z.detach()  # the flow learns on the latents, it does not reshape them
     b, device = len(rgb), rgb.device
     if stage == "video":
         t_o, t_a = torch.rand(b, generator=generator), None
     else:
-        t_o, t_a = sample_ans_times(b, cfg.ans_probability, cfg.ans_beta, generator)
+        t_o, t_a = sample_ans_times(b, cfg.ans_conditioned_probability, cfg.ans_beta, generator)
     t_o = t_o.to(device)
     z0 = z[:, :, 1:]
     noise = torch.randn(z0.shape, generator=generator).to(device)
     z_t = add_noise(z0, noise, t_o)
-    current = model.current_tokens(z[:, :, :1], inv[:, :, 0] if inv is not None and cfg.use_depth_input else None)
+    key_inv = None if inv is None else inv[:, :, ::cfg.temporal_compression]  # the latent frames' last raw frames
+    current = model.conditioning(z[:, :, :1], key_inv[:, :, 0] if key_inv is not None and cfg.use_depth_input else None)
     text = model.text_features(batch["instruction"])
-    with_depth = inv is not None and cfg.depth_blocks > 0
+    with_depth = key_inv is not None and cfg.depth_blocks > 0
     if stage == "joint":
         t_a = t_a.to(device)
         a0, v0 = batch["actions"], batch["value"] * 2 - 1
@@ -325,10 +419,10 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         out = model.trunk(current, z_t, t_o, text, with_depth=with_depth)
     losses["video"] = video_loss(out.video_velocity[:, :, 1:], noise, z0)
     if with_depth:
-        valid = (inv > 0).float()
-        losses["depth"] = ((out.inverse_depth - inv).pow(2) * valid).sum() / valid.sum().clamp(min=1.0)
+        valid = (key_inv > 0).float()
+        losses["depth"] = ((out.inverse_depth - key_inv).pow(2) * valid).sum() / valid.sum().clamp(min=1.0)
     if stage == "joint":
-        denoised = (t_a > 0).float()  # t_a = 0 samples condition the video on clean actions: nothing to learn there
+        denoised = (t_a > 0).float()  # t_a = 0: clean actions condition the video, nothing to denoise
         imitate = batch.get("imitate", torch.ones(b, device=device))
         losses["action"] = x0_loss(out.action_x0, a0, denoised * imitate)
         losses["value"] = x0_loss(out.value_x0[:, None], v0[:, None], denoised)
