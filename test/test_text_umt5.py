@@ -106,6 +106,13 @@ def test_cache_runs_the_encoder_once_per_instruction(umt5_dir):
     assert not encoder.loaded.model.training
     encoder.register(["pick up the block"])
     assert encoder.loaded is None  # released once the registered instructions are cached
+    # on the meta device (a training run's memory plan): shapes only, the encoder neither loads nor runs
+    with torch.device("meta"):
+        planned = UMT5TextEncoder(str(umt5_dir), TOKENS, DIM)
+    planned.register(["fold the towel"])
+    features = planned(["fold the towel", "open the drawer"])
+    assert features.is_meta and features.shape == (2, TOKENS, DIM)
+    assert planned.loaded is None and planned.cache == {}
 
 
 def test_disk_cache_serves_without_the_encoder(umt5_dir, tmp_path):

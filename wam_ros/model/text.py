@@ -144,10 +144,13 @@ class UMT5TextEncoder(nn.Module):
         self.register_buffer("anchor", torch.zeros(0), persistent=False)  # follows .to(device)
 
     def register(self, instructions: Sequence[str]) -> None:
-        self._encode_missing(instructions)
+        if not self.anchor.is_meta:
+            self._encode_missing(instructions)
         self.loaded = None
 
     def forward(self, instructions: Sequence[str]) -> Tensor:
+        if self.anchor.is_meta:  # a model on the meta device (memory plans) has shapes, and runs no encoder
+            return torch.zeros(len(instructions), self.tokens, self.dim, device="meta")
         self._encode_missing(instructions)
         return torch.stack([self.cache[t] for t in instructions]).to(self.anchor.device)
 
