@@ -62,6 +62,8 @@ def test_time_grid_is_shared_and_ends_at_zero():
         assert np.allclose(*zip(*ts), atol=2e-6)
         with pytest.raises(RuntimeError):
             unipc.step(x, x)
+    half = UniPCSampler(3).step(torch.ones(2, dtype=torch.bfloat16), torch.ones(2, dtype=torch.bfloat16))
+    assert half.dtype == torch.bfloat16  # computed in fp32, handed back in the stream's dtype
     with pytest.raises(ValueError, match="expected one of"):
         make_sampler("heun", 5)
 

@@ -14,7 +14,7 @@ session runs two streams side by side: video over T_O steps and actions over T_a
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -119,7 +119,8 @@ def make_sampler(kind: str, steps: int, shift: float = 1.0) -> FlowSampler:
     raise ValueError(f"sampler {kind!r}: expected one of {SAMPLERS}")
 
 
-def sample(kind: str, steps: int, x1: Tensor, velocity_fn, shift: float = 1.0) -> Tensor:
+def sample(kind: str, steps: int, x1: Tensor, velocity_fn: Callable[[Tensor, Tensor], Tensor],
+           shift: float = 1.0) -> Tensor:
     """x0 from noise x1 with velocity_fn(x, t: Tensor (batch,)) -> v: the whole integration in one call."""
     sampler = make_sampler(kind, steps, shift)
     x = x1
