@@ -190,6 +190,7 @@ def _hold_stops_joint1(chain: Policy, k3: int, k1: int) -> None:
     # the 8 s chunk had more than 1 rad to go; the hold brakes it within the follower's deceleration
     # (plus DDS latency on a loaded machine), and then the joint stays still
     after = chain.q(since=held)[:, k1]
+    print(f"left_joint1 after HOLD: {np.ptp(after):.4f} rad")
     assert np.ptp(after) < 0.15, f"left_joint1 went on for {np.ptp(after):.3f} rad after the hold"
     assert np.ptp(chain.q(since=held + 1.5)[:, k1]) < 2e-3, "left_joint1 still moving 1.5 s after the hold"
     assert chain.processes["bridge"].poll() is None and chain.processes["supervisor"].poll() is None
@@ -243,6 +244,7 @@ def test_a_killed_supervisor_stops_the_running_chunk_within_the_command_timeout(
     # the 10 s chunk had more than 1 rad to go: the bridge holds after the command timeout, brakes,
     # and the joint stays still
     after = chain.q(since=killed)[:, k1]
+    print(f"left_joint1 after the supervisor's SIGKILL: {np.ptp(after):.4f} rad")
     assert np.ptp(after) < 0.3, f"left_joint1 moved {np.ptp(after):.3f} rad after the kill"
     still = chain.q(since=killed + COMMAND_TIMEOUT + 1.0)[:, k1]
     assert len(still) > 10 and np.ptp(still) < 2e-3, f"left_joint1 still moving: {np.ptp(still):.4f} rad"
