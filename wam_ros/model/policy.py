@@ -343,7 +343,8 @@ class WorldActionPolicy:
                 future_rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
                 if depth:
                     inv = s.last.inverse_depth[0, :, 1:].clamp(min=0)
-                    future_depth = torch.where(inv > 1e-3, 1.0 / inv.clamp(min=1e-3), torch.zeros_like(inv)).cpu().numpy()
+                    metres = torch.where(inv > 1e-3, 1.0 / inv.clamp(min=1e-3), torch.zeros_like(inv))
+                    future_depth = metres.float().cpu().numpy()  # numpy has no bf16 (bf16 models)
                 timings["decode_ms"] = (time.perf_counter() - decode_start) * 1e3
         timings["total_ms"] = (time.perf_counter() - start) * 1e3
         return Prediction(actions=actions, value=s.progress(), gate_probability=s.gate_probability, expert=expert,
