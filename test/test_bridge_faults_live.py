@@ -153,7 +153,8 @@ def test_the_arms_hold_when_the_supervisor_heartbeat_stops(system):
         assert np.abs(after - settled).max() < 0.005, "the arm kept moving after the heartbeat stopped"
         # it went on for at most the timeout (at 0.2 rad/s) plus margin for delivery, far from the goal
         assert settled - (start + moved) < 0.2 and start + 0.8 - settled > 0.3
-        assert len(probe.q("left_joint1", since=killed + 2.0)) > 100, "joint_states stopped: the node is not alive"
+        # alive: still publishing (100 Hz nominal; a loaded 2-core machine delivers far fewer)
+        assert len(probe.q("left_joint1", since=killed + 2.0)) > 20, "joint_states stopped: the node is not alive"
     finally:
         heartbeat.kill()
         heartbeat.wait(timeout=10)
@@ -223,7 +224,7 @@ def test_an_implausible_reading_holds_the_arm_and_recovery_waits_for_sane_readin
         assert diag["level"] == b"\x02" and "implausible reading, left_joint1 " in diag["message"]
         # joint_states kept the last plausible reading: the glitch never left the node
         published = probe.q("left_joint1", since=glitched)
-        assert published.max() < start + 0.05 and len(published) > 50, "the node stopped publishing"
+        assert published.max() < start + 0.05 and len(published) > 20, "the node stopped publishing"
         refused = probe.recover()
         assert not refused.success and "where it was held" in refused.message
         probe.inject("left", reading_offset=[0.0] * 6)
