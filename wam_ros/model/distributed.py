@@ -1,9 +1,15 @@
 """Training at scale: the process group, DDP or FSDP2 wrapping, activation checkpointing per MoT
 layer, and sharded checkpoints with torch.distributed.checkpoint (DCP).
 
-The units that FSDP shards and activation checkpointing recomputes are the trunk's layers
-(`model.layers`, each a video + action-value MoT layer) and the depth branch's blocks: they hold
-almost all parameters and activations, and each is called once per forward.
+FSDP shards and activation checkpointing recomputes the repeated blocks, which hold almost all
+parameters and activations: per MoT layer the Wan video block and the action-value block (separate
+parameters, one shared attention), then the depth branch's blocks (`blocks`). Both work through
+module calls (forward hooks), and the trunk runs a MoT layer as calls of the blocks' parts
+(attention projections, norms, attn2, ffn) around the shared attention, not as one call per block.
+So each block is represented by its `region`: the outermost of its modules that a training step
+calls, found by tracing the calls of a meta-device step (memory_plan.called_modules). A block the
+trunk calls as a whole is its own region. Each block's region is one FSDP group (gathered once,
+resharded after its last part ran), and each region module is checkpointed.
 
 Sharded checkpoints live in `<out>.sharded/`:
     step_NNNNNNNN/       DCP shards of the model and AdamW states (any world size can read them),
@@ -52,19 +58,36 @@ def init_distributed() -> Topology:
     return Topology(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def units(model: nn.Module) -> list[nn.Module]:
-    """The modules sharded and checkpointed one by one: MoT layers, then depth blocks."""
-    return [*model.layers, *model.depth_blocks]
+def blocks(model: nn.Module) -> list[str]:
+    """Module names of the repeated blocks in running order: per MoT layer the video block and the
+    action-value block, then the depth blocks."""
+    names = {id(m): n for n, m in model.named_modules()}
+    pairs = zip(model.video.blocks, model.action_blocks)
+    return [names[id(m)] for pair in pairs for m in pair] + [names[id(m)] for m in model.depth_blocks]
 
 
-def checkpoint_activations(model: nn.Module) -> None:
-    """Activation checkpointing per unit: a unit keeps only its inputs and recomputes its
+def regions(model: nn.Module, called: set[str]) -> list[list[nn.Module]]:
+    """Per block, the outermost of its modules (itself included) among `called`, the names of
+    the modules a training step calls; blocks a step never calls are left out."""
+    modules = dict(model.named_modules())
+    out = []
+    for block in blocks(model):
+        inside = sorted(n for n in called if n == block or n.startswith(block + "."))
+        outermost = [n for n in inside if not any(n.startswith(other + ".") for other in inside)]
+        if outermost:
+            out.append([modules[n] for n in outermost])
+    return out
+
+
+def checkpoint_activations(regions: list[list[nn.Module]]) -> None:
+    """Activation checkpointing per region module: it keeps only its inputs and recomputes its
     activations in backward. The composable form leaves the modules (and state_dict keys) as they
     are, and composes with fully_shard."""
     from torch.distributed._composable import checkpoint
 
-    for unit in units(model):
-        checkpoint(unit)
+    for region in regions:
+        for module in region:
+            checkpoint(module)
 
 
 def autocast(device: torch.device | str, precision: str) -> AbstractContextManager:
@@ -76,10 +99,11 @@ def autocast(device: torch.device | str, precision: str) -> AbstractContextManag
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
-def wrap(model: nn.Module, strategy: str, topology: Topology, device: torch.device | str,
-         precision: str) -> nn.Module:
+def wrap(model: nn.Module, strategy: str, topology: Topology, device: torch.device | str, precision: str,
+         regions: list[list[nn.Module]]) -> nn.Module:
     """The module the training step calls. One process: the model itself. DDP: replicated,
-    gradients all-reduced. FSDP: every unit, then the root, fully_shard-ed (FSDP2), in place: the
+    gradients all-reduced. FSDP: every block's region, then the root (the parameters outside the
+    regions), fully_shard-ed (FSDP2), in place: the
     parameters become DTensor shards, so build the optimizer after this. Under bf16, FSDP gathers
     bf16 parameters (autocast would otherwise cache a bf16 copy of every gathered weight until
     the end of the forward) and reduces gradients in fp32."""
@@ -97,8 +121,8 @@ def wrap(model: nn.Module, strategy: str, topology: Topology, device: torch.devi
 
     mixed = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if precision == "bf16" else MixedPrecisionPolicy()
-    for unit in units(model):
-        fully_shard(unit, mp_policy=mixed)
+    for region in regions:
+        fully_shard(region, mp_policy=mixed)
     fully_shard(model, mp_policy=mixed)
     return model
 

@@ -1,19 +1,24 @@
 """A training memory plan without allocating the model: build it on the meta device, count its
-parameters, trace what one training step saves for backward, and combine that per GPU for DDP
-or FSDP, fp32 or bf16, with or without activation checkpointing.
+parameters, trace what one training step calls and saves for backward, and combine that per GPU
+for DDP or FSDP, fp32 or bf16, with or without activation checkpointing.
 
-Activations are traced, not guessed: a meta-device forward of the real training losses under
-`saved_tensors_hooks` records every tensor autograd keeps (counted once per storage, parameters
-excluded) and which unit (MoT layer, depth block) saved it. Without checkpointing a step holds all
-of them; with it, what lies outside the units, each unit's inputs, and one unit's activations at
-a time while it is recomputed. The meta device has no autocast: bf16 activations are taken as
-half the fp32 ones (an estimate: autocast keeps norms and softmax in fp32).
+Everything is traced from the real training code, not assumed: a meta-device step of each stage
+(forward and backward: nothing is computed, shapes only) records
+- which modules it calls (`called_modules`; distributed.regions turns them into the FSDP groups and
+  the checkpointed modules),
+- which parameters receive gradients (the ones AdamW keeps states for: a frozen VAE has none),
+- every tensor autograd saves for backward (once per storage, parameters excluded) and whether it
+  was saved inside a region module, and the region modules' inputs.
+Without checkpointing a step holds all saved tensors; with it, those saved outside the region
+modules, the region modules' inputs, and one region module's activations at a time while it is
+recomputed. The meta device has no autocast: bf16 activations are taken as half the fp32 ones (an
+estimate: autocast keeps norms and softmax in fp32).
 
-Model states per GPU: AdamW keeps fp32 parameters, fp32 gradients and two fp32 moments of every
-trainable parameter. DDP replicates them (under bf16 autocast also a cached bf16 copy of the
-weights during the forward). FSDP shards them over the GPUs and gathers two units at a time
-(the one running and the one prefetched) plus the root's own parameters, in bf16 under bf16.
-Not counted: the CUDA context, allocator fragmentation, temporary buffers of single ops.
+Model states per GPU: fp32 parameters, and fp32 gradients and two fp32 AdamW moments of every
+trained parameter. DDP replicates them (under bf16 autocast also a cached bf16 copy of the
+weights during the forward). FSDP shards them over the GPUs and gathers two blocks at a time (the
+one running and the one prefetched) plus the root's own parameters, in bf16 under bf16. Not
+counted: the CUDA context, allocator fragmentation, temporary buffers of single ops.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from wam_ros.model.config import ModelConfig
-from wam_ros.model.distributed import PRECISIONS, STRATEGIES, units
+from wam_ros.model.distributed import PRECISIONS, STRATEGIES, regions
 from wam_ros.model.wam import WorldActionModel
 
 GIB = 2 ** 30
@@ -55,32 +60,56 @@ def example_batch(cfg: ModelConfig, batch_size: int, device: torch.device | str 
             "imitate": torch.ones(b, device=device), "instruction": [TASK] * b}
 
 
+def _step(model: nn.Module, batch: dict[str, Any], stage: str) -> None:
+    losses = model(batch, stage, torch.Generator().manual_seed(0))
+    sum(losses.values()).backward()
+
+
+def called_modules(model: nn.Module, batch: dict[str, Any]) -> set[str]:
+    """Names of the modules a training step of either stage calls."""
+    ids: set[int] = set()
+    handle = nn.modules.module.register_module_forward_pre_hook(lambda module, _args: ids.add(id(module)))
+    try:
+        for stage in STAGES:
+            _step(model, batch, stage)
+    finally:
+        handle.remove()
+    model.zero_grad(set_to_none=True)
+    return {name for name, module in model.named_modules() if id(module) in ids}
+
+
+def training_regions(model: nn.Module, cfg: ModelConfig) -> list[list[nn.Module]]:
+    """distributed.regions of `model`, from the calls of a meta-device twin of it."""
+    return regions(model, called_modules(meta_model(cfg), example_batch(cfg, 1)))
+
+
 @dataclass(frozen=True)
 class ActivationTrace:
     """Bytes one fp32 training step keeps for backward, by where they were saved."""
 
-    outside: int  # outside the units (embeddings, heads, autoencoder, losses)
-    unit_saved: list[int]  # inside each unit
-    unit_inputs: list[int]  # each unit's tensor inputs not counted before (what checkpointing keeps)
+    outside: int  # outside the region modules (embeddings, heads, VAE, shared attention, losses)
+    inside: list[int]  # inside each region module
+    inputs: list[int]  # each region module's tensor inputs not counted before (what checkpointing keeps)
 
     @property
     def without_checkpointing(self) -> int:
-        return self.outside + sum(self.unit_saved)
+        return self.outside + sum(self.inside) + sum(self.inputs)
 
     @property
     def with_checkpointing(self) -> int:
-        return self.outside + sum(self.unit_inputs) + max(self.unit_saved, default=0)
+        return self.outside + sum(self.inputs) + max(self.inside, default=0)
 
 
-def trace_activations(model: WorldActionModel, batch: dict[str, Any], stage: str) -> ActivationTrace:
-    """Runs the training losses of `stage` once (on meta tensors: nothing is computed) and
-    attributes every tensor saved for backward to the unit that saved it."""
+def trace_step(model: nn.Module, batch: dict[str, Any], stage: str,
+               region_modules: list[nn.Module]) -> tuple[ActivationTrace, set[int]]:
+    """Runs one training step of `stage` (meta tensors: nothing is computed), attributing every
+    tensor saved for backward to the region module that saved it. Returns the trace and the ids
+    of the parameters that received a gradient."""
     parameters = {p.untyped_storage()._cdata for p in model.parameters()}
     seen: set[int] = set()
     kept: list[Tensor] = []  # holds traced tensors, so no storage address is reused mid-trace
     outside, where = [0], [None]
-    members = units(model)
-    saved, inputs = [0] * len(members), [0] * len(members)
+    inside, inputs = [0] * len(region_modules), [0] * len(region_modules)
 
     def new_bytes(t: Tensor) -> int:
         key = t.untyped_storage()._cdata
@@ -95,31 +124,34 @@ def trace_activations(model: WorldActionModel, batch: dict[str, Any], stage: str
         if where[0] is None:
             outside[0] += size
         else:
-            saved[where[0]] += size
+            inside[where[0]] += size
         return t
 
     def enter(i: int):
-        def hook(_module, args, kwargs):
-            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
-            tensors += [x for a in (*args, *kwargs.values()) if isinstance(a, tuple) for x in a if isinstance(x, Tensor)]
-            inputs[i] += sum(new_bytes(t) for t in tensors)
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            flat = [*args, *kwargs.values()]
+            flat += [x for a in flat if isinstance(a, (tuple, list)) for x in a]
+            inputs[i] += sum(new_bytes(t) for t in flat if isinstance(t, Tensor))
             where[0] = i
         return hook
 
-    def leave(_module, _args, _output):
+    def leave(_module: nn.Module, _args: tuple, _output: Any) -> None:
         where[0] = None
 
     handles = []
-    for i, unit in enumerate(members):
-        handles.append(unit.register_forward_pre_hook(enter(i), with_kwargs=True))
-        handles.append(unit.register_forward_hook(leave))
+    for i, module in enumerate(region_modules):
+        handles.append(module.register_forward_pre_hook(enter(i), with_kwargs=True))
+        handles.append(module.register_forward_hook(leave))
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(batch, stage, torch.Generator().manual_seed(0))
+            losses = model(batch, stage, torch.Generator().manual_seed(0))
     finally:
         for handle in handles:
             handle.remove()
-    return ActivationTrace(outside[0], saved, inputs)
+    sum(losses.values()).backward()
+    trained = {id(p) for p in model.parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return ActivationTrace(outside[0], inside, inputs), trained
 
 
 def _gib(n: float) -> float:
@@ -133,13 +165,18 @@ def memory_plan(cfg: ModelConfig, gpus: int = 1, micro_batch: int = 1, strategy:
     if strategy not in STRATEGIES or precision not in PRECISIONS:
         raise ValueError(f"strategy {strategy!r} / precision {precision!r}: expected {STRATEGIES} / {PRECISIONS}")
     model = meta_model(cfg)
+    batch = example_batch(cfg, micro_batch)
+    groups = regions(model, called_modules(model, batch))
+    region_modules = [m for group in groups for m in group]
+    traces, trained = {}, set()
+    for stage in STAGES:
+        traces[stage], got_grads = trace_step(model, batch, stage, region_modules)
+        trained |= got_grads
     counts = model.parameter_counts()
     total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    unit_params = [sum(p.numel() for p in unit.parameters()) for unit in units(model)]
-    root_params = total - sum(unit_params)
-    batch = example_batch(cfg, micro_batch)
-    traces = {stage: trace_activations(model, batch, stage) for stage in STAGES}
+    n_trained = sum(p.numel() for p in model.parameters() if id(p) in trained)
+    group_params = sorted(sum(p.numel() for m in group for p in m.parameters()) for group in groups)
+    root_params = total - sum(group_params)
     fp32_activations = {"checkpointing": max(t.with_checkpointing for t in traces.values()),
                         "no_checkpointing": max(t.without_checkpointing for t in traces.values())}
     per_gpu: dict[str, dict[str, Any]] = {}
@@ -149,9 +186,9 @@ def memory_plan(cfg: ModelConfig, gpus: int = 1, micro_batch: int = 1, strategy:
             half = prec == "bf16"
             activations = {k: v // 2 if half else v for k, v in fp32_activations.items()}
             shards = gpus if strat == "fsdp" else 1
-            parts = {"weights": 4 * total / shards, "grads": 4 * trainable / shards, "adamw": 8 * trainable / shards}
+            parts = {"weights": 4 * total / shards, "grads": 4 * n_trained / shards, "adamw": 8 * n_trained / shards}
             if strat == "fsdp" and gpus > 1:
-                gathered = 2 * sorted(unit_params)[-1] if unit_params else 0  # running + prefetched unit
+                gathered = sum(group_params[-2:])  # the running and the prefetched block
                 parts["gathered"] = (gathered + root_params) * (2 if half else 4) * 2  # weights + their grads
             elif half:
                 parts["autocast_weights"] = 2 * total
@@ -164,9 +201,9 @@ def memory_plan(cfg: ModelConfig, gpus: int = 1, micro_batch: int = 1, strategy:
     chosen = per_gpu[strategy][precision]["total"]["checkpointing" if checkpointing else "no_checkpointing"]
     return {
         "config": {"blocks": cfg.blocks, "video_width": cfg.video.width, "action_width": cfg.action.width,
-                   "image_size": list(cfg.image_size), "views": len(cfg.cameras), "clip_frames": cfg.clip_frames,
-                   "actions": cfg.num_actions},
-        "parameters": {**counts, "trainable": trainable},
+                   "depth_blocks": cfg.depth_blocks, "image_size": list(cfg.image_size), "views": len(cfg.cameras),
+                   "clip_frames": cfg.clip_frames, "actions": cfg.num_actions},
+        "parameters": {**counts, "trained": n_trained},
         "gpus": gpus, "micro_batch": micro_batch,
         "activations_fp32_gib": {stage: {"checkpointing": _gib(t.with_checkpointing),
                                          "no_checkpointing": _gib(t.without_checkpointing)}
@@ -181,6 +218,6 @@ def summary_line(plan: dict[str, Any]) -> str:
     """One line for the start of a training run."""
     s = plan["selected"]
     return (f"memory plan: {plan['parameters']['total'] / 1e6:.1f} M parameters "
-            f"({plan['parameters']['trainable'] / 1e6:.1f} M trainable); {s['strategy']} x {plan['gpus']}, "
+            f"({plan['parameters']['trained'] / 1e6:.1f} M trained); {s['strategy']} x {plan['gpus']}, "
             f"{s['precision']}, checkpointing {'on' if s['checkpointing'] else 'off'}, micro-batch "
-            f"{plan['micro_batch']}: about {s['per_gpu_gib']:.2f} GiB per GPU (--dry-run for the full plan)")
+            f"{plan['micro_batch']}: about {s['per_gpu_gib']:.3g} GiB per GPU (--dry-run for the full plan)")

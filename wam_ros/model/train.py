@@ -24,6 +24,7 @@ from wam_ros.model.distributed import (PRECISIONS, STRATEGIES, ShardedCheckpoint
                                        checkpoint_activations, full_model_state, init_distributed, is_sharded, no_sync,
                                        rng_state, set_rng_state, wrap)
 from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode, Frames, LazyFrames
+from wam_ros.model.memory_plan import memory_plan, summary_line, training_regions
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy, depth_metres, git_revision, resize_images
 from wam_ros.model.targets import frame_targets
@@ -281,23 +282,22 @@ def accumulate_gradients(trained: torch.nn.Module, micro_batches: list[dict[str,
 
 
 def build_model(cfg: ModelConfig, init_from: str = "") -> WorldActionModel:
-    """A fresh model, or one whose video expert and VAE start from a local pretrained Wan."""
+    """A fresh model, or one whose video expert and VAE start from a local pretrained Wan (diffusers
+    layout: transformer/ and vae/), the depth branch copied from its blocks."""
     if not init_from:
         return WorldActionModel(cfg)
-    from wam_ros.model.wam import load_wan_prior
-
-    return load_wan_prior(cfg, Path(init_from))
+    return WorldActionModel.from_wan(cfg, Path(init_from))
 
 
 class ProgressBar:
     """One line per log interval with the losses per head (carriage-return updates on a terminal)."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.stream, self.start = total, stream, time.perf_counter()
+    def __init__(self, total: int, first: int = 0, stream=sys.stderr):
+        self.total, self.first, self.stream, self.start = total, first, stream, time.perf_counter()
         self.tty = stream.isatty()
 
     def update(self, step: int, stage: str, losses: dict[str, float], lr: float) -> None:
-        rate = step / max(time.perf_counter() - self.start, 1e-9)
+        rate = (step - self.first) / max(time.perf_counter() - self.start, 1e-9)
         text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
         line = f"[{stage}] {step}/{self.total} | {text} | lr {lr:.2e} | {rate:.2f} it/s"
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
@@ -319,17 +319,17 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
     topology = init_distributed()
     cfg = dataset.cfg
     if progress and topology.main:
-        from wam_ros.model.memory_plan import memory_plan, summary_line
-
         print(summary_line(memory_plan(cfg, topology.world, train_cfg.batch_size, train_cfg.strategy,
                                        train_cfg.precision, train_cfg.checkpointing)), file=sys.stderr)
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(cfg, train_cfg.init_from).to(device)
     model.text_encoder.register(dataset.tasks)
+    sharding = train_cfg.strategy == "fsdp" and topology.world > 1
+    groups = training_regions(model, cfg) if train_cfg.checkpointing or sharding else []
     if train_cfg.checkpointing:
-        checkpoint_activations(model)
-    trained = wrap(model, train_cfg.strategy, topology, device, train_cfg.precision)
+        checkpoint_activations(groups)
+    trained = wrap(model, train_cfg.strategy, topology, device, train_cfg.precision, groups)
     sharded = is_sharded(trained)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train_cfg.learning_rate(s) / train_cfg.lr)
@@ -371,7 +371,7 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
         if topology.main:
             policy.save(out, {"train": {**shared_state(), "optimizer": optimizer.state_dict(), "rng": rngs}})
 
-    bar = ProgressBar(train_cfg.total_steps) if progress and topology.main else None
+    bar = ProgressBar(train_cfg.total_steps, step) if progress and topology.main else None
     window: dict[str, list[float]] = {}
     batches = iter(window_loader(dataset, train_cfg, topology, step, pin_memory=torch.device(device).type == "cuda"))
     first_step, start = step, time.perf_counter()
