@@ -369,7 +369,9 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
     losses, the reactive expert on the predicted future, and the gate (VAE frozen).
 
     batch (see the module docstring for the frame contract): rgb (B, V, clip_frames, 3, H, W) in
-    [-1, 1]; inverse_depth (B, V, clip_frames, H, W) or None; state (B, S) and actions (B, K, A)
+    [-1, 1]; optionally latents (B, V, 1 + H, C, h, w): model.vae.encode(rgb) precomputed, which a
+    data side may cache while the VAE is frozen (the encode dominates a tiny model's joint step);
+    inverse_depth (B, V, clip_frames, H, W) or None; state (B, S) and actions (B, K, A)
     normalised; value (B,) progress in [0, 1]; gate (B,) labels; imitate (B,) 1 where the actions
     are worth imitating (a successful episode's; absent: all), instruction list. Failed episodes
     still teach the value, the gate and the video: what failing looks like.
@@ -387,15 +389,23 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
                          f"{cfg.temporal_compression} * horizon = {cfg.clip_frames} consecutive frames at the action "
                          "rate (rgb and inverse_depth)")
     losses: dict[str, Tensor] = {}
-    train_vae = stage == "video" and cfg.vae_trainable
-    with torch.set_grad_enabled(train_vae and torch.is_grad_enabled()):
-        z = model.vae.encode(rgb)
-    if train_vae:
-        losses["reconstruction"] = F.mse_loss(model.vae.decode(z), rgb)
+    # a trainable VAE learns from the first quarter of the batch: the full-resolution convolutions
+    # dominate a tiny model's step, and a quarter teaches it about as well
+    learn = max(1, len(rgb) // 4) if stage == "video" and cfg.vae_trainable and torch.is_grad_enabled() else 0
+    parts = []
+    if learn:
+        z_learn = model.vae.encode(rgb[:learn])
+        losses["reconstruction"] = F.mse_loss(model.vae.decode(z_learn), rgb[:learn])
         # the flow's noise is N(0, I): keep the latents at that scale without pulling them towards
         # a constant (a per-element KL would favour latents that barely change over time)
-        losses["latent_scale"] = z.mean().pow(2) + (z.std() - 1).pow(2)
-        z = z.detach()  # the flow learns on the latents, it does not reshape them
+        losses["latent_scale"] = z_learn.mean().pow(2) + (z_learn.std() - 1).pow(2)
+        parts.append(z_learn.detach())  # the flow learns on the latents, it does not reshape them
+    if "latents" in batch and not learn:  # the frozen VAE's latents, precomputed (cached) by the data side
+        parts.append(batch["latents"])
+    elif learn < len(rgb):
+        with torch.no_grad():
+            parts.append(model.vae.encode(rgb[learn:]))
+    z = torch.cat(parts)
     b, device = len(rgb), rgb.device
     if stage == "video":
         t_o, t_a = torch.rand(b, generator=generator), None
