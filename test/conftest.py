@@ -86,3 +86,7 @@ def bringup():
             stop_process(process)
         finally:
             running.close()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: needs a long-trained model (e.g. the world-model acceptance on `bench`)")

@@ -259,6 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instruction", default="", help="task instruction (default: the checkpoint's only task)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/prediction_4d.png"))
+    p = sub.add_parser("eval-world-model", help="predicted future frames, depth and 4D clouds vs 'nothing moves' "
+                       "on held-out episodes, per horizon step (JSON and a PNG strip)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (as for train)")
+    p.add_argument("--episodes", type=int, nargs="+", default=[], help="held-out episode indices (default: all)")
+    p.add_argument("--robot", default="agilex", choices=ROBOTS, help="kinematics for the camera poses")
+    p.add_argument("--stride", type=int, default=0, help="frames between observations (0: the chunk length)")
+    p.add_argument("--max-samples", type=int, default=0, help="observations in all (0: every stride)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", type=Path, default=Path("out/eval_world_model"),
+                   help="directory for world_model_eval.json and world_model_strip.png")
     p = sub.add_parser("benchmark", help="closed-loop benchmark on a simulated task: record scripted demonstrations "
                        "through the node graph, train, evaluate (with ablations), write report.md")
     p.add_argument("--robot", default="agilex", choices=ROBOTS)
@@ -330,6 +342,23 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data(args)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "eval-world-model":
+            import torch
+
+            from wam_ros.model.episodes import DatasetError
+            from wam_ros.model.policy import CheckpointMismatch
+            from wam_ros.model.world_eval import EvalConfig, evaluate_world_model
+
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            config = EvalConfig(episodes=tuple(args.episodes), stride=args.stride, max_samples=args.max_samples,
+                                robot=args.robot, seed=args.seed)
+            try:
+                report = evaluate_world_model(args.checkpoint, args.data, args.out, config)
+            except (FileNotFoundError, CheckpointMismatch, DatasetError, ValueError) as exc:
+                raise ConfigError(str(exc)) from exc
+            print(json.dumps(report, indent=2))
+            return 0
         if args.command == "render-prediction":
             from wam_ros.model.policy import CheckpointMismatch
             from wam_ros.render_prediction import render_prediction
