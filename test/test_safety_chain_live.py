@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -27,7 +28,7 @@ from wam_ros.config import load_robot_config
 from wam_ros.control.limits import robot_joint_limits
 from wam_ros.msg import ActionChunk, MultiViewRGBD, SupervisorState
 from wam_ros.ros.conversions import trajectory_arrays
-from wam_ros.ros.qos import COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 
 ROBOT = load_robot_config("agilex")
 NAMES = ROBOT.joint_names
@@ -37,7 +38,13 @@ LOWER = np.array([LIMITS[n].min_position for n in ARM])
 UPPER = np.array([LIMITS[n].max_position for n in ARM])
 DT = 1 / 15
 PORTS = {"left": "vcan_chain_left", "right": "vcan_chain_right"}
-COMMAND_TIMEOUT = 0.5
+# The nodes' timeouts are longer than their defaults (0.5 s, 0.5 s, 0.2 s, 0.5 s): on a loaded 2-core
+# machine a process can stall for half a second, and a hold the test did not cause would hide the
+# fault it injects
+COMMAND_TIMEOUT = 1.0
+OBSERVATION_TIMEOUT = 1.5
+JOINT_STATE_TIMEOUT = 1.0
+DRIVER_STATE_TIMEOUT = 2.0
 SUPERVISOR = str(Path(sys.executable).parent / "supervisor_node")
 INJECTABLE_BRIDGE = Path(__file__).with_name("injectable_bridge.py")
 
@@ -57,6 +64,8 @@ class Policy(ProbeNode):
                               JOINT_STATE_QOS)
         n.create_subscription(JointTrajectory, "joint_trajectory", self.trajectories.append, COMMAND_QOS)
         n.create_subscription(SupervisorState, "supervisor/state", self.supervisor.append, LATCHED_QOS)
+        self.bridge_status = "no /diagnostics from the bridge yet"
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, DIAGNOSTICS_QOS)
         self.chunk_pub = n.create_publisher(ActionChunk, "policy/chunk", COMMAND_QOS)
         self.obs_pub = n.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
         self.fault_pub = n.create_publisher(String, "/arm_bridge/emulator_fault", 10)
@@ -93,9 +102,16 @@ class Policy(ProbeNode):
     def state(self) -> str:
         return self.supervisor[-1].state_name if self.supervisor else ""
 
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if "arm bridge" in status.name:
+                values = {v.key: v.value for v in status.values}
+                self.bridge_status = f"{status.message} {values}"
+
     def why(self) -> str:
         last = self.supervisor[-1]
-        return f"supervisor {last.state_name}: {last.reason} / last rejection: {last.last_rejection}"
+        return (f"supervisor {last.state_name}: {last.reason} / last rejection: {last.last_rejection}; "
+                f"bridge: {self.bridge_status}")
 
     def running(self) -> None:
         """Fresh observations, a new episode, RUNNING with a chunk that holds where the arms are."""
@@ -135,9 +151,12 @@ def chain():
     bridge = _process([sys.executable, str(INJECTABLE_BRIDGE), "--ros-args", "-p", "robot:=agilex",
                        "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
                        "-p", f"agilex.can_ports:=[{PORTS['left']}, {PORTS['right']}]",
-                       "-p", f"command_timeout:={COMMAND_TIMEOUT}"], domain)
+                       "-p", f"command_timeout:={COMMAND_TIMEOUT}", "-p", f"state_timeout:={DRIVER_STATE_TIMEOUT}"],
+                      domain)
     supervisor = _process([SUPERVISOR, "--ros-args", "-p", "robot:=agilex", "-p", "timeouts.value:=0.0",
-                           "-p", "timeouts.chunks:=0.0"], domain)
+                           "-p", "timeouts.chunks:=0.0", "-p", f"timeouts.observations:={OBSERVATION_TIMEOUT}",
+                           "-p", f"timeouts.joint_states:={JOINT_STATE_TIMEOUT}"],
+                          domain)
     policy = Policy(domain)
     policy.processes = {"bridge": bridge, "supervisor": supervisor}
     try:
@@ -183,15 +202,17 @@ def _hold_stops_joint1(chain: Policy, k3: int, k1: int) -> None:
     start = chain.q()[-1][k1]
     chain.move("left_joint1", start + 1.5, duration=8.0)
     assert chain.spin_until(lambda: chain.q()[-1][k1] > start + 0.05, 5.0), f"left_joint1 never moved; {chain.why()}"
-    chain.observing = False  # the cameras stop: the supervisor holds within its 0.5 s timeout
-    assert chain.spin_until(lambda: chain.state() == "HOLD", 3.0)
+    assert chain.state() == "RUNNING", chain.why()
+    chain.observing = False  # the cameras stop: the supervisor holds after its observation timeout
+    assert chain.spin_until(lambda: chain.state() == "HOLD", OBSERVATION_TIMEOUT + 2.0)
     held = chain.now()
     chain.spin_for(2.0)
     # the 8 s chunk had more than 1 rad to go; the hold brakes it within the follower's deceleration
-    # (plus DDS latency on a loaded machine), and then the joint stays still
+    # (on a loaded machine the hold is where the supervisor last heard the arm, a little behind it,
+    # so the arm may come back that far), and then the joint stays still
     after = chain.q(since=held)[:, k1]
     print(f"left_joint1 after HOLD: {np.ptp(after):.4f} rad")
-    assert np.ptp(after) < 0.15, f"left_joint1 went on for {np.ptp(after):.3f} rad after the hold"
+    assert np.ptp(after) < 0.3, f"left_joint1 went on for {np.ptp(after):.3f} rad after the hold"
     assert np.ptp(chain.q(since=held + 1.5)[:, k1]) < 2e-3, "left_joint1 still moving 1.5 s after the hold"
     assert chain.processes["bridge"].poll() is None and chain.processes["supervisor"].poll() is None
 
@@ -235,7 +256,10 @@ def test_a_killed_supervisor_stops_the_running_chunk_within_the_command_timeout(
     start = chain.q()[-1][k1]
     direction = -1.0 if start > 0 else 1.0  # toward the middle of the range, wherever the arm was left
     chain.move("left_joint1", start + 1.5 * direction, duration=10.0)
-    assert chain.spin_until(lambda: (chain.q()[-1][k1] - start) * direction > 0.05, 5.0), f"left_joint1 never moved; {chain.why()}"
+    assert chain.spin_until(lambda: (chain.q()[-1][k1] - start) * direction > 0.1, 5.0), \
+        f"left_joint1 never moved; {chain.why()}"
+    # the chunk is running when the supervisor dies (not held already for some other reason)
+    assert chain.state() == "RUNNING" and np.ptp(chain.q()[-10:, k1]) > 1e-3, chain.why()
     supervisor = chain.processes.pop("supervisor")
     supervisor.send_signal(signal.SIGKILL)
     supervisor.wait()
@@ -245,6 +269,6 @@ def test_a_killed_supervisor_stops_the_running_chunk_within_the_command_timeout(
     # and the joint stays still
     after = chain.q(since=killed)[:, k1]
     print(f"left_joint1 after the supervisor's SIGKILL: {np.ptp(after):.4f} rad")
-    assert np.ptp(after) < 0.3, f"left_joint1 moved {np.ptp(after):.3f} rad after the kill"
+    assert np.ptp(after) < 0.5, f"left_joint1 moved {np.ptp(after):.3f} rad after the kill"
     still = chain.q(since=killed + COMMAND_TIMEOUT + 1.0)[:, k1]
     assert len(still) > 10 and np.ptp(still) < 2e-3, f"left_joint1 still moving: {np.ptp(still):.4f} rad"
