@@ -397,53 +397,245 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
     return result
 
 
-def bench_policy_model(repeats: int = 15) -> dict:
-    """Action latency of the `small` model on this CPU: ANS (actions final after T_a = 5 of T_O = 25
-    passes) against synchronous 25-step sampling, measured interleaved; parameter counts of `small`
-    and `paper` (built on the meta device). The gate threshold is 0 so that both runs take the
-    predictive expert (the reactive one waits for the whole video by design)."""
+# Action latencies the papers report (issue 20), printed beside ours: X-WAM's on an RTX 3090, and
+# FastWAM's (the issue names no GPU for it).
+ACTION_LATENCY_ANCHORS_MS = {"x_wam_rtx3090": 1033.0, "fastwam": 190.0}
+MODEL_DTYPES = ("fp32", "bf16")
+# Above this many parameters one denoising pass takes minutes on a few CPU cores (xwam: 8.9 B).
+CPU_PARAMETER_LIMIT = 100_000_000
+
+
+def _device_absent(device: str) -> str | None:
+    """Why `device` cannot run here, or None when it can."""
     import torch
 
-    from wam_ros.model.config import load_model_config
+    kind = torch.device(device)
+    if kind.type == "cpu":
+        return None
+    if kind.type != "cuda":
+        return f"device {device!r}: only cpu and cuda are benchmarked"
+    if not torch.cuda.is_available():
+        return f"no CUDA device (torch {torch.__version__}, torch.cuda.is_available() is False)"
+    if kind.index is not None and kind.index >= torch.cuda.device_count():
+        return f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
+
+
+def _synchronize(device: str) -> None:
+    """Waits for the device's queued kernels, so a host timer measures them."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mib(device: str) -> dict[str, float]:
+    """The device's peak allocation since the last reset (cuda), or this process's peak resident set
+    (cpu: the whole process, imports included)."""
+    import resource
+
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return {"cuda_max_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+    return {"process_rss_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _random_policy(cfg, device: str, dtype: str):
+    """A WorldActionPolicy of `cfg` with random weights, built on `device` directly in `dtype` (an
+    fp32 build first would need twice the memory: 36 GB for xwam), with a one-task table and a
+    normaliser of random states."""
+    import torch
+
     from wam_ros.model.normalization import Normalizer
-    from wam_ros.model.policy import CheckpointMeta, Observation, WorldActionPolicy
+    from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
     from wam_ros.model.wam import WorldActionModel
 
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    default = torch.get_default_dtype()
     torch.manual_seed(0)
-    cfg = load_model_config("small", gate_threshold=0.0)
-    model = WorldActionModel(cfg)
+    torch.set_default_dtype(torch_dtype)
+    try:
+        with torch.device(device):
+            model = WorldActionModel(cfg)
+    finally:
+        torch.set_default_dtype(default)
+    model.to(torch_dtype)
     model.text_encoder.register(["benchmark"])
-    rng = np.random.default_rng(0)
-    states = rng.normal(size=(100, cfg.state_dim))
+    states = np.random.default_rng(0).normal(size=(100, cfg.state_dim))
     names = [f"joint_{i}" for i in range(cfg.state_dim)]
-    policy = WorldActionPolicy(model, Normalizer.from_data(states, states, cfg.action_space, []),
-                               CheckpointMeta(list(cfg.cameras), list(cfg.image_size), names, names,
-                                              cfg.action_space, 15.0))
+    meta = CheckpointMeta(list(cfg.cameras), list(cfg.image_size), names, names, cfg.action_space, 15.0)
+    return WorldActionPolicy(model, Normalizer.from_data(states, states, cfg.action_space, []), meta)
+
+
+def bench_policy_model(config: str = "small", device: str = "cpu", dtype: str = "fp32", repeats: int = 10,
+                       force: bool = False, action_steps: int = 0, video_steps: int = 0) -> dict:
+    """One model of `config` with random weights on `device` in `dtype`, measured interleaved after a
+    warm-up: action latency with ANS (actions final after T_a of T_O passes) against synchronous
+    sampling (final only after all T_O), video latency (all passes, depth and VAE decode), the time
+    of one pass with and without the action-value expert, and peak memory; medians over `repeats`,
+    beside the papers' anchors. action_steps / video_steps: T_a / T_O (0: the config's). bf16 runs
+    the bf16 weights under autocast (the observation and the noise stay fp32). The gate threshold is
+    0 so that every run takes the predictive expert (the reactive one waits for the whole video).
+
+    Without the device: what was skipped and why. On cpu, a config above CPU_PARAMETER_LIMIT
+    parameters is refused unless `force`."""
+    import torch
+
+    from wam_ros.config import ConfigError
+    from wam_ros.model.config import load_model_config
+
+    if dtype not in MODEL_DTYPES:
+        raise ConfigError(f"dtype {dtype!r}: expected one of {', '.join(MODEL_DTYPES)}")
+    result: dict = {"target": "policy-model", "config": config, "device": device, "dtype": dtype,
+                    "anchors_action_latency_ms": ACTION_LATENCY_ANCHORS_MS}
+    absent = _device_absent(device)
+    if absent:
+        return {**result, "skipped": True, "reason": absent,
+                "not_measured": ["action latency ANS vs synchronous", "video latency", "pass time", "peak memory"]}
+    from wam_ros.model.policy import Observation
+    from wam_ros.model.wam import WorldActionModel
+
+    cfg = load_model_config(config, gate_threshold=0.0)
+    with torch.device("meta"):
+        parameters = WorldActionModel(cfg).parameter_counts()
+    if torch.device(device).type == "cpu" and parameters["total"] > CPU_PARAMETER_LIMIT and not force:
+        raise ConfigError(f"{config} has {parameters['total'] / 1e9:.2f} B parameters: one denoising pass takes "
+                          f"minutes on {torch.get_num_threads()} CPU threads. Use --device cuda, a small config "
+                          "(demo, small), or --force")
+    t_a, t_o = action_steps or cfg.action_steps, video_steps or cfg.video_steps
+    if not 1 <= t_a < t_o:
+        raise ConfigError(f"need 1 <= action_steps ({t_a}) < video_steps ({t_o}) to compare ANS with synchronous")
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    policy = _random_policy(cfg, device, dtype)
+    weights_mib = _peak_memory_mib(device)
+    rng = np.random.default_rng(1)
     h, w = cfg.image_size
     obs = Observation(images={c: rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for c in cfg.cameras},
                       depths={c: rng.integers(300, 2000, (h, w), dtype=np.uint16) for c in cfg.cameras},
-                      state=states[0], instruction="benchmark")
-    variants = {"ans": (5, 25), "synchronous": (25, 25)}
-    latency: dict[str, list[float]] = {name: [] for name in variants}
-    full_ans: list[float] = []
-    policy.predict(obs, seed=0)  # warm-up (allocations, kernels)
-    for i in range(repeats):
-        for name, (t_a, t_o) in variants.items():
-            latency[name].append(policy.predict(obs, video=False, action_steps=t_a, video_steps=t_o,
-                                                seed=i).timings["actions_ms"])
-        full_ans.append(policy.predict(obs, seed=i).timings["total_ms"])
-    with torch.device("meta"):
-        paper = WorldActionModel(load_model_config("paper")).parameter_counts()
-    ans, sync = float(np.median(latency["ans"])), float(np.median(latency["synchronous"]))
-    return {
-        "config": "small", "torch_threads": torch.get_num_threads(), "repeats": repeats,
-        "action_latency_ms_p50": {"ans_Ta5_TO25": round(ans, 2), "synchronous_25": round(sync, 2)},
-        "ans_speedup": round(sync / ans, 2),
-        "goal_speedup": 4.0,
-        "ans_with_video_and_depth_total_ms_p50": round(float(np.median(full_ans)), 2),
-        "parameters_small": model.parameter_counts(),
-        "parameters_paper": paper,
-    }
+                      state=rng.normal(size=cfg.state_dim), instruction="benchmark")
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    samples: dict[str, list[float]] = {name: [] for name in ("ans", "synchronous", "video_total", "video_decode",
+                                                             "encode", "joint_pass", "video_only_pass")}
+
+    def timed_passes(seed: int) -> None:
+        """Each pass of one chunk on its own: the first T_a run both experts, the rest the video expert."""
+        with torch.no_grad():
+            session = policy.session(obs, t_a, t_o, seed)
+            while not session.video_final:
+                name = "video_only_pass" if session.actions_final else "joint_pass"
+                start = time.perf_counter()
+                session.step()
+                _synchronize(device)
+                samples[name].append((time.perf_counter() - start) * 1e3)
+
+    with autocast:
+        policy.predict(obs, action_steps=t_a, video_steps=t_o, seed=0)  # warm-up (allocations, kernels)
+        for i in range(repeats):
+            ans = policy.predict(obs, video=False, action_steps=t_a, video_steps=t_o, seed=i).timings
+            sync = policy.predict(obs, video=False, action_steps=t_o, video_steps=t_o, seed=i).timings
+            full = policy.predict(obs, action_steps=t_a, video_steps=t_o, seed=i).timings
+            timed_passes(i)
+            samples["ans"].append(ans["actions_ms"])
+            samples["synchronous"].append(sync["actions_ms"])
+            samples["video_total"].append(full["total_ms"])
+            samples["video_decode"].append(full["decode_ms"])
+            samples["encode"].append(full["encode_ms"])
+    p50 = {name: round(float(np.median(values)), 2) for name, values in samples.items()}
+    return {**result, "sampler": cfg.sampler, "torch_threads": torch.get_num_threads(), "repeats": repeats,
+            "steps": {"action_steps_Ta": t_a, "video_steps_TO": t_o},
+            "parameters": parameters,
+            "action_latency_ms_p50": {"ans": p50["ans"], "synchronous": p50["synchronous"]},
+            "synchronous_over_ans": round(p50["synchronous"] / p50["ans"], 2),
+            "video_latency_ms_p50": {"all_passes_depth_and_decode": p50["video_total"],
+                                     "of_which_vae_decode": p50["video_decode"], "of_which_encode": p50["encode"]},
+            "pass_ms_p50": {"video_and_action_experts": p50["joint_pass"], "video_expert_only": p50["video_only_pass"]},
+            "memory": {"after_building_the_model": weights_mib, "peak": _peak_memory_mib(device)},
+            "ans_over_anchor": {name: round(p50["ans"] / ms, 3) for name, ms in ACTION_LATENCY_ANCHORS_MS.items()}}
+
+
+TRAIN_MICRO_BATCHES = (1, 8)
+
+
+def _fsdp_step_run(cfg, device: str, micro_batch: int, repeats: int) -> dict:
+    """Training steps of the joint stage (every expert runs) as `wam-ros train --precision bf16
+    --checkpointing --strategy fsdp` makes them (train.py's building blocks), on zero batches:
+    the median step time, samples/s over all processes and this process's peak allocation."""
+    import torch
+
+    from wam_ros.model.distributed import checkpoint_activations, init_distributed, wrap
+    from wam_ros.model.memory_plan import example_batch, training_regions
+    from wam_ros.model.train import accumulate_gradients, build_model
+
+    topology = init_distributed()
+    torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(0)
+    with torch.device(device):  # random init on the GPU: an fp32 xwam is 36 GB
+        model = build_model(cfg)
+    model.text_encoder.register(example_batch(cfg, 1)["instruction"])
+    groups = training_regions(model, cfg)
+    checkpoint_activations(groups)
+    trained = wrap(model, "fsdp", topology, device, "bf16", groups)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch = example_batch(cfg, micro_batch, "cpu")
+    batch["rgb"] = ((batch["rgb"] + 1) * 127.5).to(torch.uint8).movedim(-3, -1)  # the DataLoader's uint8 frames
+    noise = torch.Generator().manual_seed(topology.rank)
+    model.train()
+    seconds = []
+    for step in range(repeats + 1):  # the first step warms up (allocator, kernels, FSDP's buffers)
+        start = time.perf_counter()
+        accumulate_gradients(trained, [batch], "joint", noise, "bf16", device)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _synchronize(device)
+        if step:
+            seconds.append(time.perf_counter() - start)
+    step_s = float(np.median(seconds))
+    return {"processes": topology.world, "sharded": topology.world > 1, "step_s_p50": round(step_s, 3),
+            "samples_per_s": round(micro_batch * topology.world / step_s, 3), **_peak_memory_mib(device)}
+
+
+def bench_train_model(config: str = "xwam", device: str = "cuda", repeats: int = 3, gpus: int = 8) -> dict:
+    """Training throughput and peak memory per GPU with bf16 autocast + activation checkpointing +
+    FSDP at micro-batch 1 and 8 (joint stage, median of `repeats` steps after one warm-up), next to
+    the memory plan (memory_plan.py, as `wam-ros train --dry-run` prints it) for the same setting.
+    Run under `torchrun --nproc-per-node N` to shard over N GPUs (one process: FSDP has nothing to
+    shard). Without a GPU: the memory plan for `gpus` GPUs only. A micro-batch that runs out of GPU
+    memory is reported as such."""
+    import torch
+
+    from wam_ros.model.config import load_model_config
+    from wam_ros.model.distributed import init_distributed
+    from wam_ros.model.memory_plan import memory_plan
+
+    cfg = load_model_config(config)
+    absent = _device_absent(device) or (None if torch.device(device).type == "cuda" else
+                                        "training throughput is measured on GPUs only")
+    if not absent and torch.device(device).index is None:
+        device = f"cuda:{init_distributed().local_rank}"  # one GPU per torchrun process
+    planned_gpus = gpus if absent else init_distributed().world
+    result: dict = {"target": "train-model", "config": config, "device": device,
+                    "setting": "bf16 autocast + activation checkpointing + FSDP, joint stage", "gpus": planned_gpus}
+    for micro_batch in TRAIN_MICRO_BATCHES:
+        plan = memory_plan(cfg, planned_gpus, micro_batch, "fsdp", "bf16", checkpointing=True)
+        result.setdefault("parameters", plan["parameters"])
+        entry: dict = {"planned_gib_per_gpu": plan["selected"]["per_gpu_gib"],
+                       "planned_parts_gib": plan["per_gpu_gib"]["fsdp"]["bf16"]}
+        if not absent:
+            try:
+                entry["measured"] = _fsdp_step_run(cfg, device, micro_batch, repeats)
+                entry["measured_over_planned"] = round(entry["measured"]["cuda_max_allocated_mib"] / 1024
+                                                       / entry["planned_gib_per_gpu"], 3)
+            except torch.cuda.OutOfMemoryError as exc:
+                entry["measured"] = {"out_of_memory": str(exc).splitlines()[0]}
+            torch.cuda.empty_cache()
+        result[f"micro_batch_{micro_batch}"] = entry
+    if absent:
+        result.update(skipped=True, reason=absent, not_measured=["step time", "samples/s", "peak memory per GPU"],
+                      note="the per-GPU figures are memory_plan's estimate (wam-ros train --dry-run)")
+    return result
 
 
 def bench_lift(repeats: int = 15, views: int = 3, frames: int = 8, height: int = 256, width: int = 320) -> dict:

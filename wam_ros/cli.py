@@ -183,12 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-steps", type=int, default=200, help="policy: training steps of stage 1")
     p.add_argument("--joint-steps", type=int, default=2400, help="policy: training steps of stage 2")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
-    p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "policy",
-                                          "lift", "record"])
+    p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "train-model",
+                                          "policy", "lift", "record"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
     p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60)")
     p.add_argument("--checkpoint", default=None, help="policy: checkpoint (default: the demo policy)")
+    p.add_argument("--config", default=None, help="policy-model (default small), train-model (default xwam): "
+                   "model preset or YAML file, built with random weights")
+    p.add_argument("--device", default=None, help="policy-model (default cpu), train-model (default cuda); "
+                   "a device this machine lacks is reported as skipped")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="policy-model: weights (default fp32)")
+    p.add_argument("--force", action="store_true", default=None,
+                   help="policy-model: run a paper-size config on the CPU anyway (minutes per pass)")
+    p.add_argument("--gpus", type=int, default=None, help="train-model without a GPU: GPUs to plan for (default 8)")
     p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages); under "
                        "torchrun: DDP or FSDP")
     p.add_argument("--data", type=Path,
@@ -319,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
             run = getattr(bench, f"bench_{args.target.replace('-', '_')}")
             options = {k: v for k, v in (("robot", args.robot), ("repeats", args.repeats), ("duration", args.duration),
-                                         ("checkpoint", args.checkpoint)) if v is not None}
+                                         ("checkpoint", args.checkpoint), ("config", args.config),
+                                         ("device", args.device), ("dtype", args.dtype), ("force", args.force),
+                                         ("gpus", args.gpus)) if v is not None}
             unsupported = set(options) - set(inspect.signature(run).parameters)
             if unsupported:
                 raise ConfigError(f"bench {args.target} takes no --{', --'.join(sorted(unsupported))}")

@@ -19,6 +19,7 @@ from wam_ros.control.supervisor import Chunk
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
+from wam_ros.model.config import SAMPLERS
 from wam_ros.model.policy import (PREDICTIVE, Observation, ObservationError, Prediction, WorldActionPolicy,
                                   resize_images)
 from wam_ros.robots.urdf import generate_urdf
@@ -56,6 +57,7 @@ class DeployConfig:
     depth: bool = True            # run the depth branch on the last video pass
     guidance_clip: float = 5.0    # RTC guidance weight clip (beta)
     expert: str = "gated"         # gated, or force predictive / reactive (ablations)
+    sampler: str = ""             # euler or unipc ("": the checkpoint's config); the weights serve both
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class DeployedPolicy:
                  config: DeployConfig | None = None):
         self.policy, self.robot, self.scheduler = policy, robot, scheduler
         self.config = config or DeployConfig()
+        if self.config.sampler not in ("", *SAMPLERS):
+            raise ValueError(f"sampler {self.config.sampler!r}: expected one of {SAMPLERS} or '' (the checkpoint's)")
         meta = policy.meta
         missing = [n for n in (*meta.state_names, *meta.action_names) if n not in robot.joint_names]
         if missing:
@@ -145,7 +149,8 @@ class DeployedPolicy:
 
         return self.policy.predict(obs, video=cfg.video, depth=cfg.depth, action_steps=cfg.action_steps or None,
                                    video_steps=cfg.video_steps or None, seed=seed, inpaint=inpaint,
-                                   guidance_clip=cfg.guidance_clip, on_actions=actions_final, expert=cfg.expert)
+                                   guidance_clip=cfg.guidance_clip, on_actions=actions_final, expert=cfg.expert,
+                                   sampler=cfg.sampler or None)
 
     def command(self, ready: ChunkReady) -> Chunk:
         """What the supervisor checks for one chunk (the fields of wam_ros/ActionChunk): the

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, check_choice, load_yaml
 from wam_ros.control.chunking import MODES as CHUNKING_MODES
+from wam_ros.model.config import SAMPLERS
 from wam_ros.paths import share_dir
 from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, get_task
 
@@ -70,6 +71,8 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("instruction", "", "Task instruction for the policy (empty: the checkpoint's only task)"),
     LaunchArgument("chunking", "rtc", "Policy chunk hand-over: rtc (real-time chunking), blend or naive",
                    CHUNKING_MODES),
+    LaunchArgument("sampler", "", "Policy flow sampler: euler or unipc (empty: the checkpoint's config)",
+                   ("", *SAMPLERS)),
     LaunchArgument("namespace", "", "ROS namespace for every node of the system"),
     LaunchArgument("task", "", "Simulated benchmark task (pick_place, stack, handover): its scene, stage markers "
                    "on task/state, and with teleop:=scripted its scripted expert; empty: the plain scene",
@@ -97,6 +100,7 @@ class SystemOptions:
     checkpoint: str = ""
     instruction: str = ""
     chunking: str = "rtc"
+    sampler: str = ""
     namespace: str = ""
     task: str = ""
     condition: str = "clean"
@@ -118,7 +122,7 @@ class SystemOptions:
                              motion=raw["motion"], rviz=raw["rviz"].lower() == "true",
                              record=raw["record"].lower() == "true", teleop=raw["teleop"],
                              episodes_dir=raw["episodes_dir"], record_source=raw["record_source"], checkpoint=raw["checkpoint"],
-                             instruction=raw["instruction"], chunking=raw["chunking"],
+                             instruction=raw["instruction"], chunking=raw["chunking"], sampler=raw["sampler"],
                              namespace=raw["namespace"].strip("/"), task=raw["task"], condition=raw["condition"],
                              seed=_seed(raw["seed"]), perturbation=raw["perturbation"])
         opts.validate()
@@ -129,6 +133,7 @@ class SystemOptions:
         check_choice("cameras", self.cameras, CAMERA_SOURCES)
         check_choice("motion", self.motion, MOTION_SOURCES)
         check_choice("chunking", self.chunking, CHUNKING_MODES)
+        check_choice("sampler", self.sampler, ("", *SAMPLERS))
         check_choice("teleop", self.teleop, TELEOP_SOURCES)
         check_choice("record_source", self.record_source, RECORD_SOURCES)
         commanders = [name for name, on in (("checkpoint", bool(self.checkpoint)), ("motion", self.motion != "none"),
@@ -245,7 +250,8 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     if opts.checkpoint:
         specs.append(NodeSpec("wam_ros", "policy_node", "policy", ns,
                               {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),
-                               "instruction": opts.instruction, "chunking": opts.chunking}))
+                               "instruction": opts.instruction, "chunking": opts.chunking,
+                               "sampler": opts.sampler}))
     if opts.rviz:
         specs.append(NodeSpec("rviz2", "rviz2", "rviz2", ns, dict(common),
                               arguments=("-d", str(share / "config" / "wam.rviz"))))

@@ -37,6 +37,7 @@ from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.data.images import ImageError
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
+from wam_ros.model.config import SAMPLERS
 from wam_ros.model.deploy import (DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
                                   resolve_instruction)
 from wam_ros.model.policy import CheckpointMismatch, depth_metres, load_policy
@@ -78,6 +79,8 @@ class PolicyNode(Node):
                                      range_=(0.0, 100.0)),
             "action_steps": declare(self, "action_steps", 0, "T_a denoising passes (0: checkpoint)", range_=(0, 1000)),
             "video_steps": declare(self, "video_steps", 0, "T_O denoising passes (0: checkpoint)", range_=(0, 1000)),
+            "sampler": declare(self, "sampler", "", "Flow sampler of both streams: euler or unipc (empty: the "
+                               "checkpoint's config)", choices=("", *SAMPLERS)),
             "predict_video": declare(self, "predict_video", True, "Finish the predicted video for the 4D cloud"),
             "depth": declare(self, "depth", True, "Run the depth branch (needed for the predicted cloud)"),
             "max_observation_age": declare(self, "max_observation_age", 0.5, "Observations older than this are "
@@ -151,7 +154,8 @@ class PolicyNode(Node):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         deploy = DeployConfig(action_steps=p["action_steps"], video_steps=p["video_steps"],
-                              video=p["predict_video"], depth=p["depth"], guidance_clip=p["guidance_clip"])
+                              video=p["predict_video"], depth=p["depth"], guidance_clip=p["guidance_clip"],
+                              sampler=p["sampler"])
         return DeployedPolicy(policy, robot, ChunkScheduler(chunking), deploy)
 
     def _now(self) -> float:
@@ -348,7 +352,8 @@ class PolicyNode(Node):
                                      "chunks": self._chunks.count,
                                      "delay_steps": self.deployed.scheduler.delay_steps,
                                      "starved_steps": self._starved, "inference_errors": self._errors,
-                                     "chunking": self.params["chunking"], "device": str(self.deployed.policy.device)}
+                                     "chunking": self.params["chunking"], "device": str(self.deployed.policy.device),
+                                     "sampler": self.params["sampler"] or self.deployed.policy.cfg.sampler}
         for phase in ("encode_ms", "actions_ms", "decode_ms", "total_ms"):
             samples = [t[phase] for t in self._latencies if phase in t]
             if samples:
