@@ -175,19 +175,25 @@ def test_eval_world_model_cli_end_to_end(tiny, capsys):
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / JSON_NAME).read_text())
     assert printed == report and report["episodes"] == [1, 2] and report["observations"] == 4  # t = 0, 8
-    steps = {"offset_actions": [4, 8], "seconds": [round(4 / 15, 4), round(8 / 15, 4)]}
-    assert report["steps"] == report["depth_steps"] == steps
+    # colour: one frame per latent frame (the own autoencoder) or per action (a Wan VAE); depth per latent frame
+    colour = report["steps"]["offset_actions"]
+    assert colour in ([4, 8], list(range(1, 9))) and report["depth_steps"]["offset_actions"] == [4, 8]
+    assert report["steps"]["seconds"] == [round(o / 15, 4) for o in colour]
+    lengths = {"psnr_db": len(colour), "motion_correlation": len(colour), "depth_abs_rel": cfg.horizon,
+               "depth_delta1": cfg.horizon, "chamfer_m": cfg.horizon}
     for side in ("prediction", "baseline"):
         assert set(report[side]) == set(METRICS)
         for name in METRICS:
             values = report[side][name]
-            assert len(values) == cfg.horizon and all(v is not None and math.isfinite(v) for v in values), (side, name)
+            assert len(values) == lengths[name] and all(v is not None and math.isfinite(v) for v in values), \
+                (side, name)
         for cam in cfg.cameras:
-            assert len(report["per_view"][cam][side]["psnr_db"]) == cfg.horizon
+            assert len(report["per_view"][cam][side]["psnr_db"]) == len(colour)
     assert 0 < report["prediction"]["psnr_db"][0] < 100 and -1 <= report["prediction"]["motion_correlation"][0] <= 1
-    assert len(report["beats_baseline"]["psnr_db"]) == len(report["beats_baseline"]["chamfer_m"]) == cfg.horizon
-    height, width = strip_size(len(cfg.cameras), cfg.horizon)
-    assert height == 3 * 3 * 100 + 60  # truth, prediction, baseline rows for three views
+    assert len(report["beats_baseline"]["psnr_db"]) == len(colour)
+    assert len(report["beats_baseline"]["chamfer_m"]) == cfg.horizon
+    height, width = strip_size(len(cfg.cameras), len(colour))
+    assert height == 3 * 3 * 100 + 60 and width == len(colour) * 100 + 110  # 3 rows per view, a column per step
     with Image.open(out / STRIP_NAME) as png:
         assert png.size == (width, height)
         pixels = np.asarray(png.convert("RGB"))
