@@ -565,7 +565,7 @@ def _fsdp_step_run(cfg, device: str, micro_batch: int, repeats: int) -> dict:
     import torch
 
     from wam_ros.model.distributed import checkpoint_activations, init_distributed, wrap
-    from wam_ros.model.memory_plan import example_batch, training_regions
+    from wam_ros.model.memory_plan import TASK, example_batch, training_regions
     from wam_ros.model.train import accumulate_gradients, build_model
 
     topology = init_distributed()
@@ -573,7 +573,7 @@ def _fsdp_step_run(cfg, device: str, micro_batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     with torch.device(device):  # random init on the GPU: an fp32 xwam is 36 GB
         model = build_model(cfg)
-    model.text_encoder.register(example_batch(cfg, 1)["instruction"])
+    model.text_encoder.register([TASK])  # example_batch's instruction
     groups = training_regions(model, cfg)
     checkpoint_activations(groups)
     trained = wrap(model, "fsdp", topology, device, "bf16", groups)
