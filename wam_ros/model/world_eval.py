@@ -451,7 +451,7 @@ def save_strip(sample: Sample, cameras: Sequence[str], offsets: Sequence[int], f
     height, width = strip_size(views, steps)
     fig, axes = plt.subplots(3 * views, steps, squeeze=False, figsize=(width / STRIP_DPI, height / STRIP_DPI),
                              dpi=STRIP_DPI)
-    fig.subplots_adjust(left=LABEL_INCHES * STRIP_DPI / width, right=1.0, bottom=0.0,
+    fig.subplots_adjust(left=LABEL_INCHES * STRIP_DPI / width, right=0.99, bottom=0.0,
                         top=1.0 - TITLE_INCHES * STRIP_DPI / height, wspace=0.05, hspace=0.05)
     rows = (("truth", sample.truth_rgb), ("prediction", sample.predicted_rgb),
             ("baseline", np.repeat(sample.current_rgb[:, None], steps, axis=1)))
