@@ -93,8 +93,6 @@ def test_frame_offsets_from_the_prediction_and_the_config():
     assert today.rgb.tolist() == [4, 8] and today.depth.tolist() == [4, 8]
     wan = frame_offsets(_prediction(8, 2), cfg)  # a Wan VAE: a colour frame per action, depth per latent frame
     assert wan.rgb.tolist() == list(range(1, 9)) and wan.depth.tolist() == [4, 8]
-    with_present = frame_offsets(_prediction(9), cfg)
-    assert with_present.rgb.tolist() == list(range(0, 9)) and with_present.depth is None
     with pytest.raises(ValueError, match="5 predicted frames"):
         frame_offsets(_prediction(5), cfg)
 
@@ -113,27 +111,31 @@ def tiny(tmp_path_factory):
     return cfg, meta, episodes, root
 
 
-LAYOUTS = ("latent", "action", "present")  # frames per latent frame; per action; the present and per action
+LAYOUTS = ("latent", "action", "present")  # frames per latent frame; per action; per action and the decoded present
 
 
 def oracle(policy, episodes, layout: str):
     """policy.predict replaced by the recorded future of the observed frame: in today's layout (a
     colour and a depth frame per latent frame), a Wan VAE's (a colour frame per action, a depth map
-    per latent frame), or that with the present first, every colour frame then carrying the same
+    per latent frame), or that with the decoded present beside it, every colour frame then carrying the same
     decoder error (+20 on the left half). Actions = the recorded next states (joint positions)."""
     cfg = policy.cfg
     latent = cfg.actions_per_frame * np.arange(1, cfg.horizon + 1)
     colour = {"latent": latent, "action": np.arange(1, cfg.num_actions + 1),
-              "present": np.arange(0, cfg.num_actions + 1)}[layout]
+              "present": np.arange(1, cfg.num_actions + 1)}[layout]
 
     def predict(obs, **_):
         (ep, t), = [(ep, t) for ep in episodes for t in range(len(ep)) if np.array_equal(ep.state[t], obs.state)]
         rgb = ep.rgb[t + colour].swapaxes(0, 1).copy()
+        present = None
         if layout == "present":
-            rgb[..., :rgb.shape[-2] // 2, :] += 20  # the synthetic frames stay below 236
+            present = ep.rgb[t].copy()
+            for frames in (rgb, present):
+                frames[..., :frames.shape[-2] // 2, :] += 20  # the synthetic frames stay below 236
         return Prediction(actions=ep.state[t + 1:t + 1 + cfg.num_actions], value=0.5, gate_probability=1.0,
                           expert="predictive", future_rgb=rgb,
-                          future_depth=ep.depth[t + latent].swapaxes(0, 1).astype(np.float32) / 1000.0)
+                          future_depth=ep.depth[t + latent].swapaxes(0, 1).astype(np.float32) / 1000.0,
+                          present_rgb=present)
 
     policy.predict = predict
     return policy

@@ -58,6 +58,9 @@ class Prediction:
     # one depth map per latent frame, at the last frame it spans: future frames 4, 8, .., 4H
     future_depth: np.ndarray | None  # (V, H, height, width) float32 metres (0: no estimate)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per phase
+    # the decoder's own picture of the present (V, height, width, 3) uint8: predicted motion is
+    # measured from it, so that what the decoder loses is not counted as motion
+    present_rgb: np.ndarray | None = None
 
     def rgb_at_depth_frames(self) -> np.ndarray:
         """The future colour frames that future_depth belongs to: (V, H, height, width, 3)."""
@@ -336,11 +339,12 @@ class WorldActionPolicy:
                 reactive = self.model.reactive(latents, s.last.video_hidden, s.state)
                 actions = self.normalizer.action.denormalize(reactive[0].cpu().numpy())
                 actions_ready(actions)
-            future_rgb = future_depth = None
+            future_rgb = future_depth = present_rgb = None
             if video:
                 decode_start = time.perf_counter()
-                rgb = self.model.vae.decode(torch.cat([s.current_latent, s.future], dim=2))[0, :, 1:]
-                future_rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+                rgb = self.model.vae.decode(torch.cat([s.current_latent, s.future], dim=2))[0]
+                rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+                present_rgb, future_rgb = rgb[:, 0], rgb[:, 1:]
                 if depth:
                     inv = s.last.inverse_depth[0, :, 1:].clamp(min=0)
                     metres = torch.where(inv > 1e-3, 1.0 / inv.clamp(min=1e-3), torch.zeros_like(inv))
@@ -348,7 +352,7 @@ class WorldActionPolicy:
                 timings["decode_ms"] = (time.perf_counter() - decode_start) * 1e3
         timings["total_ms"] = (time.perf_counter() - start) * 1e3
         return Prediction(actions=actions, value=s.progress(), gate_probability=s.gate_probability, expert=expert,
-                          future_rgb=future_rgb, future_depth=future_depth, timings=timings)
+                          future_rgb=future_rgb, future_depth=future_depth, timings=timings, present_rgb=present_rgb)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -10,8 +10,9 @@ the cameras staying where they are. Per horizon step (averaged over observations
 - Motion correlation: Pearson correlation, over every pixel and colour channel of the frame, of the
   predicted change from the present with the true change from the present (`motion_correlation`).
   The true change is the recorded frame minus the observed one; the predicted change is the
-  predicted frame minus the model's own picture of the present when the prediction carries one
-  (a frame at offset 0), else minus the observed frame. Why: a model that cannot reproduce the
+  predicted frame minus the model's own picture of the present (`Prediction.present_rgb`, the
+  decoder's output for the conditioning latent) when the prediction carries one, else minus the
+  observed frame. Why: a model that cannot reproduce the
   present (a blurry decoder) "predicts" that whatever is in view disappears, which correlates with
   real motion away from where things are: a 20-step toy model scored 0.5-0.7 against the observed
   frame and 0.007 against its own decode of it. The JSON says which reference was used. The
@@ -126,17 +127,15 @@ def _offsets(frames: int, cfg: ModelConfig) -> np.ndarray:
         return cfg.actions_per_frame * np.arange(1, frames + 1)
     if frames == cfg.num_actions:  # one per action
         return np.arange(1, frames + 1)
-    if frames == cfg.num_actions + 1:  # the present, then one per action
-        return np.arange(frames)
-    raise ValueError(f"{frames} predicted frames: expected the horizon ({cfg.horizon}), one per action "
-                     f"({cfg.num_actions}) or one per action and the present ({cfg.num_actions + 1})")
+    raise ValueError(f"{frames} predicted frames: expected the horizon ({cfg.horizon}) or one per action "
+                     f"({cfg.num_actions})")
 
 
 def frame_offsets(prediction: Prediction, cfg: ModelConfig) -> FrameOffsets:
     """Where each predicted colour and depth frame lies in time, from how many of them the
     prediction holds and the config: H frames are latent frames, `actions_per_frame` actions apart
     (frame j at actions_per_frame * j); K = actions_per_frame * H frames are one per action (frame j
-    at j); K + 1 start with the present (offset 0)."""
+    at j)."""
     if prediction.future_rgb is None:
         raise ValueError("the prediction has no video")
     depth = prediction.future_depth
@@ -272,6 +271,7 @@ class WorldModelEvaluation:
         predicted, baseline = StepMetrics(), StepMetrics()
         shown: Sample | None = None
         first: FrameOffsets | None = None
+        own_reference = False  # motion measured from the decoder's own present
         observations = self.observation_frames(episodes)
         arrays: dict[int, EpisodeArrays] = {}
         for i, (e, t) in enumerate(observations):
@@ -288,14 +288,14 @@ class WorldModelEvaluation:
                 first = offsets
             elif not (np.array_equal(first.rgb, offsets.rgb) and np.array_equal(first.depth, offsets.depth)):
                 raise RuntimeError(f"predicted frame offsets changed between observations: {first} vs {offsets}")
-            future = offsets.rgb > 0  # a frame at offset 0 is the present, not a prediction
-            steps = offsets.rgb[future]
+            steps = offsets.rgb
             truth = ep.rgb[t + steps].swapaxes(0, 1)  # (V, T, h, w, 3)
-            guess = prediction.future_rgb[:, future]
+            guess = prediction.future_rgb
             still = np.repeat(ep.rgb[t][:, None], len(steps), axis=1)
-            own_present = prediction.future_rgb[:, ~future]  # (V, 1, ...) where the prediction carries it
+            own_reference = prediction.present_rgb is not None
+            own_present = prediction.present_rgb[:, None] if own_reference else still
             true_change = truth.astype(np.float64) - still
-            for metrics, frames, present in ((predicted, guess, own_present if own_present.size else still),
+            for metrics, frames, present in ((predicted, guess, own_present),
                                              (baseline, still, still)):
                 metrics.psnr_db.append(_per_frame(psnr, frames, truth))
                 metrics.motion_correlation.append(_per_frame(motion_correlation, frames.astype(np.float64) - present,
@@ -317,8 +317,8 @@ class WorldModelEvaluation:
             "cameras": cams,
             "episodes": sorted({e for e, _ in observations}),
             "observations": len(observations),
-            "steps": timeline(first.rgb[first.rgb > 0]),  # psnr_db, motion_correlation
-            "motion_reference": "predicted present" if (first.rgb == 0).any() else "observed present",
+            "steps": timeline(first.rgb),  # psnr_db, motion_correlation
+            "motion_reference": "predicted present" if own_reference else "observed present",
             "depth_steps": timeline(self._depth_steps(first)),  # depth_abs_rel, depth_delta1, chamfer_m
             "prediction": ours,
             "baseline": still_summary,
