@@ -198,6 +198,21 @@ def test_loss_parameterisations_match_the_formulas():
 
 
 @torch.no_grad()
+def test_the_gate_reads_the_instruction_not_its_padding():
+    """umT5 features are zero beyond the instruction (Wan pads to 512 tokens): padding the same
+    features with zero tokens leaves the gate's logit as it was."""
+    torch.manual_seed(0)
+    model = WorldActionModel(tiny_config()).eval()
+    latent = torch.randn(1, len(model.cfg.cameras), 1, model.cfg.latent_channels, *model.cfg.latent_size)
+    inverse_depth = torch.rand(1, len(model.cfg.cameras), *model.cfg.image_size)
+    with torch.no_grad():
+        current = model.conditioning(latent, inverse_depth)
+        text = torch.randn(1, 3, model.cfg.text_dim)
+        padded = torch.cat([text, torch.zeros(1, 29, model.cfg.text_dim)], dim=1)
+        assert torch.allclose(model.gate_logit(current, padded), model.gate_logit(current, text), atol=1e-6)
+        assert not torch.allclose(model.gate_logit(current, text[:, :1]), model.gate_logit(current, text), atol=1e-6)
+
+
 def test_failed_episodes_teach_the_value_and_gate_but_are_not_imitated(tiny):
     cfg, dataset, model, _, episodes = tiny
     failed = [i for i, (e, _) in enumerate(dataset.index) if not episodes[e].success]

@@ -207,7 +207,11 @@ class WorldActionModel(nn.Module):
     def gate_logit(self, current: Conditioning, text: Tensor) -> Tensor:
         """p(interaction) logit from the present visual tokens and the instruction."""
         features = self.gate_tokens(current.tokens).flatten(1)
-        return self.gate(torch.cat([features, text.mean(dim=1)], dim=-1)).squeeze(-1)
+        # the mean over the instruction's own tokens: umT5 features are zero beyond the sequence
+        # (Wan's padding to 512), and a plain mean would dilute a short instruction to nothing
+        valid = (text != 0).any(dim=-1, keepdim=True).to(text.dtype)
+        instruction = (text * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1.0)
+        return self.gate(torch.cat([features, instruction], dim=-1)).squeeze(-1)
 
     def _action_rotary(self, device: torch.device) -> tuple[Tensor, Tensor]:
         k = self.cfg.num_actions
