@@ -356,7 +356,7 @@ def test_policy_and_lift_benchmarks_run_in_short_form(checkpoint):
 def test_render_prediction_writes_the_4d_cloud_png(checkpoint, tmp_path):
     out = tmp_path / "prediction.png"
     result = subprocess.run([str(Path(sys.executable).parent / "wam-ros"), "render-prediction", "--checkpoint",
-                             str(checkpoint), "--view", "top", "--out", str(out)], capture_output=True, text=True,
+                             str(checkpoint), "--out", str(out)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
@@ -364,7 +364,7 @@ def test_render_prediction_writes_the_4d_cloud_png(checkpoint, tmp_path):
     from PIL import Image
 
     png = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    assert png.shape[1] == 560 and (png.min(axis=2) < 200).mean() > 0.01
+    assert png.shape[1] == 1300 and (png.min(axis=2) < 200).mean() > 0.01
     bad = subprocess.run([str(Path(sys.executable).parent / "wam-ros"), "render-prediction", "--checkpoint",
                           str(tmp_path / "missing.pt")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such file" in bad.stderr

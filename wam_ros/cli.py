@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("out/calibration_check.png"))
     p = sub.add_parser("render-prediction", help="PNG of a checkpoint's predicted 4D point cloud (sim observation)")
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--robot", default="agilex", choices=ROBOTS)
-    p.add_argument("--view", default="oblique", help="front, back, left, right, top or oblique")
+    p.add_argument("--robot", choices=ROBOTS, help="must match the checkpoint's joints (default: the robot they fit)")
     p.add_argument("--instruction", default="", help="task instruction (default: the checkpoint's only task)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/prediction_4d.png"))
@@ -374,8 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             from wam_ros.render_prediction import render_prediction
 
             try:
-                summary = render_prediction(args.checkpoint, args.out, args.robot, args.view, args.seed,
-                                            args.instruction)
+                summary = render_prediction(args.checkpoint, args.out, args.robot, args.seed, args.instruction)
             except (FileNotFoundError, CheckpointMismatch, ValueError) as exc:
                 raise ConfigError(str(exc)) from exc
             print(json.dumps(summary, indent=2))

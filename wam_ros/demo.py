@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
 
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.data.images import colorize_depth
@@ -32,8 +34,21 @@ from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 
+# policy/markers' namespace of the predicted TCP paths (policy_node._markers)
+TCP_PATH_NAMESPACE = "predicted_tcp_path"
 CAMERA_TOPICS = ("color/image_raw", "color/camera_info", "aligned_depth_to_color/image_raw",
                  "aligned_depth_to_color/camera_info")
+
+
+@dataclass(frozen=True)
+class DdsPrediction:
+    """One prediction as the policy node published it, with what the monitor saw around it."""
+
+    stamp: float                        # the observation's time (sim), the cloud's header stamp
+    cloud: PointCloud2
+    joints: dict[str, float]            # the joint state nearest that time
+    images: dict[str, np.ndarray]       # camera -> the newest colour image when the cloud arrived
+    tcp_paths: tuple[np.ndarray, ...] = ()  # per arm, (K, 3) from policy/markers
 
 
 class DemoMonitor(Node):
@@ -60,8 +75,13 @@ class DemoMonitor(Node):
                                  LATCHED_QOS)
         self.create_subscription(ActionChunk, "policy/chunk", lambda m: self._record("policy/chunk", m.header.stamp),
                                  COMMAND_QOS)
-        self.predicted_cloud: PointCloud2 | None = None
+        # the newest prediction with its TCP paths (they arrive after the cloud, with its stamp), the
+        # joint state at its observation time and the camera images when it arrived
+        self.prediction: DdsPrediction | None = None
+        self._pending: DdsPrediction | None = None
+        self._joint_history: deque[tuple[float, dict[str, float]]] = deque(maxlen=300)  # 3 s at 100 Hz
         self.create_subscription(PointCloud2, "policy/predicted_cloud", self._on_cloud, COMMAND_QOS)
+        self.create_subscription(MarkerArray, "policy/markers", self._on_markers, COMMAND_QOS)
         for cam in CAMERA_NAMES:
             for topic in CAMERA_TOPICS:
                 full = f"{cam}/{topic}"
@@ -73,7 +93,19 @@ class DemoMonitor(Node):
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         self._record("policy/predicted_cloud", msg.header.stamp)
-        self.predicted_cloud = msg
+        stamp = from_time(msg.header.stamp)
+        if not self._joint_history:
+            return
+        joints = min(self._joint_history, key=lambda entry: abs(entry[0] - stamp))[1]
+        self._pending = DdsPrediction(stamp, msg, joints, {c: f["color"].copy() for c, f in self.latest_frames.items()
+                                                           if "color" in f})
+
+    def _on_markers(self, msg: MarkerArray) -> None:
+        paths = [np.array([[p.x, p.y, p.z] for p in m.points]) for m in msg.markers if m.ns == TCP_PATH_NAMESPACE]
+        pending = self._pending
+        if paths and pending is not None and any(from_time(m.header.stamp) == pending.stamp for m in msg.markers):
+            self.prediction = replace(pending, tcp_paths=tuple(paths))
+            self._pending = None
 
     def _on_clock(self, msg: ClockMsg) -> None:
         self.sim_time = from_time(msg.clock)
@@ -87,13 +119,14 @@ class DemoMonitor(Node):
 
     def _on_joint_states(self, msg: JointState) -> None:
         self._record("joint_states", msg.header.stamp)
+        t = from_time(msg.header.stamp)
+        q = dict(zip(msg.name, msg.position))
+        self._joint_history.append((t, q))
         if self._trajectory is None:
             return
         times, names, points = self._trajectory
-        t = from_time(msg.header.stamp)
         if len(times) < 2 or not times[0] <= t <= times[-1]:
             return  # compare only inside a commanded segment
-        q = dict(zip(msg.name, msg.position))
         for column, name in enumerate(names):
             if name in self.arm_joints:
                 self.tracking_errors.append(abs(q[name] - np.interp(t, times, points[:, column])))
@@ -191,15 +224,23 @@ def demo_policy(robot: str, out_dir: Path, training: DemoTraining) -> Path:
     return checkpoint
 
 
-def render_cloud_png(msg: PointCloud2, path: Path, title: str) -> None:
-    """The 4D cloud received over DDS, rendered like `wam-ros render-prediction`."""
-    from PIL import Image as PILImage
+def render_cloud_png(prediction: DdsPrediction, robot: str, checkpoint: Path, path: Path) -> None:
+    """The 4D cloud received over DDS, drawn like `wam-ros render-prediction` (the predicted frames
+    themselves are not published; the checkpoint gives the frames' times)."""
+    from wam_ros.model.policy import load_policy
+    from wam_ros.render_prediction import PredictionScene, frame_times, prediction_figure, save_figure
 
-    from wam_ros.render_prediction import prediction_figure
-
-    # colours arrive faded by the policy node: one "frame", so that they are not faded twice
-    figure = prediction_figure(pointcloud_from_msg(msg), 1, None, "oblique", title)
-    PILImage.fromarray(figure).save(path)
+    policy = load_policy(checkpoint)
+    cfg, fps = policy.cfg, policy.meta.fps
+    cloud = pointcloud_from_msg(prediction.cloud)
+    steps = max((len(p) for p in prediction.tcp_paths), default=0)
+    scene = PredictionScene(
+        robot=load_robot_config(robot), cloud=cloud, frame_times=frame_times(cfg.horizon, cfg.actions_per_frame, fps),
+        joints=prediction.joints, title=(f"predicted 4D cloud received over DDS, observation at "
+                                         f"t={prediction.stamp:.2f} s (sim), {len(cloud)} points"),
+        tcp_paths={f"arm {k}": p for k, p in enumerate(prediction.tcp_paths)},
+        path_times=(np.arange(steps) + 1) / fps, images=prediction.images)
+    save_figure(prediction_figure(scene), path)
 
 
 def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | None = None, source: str = "policy",
@@ -233,12 +274,10 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
         contact_sheet({"start": monitor.start_frames, f"t={duration:g} s": monitor.latest_frames},
                       out_dir / "contact_sheet.png")
         if source == "policy":
-            if monitor.predicted_cloud is None:
-                raise RuntimeError("the policy published no predicted cloud")
+            if monitor.prediction is None:
+                raise RuntimeError("the policy published no predicted cloud with its TCP paths")
             summary["checkpoint"] = options.checkpoint
-            render_cloud_png(monitor.predicted_cloud, out_dir / "prediction_4d.png",
-                             f"predicted 4D cloud at t={from_time(monitor.predicted_cloud.header.stamp):.2f} s, "
-                             f"{monitor.predicted_cloud.width} points")
+            render_cloud_png(monitor.prediction, robot, Path(options.checkpoint), out_dir / "prediction_4d.png")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:
