@@ -37,13 +37,16 @@ def trained(tmp_path_factory):
 def test_overfitting_drives_every_loss_down(trained):
     _, _, _, summary = trained
     losses = summary["losses"]
-    assert set(losses["video"]["first"]) == {"reconstruction", "video", "depth"}
+    assert set(losses["video"]["first"]) == {"reconstruction", "latent_scale", "video", "depth"}
     assert set(losses["joint"]["first"]) == {"video", "depth", "action", "value", "reactive", "gate"}
-    # each head from the first interval it was trained in to the end of training
+    # each head from the first interval it was trained in to the end of training; latent_scale is a
+    # regulariser (latent mean 0, std 1), not a fit: it only has to stay small
     first = {**losses["joint"]["first"], **losses["video"]["first"]}
     last = {**losses["video"]["last"], **losses["joint"]["last"]}
+    assert last.pop("latent_scale") < 0.1, losses["video"]
     for head, start in first.items():
-        assert last[head] < 0.7 * start, f"{head}: {start:.4f} -> {last[head]:.4f}"
+        if head in last:
+            assert last[head] < 0.7 * start, f"{head}: {start:.4f} -> {last[head]:.4f}"
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):

@@ -11,8 +11,11 @@ Everything is traced from the real training code, not assumed: a meta-device ste
   was saved inside a region module, and the region modules' inputs.
 Without checkpointing a step holds all saved tensors; with it, those saved outside the region
 modules, the region modules' inputs, and one region module's activations at a time while it is
-recomputed. The meta device has no autocast: bf16 activations are taken as half the fp32 ones (an
-estimate: autocast keeps norms and softmax in fp32).
+recomputed. Attention is counted as a GPU's fused kernels (flash / memory-efficient) keep it: q,
+k, v, the output and one log-sum-exp per query and head, not the N x N weights of the math path
+the meta device would trace (at mvwam's 8640 video tokens those would be 3.6 GB per layer). The
+meta device has no autocast: bf16 activations are taken as half the fp32 ones (an estimate:
+autocast keeps norms and softmax in fp32).
 
 Model states per GPU: fp32 parameters, and fp32 gradients and two fp32 AdamW moments of every
 trained parameter. DDP replicates them (under bf16 autocast also a cached bf16 copy of the
@@ -23,8 +26,9 @@ counted: the CUDA context, allocator fragmentation, temporary buffers of single 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -81,6 +85,37 @@ def called_modules(model: nn.Module, batch: dict[str, Any]) -> set[str]:
 def training_regions(model: nn.Module, cfg: ModelConfig) -> list[list[nn.Module]]:
     """distributed.regions of `model`, from the calls of a meta-device twin of it."""
     return regions(model, called_modules(meta_model(cfg), example_batch(cfg, 1)))
+
+
+class _FusedAttention(torch.autograd.Function):
+    """Shapes of scaled_dot_product_attention (B, H, N, D) with what a fused kernel saves."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        ctx.save_for_backward(q, k, v, out, q.new_empty(q.shape[:-1], dtype=torch.float32))
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v, _, _ = ctx.saved_tensors
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+@contextmanager
+def _fused_attention() -> Iterator[None]:
+    """Routes torch's scaled_dot_product_attention (wam_ros's and diffusers' calls) through
+    _FusedAttention while a meta-device step is traced."""
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def fused(query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return _FusedAttention.apply(query, key, value)
+
+    torch.nn.functional.scaled_dot_product_attention = fused
+    try:
+        yield
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = real
 
 
 @dataclass(frozen=True)
@@ -143,12 +178,12 @@ def trace_step(model: nn.Module, batch: dict[str, Any], stage: str,
         handles.append(module.register_forward_pre_hook(enter(i), with_kwargs=True))
         handles.append(module.register_forward_hook(leave))
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with _fused_attention(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             losses = model(batch, stage, torch.Generator().manual_seed(0))
+        sum(losses.values()).backward()
     finally:
         for handle in handles:
             handle.remove()
-    sum(losses.values()).backward()
     trained = {id(p) for p in model.parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return ActivationTrace(outside[0], inside, inputs), trained
