@@ -127,12 +127,22 @@ def test_the_png_is_a_picture(scene, tmp_path):
     assert path.stat().st_size > 50_000
 
 
-def test_the_demos_figure_without_predicted_frames_says_why(scene):
-    """The demo gets the cloud and TCP paths over DDS but no predicted frames and no future joints."""
-    figure = prediction_figure(replace(scene, future_rgb=None, future_joints=()))
-    assert sum(len(ax.images) for ax in figure.axes) == 3
+def test_the_demos_figure_draws_what_came_over_dds(scene, checkpoint):
+    """The demo gets the cloud, TCP paths, joint state and images over DDS, but no predicted frames
+    and no future joint states."""
+    from wam_ros.demo import DdsPrediction, dds_scene
+    from wam_ros.ros.conversions import pointcloud_msg, to_time
+
+    received = DdsPrediction(1.5, pointcloud_msg(scene.cloud, to_time(1.5), "base"), dict(scene.joints),
+                             dict(scene.images), {side: p for side, p in zip(("left", "right"), scene.tcp_paths.values())})
+    demo = dds_scene(received, "agilex", checkpoint)
+    assert demo.frame_times == pytest.approx(scene.frame_times) and len(demo.cloud) == len(scene.cloud)
+    figure = prediction_figure(demo)
+    assert sum(len(ax.images) for ax in figure.axes) == 3  # the real images only
     assert any("not published over DDS" in t.get_text() for ax in figure.axes for t in ax.texts)
-    assert not by_gid(panels(figure)["top view"], "robot_future")
+    top = panels(figure)["top view"]
+    assert not by_gid(top, "robot_future") and len(by_gid(top, "robot_now")) == 2
+    assert {t.get_text() for t in top.texts} == {"left TCP", "right TCP"}
 
 
 def test_render_prediction_takes_the_robot_from_the_checkpoint_and_refuses_another(checkpoint, tmp_path):

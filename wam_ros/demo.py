@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
-from wam_ros.config import CAMERA_NAMES, load_robot_config
+from wam_ros.config import CAMERA_NAMES, SIDES, load_robot_config
 from wam_ros.data.images import colorize_depth
 from wam_ros.msg import ActionChunk, SupervisorState
 from wam_ros.ros.bringup import apply_environment, create_nodes
@@ -48,7 +48,7 @@ class DdsPrediction:
     cloud: PointCloud2
     joints: dict[str, float]            # the joint state nearest that time
     images: dict[str, np.ndarray]       # camera -> the newest colour image when the cloud arrived
-    tcp_paths: tuple[np.ndarray, ...] = ()  # per arm, (K, 3) from policy/markers
+    tcp_paths: dict[str, np.ndarray] = field(default_factory=dict)  # side -> (K, 3) from policy/markers
 
 
 class DemoMonitor(Node):
@@ -101,10 +101,12 @@ class DemoMonitor(Node):
                                                            if "color" in f})
 
     def _on_markers(self, msg: MarkerArray) -> None:
-        paths = [np.array([[p.x, p.y, p.z] for p in m.points]) for m in msg.markers if m.ns == TCP_PATH_NAMESPACE]
+        # the node numbers its paths in SIDES order (DeployedPolicy.tcp_paths)
+        paths = {SIDES[m.id]: np.array([[p.x, p.y, p.z] for p in m.points]) for m in msg.markers
+                 if m.ns == TCP_PATH_NAMESPACE}
         pending = self._pending
         if paths and pending is not None and any(from_time(m.header.stamp) == pending.stamp for m in msg.markers):
-            self.prediction = replace(pending, tcp_paths=tuple(paths))
+            self.prediction = replace(pending, tcp_paths=paths)
             self._pending = None
 
     def _on_clock(self, msg: ClockMsg) -> None:
@@ -224,23 +226,22 @@ def demo_policy(robot: str, out_dir: Path, training: DemoTraining) -> Path:
     return checkpoint
 
 
-def render_cloud_png(prediction: DdsPrediction, robot: str, checkpoint: Path, path: Path) -> None:
-    """The 4D cloud received over DDS, drawn like `wam-ros render-prediction` (the predicted frames
-    themselves are not published; the checkpoint gives the frames' times)."""
+def dds_scene(prediction: DdsPrediction, robot: str, checkpoint: Path) -> "PredictionScene":
+    """The 4D cloud received over DDS as a figure scene like `wam-ros render-prediction`'s (the
+    predicted frames themselves are not published; the checkpoint gives the frames' times)."""
     from wam_ros.model.policy import load_policy
-    from wam_ros.render_prediction import PredictionScene, frame_times, prediction_figure, save_figure
+    from wam_ros.render_prediction import PredictionScene, frame_times
 
     policy = load_policy(checkpoint)
     cfg, fps = policy.cfg, policy.meta.fps
     cloud = pointcloud_from_msg(prediction.cloud)
-    steps = max((len(p) for p in prediction.tcp_paths), default=0)
-    scene = PredictionScene(
+    steps = max((len(p) for p in prediction.tcp_paths.values()), default=0)
+    return PredictionScene(
         robot=load_robot_config(robot), cloud=cloud, frame_times=frame_times(cfg.horizon, cfg.actions_per_frame, fps),
         joints=prediction.joints, title=(f"predicted 4D cloud received over DDS, observation at "
                                          f"t={prediction.stamp:.2f} s (sim), {len(cloud)} points"),
-        tcp_paths={f"arm {k}": p for k, p in enumerate(prediction.tcp_paths)},
+        tcp_paths={f"{side} TCP": p for side, p in prediction.tcp_paths.items()},
         path_times=(np.arange(steps) + 1) / fps, images=prediction.images)
-    save_figure(prediction_figure(scene), path)
 
 
 def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | None = None, source: str = "policy",
@@ -277,7 +278,10 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
             if monitor.prediction is None:
                 raise RuntimeError("the policy published no predicted cloud with its TCP paths")
             summary["checkpoint"] = options.checkpoint
-            render_cloud_png(monitor.prediction, robot, Path(options.checkpoint), out_dir / "prediction_4d.png")
+            from wam_ros.render_prediction import prediction_figure, save_figure
+
+            save_figure(prediction_figure(dds_scene(monitor.prediction, robot, Path(options.checkpoint))),
+                        out_dir / "prediction_4d.png")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:

@@ -28,6 +28,7 @@ from matplotlib.patches import Rectangle
 from wam_ros.config import ROBOTS, SIDES, RobotConfig
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud
+from wam_ros.robots.urdf import generate_urdf
 
 CMAP = "viridis"
 TIME_LABEL = "time ahead (s)"
@@ -101,7 +102,7 @@ def _bounds(scene: PredictionScene, arms: list[np.ndarray]) -> tuple[np.ndarray,
 
 def prediction_figure(scene: PredictionScene) -> Figure:
     """The figure (Agg, no pyplot state): the two panels with a time colourbar above the image strip."""
-    kinematics = Kinematics(_urdf(scene.robot))
+    kinematics = Kinematics(generate_urdf(scene.robot))
     chains = arm_chains(kinematics)
     now = stick_figure(kinematics, chains, scene.joints)
     future = [stick_figure(kinematics, chains, q) for q in scene.future_joints]
@@ -140,6 +141,7 @@ def prediction_figure(scene: PredictionScene) -> Figure:
                     label="predicted TCP paths" if k == 0 else None)
             ax.scatter(path[:, u], path[:, v], c=scene.path_times, cmap=CMAP, norm=norm, s=22, edgecolors="black",
                        linewidths=0.5, gid="tcp_path_steps", zorder=6)
+            ax.annotate(label, path[-1, [u, v]], xytext=(4, 4), textcoords="offset points", fontsize=8, zorder=7)
         ax.set_xlim(low[u], high[u])
         ax.set_ylim(low[v], high[v])
         ax.set_aspect("equal", adjustable="box")
@@ -151,12 +153,6 @@ def prediction_figure(scene: PredictionScene) -> Figure:
     _draw_strip(figure, grid[1], scene, views, columns, times, figure.axes[0].get_legend_handles_labels()[0])
     figure.suptitle(scene.title)
     return figure
-
-
-def _urdf(robot: RobotConfig) -> str:
-    from wam_ros.robots.urdf import generate_urdf
-
-    return generate_urdf(robot)
 
 
 def _draw_table(ax, robot: RobotConfig, u: int, v: int) -> None:
@@ -240,7 +236,7 @@ def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: 
     policy = load_policy(checkpoint)
     robot = checkpoint_robot(policy, robot_name)
     deployed = DeployedPolicy(policy, robot, ChunkScheduler(chunking_config(policy)), DeployConfig(video=True, depth=True))
-    world = SimWorld(robot, _urdf(robot))
+    world = SimWorld(robot, generate_urdf(robot))
     try:
         world.reset()
         views = {frame.name: frame for frame in world.render_all()}
