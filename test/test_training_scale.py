@@ -198,6 +198,26 @@ def test_resume_after_an_interrupted_run_and_save_is_bit_identical(tiny, tmp_pat
     assert all(torch.equal(x["noise"], y["noise"]) for x, y in zip(a["train"]["rng"], b["train"]["rng"]))
 
 
+def test_training_starts_from_a_pretrained_wan(tiny, tmp_path):
+    """--init-from: a diffusers directory (transformer/, vae/) is the starting point of the video
+    expert, the VAE and the depth branch; at a negligible learning rate they stay where it put them."""
+    cfg, _, _, dataset = tiny
+    prior = fresh_model(cfg, seed=7)
+    prior.video.transformer.save_pretrained(tmp_path / "wan" / "transformer")
+    prior.vae.vae.save_pretrained(tmp_path / "wan" / "vae")
+    train(dataset, TrainConfig(video_stage_steps=1, joint_stage_steps=1, batch_size=2, lr=1e-12,
+                               init_from=str(tmp_path / "wan")), tmp_path / "m.pt", progress=False)
+    state = torch.load(tmp_path / "m.pt", weights_only=False)["model"]
+    fresh = fresh_model(cfg).state_dict()  # what training builds without --init-from (seed 0)
+    first = cfg.blocks - cfg.depth_blocks
+    for name, value in prior.state_dict().items():
+        if name.startswith(("video.", "vae.")):
+            assert torch.allclose(state[name], value, atol=1e-9), name
+    block = f"video.transformer.blocks.{first}.ffn.net.2.weight"
+    assert torch.allclose(state["depth_blocks.0.block.ffn.net.2.weight"], prior.state_dict()[block], atol=1e-9)
+    assert not torch.allclose(state[block], fresh[block])
+
+
 def test_streaming_loader_with_workers_yields_the_in_memory_batches(tmp_path):
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(tiny_config(image_size=[48, 48]), episodes=2, length=12)  # resized to 32
