@@ -4,7 +4,9 @@ arm, each on its own loopback address (the protocol of a real FR3 on 127.0.0.x).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,14 @@ if TYPE_CHECKING:
     from wam_ros.robots.bridge import Bridge
 
 DEFAULT_HOSTS = ("127.0.0.2", "127.0.0.3")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: end when the process that started it dies. A server that outlives a crashed
+    caller (franky can take its process down with SIGSEGV) keeps the address, and the next bridge
+    would talk to a stale arm."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -24,8 +34,8 @@ def franky_sim_servers(hosts: Sequence[str] = DEFAULT_HOSTS) -> Iterator[list[st
         if found is None:
             raise FileNotFoundError("franky-sim is not installed (pip install franky-sim)")
         executable = Path(found)
-    servers = [subprocess.Popen([str(executable), "-s", "mujoco", "--hostname", host],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for host in hosts]
+    servers = [subprocess.Popen([str(executable), "-s", "mujoco", "--hostname", host], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent) for host in hosts]
     try:
         yield list(hosts)
     finally:
