@@ -20,7 +20,7 @@ from model_data import observation, synthetic_dataset, tiny_config
 
 import wam_ros.model.wam as wam
 from wam_ros.model.distributed import Topology, checkpoint_activations
-from wam_ros.model.episodes import LazyFrames, load_dataset, save_dataset
+from wam_ros.model.episodes import DatasetError, LazyFrames, load_dataset, save_dataset
 from wam_ros.model.memory_plan import GIB, memory_plan, training_regions
 from wam_ros.model.policy import load_policy
 from wam_ros.model.train import (ResizedFrames, StepBatches, TrainConfig, WindowDataset, accumulate_gradients,
@@ -196,6 +196,10 @@ def test_resume_after_an_interrupted_run_and_save_is_bit_identical(tiny, tmp_pat
     for sa, sb in zip(a["train"]["optimizer"]["state"].values(), b["train"]["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert all(torch.equal(x["noise"], y["noise"]) for x, y in zip(a["train"]["rng"], b["train"]["rng"]))
+    deeper = tiny_config(blocks=3)
+    meta, episodes = synthetic_dataset(deeper, episodes=1, length=8)
+    with pytest.raises(DatasetError, match="another model config"):  # refused before any weight is touched
+        train(WindowDataset(episodes, meta, deeper), train_cfg, resumed, resume=True, progress=False)
 
 
 def test_training_starts_from_a_pretrained_wan(tiny, tmp_path):

@@ -217,20 +217,27 @@ class ShardedCheckpoints:
         dist.barrier()
         return final
 
-    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Restores model and optimizer shards from the latest checkpoint; returns the shared state
-        and this rank's state (None when the checkpoint was written by fewer ranks: DCP reshards
-        the tensors, the caller reseeds this rank's generators)."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
+    def _latest(self) -> Path:
         path = self.latest()
         if path is None:
             raise FileNotFoundError(f"{self.root}: no complete sharded checkpoint")
+        return path
+
+    def shared(self) -> dict[str, Any]:
+        """The latest checkpoint's shared state (read before its shards, to check it fits)."""
+        return torch.load(self._latest() / "train.pt", weights_only=False)
+
+    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """Restores model and optimizer shards from the latest checkpoint; returns this rank's
+        state (None when the checkpoint was written by fewer ranks: DCP reshards the tensors, the
+        caller reseeds this rank's generators)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        path = self._latest()
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optim_state}
         dcp.load(state, checkpoint_id=path)
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        shared = torch.load(path / "train.pt", weights_only=False)
         own = path / f"rank_{self.topology.rank}.pt"
-        return shared, torch.load(own, weights_only=False) if own.is_file() else None
+        return torch.load(own, weights_only=False) if own.is_file() else None

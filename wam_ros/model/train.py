@@ -35,8 +35,8 @@ DECAYS = ("linear", "cosine", "none")
 
 @dataclass
 class TrainConfig:
-    video_stage_steps: int = 300  # stage 1: autoencoder + video expert + depth branch
-    joint_stage_steps: int = 600  # stage 2: everything but the autoencoder
+    video_stage_steps: int = 300  # stage 1: video expert + depth branch (+ a trainable VAE)
+    joint_stage_steps: int = 600  # stage 2: everything but the VAE
     batch_size: int = 8  # micro-batch per process
     grad_accum: int = 1  # micro-batches per optimizer step: global batch = batch_size * processes * grad_accum
     # learning rate, per stage: linear warmup to lr, constant, then the last decay_fraction decays to min_lr
@@ -338,16 +338,16 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
     out = Path(out)
     store = ShardedCheckpoints(out, topology) if sharded else None
     if resume and (store.latest() is not None if store else out.is_file()):
+        state = None if store else torch.load(out, map_location=device, weights_only=False)
+        shared = store.shared() if store else state.get("train")
+        if shared is None or shared.get("config") != cfg.to_dict():
+            raise DatasetError(f"{out}: cannot resume, it was trained with another model config")
         if store:
-            shared, own = store.load(model, optimizer)
+            own = store.load(model, optimizer)
         else:
-            state = torch.load(out, map_location=device, weights_only=False)
             model.load_state_dict(state["model"])
-            shared = state["train"]
             optimizer.load_state_dict(shared["optimizer"])
             own = shared["rng"][topology.rank] if topology.rank < len(shared["rng"]) else None
-        if shared["config"] != cfg.to_dict():
-            raise DatasetError(f"{out}: cannot resume, it was trained with another model config")
         scheduler.load_state_dict(shared["scheduler"])
         step, history = shared["step"], shared["history"]
         if own is None:  # more processes than wrote the checkpoint: a new, reproducible stream
@@ -400,7 +400,8 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
         if step % train_cfg.checkpoint_every == 0:
             save()
     seconds = time.perf_counter() - start
-    save()
+    if step % train_cfg.checkpoint_every or step == first_step:  # not saved by the loop's last step
+        save()
     if store:  # the deployable single file: gathered on rank 0 ("model" replaces the local shards)
         full = full_model_state(model)
         if topology.main:
