@@ -54,7 +54,7 @@ demo: setup
 	$(VENV)/bin/wam-ros demo --robot $(ROBOT) --duration $(DURATION) --out out/demo
 
 test: setup
-	$(VENV)/bin/pytest -q test
+	$(VENV)/bin/pytest -q test --durations=30
 
 bench: setup
 	$(VENV)/bin/wam-ros bench sim --robot $(ROBOT)
