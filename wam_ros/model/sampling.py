@@ -14,7 +14,7 @@ session runs two streams side by side: video over T_O steps and actions over T_a
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,48 +33,49 @@ def shifted_times(steps: int, shift: float) -> np.ndarray:
     return shift * t / (1.0 + (shift - 1.0) * t)
 
 
-class FlowSampler(Protocol):
+class FlowSampler:
     """Integrates dx/dt = v(x, t) from t = 1 to 0 in a fixed number of model evaluations."""
 
-    steps: int
-
-    @property
-    def t(self) -> float:
-        """The time of the next model evaluation (0.0 once done)."""
-
-    @property
-    def done(self) -> bool:
-        ...
-
-    def step(self, x: Tensor, velocity: Tensor) -> Tensor:
-        """x at the current t and the model's velocity there -> x at the next t."""
-
-
-class EulerSampler:
-    """First order: x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i)."""
-
-    def __init__(self, steps: int, shift: float = 1.0):
+    def __init__(self, steps: int):
         self.steps = steps
-        self.times = shifted_times(steps, shift)
         self.index = 0
 
     @property
     def t(self) -> float:
-        return float(self.times[self.index])
+        """The time of the next model evaluation (0.0 once done)."""
+        raise NotImplementedError
 
     @property
     def done(self) -> bool:
         return self.index >= self.steps
 
     def step(self, x: Tensor, velocity: Tensor) -> Tensor:
+        """x at the current t and the model's velocity there -> x at the next t."""
         if self.done:
             raise RuntimeError("the sampler has made all its steps")
-        dt = self.times[self.index + 1] - self.times[self.index]
         self.index += 1
-        return x + dt * velocity
+        return self._update(x, velocity, self.index - 1)
+
+    def _update(self, x: Tensor, velocity: Tensor, i: int) -> Tensor:
+        raise NotImplementedError
 
 
-class UniPCSampler:
+class EulerSampler(FlowSampler):
+    """First order: x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i)."""
+
+    def __init__(self, steps: int, shift: float = 1.0):
+        super().__init__(steps)
+        self.times = shifted_times(steps, shift)
+
+    @property
+    def t(self) -> float:
+        return float(self.times[self.index])
+
+    def _update(self, x: Tensor, velocity: Tensor, i: int) -> Tensor:
+        return x + (self.times[i + 1] - self.times[i]) * velocity
+
+
+class UniPCSampler(FlowSampler):
     """diffusers' UniPCMultistepScheduler (bh2 predictor-corrector, order 2, data prediction) for flow
     matching, on the grid of shifted_times. Its first step is the order-1 (DDIM = Euler) step; later
     steps reuse the previous model outputs, so one instance serves exactly one stream."""
@@ -82,14 +83,13 @@ class UniPCSampler:
     def __init__(self, steps: int, shift: float = 1.0):
         from diffusers import UniPCMultistepScheduler  # diffusers is needed only when UniPC is chosen
 
-        self.steps = steps
+        super().__init__(steps)
         # the shift is applied by the scheduler, to the unshifted grid passed as `sigmas`
         self.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                                  flow_shift=shift, solver_order=2, final_sigmas_type="zero")
         self.scheduler.set_timesteps(sigmas=shifted_times(steps, 1.0)[:-1].copy())
         # walk the schedule by position: its integer timesteps (sigma * 1000) repeat beyond 1000 steps
         self.scheduler.set_begin_index(0)
-        self.index = 0
 
     @property
     def t(self) -> float:
@@ -97,17 +97,9 @@ class UniPCSampler:
         # exactly where the scheduler's update assumes it was
         return float(self.scheduler.sigmas[self.index])
 
-    @property
-    def done(self) -> bool:
-        return self.index >= self.steps
-
-    def step(self, x: Tensor, velocity: Tensor) -> Tensor:
-        if self.done:
-            raise RuntimeError("the sampler has made all its steps")
-        timestep = self.scheduler.timesteps[self.index]
-        self.index += 1
+    def _update(self, x: Tensor, velocity: Tensor, i: int) -> Tensor:
         # the scheduler's arithmetic runs in the sample's dtype: fp32 keeps bf16 models' updates exact
-        out = self.scheduler.step(velocity.float(), timestep, x.float(), return_dict=False)[0]
+        out = self.scheduler.step(velocity.float(), self.scheduler.timesteps[i], x.float(), return_dict=False)[0]
         return out.to(x.dtype)
 
 
