@@ -10,6 +10,11 @@ import os
 import subprocess
 import sys
 
+# One torch thread per test process, before anything imports torch: the session's bring-up keeps a
+# core busy, and two threads on the other one thrash (a tiny model's step ran 9x slower than with
+# one). Inherited by the processes tests start; `wam-ros train --threads N` still sets its own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from wam_ros.ros.system import dds_environment, isolated_domain_id
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(isolated_domain_id(os.getpid(), span=3)))
