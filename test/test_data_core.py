@@ -151,6 +151,68 @@ def test_raw_compressed_topics_export_with_exact_depth_and_targets(tmp_path):
         assert f["gate_label"][()].any()  # the gripper toggles every second
 
 
+def observation_set(t: float, silent: tuple[str, ...] = ()) -> bytes:
+    """A MultiViewRGBD of cameras head and wrist as the sync node publishes it; a silent camera's
+    view is an empty image and the set is degraded."""
+    rgb, depth = frames_at(t)
+    views = {name: (rgb + offset, depth + offset) for name, offset in (("head", 0), ("wrist", 1))}
+    empty = T["sensor_msgs/msg/Image"](header=_header(t), height=0, width=0, encoding="", is_bigendian=0, step=0,
+                                       data=np.zeros(0, np.uint8))
+
+    def msg_of(raw: bytes):
+        return STORE.deserialize_cdr(raw, "sensor_msgs/msg/Image")
+
+    info = STORE.deserialize_cdr(bytes(STORE.serialize_cdr(T["sensor_msgs/msg/CameraInfo"](
+        header=_header(t), height=24, width=32, distortion_model="plumb_bob", d=np.zeros(5),
+        k=np.array([30.0, 0, 16, 0, 30, 12, 0, 0, 1]), r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
+        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)),
+        "sensor_msgs/msg/CameraInfo")), "sensor_msgs/msg/CameraInfo")
+    names = list(views)
+    color = [empty if n in silent else msg_of(image(t, views[n][0], "rgb8")) for n in names]
+    depth = [empty if n in silent else msg_of(image(t, views[n][1], "16UC1")) for n in names]
+    msg = T["wam_ros/msg/MultiViewRGBD"](header=_header(t), camera_names=names, color=color, depth=depth,
+                                         color_info=[info] * 2, depth_info=[info] * 2, stamps=[_header(t).stamp] * 2,
+                                         spread=0.0, degraded=bool(silent), status="ok" if not silent else "stale")
+    return bytes(STORE.serialize_cdr(msg, "wam_ros/msg/MultiViewRGBD"))
+
+
+def test_degraded_sets_export_each_silent_view_as_its_previous_image(tmp_path):
+    """A set in which a camera was silent carries an empty image for it. The export starts once every
+    camera has shown an image and holds a silent camera's previous image (as raw topics do); a camera
+    that never shows one is an error that names it."""
+    topics = {"joint_states": "sensor_msgs/msg/JointState", "observations": "wam_ros/msg/MultiViewRGBD"}
+
+    def record(name: str, silent_at) -> Path:
+        recorder = Recorder(RecorderConfig(tmp_path / name, min_free_mb=1.0), topics, {"robot": "test"})
+        path = recorder.start_episode(0, "pick the cube", "scripted")
+        for k in range(200):
+            t = k / 100
+            recorder.submit("joint_states", int(t * 1e9), joint_state(t))
+            if k % 10 == 0:
+                recorder.submit("observations", int(t * 1e9), observation_set(t, silent_at(k // 10)))
+        recorder.stop_episode(int(2e9), "success")
+        recorder.close()
+        return path
+
+    # the wrist is silent in the first two sets and in sets 7 and 8
+    bag = record("gappy", lambda k: ("wrist",) if k in (0, 1, 7, 8) else ())
+    index = index_episode(bag, fps=10.0)
+    assert index.cameras == ["head", "wrist"] and index.image_size["wrist"] == (24, 32)
+    assert index.times[0] == int(0.2e9) and len(index) == 18  # from the first complete set, 0.2 s
+    frames = {k: (colors, depths) for k, colors, depths in iter_frames(index)}
+    assert len(frames) == 18
+    for k, (colors, depths) in frames.items():
+        t = 0.2 + k / 10
+        shown = 0.6 if round(t * 10) in (7, 8) else t  # the wrist's last image before its silence
+        np.testing.assert_array_equal(colors["head"], frames_at(t)[0])
+        np.testing.assert_array_equal(colors["wrist"], frames_at(shown)[0] + 1)
+        np.testing.assert_array_equal(depths["wrist"], frames_at(shown)[1] + 1)
+    result = export_hdf5([bag], tmp_path / "h5", ExportConfig(fps=10.0, progress=False))
+    assert result["frames"] == 18
+    with pytest.raises(BagError, match="camera.s. wrist never delivered an image"):
+        index_episode(record("blind", lambda k: ("wrist",)), fps=10.0)
+
+
 def test_recorder_refuses_low_disk_and_ends_the_episode_when_the_disk_fills(tmp_path):
     with pytest.raises(RecorderError, match="MB free"):
         Recorder(RecorderConfig(tmp_path, min_free_mb=1e12), TOPICS).start_episode(0, "", "")

@@ -139,17 +139,22 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
         wanted = [c for c in reader.connections
                   if c.topic in streams or c.topic.endswith((JOINT_STATES, TRAJECTORY, INFO_SUFFIX, TASK_STATE))]
         stage_reached: dict[int, int] = {}  # stage -> first stamp (ns) at which it was completed
-        set_meta_read = False
+        set_cameras: list[str] | None = None  # every camera a set names (a degraded set leaves a view empty)
+        set_seen: set[str] = set()
+        sets_complete_ns = 0  # the first set stamp by which every named view has shown an image
         for conn, log_ns, raw in reader.messages(connections=wanted):
             if conn.topic in streams:
                 stream = streams[conn.topic]
                 stream.stamps.append(header_stamp_ns(raw))
-                if stream.kind == "set" and not set_meta_read:
+                if stream.kind == "set" and (set_cameras is None or len(set_seen) < len(set_cameras)):
                     msg = reader.deserialize(raw, conn.msgtype)
-                    for name, info, image in zip(msg.camera_names, msg.color_info, msg.color):
-                        intrinsics[name] = [float(v) for v in info.k]
-                        sizes[name] = (int(image.height), int(image.width))
-                    set_meta_read = True
+                    set_cameras = set_cameras or list(msg.camera_names)
+                    for name, info, image, depth in zip(msg.camera_names, msg.color_info, msg.color, msg.depth):
+                        if len(image.data) and len(depth.data) and name not in set_seen:
+                            set_seen.add(name)
+                            intrinsics[name] = [float(v) for v in info.k]
+                            sizes[name] = (int(image.height), int(image.width))
+                    sets_complete_ns = stream.stamps[-1]
                 continue
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic.endswith(JOINT_STATES):
@@ -186,10 +191,13 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
     if any(s.kind == "set" for s in image_streams):
         if cameras:
             raise BagError(f"{path}: both synced observations and raw camera topics; export one of them")
-        cameras = list(intrinsics)
+        missing = [c for c in set_cameras or [] if c not in set_seen]
+        if missing:
+            raise BagError(f"{path}: camera(s) {', '.join(missing)} never delivered an image in any observation set")
+        cameras = list(set_cameras or [])
     order = np.argsort(joint_t, kind="stable")
     joint_t_arr, joint_q_arr = np.asarray(joint_t)[order], np.asarray(joint_q)[order]
-    start = max([int(joint_t_arr[0])] + [s.stamps[0] for s in image_streams])
+    start = max([int(joint_t_arr[0]), sets_complete_ns] + [s.stamps[0] for s in image_streams])
     end = min([int(joint_t_arr[-1])] + [s.stamps[-1] for s in image_streams])
     if end < start:
         raise BagError(f"{path}: the joint and image streams do not overlap in time")
@@ -250,19 +258,26 @@ def iter_frames(episode: EpisodeIndex) -> Iterator[tuple[int, dict[str, np.ndarr
                 depths[stream.camera] = value
         return k, colors, depths
 
+    # per set topic, each camera's latest delivered (color, depth): a degraded set's empty view shows
+    # the camera's previous image, as a raw topic's frame shows the latest image before it
+    latest_views: dict[str, dict[str, tuple[Any, Any]]] = {topic: {} for topic in episode.picks}
     with AnyReader([episode.path], default_typestore=typestore()) as reader:
         conns = [c for c in reader.connections if c.topic in episode.picks]
         for conn, _, raw in reader.messages(connections=conns):
             topic = conn.topic
             counters[topic] += 1
             j = counters[topic]
-            if j in needed[topic]:
+            if kinds[topic].kind == "set":
                 msg = reader.deserialize(raw, conn.msgtype)
-                if kinds[topic].kind == "set":
-                    decoded[topic][j] = ({n: _image(m, "sensor_msgs/msg/Image") for n, m in zip(msg.camera_names, msg.color)},
-                                         {n: _image(m, "sensor_msgs/msg/Image") for n, m in zip(msg.camera_names, msg.depth)})
-                else:
-                    decoded[topic][j] = _image(msg, conn.msgtype)
+                views = latest_views[topic]
+                for name, color, depth in zip(msg.camera_names, msg.color, msg.depth):
+                    if len(color.data) and len(depth.data):
+                        views[name] = (color, depth)
+                if j in needed[topic]:
+                    decoded[topic][j] = ({n: _image(c, "sensor_msgs/msg/Image") for n, (c, _) in views.items()},
+                                         {n: _image(d, "sensor_msgs/msg/Image") for n, (_, d) in views.items()})
+            elif j in needed[topic]:
+                decoded[topic][j] = _image(reader.deserialize(raw, conn.msgtype), conn.msgtype)
             while next_frame < total and ready(next_frame):
                 yield emit(next_frame)
                 next_frame += 1
