@@ -65,3 +65,13 @@ def observation(cfg: ModelConfig, episode: Episode, t: int = 0, **changes) -> Ob
     for name, value in changes.items():
         setattr(obs, name, value)
     return obs
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Two training checkpoints (torch.load'ed) hold identical weights and training history."""
+    import torch
+
+    for name, tensor in a["model"].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, b["model"][name]), name
+    assert a["train"]["history"] == b["train"]["history"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_data import observation, synthetic_dataset, tiny_config
+from model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 
 from wam_ros.model.episodes import DatasetError, load_dataset, save_dataset
 from wam_ros.model.policy import INPAINT_TARGET_BOUND, CheckpointMismatch, ObservationError, load_policy
@@ -157,11 +157,7 @@ def test_training_is_deterministic_and_resumable(tmp_path):
     assert torch.load(resumed, weights_only=False)["train"]["step"] == 8
     summary = train(dataset, train_cfg, resumed, resume=True, progress=False)
     assert summary["steps"] == 12
-    a, b = (torch.load(p, weights_only=False) for p in (straight, resumed))
-    for name, tensor in a["model"].items():
-        if isinstance(tensor, torch.Tensor):
-            assert torch.equal(tensor, b["model"][name]), name
-    assert a["train"]["history"] == b["train"]["history"]
+    assert_same_training_state(*(torch.load(p, weights_only=False) for p in (straight, resumed)))
 
 
 def test_bad_observations_are_refused_before_any_math(trained):

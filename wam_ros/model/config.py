@@ -24,6 +24,12 @@ SAMPLERS = ("euler", "unipc")
 VAE_LAYOUTS = ("wan2.1", "wan2.2")
 
 
+def choice_problems(**fields: tuple[str, tuple[str, ...]]) -> list[str]:
+    """One message per field whose value is not among its choices: field=(value, choices)."""
+    return [f"{name} {value!r}: expected one of {choices}" for name, (value, choices) in fields.items()
+            if value not in choices]
+
+
 @dataclass
 class ExpertConfig:
     """One transformer expert of the Mixture-of-Transformers."""
@@ -138,25 +144,18 @@ class ModelConfig:
         if h % cell or w % cell:
             problems.append(f"image_size {self.image_size} must be a multiple of {self.spatial_compression} "
                             f"* patch_size = {cell}")
-        if self.vae_layout not in VAE_LAYOUTS:
-            problems.append(f"vae_layout {self.vae_layout!r}: expected one of {VAE_LAYOUTS}")
+        problems += choice_problems(vae_layout=(self.vae_layout, VAE_LAYOUTS),
+                                    action_space=(self.action_space, ACTION_SPACES), reward=(self.reward, REWARDS),
+                                    text_encoder=(self.text_encoder, TEXT_ENCODERS), sampler=(self.sampler, SAMPLERS))
         if self.actions_per_frame != self.temporal_compression:
             problems.append(f"actions_per_frame {self.actions_per_frame} must equal the VAE's temporal compression "
                             f"{self.temporal_compression} (one latent frame spans that many frames and actions)")
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             problems.append(f"cameras must be distinct names, got {list(self.cameras)}")
-        if self.action_space not in ACTION_SPACES:
-            problems.append(f"action_space {self.action_space!r}: expected one of {ACTION_SPACES}")
-        if self.reward not in REWARDS:
-            problems.append(f"reward {self.reward!r}: expected one of {REWARDS}")
-        if self.text_encoder not in TEXT_ENCODERS:
-            problems.append(f"text_encoder {self.text_encoder!r}: expected one of {TEXT_ENCODERS}")
         if self.text_encoder == "precomputed" and not self.text_embeddings:
             problems.append("text_encoder=precomputed needs text_embeddings: a local file")
         if self.text_encoder == "umt5" and not self.text_encoder_path:
             problems.append("text_encoder=umt5 needs text_encoder_path: a local directory")
-        if self.sampler not in SAMPLERS:
-            problems.append(f"sampler {self.sampler!r}: expected one of {SAMPLERS}")
         if not 0 < self.action_flow_shift <= self.flow_shift:
             problems.append(f"action_flow_shift {self.action_flow_shift} must be within (0, flow_shift="
                             f"{self.flow_shift}]: ANS trains with t_a <= t_O")

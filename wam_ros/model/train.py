@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wam_ros.config import RobotConfig
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
-from wam_ros.model.config import ModelConfig
+from wam_ros.model.config import ModelConfig, choice_problems
 from wam_ros.model.distributed import (PRECISIONS, STRATEGIES, ShardedCheckpoints, Topology, all_ranks, autocast,
                                        checkpoint_activations, full_model_state, init_distributed, is_sharded, no_sync,
                                        rng_state, set_rng_state, wrap)
@@ -57,13 +57,8 @@ class TrainConfig:
     log_every: int = 10
 
     def validate(self) -> "TrainConfig":
-        problems = []
-        if self.decay not in DECAYS:
-            problems.append(f"decay {self.decay!r}: expected one of {DECAYS}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r}: expected one of {PRECISIONS}")
-        if self.strategy not in STRATEGIES:
-            problems.append(f"strategy {self.strategy!r}: expected one of {STRATEGIES}")
+        problems = choice_problems(decay=(self.decay, DECAYS), precision=(self.precision, PRECISIONS),
+                                   strategy=(self.strategy, STRATEGIES))
         if self.batch_size < 1 or self.grad_accum < 1 or self.workers < 0:
             problems.append("batch_size and grad_accum must be >= 1, workers >= 0")
         if not 0 <= self.min_lr <= self.lr:
