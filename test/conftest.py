@@ -93,5 +93,23 @@ def bringup():
             running.close()
 
 
+
+@pytest.fixture(scope="session")
+def briefly_trained(tmp_path_factory):
+    """(cfg, meta, episodes, checkpoint): a tiny model (agilex's 14 joints, always the predictive
+    expert) trained for 30 steps on synthetic episodes, shared by the tests of what runs around a
+    checkpoint (the policy node, the prediction figure, the world-model evaluation): the model is
+    not under test there. Read-only: a test that needs another checkpoint writes its own."""
+    from model_data import synthetic_dataset, tiny_config
+
+    from wam_ros.model.train import TrainConfig, WindowDataset, train
+
+    cfg = tiny_config(gate_threshold=0.0)  # the predictive expert's chunks are the RTC-guided ones
+    meta, episodes = synthetic_dataset(cfg)
+    out = tmp_path_factory.mktemp("briefly_trained") / "tiny.pt"
+    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=10, joint_stage_steps=20, batch_size=4,
+                                                          checkpoint_every=1000), out, progress=False)
+    return cfg, meta, episodes, out
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: needs a long-trained model (e.g. the world-model acceptance on `bench`)")

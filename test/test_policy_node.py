@@ -8,20 +8,17 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from model_data import synthetic_dataset, tiny_config
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import CAMERA_NAMES, load_robot_config
-from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
 from wam_ros.ros.conversions import camera_info_msg, image_msg, pointcloud_from_msg, to_time
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
@@ -34,14 +31,9 @@ K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A tiny model, briefly trained (the node's plumbing is under test, not the model)."""
-    cfg = tiny_config(gate_threshold=0.0)  # always the predictive expert: its chunks are RTC-guided
-    meta, episodes = synthetic_dataset(cfg)
-    out = tmp_path_factory.mktemp("policy") / "tiny.pt"
-    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=10, joint_stage_steps=20, batch_size=4,
-                                                          checkpoint_every=1000), out, progress=False)
-    return out
+def checkpoint(briefly_trained) -> Path:
+    """The session's briefly trained tiny model (agilex's 14 joints)."""
+    return briefly_trained[3]
 
 
 class Robot(ProbeNode):

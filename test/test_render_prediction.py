@@ -8,19 +8,16 @@ import functools
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from model_data import synthetic_dataset, tiny_config
 from PIL import Image
 
 from wam_ros.config import load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.policy import CheckpointMeta, CheckpointMismatch, WorldActionPolicy
-from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.render_prediction import (TIME_LABEL, PredictionScene, checkpoint_robot, prediction_figure, save_figure,
                                        simulated_prediction, table_box)
 from wam_ros.robots.urdf import generate_urdf
@@ -29,14 +26,9 @@ WAM_ROS = str(Path(sys.executable).parent / "wam-ros")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A tiny model (agilex's 14 joints), briefly trained: the figure is under test, not the model."""
-    cfg = tiny_config(gate_threshold=0.0)
-    meta, episodes = synthetic_dataset(cfg)
-    out = tmp_path_factory.mktemp("render") / "tiny.pt"
-    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=10, joint_stage_steps=20, batch_size=4,
-                                                          checkpoint_every=1000), out, progress=False)
-    return out
+def checkpoint(briefly_trained) -> Path:
+    """The session's briefly trained tiny model (agilex's 14 joints)."""
+    return briefly_trained[3]
 
 
 @pytest.fixture(scope="module")

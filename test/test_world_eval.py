@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_data import synthetic_dataset, tiny_config
+from model_data import tiny_config
 
 from wam_ros.config import load_robot_config
 from wam_ros.model.episodes import save_dataset
 from wam_ros.model.policy import Prediction, load_policy
-from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.model.world_eval import (JSON_NAME, METRICS, STRIP_NAME, EvalConfig, WorldModelEvaluation,
                                       chamfer_distance, depth_errors, frame_offsets, motion_correlation, psnr,
                                       strip_size)
@@ -99,15 +98,13 @@ def test_frame_offsets_from_the_prediction_and_the_config():
 
 # ---- the tool on a tiny trained model --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(briefly_trained, tmp_path_factory):
     """A tiny model briefly trained on synthetic episodes (the tool is under test, not the model),
     and those episodes as a dataset on disk."""
-    cfg = tiny_config()
-    meta, episodes = synthetic_dataset(cfg)
+    cfg, meta, episodes, checkpoint = briefly_trained
     root = tmp_path_factory.mktemp("world_eval")
     save_dataset(root / "data", meta, episodes)
-    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=10, joint_stage_steps=10, batch_size=4,
-                                                          checkpoint_every=1000), root / "tiny.pt", progress=False)
+    (root / "tiny.pt").symlink_to(checkpoint)
     return cfg, meta, episodes, root
 
 

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rclpy
@@ -33,6 +34,9 @@ from wam_ros.ros.conversions import from_time, image_array, pointcloud_from_msg,
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
+
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+    from wam_ros.render_prediction import PredictionScene
 
 # policy/markers' namespace of the predicted TCP paths (policy_node._markers)
 TCP_PATH_NAMESPACE = "predicted_tcp_path"
@@ -226,7 +230,7 @@ def demo_policy(robot: str, out_dir: Path, training: DemoTraining) -> Path:
     return checkpoint
 
 
-def dds_scene(prediction: DdsPrediction, robot: str, checkpoint: Path) -> "PredictionScene":
+def dds_scene(prediction: DdsPrediction, robot: str, checkpoint: Path) -> PredictionScene:
     """The 4D cloud received over DDS as a figure scene like `wam-ros render-prediction`'s (the
     predicted frames themselves are not published; the checkpoint gives the frames' times)."""
     from wam_ros.model.policy import load_policy
