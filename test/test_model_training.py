@@ -24,13 +24,13 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny model overfitted on three synthetic episodes (about 20 s on two cores)."""
+    """A tiny model overfitted on three synthetic episodes (about 45 s on one core)."""
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg)
     dataset = WindowDataset(episodes, meta, cfg)
     out = tmp_path_factory.mktemp("train") / "tiny.pt"
-    summary = train(dataset, TrainConfig(video_stage_steps=60, joint_stage_steps=140, batch_size=8, lr=2e-3,
-                                         log_every=20, checkpoint_every=1000), out, progress=False)
+    summary = train(dataset, TrainConfig(video_stage_steps=30, joint_stage_steps=120, batch_size=8, lr=2e-3,
+                                         log_every=10, checkpoint_every=1000), out, progress=False)
     return cfg, episodes, out, summary
 
 
