@@ -176,8 +176,8 @@ def short_benchmark(tmp_path_factory):
     # model: 5 of 25 passes of a Wan VAE-decoded video per chunk took 17 minutes on a loaded 2-core box)
     out = tmp_path_factory.mktemp("benchmark")
     (out / "short.yaml").write_text("base: bench\naction_steps: 2\nvideo_steps: 4\n")
-    cfg = BenchmarkConfig(demos=2, episodes=1, graph_episodes=1, video_steps=4, joint_steps=4, max_seconds=4.0,
-                          latency_scale=0.0, model=str(out / "short.yaml"), out=out)
+    cfg = BenchmarkConfig(demos=2, episodes=1, graph_episodes=1, vae_steps=2, video_steps=4, joint_steps=4,
+                          max_seconds=4.0, latency_scale=0.0, model=str(out / "short.yaml"), out=out)
     with pytest.MonkeyPatch.context() as env:  # its simulators must not meet the session bring-up's clock
         env.setenv("ROS_DOMAIN_ID", str(SPARE_DOMAIN_IDS[1]))
         return cfg, run_benchmark(cfg)

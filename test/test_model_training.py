@@ -222,6 +222,39 @@ def test_checkpoints_that_do_not_fit_are_refused(trained, tmp_path):
         load_policy(junk)
 
 
+def test_the_vae_stage_trains_the_vae_alone_before_the_flow_stages(tmp_path):
+    """Stage 0 ("vae"): a trainable VAE learns on whole batches while every other weight stays as
+    initialised; then the video and joint stages follow. A frozen VAE has no such stage."""
+    cfg = tiny_config()
+    meta, episodes = synthetic_dataset(cfg, episodes=2, length=12)
+    dataset = WindowDataset(episodes, meta, cfg)
+    train_cfg = TrainConfig(vae_stage_steps=12, video_stage_steps=0, joint_stage_steps=0, batch_size=4, lr=2e-3,
+                            log_every=4, checkpoint_every=1000)
+    assert [train_cfg.stage(k)[0] for k in (0, 11)] == ["vae", "vae"]
+    assert TrainConfig(vae_stage_steps=2, video_stage_steps=3).stage(4) == ("video", 2, 3)
+    assert TrainConfig(vae_stage_steps=2, video_stage_steps=3, joint_stage_steps=5).stage(5) == ("joint", 0, 5)
+    out = tmp_path / "vae.pt"
+    summary = train(dataset, train_cfg, out, progress=False)
+    assert list(summary["losses"]) == ["vae"] and set(summary["losses"]["vae"]["last"]) == {"reconstruction",
+                                                                                             "latent_scale"}
+    losses = summary["losses"]["vae"]
+    assert losses["last"]["reconstruction"] < 0.8 * losses["first"]["reconstruction"], losses
+    torch.manual_seed(0)  # train() draws the initial weights from seed 0
+    from wam_ros.model.wam import WorldActionModel
+    initial = WorldActionModel(cfg).state_dict()
+    trained = torch.load(out, weights_only=False)["model"]
+    changed = {name for name, tensor in initial.items()
+               if isinstance(tensor, torch.Tensor) and not torch.equal(tensor, trained[name])}
+    assert changed and all(name.startswith("vae.") for name in changed), sorted(changed)[:5]
+    with pytest.raises(ValueError, match="stage steps must be >= 0"):
+        TrainConfig(vae_stage_steps=-1).validate()
+    frozen = tiny_config(vae_trainable=False)
+    frozen_data = WindowDataset(*reversed(synthetic_dataset(frozen, episodes=1, length=8)), frozen)
+    with pytest.raises(ValueError, match="VAE is frozen"):
+        train(frozen_data, TrainConfig(vae_stage_steps=1, video_stage_steps=0, joint_stage_steps=0, batch_size=2),
+              tmp_path / "frozen.pt", progress=False)
+
+
 def test_datasets_that_do_not_fit_are_refused(tmp_path):
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg, episodes=1, length=8)

@@ -98,7 +98,7 @@ def cmd_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    fields = ("video_stage_steps", "joint_stage_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "decay",
+    fields = ("vae_stage_steps", "video_stage_steps", "joint_stage_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "decay",
               "decay_fraction", "min_lr", "weight_decay", "precision", "strategy", "workers", "seed",
               "checkpoint_every")
     try:
@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                    "sharded in OUT.sharded/, OUT at the end)")
     p.add_argument("--init-from", type=Path, help="local pretrained Wan directory (diffusers layout)")
     # defaults: wam_ros/model/train.py:TrainConfig (not imported here: torch loads slowly)
+    p.add_argument("--vae-steps", type=int, dest="vae_stage_steps",
+                   help="stage 0 (a trainable VAE alone, whole batches) steps (default 0)")
     p.add_argument("--video-steps", type=int, dest="video_stage_steps", help="stage 1 (video-only) steps")
     p.add_argument("--joint-steps", type=int, dest="joint_stage_steps", help="stage 2 (joint) steps")
     p.add_argument("--batch-size", type=int, help="micro-batch per process")
@@ -287,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="scenes of the demonstrations (random: Random's positions and appearance)")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per variant (in process)")
     p.add_argument("--graph-episodes", type=int, default=2, help="Clean episodes evaluated through the node graph")
+    p.add_argument("--vae-steps", type=int, default=2000, help="training steps of stage 0 (the VAE alone)")
     p.add_argument("--video-steps", type=int, default=400, help="training steps of stage 1")
     p.add_argument("--joint-steps", type=int, default=4000, help="training steps of stage 2")
     p.add_argument("--model", default="bench", help="model preset or YAML file")
@@ -340,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             config = BenchmarkConfig(robot=args.robot, task=args.task, demos=args.demos,
                                      demo_condition=args.demo_condition, episodes=args.episodes,
                                      graph_episodes=args.graph_episodes, model=args.model,
-                                     video_steps=args.video_steps, joint_steps=args.joint_steps,
-                                     ablations=not args.no_ablations, max_seconds=args.max_seconds, out=args.out)
+                                     vae_steps=args.vae_steps, video_steps=args.video_steps,
+                                     joint_steps=args.joint_steps, ablations=not args.no_ablations, max_seconds=args.max_seconds, out=args.out)
             run_benchmark(config)
             print(f"wrote {args.out / 'report.md'}, {args.out / 'results.json'}")
             return 0

@@ -87,8 +87,8 @@ def write_report(results: dict, out: Path) -> Path:
         "labelled, for the value head; the actions are learnt from the successful ones)"
         + (f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped."
            if len(demos) > len(recorded) else "."),
-        f"- Model: `{cfg['model']}`, {results.get('trained_steps', cfg['video_steps'] + cfg['joint_steps'])} training "
-        f"steps in all ({cfg['video_steps']} of them video-only) on {cfg['threads']} CPU threads.",
+        f"- Model: `{cfg['model']}`, {results['trained_steps']} training steps in all ({cfg.get('vae_steps', 0)} "
+        f"of them VAE-only, {cfg['video_steps']} video-only) on {cfg['threads']} CPU threads.",
         f"- Evaluation: {cfg['episodes']} episodes per variant in process (the nodes' core code, simulated "
         f"time, inference latency charged to the clock), seeds disjoint from the demonstrations'; "
         f"an episode fails after {cfg['max_seconds']:g} s.",

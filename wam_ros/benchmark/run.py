@@ -69,6 +69,7 @@ class BenchmarkConfig:
     episodes: int = 10              # per variant, in process
     graph_episodes: int = 2         # Clean episodes through the node graph
     model: str = "bench"
+    vae_steps: int = 2000
     video_steps: int = 400
     joint_steps: int = 4000
     ablations: bool = True
@@ -141,9 +142,10 @@ def _train(cfg: BenchmarkConfig, timings: dict) -> Path:
         export_lerobot(sorted((cfg.out / "demos").iterdir()), dataset, ExportConfig(progress=False),
                        robot=cfg.robot, overwrite=True)
         timings["export_s"] = round(time.perf_counter() - start, 1)
-    if _trained_steps(checkpoint) < cfg.video_steps + cfg.joint_steps:  # absent, or an interrupted run's
+    if _trained_steps(checkpoint) < cfg.vae_steps + cfg.video_steps + cfg.joint_steps:  # absent, or interrupted
         command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(dataset), "--config", cfg.model,
-                   "--robot", cfg.robot, "--out", str(checkpoint), "--video-steps", str(cfg.video_steps),
+                   "--robot", cfg.robot, "--out", str(checkpoint), "--vae-steps", str(cfg.vae_steps),
+                   "--video-steps", str(cfg.video_steps),
                    "--joint-steps", str(cfg.joint_steps), "--threads", str(cfg.threads), "--resume"]
         _log(" ".join(command[2:]))
         start = time.perf_counter()

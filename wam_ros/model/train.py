@@ -35,6 +35,9 @@ DECAYS = ("linear", "cosine", "none")
 
 @dataclass
 class TrainConfig:
+    # stage 0: a trainable VAE alone on whole batches; the flow stages learn on its latents, and a
+    # VAE that cannot reproduce small motions caps any predicted motion (README: the bench model)
+    vae_stage_steps: int = 0
     video_stage_steps: int = 300  # stage 1: video expert + depth branch (+ a trainable VAE)
     joint_stage_steps: int = 600  # stage 2: everything but the VAE
     batch_size: int = 8  # micro-batch per process
@@ -59,6 +62,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         problems = choice_problems(decay=(self.decay, DECAYS), precision=(self.precision, PRECISIONS),
                                    strategy=(self.strategy, STRATEGIES))
+        if min(self.vae_stage_steps, self.video_stage_steps, self.joint_stage_steps) < 0:
+            problems.append("stage steps must be >= 0")
         if self.batch_size < 1 or self.grad_accum < 1 or self.workers < 0:
             problems.append("batch_size and grad_accum must be >= 1, workers >= 0")
         if not 0 <= self.min_lr <= self.lr:
@@ -71,13 +76,15 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int:
-        return self.video_stage_steps + self.joint_stage_steps
+        return self.vae_stage_steps + self.video_stage_steps + self.joint_stage_steps
 
     def stage(self, step: int) -> tuple[str, int, int]:
         """(stage name, step within the stage, stage length)."""
-        if step < self.video_stage_steps:
-            return "video", step, self.video_stage_steps
-        return "joint", step - self.video_stage_steps, self.joint_stage_steps
+        for name, length in (("vae", self.vae_stage_steps), ("video", self.video_stage_steps)):
+            if step < length:
+                return name, step, length
+            step -= length
+        return "joint", step, self.joint_stage_steps
 
     def learning_rate(self, step: int) -> float:
         """Each stage restarts the schedule: stage 2 brings the action-value expert in fresh."""

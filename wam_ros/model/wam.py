@@ -367,7 +367,8 @@ def x0_loss(x0_hat: Tensor, x0: Tensor, weight: Tensor | None = None) -> Tensor:
 
 
 def training_losses(model: WorldActionModel, batch: dict, stage: str, generator: torch.Generator) -> dict[str, Tensor]:
-    """Losses per head for one batch. stage "video": video flow and depth (the action-value expert
+    """Losses per head for one batch. stage "vae": a trainable VAE's reconstruction on the whole
+    batch, nothing else; stage "video": video flow and depth (the action-value expert
     does not run), plus the VAE's reconstruction where it is trainable (vae_trainable: tiny random
     VAEs; a pretrained one stays frozen); stage "joint": ANS-coupled video, depth, action and value
     losses, the reactive expert on the predicted future, and the gate (VAE frozen).
@@ -385,8 +386,10 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
     the MV-WAM mask that branch would train an unconditioned video and no action or value, so its
     share goes to ordinary joint samples (t_a ~ U(0, 1), t_O >= t_a)."""
     cfg = model.cfg
-    if stage not in ("video", "joint"):
-        raise ValueError(f"stage {stage!r}: expected 'video' or 'joint'")
+    if stage not in ("vae", "video", "joint"):
+        raise ValueError(f"stage {stage!r}: expected 'vae', 'video' or 'joint'")
+    if stage == "vae" and not cfg.vae_trainable:
+        raise ValueError("stage 'vae' trains the VAE, but this config's VAE is frozen (vae_trainable: false)")
     rgb, inv = batch["rgb"], batch.get("inverse_depth")
     if rgb.shape[2] != cfg.clip_frames or (inv is not None and inv.shape[2] != cfg.clip_frames):
         raise ValueError(f"the batch has {rgb.shape[2]} frames per view; the model takes clip_frames = 1 + "
@@ -395,7 +398,9 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
     losses: dict[str, Tensor] = {}
     # a trainable VAE learns from the first quarter of the batch: the full-resolution convolutions
     # dominate a tiny model's step, and a quarter teaches it about as well
+    # (stage "vae": the whole batch, and nothing else runs)
     learn = max(1, len(rgb) // 4) if stage == "video" and cfg.vae_trainable and torch.is_grad_enabled() else 0
+    learn = len(rgb) if stage == "vae" else learn
     parts = []
     if learn:
         z_learn = model.vae.encode(rgb[:learn])
@@ -403,6 +408,8 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         # the flow's noise is N(0, I): keep the latents at that scale without pulling them towards
         # a constant (a per-element KL would favour latents that barely change over time)
         losses["latent_scale"] = z_learn.mean().pow(2) + (z_learn.std() - 1).pow(2)
+        if stage == "vae":
+            return losses
         parts.append(z_learn.detach())  # the flow learns on the latents, it does not reshape them
     if "latents" in batch and not learn:  # the frozen VAE's latents, precomputed (cached) by the data side
         parts.append(batch["latents"])
