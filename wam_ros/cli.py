@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", default=None,
                    help="policy-model: run a paper-size config on the CPU anyway (minutes per pass)")
     p.add_argument("--gpus", type=int, default=None, help="train-model without a GPU: GPUs to plan for (default 8)")
-    p = sub.add_parser("train", help="train a World Action Model on recorded episodes (two stages); under "
-                       "torchrun: DDP or FSDP")
+    p = sub.add_parser("train", help="train a World Action Model on recorded episodes (an optional VAE stage, "
+                       "then video and joint stages); under torchrun: DDP or FSDP")
     p.add_argument("--data", type=Path,
                    help="dataset directory: wam-ros export output (LeRobot v3 or ALOHA HDF5) or meta.json + "
                    "episode_* (.npz files or .npy folders: frames streamed from disk)")
