@@ -93,7 +93,6 @@ def bringup():
             running.close()
 
 
-
 @pytest.fixture(scope="session")
 def briefly_trained(tmp_path_factory):
     """(cfg, meta, episodes, checkpoint): a tiny model (agilex's 14 joints, always the predictive
@@ -110,6 +109,7 @@ def briefly_trained(tmp_path_factory):
     train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=10, joint_stage_steps=20, batch_size=4,
                                                           checkpoint_every=1000), out, progress=False)
     return cfg, meta, episodes, out
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: needs a long-trained model (e.g. the world-model acceptance on `bench`)")

@@ -40,11 +40,14 @@ def joint_state(t: float) -> bytes:
     return bytes(STORE.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
 
 
-def image(t: float, array: np.ndarray, encoding: str) -> bytes:
+def image_message(t: float, array: np.ndarray, encoding: str) -> object:
     data = np.ascontiguousarray(array).view(np.uint8).ravel()
-    msg = T["sensor_msgs/msg/Image"](header=_header(t, "cam"), height=array.shape[0], width=array.shape[1],
-                                     encoding=encoding, is_bigendian=0, step=data.size // array.shape[0], data=data)
-    return bytes(STORE.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    return T["sensor_msgs/msg/Image"](header=_header(t, "cam"), height=array.shape[0], width=array.shape[1],
+                                      encoding=encoding, is_bigendian=0, step=data.size // array.shape[0], data=data)
+
+
+def image(t: float, array: np.ndarray, encoding: str) -> bytes:
+    return bytes(STORE.serialize_cdr(image_message(t, array, encoding), "sensor_msgs/msg/Image"))
 
 
 def frames_at(t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -158,18 +161,13 @@ def observation_set(t: float, silent: tuple[str, ...] = ()) -> bytes:
     views = {name: (rgb + offset, depth + offset) for name, offset in (("head", 0), ("wrist", 1))}
     empty = T["sensor_msgs/msg/Image"](header=_header(t), height=0, width=0, encoding="", is_bigendian=0, step=0,
                                        data=np.zeros(0, np.uint8))
-
-    def msg_of(raw: bytes):
-        return STORE.deserialize_cdr(raw, "sensor_msgs/msg/Image")
-
-    info = STORE.deserialize_cdr(bytes(STORE.serialize_cdr(T["sensor_msgs/msg/CameraInfo"](
+    info = T["sensor_msgs/msg/CameraInfo"](
         header=_header(t), height=24, width=32, distortion_model="plumb_bob", d=np.zeros(5),
         k=np.array([30.0, 0, 16, 0, 30, 12, 0, 0, 1]), r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
-        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)),
-        "sensor_msgs/msg/CameraInfo")), "sensor_msgs/msg/CameraInfo")
+        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
     names = list(views)
-    color = [empty if n in silent else msg_of(image(t, views[n][0], "rgb8")) for n in names]
-    depth = [empty if n in silent else msg_of(image(t, views[n][1], "16UC1")) for n in names]
+    color = [empty if n in silent else image_message(t, views[n][0], "rgb8") for n in names]
+    depth = [empty if n in silent else image_message(t, views[n][1], "16UC1") for n in names]
     msg = T["wam_ros/msg/MultiViewRGBD"](header=_header(t), camera_names=names, color=color, depth=depth,
                                          color_info=[info] * 2, depth_info=[info] * 2, stamps=[_header(t).stamp] * 2,
                                          spread=0.0, degraded=bool(silent), status="ok" if not silent else "stale")

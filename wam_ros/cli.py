@@ -98,9 +98,9 @@ def cmd_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    fields = ("vae_stage_steps", "video_stage_steps", "joint_stage_steps", "batch_size", "grad_accum", "lr", "warmup_steps", "decay",
-              "decay_fraction", "min_lr", "weight_decay", "precision", "strategy", "workers", "seed",
-              "checkpoint_every")
+    fields = ("vae_stage_steps", "video_stage_steps", "joint_stage_steps", "batch_size", "grad_accum", "lr",
+              "warmup_steps", "decay", "decay_fraction", "min_lr", "weight_decay", "precision", "strategy", "workers",
+              "seed", "checkpoint_every")
     try:
         train_cfg = TrainConfig(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None},
                                 checkpointing=args.checkpointing,
@@ -127,7 +127,7 @@ def cmd_train(args) -> int:
         robot = load_robot_config(args.robot) if args.robot else None
         dataset = WindowDataset(episodes, meta, model_cfg, robot)
         summary = train(dataset, train_cfg, args.out, resume=args.resume, device=device)
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     if summary["world_size"] == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                                      demo_condition=args.demo_condition, episodes=args.episodes,
                                      graph_episodes=args.graph_episodes, model=args.model,
                                      vae_steps=args.vae_steps, video_steps=args.video_steps,
-                                     joint_steps=args.joint_steps, ablations=not args.no_ablations, max_seconds=args.max_seconds, out=args.out)
+                                     joint_steps=args.joint_steps, ablations=not args.no_ablations,
+                                     max_seconds=args.max_seconds, out=args.out)
             run_benchmark(config)
             print(f"wrote {args.out / 'report.md'}, {args.out / 'results.json'}")
             return 0

@@ -145,8 +145,8 @@ def _train(cfg: BenchmarkConfig, timings: dict) -> Path:
     if _trained_steps(checkpoint) < cfg.vae_steps + cfg.video_steps + cfg.joint_steps:  # absent, or interrupted
         command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(dataset), "--config", cfg.model,
                    "--robot", cfg.robot, "--out", str(checkpoint), "--vae-steps", str(cfg.vae_steps),
-                   "--video-steps", str(cfg.video_steps),
-                   "--joint-steps", str(cfg.joint_steps), "--threads", str(cfg.threads), "--resume"]
+                   "--video-steps", str(cfg.video_steps), "--joint-steps", str(cfg.joint_steps),
+                   "--threads", str(cfg.threads), "--resume"]
         _log(" ".join(command[2:]))
         start = time.perf_counter()
         with open(cfg.out / "train.log", "a") as log:

@@ -318,8 +318,11 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
     Returns a summary with the mean losses per head of the first and the last log interval of
     each stage, and the throughput."""
     train_cfg.validate()
-    topology = init_distributed()
     cfg = dataset.cfg
+    if train_cfg.vae_stage_steps and not cfg.vae_trainable:  # before a paper-size model is built
+        raise ValueError(f"vae_stage_steps {train_cfg.vae_stage_steps} trains the VAE, but this config's VAE is "
+                         "frozen (vae_trainable: false)")
+    topology = init_distributed()
     if progress and topology.main:
         print(summary_line(memory_plan(cfg, topology.world, train_cfg.batch_size, train_cfg.strategy,
                                        train_cfg.precision, train_cfg.checkpointing)), file=sys.stderr)

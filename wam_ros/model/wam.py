@@ -396,11 +396,13 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
                          f"{cfg.temporal_compression} * horizon = {cfg.clip_frames} consecutive frames at the action "
                          "rate (rgb and inverse_depth)")
     losses: dict[str, Tensor] = {}
-    # a trainable VAE learns from the first quarter of the batch: the full-resolution convolutions
-    # dominate a tiny model's step, and a quarter teaches it about as well
-    # (stage "vae": the whole batch, and nothing else runs)
-    learn = max(1, len(rgb) // 4) if stage == "video" and cfg.vae_trainable and torch.is_grad_enabled() else 0
-    learn = len(rgb) if stage == "vae" else learn
+    # a trainable VAE learns from the first quarter of the batch in stage "video" (the full-resolution
+    # convolutions dominate a tiny model's step, and a quarter teaches it about as well), from all of
+    # it in stage "vae", where nothing else runs
+    if stage == "vae":
+        learn = len(rgb)
+    else:
+        learn = max(1, len(rgb) // 4) if stage == "video" and cfg.vae_trainable and torch.is_grad_enabled() else 0
     parts = []
     if learn:
         z_learn = model.vae.encode(rgb[:learn])
