@@ -412,3 +412,56 @@ def test_learning_rate_is_constant_then_decays_linearly_per_stage():
     assert lrs[:5] == [1e-3] * 5 and lrs[5:10] == pytest.approx([1e-3 * (10 - i) / 5 for i in range(5, 10)])
     assert lrs[10:20] == [1e-3] * 10 and lrs[29] == pytest.approx(1e-4)
     assert all(a >= b for a, b in zip(lrs[20:29], lrs[21:30]))
+
+
+def test_the_change_target_stands_for_the_future_latents_at_the_measured_scale(tiny):
+    """video_target "change": the flow denoises the latents' change from the present over its s.d.,
+    which training measures (the first batch sets it, later ones move it slowly) and the weights keep."""
+    cfg, dataset, _, _, _ = tiny
+    assert cfg.video_target == "change"  # small and what derives from it
+    model = WorldActionModel(cfg)
+    assert float(model.change_scale) == 0.0
+    batch = dataset.batch(list(range(4)))
+    with torch.no_grad():
+        z = model.vae.encode(batch["rgb"])
+    model.track_change_scale(z)
+    measured = float((z[:, :, 1:] - z[:, :, :1]).std())
+    assert float(model.change_scale) == pytest.approx(measured, rel=1e-5)
+    target = model.video_target(z)
+    assert float(target.std()) == pytest.approx(1.0, rel=1e-4)
+    torch.testing.assert_close(model.future_latents(z[:, :, :1], target), z[:, :, 1:])
+    model.track_change_scale(z * 3)
+    assert float(model.change_scale) == pytest.approx(measured * 1.02, rel=1e-4)  # momentum 0.01
+    assert "change_scale" in model.state_dict()
+    latent = WorldActionModel(tiny_config(video_target="latent"))
+    assert torch.equal(latent.video_target(z), z[:, :, 1:])
+    with pytest.raises(ConfigError, match="video_target"):
+        tiny_config(video_target="residual")
+
+
+@torch.no_grad()
+def test_the_predicted_future_is_the_observation_plus_the_decoded_change(tiny):
+    """Colour: observed + decode(future) - decode(present), so what the VAE cannot reproduce of the
+    present cancels; depth: the same in inverse depth where the observation has depth."""
+    cfg, dataset, _, policy, episodes = tiny
+    obs = observation(cfg, episodes[0], 5)
+    obs.depths = dict(obs.depths)
+    hole = obs.depths[cfg.cameras[0]].copy()
+    hole[:8] = 0  # no depth measured there: the branch's own map
+    obs.depths[cfg.cameras[0]] = hole
+    prediction = policy.predict(obs, seed=3)
+    session = policy.session(obs, seed=3)
+    while not session.video_final:
+        session.step(with_depth=session.passes == session.video_steps - 1)
+    decoded = policy.model.vae.decode(session.latents())[0].movedim(-3, -1)  # (V, 1 + 4H, h, w, 3)
+    observed = np.stack([obs.images[c] for c in cfg.cameras]).astype(np.float64)
+    expected = np.clip(observed[:, None] + (decoded[:, 1:] - decoded[:, :1]).numpy() * 127.5, 0, 255)
+    assert np.abs(prediction.future_rgb - expected).max() <= 1.0  # rounding
+    assert np.abs(prediction.future_rgb.astype(np.float64) - (decoded[:, 1:].numpy() + 1) * 127.5).max() > 2
+    inv = session.last.inverse_depth[0].numpy()
+    with np.errstate(divide="ignore"):  # the hole: replaced below
+        observed_inv = 1.0 / (np.stack([obs.depths[c] for c in cfg.cameras]) / 1000.0)
+    anchored = observed_inv[:, None] + inv[:, 1:] - inv[:, :1]
+    expected_inv = np.where(np.stack([obs.depths[c] for c in cfg.cameras])[:, None] > 0, anchored, inv[:, 1:])
+    valid = prediction.future_depth > 0
+    np.testing.assert_allclose(1.0 / prediction.future_depth[valid], expected_inv[valid], rtol=1e-4)

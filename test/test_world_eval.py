@@ -108,31 +108,23 @@ def tiny(briefly_trained, tmp_path_factory):
     return cfg, meta, episodes, root
 
 
-LAYOUTS = ("latent", "action", "present")  # frames per latent frame; per action; per action and the decoded present
+LAYOUTS = ("latent", "action")  # colour frames per latent frame; per action
 
 
 def oracle(policy, episodes, layout: str):
     """policy.predict replaced by the recorded future of the observed frame: in today's layout (a
-    colour and a depth frame per latent frame), a Wan VAE's (a colour frame per action, a depth map
-    per latent frame), or that with the decoded present beside it, every colour frame then carrying the same
-    decoder error (+20 on the left half). Actions = the recorded next states (joint positions)."""
+    colour and a depth frame per latent frame) or a Wan VAE's (a colour frame per action, a depth map
+    per latent frame). Actions = the recorded next states (joint positions)."""
     cfg = policy.cfg
     latent = cfg.actions_per_frame * np.arange(1, cfg.horizon + 1)
-    colour = {"latent": latent, "action": np.arange(1, cfg.num_actions + 1),
-              "present": np.arange(1, cfg.num_actions + 1)}[layout]
+    colour = {"latent": latent, "action": np.arange(1, cfg.num_actions + 1)}[layout]
 
     def predict(obs, **_):
         (ep, t), = [(ep, t) for ep in episodes for t in range(len(ep)) if np.array_equal(ep.state[t], obs.state)]
         rgb = ep.rgb[t + colour].swapaxes(0, 1).copy()
-        present = None
-        if layout == "present":
-            present = ep.rgb[t].copy()
-            for frames in (rgb, present):
-                frames[..., :frames.shape[-2] // 2, :] += 20  # the synthetic frames stay below 236
         return Prediction(actions=ep.state[t + 1:t + 1 + cfg.num_actions], value=0.5, gate_probability=1.0,
                           expert="predictive", future_rgb=rgb,
-                          future_depth=ep.depth[t + latent].swapaxes(0, 1).astype(np.float32) / 1000.0,
-                          present_rgb=present)
+                          future_depth=ep.depth[t + latent].swapaxes(0, 1).astype(np.float32) / 1000.0)
 
     policy.predict = predict
     return policy
@@ -148,10 +140,7 @@ def test_an_oracle_of_the_recorded_future_scores_perfectly(tiny, layout):
     assert report["steps"]["offset_actions"] == steps and report["depth_steps"]["offset_actions"] == [4, 8]
     assert report["observations"] == 3 * 4  # t = 0, 4, 8, 12 in episodes of 24 frames with 8-action chunks
     ours, still = report["prediction"], report["baseline"]
-    if layout == "present":  # the decoder's error costs PSNR, but the motion is measured from its own present
-        assert report["motion_reference"] == "predicted present" and all(p < 40 for p in ours["psnr_db"])
-    else:
-        assert report["motion_reference"] == "observed present" and ours["psnr_db"] == [100.0] * len(steps)
+    assert ours["psnr_db"] == [100.0] * len(steps)
     assert ours["motion_correlation"] == pytest.approx([1.0] * len(steps))
     assert ours["depth_abs_rel"] == [0.0, 0.0] and ours["depth_delta1"] == [1.0, 1.0]
     assert ours["chamfer_m"] == pytest.approx([0.0, 0.0], abs=1e-6)

@@ -22,6 +22,7 @@ REWARDS = ("success", "stages")
 TEXT_ENCODERS = ("task_table", "precomputed", "umt5")
 SAMPLERS = ("euler", "unipc")
 VAE_LAYOUTS = ("wan2.1", "wan2.2")
+VIDEO_TARGETS = ("latent", "change")
 
 
 def choice_problems(**fields: tuple[str, tuple[str, ...]]) -> list[str]:
@@ -59,6 +60,11 @@ class ModelConfig:
     vae_decoder_base_dim: int = 0  # 0: the same as vae_base_dim (Wan2.2-TI2V's decoder is wider: 256)
     vae_res_blocks: int = 2
     vae_trainable: bool = False  # a tiny random VAE learns in stage 1; a pretrained one stays frozen
+    # What the video flow denoises. "latent": the future latents themselves (what a pretrained Wan
+    # was trained on). "change": the future latents minus the present one, at unit scale
+    # (WorldActionModel.change_scale): a tiny VAE's latents barely vary over time, so next to their
+    # own scale the motion is smaller than a sampler's error and "latent" predicts that nothing moves.
+    video_target: str = "latent"
     patch_size: int = 2  # latent cells per token side (the Wan transformer's (1, p, p) patches)
     # Mixture-of-Transformers: the Video Expert is a diffusers WanTransformer3DModel (blocks x
     # video.width, heads of width/heads); the action-value expert is narrower and is projected
@@ -146,7 +152,8 @@ class ModelConfig:
                             f"* patch_size = {cell}")
         problems += choice_problems(vae_layout=(self.vae_layout, VAE_LAYOUTS),
                                     action_space=(self.action_space, ACTION_SPACES), reward=(self.reward, REWARDS),
-                                    text_encoder=(self.text_encoder, TEXT_ENCODERS), sampler=(self.sampler, SAMPLERS))
+                                    text_encoder=(self.text_encoder, TEXT_ENCODERS), sampler=(self.sampler, SAMPLERS),
+                                    video_target=(self.video_target, VIDEO_TARGETS))
         if self.actions_per_frame != self.temporal_compression:
             problems.append(f"actions_per_frame {self.actions_per_frame} must equal the VAE's temporal compression "
                             f"{self.temporal_compression} (one latent frame spans that many frames and actions)")

@@ -53,14 +53,12 @@ class Prediction:
     value: float  # predicted task progress in [0, 1]
     gate_probability: float  # p(interaction)
     expert: str  # "predictive" or "reactive"
-    # the decoded future: 4H frames per view at the action rate (frame k follows action k)
+    # the decoded future, anchored to the observation (observed + predicted change, see
+    # WorldActionPolicy._anchored_future): 4H frames per view at the action rate (frame k follows action k)
     future_rgb: np.ndarray | None  # (V, 4H, height, width, 3) uint8
     # one depth map per latent frame, at the last frame it spans: future frames 4, 8, .., 4H
     future_depth: np.ndarray | None  # (V, H, height, width) float32 metres (0: no estimate)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per phase
-    # the decoder's own picture of the present (V, height, width, 3) uint8: predicted motion is
-    # measured from it, so that what the decoder loses is not counted as motion
-    present_rgb: np.ndarray | None = None
 
     def rgb_at_depth_frames(self) -> np.ndarray:
         """The future colour frames that future_depth belongs to: (V, H, height, width, 3)."""
@@ -137,6 +135,7 @@ class DenoisingSession:
         # actions and value form one stream: the same times, and one multistep history over both
         self.action_sampler = make_sampler(sampler, action_steps, cfg.action_flow_shift)
         rgb, inv_depth, state = policy.observation_tensors(obs)
+        self.observed_rgb, self.observed_inverse_depth = rgb, inv_depth  # what the decoded future is anchored to
         with torch.no_grad():
             self.text = self.model.text_features([obs.instruction])  # an unknown instruction fails first
             self.current_latent = self.model.vae.encode(rgb[:, :, None])
@@ -145,6 +144,7 @@ class DenoisingSession:
         self.state = state
         h, w = cfg.latent_size
         device = state.device
+        # the video target being denoised (WorldActionModel.video_target); future_latents() decodes
         self.future = torch.randn(1, len(cfg.cameras), cfg.horizon, cfg.latent_channels, h, w,
                                   generator=generator).to(device)
         self.actions = torch.randn(1, cfg.num_actions, cfg.action_dim, generator=generator).to(device)
@@ -219,6 +219,10 @@ class DenoisingSession:
         normalized = np.clip(self.policy.normalizer.action.normalize(target), -bound, bound)
         return (torch.from_numpy(normalized)[None].to(device),
                 torch.from_numpy(w).float().to(device))
+
+    def latents(self) -> Tensor:
+        """The present and the (partly) denoised future latents: (1, V, 1 + H, C, h, w)."""
+        return torch.cat([self.current_latent, self.model.future_latents(self.current_latent, self.future)], dim=2)
 
     def action_chunk(self) -> np.ndarray:
         return self.policy.normalizer.action.denormalize(self.actions[0].detach().cpu().numpy())
@@ -335,24 +339,39 @@ class WorldActionPolicy:
                     actions_ready(s.action_chunk())
             actions = s.action_chunk()
             if expert == REACTIVE:
-                latents = torch.cat([s.current_latent, s.future], dim=2)
-                reactive = self.model.reactive(latents, s.last.video_hidden, s.state)
+                reactive = self.model.reactive(s.latents(), s.last.video_hidden, s.state)
                 actions = self.normalizer.action.denormalize(reactive[0].cpu().numpy())
                 actions_ready(actions)
-            future_rgb = future_depth = present_rgb = None
+            future_rgb = future_depth = None
             if video:
                 decode_start = time.perf_counter()
-                rgb = self.model.vae.decode(torch.cat([s.current_latent, s.future], dim=2))[0]
-                rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
-                present_rgb, future_rgb = rgb[:, 0], rgb[:, 1:]
-                if depth:
-                    inv = s.last.inverse_depth[0, :, 1:].clamp(min=0)
-                    metres = torch.where(inv > 1e-3, 1.0 / inv.clamp(min=1e-3), torch.zeros_like(inv))
-                    future_depth = metres.float().cpu().numpy()  # numpy has no bf16 (bf16 models)
+                future_rgb, future_depth = self._anchored_future(s, depth)
                 timings["decode_ms"] = (time.perf_counter() - decode_start) * 1e3
         timings["total_ms"] = (time.perf_counter() - start) * 1e3
         return Prediction(actions=actions, value=s.progress(), gate_probability=s.gate_probability, expert=expert,
-                          future_rgb=future_rgb, future_depth=future_depth, timings=timings, present_rgb=present_rgb)
+                          future_rgb=future_rgb, future_depth=future_depth, timings=timings)
+
+    def _anchored_future(self, s: DenoisingSession, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The decoded future as the observation plus the predicted change: colour frames
+        observed + decode(future) - decode(present), depth maps (inverse depth) observed + branch(future)
+        - branch(present) where the observation has depth (the branch's own map elsewhere). Why: what
+        the decoder cannot reproduce of the present (a tiny VAE loses fine detail) cancels out instead
+        of showing as a blurred future; what stays still stays exactly as observed."""
+        decoded = self.model.vae.decode(s.latents())[0]  # (V, 1 + 4H, 3, H, W) in [-1, 1]
+        rgb = s.observed_rgb[0][:, None] + decoded[:, 1:] - decoded[:, :1]
+        future_rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+        if not depth:
+            return future_rgb, None
+        inv = s.last.inverse_depth[0]  # (V, 1 + H, H, W)
+        observed = s.observed_inverse_depth
+        if observed is not None:
+            anchored = observed[0][:, None] + inv[:, 1:] - inv[:, :1]
+            inv = torch.where(observed[0][:, None] > 0, anchored, inv[:, 1:])
+        else:
+            inv = inv[:, 1:]
+        inv = inv.clamp(min=0)
+        metres = torch.where(inv > 1e-3, 1.0 / inv.clamp(min=1e-3), torch.zeros_like(inv))
+        return future_rgb, metres.float().cpu().numpy()  # numpy has no bf16 (bf16 models)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -406,7 +425,10 @@ def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | No
         fields = [f"{k}: expected {ours[k]!r}, checkpoint has {theirs[k]!r}" for k in ours if ours[k] != theirs[k]]
         raise CheckpointMismatch(f"{path} was trained with another config: " + "; ".join(fields))
     model = WorldActionModel(cfg)
-    model.load_state_dict(data["model"])
+    state = data["model"]
+    if "change_scale" not in state and cfg.video_target == "latent":
+        state = {**state, "change_scale": model.change_scale}  # written before video_target; unused by "latent"
+    model.load_state_dict(state)
     meta = CheckpointMeta(**data["meta"])
     normalizer = Normalizer.from_stats(data["normalization"], cfg.action_space, gripper_columns(meta.action_names),
                                        gripper_columns(meta.state_names))

@@ -13,8 +13,8 @@ Data contract (what a training window and an observation must carry):
 Token layout of one sample:
     video   V views x (1 + H) latent frames x P patches (Wan's patch embedding per view, plus a
             learned view embedding that starts at zero): frame 0 is the clean conditioning frame
-            (timestep 0), frames 1..H the noisy future (v-prediction), per-token timesteps as in
-            Wan2.2-TI2V
+            (timestep 0), frames 1..H the noisy future (v-prediction; the latents or, with
+            video_target "change", their change from frame 0), per-token timesteps as in Wan2.2-TI2V
     state   1 token (clean)
     action  K tokens (x0-prediction)
     value   1 token (x0-prediction)
@@ -43,6 +43,8 @@ from wam_ros.model.layers import ActionBlock, DepthBlock, OutputHead, TimestepEm
 from wam_ros.model.text import make_text_encoder
 from wam_ros.model.wan import TIMESTEP_SCALE, VideoVAE, WanVideoExpert, load_transformer, load_vae
 
+CHANGE_SCALE_MOMENTUM = 0.01
+MIN_CHANGE_SCALE = 1e-4  # a batch in which nothing moves must not make the scale vanish
 MIN_DEPTH_M = 0.1  # inverse depth targets are clipped at 10 m^-1
 GATE_TOKEN_FEATURES = 8
 
@@ -125,6 +127,9 @@ class WorldActionModel(nn.Module):
         d, da = cfg.video.width, cfg.action.width
         views = len(cfg.cameras)
         self.vae = VideoVAE(cfg)
+        # video_target "change": the s.d. of the latent change from the present, tracked in training
+        # (0: not measured yet) and saved with the weights; the flow denoises the change over it
+        self.register_buffer("change_scale", torch.zeros(()))
         self.text_encoder = make_text_encoder(cfg)
         self.video = WanVideoExpert(cfg)
         cell = cfg.spatial_compression * cfg.patch_size
@@ -185,6 +190,35 @@ class WorldActionModel(nn.Module):
             depth.block.to(next(source.parameters()).dtype)
 
     # ---- tokens ----------------------------------------------------------------------------
+    def video_target(self, latents: Tensor) -> Tensor:
+        """What the video flow denoises, from latents (B, V, 1 + H, C, h, w): the future latents
+        ("latent") or their change from the present over change_scale ("change")."""
+        if self.cfg.video_target == "latent":
+            return latents[:, :, 1:]
+        return (latents[:, :, 1:] - latents[:, :, :1]) / self._change_scale()
+
+    def future_latents(self, present: Tensor, target: Tensor) -> Tensor:
+        """The future latents (B, V, H, C, h, w) a denoised video target stands for."""
+        if self.cfg.video_target == "latent":
+            return target
+        return present + target * self._change_scale()
+
+    def track_change_scale(self, latents: Tensor, momentum: float = CHANGE_SCALE_MOMENTUM) -> None:
+        """Training: follow the s.d. of the latents' change from the present (a trainable VAE keeps
+        reshaping it); the first batch sets it."""
+        if self.cfg.video_target != "change":
+            return
+        with torch.no_grad():
+            measured = (latents[:, :, 1:] - latents[:, :, :1]).float().std().clamp(min=MIN_CHANGE_SCALE)
+            if self.change_scale == 0:
+                self.change_scale.copy_(measured)
+            else:
+                self.change_scale.lerp_(measured.to(self.change_scale.dtype), momentum)
+
+    def _change_scale(self) -> Tensor:
+        # an untrained model has measured nothing: unit scale
+        return torch.where(self.change_scale > 0, self.change_scale, torch.ones_like(self.change_scale))
+
     def text_features(self, instructions: list[str]) -> Tensor:
         """Raw text features (B, L, text_dim); Wan's condition embedder projects them in the trunk."""
         return self.text_encoder(instructions)
@@ -230,7 +264,7 @@ class WorldActionModel(nn.Module):
     def trunk(self, current: Conditioning, future_noisy: Tensor, t_video: Tensor, text: Tensor,
               state: Tensor | None = None, actions_noisy: Tensor | None = None, value_noisy: Tensor | None = None,
               t_action: Tensor | None = None, with_depth: bool = False) -> Trunk:
-        """One pass. future_noisy (B, V, H, C, h, w) at t_video (B,); text: raw features (B, L, text_dim).
+        """One pass. future_noisy (B, V, H, C, h, w): the noisy video target (video_target) at t_video (B,); text: raw features (B, L, text_dim).
         Without actions only the video expert runs."""
         cfg = self.cfg
         b, views, frames = future_noisy.shape[0], len(cfg.cameras), cfg.horizon + 1
@@ -425,7 +459,9 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
     else:
         t_o, t_a = sample_ans_times(b, cfg.ans_conditioned_probability, cfg.ans_beta, generator)
     t_o = t_o.to(device)
-    z0 = z[:, :, 1:]
+    if torch.is_grad_enabled():
+        model.track_change_scale(z)
+    z0 = model.video_target(z)
     noise = torch.randn(z0.shape, generator=generator).to(device)
     z_t = add_noise(z0, noise, t_o)
     key_inv = None if inv is None else inv[:, :, ::cfg.temporal_compression]  # the latent frames' last raw frames
@@ -449,7 +485,8 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         imitate = batch.get("imitate", torch.ones(b, device=device))
         losses["action"] = x0_loss(out.action_x0, a0, denoised * imitate)
         losses["value"] = x0_loss(out.value_x0[:, None], v0[:, None], denoised)
-        future_hat = (z_t - t_o.reshape(-1, 1, 1, 1, 1, 1) * out.video_velocity[:, :, 1:]).detach()
+        target_hat = (z_t - t_o.reshape(-1, 1, 1, 1, 1, 1) * out.video_velocity[:, :, 1:]).detach()
+        future_hat = model.future_latents(z[:, :, :1], target_hat)
         reactive = model.reactive(torch.cat([z[:, :, :1], future_hat], dim=2), out.video_hidden.detach(),
                                   batch["state"])
         losses["reactive"] = sample_mean(F.smooth_l1_loss(reactive, a0, reduction="none"), imitate)

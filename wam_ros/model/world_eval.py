@@ -8,15 +8,10 @@ the cameras staying where they are. Per horizon step (averaged over observations
 
 - RGB PSNR (dB) of the frame, 8-bit peak.
 - Motion correlation: Pearson correlation, over every pixel and colour channel of the frame, of the
-  predicted change from the present with the true change from the present (`motion_correlation`).
-  The true change is the recorded frame minus the observed one; the predicted change is the
-  predicted frame minus the model's own picture of the present (`Prediction.present_rgb`, the
-  decoder's output for the conditioning latent) when the prediction carries one, else minus the
-  observed frame. Why: a model that cannot reproduce the
-  present (a blurry decoder) "predicts" that whatever is in view disappears, which correlates with
-  real motion away from where things are: a 20-step toy model scored 0.5-0.7 against the observed
-  frame and 0.007 against its own decode of it. The JSON says which reference was used. The
-  baseline predicts no change, which explains none of the motion: 0.
+  predicted change from the present with the true change from the present (`motion_correlation`):
+  both are measured from the observed frame (the policy anchors its decoded future to it, so a
+  decoder's loss of detail is not counted as motion). The baseline predicts no change, which
+  explains none of the motion: 0.
 - Depth AbsRel and δ1 (share of pixels with max(pred/true, true/pred) < 1.25) on pixels where both
   depths are valid (> 0).
 - Chamfer distance (m) between the predicted and the true 4D cloud of that step: every view's depth
@@ -271,7 +266,6 @@ class WorldModelEvaluation:
         predicted, baseline = StepMetrics(), StepMetrics()
         shown: Sample | None = None
         first: FrameOffsets | None = None
-        own_reference = False  # motion measured from the decoder's own present
         observations = self.observation_frames(episodes)
         arrays: dict[int, EpisodeArrays] = {}
         for i, (e, t) in enumerate(observations):
@@ -292,13 +286,10 @@ class WorldModelEvaluation:
             truth = ep.rgb[t + steps].swapaxes(0, 1)  # (V, T, h, w, 3)
             guess = prediction.future_rgb
             still = np.repeat(ep.rgb[t][:, None], len(steps), axis=1)
-            own_reference = prediction.present_rgb is not None
-            own_present = prediction.present_rgb[:, None] if own_reference else still
             true_change = truth.astype(np.float64) - still
-            for metrics, frames, present in ((predicted, guess, own_present),
-                                             (baseline, still, still)):
+            for metrics, frames in ((predicted, guess), (baseline, still)):
                 metrics.psnr_db.append(_per_frame(psnr, frames, truth))
-                metrics.motion_correlation.append(_per_frame(motion_correlation, frames.astype(np.float64) - present,
+                metrics.motion_correlation.append(_per_frame(motion_correlation, frames.astype(np.float64) - still,
                                                              true_change))
             if ep.depth is not None:
                 self._geometry(ep, t, self._depth_steps(offsets), prediction, offsets, predicted, baseline)
@@ -318,7 +309,6 @@ class WorldModelEvaluation:
             "episodes": sorted({e for e, _ in observations}),
             "observations": len(observations),
             "steps": timeline(first.rgb),  # psnr_db, motion_correlation
-            "motion_reference": "predicted present" if own_reference else "observed present",
             "depth_steps": timeline(self._depth_steps(first)),  # depth_abs_rel, depth_delta1, chamfer_m
             "prediction": ours,
             "baseline": still_summary,
