@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from wam_ros.config import ConfigError, load_robot_config
+from wam_ros.control.limits import CheckConfig, check_targets, robot_joint_limits
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.sim.expert import plan_expert
@@ -55,6 +56,25 @@ def test_expert_completes_every_agilex_task_in_clean_scenes(agilex, task):
         assert monitor.status.stage == len(TASKS[task].stages)
         assert 0 < monitor.status.time_to_success < 20
         assert stages_seen == sorted(stages_seen)  # latched: a stage once completed stays completed
+
+
+@pytest.mark.parametrize("robot_name", ["agilex", "franka", "tienkung"])
+def test_the_experts_chunks_pass_the_supervisors_checks(robot_name):
+    """Chunks as scripted_motion_node cuts them from the plan (15 steps at 15 Hz, from any moment)
+    pass the supervisor's joint checks: a segment too fast for a limit was rejected, the arm stopped,
+    and every later chunk then started too far from it (2 of 8 demonstrations failed that way)."""
+    robot = load_robot_config(robot_name)
+    kinematics = Kinematics(generate_urdf(robot))
+    checks = CheckConfig(limits=robot_joint_limits(robot))
+    dt, horizon = 1.0 / 15.0, 15
+    for seed in range(6):
+        plan = plan_expert(robot, kinematics, sample_episode(EpisodeSpec("pick_place", robot_name, "clean", seed), robot),
+                           np.random.default_rng(seed))
+        arm = [i for i, n in enumerate(plan.joint_names) if n in checks.limits]
+        names = [plan.joint_names[i] for i in arm]
+        for start in np.arange(0.0, plan.duration, 0.05):
+            rows = np.array([plan.targets(start + k * dt) for k in range(horizon)])[:, arm]
+            check_targets(rows, names, dt, rows[0], checks)  # raises ChunkRejected with the reason
 
 
 def test_stage_markers_come_in_order_and_success_needs_the_release(agilex):

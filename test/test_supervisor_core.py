@@ -111,7 +111,7 @@ def test_names_and_shapes_are_checked():
     bad = Chunk(9, 0.0, list(ARM), np.zeros((2, 11)), DT)
     assert "expected horizon x 12 values" in h.sup.submit_chunk(0.0, bad)[0].reason
     bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, gripper_names=["left_gripper"], gripper=np.array([[0.5], [1.7]]))
-    assert "gripper left_gripper: opening 1.700 outside [0, 1]" in h.sup.submit_chunk(0.0, bad)[0].reason
+    assert "gripper left_gripper: opening 1.7 outside [0, 1]" in h.sup.submit_chunk(0.0, bad)[0].reason
     bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, action_space=2)
     assert "end-effector deltas (2) need the robot's kinematics" in h.sup.submit_chunk(0.0, bad)[0].reason
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from wam_ros.config import ConfigError, RobotConfig
+from wam_ros.control.trajectory import min_jerk_duration
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,15 @@ def _track_within_limits(p: np.ndarray, dt: float, bounds: tuple[np.ndarray, np.
             a_prev = (v - v_prev) / dt
         v_prev = v
     return q
+
+
+def move_duration(distance: np.ndarray, limits: Sequence[JointLimits]) -> float:
+    """Shortest minimum-jerk move of `distance` (per joint) that stays inside every enabled limit."""
+    def bound(flag: str, value: str) -> np.ndarray:
+        return np.array([getattr(l, value) if getattr(l, flag) else math.inf for l in limits])
+
+    return min_jerk_duration(distance, bound("has_velocity_limits", "max_velocity"),
+                             bound("has_acceleration_limits", "max_acceleration"), bound("has_jerk_limits", "max_jerk"))
 
 
 def position_bounds(names: Sequence[str], limits: Mapping[str, JointLimits]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,8 +24,8 @@ import numpy as np
 
 from wam_ros.config import ConfigError, RobotConfig
 from wam_ros.control.limits import (MAX_DT, MIN_DT, CheckConfig, ChunkRejected, WorkspaceBox, check_targets,
-                                    position_bounds, robot_joint_limits)
-from wam_ros.control.trajectory import min_jerk_duration, min_jerk_move
+                                    move_duration, position_bounds, robot_joint_limits)
+from wam_ros.control.trajectory import min_jerk_move
 from wam_ros.robots.actions import EE_DELTA, JOINT_POSITION, ActionConverter, ActionError, joint_space_targets
 
 
@@ -538,7 +538,7 @@ class Supervisor:
                     raise ChunkRejected(f"gripper {name}: non-finite opening")
                 if ((values < 0) | (values > 1)).any():
                     if not cfg.checks.clamp:
-                        raise ChunkRejected(f"gripper {name}: opening {values[(values < 0) | (values > 1)][0]:.3f} "
+                        raise ChunkRejected(f"gripper {name}: opening {float(values[(values < 0) | (values > 1)][0])!r} "
                                             "outside [0, 1]")
                     values = np.clip(values, 0.0, 1.0)
                 i = cfg.gripper_joints.index(name)
@@ -562,10 +562,7 @@ class Supervisor:
         if deviation > cfg.rollback.max_lead_in:
             raise ChunkRejected(f"resampled chunk starts {deviation:.3f} rad from the arm (lead-in allowed up to "
                                 f"rollback.max_lead_in {cfg.rollback.max_lead_in})")
-        lim = [cfg.checks.limits[n] for n in cfg.arm_joints]
-        duration = min_jerk_duration(arm[0] - self._q_arm, np.array([l.max_velocity for l in lim]),
-                                     np.array([l.max_acceleration for l in lim]),
-                                     np.array([l.max_jerk if l.has_jerk_limits else math.inf for l in lim]))
+        duration = move_duration(arm[0] - self._q_arm, [cfg.checks.limits[n] for n in cfg.arm_joints])
         path = np.vstack([self._q_arm, min_jerk_move(self._q_arm, arm[0], max(duration, dt), dt)])
         return np.vstack([path, arm[1:]]), np.vstack([np.tile(gripper[0], (len(path) - 1, 1)), gripper])
 
@@ -596,10 +593,7 @@ class Supervisor:
         lo, hi = position_bounds(cfg.arm_joints, cfg.checks.limits)
         # a checkpoint's reading may lie outside a limit (noise at a limit): return to inside it
         goal, start = np.clip(target.arm, lo, hi), np.clip(self._q_arm, lo, hi)
-        lim = [cfg.checks.limits[n] for n in cfg.arm_joints]
-        duration = min_jerk_duration(goal - start, np.array([l.max_velocity for l in lim]),
-                                     np.array([l.max_acceleration for l in lim]),
-                                     np.array([l.max_jerk if l.has_jerk_limits else math.inf for l in lim]))
+        duration = move_duration(goal - start, [cfg.checks.limits[n] for n in cfg.arm_joints])
         dt = 0.02
         arm_path = min_jerk_move(start, goal, max(duration, dt), dt)
         # A gripper holding an object keeps it through the arm move and is restored after (never

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wam_ros.config import RobotConfig
+from wam_ros.control.limits import move_duration, robot_joint_limits
 from wam_ros.control.trajectory import TimedTrajectory, min_jerk_profile
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.sim.tasks import EpisodeSetup
@@ -68,6 +69,10 @@ class _Planner:
         self.gripper_open = {n: robot.joint_limits()[n][1] for n in self.names if n.endswith("_gripper")}
         for n, v in self.gripper_open.items():
             self.q[n] = v
+        # the supervisor's limits (an arm joint's): a segment too fast for them is rejected and the arm stops
+        limits = robot_joint_limits(robot)
+        self._limited = [i for i, n in enumerate(self.names) if n in limits]
+        self._limits = [limits[self.names[i]] for i in self._limited]
         self.times, self.keyframes = [0.0], [self._row()]
         self.yaw: dict[str, float] = {}  # the wrist yaw each arm holds during a pick or place
 
@@ -82,8 +87,10 @@ class _Planner:
 
     def _append(self, duration: float) -> None:
         duration *= 1.0 + self.rng.uniform(-self.cfg.timing_noise, self.cfg.timing_noise)
-        self.times.append(self.times[-1] + max(duration, 0.2))
-        self.keyframes.append(self._row())
+        row = self._row()
+        within_limits = move_duration((row - self.keyframes[-1])[self._limited], self._limits)
+        self.times.append(self.times[-1] + max(duration, 0.2, within_limits))
+        self.keyframes.append(row)
 
     def _solve(self, side: str, xyz: np.ndarray, yaw: float) -> tuple[dict[str, float], float]:
         """IK from the current joints, and from home when that gets stuck in a local minimum."""

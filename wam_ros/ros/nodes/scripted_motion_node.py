@@ -69,7 +69,8 @@ class ScriptedMotionNode(Node):
         msg = ActionChunk(chunk_id=self._chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
                           joint_names=self._arm_names, horizon=self.horizon, dt=self.dt,
                           positions=rows[:, self._arm].ravel().tolist(), gripper_names=self._gripper_names,
-                          gripper=(rows[:, self._grippers] / self._gripper_max).ravel().tolist(),
+                          # the plan's keyframes lie within [0, max]; its interpolation can round past them
+                          gripper=np.clip(rows[:, self._grippers] / self._gripper_max, 0.0, 1.0).ravel().tolist(),
                           expert=GateState.EXPERT_SCRIPTED, value=math.nan)
         msg.header.stamp = now.to_msg()
         msg.execute_from = now.to_msg()
