@@ -36,6 +36,12 @@ def test_bridge_benchmark_runs_franky_sim_and_the_simulator_side_by_side():
     result = bench_bridge(duration=1.5)
     for key in ("sim_bridge", "franky_sim_bridge"):
         assert 0 < result[key]["command_to_motion_latency_ms"] < 500
-        # the stream's amplitude is 0.15 rad: a bridge that follows it stays well inside 2x that,
-        # even on a loaded 2-core machine (tracking precision itself is tested above)
-        assert 0 < result[key]["tracking_error_p95_rad"] < 0.3
+        assert 0 <= result[key]["tracking_lag_ms"] <= 500
+        # the stream's amplitude is 0.15 rad: a bridge that follows its shape stays well inside 2x
+        # that once its lag is taken out. The raw error is not bounded here: franky-sim on a loaded
+        # 2-core machine runs behind the wall clock (lags of 400-500 ms and raw p95 0.25-0.35 rad
+        # were measured beside a training job; 82 ms and 0.074 rad idle). Tracking precision
+        # itself is tested above.
+        assert 0 < result[key]["tracking_error_p95_after_lag_rad"] < 0.3
+        assert result[key]["tracking_error_p95_after_lag_rad"] <= result[key]["tracking_error_p95_rad"]
+    assert result["sim_bridge"]["tracking_error_p95_after_lag_rad"] < 0.02  # sim time: no machine load
