@@ -210,10 +210,10 @@ class WorldActionModel(nn.Module):
             return
         with torch.no_grad():
             measured = (latents[:, :, 1:] - latents[:, :, :1]).float().std().clamp(min=MIN_CHANGE_SCALE)
-            if self.change_scale == 0:
-                self.change_scale.copy_(measured)
-            else:
-                self.change_scale.lerp_(measured.to(self.change_scale.dtype), momentum)
+            measured = measured.to(self.change_scale.dtype)
+            followed = self.change_scale + momentum * (measured - self.change_scale)
+            # no branch on the value: the memory plan runs this on the meta device
+            self.change_scale.copy_(torch.where(self.change_scale > 0, followed, measured))
 
     def _change_scale(self) -> Tensor:
         # an untrained model has measured nothing: unit scale
