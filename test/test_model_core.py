@@ -415,8 +415,9 @@ def test_learning_rate_is_constant_then_decays_linearly_per_stage():
 
 
 def test_the_change_target_stands_for_the_future_latents_at_the_measured_scale(tiny):
-    """video_target "change": the flow denoises the latents' change from the present over its s.d.,
-    which training measures (the first batch sets it, later ones move it slowly) and the weights keep."""
+    """video_target "change": the flow denoises the latents' change from the still latents (the
+    present repeated over the clip) over its s.d., which training measures (the first batch sets
+    it, later ones move it slowly) and the weights keep."""
     cfg, dataset, _, _, _ = tiny
     assert cfg.video_target == "change"  # small and what derives from it
     model = WorldActionModel(cfg)
@@ -424,25 +425,33 @@ def test_the_change_target_stands_for_the_future_latents_at_the_measured_scale(t
     batch = dataset.batch(list(range(4)))
     with torch.no_grad():
         z = model.vae.encode(batch["rgb"])
-    model.track_change_scale(z)
-    measured = float((z[:, :, 1:] - z[:, :, :1]).std())
+        still = model.still_latents(batch["rgb"][:, :, 0])
+    assert still.shape == z.shape
+    torch.testing.assert_close(still[:, :, :1], z[:, :, :1])  # causal: the present's own latent
+    # a clip in which nothing moves is no change at all
+    with torch.no_grad():
+        static = model.vae.encode(batch["rgb"][:, :, :1].expand_as(batch["rgb"]))
+    model.track_change_scale(z, still)
+    assert float(model.video_target(static, still).abs().max()) == 0.0
+    measured = float((z[:, :, 1:] - still[:, :, 1:]).std())
     assert float(model.change_scale) == pytest.approx(measured, rel=1e-5)
-    target = model.video_target(z)
+    target = model.video_target(z, still)
     assert float(target.std()) == pytest.approx(1.0, rel=1e-4)
-    torch.testing.assert_close(model.future_latents(z[:, :, :1], target), z[:, :, 1:])
-    model.track_change_scale(z * 3)
+    torch.testing.assert_close(model.future_latents(still, target), z[:, :, 1:])
+    model.track_change_scale(z * 3, still * 3)
     assert float(model.change_scale) == pytest.approx(measured * 1.02, rel=1e-4)  # momentum 0.01
     assert "change_scale" in model.state_dict()
     latent = WorldActionModel(tiny_config(video_target="latent"))
-    assert torch.equal(latent.video_target(z), z[:, :, 1:])
+    assert torch.equal(latent.video_target(z, None), z[:, :, 1:])
     with pytest.raises(ConfigError, match="video_target"):
         tiny_config(video_target="residual")
 
 
 @torch.no_grad()
 def test_the_predicted_future_is_the_observation_plus_the_decoded_change(tiny):
-    """Colour: observed + decode(future) - decode(present), so what the VAE cannot reproduce of the
-    present cancels; depth: the same in inverse depth where the observation has depth."""
+    """Colour: observed + decode(future) - decode(still latents), so what the VAE cannot reproduce
+    of the present cancels; depth: observed + branch(future) - branch(present) in inverse depth
+    where the observation has depth."""
     cfg, dataset, _, policy, episodes = tiny
     obs = observation(cfg, episodes[0], 5)
     obs.depths = dict(obs.depths)
@@ -453,11 +462,16 @@ def test_the_predicted_future_is_the_observation_plus_the_decoded_change(tiny):
     session = policy.session(obs, seed=3)
     while not session.video_final:
         session.step(with_depth=session.passes == session.video_steps - 1)
-    decoded = policy.model.vae.decode(session.latents())[0].movedim(-3, -1)  # (V, 1 + 4H, h, w, 3)
+    decoded = policy.model.vae.decode(session.latents())[0, :, 1:].movedim(-3, -1)  # (V, 4H, h, w, 3)
+    still = policy.model.vae.decode(session.still)[0, :, 1:].movedim(-3, -1)
     observed = np.stack([obs.images[c] for c in cfg.cameras]).astype(np.float64)
-    expected = np.clip(observed[:, None] + (decoded[:, 1:] - decoded[:, :1]).numpy() * 127.5, 0, 255)
+    expected = np.clip(observed[:, None] + (decoded - still).numpy() * 127.5, 0, 255)
     assert np.abs(prediction.future_rgb - expected).max() <= 1.0  # rounding
-    assert np.abs(prediction.future_rgb.astype(np.float64) - (decoded[:, 1:].numpy() + 1) * 127.5).max() > 2
+    assert np.abs(prediction.future_rgb.astype(np.float64) - (decoded.numpy() + 1) * 127.5).max() > 2
+    # a future that equals the still latents is the observation itself
+    session.future = torch.zeros_like(session.future)
+    unchanged, _ = policy._anchored_future(session, depth=False)
+    assert np.abs(unchanged.astype(np.float64) - observed[:, None]).max() <= 0.5
     inv = session.last.inverse_depth[0].numpy()
     with np.errstate(divide="ignore"):  # the hole: replaced below
         observed_inv = 1.0 / (np.stack([obs.depths[c] for c in cfg.cameras]) / 1000.0)

@@ -138,7 +138,12 @@ class DenoisingSession:
         self.observed_rgb, self.observed_inverse_depth = rgb, inv_depth  # what the decoded future is anchored to
         with torch.no_grad():
             self.text = self.model.text_features([obs.instruction])  # an unknown instruction fails first
-            self.current_latent = self.model.vae.encode(rgb[:, :, None])
+            # the still latents ("nothing moves", still_latents) hold the present's own latent as frame 0
+            if cfg.video_target == "change":
+                self.still = self.model.still_latents(rgb)
+                self.current_latent = self.still[:, :, :1]
+            else:
+                self.still, self.current_latent = None, self.model.vae.encode(rgb[:, :, None])
             self.current = self.model.conditioning(self.current_latent, inv_depth)
             self.gate_probability = float(torch.sigmoid(self.model.gate_logit(self.current, self.text)))
         self.state = state
@@ -222,7 +227,7 @@ class DenoisingSession:
 
     def latents(self) -> Tensor:
         """The present and the (partly) denoised future latents: (1, V, 1 + H, C, h, w)."""
-        return torch.cat([self.current_latent, self.model.future_latents(self.current_latent, self.future)], dim=2)
+        return torch.cat([self.current_latent, self.model.future_latents(self.still, self.future)], dim=2)
 
     def action_chunk(self) -> np.ndarray:
         return self.policy.normalizer.action.denormalize(self.actions[0].detach().cpu().numpy())
@@ -353,12 +358,16 @@ class WorldActionPolicy:
 
     def _anchored_future(self, s: DenoisingSession, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """The decoded future as the observation plus the predicted change: colour frames
-        observed + decode(future) - decode(present), depth maps (inverse depth) observed + branch(future)
-        - branch(present) where the observation has depth (the branch's own map elsewhere). Why: what
-        the decoder cannot reproduce of the present (a tiny VAE loses fine detail) cancels out instead
-        of showing as a blurred future; what stays still stays exactly as observed."""
-        decoded = self.model.vae.decode(s.latents())[0]  # (V, 1 + 4H, 3, H, W) in [-1, 1]
-        rgb = s.observed_rgb[0][:, None] + decoded[:, 1:] - decoded[:, :1]
+        observed + decode(future) - decode(still) (the still latents' clip, where nothing moves),
+        depth maps (inverse depth) observed + branch(future) - branch(present) where the observation
+        has depth (the branch's own map elsewhere). Why: what the decoder cannot reproduce of the
+        present (a tiny VAE loses fine detail; a causal one decodes later frames differently from
+        the first) cancels out instead of showing as a blurred or flickering future; what stays
+        still stays exactly as observed."""
+        still = s.still if s.still is not None else self.model.still_latents(s.observed_rgb)
+        decoded = self.model.vae.decode(s.latents())[0, :, 1:]  # (V, 4H, 3, H, W) in [-1, 1]
+        reference = self.model.vae.decode(still)[0, :, 1:]
+        rgb = s.observed_rgb[0][:, None] + decoded - reference
         future_rgb = ((rgb.movedim(-3, -1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
         if not depth:
             return future_rgb, None

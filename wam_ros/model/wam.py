@@ -14,7 +14,8 @@ Token layout of one sample:
     video   V views x (1 + H) latent frames x P patches (Wan's patch embedding per view, plus a
             learned view embedding that starts at zero): frame 0 is the clean conditioning frame
             (timestep 0), frames 1..H the noisy future (v-prediction; the latents or, with
-            video_target "change", their change from frame 0), per-token timesteps as in Wan2.2-TI2V
+            video_target "change", their change from the still latents of the present), per-token
+            timesteps as in Wan2.2-TI2V
     state   1 token (clean)
     action  K tokens (x0-prediction)
     value   1 token (x0-prediction)
@@ -31,6 +32,7 @@ action-value expert.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +129,7 @@ class WorldActionModel(nn.Module):
         d, da = cfg.video.width, cfg.action.width
         views = len(cfg.cameras)
         self.vae = VideoVAE(cfg)
-        # video_target "change": the s.d. of the latent change from the present, tracked in training
+        # video_target "change": the s.d. of the latents' change from the still ones, tracked in training
         # (0: not measured yet) and saved with the weights; the flow denoises the change over it
         self.register_buffer("change_scale", torch.zeros(()))
         self.text_encoder = make_text_encoder(cfg)
@@ -190,26 +192,35 @@ class WorldActionModel(nn.Module):
             depth.block.to(next(source.parameters()).dtype)
 
     # ---- tokens ----------------------------------------------------------------------------
-    def video_target(self, latents: Tensor) -> Tensor:
+    def still_latents(self, present_rgb: Tensor) -> Tensor:
+        """The latents of "nothing moves": the present frames (B, V, 3, H, W) repeated over a whole
+        clip, encoded: (B, V, 1 + H, C, h, w). Frame 0 is the present's own latent (the VAE is
+        causal). A causal VAE encodes a later latent frame (4 raw frames) differently from the
+        first (1 frame), so the change that stands for motion is measured from these, not from
+        latent frame 0: from frame 0, the bench VAE's latent change had s.d. 0.98 and its decode
+        correlated 0.12 with the recorded motion."""
+        clip = present_rgb[:, :, None].expand(-1, -1, self.cfg.clip_frames, -1, -1, -1)
+        return self.vae.encode(clip)
+
+    def video_target(self, latents: Tensor, still: Tensor | None) -> Tensor:
         """What the video flow denoises, from latents (B, V, 1 + H, C, h, w): the future latents
-        ("latent") or their change from the present over change_scale ("change")."""
+        ("latent") or their change from the still latents (still_latents) over change_scale ("change")."""
         if self.cfg.video_target == "latent":
             return latents[:, :, 1:]
-        return (latents[:, :, 1:] - latents[:, :, :1]) / self._change_scale()
+        return (latents[:, :, 1:] - still[:, :, 1:]) / self._change_scale()
 
-    def future_latents(self, present: Tensor, target: Tensor) -> Tensor:
+    def future_latents(self, still: Tensor | None, target: Tensor) -> Tensor:
         """The future latents (B, V, H, C, h, w) a denoised video target stands for."""
         if self.cfg.video_target == "latent":
             return target
-        return present + target * self._change_scale()
+        return still[:, :, 1:] + target * self._change_scale()
 
-    def track_change_scale(self, latents: Tensor, momentum: float = CHANGE_SCALE_MOMENTUM) -> None:
-        """Training: follow the s.d. of the latents' change from the present (a trainable VAE keeps
-        reshaping it); the first batch sets it."""
-        if self.cfg.video_target != "change":
-            return
+    def track_change_scale(self, latents: Tensor, still: Tensor,
+                           momentum: float = CHANGE_SCALE_MOMENTUM) -> None:
+        """Training: follow the s.d. of the latents' change from the still latents (a trainable
+        VAE keeps reshaping it); the first batch sets it."""
         with torch.no_grad():
-            measured = (latents[:, :, 1:] - latents[:, :, :1]).float().std().clamp(min=MIN_CHANGE_SCALE)
+            measured = (latents[:, :, 1:] - still[:, :, 1:]).float().std().clamp(min=MIN_CHANGE_SCALE)
             measured = measured.to(self.change_scale.dtype)
             followed = self.change_scale + momentum * (measured - self.change_scale)
             # no branch on the value: the memory plan runs this on the meta device
@@ -264,7 +275,8 @@ class WorldActionModel(nn.Module):
     def trunk(self, current: Conditioning, future_noisy: Tensor, t_video: Tensor, text: Tensor,
               state: Tensor | None = None, actions_noisy: Tensor | None = None, value_noisy: Tensor | None = None,
               t_action: Tensor | None = None, with_depth: bool = False) -> Trunk:
-        """One pass. future_noisy (B, V, H, C, h, w): the noisy video target (video_target) at t_video (B,); text: raw features (B, L, text_dim).
+        """One pass. future_noisy (B, V, H, C, h, w): the noisy video target (video_target) at t_video (B,);
+        text: raw features (B, L, text_dim).
         Without actions only the video expert runs."""
         cfg = self.cfg
         b, views, frames = future_noisy.shape[0], len(cfg.cameras), cfg.horizon + 1
@@ -430,6 +442,7 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
                          f"{cfg.temporal_compression} * horizon = {cfg.clip_frames} consecutive frames at the action "
                          "rate (rgb and inverse_depth)")
     losses: dict[str, Tensor] = {}
+    still = None  # video_target "change": still_latents of the present
     # a trainable VAE learns from the first quarter of the batch in stage "video" (the full-resolution
     # convolutions dominate a tiny model's step, and a quarter teaches it about as well), from all of
     # it in stage "vae", where nothing else runs
@@ -437,21 +450,30 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         learn = len(rgb)
     else:
         learn = max(1, len(rgb) // 4) if stage == "video" and cfg.vae_trainable and torch.is_grad_enabled() else 0
-    parts = []
-    if learn:
-        z_learn = model.vae.encode(rgb[:learn])
-        losses["reconstruction"] = F.mse_loss(model.vae.decode(z_learn), rgb[:learn])
-        # the flow's noise is N(0, I): keep the latents at that scale without pulling them towards
-        # a constant (a per-element KL would favour latents that barely change over time)
-        losses["latent_scale"] = z_learn.mean().pow(2) + (z_learn.std() - 1).pow(2)
-        if stage == "vae":
-            return losses
-        parts.append(z_learn.detach())  # the flow learns on the latents, it does not reshape them
-    if "latents" in batch and not learn:  # the frozen VAE's latents, precomputed (cached) by the data side
-        parts.append(batch["latents"])
-    elif learn < len(rgb):
-        with torch.no_grad():
-            parts.append(model.vae.encode(rgb[learn:]))
+    # the change target is a small difference of latents: bf16 autocast would round it away (its
+    # VAEs are tiny, so fp32 costs little)
+    rounds = (cfg.video_target == "change" and rgb.device.type != "meta"  # meta: the memory plan's trace
+              and torch.is_autocast_enabled(rgb.device.type))
+    vae_precision = torch.autocast(rgb.device.type, enabled=False) if rounds else contextlib.nullcontext()
+    with vae_precision:
+        parts = []
+        if learn:
+            z_learn = model.vae.encode(rgb[:learn])
+            losses["reconstruction"] = F.mse_loss(model.vae.decode(z_learn), rgb[:learn])
+            # the flow's noise is N(0, I): keep the latents at that scale without pulling them towards
+            # a constant (a per-element KL would favour latents that barely change over time)
+            losses["latent_scale"] = z_learn.mean().pow(2) + (z_learn.std() - 1).pow(2)
+            if stage == "vae":
+                return losses
+            parts.append(z_learn.detach())  # the flow learns on the latents, it does not reshape them
+        if "latents" in batch and not learn:  # the frozen VAE's latents, precomputed (cached) by the data side
+            parts.append(batch["latents"])
+        elif learn < len(rgb):
+            with torch.no_grad():
+                parts.append(model.vae.encode(rgb[learn:]))
+        if cfg.video_target == "change":
+            with torch.no_grad():
+                still = model.still_latents(rgb[:, :, 0])
     z = torch.cat(parts)
     b, device = len(rgb), rgb.device
     if stage == "video":
@@ -459,9 +481,9 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
     else:
         t_o, t_a = sample_ans_times(b, cfg.ans_conditioned_probability, cfg.ans_beta, generator)
     t_o = t_o.to(device)
-    if torch.is_grad_enabled():
-        model.track_change_scale(z)
-    z0 = model.video_target(z)
+    if still is not None and torch.is_grad_enabled():
+        model.track_change_scale(z, still)
+    z0 = model.video_target(z, still)
     noise = torch.randn(z0.shape, generator=generator).to(device)
     z_t = add_noise(z0, noise, t_o)
     key_inv = None if inv is None else inv[:, :, ::cfg.temporal_compression]  # the latent frames' last raw frames
@@ -486,7 +508,7 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         losses["action"] = x0_loss(out.action_x0, a0, denoised * imitate)
         losses["value"] = x0_loss(out.value_x0[:, None], v0[:, None], denoised)
         target_hat = (z_t - t_o.reshape(-1, 1, 1, 1, 1, 1) * out.video_velocity[:, :, 1:]).detach()
-        future_hat = model.future_latents(z[:, :, :1], target_hat)
+        future_hat = model.future_latents(still, target_hat)
         reactive = model.reactive(torch.cat([z[:, :, :1], future_hat], dim=2), out.video_hidden.detach(),
                                   batch["state"])
         losses["reactive"] = sample_mean(F.smooth_l1_loss(reactive, a0, reduction="none"), imitate)
