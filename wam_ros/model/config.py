@@ -61,9 +61,10 @@ class ModelConfig:
     vae_res_blocks: int = 2
     vae_trainable: bool = False  # a tiny random VAE learns in stage 1; a pretrained one stays frozen
     # What the video flow denoises. "latent": the future latents themselves (what a pretrained Wan
-    # was trained on). "change": the future latents minus the present one, at unit scale
-    # (WorldActionModel.change_scale): a tiny VAE's latents barely vary over time, so next to their
-    # own scale the motion is smaller than a sampler's error and "latent" predicts that nothing moves.
+    # was trained on). "change": the future latents minus the still latents (the present frame
+    # repeated over the clip, WorldActionModel.still_latents), at unit scale (change_scale): a tiny
+    # VAE's latents barely vary over time, so next to their own scale the motion is smaller than a
+    # sampler's error and "latent" predicts that nothing moves.
     video_target: str = "latent"
     patch_size: int = 2  # latent cells per token side (the Wan transformer's (1, p, p) patches)
     # Mixture-of-Transformers: the Video Expert is a diffusers WanTransformer3DModel (blocks x
