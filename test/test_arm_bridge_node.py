@@ -131,11 +131,8 @@ def test_tienkung_bridge_follows_commands_and_errors_when_the_robot_goes_silent(
         assert probe.spin_until(lambda: any(s.level == b"\x02" and "no state" in s.message for s in probe.diagnostics), 5.0)
         pause.unlink()
         recover = probe.node.create_client(Trigger, "/arm_bridge/recover")
-        assert recover.wait_for_service(timeout_sec=10.0)
-        probe.spin_until(lambda: False, 0.3)
-        future = recover.call_async(Trigger.Request())
-        probe.executor.spin_until_future_complete(future, timeout_sec=10.0)
-        assert future.result().success, future.result().message
+        reply = probe.call_service(recover, Trigger.Request())
+        assert reply.success, reply.message
         probe.send(["right_joint4"], [start], after=0.5)
         assert probe.spin_until(lambda: abs(probe.q("right_joint4") - start) < 0.02, 5.0)
     finally:

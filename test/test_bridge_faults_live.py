@@ -105,10 +105,7 @@ class Probe(ProbeNode):
         return {"level": status.level, "message": status.message, **{v.key: v.value for v in status.values}}
 
     def recover(self) -> Trigger.Response:
-        assert self.recover_client.wait_for_service(timeout_sec=10.0)
-        future = self.recover_client.call_async(Trigger.Request())
-        self.executor.spin_until_future_complete(future, timeout_sec=10.0)
-        return future.result()
+        return self.call_service(self.recover_client, Trigger.Request())
 
 
 def _python(program: Path, args: list[str], domain: int) -> subprocess.Popen:

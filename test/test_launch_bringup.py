@@ -146,10 +146,8 @@ def test_bringup_process_runs_the_launched_nodes_with_their_parameters(bringup):
     for fqn, spec in wam_nodes.items():
         (parameters,) = spec.parameters
         client = bringup.probe.create_client(GetParameters, f"{fqn}/get_parameters")
-        assert client.wait_for_service(timeout_sec=10.0), f"{fqn}/get_parameters not available"
-        future = client.call_async(GetParameters.Request(names=list(parameters)))
-        bringup.executor.spin_until_future_complete(future, timeout_sec=10.0)
-        values = [_parameter_value(v) for v in future.result().values]
+        reply = bringup.call_service(client, GetParameters.Request(names=list(parameters)), attempts=3)
+        values = [_parameter_value(v) for v in reply.values]
         assert dict(zip(parameters, values)) == parameters, fqn
 
 

@@ -137,13 +137,10 @@ def test_the_policy_publishes_chunks_values_gates_clouds_and_markers(robot_and_p
 def test_resample_discards_pending_chunks_and_answers_with_the_next_id(robot_and_policy):
     robot, _ = robot_and_policy
     assert robot.spin_until(lambda: len(robot.chunks) >= 2, 60.0)
-    assert robot.resample.wait_for_service(timeout_sec=5.0)
     arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
     restored = [HOME[n] + 0.05 for n in arm]
-    future = robot.resample.call_async(Resample.Request(discarded_chunk_id=robot.chunks[-1].chunk_id,
-                                                        joint_names=arm, positions=restored))
-    assert robot.spin_until(future.done, 5.0)
-    reply = future.result()
+    reply = robot.call_service(robot.resample, Resample.Request(discarded_chunk_id=robot.chunks[-1].chunk_id,
+                                                                joint_names=arm, positions=restored), 5.0)
     assert reply.accepted, reply.message
     assert robot.spin_until(lambda: any(c.chunk_id == reply.chunk_id for c in robot.chunks), 20.0)
     # a restored state naming a joint the checkpoint does not know is refused
@@ -277,12 +274,10 @@ def test_an_inference_in_flight_during_a_resample_neither_publishes_nor_guides_t
     try:
         assert robot.spin_until(lambda: "chunk 3 waits" in log.read_text(), 60.0), (log.read_text(), robot.diagnostics)
         assert robot.spin_until(lambda: {1, 2} <= {c.chunk_id for c in robot.chunks}, 10.0)
-        assert robot.resample.wait_for_service(timeout_sec=5.0)
         arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
-        future = robot.resample.call_async(Resample.Request(discarded_chunk_id=2, joint_names=arm,
-                                                            positions=[HOME[n] for n in arm]))
-        assert robot.spin_until(future.done, 10.0) and future.result().accepted
-        assert future.result().chunk_id == 4
+        reply = robot.call_service(robot.resample, Resample.Request(discarded_chunk_id=2, joint_names=arm,
+                                                                    positions=[HOME[n] for n in arm]))
+        assert reply.accepted and reply.chunk_id == 4
         assert robot.spin_until(lambda: any(c.chunk_id == 4 for c in robot.chunks), 60.0), log.read_text()
         assert 3 not in {c.chunk_id for c in robot.chunks}  # the discarded inference published nothing
         assert "chunk 4 starts; executing: None" in log.read_text(), log.read_text()

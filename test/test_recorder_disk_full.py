@@ -310,14 +310,8 @@ def test_the_recorder_node_on_a_full_disk_ends_the_episode_and_stays_responsive(
     start = node.create_client(Trigger, "/disk_full/recorder/start_episode")
     stop = node.create_client(SetBool, "/disk_full/recorder/stop_episode")
 
-    def call(client, request, timeout: float = 10.0):
-        assert client.wait_for_service(timeout_sec=30.0), f"{client.srv_name} never appeared"
-        future = client.call_async(request)
-        assert probe.spin_until(future.done, timeout), f"{client.srv_name} did not answer within {timeout} s"
-        return future.result()
-
     try:
-        reply = call(start, Trigger.Request(), 30.0)
+        reply = probe.call_service(start, Trigger.Request(), 30.0)
         assert reply.success, reply.message
         path = Path(reply.message)
         sent_joints, sent_images = [], []
@@ -352,10 +346,10 @@ def test_the_recorder_node_on_a_full_disk_ends_the_episode_and_stays_responsive(
         assert {v.key: v.value for v in report.values}["error"].startswith("disk_full: ENOSPC")
 
         answered = time.monotonic()
-        reply = call(stop, SetBool.Request(data=True))
+        reply = probe.call_service(stop, SetBool.Request(data=True))
         assert not reply.success and "episode_000000 ended disk_full" in reply.message
         filler = fill(disk)
-        reply = call(start, Trigger.Request())
+        reply = probe.call_service(start, Trigger.Request())
         assert not reply.success and "No space left on device" in reply.message
         assert time.monotonic() - answered < 10
         filler.unlink()

@@ -16,7 +16,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from conftest import stop_process
+from conftest import ProbeNode, stop_process
 from wam_ros.data.bag import typestore
 from wam_ros.data.episodes import index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, export_lerobot, load_hdf5, load_lerobot
@@ -31,13 +31,6 @@ def start_recorder(directory: Path, *parameters: str) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "recorder_node"), "--ros-args", "-r", "__ns:=/lab",
                              "-p", "use_sim_time:=true", "-p", "robot:=franka", "-p", f"directory:={directory}",
                              "-p", "min_free_mb:=10.0", *parameters])
-
-
-def call(bringup, client, request):
-    assert client.wait_for_service(timeout_sec=20.0), f"{client.srv_name} never appeared"
-    future = client.call_async(request)
-    bringup.executor.spin_until_future_complete(future, timeout_sec=30.0)
-    return future.result()
 
 
 def stamp_ns(msg) -> int:
@@ -62,9 +55,10 @@ def recorded(bringup, tmp_path_factory):
     sub = bringup.probe.create_subscription(MultiViewRGBD, "/lab/observations", sets.append, EVERY_SET_QOS)
     command = bringup.probe.create_publisher(String, "/lab/recorder/command", COMMAND_QOS)
     try:
-        reply = call(bringup, bringup.probe.create_client(Trigger, "/lab/recorder/start_episode"), Trigger.Request())
+        start = bringup.probe.create_client(Trigger, "/lab/recorder/start_episode")
+        reply = bringup.call_service(start, Trigger.Request(), timeout=30.0)
         assert reply.success, reply.message
-        again = call(bringup, bringup.probe.create_client(Trigger, "/lab/recorder/start_episode"), Trigger.Request())
+        again = bringup.call_service(start, Trigger.Request(), timeout=30.0)
         assert not again.success and "already recording" in again.message
         sets.clear()
 
@@ -190,12 +184,15 @@ def test_ctrl_c_closes_an_open_episode_cleanly_and_marks_it_partial(bringup, tmp
     assert len(messages["lab/joint_states"]) > 10 and messages["lab/observations"]
 
 
-def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk(bringup):
+def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk():
+    """teleop_node needs nothing of the session's bring-up: it and a fresh probe meet alone (a
+    long-lived participant can hold a stale shared-memory port of a peer an earlier test killed)."""
     process = subprocess.Popen([str(BIN / "teleop_node"), "--ros-args", "-r", "__ns:=/teleop_check",
                                 "-p", "robot:=agilex", "-p", "source:=leader", "-p", "rate:=50.0"])
+    probe = ProbeNode("teleop_check_probe")
     chunks: list = []
-    sub = bringup.probe.create_subscription(ActionChunk, "/teleop_check/policy/chunk", chunks.append, COMMAND_QOS)
-    leaders = {side: bringup.probe.create_publisher(JointState, f"/master/joint_{side}", JOINT_STATE_QOS)
+    probe.node.create_subscription(ActionChunk, "/teleop_check/policy/chunk", chunks.append, COMMAND_QOS)
+    leaders = {side: probe.node.create_publisher(JointState, f"/master/joint_{side}", JOINT_STATE_QOS)
                for side in ("left", "right")}
     try:
         left = [0.1, 0.5, -0.6, 0.05, 0.3, -0.2, 0.02]   # Cobot Magic: joint0..5 (rad) + gripper (m)
@@ -206,19 +203,22 @@ def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk(bringup):
                 leaders[side].publish(JointState(name=[f"joint{i}" for i in range(7)], position=values))
             return bool(chunks)
 
-        assert bringup.spin_until(publish, 20.0), "teleop_node published no chunk"
+        assert probe.spin_until(publish, 30.0), (
+            f"teleop_node published no chunk (alive: {process.poll() is None}; graph: "
+            f"{probe.node.count_subscribers('/master/joint_left')} leader subscriber(s), "
+            f"{probe.node.count_publishers('/teleop_check/policy/chunk')} chunk publisher(s))")
         chunks.clear()
-        bringup.spin_for(1.0)  # a whole second: one late wake-up of a loaded 2-core machine is 1 chunk in 50
+        probe.spin_for(1.0)  # a whole second: one late wake-up of a loaded 2-core machine is 1 chunk in 50
         last = chunks[-1]
         assert last.horizon == 1 and last.action_space == ActionChunk.ACTION_SPACE_JOINT_POSITION
         np.testing.assert_allclose(last.positions, left[:6] + right[:6])
         np.testing.assert_allclose(last.gripper, [0.02 / 0.035, 0.0], atol=1e-6)  # opening / stroke
         assert 30 <= len(chunks) <= 70  # 50 Hz for a second (a fresh-clone run received 14 in half a second)
         leaders["left"].publish(JointState(name=["joint0"], position=[float("nan")]))  # malformed: ignored
-        bringup.spin_for(0.3)
+        probe.spin_for(0.3)
         assert process.poll() is None and chunks[-1].positions[:6] == last.positions[:6]
     finally:
-        bringup.probe.destroy_subscription(sub)
+        probe.close()
         stop_process(process)
 
 

@@ -93,11 +93,7 @@ class Policy(ProbeNode):
         self.chunk_pub.publish(msg)
 
     def call(self, name: str) -> None:
-        client = self.clients[name]
-        assert client.wait_for_service(timeout_sec=10.0)
-        future = client.call_async(Trigger.Request())
-        self.executor.spin_until_future_complete(future, timeout_sec=10.0)
-        assert future.result() is not None, f"supervisor/{name} did not answer"
+        self.call_service(self.clients[name], Trigger.Request())
 
     def state(self) -> str:
         return self.supervisor[-1].state_name if self.supervisor else ""

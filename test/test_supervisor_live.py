@@ -145,11 +145,7 @@ class World(ProbeNode):
         self.value_pub.publish(msg)
 
     def call(self, name: str) -> Trigger.Response:
-        client = self.clients[name]
-        assert client.wait_for_service(timeout_sec=10.0)
-        future = client.call_async(Trigger.Request())
-        self.executor.spin_until_future_complete(future, timeout_sec=10.0)
-        return future.result()
+        return self.call_service(self.clients[name], Trigger.Request())
 
     def until_state(self, name: str, timeout: float = 3.0) -> SupervisorState:
         assert self.spin_until(lambda: self.states and self.state.state_name == name, timeout), \

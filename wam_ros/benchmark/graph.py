@@ -27,6 +27,7 @@ from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time
 from wam_ros.ros.node_main import make_executor
+from wam_ros.ros.probe import call_service
 from wam_ros.ros.qos import CLOCK_QOS, LATCHED_QOS
 from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
 from wam_ros.sim.expert import PlanningError, plan_expert
@@ -106,15 +107,11 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
 
             def stop(watcher: EpisodeWatcher, executor) -> None:
                 success = bool(watcher.task and watcher.task.success)
-                if not watcher.stop_client.wait_for_service(timeout_sec=10.0):
-                    raise RuntimeError("recorder/stop_episode is not available")
-                future = watcher.stop_client.call_async(SetBool.Request(data=success))
-                executor.spin_until_future_complete(future, timeout_sec=30.0)
-                if not future.done() or not future.result().success:
-                    raise RuntimeError(f"recorder refused to stop the episode: "
-                                       f"{future.result().message if future.done() else 'no reply'}")
+                reply = call_service(executor, watcher.stop_client, SetBool.Request(data=success), timeout=30.0)
+                if not reply.success:
+                    raise RuntimeError(f"recorder refused to stop the episode: {reply.message}")
                 outcome.update(success=success, stage=int(watcher.task.stage) if watcher.task else 0,
-                               message=future.result().message)
+                               message=reply.message)
 
             # the expert's plan, then a second for the scene to settle
             _run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
