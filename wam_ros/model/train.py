@@ -58,12 +58,15 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
+    stop_after: int = 0  # > 0: end after this many steps, the schedule unchanged (checks that a run reproduces)
 
     def validate(self) -> "TrainConfig":
         problems = choice_problems(decay=(self.decay, DECAYS), precision=(self.precision, PRECISIONS),
                                    strategy=(self.strategy, STRATEGIES))
         if min(self.vae_stage_steps, self.video_stage_steps, self.joint_stage_steps) < 0:
             problems.append("stage steps must be >= 0")
+        if self.stop_after < 0:
+            problems.append("stop_after must be >= 0 (0: run every stage to its end)")
         if self.batch_size < 1 or self.grad_accum < 1 or self.workers < 0:
             problems.append("batch_size and grad_accum must be >= 1, workers >= 0")
         if not 0 <= self.min_lr <= self.lr:
@@ -381,7 +384,8 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
     batches = iter(window_loader(dataset, train_cfg, topology, step, pin_memory=torch.device(device).type == "cuda"))
     first_step, start = step, time.perf_counter()
     model.train()
-    while step < train_cfg.total_steps:
+    end = min(train_cfg.total_steps, train_cfg.stop_after or train_cfg.total_steps)
+    while step < end:
         stage, _, _ = train_cfg.stage(step)
         lr = scheduler.get_last_lr()[0]
         losses = accumulate_gradients(trained, [next(batches) for _ in range(train_cfg.grad_accum)], stage, noise,
@@ -393,7 +397,7 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
         step += 1
         for k, v in losses.items():
             window.setdefault(k, []).append(v)
-        if step % train_cfg.log_every == 0 or step == train_cfg.total_steps or train_cfg.stage(step)[0] != stage:
+        if step % train_cfg.log_every == 0 or step == end or train_cfg.stage(step)[0] != stage:
             means = {k: float(np.mean(v)) for k, v in window.items()}
             record = history.setdefault(stage, {"first": means, "last": means})
             record["last"] = means

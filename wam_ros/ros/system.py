@@ -38,6 +38,19 @@ def isolated_domain_id(seed: int, span: int = 1) -> int:
     return SAFE_DOMAIN_IDS[seed % (len(SAFE_DOMAIN_IDS) - span + 1)]
 
 
+def use_private_graph(domain_id: int | None = None) -> int:
+    """Put this process (and the processes it starts) on a DDS domain of its own, on this host only:
+    for the commands that run a simulated robot (demo, benchmark). Their /clock, joint trajectories
+    and camera streams must never reach a real robot's nodes or another simulation on this machine
+    (two simulations on one domain corrupted each other's episodes). Returns the domain id."""
+    import os
+
+    domain = isolated_domain_id(os.getpid()) if domain_id is None else domain_id
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    return domain
+
+
 def dds_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The variables to set so every wam_ros process uses config/fastdds.xml (shared memory
     large enough for whole camera sets); nothing when `environ` already configures Fast DDS."""
