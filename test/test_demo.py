@@ -1,4 +1,4 @@
-"""`make demo` in its short form: `wam-ros demo` writes a summary and a contact sheet."""
+"""`make demo` in its short form: `wam-ros demo` writes a summary, a contact sheet and the video."""
 
 import json
 import os
@@ -13,12 +13,20 @@ from conftest import SPARE_DOMAIN_IDS
 from wam_ros.config import CAMERA_NAMES
 
 
+def decoded_frames(path) -> list[np.ndarray]:
+    import av  # PyAV: FFmpeg's decoder, not our writer
+
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
 @pytest.mark.parametrize("robot", ["agilex", "franka", "tienkung"])
 def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     # its own DDS domain: the session's bring-up already publishes /clock on the test domain
     env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
     result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "demo", "--robot", robot, "--duration", "4", "--source", "scripted",
-                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+                             "--out", str(tmp_path), "--domain-id", env["ROS_DOMAIN_ID"]], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["robot"] == robot and summary["sim_time_s"] >= 4.0
@@ -33,6 +41,11 @@ def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
                       "aligned_depth_to_color/camera_info"):
             assert topics[f"{cam}/{topic}"]["rate_hz_sim_time"] == pytest.approx(15.0, rel=0.05)
     assert 0.0 < summary["joint_tracking_error_rad"]["p95"] < 0.1
+    # every head camera frame (15 Hz for 4 s of sim time), with the supervisor state written over it
+    frames = decoded_frames(tmp_path / "scripted.mp4")
+    assert summary["video"]["frames"] == len(frames) and 55 <= len(frames) <= 62
+    running = frames[-1][16:28].astype(int)  # "supervisor: RUNNING" in green
+    assert ((running[..., 1] - running[..., 0] > 60) & (running[..., 1] - running[..., 2] > 40)).sum() > 20
 
     sheet = np.asarray(Image.open(tmp_path / "contact_sheet.png").convert("RGB")).astype(int)
     assert sheet.shape == (4 * 256, 3 * 320, 3)  # (start, end) x (color, depth) rows, one column per camera
@@ -48,7 +61,8 @@ def test_policy_demo_trains_a_policy_runs_it_in_the_loop_and_renders_its_predict
     """`make demo` in short form: a few demonstrations, a few training steps (the plumbing, not the
     model's quality, is under test)."""
     env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
-    command = [sys.executable, "-m", "wam_ros.cli", "demo", "--duration", "4", "--out", str(tmp_path), "--demos", "2",
+    command = [sys.executable, "-m", "wam_ros.cli", "demo", "--duration", "4", "--out", str(tmp_path), "--domain-id",
+               env["ROS_DOMAIN_ID"], "--demos", "2",
                "--demo-seconds", "3", "--video-steps", "10", "--joint-steps", "20"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -58,6 +72,10 @@ def test_policy_demo_trains_a_policy_runs_it_in_the_loop_and_renders_its_predict
     assert topics["policy/chunk"]["messages"] >= 3 and topics["policy/predicted_cloud"]["messages"] >= 2
     supervisor = summary["supervisor"]
     assert supervisor["chunks_forwarded"] + supervisor["chunks_rejected"] >= 2  # every chunk reached the supervisor
+    frames = decoded_frames(tmp_path / "policy.mp4")
+    assert len(frames) == summary["video"]["frames"] > 30
+    panel = frames[-1][-130:].astype(int)  # the predicted value curve below the camera image
+    assert ((panel[..., 2] - panel[..., 0] > 80) & (panel[..., 2] > 180)).sum() > 20
     png = np.asarray(Image.open(tmp_path / "prediction_4d.png").convert("RGB")).astype(int)
     # the prediction figure (wam_ros.render_prediction, tested there): panels above the real images
     assert png.shape[1] == 1300 and (png.min(axis=2) < 200).mean() > 0.01

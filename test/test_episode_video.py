@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from wam_ros.episode_video import EpisodeTimeline, render_frame, write_video
+from wam_ros.episode_video import PANEL_HEIGHT, EpisodeTimeline, render_frame, write_video
 from wam_ros.msg import GateState
 
 ORANGE = np.array([255, 150, 30])
@@ -23,16 +23,17 @@ def timeline() -> EpisodeTimeline:
 
 
 def banner_is_orange(frame: np.ndarray) -> bool:
-    band = frame[384 - 20:384 - 4].astype(int)  # the camera image's bottom rows
+    bottom = frame.shape[0] - PANEL_HEIGHT
+    band = frame[bottom - 20:bottom - 4].astype(int)  # the camera image's bottom rows
     return (np.abs(band - ORANGE).sum(axis=2) < 60).mean() > 0.5
 
 
 def test_frames_show_state_rollback_and_the_value_curve_up_to_their_time():
     tl = timeline()
     before, during, after = (render_frame(tl, i) for i in (30, 80, 140))  # 2 s, 5.3 s, 9.3 s
-    assert before.shape == (514, 480, 3) and before.dtype == np.uint8
+    assert before.shape == (512 + PANEL_HEIGHT, 640, 3) and before.dtype == np.uint8  # 160x128 scaled by 4
     assert not banner_is_orange(before) and banner_is_orange(during) and not banner_is_orange(after)
-    panel_before, panel_after = before[384:].astype(int), after[384:].astype(int)
+    panel_before, panel_after = before[512:].astype(int), after[512:].astype(int)
 
     def red(panel):  # the rollback marker
         return ((panel[..., 0] > 200) & (panel[..., 1] < 80) & (panel[..., 2] < 80)).sum()

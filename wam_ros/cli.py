@@ -100,7 +100,7 @@ def cmd_train(args) -> int:
         torch.set_num_threads(args.threads)
     fields = ("vae_stage_steps", "video_stage_steps", "joint_stage_steps", "batch_size", "grad_accum", "lr",
               "warmup_steps", "decay", "decay_fraction", "min_lr", "weight_decay", "precision", "strategy", "workers",
-              "seed", "checkpoint_every")
+              "seed", "checkpoint_every", "stop_after")
     try:
         train_cfg = TrainConfig(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None},
                                 checkpointing=args.checkpointing,
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-seconds", type=float, default=10.0, help="policy: length of each demonstration")
     p.add_argument("--video-steps", type=int, default=200, help="policy: training steps of stage 1")
     p.add_argument("--joint-steps", type=int, default=2400, help="policy: training steps of stage 2")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain of the simulated robot (default: a "
+                   "private one chosen per run, localhost only, printed at the start)")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
     p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "train-model",
                                           "policy", "lift", "record"])
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="DataLoader worker processes reading the episodes")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--stop-after", type=int, help="end after this many steps with the full run's schedule "
+                   "(to check that a run reproduces from the same inputs)")
     p.add_argument("--resume", action="store_true", help="continue from --out (FSDP: OUT.sharded/) if it exists")
     p.add_argument("--dry-run", action="store_true", help="print the parameter counts and the memory plan "
                    "(JSON; the model is built on the meta device, nothing is allocated) and exit")
@@ -296,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ablations", action="store_true", help="evaluate Clean and Random only")
     p.add_argument("--max-seconds", type=float, default=20.0, help="simulated seconds before an episode fails")
     p.add_argument("--out", type=Path, default=Path("out/benchmark"))
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain of the simulated robot (default: a "
+                   "private one chosen per run, localhost only, printed at the start)")
     p = sub.add_parser("text-features", help="umT5 features of instructions from a local encoder, into the file "
                        "that text_encoder=precomputed reads (and umt5 caches in)")
     p.add_argument("instructions", nargs="+")
@@ -312,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bringup":
             return cmd_bringup(args.arguments)
+        if args.command in ("demo", "benchmark"):
+            from wam_ros.ros.system import use_private_graph
+
+            domain = use_private_graph(args.domain_id)
+            print(f"[{args.command}] the simulated robot runs on ROS domain {domain}, localhost only (to watch it: "
+                  f"ROS_DOMAIN_ID={domain} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rviz2)", file=sys.stderr, flush=True)
         if args.command == "demo":
             from wam_ros.demo import DemoTraining, run_demo
 
@@ -319,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                                     video_steps=args.video_steps, joint_steps=args.joint_steps)
             summary = run_demo(args.robot, args.duration, args.out, source=args.source, training=training)
             print(json.dumps(summary, indent=2))
-            written = ["summary.json", "contact_sheet.png"] + (["prediction_4d.png"] if args.source == "policy" else [])
+            written = ["summary.json", "contact_sheet.png", f"{args.source}.mp4"] + (
+                ["prediction_4d.png"] if args.source == "policy" else [])
             print(f"wrote {', '.join(str(args.out / name) for name in written)}")
             return 0
         if args.command == "bench":

@@ -1,6 +1,7 @@
 """`make demo` / `wam-ros demo`: the simulated dual-arm robot driven by a World Action Model (or,
 with --source scripted, by a scripted motion), watched over DDS by a monitor node; writes
-summary.json, a contact sheet and, with the policy, the rendered 4D prediction.
+summary.json, a contact sheet, an MP4 of the head camera with the supervisor state, the expert in
+use and the predicted value written over it, and, with the policy, the rendered 4D prediction.
 
 The policy is trained here on first use: demonstrations recorded in the simulator, then
 `wam-ros train --config demo` (about 4 minutes on 2 cores); the checkpoint is reused
@@ -28,7 +29,8 @@ from visualization_msgs.msg import MarkerArray
 
 from wam_ros.config import CAMERA_NAMES, SIDES, load_robot_config
 from wam_ros.data.images import colorize_depth
-from wam_ros.msg import ActionChunk, SupervisorState
+from wam_ros.episode_video import EpisodeTimeline, write_video
+from wam_ros.msg import ActionChunk, GateState, RollbackEvent, SupervisorState, TaskState, ValueEstimate
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time, image_array, pointcloud_from_msg, trajectory_arrays
 from wam_ros.ros.node_main import make_executor
@@ -58,7 +60,7 @@ class DdsPrediction:
 class DemoMonitor(Node):
     """Counts every topic by header stamp (sim time) and measures joint tracking error."""
 
-    def __init__(self, robot: str, snapshot_time: float = 0.5):
+    def __init__(self, robot: str, snapshot_time: float = 0.5, film_camera: str = "head"):
         super().__init__("demo_monitor", parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.robot = load_robot_config(robot)
         self.arm_joints = [n for n in self.robot.joint_names if not n.endswith("_gripper")]
@@ -75,10 +77,24 @@ class DemoMonitor(Node):
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
         self.supervisor: SupervisorState | None = None
-        self.create_subscription(SupervisorState, "supervisor/state", lambda m: setattr(self, "supervisor", m),
-                                 LATCHED_QOS)
+        self.create_subscription(SupervisorState, "supervisor/state", self._on_supervisor, LATCHED_QOS)
         self.create_subscription(ActionChunk, "policy/chunk", lambda m: self._record("policy/chunk", m.header.stamp),
                                  COMMAND_QOS)
+        # the run's timeline (sim time), for its video
+        self.film_camera = film_camera
+        self.film: list[tuple[float, np.ndarray]] = []          # (stamp, colour image) of film_camera
+        self.values: list[tuple[float, float, float]] = []      # (observation stamp, value, peak)
+        self.experts: list[tuple[float, int]] = []              # (observation stamp, GateState.active_expert)
+        self.states: list[tuple[float, str]] = []               # (sim time, supervisor state) at each change
+        self.stages: list[tuple[float, str]] = []               # (sim time, task stage) at each change
+        self.rollbacks: list[float] = []                        # sim times of rollback events
+        self.create_subscription(ValueEstimate, "policy/value", lambda m: self.values.append(
+            (from_time(m.header.stamp), float(m.value), float(m.peak))), COMMAND_QOS)
+        self.create_subscription(GateState, "policy/gate", lambda m: self.experts.append(
+            (from_time(m.header.stamp), int(m.active_expert))), COMMAND_QOS)
+        self.create_subscription(RollbackEvent, "supervisor/rollback", lambda m: self.rollbacks.append(
+            self.sim_time), LATCHED_QOS)
+        self.create_subscription(TaskState, "task/state", self._on_task, LATCHED_QOS)
         # the newest prediction with its TCP paths (they arrive after the cloud, with its stamp), the
         # joint state at its observation time and the camera images when it arrived
         self.prediction: DdsPrediction | None = None
@@ -94,6 +110,20 @@ class DemoMonitor(Node):
 
     def _record(self, topic: str, stamp) -> None:
         self.stamps.setdefault(topic, []).append(from_time(stamp))
+
+    def _on_supervisor(self, msg: SupervisorState) -> None:
+        self.supervisor = msg
+        if not self.states or self.states[-1][1] != msg.state_name:
+            self.states.append((self.sim_time, msg.state_name))
+
+    def _on_task(self, msg: TaskState) -> None:
+        stage = msg.stage_name or "start"  # no stage reached yet
+        if not self.stages or self.stages[-1][1] != stage:
+            self.stages.append((self.sim_time, stage))
+
+    def timeline(self, title: str) -> EpisodeTimeline:
+        return EpisodeTimeline(title=title, frames=self.film, values=self.values, experts=self.experts,
+                               states=self.states, stages=self.stages, rollbacks=self.rollbacks)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         self._record("policy/predicted_cloud", msg.header.stamp)
@@ -144,6 +174,8 @@ class DemoMonitor(Node):
             kind = "depth" if "depth" in kind else "color"
             frame = image_array(msg).copy()
             self.latest_frames[cam][kind] = frame
+            if cam == self.film_camera and kind == "color":
+                self.film.append((from_time(msg.header.stamp), frame))
             if from_time(msg.header.stamp) <= self.snapshot_time or kind not in self.start_frames[cam]:
                 self.start_frames[cam][kind] = frame
 
@@ -278,6 +310,9 @@ def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | N
         summary["duration_s"] = duration
         contact_sheet({"start": monitor.start_frames, f"t={duration:g} s": monitor.latest_frames},
                       out_dir / "contact_sheet.png")
+        video = out_dir / f"{source}.mp4"  # at the camera's rate in sim time: the video plays in sim time
+        fps = summary["topics"][f"{monitor.film_camera}/color/image_raw"]["rate_hz_sim_time"]
+        summary["video"] = {"path": str(video), "frames": write_video(monitor.timeline(f"{robot}, {source}"), video, fps)}
         if source == "policy":
             if monitor.prediction is None:
                 raise RuntimeError("the policy published no predicted cloud with its TCP paths")

@@ -82,11 +82,15 @@ def _value_panel(timeline: EpisodeTimeline, t: float, size: tuple[int, int], spa
     return panel
 
 
-def render_frame(timeline: EpisodeTimeline, index: int, scale: int = 3, span: tuple[float, float] | None = None
-                 ) -> np.ndarray:
+PANEL_HEIGHT = 130
+VIDEO_WIDTH = 640  # about: camera images are scaled by a whole factor, pixels kept sharp
+
+
+def render_frame(timeline: EpisodeTimeline, index: int, span: tuple[float, float] | None = None) -> np.ndarray:
     """Frame `index` of the video: the camera image (scaled) over the value panel, as (H, W, 3) uint8."""
     t, image = timeline.frames[index]
     span = span or (timeline.frames[0][0], timeline.frames[-1][0])
+    scale = max(1, VIDEO_WIDTH // image.shape[1])
     camera = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(camera)
     state = _latest(timeline.states, t, (0.0, "-"))[1]
@@ -103,7 +107,7 @@ def render_frame(timeline: EpisodeTimeline, index: int, scale: int = 3, span: tu
     if state in ("ROLLING_BACK", "RESAMPLING"):
         draw.rectangle([0, camera.height - 24, camera.width, camera.height], fill=STATE_COLOURS[state])
         draw.text((8, camera.height - 18), "ROLLBACK to the last high-value checkpoint", fill=(0, 0, 0))
-    panel = _value_panel(timeline, t, (camera.width, 130), span)
+    panel = _value_panel(timeline, t, (camera.width, PANEL_HEIGHT), span)
     frame = np.concatenate([np.asarray(camera), np.asarray(panel)], axis=0)
     return frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]  # even sizes for yuv420p
 
