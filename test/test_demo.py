@@ -82,3 +82,26 @@ def test_policy_demo_trains_a_policy_runs_it_in_the_loop_and_renders_its_predict
     # a second run reuses the checkpoint instead of training again
     again = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
     assert again.returncode == 0 and "reusing" in again.stderr
+
+
+def test_the_monitor_times_a_tasks_perturbation_and_success_for_the_video():
+    import rclpy
+
+    from wam_ros.demo import DemoMonitor
+    from wam_ros.msg import TaskState
+
+    rclpy.init()  # the monitor is created as the demo creates it, in the default context
+    try:
+        monitor = DemoMonitor("agilex")
+        for sim_time, msg in ((1.0, TaskState()), (2.0, TaskState(stage=1, stage_name="grasped")),
+                              (3.5, TaskState(stage=1, stage_name="grasped", perturbed=True)),
+                              (7.0, TaskState(stage=2, stage_name="placed", perturbed=True, success=True)),
+                              (8.0, TaskState(stage=2, stage_name="placed", perturbed=True, success=True))):
+            monitor.sim_time = sim_time
+            monitor._on_task(msg)
+        timeline = monitor.timeline("x")
+        assert timeline.stages == [(1.0, "start"), (2.0, "grasped"), (7.0, "placed")]
+        assert timeline.slip == 3.5 and timeline.success == 7.0
+        monitor.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -186,7 +186,7 @@ def test_ctrl_c_closes_an_open_episode_cleanly_and_marks_it_partial(bringup, tmp
 
 def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk():
     """teleop_node needs nothing of the session's bring-up: it and a fresh probe meet alone (a
-    long-lived participant can hold a stale shared-memory port of a peer an earlier test killed)."""
+    long-lived participant may hold a stale shared-memory port of a peer an earlier test killed)."""
     process = subprocess.Popen([str(BIN / "teleop_node"), "--ros-args", "-r", "__ns:=/teleop_check",
                                 "-p", "robot:=agilex", "-p", "source:=leader", "-p", "rate:=50.0"])
     probe = ProbeNode("teleop_check_probe")

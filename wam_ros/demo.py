@@ -88,6 +88,8 @@ class DemoMonitor(Node):
         self.states: list[tuple[float, str]] = []               # (sim time, supervisor state) at each change
         self.stages: list[tuple[float, str]] = []               # (sim time, task stage) at each change
         self.rollbacks: list[float] = []                        # sim times of rollback events
+        self.perturbed_at: float | None = None                  # sim time the task's perturbation was first seen
+        self.succeeded_at: float | None = None
         self.create_subscription(ValueEstimate, "policy/value", lambda m: self.values.append(
             (from_time(m.header.stamp), float(m.value), float(m.peak))), COMMAND_QOS)
         self.create_subscription(GateState, "policy/gate", lambda m: self.experts.append(
@@ -120,10 +122,15 @@ class DemoMonitor(Node):
         stage = msg.stage_name or "start"  # no stage reached yet
         if not self.stages or self.stages[-1][1] != stage:
             self.stages.append((self.sim_time, stage))
+        if msg.perturbed and self.perturbed_at is None:
+            self.perturbed_at = self.sim_time
+        if msg.success and self.succeeded_at is None:
+            self.succeeded_at = self.sim_time
 
     def timeline(self, title: str) -> EpisodeTimeline:
         return EpisodeTimeline(title=title, frames=self.film, values=self.values, experts=self.experts,
-                               states=self.states, stages=self.stages, rollbacks=self.rollbacks)
+                               states=self.states, stages=self.stages, rollbacks=self.rollbacks,
+                               slip=self.perturbed_at, success=self.succeeded_at)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         self._record("policy/predicted_cloud", msg.header.stamp)

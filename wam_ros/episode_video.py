@@ -83,7 +83,7 @@ def _value_panel(timeline: EpisodeTimeline, t: float, size: tuple[int, int], spa
 
 
 PANEL_HEIGHT = 130
-VIDEO_WIDTH = 640  # about: camera images are scaled by a whole factor, pixels kept sharp
+VIDEO_WIDTH = 640  # roughly: camera images are scaled by a whole factor, so their pixels stay sharp
 
 
 def render_frame(timeline: EpisodeTimeline, index: int, span: tuple[float, float] | None = None) -> np.ndarray:

@@ -6,6 +6,7 @@ so a launched system and an in-process one cannot disagree.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,8 +44,6 @@ def use_private_graph(domain_id: int | None = None) -> int:
     for the commands that run a simulated robot (demo, benchmark). Their /clock, joint trajectories
     and camera streams must never reach a real robot's nodes or another simulation on this machine
     (two simulations on one domain corrupted each other's episodes). Returns the domain id."""
-    import os
-
     domain = isolated_domain_id(os.getpid()) if domain_id is None else domain_id
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
