@@ -249,7 +249,7 @@ def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: 
     prediction = deployed.infer(obs, 0.0, lambda: 0.0, chunks.append, chunk_id=1, seed=seed)
     absolute = chunks[0].targets
     intrinsics = {c: (f.K, f.rgb.shape[:2]) for c, f in views.items()}
-    cloud = voxel_downsample(deployed.predicted_cloud(prediction, obs.state, absolute, intrinsics), voxel)
+    cloud = voxel_downsample(deployed.predicted_cloud(prediction, obs, absolute, intrinsics), voxel)
     cfg, fps = policy.cfg, policy.meta.fps
     scene = PredictionScene(
         robot=robot, cloud=cloud, frame_times=frame_times(cfg.horizon, cfg.actions_per_frame, fps), joints=joints,

@@ -16,12 +16,14 @@ import numpy as np
 from wam_ros.config import SIDES, RobotConfig
 from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler, Handover, default_execution_horizon
 from wam_ros.control.supervisor import Chunk
+from wam_ros.control.tracking import expected_positions
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
+from wam_ros.geometry.reprojection import KinematicReprojection
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import SAMPLERS
 from wam_ros.model.policy import (PREDICTIVE, Observation, ObservationError, Prediction, WorldActionPolicy,
-                                  resize_images)
+                                  depth_metres, resize_images)
 from wam_ros.robots.urdf import generate_urdf
 
 
@@ -83,8 +85,12 @@ class DeployedPolicy:
         if scheduler.config.horizon != policy.cfg.num_actions:
             raise ValueError(f"chunking horizon {scheduler.config.horizon} != the model's {policy.cfg.num_actions} actions")
         self.encoder = ChunkEncoder(meta.action_space, meta.state_names, meta.action_names, robot)
-        self.kinematics = Kinematics(generate_urdf(robot))
+        urdf = generate_urdf(robot)
+        self.kinematics = Kinematics(urdf)
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
+        self.tracking_gains = None if meta.tracking_gains is None else np.asarray(meta.tracking_gains, dtype=float)
+        self.reprojection = KinematicReprojection(self.kinematics, urdf,
+                                                  [f"{c}_color_optical_frame" for c in policy.cfg.cameras])
         # the command form: arm columns as positions, grippers as openings normalised by their travel
         self._limits = robot.joint_limits()
         self._grippers = gripper_columns(self.joint_names)
@@ -182,23 +188,63 @@ class DeployedPolicy:
         return np.array([[poses[f] for f in frames]
                          for poses in (self.kinematics.frame_poses(q, frames) for q in joint_maps)])
 
-    def future_joint_maps(self, state: np.ndarray, absolute: np.ndarray) -> list[dict[str, float]]:
-        """The predicted joint configuration at each future frame: frame j (1..H) is
-        actions_per_frame * j steps ahead, so its state is that action's target."""
-        cfg = self.policy.cfg
-        steps = [min(cfg.actions_per_frame * j, len(absolute)) - 1 for j in range(1, cfg.horizon + 1)]
-        return [self.joint_map(state, absolute[k]) for k in steps]
+    def expected_joints(self, state: np.ndarray, absolute: np.ndarray) -> np.ndarray:
+        """(K, J) where the joints will be after each target of a chunk (K, J), by the tracking
+        response fitted to the training recordings (wam_ros.control.tracking; the targets themselves
+        for a checkpoint without one)."""
+        start = np.array([state[self.policy.meta.state_names.index(n)] if n in self.policy.meta.state_names
+                          else absolute[0, i] for i, n in enumerate(self.joint_names)])
+        return expected_positions(start, absolute, self.tracking_gains)
 
-    def predicted_cloud(self, prediction: Prediction, state: np.ndarray, absolute: np.ndarray,
+    def future_joint_maps(self, state: np.ndarray, absolute: np.ndarray, frames: int | None = None
+                          ) -> list[dict[str, float]]:
+        """The expected joint configuration at each of `frames` future frames spread evenly over the
+        chunk (default: the H latent frames): frame j (1..frames) follows action K j / frames."""
+        frames = frames or self.policy.cfg.horizon
+        expected = self.expected_joints(state, absolute)
+        steps = [min(len(absolute) * j // frames, len(absolute)) - 1 for j in range(1, frames + 1)]
+        return [self.joint_map(state, expected[k]) for k in steps]
+
+    def imagined_future(self, prediction: Prediction, obs: Observation, absolute: np.ndarray, K: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The future as the robot publishes it: (colour (V, F, h, w, 3), depth (V, H, h, w) metres or
+        None), F and H the prediction's frame counts, K (V, 3, 3) at the model's image size.
+
+        With observed depth: the observed scene carried to the expected joint positions of each frame
+        (wam_ros.geometry.reprojection: what the kinematics explain) plus the model's predicted
+        colour change (decoded future minus observation: what they do not); the depth is the
+        carried scene's (0 where it has none), at the depth branch's frames. Without: the model's
+        frames."""
+        rgb, depth = prediction.future_rgb, prediction.future_depth
+        if rgb is None:
+            raise ValueError("the prediction has no video (DeployConfig.video off)")
+        if obs.depths is None:
+            return rgb, depth
+        cams = self.policy.cfg.cameras
+        observed = np.stack([obs.images[c] for c in cams])
+        observed_depth = np.stack([depth_metres(obs.depths[c]) for c in cams])
+        frames = rgb.shape[1]
+        carried_rgb, carried_depth = self.reprojection.render(
+            observed, observed_depth, K, self.joint_map(obs.state), self.future_joint_maps(obs.state, absolute, frames))
+        change = rgb.astype(np.int16) - observed[:, None].astype(np.int16)
+        rgb = np.clip(carried_rgb.astype(np.int16) + change, 0, 255).astype(np.uint8)
+        if depth is not None:  # the depth branch's maps measured worse than re-lifting the present (README)
+            depth = carried_depth[:, frames // depth.shape[1] - 1::frames // depth.shape[1]].astype(np.float32)
+        return rgb, depth
+
+    def predicted_cloud(self, prediction: Prediction, obs: Observation, absolute: np.ndarray,
                         intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> PointCloud:
-        """The predicted future in the base frame: one cloud per latent frame (V x H depth maps, coloured
-        by the decoded frames they belong to). intrinsics: camera -> (K, (height, width) it belongs to)."""
+        """The predicted future in the base frame (imagined_future): one cloud per latent frame (V x H
+        depth maps, coloured by the frames they belong to), the cameras at the expected joint
+        positions. intrinsics: camera -> (K, (height, width) it belongs to)."""
         if prediction.future_rgb is None or prediction.future_depth is None:
             raise ValueError("the prediction has no video or no depth (DeployConfig.video / depth off)")
         cams, size = self.policy.cfg.cameras, tuple(self.policy.cfg.image_size)
         K = np.stack([scale_intrinsics(intrinsics[c][0], intrinsics[c][1], size) for c in cams])
-        poses = self.camera_poses(self.future_joint_maps(state, absolute))
-        return lift(prediction.future_depth, prediction.rgb_at_depth_frames(), K, poses)
+        rgb, depth = self.imagined_future(prediction, obs, absolute, K)
+        stride = rgb.shape[1] // depth.shape[1]
+        poses = self.camera_poses(self.future_joint_maps(obs.state, absolute))
+        return lift(depth, rgb[:, stride - 1::stride], K, poses)
 
     def tcp_paths(self, absolute: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
         """side -> (steps, 3) TCP positions along a chunk of absolute targets."""

@@ -77,6 +77,9 @@ class CheckpointMeta:
     action_space: str
     fps: float
     git_revision: str = "unknown"
+    # per action column, how the joints follow their targets (wam_ros.control.tracking); None: as
+    # written before the fit, every target taken as reached
+    tracking_gains: list[float] | None = None
 
 
 def resize_images(images: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wam_ros.config import RobotConfig
+from wam_ros.control.tracking import fit_tracking_gains
 from wam_ros.model.action_space import ChunkEncoder, gripper_columns
 from wam_ros.model.config import ModelConfig, choice_problems
 from wam_ros.model.distributed import (PRECISIONS, STRATEGIES, ShardedCheckpoints, Topology, all_ranks, autocast,
@@ -179,6 +180,19 @@ class WindowDataset(Dataset):
         self.normalizer = Normalizer.from_data(np.concatenate([ep.state for ep in episodes]),
                                                chunks.reshape(-1, chunks.shape[-1]), cfg.action_space,
                                                gripper_columns(self.encoder.columns), state_grippers)
+        self.tracking_gains = self._tracking_gains(episodes, meta)
+
+    def _tracking_gains(self, episodes: list[Episode], meta: DatasetMeta) -> list[float]:
+        """Per action column, how the recorded joint followed its recorded targets
+        (wam_ros.control.tracking); 1 for a column without both a state and a target."""
+        columns = [c for c in self.encoder.columns if c in meta.state_names and c in meta.action_names]
+        gains = dict.fromkeys(self.encoder.columns, 1.0)
+        if columns:
+            s_idx = [meta.state_names.index(c) for c in columns]
+            a_idx = [meta.action_names.index(c) for c in columns]
+            fitted = fit_tracking_gains([(ep.state[:, s_idx], ep.action[:, a_idx]) for ep in episodes])
+            gains.update(zip(columns, (float(g) for g in fitted)))
+        return [gains[c] for c in self.encoder.columns]
 
     @property
     def action_columns(self) -> list[str]:
@@ -364,7 +378,8 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
             set_rng_state(own, noise)
     meta = CheckpointMeta(cameras=list(cfg.cameras), image_size=list(cfg.image_size),
                           state_names=list(dataset.meta.state_names), action_names=dataset.action_columns,
-                          action_space=cfg.action_space, fps=dataset.meta.fps, git_revision=git_revision())
+                          action_space=cfg.action_space, fps=dataset.meta.fps, git_revision=git_revision(),
+                          tracking_gains=dataset.tracking_gains)
     policy = WorldActionPolicy(model, dataset.normalizer, meta)
 
     def shared_state() -> dict[str, Any]:

@@ -16,9 +16,13 @@ the cameras staying where they are. Per horizon step (averaged over observations
   depths are valid (> 0).
 - Chamfer distance (m) between the predicted and the true 4D cloud of that step: every view's depth
   lifted into the robot base frame (wam_ros.geometry.lifting.lift) with camera poses from the
-  kinematics: the predicted cloud at the joint targets the predicted chunk reaches at that step (as
-  DeployedPolicy.predicted_cloud lifts it for RViz), the true cloud at the recorded joint state,
-  the baseline's at the current joint state.
+  kinematics: the predicted cloud at the joint positions the predicted chunk is expected to reach
+  at that step (DeployedPolicy.future_joint_maps, as DeployedPolicy.predicted_cloud lifts it for
+  RViz), the true cloud at the recorded joint state, the baseline's at the current joint state.
+
+Two predictions are measured: "prediction", the future the robot publishes
+(DeployedPolicy.imagined_future: the observed scene carried by the kinematics plus the model's
+colour change), and "model_only", the frames and depth the model decodes by itself.
 
 The predicted frames are aligned to recorded ones by their time offset in actions
 (`frame_offsets`): one action is one control period of the episode, so a frame `o` actions ahead of
@@ -196,6 +200,17 @@ class EpisodeArrays:
     state: np.ndarray          # (T, S) in the checkpoint's state order
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """What the depth metrics of one observation need."""
+
+    episode: EpisodeArrays
+    frame: int
+    depth_steps: np.ndarray               # offsets (actions) of the compared depth frames
+    offsets: FrameOffsets
+    expected_joints: list[dict[str, float]]  # per action of the chunk: where the joints are expected
+
+
 @dataclass
 class Sample:
     """One observation's frames at the model's size, (V, T, ...) with T = the evaluated steps."""
@@ -263,7 +278,7 @@ class WorldModelEvaluation:
             raise DatasetError(f"dataset at {meta.fps} fps, the checkpoint at {self.policy.meta.fps}: a predicted "
                                "frame's offset in actions would not point at the recorded frame of that time")
         cams = list(self.policy.cfg.cameras)
-        predicted, baseline = StepMetrics(), StepMetrics()
+        predicted, model_only, baseline = StepMetrics(), StepMetrics(), StepMetrics()
         shown: Sample | None = None
         first: FrameOffsets | None = None
         observations = self.observation_frames(episodes)
@@ -282,21 +297,29 @@ class WorldModelEvaluation:
                 first = offsets
             elif not (np.array_equal(first.rgb, offsets.rgb) and np.array_equal(first.depth, offsets.depth)):
                 raise RuntimeError(f"predicted frame offsets changed between observations: {first} vs {offsets}")
+            absolute = self.deployed.encoder.decode(prediction.actions, ep.state[t])
+            imagined = self.deployed.imagined_future(prediction, obs, absolute, self.K)
             steps = offsets.rgb
             truth = ep.rgb[t + steps].swapaxes(0, 1)  # (V, T, h, w, 3)
-            guess = prediction.future_rgb
             still = np.repeat(ep.rgb[t][:, None], len(steps), axis=1)
             true_change = truth.astype(np.float64) - still
-            for metrics, frames in ((predicted, guess), (baseline, still)):
+            futures = ((predicted, imagined), (model_only, (prediction.future_rgb, prediction.future_depth)),
+                       (baseline, (still, None)))
+            for metrics, (frames, _) in futures:
                 metrics.psnr_db.append(_per_frame(psnr, frames, truth))
                 metrics.motion_correlation.append(_per_frame(motion_correlation, frames.astype(np.float64) - still,
                                                              true_change))
             if ep.depth is not None:
-                self._geometry(ep, t, self._depth_steps(offsets), prediction, offsets, predicted, baseline)
-            sample = Sample(e, t, ep.rgb[t], truth, guess)
+                geometry = _Geometry(ep, t, self._depth_steps(offsets), offsets,
+                                     self.deployed.future_joint_maps(ep.state[t], absolute, self.policy.cfg.num_actions))
+                self._geometry(geometry, baseline, None, None)
+                for metrics, (frames, depth) in futures[:2]:
+                    self._geometry(geometry, metrics, frames, depth)
+            sample = Sample(e, t, ep.rgb[t], truth, imagined[0])
             if shown is None or sample.motion > shown.motion:
                 shown = sample
         ours, ours_per_view = predicted.summary(cams)
+        alone, _ = model_only.summary(cams)
         still_summary, still_per_view = baseline.summary(cams)
 
         def timeline(offsets: np.ndarray) -> dict:
@@ -311,6 +334,7 @@ class WorldModelEvaluation:
             "steps": timeline(first.rgb),  # psnr_db, motion_correlation
             "depth_steps": timeline(self._depth_steps(first)),  # depth_abs_rel, depth_delta1, chamfer_m
             "prediction": ours,
+            "model_only": alone,
             "baseline": still_summary,
             "per_view": {c: {"prediction": ours_per_view[c], "baseline": still_per_view[c]} for c in cams},
             "beats_baseline": {
@@ -325,29 +349,29 @@ class WorldModelEvaluation:
         steps = offsets.rgb if offsets.depth is None else offsets.depth
         return steps[steps > 0]
 
-    def _geometry(self, ep: EpisodeArrays, t: int, steps: np.ndarray, prediction: Prediction, offsets: FrameOffsets,
-                  predicted: StepMetrics, baseline: StepMetrics) -> None:
-        """Depth errors and Chamfer distances of one observation at the depth steps (the episode has depth)."""
-        depth = depth_metres(ep.depth)
-        true_depth = depth[t + steps].swapaxes(0, 1)  # (V, T, h, w)
-        still_depth = np.repeat(depth[t][:, None], len(steps), axis=1)
-        true_rgb = ep.rgb[t + steps].swapaxes(0, 1)
-        joints = self.deployed.joint_map
-        truth_cloud = self._clouds(true_depth, true_rgb, [joints(ep.state[t + o]) for o in steps])
-        still_rgb = np.repeat(ep.rgb[t][:, None], len(steps), axis=1)
-        baseline.chamfer_m.append(_chamfers(self._clouds(still_depth, still_rgb, [joints(ep.state[t])] * len(steps)),
-                                            truth_cloud))
-        self._depth_metrics(baseline, still_depth, true_depth)
-        if prediction.future_depth is None:  # no depth branch, or switched off
+    def _geometry(self, g: "_Geometry", metrics: StepMetrics, rgb: np.ndarray | None, depth: np.ndarray | None) -> None:
+        """Depth errors and Chamfer distances at the depth steps of one observation's future: colour
+        frames (V, F, h, w, 3) and depth maps (V, H, h, w) predicted with the cameras at the expected
+        joint positions; rgb None: the baseline (the present repeated, the cameras where they are).
+        A prediction without depth (no depth branch) adds nothing."""
+        if rgb is not None and depth is None:
             return
-        guess_depth = prediction.future_depth[:, offsets.depth > 0]
-        self._depth_metrics(predicted, guess_depth, true_depth)
-        # coloured by the predicted frames of the same time
-        guess_rgb = prediction.future_rgb[:, [int(np.flatnonzero(offsets.rgb == o)[0]) for o in steps]]
-        # at the joint targets the chunk reaches at each step, as DeployedPolicy.future_joint_maps places them
-        absolute = self.deployed.encoder.decode(prediction.actions, ep.state[t])
-        guess_cloud = self._clouds(guess_depth, guess_rgb, [joints(ep.state[t], absolute[o - 1]) for o in steps])
-        predicted.chamfer_m.append(_chamfers(guess_cloud, truth_cloud))
+        depth_all = depth_metres(g.episode.depth)
+        steps, t = g.depth_steps, g.frame
+        true_depth = depth_all[t + steps].swapaxes(0, 1)  # (V, T, h, w)
+        joints = self.deployed.joint_map
+        truth = self._clouds(true_depth, g.episode.rgb[t + steps].swapaxes(0, 1),
+                             [joints(g.episode.state[t + o]) for o in steps])
+        if rgb is None:
+            guess_depth = np.repeat(depth_all[t][:, None], len(steps), axis=1)
+            guess_rgb = np.repeat(g.episode.rgb[t][:, None], len(steps), axis=1)
+            maps = [joints(g.episode.state[t])] * len(steps)
+        else:
+            guess_depth = depth[:, g.offsets.depth > 0]
+            guess_rgb = rgb[:, [int(np.flatnonzero(g.offsets.rgb == o)[0]) for o in steps]]  # the same times
+            maps = [g.expected_joints[o - 1] for o in steps]
+        self._depth_metrics(metrics, guess_depth, true_depth)
+        metrics.chamfer_m.append(_chamfers(self._clouds(guess_depth, guess_rgb, maps), truth))
 
     def _depth_metrics(self, metrics: StepMetrics, pred: np.ndarray, true: np.ndarray) -> None:
         errors = np.array([[depth_errors(p, q) for p, q in zip(pv, tv)] for pv, tv in zip(pred, true)])  # (V, T, 2)

@@ -282,7 +282,7 @@ class PolicyNode(Node):
         voxel = self.params["voxel_size"]
         absolute, intrinsics = ready.targets, views[2]
         if prediction.future_depth is not None:
-            cloud = voxel_downsample(self.deployed.predicted_cloud(prediction, obs.state, absolute, intrinsics), voxel)
+            cloud = voxel_downsample(self.deployed.predicted_cloud(prediction, obs, absolute, intrinsics), voxel)
             cloud = fade(cloud, self.deployed.policy.cfg.horizon)
             self.predicted_pub.publish(pointcloud_msg(cloud, header_stamp, frame_id))
         stride = self.params["live_cloud_stride"]

@@ -1,0 +1,296 @@
+"""The observed RGB-D scene carried into predicted robot configurations (ROS-free, numpy).
+
+A predicted chunk says where the arms will be; what the cameras will then see follows from the
+observed depth as far as the scene is rigid: the points on a robot link move with that link (forward
+kinematics at the present and at the predicted joint positions), everything else stays, and each
+camera, wrist cameras included, looks at the result from its own predicted pose. This is the
+geometric part of the future that a video model otherwise has to learn pixel by pixel (and that a
+small one trained on a few demonstrations does not): `KinematicReprojection` renders it per future
+step, and the world model predicts the rest as a change on top (WorldActionPolicy).
+
+Which observed point belongs to which link comes from the URDF's collision shapes (box, cylinder,
+sphere; a mesh counts as a capsule from its link's origin to its child joints), inflated by a margin
+for depth noise. All views' points are fused, so one camera's view of the table can fill what an arm
+uncovers in another's; a view's own points win wherever they land (at a few dozen pixels a side, two
+views' samples of one surface never line up).
+Pixels nothing lands on keep the observed frame (nothing moves), except where the robot was and has
+left: those take the nearest background pixel around them, not a ghost of the arm.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from wam_ros.geometry.transforms import pose_to_matrix
+
+MESH_RADIUS = 0.06        # m: a mesh's capsule (its link origin to its child joints)
+FILL_PASSES = 3           # rounds of growing the background into pixels the robot left
+GAP_NEIGHBOURS = 5        # of 8 neighbours covered: a pixel between spread-out points, not an edge
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One collision shape of a link: kind "box" (half extents), "cylinder" (radius, half length,
+    axis z), "sphere" (radius) or "capsule" (radius, from `origin` to `end`, both in the link frame)."""
+
+    link: str
+    kind: str
+    origin: np.ndarray  # 4x4 link <- shape
+    size: tuple[float, ...]
+    end: np.ndarray | None = None  # capsule only: second end point (link frame)
+
+
+def _origin(element: ET.Element | None) -> np.ndarray:
+    if element is None:
+        return np.eye(4)
+    return pose_to_matrix([float(v) for v in element.get("xyz", "0 0 0").split()],
+                          [float(v) for v in element.get("rpy", "0 0 0").split()])
+
+
+def robot_shapes(urdf: str) -> list[Shape]:
+    """The collision shapes of every link of a URDF (visual shapes where a link has no collision)."""
+    root = ET.fromstring(urdf)
+    children: dict[str, list[np.ndarray]] = {}
+    for joint in root.iter("joint"):
+        parent = joint.find("parent").get("link")
+        children.setdefault(parent, []).append(_origin(joint.find("origin"))[:3, 3])
+    shapes = []
+    for link in root.iter("link"):
+        name = link.get("name")
+        elements = link.findall("collision") or link.findall("visual")
+        for element in elements:
+            geometry = element.find("geometry")
+            if geometry is None or not len(geometry):
+                continue
+            kind, T = geometry[0], _origin(element.find("origin"))
+            if kind.tag == "box":
+                half = tuple(float(v) / 2 for v in kind.get("size").split())
+                shapes.append(Shape(name, "box", T, half))
+            elif kind.tag == "cylinder":
+                shapes.append(Shape(name, "cylinder", T, (float(kind.get("radius")), float(kind.get("length")) / 2)))
+            elif kind.tag == "sphere":
+                shapes.append(Shape(name, "sphere", T, (float(kind.get("radius")),)))
+            elif kind.tag == "mesh":
+                for end in children.get(name, [np.zeros(3)]):
+                    shapes.append(Shape(name, "capsule", np.eye(4), (MESH_RADIUS,), np.asarray(end, float)))
+    return shapes
+
+
+def _inside(points: np.ndarray, shape: Shape, link_pose: np.ndarray, margin: float) -> np.ndarray:
+    """Which (N, 3) base-frame points lie within `margin` of the shape at the link's pose."""
+    T = link_pose @ shape.origin
+    local = (points - T[:3, 3]) @ T[:3, :3]  # into the shape frame
+    if shape.kind == "box":
+        return np.all(np.abs(local) <= np.asarray(shape.size) + margin, axis=1)
+    if shape.kind == "cylinder":
+        radius, half = shape.size
+        return (np.hypot(local[:, 0], local[:, 1]) <= radius + margin) & (np.abs(local[:, 2]) <= half + margin)
+    if shape.kind == "sphere":
+        return np.linalg.norm(local, axis=1) <= shape.size[0] + margin
+    axis = shape.end
+    t = np.clip(local @ axis / max(float(axis @ axis), 1e-12), 0.0, 1.0)
+    return np.linalg.norm(local - t[:, None] * axis, axis=1) <= shape.size[0] + margin
+
+
+def _camera_coordinates(points: np.ndarray, K: np.ndarray, camera_pose: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 3) base-frame points -> sub-pixel (row, column) and depth along the optical axis as seen
+    from camera_pose (base <- optical frame) with intrinsics K (NaN behind the camera)."""
+    local = (points - camera_pose[:3, 3]) @ camera_pose[:3, :3]
+    z = local[:, 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_ok = np.where(z > 1e-6, z, np.nan)
+        return K[1, 1] * local[:, 1] / z_ok + K[1, 2], K[0, 0] * local[:, 0] / z_ok + K[0, 2], z
+
+
+def project(points: np.ndarray, K: np.ndarray, camera_pose: np.ndarray, size: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As _camera_coordinates, rounded to the nearest pixel of an image of `size`: (row, column,
+    depth), row and column -1 where the point is behind the camera or outside the image."""
+    v, u, z = _camera_coordinates(points, K, camera_pose)
+    with np.errstate(invalid="ignore"):
+        u, v = np.rint(u), np.rint(v)
+        ok = np.isfinite(u) & np.isfinite(v) & (u >= 0) & (u < size[1]) & (v >= 0) & (v < size[0])
+    return np.where(ok, v, -1).astype(np.int64), np.where(ok, u, -1).astype(np.int64), z
+
+
+def _bilinear(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """image (h, w, C) sampled at sub-pixel (rows, cols), clamped to the image."""
+    h, w = image.shape[:2]
+    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+    r0, c0 = np.minimum(np.floor(rows).astype(np.int64), h - 2), np.minimum(np.floor(cols).astype(np.int64), w - 2)
+    fr, fc = (rows - r0)[:, None], (cols - c0)[:, None]
+    image = image.astype(np.float64)
+    top = image[r0, c0] * (1 - fc) + image[r0, c0 + 1] * fc
+    bottom = image[r0 + 1, c0] * (1 - fc) + image[r0 + 1, c0 + 1] * fc
+    return top * (1 - fr) + bottom * fr
+
+
+class KinematicReprojection:
+    """Renders the observed RGB-D views at predicted robot configurations.
+
+    kinematics: a wam_ros.geometry.kinematics.Kinematics of the robot's URDF; cameras: the optical
+    frames of the views (URDF frames); margin: how far from a link's shape an observed point still
+    counts as that link (m)."""
+
+    def __init__(self, kinematics, urdf: str, camera_frames: Sequence[str], margin: float = 0.02):
+        self.kinematics = kinematics
+        self.shapes = robot_shapes(urdf)
+        self.links = sorted({s.link for s in self.shapes})
+        self.camera_frames = list(camera_frames)
+        self.margin = margin
+
+    def _poses(self, joints: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        poses = self.kinematics.frame_poses(joints, self.links + self.camera_frames)
+        return (np.stack([poses[link] for link in self.links]),
+                np.stack([poses[f] for f in self.camera_frames]))
+
+    def label(self, points: np.ndarray, link_poses: np.ndarray) -> np.ndarray:
+        """Index into self.links of the link each point lies on, -1 for the rest of the scene."""
+        labels = np.full(len(points), -1, dtype=np.int64)
+        finite = np.isfinite(points).all(axis=1)
+        for shape in self.shapes:
+            i = self.links.index(shape.link)
+            labels[finite & (labels < 0) & _inside(np.nan_to_num(points), shape, link_poses[i], self.margin)] = i
+        return labels
+
+    def render(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, present: Mapping[str, float],
+               futures: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """rgb (V, h, w, 3) uint8 and depth (V, h, w) metres (0: none) observed at the joint positions
+        `present`; K (V, 3, 3) for (h, w). Returns, per joint configuration of `futures`, what the
+        views would see: rgb (V, T, h, w, 3) uint8 and depth (V, T, h, w) metres (0 where unknown).
+
+        Which point a pixel shows is decided by a z-buffer of the moved points (nearest pixel); its
+        colour is then looked up where that pixel's centre came from (bilinear in the source view),
+        so that the sub-pixel motion of the first steps is not rounded away."""
+        views, h, w = depth.shape
+        link_now, camera_now = self._poses(present)
+        points, source = _lift(depth, K, camera_now)
+        labels = self.label(points, link_now)
+        valid = np.isfinite(points).all(axis=1)
+        points, source, labels = points[valid], source[valid], labels[valid]
+        view_of = source // (h * w)
+        out_rgb = np.repeat(rgb[:, None], len(futures), axis=1).copy()
+        out_depth = np.repeat(depth[:, None].astype(np.float32), len(futures), axis=1).copy()
+        # where each view saw the robot: those pixels are uncovered when the robot moves on
+        robot_pixels = np.zeros((views, h * w), bool)
+        robot_pixels[view_of[labels >= 0], source[labels >= 0] % (h * w)] = True
+        robot_pixels = robot_pixels.reshape(views, h, w)
+        rows, cols = np.mgrid[0:h, 0:w]
+        for step, joints in enumerate(futures):
+            link_future, camera_future = self._poses(joints)
+            motions = link_future @ np.linalg.inv(link_now)  # per link: present -> future, base frame
+            moved = points.copy()
+            for i in np.unique(labels[labels >= 0]):
+                moved[labels == i] = moved[labels == i] @ motions[i][:3, :3].T + motions[i][:3, 3]
+            for v in range(views):
+                own = view_of == v
+                winner, z = _splat(moved, own, K[v], camera_future[v], (h, w))
+                # another view's points fill what this view's own do not cover, except where this
+                # view saw nothing within range (beyond the room: nothing else belongs there either)
+                other, other_z = _splat(moved, ~own, K[v], camera_future[v], (h, w))
+                fill = (winner < 0) & (other >= 0) & ((depth[v] > 0) | robot_pixels[v])
+                winner, z = np.where(fill, other, winner), np.where(fill, other_z, z)
+                hit = winner >= 0
+                # each covered pixel's centre, at the depth of the point it shows, back to where it was
+                centre = np.stack([(cols[hit] - K[v][0, 2]) / K[v][0, 0] * z[hit],
+                                   (rows[hit] - K[v][1, 2]) / K[v][1, 1] * z[hit], z[hit]], axis=1)
+                centre = centre @ camera_future[v][:3, :3].T + camera_future[v][:3, 3]
+                link, src_view = labels[winner[hit]], view_of[winner[hit]]
+                for i in np.unique(link[link >= 0]):
+                    back = np.linalg.inv(motions[i])
+                    centre[link == i] = centre[link == i] @ back[:3, :3].T + back[:3, 3]
+                image = rgb[v].copy()
+                colours = np.zeros((int(hit.sum()), 3))
+                for s in np.unique(src_view):
+                    at = src_view == s
+                    r, c, _ = _camera_coordinates(centre[at], K[s], camera_now[s])
+                    colours[at] = _bilinear(rgb[s], r, c)
+                image[hit] = np.clip(np.rint(colours), 0, 255).astype(np.uint8)
+                z = np.where(hit, z, np.nan)
+                image, z, hit = _close_gaps(image, z, hit, depth[v] > 0)
+                # what showed the robot and nothing covers now: the background around it
+                image, z, hit = _grow_background(image, z, hit, ~hit & robot_pixels[v])
+                keep = ~hit
+                image[keep], z[keep] = rgb[v][keep], depth[v][keep]
+                out_rgb[v, step], out_depth[v, step] = image, np.where(np.isfinite(z), z, 0.0)
+        return out_rgb, out_depth
+
+
+def _lift(depth: np.ndarray, K: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel of every view in the base frame: points (N, 3) (NaN without depth) and the source
+    index view * h * w + row * w + column."""
+    views, h, w = depth.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    clouds = []
+    for v in range(views):
+        d = np.where(depth[v] > 0, depth[v], np.nan).astype(np.float64)
+        local = np.stack([(cols - K[v][0, 2]) / K[v][0, 0] * d, (rows - K[v][1, 2]) / K[v][1, 1] * d, d], axis=-1)
+        clouds.append(local.reshape(-1, 3) @ poses[v][:3, :3].T + poses[v][:3, 3])
+    return np.concatenate(clouds), np.arange(views * h * w)
+
+
+def _splat(points: np.ndarray, use: np.ndarray, K: np.ndarray, pose: np.ndarray, size: tuple[int, int]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest of the points `use` selects per pixel (a z-buffer): (index into points, -1 where
+    none lands; its depth) as (h, w) arrays."""
+    h, w = size
+    rows, cols, z = project(points, K, pose, size)
+    ok = (rows >= 0) & use
+    pixel = (rows * w + cols)[ok]
+    order = np.lexsort((z[ok], pixel))  # by pixel, nearest first
+    pixel, first = pixel[order], np.ones(len(order), bool)
+    first[1:] = pixel[1:] != pixel[:-1]
+    chosen = np.flatnonzero(ok)[order[first]]
+    winner, depth = np.full(h * w, -1, np.int64), np.full(h * w, np.nan)
+    winner[pixel[first]], depth[pixel[first]] = chosen, z[chosen]
+    return winner.reshape(h, w), depth.reshape(h, w)
+
+
+def _neighbours(a: np.ndarray, fill) -> list[np.ndarray]:
+    """The 8 neighbours of every pixel of a (h, w, ...) array (`fill` beyond the border)."""
+    h, w = a.shape[:2]
+    padded = np.pad(a, ((1, 1), (1, 1)) + ((0, 0),) * (a.ndim - 2), constant_values=fill)
+    return [padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w] for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+
+
+def _close_gaps(image: np.ndarray, z: np.ndarray, hit: np.ndarray, closable: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels no point landed on though most of their neighbours got one (a surface seen closer than
+    it was observed spreads its points apart): the mean of those neighbours. Only where `closable`
+    (the view measured depth there: a pixel beyond the depth range stays as observed)."""
+    covered = np.stack(_neighbours(hit, False))  # (8, h, w)
+    gap = ~hit & closable & (covered.sum(axis=0) >= GAP_NEIGHBOURS)
+    if not gap.any():
+        return image, z, hit
+    weights = covered[..., None].astype(np.float64)
+    colours = np.stack(_neighbours(image.astype(np.float64), 0.0)) * weights
+    depths = np.stack(_neighbours(np.where(hit, z, 0.0), 0.0)) * covered
+    count = np.maximum(covered.sum(axis=0), 1)
+    image, z = image.copy(), z.copy()
+    image[gap] = np.rint(colours.sum(axis=0)[gap] / count[gap, None]).astype(np.uint8)
+    z[gap] = depths.sum(axis=0)[gap] / count[gap]
+    return image, z, hit | gap
+
+
+def _grow_background(image: np.ndarray, z: np.ndarray, hit: np.ndarray, holes: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fills `holes` from their farthest rendered 8-neighbour (the background behind a moved arm,
+    not the arm beside it), a few rounds so that holes a few pixels wide close from their rim."""
+    image, z, hit = image.copy(), z.copy(), hit.copy()
+    for _ in range(FILL_PASSES):
+        todo = holes & ~hit
+        if not todo.any():
+            break
+        depths = np.stack(_neighbours(np.where(hit, z, -np.inf), -np.inf))  # (8, h, w)
+        farthest = np.argmax(depths, axis=0)
+        best_z = np.take_along_axis(depths, farthest[None], axis=0)[0]
+        colours = np.stack(_neighbours(image, 0))  # (8, h, w, 3)
+        best_rgb = np.take_along_axis(colours, farthest[None, ..., None], axis=0)[0]
+        fill = todo & np.isfinite(best_z)
+        image[fill], z[fill], hit = best_rgb[fill], best_z[fill], hit | fill
+    return image, z, hit
