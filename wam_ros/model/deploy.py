@@ -232,6 +232,12 @@ class DeployedPolicy:
             depth = carried_depth[:, frames // depth.shape[1] - 1::frames // depth.shape[1]].astype(np.float32)
         return rgb, depth
 
+    def model_intrinsics(self, intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
+        """(V, 3, 3) intrinsics of the model's cameras at its image size, from camera -> (K, (height,
+        width) it belongs to)."""
+        size = tuple(self.policy.cfg.image_size)
+        return np.stack([scale_intrinsics(intrinsics[c][0], intrinsics[c][1], size) for c in self.policy.cfg.cameras])
+
     def predicted_cloud(self, prediction: Prediction, obs: Observation, absolute: np.ndarray,
                         intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> PointCloud:
         """The predicted future in the base frame (imagined_future): one cloud per latent frame (V x H
@@ -239,8 +245,7 @@ class DeployedPolicy:
         positions. intrinsics: camera -> (K, (height, width) it belongs to)."""
         if prediction.future_rgb is None or prediction.future_depth is None:
             raise ValueError("the prediction has no video or no depth (DeployConfig.video / depth off)")
-        cams, size = self.policy.cfg.cameras, tuple(self.policy.cfg.image_size)
-        K = np.stack([scale_intrinsics(intrinsics[c][0], intrinsics[c][1], size) for c in cams])
+        K = self.model_intrinsics(intrinsics)
         rgb, depth = self.imagined_future(prediction, obs, absolute, K)
         stride = rgb.shape[1] // depth.shape[1]
         poses = self.camera_poses(self.future_joint_maps(obs.state, absolute))
