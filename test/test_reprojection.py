@@ -53,6 +53,16 @@ def test_the_urdf_shapes_and_which_link_a_point_lies_on(agilex):
     far = np.array([3.0, 3.0, 3.0])
     labels = reprojection.label(np.stack([inside, far, [np.nan] * 3]), links)
     assert [reprojection.links[labels[0]], labels[1], labels[2]] == ["left_link2", -1, -1]
+    # between the fingers (what a gripper holds): moves with the hand while they are apart
+    (region,) = [g for g in reprojection.grasps if g.joint == "left_gripper"]
+    assert region.link == "left_flange"
+    hand = links[reprojection.links.index("left_flange")] @ region.origin
+    held = hand[:3, 3]
+    opened, closed = {**home, "left_gripper": 0.03}, {**home, "left_gripper": 0.0}
+    assert reprojection.links[reprojection.label(held[None], links, opened)[0]] == "left_flange"
+    links_closed, _ = reprojection._poses(closed)
+    # closed: a finger itself is there (the first finger's shapes come first in the URDF)
+    assert reprojection.links[reprojection.label(held[None], links_closed, closed)[0]] == "left_finger1"
 
 
 def test_a_mesh_link_counts_as_a_capsule_to_its_child_joints():

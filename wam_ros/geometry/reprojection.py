@@ -10,7 +10,7 @@ step, and the world model predicts the rest as a change on top (WorldActionPolic
 
 Which observed point belongs to which link comes from the URDF's collision shapes (box, cylinder,
 sphere; a mesh counts as a capsule from its link's origin to its child joints), inflated by a margin
-for depth noise. All views' points are fused, so one camera's view of the table can fill what an arm
+for depth noise; what lies between a gripper's fingers is held and moves with the hand. All views' points are fused, so one camera's view of the table can fill what an arm
 uncovers in another's; a view's own points win wherever they land (at a few dozen pixels a side, two
 views' samples of one surface never line up).
 Pixels nothing lands on keep the observed frame (nothing moves), except where the robot was and has
@@ -42,6 +42,20 @@ class Shape:
     origin: np.ndarray  # 4x4 link <- shape
     size: tuple[float, ...]
     end: np.ndarray | None = None  # capsule only: second end point (link frame)
+
+
+@dataclass(frozen=True)
+class GraspRegion:
+    """The space between a gripper's two fingers (a box in the frame of the link they hang from):
+    what lies there is held, and moves with that link. `joint` opens the fingers along the region's
+    y axis; at opening q their inner faces are at +-(q - finger_half_width)."""
+
+    link: str
+    joint: str
+    origin: np.ndarray  # 4x4 link <- region centre (the fingers' joint origin, at the fingers' height)
+    half_depth: float   # along x
+    half_length: float  # along z
+    finger_half_width: float
 
 
 def _origin(element: ET.Element | None) -> np.ndarray:
@@ -78,6 +92,39 @@ def robot_shapes(urdf: str) -> list[Shape]:
                 for end in children.get(name, [np.zeros(3)]):
                     shapes.append(Shape(name, "capsule", np.eye(4), (MESH_RADIUS,), np.asarray(end, float)))
     return shapes
+
+
+def grasp_regions(urdf: str, shapes: Sequence[Shape]) -> list[GraspRegion]:
+    """A region per pair of prismatic finger joints of one link where one mimics the other (the
+    generated URDFs' `<side>_gripper` and `<side>_gripper_mirror`), sized by the first finger's box."""
+    root = ET.fromstring(urdf)
+    joints = {j.get("name"): j for j in root.iter("joint")}
+    regions = []
+    for joint in joints.values():
+        mimic = joint.find("mimic")
+        source = joints.get(mimic.get("joint")) if mimic is not None else None
+        if joint.get("type") != "prismatic" or source is None or source.get("type") != "prismatic":
+            continue
+        parent, finger = source.find("parent").get("link"), source.find("child").get("link")
+        if joint.find("parent").get("link") != parent:
+            continue
+        box = next((s for s in shapes if s.link == finger and s.kind == "box"), None)
+        if box is None:
+            continue
+        origin = _origin(source.find("origin")) @ box.origin
+        axis = np.abs(np.array([float(v) for v in source.find("axis").get("xyz", "1 0 0").split()]))
+        if not np.allclose(axis, [0, 1, 0]):
+            continue  # the region's axes assume fingers opening along y, as the generated URDFs do
+        regions.append(GraspRegion(parent, source.get("name"), origin, box.size[0], box.size[2], box.size[1]))
+    return regions
+
+
+def _in_region(points: np.ndarray, region: GraspRegion, link_pose: np.ndarray, opening: float) -> np.ndarray:
+    T = link_pose @ region.origin
+    local = (points - T[:3, 3]) @ T[:3, :3]
+    gap = opening - region.finger_half_width
+    return (gap > 0) & (np.abs(local[:, 0]) <= region.half_depth) & (np.abs(local[:, 1]) < gap) \
+        & (np.abs(local[:, 2]) <= region.half_length)
 
 
 def _inside(points: np.ndarray, shape: Shape, link_pose: np.ndarray, margin: float) -> np.ndarray:
@@ -118,16 +165,29 @@ def project(points: np.ndarray, K: np.ndarray, camera_pose: np.ndarray, size: tu
     return np.where(ok, v, -1).astype(np.int64), np.where(ok, u, -1).astype(np.int64), z
 
 
-def _bilinear(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """image (h, w, C) sampled at sub-pixel (rows, cols), clamped to the image."""
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution (a = -0.5) weights of the 4 taps around fractional positions t: (N, 4)."""
+    a = -0.5
+    d = np.stack([1 + t, t, 1 - t, 2 - t], axis=1)  # distances to taps -1, 0, 1, 2
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, far)
+
+
+def _bicubic(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """image (h, w, C) sampled at sub-pixel (rows, cols) by cubic convolution (a sub-pixel shift
+    keeps edges sharper than bilinear interpolation does), clamped to the image."""
     h, w = image.shape[:2]
     rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
-    r0, c0 = np.minimum(np.floor(rows).astype(np.int64), h - 2), np.minimum(np.floor(cols).astype(np.int64), w - 2)
-    fr, fc = (rows - r0)[:, None], (cols - c0)[:, None]
+    r0, c0 = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+    wr, wc = _cubic_weights(rows - r0), _cubic_weights(cols - c0)
     image = image.astype(np.float64)
-    top = image[r0, c0] * (1 - fc) + image[r0, c0 + 1] * fc
-    bottom = image[r0 + 1, c0] * (1 - fc) + image[r0 + 1, c0 + 1] * fc
-    return top * (1 - fr) + bottom * fr
+    out = np.zeros((len(rows), image.shape[2]))
+    for i in range(4):
+        r = np.clip(r0 + i - 1, 0, h - 1)
+        for j in range(4):
+            out += (wr[:, i] * wc[:, j])[:, None] * image[r, np.clip(c0 + j - 1, 0, w - 1)]
+    return out
 
 
 class KinematicReprojection:
@@ -140,7 +200,8 @@ class KinematicReprojection:
     def __init__(self, kinematics, urdf: str, camera_frames: Sequence[str], margin: float = 0.02):
         self.kinematics = kinematics
         self.shapes = robot_shapes(urdf)
-        self.links = sorted({s.link for s in self.shapes})
+        self.grasps = grasp_regions(urdf, self.shapes)
+        self.links = sorted({s.link for s in self.shapes} | {g.link for g in self.grasps})
         self.camera_frames = list(camera_frames)
         self.margin = margin
 
@@ -149,13 +210,21 @@ class KinematicReprojection:
         return (np.stack([poses[link] for link in self.links]),
                 np.stack([poses[f] for f in self.camera_frames]))
 
-    def label(self, points: np.ndarray, link_poses: np.ndarray) -> np.ndarray:
-        """Index into self.links of the link each point lies on, -1 for the rest of the scene."""
+    def label(self, points: np.ndarray, link_poses: np.ndarray, joints: Mapping[str, float] | None = None
+              ) -> np.ndarray:
+        """Index into self.links of the link each point lies on (or is held by: between the fingers
+        of a gripper open by `joints`), -1 for the rest of the scene."""
         labels = np.full(len(points), -1, dtype=np.int64)
         finite = np.isfinite(points).all(axis=1)
+        points = np.nan_to_num(points)
+        for region in self.grasps:
+            opening = (joints or {}).get(region.joint)
+            if opening is not None:
+                i = self.links.index(region.link)
+                labels[finite & (labels < 0) & _in_region(points, region, link_poses[i], opening)] = i
         for shape in self.shapes:
             i = self.links.index(shape.link)
-            labels[finite & (labels < 0) & _inside(np.nan_to_num(points), shape, link_poses[i], self.margin)] = i
+            labels[finite & (labels < 0) & _inside(points, shape, link_poses[i], self.margin)] = i
         return labels
 
     def render(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, present: Mapping[str, float],
@@ -165,12 +234,13 @@ class KinematicReprojection:
         views would see: rgb (V, T, h, w, 3) uint8 and depth (V, T, h, w) metres (0 where unknown).
 
         Which point a pixel shows is decided by a z-buffer of the moved points (nearest pixel); its
-        colour is then looked up where that pixel's centre came from (bilinear in the source view),
-        so that the sub-pixel motion of the first steps is not rounded away."""
+        colour is then looked up where that pixel's centre came from (cubic in the source view),
+        so that the sub-pixel motion of the first steps is not rounded away; cubic, because
+        bilinear interpolation blurs a sub-pixel shift about as much as the shift changes the image."""
         views, h, w = depth.shape
         link_now, camera_now = self._poses(present)
         points, source = _lift(depth, K, camera_now)
-        labels = self.label(points, link_now)
+        labels = self.label(points, link_now, present)
         valid = np.isfinite(points).all(axis=1)
         points, source, labels = points[valid], source[valid], labels[valid]
         view_of = source // (h * w)
@@ -209,7 +279,7 @@ class KinematicReprojection:
                 for s in np.unique(src_view):
                     at = src_view == s
                     r, c, _ = _camera_coordinates(centre[at], K[s], camera_now[s])
-                    colours[at] = _bilinear(rgb[s], r, c)
+                    colours[at] = _bicubic(rgb[s], r, c)
                 image[hit] = np.clip(np.rint(colours), 0, 255).astype(np.uint8)
                 z = np.where(hit, z, np.nan)
                 image, z, hit = _close_gaps(image, z, hit, depth[v] > 0)
