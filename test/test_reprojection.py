@@ -149,3 +149,12 @@ def test_training_stores_how_the_joints_followed_and_deployment_places_the_futur
     assert len(frames) == cfg.horizon
     for j, joints in enumerate(frames, start=1):
         assert [joints[n] for n in names] == pytest.approx(expected[cfg.actions_per_frame * j - 1])
+
+
+def test_the_reprojection_benchmark_runs_in_short_form():
+    from wam_ros.bench import bench_reprojection
+
+    result = bench_reprojection(repeats=1)
+    assert set(result["median"]) == {"32x32", "64x48", "160x128"}
+    for size in result["median"].values():
+        assert size["reprojection_ms"] > 0 and size["lift_ms"] > 0

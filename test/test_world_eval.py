@@ -164,10 +164,11 @@ def test_eval_world_model_cli_end_to_end(tiny, capsys):
     cfg, _, _, root = tiny
     out = root / "eval"
     assert main(["eval-world-model", "--checkpoint", str(root / "tiny.pt"), "--data", str(root / "data"),
-                 "--episodes", "1", "2", "--out", str(out), "--threads", "1"]) == 0
+                 "--episodes", "1", "2", "--out", str(out), "--threads", "1", "--expert", "reactive"]) == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / JSON_NAME).read_text())
     assert printed == report and report["episodes"] == [1, 2] and report["observations"] == 4  # t = 0, 8
+    assert report["model"]["expert"] == "reactive"
     # colour: one frame per latent frame (the own autoencoder) or per action (a Wan VAE); depth per latent frame
     colour = report["steps"]["offset_actions"]
     assert colour in ([4, 8], list(range(1, 9))) and report["depth_steps"]["offset_actions"] == [4, 8]

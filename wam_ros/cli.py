@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                    "private one chosen per run, localhost only, printed at the start)")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
     p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "train-model",
-                                          "policy", "lift", "record"])
+                                          "policy", "lift", "reprojection", "record"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
     p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60)")
@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=0, help="frames between observations (0: the chunk length)")
     p.add_argument("--max-samples", type=int, default=0, help="observations in all (0: every stride)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--expert", default="gated", choices=["gated", "predictive", "reactive"],
+                   help="whose actions the predicted future follows (gated: the gate's pick, as deployed)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=Path("out/eval_world_model"),
                    help="directory for world_model_eval.json and world_model_strip.png")
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.threads:
                 torch.set_num_threads(args.threads)
             config = EvalConfig(episodes=tuple(args.episodes), stride=args.stride, max_samples=args.max_samples,
-                                robot=args.robot, seed=args.seed)
+                                robot=args.robot, seed=args.seed, expert=args.expert)
             try:
                 report = evaluate_world_model(args.checkpoint, args.data, args.out, config)
             except (FileNotFoundError, CheckpointMismatch, DatasetError, ValueError) as exc:

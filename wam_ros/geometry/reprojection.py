@@ -181,13 +181,10 @@ def _bicubic(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
     rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
     r0, c0 = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
     wr, wc = _cubic_weights(rows - r0), _cubic_weights(cols - c0)
-    image = image.astype(np.float64)
-    out = np.zeros((len(rows), image.shape[2]))
-    for i in range(4):
-        r = np.clip(r0 + i - 1, 0, h - 1)
-        for j in range(4):
-            out += (wr[:, i] * wc[:, j])[:, None] * image[r, np.clip(c0 + j - 1, 0, w - 1)]
-    return out
+    taps = np.arange(-1, 3)
+    r = np.clip(r0[:, None] + taps, 0, h - 1)[:, :, None]  # (N, 4, 1)
+    c = np.clip(c0[:, None] + taps, 0, w - 1)[:, None, :]  # (N, 1, 4)
+    return np.einsum("ni,nj,nijc->nc", wr, wc, image[r, c].astype(np.float64))
 
 
 class KinematicReprojection:

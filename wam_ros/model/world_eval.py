@@ -152,6 +152,7 @@ class EvalConfig:
     seed: int = 0                   # sampling noise of observation i: seed + i
     action_steps: int = 0           # T_a (0: the checkpoint's)
     video_steps: int = 0            # T_O (0: the checkpoint's)
+    expert: str = "gated"           # whose actions the future follows: the gate's pick, or one forced
 
 
 @dataclass
@@ -291,7 +292,7 @@ class WorldModelEvaluation:
                               depths=None if ep.depth is None else dict(zip(cams, ep.depth[t])))
             prediction = self.policy.predict(obs, video=True, depth=True, seed=self.config.seed + i,
                                              action_steps=self.config.action_steps or None,
-                                             video_steps=self.config.video_steps or None)
+                                             video_steps=self.config.video_steps or None, expert=self.config.expert)
             offsets = frame_offsets(prediction, self.policy.cfg)
             if first is None:
                 first = offsets
@@ -326,7 +327,7 @@ class WorldModelEvaluation:
             return {"offset_actions": [int(o) for o in offsets], "seconds": [round(float(o) / meta.fps, 4) for o in offsets]}
 
         report = {
-            "model": {"image_size": list(self.size), "horizon": self.policy.cfg.horizon,
+            "model": {"image_size": list(self.size), "horizon": self.policy.cfg.horizon, "expert": self.config.expert,
                       "actions_per_frame": self.policy.cfg.actions_per_frame},
             "cameras": cams,
             "episodes": sorted({e for e, _ in observations}),
