@@ -158,3 +158,24 @@ def test_the_reprojection_benchmark_runs_in_short_form():
     assert set(result["median"]) == {"32x32", "64x48", "160x128"}
     for size in result["median"].values():
         assert size["reprojection_ms"] > 0 and size["lift_ms"] > 0
+
+
+def test_glitching_depth_and_wrong_shapes(agilex):
+    """NaN, inf, negative and absurd depths are no depth (the output stays finite and within what was
+    observed); mismatched arrays are refused with their shapes."""
+    robot, world, reprojection = agilex
+    home = robot.home_positions()
+    rgb, depth, K = _views(world, home)
+    glitched = depth.copy()
+    glitched[0, :4] = np.nan
+    glitched[1, :4] = np.inf
+    glitched[2, :4] = -1.0
+    glitched[0, 4:8] = 1e38
+    moved = {**home, "left_joint1": home["left_joint1"] + 0.1}
+    carried, carried_depth = reprojection.render(rgb, glitched, K, home, [home, moved])
+    assert np.isfinite(carried_depth).all() and carried_depth.max() <= np.nanmax(depth) + 1.0
+    assert np.array_equal(carried[:, 0], rgb)  # at the present: the observed colours, glitches or not
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        reprojection.render(rgb[:2], depth, K, home, [home])
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        reprojection.render(rgb, depth[..., :-1], K, home, [home])

@@ -29,6 +29,7 @@ from wam_ros.geometry.transforms import pose_to_matrix
 
 MESH_RADIUS = 0.06        # m: a mesh's capsule (its link origin to its child joints)
 FILL_PASSES = 3           # rounds of growing the background into pixels the robot left
+MAX_DEPTH = 100.0         # m: beyond this a depth value is a sensor glitch
 GAP_NEIGHBOURS = 5        # of 8 neighbours covered: a pixel between spread-out points, not an edge
 
 
@@ -234,7 +235,13 @@ class KinematicReprojection:
         colour is then looked up where that pixel's centre came from (cubic in the source view),
         so that the sub-pixel motion of the first steps is not rounded away; cubic, because
         bilinear interpolation blurs a sub-pixel shift about as much as the shift changes the image."""
+        if depth.ndim != 3 or rgb.shape != (*depth.shape, 3) or np.shape(K) != (depth.shape[0], 3, 3) \
+                or depth.shape[0] != len(self.camera_frames):
+            raise ValueError(f"shapes do not agree: rgb {rgb.shape}, depth {depth.shape}, K {np.shape(K)} for "
+                             f"{len(self.camera_frames)} views (expected (V, h, w, 3), (V, h, w), (V, 3, 3))")
         views, h, w = depth.shape
+        # a sensor's glitch (NaN, inf, negative, absurd range) is no depth, not a point at infinity
+        depth = np.where(np.isfinite(depth) & (depth > 0) & (depth < MAX_DEPTH), depth, 0.0)
         link_now, camera_now = self._poses(present)
         points, source = _lift(depth, K, camera_now)
         labels = self.label(points, link_now, present)
