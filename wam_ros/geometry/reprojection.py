@@ -10,11 +10,12 @@ step, and the world model predicts the rest as a change on top (WorldActionPolic
 
 Which observed point belongs to which link comes from the URDF's collision shapes (box, cylinder,
 sphere; a mesh counts as a capsule from its link's origin to its child joints), inflated by a margin
-for depth noise; what lies between a gripper's fingers is held and moves with the hand. All views' points are fused, so one camera's view of the table can fill what an arm
-uncovers in another's; a view's own points win wherever they land (at a few dozen pixels a side, two
-views' samples of one surface never line up).
-Pixels nothing lands on keep the observed frame (nothing moves), except where the robot was and has
-left: those take the nearest background pixel around them, not a ghost of the arm.
+for depth noise; what lies between a gripper's fingers is held and moves with the hand. All views'
+points are fused, so one camera's view of the table can fill what an arm uncovers in another's; a
+view's own points win wherever they land (at a few dozen pixels a side, two views' samples of one
+surface never line up). Pixels nothing lands on keep the observed frame (nothing moves), except
+where the robot was and has left: those take the nearest background pixel around them, not a ghost
+of the arm.
 """
 
 from __future__ import annotations
@@ -248,13 +249,12 @@ class KinematicReprojection:
         valid = np.isfinite(points).all(axis=1)
         points, source, labels = points[valid], source[valid], labels[valid]
         view_of = source // (h * w)
-        out_rgb = np.repeat(rgb[:, None], len(futures), axis=1).copy()
-        out_depth = np.repeat(depth[:, None].astype(np.float32), len(futures), axis=1).copy()
+        out_rgb = np.empty((views, len(futures), h, w, 3), np.uint8)
+        out_depth = np.empty((views, len(futures), h, w), np.float32)
         # where each view saw the robot: those pixels are uncovered when the robot moves on
         robot_pixels = np.zeros((views, h * w), bool)
         robot_pixels[view_of[labels >= 0], source[labels >= 0] % (h * w)] = True
-        robot_pixels = robot_pixels.reshape(views, h, w)
-        rows, cols = np.mgrid[0:h, 0:w]
+        scene = _Scene(rgb, depth, K, camera_now, labels, view_of, robot_pixels.reshape(views, h, w))
         for step, joints in enumerate(futures):
             link_future, camera_future = self._poses(joints)
             motions = link_future @ np.linalg.inv(link_now)  # per link: present -> future, base frame
@@ -262,37 +262,60 @@ class KinematicReprojection:
             for i in np.unique(labels[labels >= 0]):
                 moved[labels == i] = moved[labels == i] @ motions[i][:3, :3].T + motions[i][:3, 3]
             for v in range(views):
-                own = view_of == v
-                winner, z = _splat(moved, own, K[v], camera_future[v], (h, w))
-                # another view's points fill what this view's own do not cover, except where this
-                # view saw nothing within range (beyond the room: nothing else belongs there either)
-                other, other_z = _splat(moved, ~own, K[v], camera_future[v], (h, w))
-                fill = (winner < 0) & (other >= 0) & ((depth[v] > 0) | robot_pixels[v])
-                winner, z = np.where(fill, other, winner), np.where(fill, other_z, z)
-                hit = winner >= 0
-                # each covered pixel's centre, at the depth of the point it shows, back to where it was
-                centre = np.stack([(cols[hit] - K[v][0, 2]) / K[v][0, 0] * z[hit],
-                                   (rows[hit] - K[v][1, 2]) / K[v][1, 1] * z[hit], z[hit]], axis=1)
-                centre = centre @ camera_future[v][:3, :3].T + camera_future[v][:3, 3]
-                link, src_view = labels[winner[hit]], view_of[winner[hit]]
-                for i in np.unique(link[link >= 0]):
-                    back = np.linalg.inv(motions[i])
-                    centre[link == i] = centre[link == i] @ back[:3, :3].T + back[:3, 3]
-                image = rgb[v].copy()
-                colours = np.zeros((int(hit.sum()), 3))
-                for s in np.unique(src_view):
-                    at = src_view == s
-                    r, c, _ = _camera_coordinates(centre[at], K[s], camera_now[s])
-                    colours[at] = _bicubic(rgb[s], r, c)
-                image[hit] = np.clip(np.rint(colours), 0, 255).astype(np.uint8)
-                z = np.where(hit, z, np.nan)
-                image, z, hit = _close_gaps(image, z, hit, depth[v] > 0)
-                # what showed the robot and nothing covers now: the background around it
-                image, z, hit = _grow_background(image, z, hit, ~hit & robot_pixels[v])
-                keep = ~hit
-                image[keep], z[keep] = rgb[v][keep], depth[v][keep]
-                out_rgb[v, step], out_depth[v, step] = image, np.where(np.isfinite(z), z, 0.0)
+                out_rgb[v, step], out_depth[v, step] = _render_view(scene, v, moved, motions, camera_future[v])
         return out_rgb, out_depth
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """The observation, lifted and labelled once per render: what each future view is made from."""
+
+    rgb: np.ndarray           # (V, h, w, 3)
+    depth: np.ndarray         # (V, h, w) metres, 0: none
+    K: np.ndarray             # (V, 3, 3)
+    camera_now: np.ndarray    # (V, 4, 4) base <- optical frame
+    labels: np.ndarray        # (N,) link index per valid point, -1: the rest of the scene
+    view_of: np.ndarray       # (N,) the view each point was seen in
+    robot_pixels: np.ndarray  # (V, h, w) where each view saw the robot
+
+
+def _render_view(scene: _Scene, v: int, moved: np.ndarray, motions: np.ndarray, camera: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """View v from `camera` (its predicted pose) of the points moved by their links' `motions`:
+    colour (h, w, 3) and depth (h, w) metres (0 where unknown)."""
+    rgb, depth, K, labels, view_of = scene.rgb, scene.depth, scene.K, scene.labels, scene.view_of
+    h, w = depth.shape[1:]
+    rows, cols = np.mgrid[0:h, 0:w]
+    own = view_of == v
+    winner, z = _splat(moved, own, K[v], camera, (h, w))
+    # another view's points fill what this view's own do not cover, except where this view saw
+    # nothing within range (beyond the room: nothing else belongs there either)
+    other, other_z = _splat(moved, ~own, K[v], camera, (h, w))
+    fill = (winner < 0) & (other >= 0) & ((depth[v] > 0) | scene.robot_pixels[v])
+    winner, z = np.where(fill, other, winner), np.where(fill, other_z, z)
+    hit = winner >= 0
+    # each covered pixel's centre, at the depth of the point it shows, back to where it was seen
+    centre = np.stack([(cols[hit] - K[v][0, 2]) / K[v][0, 0] * z[hit],
+                       (rows[hit] - K[v][1, 2]) / K[v][1, 1] * z[hit], z[hit]], axis=1)
+    centre = centre @ camera[:3, :3].T + camera[:3, 3]
+    link, source_view = labels[winner[hit]], view_of[winner[hit]]
+    for i in np.unique(link[link >= 0]):
+        back = np.linalg.inv(motions[i])
+        centre[link == i] = centre[link == i] @ back[:3, :3].T + back[:3, 3]
+    image = rgb[v].copy()
+    colours = np.zeros((int(hit.sum()), 3))
+    for s in np.unique(source_view):
+        at = source_view == s
+        r, c, _ = _camera_coordinates(centre[at], K[s], scene.camera_now[s])
+        colours[at] = _bicubic(rgb[s], r, c)
+    image[hit] = np.clip(np.rint(colours), 0, 255).astype(np.uint8)
+    z = np.where(hit, z, np.nan)
+    image, z, hit = _close_gaps(image, z, hit, depth[v] > 0)
+    # what showed the robot and nothing covers now: the background around it
+    image, z, hit = _grow_background(image, z, hit, ~hit & scene.robot_pixels[v])
+    keep = ~hit
+    image[keep], z[keep] = rgb[v][keep], depth[v][keep]
+    return image, np.where(np.isfinite(z), z, 0.0)
 
 
 def _lift(depth: np.ndarray, K: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
