@@ -169,6 +169,7 @@ def test_eval_world_model_cli_end_to_end(tiny, capsys):
     report = json.loads((out / JSON_NAME).read_text())
     assert printed == report and report["episodes"] == [1, 2] and report["observations"] == 4  # t = 0, 8
     assert report["model"]["expert"] == "reactive"
+    assert len(report["model"]["tracking_gains"]) == 14  # fitted by training, per action column
     # colour: one frame per latent frame (the own autoencoder) or per action (a Wan VAE); depth per latent frame
     colour = report["steps"]["offset_actions"]
     assert colour in ([4, 8], list(range(1, 9))) and report["depth_steps"]["offset_actions"] == [4, 8]

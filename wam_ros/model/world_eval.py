@@ -328,6 +328,8 @@ class WorldModelEvaluation:
 
         report = {
             "model": {"image_size": list(self.size), "horizon": self.policy.cfg.horizon, "expert": self.config.expert,
+                      # None: a checkpoint from before the fit; its future is placed at the targets
+                      "tracking_gains": self.policy.meta.tracking_gains,
                       "actions_per_frame": self.policy.cfg.actions_per_frame},
             "cameras": cams,
             "episodes": sorted({e for e, _ in observations}),
