@@ -129,7 +129,7 @@ def test_the_sampler_launch_argument_becomes_the_policy_nodes_parameter():
         SystemOptions.from_arguments({"sampler": "ddim"})
 
 
-def test_the_policy_node_hands_its_sampler_parameter_to_the_deployed_policy(tiny_policy, tmp_path):
+def test_the_policy_node_hands_its_sampler_and_future_parameters_to_the_deployed_policy(tiny_policy, tmp_path):
     from wam_ros.ros.nodes.policy_node import PolicyNode
 
     path = tmp_path / "tiny.pt"
@@ -140,8 +140,13 @@ def test_the_policy_node_hands_its_sampler_parameter_to_the_deployed_policy(tiny
     try:
         common = [Parameter("checkpoint", value=str(path)), Parameter("robot", value="agilex")]
         node = PolicyNode(context=context, parameter_overrides=[*common, Parameter("sampler", value="unipc")])
-        assert node.deployed.config.sampler == "unipc"
+        assert node.deployed.config.sampler == "unipc" and node.deployed.config.future == "imagined"
         node.destroy_node()
+        node = PolicyNode(context=context, parameter_overrides=[*common, Parameter("predicted_future", value="model")])
+        assert node.deployed.config.future == "model"
+        node.destroy_node()
+        with pytest.raises(ConfigError, match="parameter predicted_future: unknown value 'dream'"):
+            PolicyNode(context=context, parameter_overrides=[*common, Parameter("predicted_future", value="dream")])
         with pytest.raises(ConfigError, match="parameter sampler: unknown value 'ddim'"):
             PolicyNode(context=context, parameter_overrides=[*common, Parameter("sampler", value="ddim")])
     finally:

@@ -132,8 +132,8 @@ def test_tracking_gains_recover_a_first_order_response():
 
 def test_training_stores_how_the_joints_followed_and_deployment_places_the_future_there(briefly_trained):
     from wam_ros.control.chunking import ChunkScheduler
-    from wam_ros.model.deploy import DeployedPolicy, chunking_config
-    from wam_ros.model.policy import load_policy
+    from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config
+    from wam_ros.model.policy import Observation, load_policy
 
     cfg, meta, episodes, checkpoint = briefly_trained
     policy = load_policy(checkpoint)
@@ -145,6 +145,20 @@ def test_training_stores_how_the_joints_followed_and_deployment_places_the_futur
     state, chunk = episodes[0].state[3], episodes[0].action[4:4 + cfg.num_actions]
     expected = expected_positions(state[columns[0]], chunk, fitted)
     assert deployed.expected_joints(state, chunk) == pytest.approx(expected)
+    # what is published: the carried scene plus the model's change, or (future="model") the model's own
+    obs = Observation(images=dict(zip(policy.cfg.cameras, episodes[0].rgb[3])), state=state,
+                      instruction=episodes[0].task, depths=dict(zip(policy.cfg.cameras, episodes[0].depth[3])))
+    prediction = policy.predict(obs, seed=0)
+    K = np.stack([np.array([[30.0, 0.0, 15.5], [0.0, 30.0, 15.5], [0.0, 0.0, 1.0]])] * len(policy.cfg.cameras))
+    imagined_rgb, imagined_depth = deployed.imagined_future(prediction, obs, chunk, K)
+    assert imagined_rgb.shape == prediction.future_rgb.shape and imagined_depth.shape == prediction.future_depth.shape
+    as_model = DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
+                              DeployConfig(future="model"))
+    model_rgb, model_depth = as_model.imagined_future(prediction, obs, chunk, K)
+    assert model_rgb is prediction.future_rgb and model_depth is prediction.future_depth
+    with pytest.raises(ValueError, match="future 'dream'"):
+        DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
+                       DeployConfig(future="dream"))
     frames = deployed.future_joint_maps(state, chunk)  # one per latent frame, at its last action
     assert len(frames) == cfg.horizon
     for j, joints in enumerate(frames, start=1):

@@ -51,6 +51,9 @@ class UnusableJointState(ObservationError):
     """Joint readings the model must not be conditioned on (DeployedPolicy.unusable_joints)."""
 
 
+FUTURES = ("imagined", "model")
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     action_steps: int = 0         # T_a (0: the checkpoint's)
@@ -60,6 +63,7 @@ class DeployConfig:
     guidance_clip: float = 5.0    # RTC guidance weight clip (beta)
     expert: str = "gated"         # gated, or force predictive / reactive (ablations)
     sampler: str = ""             # euler or unipc ("": the checkpoint's config); the weights serve both
+    future: str = "imagined"      # the published future: "imagined" (imagined_future) or "model" (its own frames)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class DeployedPolicy:
         self.config = config or DeployConfig()
         if self.config.sampler not in ("", *SAMPLERS):
             raise ValueError(f"sampler {self.config.sampler!r}: expected one of {SAMPLERS} or '' (the checkpoint's)")
+        if self.config.future not in FUTURES:
+            raise ValueError(f"future {self.config.future!r}: expected one of {FUTURES}")
         meta = policy.meta
         missing = [n for n in (*meta.state_names, *meta.action_names) if n not in robot.joint_names]
         if missing:
@@ -213,12 +219,12 @@ class DeployedPolicy:
         With observed depth: the observed scene carried to the expected joint positions of each frame
         (wam_ros.geometry.reprojection: what the kinematics explain) plus the model's predicted
         colour change (decoded future minus observation: what they do not); the depth is the
-        carried scene's (0 where it has none), at the depth branch's frames. Without: the model's
-        frames."""
+        carried scene's (0 where it has none), at the depth branch's frames. Without, or with
+        DeployConfig.future "model" (to look at what the model predicts by itself): the model's frames."""
         rgb, depth = prediction.future_rgb, prediction.future_depth
         if rgb is None:
             raise ValueError("the prediction has no video (DeployConfig.video off)")
-        if obs.depths is None:
+        if obs.depths is None or self.config.future == "model":
             return rgb, depth
         cams = self.policy.cfg.cameras
         observed = np.stack([obs.images[c] for c in cams])

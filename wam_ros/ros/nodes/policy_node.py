@@ -38,7 +38,7 @@ from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.data.images import ImageError
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
 from wam_ros.model.config import SAMPLERS
-from wam_ros.model.deploy import (DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
+from wam_ros.model.deploy import (FUTURES, DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
                                   resolve_instruction)
 from wam_ros.model.policy import CheckpointMismatch, depth_metres, load_policy
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
@@ -82,6 +82,9 @@ class PolicyNode(Node):
             "sampler": declare(self, "sampler", "", "Flow sampler of both streams: euler or unipc (empty: the "
                                "checkpoint's config)", choices=("", *SAMPLERS)),
             "predict_video": declare(self, "predict_video", True, "Finish the predicted video for the 4D cloud"),
+            "predicted_future": declare(self, "predicted_future", "imagined", "What policy/predicted_cloud shows: "
+                                        "imagined (the observed scene carried by the kinematics plus the model's "
+                                        "change) or model (the model's own frames and depth)", choices=FUTURES),
             "depth": declare(self, "depth", True, "Run the depth branch (needed for the predicted cloud)"),
             "max_observation_age": declare(self, "max_observation_age", 0.5, "Observations older than this are "
                                            "not used (s)", range_=(0.001, 60.0)),
@@ -155,7 +158,7 @@ class PolicyNode(Node):
             raise ConfigError(str(exc)) from None
         deploy = DeployConfig(action_steps=p["action_steps"], video_steps=p["video_steps"],
                               video=p["predict_video"], depth=p["depth"], guidance_clip=p["guidance_clip"],
-                              sampler=p["sampler"])
+                              sampler=p["sampler"], future=p["predicted_future"])
         return DeployedPolicy(policy, robot, ChunkScheduler(chunking), deploy)
 
     def _now(self) -> float:
