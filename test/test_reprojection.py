@@ -150,12 +150,13 @@ def test_training_stores_how_the_joints_followed_and_deployment_places_the_futur
                       instruction=episodes[0].task, depths=dict(zip(policy.cfg.cameras, episodes[0].depth[3])))
     prediction = policy.predict(obs, seed=0)
     K = np.stack([np.array([[30.0, 0.0, 15.5], [0.0, 30.0, 15.5], [0.0, 0.0, 1.0]])] * len(policy.cfg.cameras))
-    imagined_rgb, imagined_depth = deployed.imagined_future(prediction, obs, chunk, K)
-    assert imagined_rgb.shape == prediction.future_rgb.shape and imagined_depth.shape == prediction.future_depth.shape
+    imagined = deployed.imagined_future(prediction, obs, chunk, K)
+    assert imagined.future_rgb.shape == prediction.future_rgb.shape
+    assert imagined.future_depth.shape == prediction.future_depth.shape
+    assert imagined.actions is prediction.actions and imagined.value == prediction.value
     as_model = DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
                               DeployConfig(future="model"))
-    model_rgb, model_depth = as_model.imagined_future(prediction, obs, chunk, K)
-    assert model_rgb is prediction.future_rgb and model_depth is prediction.future_depth
+    assert as_model.imagined_future(prediction, obs, chunk, K) is prediction
     with pytest.raises(ValueError, match="future 'dream'"):
         DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
                        DeployConfig(future="dream"))

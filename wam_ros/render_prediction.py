@@ -249,10 +249,8 @@ def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: 
     prediction = deployed.infer(obs, 0.0, lambda: 0.0, chunks.append, chunk_id=1, seed=seed)
     absolute = chunks[0].targets
     intrinsics = {c: (f.K, f.rgb.shape[:2]) for c, f in views.items()}
-    cloud = voxel_downsample(deployed.predicted_cloud(prediction, obs, absolute, intrinsics), voxel)
-    # the frames the cloud is coloured by: the carried scene plus the model's change, at the depth frames
-    imagined_rgb, _ = deployed.imagined_future(prediction, obs, absolute, deployed.model_intrinsics(intrinsics))
-    stride = imagined_rgb.shape[1] // policy.cfg.horizon
+    imagined = deployed.imagined_future(prediction, obs, absolute, deployed.model_intrinsics(intrinsics))
+    cloud = voxel_downsample(deployed.predicted_cloud(imagined, obs.state, absolute, intrinsics), voxel)
     cfg, fps = policy.cfg, policy.meta.fps
     scene = PredictionScene(
         robot=robot, cloud=cloud, frame_times=frame_times(cfg.horizon, cfg.actions_per_frame, fps), joints=joints,
@@ -261,7 +259,7 @@ def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: 
         future_joints=deployed.future_joint_maps(obs.state, absolute),
         tcp_paths={f"{side} TCP": path for side, path in deployed.tcp_paths(absolute, obs.state).items()},
         path_times=(np.arange(len(absolute)) + 1) / fps, images={c: views[c].rgb for c in cfg.cameras},
-        future_rgb=imagined_rgb[:, stride - 1::stride])
+        future_rgb=imagined.rgb_at_depth_frames())  # the frames the cloud is coloured by
     summary = {"robot": robot.name, "points": len(cloud), "frames": cfg.horizon, "value": prediction.value,
                "expert": prediction.expert, "timings_ms": {k: round(v, 1) for k, v in prediction.timings.items()}}
     return scene, summary

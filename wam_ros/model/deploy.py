@@ -8,7 +8,7 @@ The policy node wires this to topics; the benchmarks and tests drive it directly
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -212,20 +212,22 @@ class DeployedPolicy:
         return [self.joint_map(state, expected[k]) for k in steps]
 
     def imagined_future(self, prediction: Prediction, obs: Observation, absolute: np.ndarray, K: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The future as the robot publishes it: (colour (V, F, h, w, 3), depth (V, H, h, w) metres or
-        None), F and H the prediction's frame counts, K (V, 3, 3) at the model's image size.
+                        ) -> Prediction:
+        """The prediction with the future as the robot publishes it (future_rgb (V, F, h, w, 3),
+        future_depth (V, H, h, w) metres or None, the prediction's frame counts), K (V, 3, 3) at the
+        model's image size.
 
         With observed depth: the observed scene carried to the expected joint positions of each frame
         (wam_ros.geometry.reprojection: what the kinematics explain) plus the model's predicted
         colour change (decoded future minus observation: what they do not); the depth is the
         carried scene's (0 where it has none), at the depth branch's frames. Without, or with
-        DeployConfig.future "model" (to look at what the model predicts by itself): the model's frames."""
+        DeployConfig.future "model" (to look at what the model predicts by itself): the prediction
+        as it is."""
         rgb, depth = prediction.future_rgb, prediction.future_depth
         if rgb is None:
             raise ValueError("the prediction has no video (DeployConfig.video off)")
         if obs.depths is None or self.config.future == "model":
-            return rgb, depth
+            return prediction
         cams = self.policy.cfg.cameras
         observed = np.stack([obs.images[c] for c in cams])
         observed_depth = np.stack([depth_metres(obs.depths[c]) for c in cams])
@@ -236,7 +238,7 @@ class DeployedPolicy:
         rgb = np.clip(carried_rgb.astype(np.int16) + change, 0, 255).astype(np.uint8)
         if depth is not None:  # the depth branch's maps measured worse than re-lifting the present (README)
             depth = carried_depth[:, frames // depth.shape[1] - 1::frames // depth.shape[1]].astype(np.float32)
-        return rgb, depth
+        return replace(prediction, future_rgb=rgb, future_depth=depth)
 
     def model_intrinsics(self, intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
         """(V, 3, 3) intrinsics of the model's cameras at its image size, from camera -> (K, (height,
@@ -244,18 +246,15 @@ class DeployedPolicy:
         size = tuple(self.policy.cfg.image_size)
         return np.stack([scale_intrinsics(intrinsics[c][0], intrinsics[c][1], size) for c in self.policy.cfg.cameras])
 
-    def predicted_cloud(self, prediction: Prediction, obs: Observation, absolute: np.ndarray,
+    def predicted_cloud(self, prediction: Prediction, state: np.ndarray, absolute: np.ndarray,
                         intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> PointCloud:
-        """The predicted future in the base frame (imagined_future): one cloud per latent frame (V x H
-        depth maps, coloured by the frames they belong to), the cameras at the expected joint
-        positions. intrinsics: camera -> (K, (height, width) it belongs to)."""
+        """A predicted future (as published: imagined_future) in the base frame: one cloud per latent
+        frame (V x H depth maps, coloured by the frames they belong to), the cameras at the expected
+        joint positions. intrinsics: camera -> (K, (height, width) it belongs to)."""
         if prediction.future_rgb is None or prediction.future_depth is None:
             raise ValueError("the prediction has no video or no depth (DeployConfig.video / depth off)")
-        K = self.model_intrinsics(intrinsics)
-        rgb, depth = self.imagined_future(prediction, obs, absolute, K)
-        stride = rgb.shape[1] // depth.shape[1]
-        poses = self.camera_poses(self.future_joint_maps(obs.state, absolute))
-        return lift(depth, rgb[:, stride - 1::stride], K, poses)
+        poses = self.camera_poses(self.future_joint_maps(state, absolute))
+        return lift(prediction.future_depth, prediction.rgb_at_depth_frames(), self.model_intrinsics(intrinsics), poses)
 
     def tcp_paths(self, absolute: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
         """side -> (steps, 3) TCP positions along a chunk of absolute targets."""

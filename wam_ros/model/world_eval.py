@@ -203,13 +203,16 @@ class EpisodeArrays:
 
 @dataclass(frozen=True)
 class _Geometry:
-    """What the depth metrics of one observation need."""
+    """What the depth metrics of one observation's futures share: its true depth and cloud at the
+    compared steps, computed once."""
 
     episode: EpisodeArrays
     frame: int
     depth_steps: np.ndarray               # offsets (actions) of the compared depth frames
     offsets: FrameOffsets
     expected_joints: list[dict[str, float]]  # per action of the chunk: where the joints are expected
+    true_depth: np.ndarray                # (V, T, h, w) metres at the depth steps
+    truth: list[np.ndarray]               # per depth step: the recorded cloud (N, 3)
 
 
 @dataclass
@@ -304,19 +307,18 @@ class WorldModelEvaluation:
             truth = ep.rgb[t + steps].swapaxes(0, 1)  # (V, T, h, w, 3)
             still = np.repeat(ep.rgb[t][:, None], len(steps), axis=1)
             true_change = truth.astype(np.float64) - still
-            futures = ((predicted, imagined), (model_only, (prediction.future_rgb, prediction.future_depth)),
-                       (baseline, (still, None)))
-            for metrics, (frames, _) in futures:
+            futures = ((predicted, imagined.future_rgb, imagined.future_depth),
+                       (model_only, prediction.future_rgb, prediction.future_depth), (baseline, still, None))
+            for metrics, frames, _ in futures:
                 metrics.psnr_db.append(_per_frame(psnr, frames, truth))
                 metrics.motion_correlation.append(_per_frame(motion_correlation, frames.astype(np.float64) - still,
                                                              true_change))
             if ep.depth is not None:
-                geometry = _Geometry(ep, t, self._depth_steps(offsets), offsets,
-                                     self.deployed.future_joint_maps(ep.state[t], absolute, self.policy.cfg.num_actions))
+                geometry = self._ground_truth(ep, t, offsets, absolute)
                 self._geometry(geometry, baseline, None, None)
-                for metrics, (frames, depth) in futures[:2]:
+                for metrics, frames, depth in futures[:2]:
                     self._geometry(geometry, metrics, frames, depth)
-            sample = Sample(e, t, ep.rgb[t], truth, imagined[0])
+            sample = Sample(e, t, ep.rgb[t], truth, imagined.future_rgb)
             if shown is None or sample.motion > shown.motion:
                 shown = sample
         ours, ours_per_view = predicted.summary(cams)
@@ -352,29 +354,34 @@ class WorldModelEvaluation:
         steps = offsets.rgb if offsets.depth is None else offsets.depth
         return steps[steps > 0]
 
-    def _geometry(self, g: "_Geometry", metrics: StepMetrics, rgb: np.ndarray | None, depth: np.ndarray | None) -> None:
+    def _ground_truth(self, ep: EpisodeArrays, t: int, offsets: FrameOffsets, absolute: np.ndarray) -> _Geometry:
+        """The recorded depth and cloud at the depth steps of the observation at frame t (the episode
+        has depth), and where the predicted chunk `absolute` is expected to take the joints."""
+        steps = self._depth_steps(offsets)
+        true_depth = depth_metres(ep.depth[t + steps]).swapaxes(0, 1)  # (V, T, h, w)
+        truth = self._clouds(true_depth, ep.rgb[t + steps].swapaxes(0, 1),
+                             [self.deployed.joint_map(ep.state[t + o]) for o in steps])
+        expected = self.deployed.future_joint_maps(ep.state[t], absolute, self.policy.cfg.num_actions)
+        return _Geometry(ep, t, steps, offsets, expected, true_depth, truth)
+
+    def _geometry(self, g: _Geometry, metrics: StepMetrics, rgb: np.ndarray | None, depth: np.ndarray | None) -> None:
         """Depth errors and Chamfer distances at the depth steps of one observation's future: colour
         frames (V, F, h, w, 3) and depth maps (V, H, h, w) predicted with the cameras at the expected
         joint positions; rgb None: the baseline (the present repeated, the cameras where they are).
         A prediction without depth (no depth branch) adds nothing."""
         if rgb is not None and depth is None:
             return
-        depth_all = depth_metres(g.episode.depth)
         steps, t = g.depth_steps, g.frame
-        true_depth = depth_all[t + steps].swapaxes(0, 1)  # (V, T, h, w)
-        joints = self.deployed.joint_map
-        truth = self._clouds(true_depth, g.episode.rgb[t + steps].swapaxes(0, 1),
-                             [joints(g.episode.state[t + o]) for o in steps])
         if rgb is None:
-            guess_depth = np.repeat(depth_all[t][:, None], len(steps), axis=1)
+            guess_depth = np.repeat(depth_metres(g.episode.depth[t])[:, None], len(steps), axis=1)
             guess_rgb = np.repeat(g.episode.rgb[t][:, None], len(steps), axis=1)
-            maps = [joints(g.episode.state[t])] * len(steps)
+            maps = [self.deployed.joint_map(g.episode.state[t])] * len(steps)
         else:
             guess_depth = depth[:, g.offsets.depth > 0]
             guess_rgb = rgb[:, [int(np.flatnonzero(g.offsets.rgb == o)[0]) for o in steps]]  # the same times
             maps = [g.expected_joints[o - 1] for o in steps]
-        self._depth_metrics(metrics, guess_depth, true_depth)
-        metrics.chamfer_m.append(_chamfers(self._clouds(guess_depth, guess_rgb, maps), truth))
+        self._depth_metrics(metrics, guess_depth, g.true_depth)
+        metrics.chamfer_m.append(_chamfers(self._clouds(guess_depth, guess_rgb, maps), g.truth))
 
     def _depth_metrics(self, metrics: StepMetrics, pred: np.ndarray, true: np.ndarray) -> None:
         errors = np.array([[depth_errors(p, q) for p, q in zip(pv, tv)] for pv, tv in zip(pred, true)])  # (V, T, 2)

@@ -285,7 +285,9 @@ class PolicyNode(Node):
         voxel = self.params["voxel_size"]
         absolute, intrinsics = ready.targets, views[2]
         if prediction.future_depth is not None:
-            cloud = voxel_downsample(self.deployed.predicted_cloud(prediction, obs, absolute, intrinsics), voxel)
+            imagined = self.deployed.imagined_future(prediction, obs, absolute,
+                                                     self.deployed.model_intrinsics(intrinsics))
+            cloud = voxel_downsample(self.deployed.predicted_cloud(imagined, obs.state, absolute, intrinsics), voxel)
             cloud = fade(cloud, self.deployed.policy.cfg.horizon)
             self.predicted_pub.publish(pointcloud_msg(cloud, header_stamp, frame_id))
         stride = self.params["live_cloud_stride"]
