@@ -7,11 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 ROBOT ?= agilex
-DURATION ?= 20
 APT_PACKAGES := cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libusb-1.0-0
 export MUJOCO_GL ?= egl
 
-SOURCES := $(shell find wam_ros config urdf launch -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
+SOURCES := $(shell find wam_ros config urdf launch models -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
 MSGS := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt
 
 .PHONY: setup demo test bench urdf clean
@@ -50,8 +49,9 @@ $(VENV)/.installed: $(SOURCES) $(VENV)/.msgs
 	rm -rf build/lib build/bdist*
 	touch $@
 
+# make demo: the shipped policy; make demo TRAIN=1: record and train it here first (about an hour)
 demo: setup
-	$(VENV)/bin/wam-ros demo --robot $(ROBOT) --duration $(DURATION) --out out/demo
+	$(VENV)/bin/wam-ros demo --robot $(ROBOT) --out out/demo $(if $(TRAIN),--train)
 
 test: setup
 	$(VENV)/bin/pytest -q test --durations=30

@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["wam_ros", "wam_ros.*"]),
     package_data={"wam_ros": ["console_scripts.txt"]},
-    data_files=[("share/wam_ros", ["package.xml"]), *share("launch"), *share("config"), *share("urdf")],
+    data_files=[("share/wam_ros", ["package.xml"]), *share("launch"), *share("config"), *share("urdf"), *share("models")],
     entry_points={"console_scripts": console_scripts},
     zip_safe=False,
 )

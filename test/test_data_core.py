@@ -305,3 +305,20 @@ def test_an_episode_being_recorded_is_never_recovered_or_exported(tmp_path):
     assert episode_paths([tmp_path]) == [tmp_path / "episode_000000", live]
     assert not (live / ".recording.lock").exists()
     recorder.close()
+
+
+def test_dataset_digest_names_the_exact_files(tmp_path):
+    from wam_ros.data.export import dataset_digest
+    from wam_ros.model.episodes import DatasetError
+
+    with pytest.raises(DatasetError, match="no dataset files"):
+        dataset_digest(tmp_path)
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "info.json").write_text('{"fps": 15}')
+    (tmp_path / "data.bin").write_bytes(bytes(range(256)))
+    first = dataset_digest(tmp_path)
+    assert len(first) == 64 and dataset_digest(tmp_path) == first
+    (tmp_path / "data.bin").write_bytes(bytes(range(255)) + b"\x00")  # one byte changed
+    changed = dataset_digest(tmp_path)
+    (tmp_path / "data.bin").rename(tmp_path / "data2.bin")  # same bytes, another name
+    assert len({first, changed, dataset_digest(tmp_path)}) == 3

@@ -796,7 +796,7 @@ def _closed_loop(deployed, world, names: list[str], instruction: str, duration: 
 
 
 def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = "") -> dict:
-    """The demo policy (trained on first use, like `make demo`) on the simulated AgileX at its 15 Hz
+    """The shipped demo policy (models/agilex_pick_place, what `make demo` runs) on the simulated AgileX at its 15 Hz
     control rate, in real time: RTC vs naive switching vs blending (chunk boundary jumps, starvation)
     for `duration` s each, and observation-to-first-action latency with ANS vs synchronous sampling
     (interleaved repeats). Inference includes the video and depth, as in policy_node."""
@@ -804,7 +804,7 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
 
     from wam_ros.config import load_robot_config
     from wam_ros.control.chunking import MODES, ChunkScheduler, default_execution_horizon
-    from wam_ros.demo import DemoTraining, demo_policy
+    from wam_ros.demo import shipped_policy
     from wam_ros.memory import keep_freed_memory
     from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
     from wam_ros.model.policy import load_policy
@@ -813,7 +813,7 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
 
     keep_freed_memory()
     torch.set_num_threads(2)
-    path = Path(checkpoint) if checkpoint else demo_policy("agilex", Path("out/demo"), DemoTraining())
+    path = Path(checkpoint) if checkpoint else shipped_policy("agilex")
     policy = load_policy(path)
     robot = load_robot_config("agilex")
     names = list(robot.joint_names)

@@ -88,6 +88,32 @@ def cmd_calibration_check(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from wam_ros.demo import DEMO_EPISODES, demo_training, parse_episodes, run_demo, train_demo_policy
+
+    checkpoint = args.checkpoint
+    if args.train:
+        overrides = {k: v for k, v in (("demos", args.demos), ("vae_steps", args.vae_steps),
+                                       ("video_steps", args.video_steps), ("joint_steps", args.joint_steps))
+                     if v is not None}
+        checkpoint = train_demo_policy(demo_training(args.robot, args.out, **overrides))
+    episodes = parse_episodes(args.episodes) if args.episodes else DEMO_EPISODES
+    summary = run_demo(args.robot, args.out, source=args.source, duration=args.duration, checkpoint=checkpoint,
+                       episodes=episodes, max_seconds=args.max_seconds)
+    print(json.dumps(summary, indent=2))
+    if args.source == "scripted":
+        print(f"wrote {args.out / 'summary.json'}, {args.out / 'contact_sheet.png'}, {args.out / 'scripted.mp4'}")
+        return 0
+    print(f"summary: {args.out / 'summary.json'}")
+    for row in summary["episodes"]:
+        outcome = ("succeeded" if row["success"] else "failed") + (
+            f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "")
+        print(f"{row['name']} ({row['perturbation']}, seed {row['seed']}): {outcome}")
+        for kind, path in row["files"].items():
+            print(f"  {kind}: {path}")
+    return 0
+
+
 def cmd_train(args) -> int:
     import torch
 
@@ -172,16 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bringup", help="run the system in one process (arguments as in dual_arm.launch.py)")
     p.add_argument("arguments", nargs=argparse.REMAINDER,
                    help="name:=value, e.g. robot:=franka motion:=scripted; ROS arguments after --ros-args")
-    p = sub.add_parser("demo", help="simulated robot driven by a WAM trained here (or a scripted motion); writes "
-                       "summary.json, a contact sheet and the rendered 4D prediction")
+    p = sub.add_parser("demo", help="the simulated AgileX picks and places with a WAM under the supervisor: a "
+                       "clean episode and a slip it recovers from by rollback (or a scripted motion); writes "
+                       "summary.json, MP4s, contact sheets and the predicted 4D clouds")
     p.add_argument("--robot", default="agilex", choices=ROBOTS)
-    p.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--source", default="policy", choices=["policy", "scripted"], help="what commands the arms")
-    p.add_argument("--demos", type=int, default=8, help="policy: demonstrations to record for training")
-    p.add_argument("--demo-seconds", type=float, default=10.0, help="policy: length of each demonstration")
-    p.add_argument("--video-steps", type=int, default=200, help="policy: training steps of stage 1")
-    p.add_argument("--joint-steps", type=int, default=2400, help="policy: training steps of stage 2")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="policy: checkpoint (default: the shipped models/<robot>_pick_place/policy.pt)")
+    p.add_argument("--episodes", default=None, metavar="NAME:SEED[:PERTURBATION],...",
+                   help="policy: the episodes (default clean:10000,slip:10001:slip)")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="policy: simulated seconds before an episode ends")
+    p.add_argument("--train", action="store_true", help="policy: record demonstrations and train the policy here "
+                   "with the shipped one's benchmark settings (about an hour on 2 cores) instead of loading it")
+    p.add_argument("--demos", type=int, default=None, help="--train: demonstrations (default: the shipped policy's)")
+    p.add_argument("--vae-steps", type=int, default=None, help="--train: stage 0 steps (default: the shipped policy's)")
+    p.add_argument("--video-steps", type=int, default=None, help="--train: stage 1 steps (default: the shipped policy's)")
+    p.add_argument("--joint-steps", type=int, default=None, help="--train: stage 2 steps (default: the shipped policy's)")
+    p.add_argument("--duration", type=float, default=20.0, help="scripted: simulated seconds")
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain of the simulated robot (default: a "
                    "private one chosen per run, localhost only, printed at the start)")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
@@ -327,16 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{args.command}] the simulated robot runs on ROS domain {domain}, localhost only (to watch it: "
                   f"ROS_DOMAIN_ID={domain} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rviz2)", file=sys.stderr, flush=True)
         if args.command == "demo":
-            from wam_ros.demo import DemoTraining, run_demo
-
-            training = DemoTraining(demos=args.demos, from_home=min(3, args.demos), seconds=args.demo_seconds,
-                                    video_steps=args.video_steps, joint_steps=args.joint_steps)
-            summary = run_demo(args.robot, args.duration, args.out, source=args.source, training=training)
-            print(json.dumps(summary, indent=2))
-            written = ["summary.json", "contact_sheet.png", f"{args.source}.mp4"] + (
-                ["prediction_4d.png"] if args.source == "policy" else [])
-            print(f"wrote {', '.join(str(args.out / name) for name in written)}")
-            return 0
+            return cmd_demo(args)
         if args.command == "bench":
             from wam_ros import bench
 

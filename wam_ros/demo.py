@@ -1,16 +1,19 @@
-"""`make demo` / `wam-ros demo`: the simulated dual-arm robot driven by a World Action Model (or,
-with --source scripted, by a scripted motion), watched over DDS by a monitor node; writes
-summary.json, a contact sheet, an MP4 of the head camera with the supervisor state, the expert in
-use and the predicted value written over it, and, with the policy, the rendered 4D prediction.
+"""`make demo` / `wam-ros demo`: the simulated AgileX does the pick-and-place task with a World
+Action Model under the safety supervisor, through the node graph over DDS: a Clean episode, then
+one where the cube slips from the gripper, the predicted value drops, the supervisor rolls back to
+the last high-value checkpoint and the policy tries again. A monitor node watches each episode and
+writes, per episode, an MP4 of the head camera (supervisor state, expert in use, value curve,
+slip and rollbacks marked), a contact sheet and the predicted 4D cloud beside the real images, and
+summary.json for all of them.
 
-The policy is trained here on first use: demonstrations recorded in the simulator, then
-`wam-ros train --config demo` (about 4 minutes on 2 cores); the checkpoint is reused
-while it matches the `demo` config."""
+The policy is the one shipped in models/agilex_pick_place/ (made by `wam-ros benchmark`; its
+provenance.json says how); `--train` (make demo TRAIN=1) records and trains it here instead.
+`--source scripted` drives the arms with the scripted motion, on any robot.
+"""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections import deque
@@ -31,13 +34,15 @@ from wam_ros.config import CAMERA_NAMES, SIDES, load_robot_config
 from wam_ros.data.images import colorize_depth
 from wam_ros.episode_video import EpisodeTimeline, write_video
 from wam_ros.msg import ActionChunk, GateState, RollbackEvent, SupervisorState, TaskState, ValueEstimate
-from wam_ros.ros.bringup import apply_environment, create_nodes
+from wam_ros.ros.bringup import apply_environment
 from wam_ros.ros.conversions import from_time, image_array, pointcloud_from_msg, trajectory_arrays
-from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
-from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
+from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, EVERY_SET_QOS, IMAGE_QOS, JOINT_STATE_QOS,
+                             LATCHED_QOS)
+from wam_ros.sim.world import SimConfig
 
-if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+if TYPE_CHECKING:  # matplotlib and torch are imported only when needed
+    from wam_ros.benchmark.run import BenchmarkConfig
     from wam_ros.render_prediction import PredictionScene
 
 # policy/markers' namespace of the predicted TCP paths (policy_node._markers)
@@ -60,7 +65,8 @@ class DdsPrediction:
 class DemoMonitor(Node):
     """Counts every topic by header stamp (sim time) and measures joint tracking error."""
 
-    def __init__(self, robot: str, snapshot_time: float = 0.5, film_camera: str = "head"):
+    def __init__(self, robot: str, snapshot_time: float = 0.5, film_camera: str = "head",
+                 prediction_after: float = 0.0):
         super().__init__("demo_monitor", parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.robot = load_robot_config(robot)
         self.arm_joints = [n for n in self.robot.joint_names if not n.endswith("_gripper")]
@@ -78,8 +84,8 @@ class DemoMonitor(Node):
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
         self.supervisor: SupervisorState | None = None
         self.create_subscription(SupervisorState, "supervisor/state", self._on_supervisor, LATCHED_QOS)
-        self.create_subscription(ActionChunk, "policy/chunk", lambda m: self._record("policy/chunk", m.header.stamp),
-                                 COMMAND_QOS)
+        self.inference_latencies: list[float] = []  # seconds, per chunk (ActionChunk.inference_latency)
+        self.create_subscription(ActionChunk, "policy/chunk", self._on_chunk, COMMAND_QOS)
         # the run's timeline (sim time), for its video
         self.film_camera = film_camera
         self.film: list[tuple[float, np.ndarray]] = []          # (stamp, colour image) of film_camera
@@ -97,8 +103,10 @@ class DemoMonitor(Node):
         self.create_subscription(RollbackEvent, "supervisor/rollback", lambda m: self.rollbacks.append(
             self.sim_time), LATCHED_QOS)
         self.create_subscription(TaskState, "task/state", self._on_task, LATCHED_QOS)
-        # the newest prediction with its TCP paths (they arrive after the cloud, with its stamp), the
-        # joint state at its observation time and the camera images when it arrived
+        # the first prediction of an observation at or after prediction_after (the newest until
+        # then) with its TCP paths (they arrive after the cloud, with its stamp), the joint state at
+        # its observation time and the camera images when it arrived
+        self.prediction_after = prediction_after
         self.prediction: DdsPrediction | None = None
         self._pending: DdsPrediction | None = None
         self._joint_history: deque[tuple[float, dict[str, float]]] = deque(maxlen=300)  # 3 s at 100 Hz
@@ -108,7 +116,13 @@ class DemoMonitor(Node):
             for topic in CAMERA_TOPICS:
                 full = f"{cam}/{topic}"
                 msg_type, qos = (CameraInfo, CAMERA_INFO_QOS) if topic.endswith("info") else (Image, IMAGE_QOS)
+                if full == f"{film_camera}/color/image_raw":
+                    qos = EVERY_SET_QOS  # every frame of the video, while inference holds the executor
                 self.create_subscription(msg_type, full, lambda m, t=full: self._on_camera(t, m), qos)
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        self._record("policy/chunk", msg.header.stamp)
+        self.inference_latencies.append(float(msg.inference_latency))
 
     def _record(self, topic: str, stamp) -> None:
         self.stamps.setdefault(topic, []).append(from_time(stamp))
@@ -135,7 +149,7 @@ class DemoMonitor(Node):
     def _on_cloud(self, msg: PointCloud2) -> None:
         self._record("policy/predicted_cloud", msg.header.stamp)
         stamp = from_time(msg.header.stamp)
-        if not self._joint_history:
+        if not self._joint_history or (self.prediction is not None and self.prediction.stamp >= self.prediction_after):
             return
         joints = min(self._joint_history, key=lambda entry: abs(entry[0] - stamp))[1]
         self._pending = DdsPrediction(stamp, msg, joints, {c: f["color"].copy() for c, f in self.latest_frames.items()
@@ -206,7 +220,16 @@ class DemoMonitor(Node):
                 "chunks_rejected": self.supervisor.chunks_rejected, "last_rejection": self.supervisor.last_rejection},
             "joint_tracking_error_rad": {"mean": float(np.nanmean(err)), "p95": float(np.nanpercentile(err, 95)),
                                           "max": float(np.nanmax(err)), "samples": int(np.isfinite(err).sum())},
+            "inference_latency_ms": _percentiles(self.inference_latencies, scale=1000.0),
         }
+
+
+def _percentiles(samples: list[float], scale: float = 1.0) -> dict | None:
+    if not samples:
+        return None
+    values = np.asarray(samples) * scale
+    return {"p50": round(float(np.percentile(values, 50)), 1), "p95": round(float(np.percentile(values, 95)), 1),
+            "max": round(float(values.max()), 1), "samples": len(values)}
 
 
 def contact_sheet(snapshots: dict[str, dict[str, dict[str, np.ndarray]]], path: Path) -> None:
@@ -228,45 +251,76 @@ def contact_sheet(snapshots: dict[str, dict[str, dict[str, np.ndarray]]], path: 
     PILImage.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
+DEMO_TASK = "pick_place"
+
+
 @dataclass(frozen=True)
-class DemoTraining:
-    """The demo policy's data and training (short forms for tests)."""
+class DemoEpisode:
+    """One episode of the demo: a Clean scene of the task (evaluation seed), perturbed or not."""
 
-    demos: int = 8
-    from_home: int = 3
-    seconds: float = 10.0
-    video_steps: int = 200
-    joint_steps: int = 2400
+    name: str
+    seed: int
+    perturbation: str = "none"
 
 
-def demo_policy(robot: str, out_dir: Path, training: DemoTraining) -> Path:
-    """A `demo` checkpoint for the robot: reused if it exists and matches the config, else recorded
-    and trained here with the train CLI."""
-    from wam_ros.model.config import load_model_config
-    from wam_ros.model.episodes import save_dataset
-    from wam_ros.model.policy import CheckpointMismatch, load_policy
-    from wam_ros.sim.demonstrations import DemoConfig, record_demonstrations
+# Evaluation scenes (seeds >= 10000, never a demonstration's) of the shipped AgileX policy
+DEMO_EPISODES = (DemoEpisode("clean", 10_000), DemoEpisode("slip", 10_001, "slip"))
 
-    config = load_model_config("demo")
-    checkpoint = out_dir / f"policy_{robot}.pt"
-    if checkpoint.is_file():
-        try:
-            load_policy(checkpoint, expect_config=config)
-            print(f"[demo] reusing {checkpoint}", file=sys.stderr)
-            return checkpoint
-        except CheckpointMismatch as exc:
-            print(f"[demo] retraining: {exc}", file=sys.stderr)
-    print(f"[demo] recording {training.demos} demonstrations in the simulator", file=sys.stderr)
-    meta, episodes = record_demonstrations(DemoConfig(robot=robot, episodes=training.demos, from_home=training.from_home,
-                                                      seconds=training.seconds, image_size=tuple(config.image_size)))
-    data = out_dir / f"data_{robot}"
-    save_dataset(data, meta, episodes)
-    command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(data), "--config", "demo", "--robot", robot,
-               "--out", str(checkpoint), "--video-steps", str(training.video_steps), "--joint-steps",
-               str(training.joint_steps), "--threads", "2"]
-    print(f"[demo] {' '.join(command[2:])}", file=sys.stderr)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return checkpoint
+
+def parse_episodes(text: str) -> tuple[DemoEpisode, ...]:
+    """"clean:10000,slip:10001:slip" -> episodes; a malformed item is named in the error."""
+    from wam_ros.config import ConfigError, check_choice
+    from wam_ros.sim.tasks import PERTURBATIONS
+
+    episodes = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].isdigit():
+            raise ConfigError(f"episode {item!r}: expected NAME:SEED or NAME:SEED:PERTURBATION (e.g. slip:10001:slip)")
+        perturbation = parts[2] if len(parts) == 3 else "none"
+        check_choice("perturbation", perturbation, PERTURBATIONS)
+        episodes.append(DemoEpisode(parts[0], int(parts[1]), perturbation))
+    if len({e.name for e in episodes}) != len(episodes):
+        raise ConfigError(f"episodes {text!r}: names must differ (they name the output files)")
+    return tuple(episodes)
+
+
+def release_dir(robot: str, task: str = DEMO_TASK) -> Path:
+    """Where a shipped policy lives: models/<robot>_<task>/ (policy.pt, provenance.json)."""
+    from wam_ros.paths import share_dir
+
+    return share_dir() / "models" / f"{robot}_{task}"
+
+
+def shipped_policy(robot: str) -> Path:
+    path = release_dir(robot) / "policy.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped {DEMO_TASK} policy for {robot} ({path}); train one here with "
+                                f"`make demo TRAIN=1 ROBOT={robot}` (wam-ros demo --robot {robot} --train)")
+    return path
+
+
+def demo_training(robot: str, out_dir: Path, **overrides) -> "BenchmarkConfig":
+    """The shipped AgileX policy's benchmark settings (its provenance.json) for this robot, with
+    its output under out_dir/train; overrides (demos, joint_steps, ...) shorten it for tests."""
+    from wam_ros.benchmark.run import BenchmarkConfig
+
+    settings = json.loads((release_dir("agilex") / "provenance.json").read_text())["benchmark_config"]
+    settings = {**settings, "robot": robot, "out": out_dir / "train", "sim_size": tuple(settings["sim_size"]),
+                **overrides}
+    return BenchmarkConfig(**settings)
+
+
+def train_demo_policy(config: "BenchmarkConfig") -> Path:
+    """`make demo TRAIN=1`: records the demonstrations and trains as the shipped policy was made
+    (the benchmark's own steps, each reused when complete); returns the release's policy.pt."""
+    from wam_ros.benchmark.run import demonstrations, release_policy, train_policy
+
+    print(f"[demo] recording {config.demos} demonstrations and training {config.model!r} in {config.out} "
+          f"(the shipped policy took about an hour on 2 cores)", file=sys.stderr, flush=True)
+    demonstrations(config, {})
+    return release_policy(config, train_policy(config, {}), config.out / "release",
+                          command=" ".join(["wam-ros", *sys.argv[1:]]))
 
 
 def dds_scene(prediction: DdsPrediction, robot: str, checkpoint: Path) -> PredictionScene:
@@ -287,51 +341,95 @@ def dds_scene(prediction: DdsPrediction, robot: str, checkpoint: Path) -> Predic
         path_times=(np.arange(steps) + 1) / fps, images=prediction.images)
 
 
-def run_demo(robot: str, duration: float, out_dir: Path, wall_timeout: float | None = None, source: str = "policy",
-             training: DemoTraining | None = None) -> dict:
-    """Bring up the system of `wam-ros bringup robot:=<robot> checkpoint:=<demo policy>` (or
-    motion:=scripted) and watch it."""
+def run_demo(robot: str, out_dir: Path, source: str = "policy", duration: float = 20.0,
+             checkpoint: Path | None = None, episodes: tuple[DemoEpisode, ...] = DEMO_EPISODES,
+             max_seconds: float = 20.0, wall_timeout: float | None = None) -> dict:
+    """Brings up the system of `wam-ros bringup` on the simulated robot and watches it over DDS.
+    policy: one fresh system per episode of the pick-and-place task, driven by the checkpoint
+    (default: the shipped one) under the supervisor with value-guided rollback; scripted: the
+    scripted motion for `duration` sim seconds. Writes summary.json, videos and figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    options, supervisor = SystemOptions(robot=robot, motion="scripted"), {}
-    if source == "policy":
-        options = SystemOptions(robot=robot, checkpoint=str(demo_policy(robot, out_dir, training or DemoTraining())))
-        # The demo model is trained for minutes: the supervisor clamps its chunks into the limits
-        # instead of rejecting them. Its task (follow the scripted motion) has no failure to recover
-        # from, so value-guided rollback stays off: its value head has nothing meaningful to say.
-        supervisor = {"clamp": True, "rollback.enabled": False}
-    specs = with_parameters(describe_system(options), "supervisor_node", supervisor)
     apply_environment()
     rclpy.init(args=["wam-ros"])
-    nodes, _ = create_nodes(specs)
-    monitor = DemoMonitor(robot)
-    executor = make_executor()
-    for node in (*nodes, monitor):
-        executor.add_node(node)
-    deadline = time.monotonic() + (wall_timeout or 120.0 + 10.0 * duration)
     try:
-        while monitor.sim_time < duration:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"simulation reached only {monitor.sim_time:.1f} s of {duration} s")
-            executor.spin_once(timeout_sec=0.1)
-        summary = monitor.summary()
-        summary["duration_s"] = duration
-        contact_sheet({"start": monitor.start_frames, f"t={duration:g} s": monitor.latest_frames},
-                      out_dir / "contact_sheet.png")
-        video = out_dir / f"{source}.mp4"  # at the camera's rate in sim time: the video plays in sim time
-        fps = summary["topics"][f"{monitor.film_camera}/color/image_raw"]["rate_hz_sim_time"]
-        summary["video"] = {"path": str(video), "frames": write_video(monitor.timeline(f"{robot}, {source}"), video, fps)}
-        if source == "policy":
-            if monitor.prediction is None:
-                raise RuntimeError("the policy published no predicted cloud with its TCP paths")
-            summary["checkpoint"] = options.checkpoint
-            from wam_ros.render_prediction import prediction_figure, save_figure
-
-            save_figure(prediction_figure(dds_scene(monitor.prediction, robot, Path(options.checkpoint))),
-                        out_dir / "prediction_4d.png")
+        if source == "scripted":
+            summary = _scripted_run(robot, duration, out_dir, wall_timeout or 120.0 + 10.0 * duration)
+        else:
+            checkpoint = Path(checkpoint or shipped_policy(robot))
+            provenance = checkpoint.with_name("provenance.json")
+            summary = {"robot": robot, "task": DEMO_TASK, "checkpoint": str(checkpoint),
+                       "provenance": json.loads(provenance.read_text()) if provenance.is_file() else None,
+                       "episodes": [_policy_episode(robot, checkpoint, episode, out_dir, max_seconds,
+                                                    wall_timeout or 120.0 + 30.0 * max_seconds)
+                                    for episode in episodes]}
+            rows = summary["episodes"]
+            summary["outcome"] = {
+                "clean_success": [r["success"] for r in rows if r["perturbation"] == "none"],
+                "perturbed_recovered": [r["recovered"] for r in rows if r["perturbation"] != "none"]}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:
-        executor.shutdown()
-        for node in (*nodes, monitor):
-            node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _scripted_run(robot: str, duration: float, out_dir: Path, wall_timeout: float) -> dict:
+    from wam_ros.benchmark.graph import run_system
+
+    monitor = DemoMonitor(robot)
+    run_system(describe_system(SystemOptions(robot=robot, motion="scripted")), lambda m: m.sim_time >= duration,
+               wall_timeout, watcher=monitor)
+    summary = {**monitor.summary(), "duration_s": duration}
+    contact_sheet({"start": monitor.start_frames, f"t={duration:g} s": monitor.latest_frames},
+                  out_dir / "contact_sheet.png")
+    video = out_dir / "scripted.mp4"  # at the camera's rate in sim time: the video plays in sim time
+    fps = summary["topics"][f"{monitor.film_camera}/color/image_raw"]["rate_hz_sim_time"]
+    summary["video"] = {"path": str(video), "frames": write_video(monitor.timeline(f"{robot}, scripted"), video, fps)}
+    return summary
+
+
+def _policy_episode(robot: str, checkpoint: Path, episode: DemoEpisode, out_dir: Path, max_seconds: float,
+                    wall_timeout: float) -> dict:
+    """One episode through the node graph until a second after success or max_seconds: its row
+    of summary.json, its video, contact sheet and predicted 4D cloud."""
+    from wam_ros.benchmark.graph import run_system
+    from wam_ros.render_prediction import prediction_figure, save_figure
+
+    # the cameras at the size the policy's demonstrations were recorded at (its provenance)
+    provenance = checkpoint.with_name("provenance.json")
+    height, width = (json.loads(provenance.read_text())["benchmark_config"]["sim_size"] if provenance.is_file()
+                     else (SimConfig.height, SimConfig.width))
+    options = SystemOptions(robot=robot, checkpoint=str(checkpoint), task=DEMO_TASK, seed=episode.seed,
+                            perturbation=episode.perturbation)
+    specs = with_parameters(describe_system(options), "sim_node", {"width": width, "height": height})
+    # a policy trained in an hour on a CPU: the supervisor tracks its chunks within the limits
+    # (clamp) instead of rejecting rough ones; value-guided rollback is on (its default)
+    specs = with_parameters(specs, "supervisor_node", {"clamp": True})
+    # the prediction shown: the first one made after the arm has started towards the object
+    monitor = DemoMonitor(robot, prediction_after=2.0)
+
+    def done(m: DemoMonitor) -> bool:
+        return m.sim_time >= max_seconds or (m.succeeded_at is not None and m.sim_time >= m.succeeded_at + 1.0)
+
+    run_system(specs, done, wall_timeout, watcher=monitor)
+    row = {"name": episode.name, "seed": episode.seed, "perturbation": episode.perturbation,
+           "success": monitor.succeeded_at is not None,
+           "time_to_success_s": None if monitor.succeeded_at is None else round(monitor.succeeded_at, 2),
+           "perturbed_at_s": None if monitor.perturbed_at is None else round(monitor.perturbed_at, 2),
+           "rollbacks": len(monitor.rollbacks), "rollback_times_s": [round(t, 2) for t in monitor.rollbacks]}
+    row["recovered"] = row["success"] and row["perturbed_at_s"] is not None and row["rollbacks"] > 0
+    row.update(monitor.summary())
+    files = {"video": out_dir / f"{episode.name}.mp4", "contact_sheet": out_dir / f"{episode.name}_contact_sheet.png",
+             "prediction_4d": out_dir / f"{episode.name}_prediction_4d.png"}
+    fps = row["topics"][f"{monitor.film_camera}/color/image_raw"]["rate_hz_sim_time"]
+    title = f"{robot} {DEMO_TASK}, {episode.name} (seed {episode.seed})"
+    row["video_frames"] = write_video(monitor.timeline(title), files["video"], fps)
+    contact_sheet({"start": monitor.start_frames, f"t={monitor.sim_time:.1f} s": monitor.latest_frames},
+                  files["contact_sheet"])
+    if monitor.prediction is None:
+        raise RuntimeError(f"{episode.name}: the policy published no predicted cloud with its TCP paths")
+    save_figure(prediction_figure(dds_scene(monitor.prediction, robot, checkpoint)), files["prediction_4d"])
+    row["files"] = {k: str(v) for k, v in files.items()}
+    outcome = ("succeeded" if row["success"] else "failed") + (
+        f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "")
+    print(f"[demo] {episode.name}: {outcome}", file=sys.stderr, flush=True)
+    return row

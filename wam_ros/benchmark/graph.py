@@ -47,11 +47,13 @@ class EpisodeWatcher(Node):
         self.stop_client = self.create_client(SetBool, "recorder/stop_episode")
 
 
-def _run_system(specs, until, wall_timeout: float, finish=None) -> EpisodeWatcher:
-    """Bring the nodes up with a watcher, spin until until(watcher) is true, run finish(watcher,
-    executor) while the system still runs, then tear everything down."""
+def run_system(specs, until: Callable[[Node], bool], wall_timeout: float,
+               finish: Callable[[Node, object], None] | None = None, watcher: Node | None = None) -> Node:
+    """Bring the nodes up with a watcher (an EpisodeWatcher unless given; it must have sim_time),
+    spin until until(watcher) is true, run finish(watcher, executor) while the system still runs,
+    then tear everything down (the watcher too)."""
     nodes, _ = create_nodes(specs)
-    watcher = EpisodeWatcher()
+    watcher = watcher or EpisodeWatcher()
     executor = make_executor()
     for node in (*nodes, watcher):
         executor.add_node(node)
@@ -114,7 +116,7 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
                                message=reply.message)
 
             # the expert's plan, then a second for the scene to settle
-            _run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
+            run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
             emit({"seed": seed, "condition": condition, "recorded": True, "plan_s": round(plan.duration, 2), **outcome},
                  f"demo {seed}: {'success' if outcome['success'] else 'failure'} "
                  f"(stage {outcome['stage']}, {plan.duration:.1f} s)")
@@ -138,7 +140,7 @@ def evaluate_episodes(checkpoint: Path, robot: str, specs: list[EpisodeSpec], ro
             nodes = with_parameters(nodes, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
             nodes = with_parameters(nodes, "supervisor_node", {"clamp": True, "rollback.enabled": rollback})
             wall = time.monotonic()
-            watcher = _run_system(nodes, lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
+            watcher = run_system(nodes, lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
                                   wall_timeout)
             task, sup = watcher.task, watcher.supervisor
             success = bool(task and task.success)

@@ -90,7 +90,7 @@ def _log(message: str) -> None:
     print(f"[benchmark] {message}", file=sys.stderr, flush=True)
 
 
-def _demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
+def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
     """Records until cfg.demos episodes exist. demos.json is rewritten after every seed, so an
     interrupted run loses no row; seeds the expert cannot plan are listed and skipped."""
     from wam_ros.benchmark.graph import record_demonstrations
@@ -133,7 +133,7 @@ def _trained_steps(checkpoint: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("train", {}).get("step", 0))
 
 
-def _train(cfg: BenchmarkConfig, timings: dict) -> Path:
+def train_policy(cfg: BenchmarkConfig, timings: dict) -> Path:
     from wam_ros.data.export import ExportConfig, export_lerobot
 
     dataset, checkpoint = cfg.out / "dataset", cfg.out / "policy.pt"
@@ -153,6 +153,50 @@ def _train(cfg: BenchmarkConfig, timings: dict) -> Path:
             subprocess.run(command, check=True, stdout=log, stderr=log)
         timings["train_s"] = round(time.perf_counter() - start, 1)
     return checkpoint
+
+
+def release_policy(cfg: BenchmarkConfig, checkpoint: Path, out: Path, command: str,
+                   revision: str | None = None) -> Path:
+    """The trained policy as a release: policy.pt without the optimiser and sampler state (what
+    deployment loads) and provenance.json beside it, which says how to make it again: the
+    command, this config, the training seed, the digest of the exported dataset, the git revision
+    and the losses. revision: the git revision the training ran at (default: this checkout's).
+    Returns the release's policy.pt."""
+    import torch
+
+    from wam_ros.data.export import dataset_digest
+    from wam_ros.model.policy import load_policy
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    train = state.get("train", {})
+    out.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(checkpoint)
+    policy.save(out / "policy.pt", {"train": {"step": int(train.get("step", 0))}})
+    provenance = {
+        "command": command,
+        "benchmark_config": {**asdict(cfg), "out": str(cfg.out)},
+        "train_config": train.get("train_config", {}),
+        "seed": train.get("train_config", {}).get("seed"),
+        "dataset_sha256": dataset_digest(cfg.out / "dataset"),
+        "git_revision": revision if revision is not None else _git_revision(),
+        "trained_steps": int(train.get("step", 0)),
+        "losses": train.get("history", {}),  # per stage: the first and last logged means
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1, default=str))
+    return out / "policy.pt"
+
+
+def _git_revision() -> str:
+    """The checkout's commit (+ "-dirty" with uncommitted changes), or "" outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return revision + ("-dirty" if dirty else "")
 
 
 def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]) -> dict[str, list[dict]]:
@@ -190,8 +234,10 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    demos = _demonstrations(cfg, timings)
-    checkpoint = _train(cfg, timings)
+    demos = demonstrations(cfg, timings)
+    checkpoint = train_policy(cfg, timings)
+    command = " ".join(["wam-ros", *sys.argv[1:]])
+    release_policy(cfg, checkpoint, cfg.out / "release", command)
     chosen = variants(cfg.ablations)
     start = time.perf_counter()
     in_process = evaluate_in_process(checkpoint, cfg, chosen)
@@ -206,7 +252,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
                                         for k in range(cfg.graph_episodes)], True, cfg.sim_size, cfg.max_seconds)
         timings["evaluate_graph_s"] = round(time.perf_counter() - start, 1)
     train_log = cfg.out / "train.log"
-    results = {"config": {**asdict(cfg), "out": str(cfg.out)}, "command": " ".join(["wam-ros", *sys.argv[1:]]),
+    results = {"config": {**asdict(cfg), "out": str(cfg.out)}, "command": command,
                "demonstrations": demos, "timings_s": timings, "trained_steps": _trained_steps(checkpoint),
                "variants": [{"name": v.name, "group": v.group, "condition": v.condition,
                              "perturbation": v.perturbation, "options": asdict(v.options)} for v in chosen],

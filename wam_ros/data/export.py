@@ -305,6 +305,24 @@ def is_hdf5(path: Path) -> bool:
     return bool(sorted(Path(path).glob("episode_*.hdf5")))
 
 
+def dataset_digest(path: Path) -> str:
+    """SHA-256 over every file of an exported dataset (relative path and content, in path order):
+    names the exact data a checkpoint was trained on."""
+    import hashlib
+
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise DatasetError(f"{root}: no dataset files to digest")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What `wam-ros dataset info` reports, read from the metadata alone (no video decoded)."""

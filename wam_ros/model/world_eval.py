@@ -443,8 +443,8 @@ def dataset_intrinsics(directory: Path, cameras: Sequence[str]) -> dict[str, tup
 
 
 def simulator_intrinsics(robot: RobotConfig, cameras: Sequence[str]) -> dict[str, tuple[np.ndarray, tuple[int, int]]]:
-    """The simulator's cameras at its default size: how `wam-ros demo` and the simulated
-    demonstrations (wam_ros.sim.demonstrations) record, before resizing to the model's size."""
+    """The simulator's cameras at its default size (recordings whose metadata carries no
+    intrinsics), before resizing to the model's size."""
     from wam_ros.robots.urdf import generate_urdf
     from wam_ros.sim.world import SimWorld
 
