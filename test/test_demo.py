@@ -57,31 +57,69 @@ def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
         assert arm.mean() > 0.01, f"{CAMERA_NAMES[column]}: no arm in view"
 
 
-def test_policy_demo_trains_a_policy_runs_it_in_the_loop_and_renders_its_prediction(tmp_path):
-    """`make demo` in short form: a few demonstrations, a few training steps (the plumbing, not the
-    model's quality, is under test)."""
+def demo_command(out, *extra) -> tuple[list[str], dict]:
     env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
-    command = [sys.executable, "-m", "wam_ros.cli", "demo", "--duration", "4", "--out", str(tmp_path), "--domain-id",
-               env["ROS_DOMAIN_ID"], "--demos", "2",
-               "--demo-seconds", "3", "--video-steps", "10", "--joint-steps", "20"]
+    return ([sys.executable, "-m", "wam_ros.cli", "demo", "--out", str(out), "--domain-id", env["ROS_DOMAIN_ID"],
+             *extra], env)
+
+
+def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_path):
+    """`make demo` in short form: the shipped pick-and-place policy in the loop for a few seconds of
+    one episode (the whole demo, a success and a recovered slip, is measured in README)."""
+    command, env = demo_command(tmp_path, "--episodes", "short:10000", "--max-seconds", "4")
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["checkpoint"].endswith("policy_agilex.pt") and (tmp_path / "data_agilex" / "meta.json").is_file()
-    topics = summary["topics"]
+    assert summary["checkpoint"].endswith("agilex_pick_place/policy.pt") and summary["task"] == "pick_place"
+    assert summary["provenance"]["dataset_sha256"] and summary["provenance"]["git_revision"]
+    (row,) = summary["episodes"]
+    assert row["name"] == "short" and row["seed"] == 10000 and row["perturbation"] == "none"
+    assert row["sim_time_s"] >= 4.0 and row["success"] is False and row["rollbacks"] == 0
+    topics = row["topics"]
     assert topics["policy/chunk"]["messages"] >= 3 and topics["policy/predicted_cloud"]["messages"] >= 2
-    supervisor = summary["supervisor"]
-    assert supervisor["chunks_forwarded"] + supervisor["chunks_rejected"] >= 2  # every chunk reached the supervisor
-    frames = decoded_frames(tmp_path / "policy.mp4")
-    assert len(frames) == summary["video"]["frames"] > 30
+    assert row["supervisor"]["chunks_forwarded"] >= 2 and row["inference_latency_ms"]["p50"] > 0
+    for kind in ("video", "contact_sheet", "prediction_4d"):
+        assert f"{kind}: {tmp_path / ('short' + {'video': '.mp4'}.get(kind, '_' + kind + '.png'))}" in result.stdout
+    frames = decoded_frames(tmp_path / "short.mp4")
+    assert len(frames) == row["video_frames"] >= 55  # the head camera at 15 Hz for 4 s of sim time
     panel = frames[-1][-130:].astype(int)  # the predicted value curve below the camera image
     assert ((panel[..., 2] - panel[..., 0] > 80) & (panel[..., 2] > 180)).sum() > 20
-    png = np.asarray(Image.open(tmp_path / "prediction_4d.png").convert("RGB")).astype(int)
+    png = np.asarray(Image.open(tmp_path / "short_prediction_4d.png").convert("RGB")).astype(int)
     # the prediction figure (wam_ros.render_prediction, tested there): panels above the real images
     assert png.shape[1] == 1300 and (png.min(axis=2) < 200).mean() > 0.01
-    # a second run reuses the checkpoint instead of training again
-    again = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
-    assert again.returncode == 0 and "reusing" in again.stderr
+
+
+def test_demo_train_makes_the_shipped_policy_again_with_its_recorded_settings(tmp_path):
+    """`make demo TRAIN=1` in short form: the shipped policy's benchmark settings (its
+    provenance.json), one demonstration and a few steps; the release has the shipped architecture,
+    says how it was made, and its training is reproduced bit for bit from the same inputs."""
+    import torch
+
+    from wam_ros.demo import release_dir
+
+    command, env = demo_command(tmp_path, "--train", "--demos", "1", "--vae-steps", "3", "--video-steps", "3",
+                                "--joint-steps", "3", "--episodes", "short:10000", "--max-seconds", "2")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    release = tmp_path / "train" / "release"
+    assert json.loads((tmp_path / "summary.json").read_text())["checkpoint"] == str(release / "policy.pt")
+    shipped = json.loads((release_dir("agilex") / "provenance.json").read_text())
+    made = json.loads((release / "provenance.json").read_text())
+    changed = {k for k in shipped["benchmark_config"] if shipped["benchmark_config"][k] != made["benchmark_config"][k]}
+    assert changed <= {"demos", "vae_steps", "video_steps", "joint_steps", "out"}
+    assert made["trained_steps"] == 9 and len(made["dataset_sha256"]) == 64 and made["seed"] == shipped["seed"]
+    ours = torch.load(release / "policy.pt", map_location="cpu", weights_only=False)
+    theirs = torch.load(release_dir("agilex") / "policy.pt", map_location="cpu", weights_only=False)
+    assert ours["config"] == theirs["config"] and "optimizer" not in ours.get("train", {})
+    assert {k: v.shape for k, v in ours["model"].items()} == {k: v.shape for k, v in theirs["model"].items()}
+    # the same inputs (dataset, settings, seed) train the same weights
+    again = tmp_path / "again.pt"
+    subprocess.run([sys.executable, "-m", "wam_ros.cli", "train", "--data", str(tmp_path / "train" / "dataset"),
+                    "--config", made["benchmark_config"]["model"], "--robot", "agilex", "--out", str(again),
+                    "--vae-steps", "3", "--video-steps", "3", "--joint-steps", "3",
+                    "--threads", str(made["benchmark_config"]["threads"])], check=True, capture_output=True)
+    retrained = torch.load(again, map_location="cpu", weights_only=False)["model"]
+    assert all(torch.equal(retrained[k], ours["model"][k]) for k in ours["model"])
 
 
 def test_the_monitor_times_a_tasks_perturbation_and_success_for_the_video():
@@ -105,3 +143,15 @@ def test_the_monitor_times_a_tasks_perturbation_and_success_for_the_video():
         monitor.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def test_episode_lists_are_parsed_with_specific_errors():
+    from wam_ros.config import ConfigError
+    from wam_ros.demo import DemoEpisode, parse_episodes
+
+    assert parse_episodes("clean:10000, slip:10001:slip") == (DemoEpisode("clean", 10000),
+                                                              DemoEpisode("slip", 10001, "slip"))
+    for text, message in (("clean", "expected NAME:SEED"), ("clean:-1", "expected NAME:SEED"),
+                          ("a:1:wobble", "perturbation"), ("a:1,a:2", "names must differ"), (":1", "expected")):
+        with pytest.raises(ConfigError, match=message):
+            parse_episodes(text)
