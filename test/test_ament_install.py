@@ -36,7 +36,8 @@ def test_cmake_install_gives_an_ament_package_with_messages_nodes_and_data(tmp_p
     share = install / "share" / "wam_ros"
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "wam_ros").exists()
     for path in ("package.xml", "launch/dual_arm.launch.py", "config/wam.rviz", "config/robots/agilex.yaml",
-                 "urdf/franka_dual.urdf", "msg/ActionChunk.msg"):
+                 "urdf/franka_dual.urdf", "msg/ActionChunk.msg", "models/agilex_pick_place/policy.pt",
+                 "models/agilex_pick_place/provenance.json"):
         assert (share / path).is_file(), path
     executables = {p.name for p in (install / "lib" / "wam_ros").iterdir() if os.access(p, os.X_OK)}
     assert {"sim_node", "scripted_motion_node"} <= executables

@@ -77,7 +77,9 @@ def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_p
     assert row["sim_time_s"] >= 4.0 and row["success"] is False and row["rollbacks"] == 0
     topics = row["topics"]
     assert topics["policy/chunk"]["messages"] >= 3 and topics["policy/predicted_cloud"]["messages"] >= 2
-    assert row["supervisor"]["chunks_forwarded"] >= 2 and row["inference_latency_ms"]["p50"] > 0
+    supervisor = row["supervisor"]  # every chunk reached the supervisor, which forwarded or refused it
+    assert supervisor["chunks_forwarded"] + supervisor["chunks_rejected"] >= 2
+    assert row["inference_latency_ms"]["samples"] >= 2 and row["inference_latency_ms"]["p50"] > 0
     for kind in ("video", "contact_sheet", "prediction_4d"):
         assert f"{kind}: {tmp_path / ('short' + {'video': '.mp4'}.get(kind, '_' + kind + '.png'))}" in result.stdout
     frames = decoded_frames(tmp_path / "short.mp4")
