@@ -197,10 +197,7 @@ class SimWorld:
         for joint in spec.joints:
             if joint.name in robot.joint_names or joint.name.endswith("_gripper_mirror"):
                 joint.armature = 0.05
-                # Passive friction of the arm joints: 1.0 N m s/rad took all of a Piper wrist's 3 N m
-                # at 3 rad/s, below its 3.93 rad/s rating, and the wrist lagged the expert by 0.75 rad.
-                gripper = "_gripper" in joint.name
-                joint.damping = [1.0 if gripper else 0.1, 0.0, 0.0]
+                joint.damping = [1.0, 0.0, 0.0]
         limits = robot.joint_limits()
         for name in robot.joint_names:
             act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
