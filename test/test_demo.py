@@ -74,7 +74,9 @@ def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_p
     assert summary["provenance"]["dataset_sha256"] and summary["provenance"]["git_revision"]
     (row,) = summary["episodes"]
     assert row["name"] == "short" and row["seed"] == 10000 and row["perturbation"] == "none"
-    assert row["sim_time_s"] >= 6.0 and row["success"] is False and row["rollbacks"] == 0
+    assert row["sim_time_s"] >= 6.0 and row["rollbacks"] == 0
+    # the world at a quarter of real time (sim_node real_time_factor), at most: a loaded machine is slower
+    assert summary["real_time_factor"] == 0.25 and 0.1 < row["real_time_factor"] <= 0.27
     topics = row["topics"]
     assert topics["policy/chunk"]["messages"] >= 2 and topics["policy/predicted_cloud"]["messages"] >= 1
     supervisor = row["supervisor"]  # every chunk reached the supervisor, which forwarded or refused it

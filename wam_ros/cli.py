@@ -99,7 +99,8 @@ def cmd_demo(args) -> int:
         checkpoint = train_demo_policy(demo_training(args.robot, args.out, **overrides))
     episodes = parse_episodes(args.episodes) if args.episodes else DEMO_EPISODES
     summary = run_demo(args.robot, args.out, source=args.source, duration=args.duration, checkpoint=checkpoint,
-                       episodes=episodes, max_seconds=args.max_seconds)
+                       episodes=episodes, max_seconds=args.max_seconds,
+                       **({"real_time_factor": args.real_time_factor} if args.real_time_factor else {}))
     print(json.dumps(summary, indent=2))
     if args.source == "scripted":
         print(f"wrote {args.out / 'summary.json'}, {args.out / 'contact_sheet.png'}, {args.out / 'scripted.mp4'}")
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", default=None, metavar="NAME:SEED[:PERTURBATION],...",
                    help="policy: the episodes (default clean:10000,slip:10001:slip)")
     p.add_argument("--max-seconds", type=float, default=20.0, help="policy: simulated seconds before an episode ends")
+    p.add_argument("--real-time-factor", type=float, default=None,
+                   help="policy: sim seconds per wall second (default 0.25: the policy's CPU inference then takes "
+                        "about as long in sim time as on a GPU)")
     p.add_argument("--train", action="store_true", help="policy: record demonstrations and train the policy here "
                    "with the shipped one's benchmark settings (about an hour on 2 cores) instead of loading it")
     p.add_argument("--demos", type=int, default=None, help="--train: demonstrations (default: the shipped policy's)")

@@ -61,6 +61,10 @@ class SimNode(Node):
         camera_rate = declare(self, "camera_rate", 15.0, "Camera frame rate in sim time (Hz)", range_=(0.5, 120.0))
         self.state_rate = declare(self, "joint_state_rate", 100.0,
                                   "Physics update and joint_states rate (Hz)", range_=(10.0, 1000.0))
+        self.real_time_factor = declare(self, "real_time_factor", 1.0,
+                                        "Sim seconds per wall second at most (below 1: a slower world, e.g. so "
+                                        "that a CPU's inference takes as long in sim time as a GPU's)",
+                                        range_=(0.01, 100.0))
         clock_check_s = declare(self, "startup_clock_check_s", 1.0,
                                 "How long to watch for another /clock publisher before starting (s)",
                                 range_=(0.0, 30.0))
@@ -169,7 +173,7 @@ class SimNode(Node):
             self._heartbeat = self.world.time
 
     def _run(self) -> None:
-        period = 1.0 / self.state_rate
+        period = 1.0 / self.state_rate / self.real_time_factor  # wall seconds per physics tick
         deadline = time.monotonic()
         try:
             while not self._stop.is_set() and self.context.ok():
