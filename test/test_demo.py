@@ -85,7 +85,7 @@ def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_p
     for kind in ("video", "contact_sheet", "prediction_4d"):
         assert f"{kind}: {tmp_path / ('short' + {'video': '.mp4'}.get(kind, '_' + kind + '.png'))}" in result.stdout
     frames = decoded_frames(tmp_path / "short.mp4")
-    assert len(frames) == row["video_frames"] >= 85  # the head camera at 15 Hz for 6 s of sim time
+    assert len(frames) == row["video_frames"] >= 81  # the head camera at 15 Hz for 6 s of sim time (90 %)
     panel = frames[-1][-130:].astype(int)  # the predicted value curve below the camera image
     assert ((panel[..., 2] - panel[..., 0] > 80) & (panel[..., 2] > 180)).sum() > 20
     png = np.asarray(Image.open(tmp_path / "short_prediction_4d.png").convert("RGB")).astype(int)
