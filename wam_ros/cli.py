@@ -89,7 +89,8 @@ def cmd_calibration_check(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from wam_ros.demo import DEMO_EPISODES, demo_training, parse_episodes, run_demo, train_demo_policy
+    from wam_ros.demo import (DEMO_EPISODES, demo_training, episode_outcome, parse_episodes, run_demo,
+                              train_demo_policy)
 
     checkpoint = args.checkpoint
     if args.train:
@@ -107,9 +108,7 @@ def cmd_demo(args) -> int:
         return 0
     print(f"summary: {args.out / 'summary.json'}")
     for row in summary["episodes"]:
-        outcome = ("succeeded" if row["success"] else "failed") + (
-            f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "")
-        print(f"{row['name']} ({row['perturbation']}, seed {row['seed']}): {outcome}")
+        print(f"{row['name']} ({row['perturbation']}, seed {row['seed']}): {episode_outcome(row)}")
         for kind, path in row["files"].items():
             print(f"  {kind}: {path}")
     return 0

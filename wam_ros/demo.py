@@ -361,13 +361,16 @@ def run_demo(robot: str, out_dir: Path, source: str = "policy", duration: float 
             summary = _scripted_run(robot, duration, out_dir, wall_timeout or 120.0 + 10.0 * duration)
         else:
             checkpoint = Path(checkpoint or shipped_policy(robot))
-            provenance = checkpoint.with_name("provenance.json")
-            summary = {"robot": robot, "task": DEMO_TASK, "checkpoint": str(checkpoint),
-                       "provenance": json.loads(provenance.read_text()) if provenance.is_file() else None,
+            path = checkpoint.with_name("provenance.json")
+            provenance = json.loads(path.read_text()) if path.is_file() else None
+            # the cameras at the size the policy's demonstrations were recorded at
+            camera_size = (tuple(provenance["benchmark_config"]["sim_size"]) if provenance
+                           else (SimConfig.height, SimConfig.width))
+            summary = {"robot": robot, "task": DEMO_TASK, "checkpoint": str(checkpoint), "provenance": provenance,
                        "real_time_factor": real_time_factor,
                        "episodes": [_policy_episode(robot, checkpoint, episode, out_dir, max_seconds,
                                                     wall_timeout or 120.0 + 10.0 * max_seconds / real_time_factor,
-                                                    real_time_factor)
+                                                    real_time_factor, camera_size)
                                     for episode in episodes]}
             rows = summary["episodes"]
             summary["outcome"] = {
@@ -395,16 +398,13 @@ def _scripted_run(robot: str, duration: float, out_dir: Path, wall_timeout: floa
 
 
 def _policy_episode(robot: str, checkpoint: Path, episode: DemoEpisode, out_dir: Path, max_seconds: float,
-                    wall_timeout: float, real_time_factor: float) -> dict:
+                    wall_timeout: float, real_time_factor: float, camera_size: tuple[int, int]) -> dict:
     """One episode through the node graph until a second after success or max_seconds: its row
-    of summary.json, its video, contact sheet and predicted 4D cloud."""
+    of summary.json, its video, contact sheet and predicted 4D cloud. camera_size: (height, width)."""
     from wam_ros.benchmark.graph import run_system
     from wam_ros.render_prediction import prediction_figure, save_figure
 
-    # the cameras at the size the policy's demonstrations were recorded at (its provenance)
-    provenance = checkpoint.with_name("provenance.json")
-    height, width = (json.loads(provenance.read_text())["benchmark_config"]["sim_size"] if provenance.is_file()
-                     else (SimConfig.height, SimConfig.width))
+    height, width = camera_size
     options = SystemOptions(robot=robot, checkpoint=str(checkpoint), task=DEMO_TASK, seed=episode.seed,
                             perturbation=episode.perturbation)
     specs = with_parameters(describe_system(options), "sim_node", {"width": width, "height": height,
@@ -440,7 +440,11 @@ def _policy_episode(robot: str, checkpoint: Path, episode: DemoEpisode, out_dir:
         raise RuntimeError(f"{episode.name}: the policy published no predicted cloud with its TCP paths")
     save_figure(prediction_figure(dds_scene(monitor.prediction, robot, checkpoint)), files["prediction_4d"])
     row["files"] = {k: str(v) for k, v in files.items()}
-    outcome = ("succeeded" if row["success"] else "failed") + (
-        f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "")
-    print(f"[demo] {episode.name}: {outcome}", file=sys.stderr, flush=True)
+    print(f"[demo] {episode.name}: {episode_outcome(row)}", file=sys.stderr, flush=True)
     return row
+
+
+def episode_outcome(row: dict) -> str:
+    """"succeeded" / "failed", with the rollbacks, of a summary.json episode row."""
+    return ("succeeded" if row["success"] else "failed") + (
+        f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "")

@@ -165,7 +165,7 @@ def release_policy(cfg: BenchmarkConfig, checkpoint: Path, out: Path, command: s
     import torch
 
     from wam_ros.data.export import dataset_digest
-    from wam_ros.model.policy import load_policy
+    from wam_ros.model.policy import git_revision, load_policy
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     train = state.get("train", {})
@@ -178,25 +178,12 @@ def release_policy(cfg: BenchmarkConfig, checkpoint: Path, out: Path, command: s
         "train_config": train.get("train_config", {}),
         "seed": train.get("train_config", {}).get("seed"),
         "dataset_sha256": dataset_digest(cfg.out / "dataset"),
-        "git_revision": revision if revision is not None else _git_revision(),
+        "git_revision": revision if revision is not None else git_revision(),
         "trained_steps": int(train.get("step", 0)),
         "losses": train.get("history", {}),  # per stage: the first and last logged means
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=1, default=str))
     return out / "policy.pt"
-
-
-def _git_revision() -> str:
-    """The checkout's commit (+ "-dirty" with uncommitted changes), or "" outside a git checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return revision + ("-dirty" if dirty else "")
 
 
 def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]) -> dict[str, list[dict]]:
