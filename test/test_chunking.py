@@ -163,3 +163,18 @@ def test_a_reset_waits_until_an_accepted_chunk_is_handed_on():
     worker.join(10.0)
     resetter.join(10.0)
     assert not resetter.is_alive() and s.epoch == 1 and s.executing is None
+
+
+def test_a_refusal_of_the_executing_chunk_drops_its_plan_and_nothing_else_does():
+    """The supervisor refused chunk 2: the next chunk must not be inpainted towards it (it would start
+    where chunk 2 does and be refused for the same reason), nor take chunk 2's inference in flight."""
+    s = scheduler("rtc")
+    s.accept(1, 0.0, ramp(0.0), now=0.1)
+    s.accept(2, 0.8, ramp(8.0), now=0.9)
+    assert not s.refused(1) and s.executing.chunk_id == 2  # an older chunk: chunk 2 has its own verdict
+    in_flight = s.epoch
+    assert s.refused(2)
+    assert s.executing is None and s.inpainting(1.6) is None and s.inference_due(1.0)
+    assert s.accept(3, 1.6, ramp(16.0), now=1.7, epoch=in_flight) is None  # guided towards chunk 2: dropped
+    assert s.accept(4, 1.7, ramp(17.0), now=1.8, epoch=s.epoch).jump == 0.0
+    assert not s.refused(2) and s.executing.chunk_id == 4  # a repeated report of the same refusal

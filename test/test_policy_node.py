@@ -19,9 +19,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import CAMERA_NAMES, load_robot_config
-from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
+from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, SupervisorState, ValueEstimate
 from wam_ros.ros.conversions import camera_info_msg, image_msg, pointcloud_from_msg, to_time
-from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 from wam_ros.srv import Resample
 
 ROBOT = load_robot_config("agilex")
@@ -59,6 +59,7 @@ class Robot(ProbeNode):
         n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.update(
             {v.key: v.value for s in m.status if s.name.endswith("policy") for v in s.values}), DIAGNOSTICS_QOS)
         self.resample = n.create_client(Resample, "policy/resample")
+        self.supervisor_pub = n.create_publisher(SupervisorState, "supervisor/state", LATCHED_QOS)
         self.joints = dict(HOME)
         self.degraded = False
         self.age = 0.0
@@ -147,6 +148,29 @@ def test_resample_discards_pending_chunks_and_answers_with_the_next_id(robot_and
     bad = robot.resample.call_async(Resample.Request(joint_names=["elbow"], positions=[0.1]))
     assert robot.spin_until(bad.done, 5.0)
     assert not bad.result().accepted and "unknown joints ['elbow']" in bad.result().message
+
+
+def test_a_refused_chunk_drops_its_plan_and_chunks_keep_coming(robot_and_policy):
+    """The supervisor's state names a refused chunk: if the policy is still executing that chunk's plan
+    (the next inference would be inpainted towards it), the plan is dropped and counted; a refusal of
+    a chunk it has already replaced changes nothing."""
+    robot, _ = robot_and_policy
+    assert robot.spin_until(lambda: len(robot.chunks) >= 2 and "plans_dropped_after_refusal" in robot.diagnostics,
+                            60.0)
+    stale = SupervisorState(state=SupervisorState.RUNNING, state_name="RUNNING", last_rejected_chunk_id=1,
+                            last_rejection="an old chunk", chunks_rejected=1)
+    robot.supervisor_pub.publish(stale)  # chunk 1 was replaced long ago
+    for attempt in range(20):  # the newest chunk is executing until the next one is published
+        newest = robot.chunks[-1].chunk_id
+        robot.supervisor_pub.publish(SupervisorState(
+            state=SupervisorState.RUNNING, state_name="RUNNING", last_rejected_chunk_id=newest,
+            chunks_rejected=2 + attempt, last_rejection="left_joint6: first target 0.89 is 0.634 rad away"))
+        if robot.spin_until(lambda: robot.diagnostics.get("plans_dropped_after_refusal") == "1", 2.5):
+            break
+    assert robot.diagnostics["plans_dropped_after_refusal"] == "1", robot.diagnostics
+    count = len(robot.chunks)
+    assert robot.spin_until(lambda: len(robot.chunks) >= count + 2, 20.0)  # sampled afresh, still acting
+    assert int(robot.diagnostics["inference_errors"]) == 0
 
 
 @pytest.mark.parametrize("fault, reason", [("degraded", "skipped: observation degraded"),

@@ -20,7 +20,8 @@ Inference runs on another thread than the resets (a rollback's resample): the sc
 and counts resets in `epoch`. An inference takes the epoch with its observation and hands it to
 `accept`, which drops the chunk if a reset came in between: after a rollback, a chunk still in
 flight would otherwise become the executing chunk again, and the next chunk would be guided
-towards the plan that was discarded.
+towards the plan that was discarded. A chunk the supervisor refused is such a discarded plan too
+(`refused`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,17 @@ class ChunkScheduler:
         with self.lock:
             self.executing = None
             self.epoch += 1
+
+    def refused(self, chunk_id: int) -> bool:
+        """The supervisor refused chunk_id. If that is the executing chunk, its plan never reached
+        the arms: reset (True), so that the next chunk is conditioned afresh instead of being
+        inpainted towards the refused plan, and refused in turn for the same reason. The refusal of
+        an older chunk changes nothing: the executing chunk has its own verdict coming."""
+        with self.lock:
+            if self.executing is None or self.executing.chunk_id != chunk_id:
+                return False
+            self.reset()
+            return True
 
     @property
     def delay_steps(self) -> int:

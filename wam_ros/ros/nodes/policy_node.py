@@ -1,6 +1,7 @@
 """policy_node: a World Action Model checkpoint driving the robot.
 
-In:  observations (MultiViewRGBD from sync_node), joint_states.
+In:  observations (MultiViewRGBD from sync_node), joint_states, supervisor/state (a refusal of the
+     executing chunk drops its plan: the next chunk is sampled afresh, not inpainted towards it).
 Out: policy/chunk (ActionChunk, absolute joint targets from the step due now), policy/value
      (ValueEstimate), policy/gate (GateState), policy/predicted_cloud and policy/live_cloud
      (PointCloud2: x, y, z, rgb, frame), policy/markers (MarkerArray: predicted TCP paths, value
@@ -41,12 +42,12 @@ from wam_ros.model.config import SAMPLERS
 from wam_ros.model.deploy import (FUTURES, DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
                                   resolve_instruction)
 from wam_ros.model.policy import CheckpointMismatch, depth_metres, load_policy
-from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, ValueEstimate
+from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, SupervisorState, ValueEstimate
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, multiview_arrays, pointcloud_msg, to_time
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
-from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED_QOS
 from wam_ros.srv import Resample
 
 # Only the newest observation matters to the policy: a deeper queue would only hold stale sets.
@@ -111,6 +112,7 @@ class PolicyNode(Node):
         self._chunks = diag.RateMeter(window=5.0)
         self._jumps: deque[float] = deque(maxlen=50)
         self._starved = 0
+        self._refused = 0  # executing chunks the supervisor refused (each dropped its plan)
         self._errors = 0
         self._seed = p["seed"]
         self._next_chunk_id = 1
@@ -124,6 +126,7 @@ class PolicyNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_subscription(MultiViewRGBD, "observations", self._on_observation, OBSERVATION_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
+        self.create_subscription(SupervisorState, "supervisor/state", self._on_supervisor_state, LATCHED_QOS)
         self.create_service(Resample, "policy/resample", self._srv_resample)
         self.create_timer(self.deployed.scheduler.config.dt, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -193,6 +196,15 @@ class PolicyNode(Node):
             return self._problem("joint_states malformed", f"{len(msg.name)} names, {len(msg.position)} positions")
         with self._lock:
             self._joints.update(zip(msg.name, msg.position))
+
+    def _on_supervisor_state(self, msg: SupervisorState) -> None:
+        """Every state message names the last refused chunk, so a dropped message loses nothing."""
+        refused = int(msg.last_rejected_chunk_id)
+        if refused and self.deployed.scheduler.refused(refused):
+            self._refused += 1
+            self.get_logger().warn(f"supervisor refused chunk {refused} ({msg.last_rejection}): its plan is "
+                                   "dropped, the next chunk is sampled afresh",
+                                   throttle_duration_sec=PROBLEM_LOG_PERIOD)
 
     def _tick(self) -> None:
         """Start the next inference when it is due, on the newest usable observation."""
@@ -357,6 +369,7 @@ class PolicyNode(Node):
                                      "chunks": self._chunks.count,
                                      "delay_steps": self.deployed.scheduler.delay_steps,
                                      "starved_steps": self._starved, "inference_errors": self._errors,
+                                     "plans_dropped_after_refusal": self._refused,
                                      "chunking": self.params["chunking"], "device": str(self.deployed.policy.device),
                                      "sampler": self.params["sampler"] or self.deployed.policy.cfg.sampler}
         for phase in ("encode_ms", "actions_ms", "decode_ms", "total_ms"):
