@@ -178,3 +178,26 @@ def test_a_refusal_of_the_executing_chunk_drops_its_plan_and_nothing_else_does()
     assert s.accept(3, 1.6, ramp(16.0), now=1.7, epoch=in_flight) is None  # guided towards chunk 2: dropped
     assert s.accept(4, 1.7, ramp(17.0), now=1.8, epoch=s.epoch).jump == 0.0
     assert not s.refused(2) and s.executing.chunk_id == 4  # a repeated report of the same refusal
+
+
+def test_a_chunk_from_rest_starts_where_the_arm_holds_and_joins_the_model_plan():
+    """Nothing executing (episode start, after a rollback or a refusal): the arm holds at 0.5, the
+    model's chunk starts at 1.2 (where it expected the arm once the chunk arrives). From rest the
+    chunk is masked towards the hold: its first executed step lies next to the arm, and it reaches
+    the model's plan by its end, monotonically."""
+    s = scheduler("rtc", delay_margin=0)
+    rest = np.full(2, 0.5)
+    target, weights = s.inpainting(0.0, rest=rest)
+    assert np.allclose(target, 0.5) and weights[0] == pytest.approx(16 / 17) and weights[-1] == pytest.approx(1 / 17)
+    model = np.full((16, 2), 1.2)
+    handover = s.accept(1, 0.0, model, now=0.25, rest=rest)
+    steps = handover.chunk.positions[:, 0]
+    assert handover.first_step == 3 and handover.jump == pytest.approx(0.7 / 14)  # weight 13/14 on the hold
+    assert np.all(np.diff(steps) > 0) and steps[-1] == pytest.approx(0.5 + 0.7 * 13 / 14)
+    # a guided chunk while one executes is taken as sampled; rest only matters without one
+    s.accept(2, 0.8, ramp(8.0), now=0.85, rest=rest)
+    assert s.executing.positions[0, 0] == pytest.approx(9.0)
+    # outside rtc mode, and without a resting position, a chunk from rest is taken as it is
+    for other, kwargs in ((scheduler("naive"), {"rest": rest}), (scheduler("rtc"), {})):
+        assert other.inpainting(0.0, **kwargs) is None
+        assert other.accept(1, 0.0, model, now=0.25, **kwargs).chunk.positions[0, 0] == pytest.approx(1.2)

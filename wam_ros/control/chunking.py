@@ -16,6 +16,13 @@ A chunk that could not be guided (the reactive expert's, which is not sampled), 
 later than the delay its guidance assumed, gets the RTC weights for the delay that really passed
 as a soft mask in rtc mode: w * old + (1 - w) * new.
 
+With no chunk executing (the first of an episode, after a rollback or a refusal) the arm holds
+where it is: in rtc mode, a caller that passes that resting position (`rest`) gets it as the old
+plan, held for the whole horizon, and the soft mask always. The chunk then starts where the arm
+is and joins the model's plan over its steps, instead of starting where the model expected the
+arm to be by the time the chunk arrives (which the supervisor refuses beyond
+max_start_deviation).
+
 Inference runs on another thread than the resets (a rollback's resample): the scheduler is locked,
 and counts resets in `epoch`. An inference takes the epoch with its observation and hands it to
 `accept`, which drops the chunk if a reset came in between: after a rollback, a chunk still in
@@ -144,14 +151,23 @@ class ChunkScheduler:
         c, old = self.config, self.executing  # read once: the inference thread may replace it
         return old is None or now >= old.obs_time + c.execution_horizon * c.dt - 1e-9
 
-    def inpainting(self, obs_time: float, delay: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    def _resting(self, rest: np.ndarray, obs_time: float) -> TimedChunk:
+        """The plan of an arm that executes nothing: hold `rest` for a whole horizon."""
+        c = self.config
+        return TimedChunk(0, obs_time, c.dt, np.tile(np.asarray(rest, dtype=float), (c.horizon, 1)), obs_time)
+
+    def inpainting(self, obs_time: float, delay: int | None = None,
+                   rest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """RTC target (H, joints) and weights (H,) for a chunk conditioned at obs_time: the old
         chunk's steps at the same times; weight 1 for the first d steps (d: `delay`, else the
-        estimate), falling linearly to 0 at the old chunk's end. None without an executing chunk
-        or outside rtc mode."""
+        estimate), falling linearly to 0 at the old chunk's end. Without an executing chunk, the
+        resting position `rest` (joints,) held is the old chunk. None without either, or outside
+        rtc mode."""
         c = self.config
         with self.lock:
             old = self.executing
+            if old is None and rest is not None:
+                old = self._resting(rest, obs_time)
             if c.mode != "rtc" or old is None:
                 return None
             times = obs_time + np.arange(c.horizon) * c.dt
@@ -164,20 +180,22 @@ class ChunkScheduler:
         return target, weights
 
     def accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float,
-               guided: bool = True, epoch: int | None = None) -> Handover | None:
+               guided: bool = True, epoch: int | None = None, rest: np.ndarray | None = None) -> Handover | None:
         """A new chunk conditioned at obs_time arrived at `now`: it takes over at its first step
         not yet due. guided=False: it was sampled without the RTC inpainting. epoch: the epoch its
         inference started in; if a reset came since, the chunk is dropped: None, and nothing changes.
-        epoch=None: the current epoch (for a caller that no reset can race)."""
+        epoch=None: the current epoch (for a caller that no reset can race). rest: where the arm
+        holds (joints,), used when no chunk is executing (rtc mode)."""
         positions = np.asarray(positions, dtype=float)
         if positions.ndim != 2 or len(positions) < 1:
             raise ValueError(f"chunk positions must be (steps, joints), got {positions.shape}")
         with self.lock:
             if epoch is not None and epoch != self.epoch:
                 return None
-            return self._accept(chunk_id, obs_time, positions, now, guided)
+            return self._accept(chunk_id, obs_time, positions, now, guided, rest)
 
-    def _accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float, guided: bool) -> Handover:
+    def _accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float, guided: bool,
+                rest: np.ndarray | None) -> Handover:
         c = self.config
         latency = max(now - obs_time, 0.0)
         guided_delay = self.delay_steps  # the d the guidance was computed with
@@ -186,13 +204,16 @@ class ChunkScheduler:
         start = obs_time + first * c.dt
         steps = positions[first:].copy()
         old = self.executing
+        resting = old is None and rest is not None and c.mode == "rtc"
         jump, starved = 0.0, 0
-        if old is not None and c.mode == "rtc" and (not guided or first > guided_delay):
-            # unguided, or later than the guidance assumed (a latency spike): the RTC weights for
-            # the delay that really passed, as a soft mask
-            target, weights = self.inpainting(obs_time, delay=first)
+        if resting or (old is not None and c.mode == "rtc" and (not guided or first > guided_delay)):
+            # unguided, later than the guidance assumed (a latency spike), or from rest: the RTC
+            # weights for the delay that really passed, as a soft mask
+            target, weights = self.inpainting(obs_time, delay=first, rest=rest)
             masked = weights[:, None] * target + (1 - weights[:, None]) * positions[:len(target)]
             steps = masked[first:].copy()
+        if resting:
+            jump = float(np.max(np.abs(steps[0] - np.asarray(rest, dtype=float))))
         if old is not None:
             if c.mode == "blend":
                 times = start + np.arange(len(steps)) * c.dt

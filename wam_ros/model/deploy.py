@@ -94,6 +94,8 @@ class DeployedPolicy:
         urdf = generate_urdf(robot)
         self.kinematics = Kinematics(urdf)
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
+        self._rest_columns = ([meta.state_names.index(n) for n in self.joint_names]
+                              if set(self.joint_names) <= set(meta.state_names) else None)
         self.tracking_gains = None if meta.tracking_gains is None else np.asarray(meta.tracking_gains, dtype=float)
         self.reprojection = KinematicReprojection(self.kinematics, urdf,
                                                   [f"{c}_color_optical_frame" for c in policy.cfg.cameras])
@@ -142,7 +144,9 @@ class DeployedPolicy:
         epoch: the scheduler's epoch when the observation was taken (default: now). If the scheduler
         was reset since (a rollback), the chunk is dropped and on_chunk never sees it."""
         epoch = self.scheduler.epoch if epoch is None else epoch
-        inpaint = self.scheduler.inpainting(obs_time)
+        # where the arm holds if no chunk is executing: the observed joints, in the chunk's columns
+        rest = None if self._rest_columns is None else obs.state[self._rest_columns]
+        inpaint = self.scheduler.inpainting(obs_time, rest=rest)
         if inpaint is not None:
             target, weights = inpaint
             inpaint = (self._encode(target, obs.state), weights)
@@ -155,7 +159,7 @@ class DeployedPolicy:
             guided = prediction.expert == PREDICTIVE  # the reactive expert's actions are not sampled
             # a reset waits until an accepted chunk is handed on (published): none of its epoch follows it
             with self.scheduler.lock:
-                handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided, epoch)
+                handover = self.scheduler.accept(chunk_id, obs_time, absolute, clock(), guided, epoch, rest)
                 if handover is not None:
                     on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction, absolute))
 
