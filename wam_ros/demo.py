@@ -221,6 +221,8 @@ class DemoMonitor(Node):
             "joint_tracking_error_rad": {"mean": float(np.nanmean(err)), "p95": float(np.nanpercentile(err, 95)),
                                           "max": float(np.nanmax(err)), "samples": int(np.isfinite(err).sum())},
             "inference_latency_ms": _percentiles(self.inference_latencies, scale=1000.0),
+            # the predicted progress per chunk, [observation stamp (s, sim time), value], to plot or compare
+            "value_curve": [[round(t, 3), round(v, 4)] for t, v, _ in self.values],
         }
 
 
