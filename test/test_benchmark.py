@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from wam_ros.config import ConfigError, load_robot_config
@@ -185,8 +186,8 @@ def test_system_description_passes_the_episode_to_the_simulator_and_the_expert()
 
 @pytest.fixture(scope="module")
 def short_benchmark(tmp_path_factory):
-    """Two demonstrations recorded through the node graph, a few training steps, every variant
-    once in process and one episode through the graph."""
+    """Two demonstrations and one with a slip recorded through the node graph, a few training steps,
+    every variant once in process and one episode through the graph."""
     from conftest import SPARE_DOMAIN_IDS
     from wam_ros.benchmark.run import BenchmarkConfig, run_benchmark
 
@@ -196,8 +197,8 @@ def short_benchmark(tmp_path_factory):
     # model: 5 of 25 passes of a Wan VAE-decoded video per chunk took 17 minutes on a loaded 2-core box)
     out = tmp_path_factory.mktemp("benchmark")
     (out / "short.yaml").write_text("base: bench\naction_steps: 2\nvideo_steps: 4\n")
-    cfg = BenchmarkConfig(demos=2, episodes=1, graph_episodes=1, vae_steps=2, video_steps=4, joint_steps=4,
-                          max_seconds=4.0, latency_scale=0.0, model=str(out / "short.yaml"), out=out)
+    cfg = BenchmarkConfig(demos=2, slip_demos=1, episodes=1, graph_episodes=1, vae_steps=2, video_steps=4,
+                          joint_steps=4, max_seconds=4.0, latency_scale=0.0, model=str(out / "short.yaml"), out=out)
     with pytest.MonkeyPatch.context() as env:  # its simulators must not meet the session bring-up's clock
         env.setenv("ROS_DOMAIN_ID", str(SPARE_DOMAIN_IDS[1]))
         return cfg, run_benchmark(cfg)
@@ -209,7 +210,10 @@ def test_benchmark_pipeline_short_form(short_benchmark):
 
     cfg, results = short_benchmark
     bags = episode_paths([cfg.out / "demos"])
-    assert len(bags) == 2
+    assert len(bags) == 3
+    rows = results["demonstrations"]
+    assert [(r["perturbation"], r["seed"]) for r in rows] == [("none", 0), ("none", 1), ("slip", 5000)]
+    assert not rows[2]["success"]  # the expert's plan runs on through the slip: a failure
     # the expert's success rate is measured in process (test_expert_completes_every_agilex_task...);
     # through the graph on a loaded 2-core box a held supervisor may fail one demonstration (a fresh
     # clone's run beside a training job recorded one at stage 0), and it is recorded as a failure
@@ -223,6 +227,12 @@ def test_benchmark_pipeline_short_form(short_benchmark):
             index = index_episode(bag, 15.0)
             assert len(index.stage_frames) == 2 and 0 < index.stage_frames[0] < index.stage_frames[1] < len(index)
     assert "success" in outcomes
+    # the dataset keeps the failures: their value targets are 0 (what a lost object is worth), their
+    # actions are not imitated (model.train: imitate = success)
+    table = pq.read_table(cfg.out / "dataset" / "data" / "chunk-000" / "file-000.parquet")
+    episode, value = (np.array(table.column(c).to_pylist()) for c in ("episode_index", "value_target"))
+    for e, outcome in enumerate(outcomes):
+        assert (value[episode == e] == 0).all() == (outcome == "failure") and (episode == e).any()
     names = [v.name for v in variants(True)]
     assert list(results["in_process"]) == names
     # an ablation group's baseline has the Clean settings: its episodes are Clean's, not a rerun

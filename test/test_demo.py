@@ -99,13 +99,15 @@ def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_p
 
 def test_demo_train_makes_the_shipped_policy_again_with_its_recorded_settings(tmp_path):
     """`make demo TRAIN=1` in short form: the shipped policy's benchmark settings (its
-    provenance.json), one demonstration and a few steps; the release has the shipped architecture,
-    says how it was made, and its training is reproduced bit for bit from the same inputs."""
+    provenance.json), one demonstration, one with a slip and a few steps; the release has the
+    shipped architecture, says how it was made, and its training is reproduced bit for bit from
+    the same inputs."""
     import torch
 
     from wam_ros.demo import release_dir
 
-    command, env = demo_command(tmp_path, "--train", "--demos", "1", "--vae-steps", "3", "--video-steps", "3",
+    command, env = demo_command(tmp_path, "--train", "--demos", "1", "--slip-demos", "1", "--vae-steps", "3",
+                                "--video-steps", "3",
                                 "--joint-steps", "3", "--episodes", "short:10000", "--max-seconds", "2")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,7 +116,8 @@ def test_demo_train_makes_the_shipped_policy_again_with_its_recorded_settings(tm
     shipped = json.loads((release_dir("agilex") / "provenance.json").read_text())
     made = json.loads((release / "provenance.json").read_text())
     changed = {k for k in shipped["benchmark_config"] if shipped["benchmark_config"][k] != made["benchmark_config"][k]}
-    assert changed <= {"demos", "vae_steps", "video_steps", "joint_steps", "out"}
+    assert changed <= {"demos", "slip_demos", "vae_steps", "video_steps", "joint_steps", "out"}
+    assert made["benchmark_config"]["slip_demos"] == 1
     assert made["trained_steps"] == 9 and len(made["dataset_sha256"]) == 64 and made["seed"] == shipped["seed"]
     ours = torch.load(release / "policy.pt", map_location="cpu", weights_only=False)
     theirs = torch.load(release_dir("agilex") / "policy.pt", map_location="cpu", weights_only=False)

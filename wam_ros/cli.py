@@ -94,7 +94,8 @@ def cmd_demo(args) -> int:
 
     checkpoint = args.checkpoint
     if args.train:
-        overrides = {k: v for k, v in (("demos", args.demos), ("vae_steps", args.vae_steps),
+        overrides = {k: v for k, v in (("demos", args.demos), ("slip_demos", args.slip_demos),
+                                       ("vae_steps", args.vae_steps),
                                        ("video_steps", args.video_steps), ("joint_steps", args.joint_steps))
                      if v is not None}
         checkpoint = train_demo_policy(demo_training(args.robot, args.out, **overrides))
@@ -215,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", action="store_true", help="policy: record demonstrations and train the policy here "
                    "with the shipped one's benchmark settings (about an hour on 2 cores) instead of loading it")
     p.add_argument("--demos", type=int, default=None, help="--train: demonstrations (default: the shipped policy's)")
+    p.add_argument("--slip-demos", type=int, default=None,
+                   help="--train: slip demonstrations (default: the shipped policy's)")
     p.add_argument("--vae-steps", type=int, default=None, help="--train: stage 0 steps (default: the shipped policy's)")
     p.add_argument("--video-steps", type=int, default=None, help="--train: stage 1 steps (default: the shipped policy's)")
     p.add_argument("--joint-steps", type=int, default=None, help="--train: stage 2 steps (default: the shipped policy's)")
@@ -330,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demos", type=int, default=24, help="demonstrations to record")
     p.add_argument("--demo-condition", default="clean", choices=["clean", "random"],
                    help="scenes of the demonstrations (random: Random's positions and appearance)")
+    p.add_argument("--slip-demos", type=int, default=0,
+                   help="demonstrations more in which the object slips from the grasp (failed: they teach the "
+                        "value a lost object, not the actions)")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per variant (in process)")
     p.add_argument("--graph-episodes", type=int, default=2, help="Clean episodes evaluated through the node graph")
     p.add_argument("--vae-steps", type=int, default=2000, help="training steps of stage 0 (the VAE alone)")
@@ -384,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             from wam_ros.benchmark.run import BenchmarkConfig, run_benchmark
 
             config = BenchmarkConfig(robot=args.robot, task=args.task, demos=args.demos,
-                                     demo_condition=args.demo_condition, episodes=args.episodes,
+                                     demo_condition=args.demo_condition, slip_demos=args.slip_demos,
+                                     episodes=args.episodes,
                                      graph_episodes=args.graph_episodes, model=args.model,
                                      vae_steps=args.vae_steps, video_steps=args.video_steps,
                                      joint_steps=args.joint_steps, ablations=not args.no_ablations,

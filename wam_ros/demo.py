@@ -322,8 +322,9 @@ def train_demo_policy(config: "BenchmarkConfig") -> Path:
     (the benchmark's own steps, each reused when complete); returns the release's policy.pt."""
     from wam_ros.benchmark.run import demonstrations, release_policy, train_policy
 
-    print(f"[demo] recording {config.demos} demonstrations and training {config.model!r} in {config.out} "
-          f"(the shipped policy took about an hour on 2 cores)", file=sys.stderr, flush=True)
+    print(f"[demo] recording {config.demos} demonstrations (and {config.slip_demos} with a slip) and training "
+          f"{config.model!r} in {config.out} (the shipped policy took about an hour on 2 cores)", file=sys.stderr,
+          flush=True)
     demonstrations(config, {})
     return release_policy(config, train_policy(config, {}), config.out / "release",
                           command=" ".join(["wam-ros", *sys.argv[1:]]))

@@ -73,10 +73,11 @@ def run_system(specs, until: Callable[[Node], bool], wall_timeout: float,
 
 
 def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir: Path, sim_size: tuple[int, int],
-                          condition: str = "clean", wall_timeout: float = 300.0,
+                          condition: str = "clean", perturbation: str = "none", wall_timeout: float = 300.0,
                           on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """One recorded episode per seed: scripted expert -> policy/chunk -> supervisor -> simulated
-    arms, recorded by recorder_node; ended with the task's outcome. A scene the expert cannot plan
+    arms, recorded by recorder_node; ended with the task's outcome. With a perturbation the expert's
+    plan runs unchanged through it (a slip: the episode fails). A scene the expert cannot plan
     (Random moves objects out of reach now and then) is skipped, with a row that says so
     (recorded: false). Returns per-seed rows; on_row gets each as soon as it is known."""
     config = load_robot_config(robot)
@@ -93,16 +94,17 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
     rclpy.init(args=["wam-ros-benchmark"])
     try:
         for seed in seeds:
-            spec = EpisodeSpec(task, robot, condition, seed)
+            spec = EpisodeSpec(task, robot, condition, seed, perturbation)
             try:
                 plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
             except PlanningError as exc:
                 message = f"skipped, the expert cannot plan this scene: {exc}"
-                emit({"seed": seed, "condition": condition, "recorded": False, "success": False, "stage": 0,
-                      "message": message}, f"demo seed {seed}: {message}")
+                emit({"seed": seed, "condition": condition, "perturbation": perturbation, "recorded": False,
+                      "success": False, "stage": 0, "message": message}, f"demo seed {seed}: {message}")
                 continue
             specs = describe_system(SystemOptions(robot=robot, task=task, condition=condition, seed=seed,
-                                                  teleop="scripted", record=True, episodes_dir=str(episodes_dir)))
+                                                  perturbation=perturbation, teleop="scripted", record=True,
+                                                  episodes_dir=str(episodes_dir)))
             specs = with_parameters(specs, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
             specs = with_parameters(specs, "recorder_node", {"autostart_episode": True})
             outcome = {}
@@ -117,7 +119,8 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
 
             # the expert's plan, then a second for the scene to settle
             run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
-            emit({"seed": seed, "condition": condition, "recorded": True, "plan_s": round(plan.duration, 2), **outcome},
+            emit({"seed": seed, "condition": condition, "perturbation": perturbation, "recorded": True,
+                  "plan_s": round(plan.duration, 2), **outcome},
                  f"demo {seed}: {'success' if outcome['success'] else 'failure'} "
                  f"(stage {outcome['stage']}, {plan.duration:.1f} s)")
     finally:

@@ -83,7 +83,8 @@ def write_report(results: dict, out: Path) -> Path:
         f"Command: `{results['command']}`",
         "",
         f"- Demonstrations: {len(recorded)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
-        f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful; failures are kept, "
+        f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful, "
+        f"{sum(d.get('perturbation', 'none') == 'slip' for d in recorded)} with a slip; failures are kept, "
         "labelled, for the value head; the actions are learnt from the successful ones)"
         + (f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped."
            if len(demos) > len(recorded) else "."),

@@ -28,6 +28,7 @@ from wam_ros.sim.tasks import CONDITIONS, EpisodeSpec, get_task
 from wam_ros.sim.world import SimConfig
 
 EVAL_SEED_OFFSET = 10_000  # evaluation scenes never repeat a demonstration's seed
+SLIP_DEMO_SEED = 5_000     # slip demonstrations' seeds: below the evaluation scenes', apart from the clean ones
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class BenchmarkConfig:
     task: str = "pick_place"
     demos: int = 24
     demo_condition: str = "clean"   # random: demonstrations over Random's positions and appearance
+    # demonstrations in which the object slips from the expert's grasp (seeds from SLIP_DEMO_SEED):
+    # failed episodes, so their actions are not imitated, but they show the value what a lost
+    # object looks like (all their Monte Carlo targets are 0), which a rollback needs to fire
+    slip_demos: int = 0
     episodes: int = 10              # per variant, in process
     graph_episodes: int = 2         # Clean episodes through the node graph
     model: str = "bench"
@@ -82,8 +87,8 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         get_task(self.task).layout(self.robot)
         check_choice("demo_condition", self.demo_condition, CONDITIONS)
-        if self.demos < 1 or self.episodes < 1 or self.graph_episodes < 0:
-            raise ConfigError("demos and episodes must be >= 1, graph_episodes >= 0")
+        if self.demos < 1 or self.episodes < 1 or self.graph_episodes < 0 or self.slip_demos < 0:
+            raise ConfigError("demos and episodes must be >= 1, graph_episodes and slip_demos >= 0")
 
 
 def _log(message: str) -> None:
@@ -91,8 +96,9 @@ def _log(message: str) -> None:
 
 
 def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
-    """Records until cfg.demos episodes exist. demos.json is rewritten after every seed, so an
-    interrupted run loses no row; seeds the expert cannot plan are listed and skipped."""
+    """Records until cfg.demos unperturbed and cfg.slip_demos slip episodes exist. demos.json is
+    rewritten after every seed, so an interrupted run loses no row; seeds the expert cannot plan are
+    listed and skipped."""
     from wam_ros.benchmark.graph import record_demonstrations
     from wam_ros.data.episodes import episode_paths
 
@@ -113,14 +119,21 @@ def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
         rows.append(row)
         log_path.write_text(json.dumps(rows, indent=1))
 
-    if done < cfg.demos:
-        _log(f"recording demonstrations {done}..{cfg.demos - 1} through the node graph")
-        start = time.perf_counter()
-        while done < cfg.demos:
-            first_seed = max((row["seed"] for row in rows), default=-1) + 1
-            new = record_demonstrations(cfg.robot, cfg.task, list(range(first_seed, first_seed + cfg.demos - done)),
-                                        episodes_dir, cfg.sim_size, cfg.demo_condition, on_row=keep)
+    start, recorded_any = time.perf_counter(), False
+    for perturbation, wanted, seed0 in (("none", cfg.demos, 0), ("slip", cfg.slip_demos, SLIP_DEMO_SEED)):
+        kind = [row for row in rows if row.get("perturbation", "none") == perturbation]
+        done = sum(row.get("recorded", True) for row in kind)
+        if done < wanted:
+            _log(f"recording {wanted - done} {'slip ' if perturbation == 'slip' else ''}demonstrations through "
+                 "the node graph")
+            recorded_any = True
+        while done < wanted:
+            first_seed = max((row["seed"] for row in kind), default=seed0 - 1) + 1
+            new = record_demonstrations(cfg.robot, cfg.task, list(range(first_seed, first_seed + wanted - done)),
+                                        episodes_dir, cfg.sim_size, cfg.demo_condition, perturbation, on_row=keep)
+            kind += new
             done += sum(row["recorded"] for row in new)
+    if recorded_any:
         timings["record_s"] = round(time.perf_counter() - start, 1)
     return rows
 
