@@ -205,6 +205,7 @@ class ChunkScheduler:
         steps = positions[first:].copy()
         old = self.executing
         resting = old is None and rest is not None and c.mode == "rtc"
+        plan = self._resting(rest, obs_time) if resting else old  # what the arm executes until now
         jump, starved = 0.0, 0
         if resting or (old is not None and c.mode == "rtc" and (not guided or first > guided_delay)):
             # unguided, later than the guidance assumed (a latency spike), or from rest: the RTC
@@ -212,8 +213,6 @@ class ChunkScheduler:
             target, weights = self.inpainting(obs_time, delay=first, rest=rest)
             masked = weights[:, None] * target + (1 - weights[:, None]) * positions[:len(target)]
             steps = masked[first:].copy()
-        if resting:
-            jump = float(np.max(np.abs(steps[0] - np.asarray(rest, dtype=float))))
         if old is not None:
             if c.mode == "blend":
                 times = start + np.arange(len(steps)) * c.dt
@@ -222,7 +221,8 @@ class ChunkScheduler:
                 if old_steps is not None:
                     w = c.blend_new_weight
                     steps[overlap] = w * steps[overlap] + (1 - w) * old_steps
-            jump = float(np.max(np.abs(steps[0] - old.at(start))))
             starved = max(0, int(round((start - old.end) / c.dt)) - 1)
+        if plan is not None:
+            jump = float(np.max(np.abs(steps[0] - plan.at(start))))
         self.executing = TimedChunk(chunk_id, start, c.dt, steps, obs_time)
         return Handover(self.executing, first, jump, starved, latency)
