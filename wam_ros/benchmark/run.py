@@ -122,17 +122,17 @@ def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
     start, recorded_any = time.perf_counter(), False
     for perturbation, wanted, seed0 in (("none", cfg.demos, 0), ("slip", cfg.slip_demos, SLIP_DEMO_SEED)):
         kind = [row for row in rows if row.get("perturbation", "none") == perturbation]
-        done = sum(row.get("recorded", True) for row in kind)
-        if done < wanted:
-            _log(f"recording {wanted - done} {'slip ' if perturbation == 'slip' else ''}demonstrations through "
+        have = sum(row.get("recorded", True) for row in kind)
+        if have < wanted:
+            _log(f"recording {wanted - have} {'slip ' if perturbation == 'slip' else ''}demonstrations through "
                  "the node graph")
             recorded_any = True
-        while done < wanted:
+        while have < wanted:
             first_seed = max((row["seed"] for row in kind), default=seed0 - 1) + 1
-            new = record_demonstrations(cfg.robot, cfg.task, list(range(first_seed, first_seed + wanted - done)),
+            new = record_demonstrations(cfg.robot, cfg.task, list(range(first_seed, first_seed + wanted - have)),
                                         episodes_dir, cfg.sim_size, cfg.demo_condition, perturbation, on_row=keep)
             kind += new
-            done += sum(row["recorded"] for row in new)
+            have += sum(row["recorded"] for row in new)
     if recorded_any:
         timings["record_s"] = round(time.perf_counter() - start, 1)
     return rows
