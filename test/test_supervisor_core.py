@@ -237,6 +237,22 @@ def test_value_drop_rolls_back_to_the_peak_checkpoint_and_resamples_once():
     assert h.chunk(chunk_id=42)[0].new == SupervisorMode.RUNNING
 
 
+def test_a_blocked_return_holds_and_names_the_joint_that_missed():
+    h = running()
+    peak_q, events = rollback_scenario(h)
+    command = events[2]
+    h.q = peak_q.copy()
+    h.q[3] += 0.2  # something stops left_joint4 short of the checkpoint
+    done = 0.8 + len(command.positions) * command.dt
+    h.feed(done + h.sup.config.rollback.reach_timeout / 2)
+    assert h.sup.tick(h.now) == []  # still within the reach timeout
+    h.feed(done + h.sup.config.rollback.reach_timeout + 0.01)
+    hold = h.sup.tick(h.now)[0]
+    assert isinstance(hold, Transition) and hold.new == SupervisorMode.HOLD
+    assert (f"checkpoint not reached (error 0.200 rad: {ARM[3]} at {peak_q[3] + 0.2:.3f}, "
+            f"goal {peak_q[3]:.3f})") in hold.reason
+
+
 def test_rollback_needs_n_consecutive_low_values_when_configured():
     h = running(make_config(consecutive=2))
     _, events = rollback_scenario(h)

@@ -387,7 +387,8 @@ class Supervisor:
         if self.mode in (SupervisorMode.ROLLING_BACK, SupervisorMode.RESAMPLING) and "joint_states" in stale:
             return self._enter(SupervisorMode.HOLD, f"stale during rollback: {stale}", now)
         if self.mode == SupervisorMode.ROLLING_BACK and self._q_arm is not None:
-            error = float(np.max(np.abs(self._q_arm - self._rollback_goal)))
+            errors = np.abs(self._q_arm - self._rollback_goal)
+            error = float(np.max(errors))
             if now >= self._rollback_done_at and error <= self.config.rollback.reach_tolerance:
                 self._resample_since = now
                 self._expected_chunk_id = None
@@ -395,7 +396,10 @@ class Supervisor:
                 return events + [ResampleRequest(self.last_forwarded_chunk_id, list(self.config.arm_joints),
                                                  self._q_arm.copy())]
             if now > self._rollback_done_at + self.config.rollback.reach_timeout:
-                return self._enter(SupervisorMode.HOLD, f"checkpoint not reached (error {error:.3f} rad)", now)
+                worst = int(np.argmax(errors))
+                return self._enter(SupervisorMode.HOLD, f"checkpoint not reached (error {error:.3f} rad: "
+                                   f"{self.config.arm_joints[worst]} at {self._q_arm[worst]:.3f}, goal "
+                                   f"{self._rollback_goal[worst]:.3f})", now)
         if self.mode == SupervisorMode.RESAMPLING and now - self._resample_since > self.config.rollback.resample_timeout:
             return self._enter(SupervisorMode.HOLD, "no resampled chunk in time", now)
         return []
