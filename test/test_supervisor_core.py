@@ -318,9 +318,40 @@ def test_a_lost_grasp_rolls_back_to_before_the_grasp_not_to_the_peak():
     assert h.sup.peak == pytest.approx(0.5)  # the lost peak is no longer the reference
 
 
+def grasp_then_value(h: Harness, grip_after: float, commanded_after: float, value: float) -> list:
+    """Approach (0.5), grasp with the fingers blocked at 40 % (peak 0.8), then the left gripper
+    reads grip_after (a fraction of the stroke) while commanded commanded_after, and the value."""
+    stroke = ROBOT.arm.gripper.stroke
+    for t, v in ((0.6, 0.2), (1.2, 0.5)):
+        h.feed(t)
+        h.value(v)
+    h.chunk(np.tile(h.q, (15, 1)), gripper_names=["left_gripper"], gripper=np.zeros((15, 1)))
+    h.grip = np.array([0.4 * stroke, stroke])
+    h.feed(1.8)
+    h.value(0.8)
+    h.chunk(np.tile(h.q, (15, 1)), gripper_names=["left_gripper"], gripper=np.full((15, 1), commanded_after * stroke))
+    h.grip = np.array([grip_after * stroke, stroke])
+    h.feed(2.4)
+    return h.value(value)
+
+
+def test_a_slip_corroborates_a_smaller_value_drop():
+    # value 0.66 (drop 0.14 < delta 0.2): the fingers closed on nothing though commanded closed
+    fired = [e for e in grasp_then_value(running(), 0.0, 0.0, 0.66) if isinstance(e, RollbackFired)]
+    assert len(fired) == 1 and fired[0].delta == pytest.approx(0.1)
+    assert "lost_grasp_delta 0.10" in fired[0].detail and "closed on nothing" in fired[0].detail
+    # the same drop with the object still held, or with the gripper opened on purpose (a release): no rollback
+    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 0.4, 0.0, 0.66))
+    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 1.0, 1.0, 0.66))
+    # a drop below lost_grasp_delta is not enough even with a slip
+    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 0.0, 0.0, 0.72))
+
+
 def test_bad_configuration_is_named():
     with pytest.raises(ConfigError, match=r"rollback.delta: expected a value in \(0, 1\), got 1.5"):
         RollbackConfig(delta=1.5)
+    with pytest.raises(ConfigError, match=r"rollback.lost_grasp_delta: expected a value in \(0, 1\), got 0.0"):
+        RollbackConfig(lost_grasp_delta=0.0)
     with pytest.raises(ConfigError, match="timeouts: unknown stream"):
         SupervisorConfig(ARM, GRIPPERS, (0.035, 0.035), CheckConfig(LIMITS), timeouts={"camera": 1.0})
     with pytest.raises(ConfigError, match="joint_limits.left_joint9: unknown joint"):

@@ -52,6 +52,10 @@ LIMIT_TOLERANCE = 1e-6  # rad
 class RollbackConfig:
     enabled: bool = True
     delta: float = 0.20                 # trigger when value < peak - delta
+    # ... or value < peak - lost_grasp_delta when the grippers corroborate the drop: one that held an
+    # object at the peak has closed on nothing while still commanded closed (the object slipped out).
+    # The shipped demo policy's value fell 0.17-0.20 after a slip.
+    lost_grasp_delta: float = 0.10
     # ... for this many consecutive estimates: a trained bench model's expected value dipped by
     # 0.35-0.5 for single chunks in undisturbed episodes and was back at the next; a real setback stays
     consecutive: int = 2
@@ -71,6 +75,8 @@ class RollbackConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.delta < 1.0:
             raise ConfigError(f"rollback.delta: expected a value in (0, 1), got {self.delta}")
+        if not 0.0 < self.lost_grasp_delta < 1.0:
+            raise ConfigError(f"rollback.lost_grasp_delta: expected a value in (0, 1), got {self.lost_grasp_delta}")
         if self.consecutive < 1 or self.buffer_size < 1 or self.max_rollbacks < 0:
             raise ConfigError("rollback: consecutive and buffer_size must be >= 1, max_rollbacks >= 0")
         if len(self.value_range) != 2 or not all(isinstance(v, (int, float)) for v in self.value_range):
@@ -288,19 +294,22 @@ class Supervisor:
             self.peak, self._peak_checkpoint, self._low_count = value, checkpoint, 0
             return events
         rb = self.config.rollback
-        if not rb.enabled or value >= self.peak - rb.delta:
+        grasp_lost = bool((self._peak_checkpoint.holding & self._closed_on_nothing()).any())
+        delta = min(rb.lost_grasp_delta, rb.delta) if grasp_lost else rb.delta
+        if not rb.enabled or value >= self.peak - delta:
             self._low_count = 0
             return events
         self._low_count += 1
         if self._low_count < rb.consecutive or now - self._resumed_at < rb.cooldown:
             return events
-        detail = (f"value {value:.2f} < peak {self.peak:.2f} - delta {rb.delta:.2f} "
-                  f"for {self._low_count} consecutive estimate{'s' if self._low_count > 1 else ''}")
+        detail = (f"value {value:.2f} < peak {self.peak:.2f} - {'lost_grasp_delta' if grasp_lost else 'delta'} "
+                  f"{delta:.2f} for {self._low_count} consecutive estimate{'s' if self._low_count > 1 else ''}"
+                  f"{' (a gripper that held an object at the peak has closed on nothing)' if grasp_lost else ''}")
         if self.rollbacks >= rb.max_rollbacks:
             self._needs_operator = True
             return events + self._enter(SupervisorMode.HOLD, f"rollback budget of {rb.max_rollbacks} exhausted "
                                                              f"({detail}); operator: start a new episode or reset", now)
-        return events + self._start_rollback(now, detail)
+        return events + self._start_rollback(now, detail, delta)
 
     def submit_chunk(self, now: float, chunk: Chunk) -> list[Event]:
         events = self._observe_clock(now)
@@ -577,6 +586,12 @@ class Supervisor:
         opening = self._q_gripper / gripper_max
         return (self._commanded_gripper <= lo * gripper_max) & (opening >= lo) & (opening <= hi)
 
+    def _closed_on_nothing(self) -> np.ndarray:
+        """Per gripper: commanded closed and closed further than any object allows (it slipped out)."""
+        gripper_max = np.array(self.config.gripper_max)
+        closed = self._commanded_gripper <= self.config.grasp_opening[0] * gripper_max
+        return closed & (self._q_gripper / gripper_max < self.config.grasp_opening[0])
+
     def _choose_rollback_checkpoint(self) -> tuple[Checkpoint, str]:
         """The peak's checkpoint, unless a gripper held an object there that it holds no more (dropped,
         or knocked out): then the checkpoint of highest value, the latest of equals, among those where
@@ -590,7 +605,7 @@ class Supervisor:
         self.peak, self._peak_checkpoint = target.value, target
         return target, f"; the object held at the peak is lost, back to before its grasp (value {target.value:.2f})"
 
-    def _start_rollback(self, now: float, detail: str) -> list[Event]:
+    def _start_rollback(self, now: float, detail: str, delta: float) -> list[Event]:
         target, reason = self._choose_rollback_checkpoint()
         detail += reason
         cfg = self.config
@@ -618,7 +633,7 @@ class Supervisor:
             phases.append(np.hstack([np.tile(goal, (steps, 1)), during_move + ramp * (restored - during_move)]))
         rows = np.vstack(phases)
         self.rollbacks += 1
-        fired = RollbackFired(detail, self.value, self.peak, cfg.rollback.delta, target, self.last_forwarded_chunk_id,
+        fired = RollbackFired(detail, self.value, self.peak, delta, target, self.last_forwarded_chunk_id,
                               self.rollbacks)
         self.rollback_history.append(fired)
         self._rollback_goal = goal
