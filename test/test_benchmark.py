@@ -96,11 +96,17 @@ def test_drop_and_slip_take_the_cube_out_of_the_hand_and_the_expert_fails(agilex
     robot, world, kinematics = agilex
     spec = EpisodeSpec("pick_place", "agilex", "clean", 3, kind)
     start = np.array(sample_episode(spec, robot).positions["red_cube"])
-    seen = []
+    seen, gripper = [], robot.joint_names.index("left_gripper")
     monitor = run_expert(robot, world, kinematics, spec,
-                         lambda t, s: seen.append((t, s.stage, s.perturbed, world.object_position("red_cube"))))
-    grasped_at = next(t for t, stage, _, _ in seen if stage >= 1)
-    dropped_at, landed = next((t, cube) for t, _, perturbed, cube in seen if perturbed)
+                         lambda t, s: seen.append((t, s.stage, s.perturbed, world.object_position("red_cube"),
+                                                   world.joint_positions()[gripper])))
+    grasped_at = next(t for t, stage, *_ in seen if stage >= 1)
+    dropped_at, landed = next((t, cube) for t, _, perturbed, cube, _ in seen if perturbed)
+    # the fingers close on nothing at the drive's rated speed, never as fast as a faulty reading (the
+    # bridges refuse those: a teleported cube had snapped the simulated fingers shut at 0.44 m/s)
+    times, opening = np.array([r[0] for r in seen]), np.array([r[4] for r in seen])
+    assert np.max(np.abs(np.diff(opening)) / np.diff(times)) <= 1.1 * robot.arm.gripper.velocity
+    assert opening[np.searchsorted(times, dropped_at + 0.5)] < 0.1 * robot.arm.gripper.stroke  # ... and do close
     assert dropped_at == pytest.approx(grasped_at + monitor.perturb_delay, abs=0.02)
     assert landing[0] - 0.005 <= np.linalg.norm(landed[:2] - start) <= landing[1] + 0.005  # from where it lay
     cube = world.object_position("red_cube")

@@ -255,9 +255,10 @@ class TaskMonitor:
             if float(np.linalg.norm(w.tcp_position(arm) - w.object_position(obj))) < 0.08:
                 self._perturb_at = now
         if now >= self._perturb_at:
-            p = w.object_position(obj)
-            # dropped: the object falls out of the hand onto the table, displaced; slipped: it falls
-            # straight down, back within reach of a retry; nudged: slid aside
-            dx, dy = (0.0, 0.0) if kind == "slip" else self.setup.perturbation_offset
-            w.set_object_position(obj, (p[0] + dx, p[1] + dy, w.table_top() + w.object_half_size(obj)[2]))
             s.perturbed = True
+            if kind == "slip":  # it falls out of the hand under gravity, back within reach of a retry
+                w.let_fall(obj)
+                return
+            # dropped: the object lands on the table, displaced; nudged: slid aside
+            p, (dx, dy) = w.object_position(obj), self.setup.perturbation_offset
+            w.set_object_position(obj, (p[0] + dx, p[1] + dy, w.table_top() + w.object_half_size(obj)[2]))

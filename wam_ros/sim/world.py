@@ -61,6 +61,11 @@ class SimConfig:
 TABLE_TEXTURES = ("checker", "gradient", "noise")
 DISTRACTOR_SLOTS = 3
 HIDDEN = (0.2, 0.0, -0.4)  # under the table top: out of every camera's view and out of reach
+# (contype, conaffinity): a contact needs one geom's contype to share a bit with the other's conaffinity
+ROBOT_COLLISION = (2, 1)     # the scene, never the robot itself
+SCENE_COLLISION = (1, 3)     # the scene and the robot
+FALLING_COLLISION = (4, 1)   # the scene only
+CLEARANCE = 0.002            # m between a fallen object and the robot before it is solid to it again
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class SimWorld:
         self.lower = np.array([limits[n][0] for n in self.joint_names])
         self.upper = np.array([limits[n][1] for n in self.joint_names])
         self._index = {n: i for i, n in enumerate(self.joint_names)}
+        self._robot_geoms = np.flatnonzero(self.model.geom_contype == ROBOT_COLLISION[0])
+        self._falling: set[int] = set()  # geoms of objects passing through the robot (let_fall)
         self.reset()
         self._tune_servos()
         # OpenGL contexts belong to the thread that creates them: renderers are made on first
@@ -180,16 +187,17 @@ class SimWorld:
                           mass=0.05, friction=[1.5, 0.01, 0.001])
         # Robot geoms touch the scene but not each other (collision bits: robot 2, scene 1);
         # arm controllers compensate gravity, as the real FR3 / Piper / TienKung firmware does.
+        # An object falling out of a hand (let_fall) touches only the scene (bit 4).
         robot_bodies = {b.name for b in spec.bodies} - {"world"} - {o.name for o in robot.objects}
         for body in spec.bodies:
             if body.name in robot_bodies:
                 body.gravcomp = 1.0
         for geom in spec.geoms:
             if geom.parent.name in robot_bodies:
-                geom.contype, geom.conaffinity = 2, 1
+                geom.contype, geom.conaffinity = ROBOT_COLLISION
                 geom.rgba = [0.82, 0.82, 0.85, 1.0]  # MuJoCo's default grey is too dark
             else:
-                geom.contype, geom.conaffinity = 1, 3
+                geom.contype, geom.conaffinity = SCENE_COLLISION
         for cam in CAMERA_NAMES:
             # MuJoCo cameras look along -z with y up; ROS optical frames look along +z with y down
             spec.body(f"{cam}_color_optical_frame").add_camera(
@@ -219,6 +227,9 @@ class SimWorld:
         return float(self.data.time)
 
     def reset(self) -> None:
+        for geom in self._falling:
+            self.model.geom_contype[geom], self.model.geom_conaffinity[geom] = SCENE_COLLISION
+        self._falling.clear()
         mujoco.mj_resetData(self.model, self.data)
         self.set_joint_positions(self.robot.home_positions())
 
@@ -231,7 +242,17 @@ class SimWorld:
         mujoco.mj_fullM(self.model, self.data, mass)
         cfg = self.config
         omega = 2.0 * math.pi * cfg.servo_bandwidth_hz
-        for act, dof in zip(self._act, self._vadr):
+        gripper = self.robot.arm.gripper
+        for name, act, dof in zip(self.joint_names, self._act, self._vadr):
+            if name.endswith("_gripper"):
+                # A geared gripper drive (DC motor: force falls linearly to 0 at the rated speed) never
+                # moves its fingers faster than its rated velocity, even when what they squeezed slips
+                # out: a pure position servo snapped them shut at 0.44 m/s, 4x the Piper's 0.1, a
+                # reading the bridges rightly refuse as a driver fault. Time constant 1 / omega.
+                self.model.dof_damping[dof] = gripper.effort / gripper.velocity
+                self.model.actuator_gainprm[act, 0] = self.model.dof_damping[dof] * omega
+                self.model.actuator_biasprm[act, 1:3] = (-self.model.dof_damping[dof] * omega, 0.0)
+                continue
             inertia = mass[dof, dof]
             kp = max(cfg.servo_kp, inertia * omega**2)
             kv = 2.0 * cfg.servo_damping_ratio * math.sqrt(kp * inertia)
@@ -279,6 +300,21 @@ class SimWorld:
         joint.qpos[3:] = (1.0, 0.0, 0.0, 0.0)
         joint.qvel[:] = 0.0
         mujoco.mj_forward(self.model, self.data)
+
+    def let_fall(self, name: str) -> None:
+        """The object slips out of whatever holds it: it passes through the robot (falls out of a
+        closed hand instead of being squeezed out of it at an impossible speed) and lands on the
+        scene; it is solid to the robot again once no robot geom overlaps it."""
+        geom = int(self.model.body(name).geomadr[0])
+        self.model.geom_contype[geom], self.model.geom_conaffinity[geom] = FALLING_COLLISION
+        self._falling.add(geom)
+
+    def _solidify_fallen(self) -> None:
+        for geom in list(self._falling):
+            if all(mujoco.mj_geomDistance(self.model, self.data, geom, int(other), CLEARANCE, None) >= CLEARANCE
+                   for other in self._robot_geoms):
+                self.model.geom_contype[geom], self.model.geom_conaffinity[geom] = SCENE_COLLISION
+                self._falling.discard(geom)
 
     def object_half_size(self, name: str) -> np.ndarray:
         return self.model.geom_size[self.model.body(name).geomadr[0]].copy()
@@ -364,8 +400,9 @@ class SimWorld:
 
     def step(self, duration: float) -> None:
         """Advance physics by `duration` seconds of simulated time."""
-        n = max(1, round(duration / self.model.opt.timestep))
-        mujoco.mj_step(self.model, self.data, n)
+        mujoco.mj_step(self.model, self.data, max(1, round(duration / self.model.opt.timestep)))
+        if self._falling:
+            self._solidify_fallen()
 
     # --- cameras ---------------------------------------------------------------------------
     def intrinsics(self, camera: str) -> np.ndarray:
