@@ -76,7 +76,7 @@ def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_p
     assert row["name"] == "short" and row["seed"] == 10000 and row["perturbation"] == "none"
     # the episode runs 6 s, or ends a second after the task succeeded
     ended = 6.0 if not row["success"] else row["time_to_success_s"] + 1.0
-    assert row["sim_time_s"] >= ended - 0.05 and row["rollbacks"] == 0
+    assert row["sim_time_s"] >= ended - 0.05 and row["rollbacks"] == 0 and row["faults"] == []
     # the world at a quarter of real time (sim_node real_time_factor), at most: a loaded machine is slower
     assert summary["real_time_factor"] == 0.25 and 0.1 < row["real_time_factor"] <= 0.27
     topics = row["topics"]
@@ -155,6 +155,18 @@ def test_the_monitor_times_a_tasks_perturbation_and_success_for_the_video():
         timeline = monitor.timeline("x")
         assert timeline.stages == [(1.0, "start"), (2.0, "grasped"), (7.0, "placed")]
         assert timeline.slip == 3.5 and timeline.success == 7.0
+        # a node's error is kept once, with the time it was first seen, and named in the outcome
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+        from wam_ros.demo import episode_outcome
+        for sim_time in (4.2, 5.0):
+            monitor.sim_time = sim_time
+            monitor._on_diagnostics(DiagnosticArray(status=[
+                DiagnosticStatus(level=DiagnosticStatus.ERROR, name="/sim: simulator", message="bridge error"),
+                DiagnosticStatus(level=DiagnosticStatus.OK, name="/policy: policy", message="running")]))
+        row = {**monitor.summary(), "success": False, "rollbacks": 1}
+        assert row["faults"] == [{"sim_time_s": 4.2, "node": "/sim: simulator", "message": "bridge error"}]
+        assert episode_outcome(row) == "failed after 1 rollback(s); /sim: simulator reported at 4.2 s: bridge error"
         monitor.destroy_node()
     finally:
         rclpy.try_shutdown()

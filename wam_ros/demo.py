@@ -25,6 +25,7 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from diagnostic_msgs.msg import DiagnosticArray
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from trajectory_msgs.msg import JointTrajectory
@@ -35,10 +36,11 @@ from wam_ros.data.images import colorize_depth
 from wam_ros.episode_video import EpisodeTimeline, write_video
 from wam_ros.msg import ActionChunk, GateState, RollbackEvent, SupervisorState, TaskState, ValueEstimate
 from wam_ros.ros.bringup import apply_environment
+from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, image_array, pointcloud_from_msg, trajectory_arrays
 from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
-from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, EVERY_SET_QOS, IMAGE_QOS, JOINT_STATE_QOS,
-                             LATCHED_QOS)
+from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_SET_QOS, IMAGE_QOS,
+                             JOINT_STATE_QOS, LATCHED_QOS)
 from wam_ros.sim.world import SimConfig
 
 if TYPE_CHECKING:  # matplotlib and torch are imported only when needed
@@ -103,6 +105,10 @@ class DemoMonitor(Node):
         self.create_subscription(RollbackEvent, "supervisor/rollback", lambda m: self.rollbacks.append(
             self.sim_time), LATCHED_QOS)
         self.create_subscription(TaskState, "task/state", self._on_task, LATCHED_QOS)
+        # every distinct error a node reports (a bridge that latched a fault holds the arms: an
+        # episode can fail for that alone), with the sim time it was first seen
+        self.faults: dict[tuple[str, str], float] = {}
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, DIAGNOSTICS_QOS)
         # the first prediction of an observation at or after prediction_after (the newest until
         # then) with its TCP paths (they arrive after the cloud, with its stamp), the joint state at
         # its observation time and the camera images when it arrived
@@ -131,6 +137,11 @@ class DemoMonitor(Node):
         self.supervisor = msg
         if not self.states or self.states[-1][1] != msg.state_name:
             self.states.append((self.sim_time, msg.state_name))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.level == diag.ERROR:
+                self.faults.setdefault((status.name, status.message), self.sim_time)
 
     def _on_task(self, msg: TaskState) -> None:
         stage = msg.stage_name or "start"  # no stage reached yet
@@ -223,6 +234,8 @@ class DemoMonitor(Node):
             "inference_latency_ms": _percentiles(self.inference_latencies, scale=1000.0),
             # the predicted progress per chunk, [observation stamp (s, sim time), value], to plot or compare
             "value_curve": [[round(t, 3), round(v, 4)] for t, v, _ in self.values],
+            "faults": [{"sim_time_s": round(t, 2), "node": name, "message": message}
+                       for (name, message), t in sorted(self.faults.items(), key=lambda item: item[1])],
         }
 
 
@@ -449,5 +462,7 @@ def _policy_episode(robot: str, checkpoint: Path, episode: DemoEpisode, out_dir:
 
 def episode_outcome(row: dict) -> str:
     """"succeeded" / "failed", with the rollbacks, of a summary.json episode row."""
+    faults = row.get("faults") or []
     return ("succeeded" if row["success"] else "failed") + (
-        f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "")
+        f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "") + "".join(
+        f"; {f['node']} reported at {f['sim_time_s']} s: {f['message']}" for f in faults)
