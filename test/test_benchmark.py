@@ -92,7 +92,7 @@ def test_stage_markers_come_in_order_and_success_needs_the_release(agilex):
 
 
 @pytest.mark.parametrize("kind, landing", [("drop", (0.03, 0.05)), ("slip", (0.0, 0.015))])
-def test_drop_and_slip_take_the_cube_out_of_the_hand_and_the_expert_fails(agilex, kind, landing):
+def test_drop_and_slip_take_the_cube_out_of_the_hand_and_the_expert_retries_only_a_slip(agilex, kind, landing):
     robot, world, kinematics = agilex
     spec = EpisodeSpec("pick_place", "agilex", "clean", 3, kind)
     start = np.array(sample_episode(spec, robot).positions["red_cube"])
@@ -106,12 +106,16 @@ def test_drop_and_slip_take_the_cube_out_of_the_hand_and_the_expert_fails(agilex
     # bridges refuse those: a teleported cube had snapped the simulated fingers shut at 0.44 m/s)
     times, opening = np.array([r[0] for r in seen]), np.array([r[4] for r in seen])
     assert np.max(np.abs(np.diff(opening)) / np.diff(times)) <= 1.1 * robot.arm.gripper.velocity
-    assert opening[np.searchsorted(times, dropped_at + 0.5)] < 0.1 * robot.arm.gripper.stroke  # ... and do close
+    after = (times >= dropped_at) & (times <= dropped_at + 0.5)
+    assert opening[after].min() < 0.5 * opening[after][0]  # ... and do close past where the cube held them
     assert dropped_at == pytest.approx(grasped_at + monitor.perturb_delay, abs=0.02)
     assert landing[0] - 0.005 <= np.linalg.norm(landed[:2] - start) <= landing[1] + 0.005  # from where it lay
     cube = world.object_position("red_cube")
-    assert cube[2] < world.table_top() + 0.03  # on the table, not in the bin
-    assert not monitor.status.success
+    if kind == "drop":  # displaced where the expert's plan does not look: it fails
+        assert cube[2] < world.table_top() + 0.03 and not monitor.status.success  # on the table, not in the bin
+    else:  # fallen straight down: the expert opens, grasps it again where it lies and places it
+        assert monitor.status.success
+        assert np.count_nonzero(np.diff((opening < 0.9 * robot.arm.gripper.stroke).astype(int)) == 1) == 2  # closed twice
 
 
 def test_nudge_perturbation_slides_the_cube_as_the_gripper_approaches(agilex):
@@ -178,7 +182,7 @@ def test_system_description_passes_the_episode_to_the_simulator_and_the_expert()
                                          "record": "true", "perturbation": "drop"})
     specs = {s.executable: s for s in describe_system(opts)}
     assert specs["sim_node"].parameters["seed"] == 12
-    for name in ("task", "seed", "condition"):
+    for name in ("task", "seed", "condition", "perturbation"):
         assert specs["sim_node"].parameters[name] == specs["scripted_motion_node"].parameters[name]
     assert specs["sim_node"].parameters["perturbation"] == "drop"
     assert specs["recorder_node"].parameters["instruction"] == TASKS["stack"].instruction
@@ -219,7 +223,8 @@ def test_benchmark_pipeline_short_form(short_benchmark):
     assert len(bags) == 3
     rows = results["demonstrations"]
     assert [(r["perturbation"], r["seed"]) for r in rows] == [("none", 0), ("none", 1), ("slip", 5000)]
-    assert not rows[2]["success"]  # the expert's plan runs on through the slip: a failure
+    # the expert grasps a slipped cube again (its recovery is measured in process, above): a longer plan
+    assert rows[2]["plan_s"] > max(rows[0]["plan_s"], rows[1]["plan_s"]) + 1.0
     # the expert's success rate is measured in process (test_expert_completes_every_agilex_task...);
     # through the graph on a loaded 2-core box a held supervisor may fail one demonstration (a fresh
     # clone's run beside a training job recorded one at stage 0), and it is recorded as a failure
@@ -233,7 +238,7 @@ def test_benchmark_pipeline_short_form(short_benchmark):
             index = index_episode(bag, 15.0)
             assert len(index.stage_frames) == 2 and 0 < index.stage_frames[0] < index.stage_frames[1] < len(index)
     assert "success" in outcomes
-    # the dataset keeps the failures: their value targets are 0 (what a lost object is worth), their
+    # the dataset keeps any failure: its value targets are 0 (what a lost object is worth), its
     # actions are not imitated (model.train: imitate = success)
     table = pq.read_table(cfg.out / "dataset" / "data" / "chunk-000" / "file-000.parquet")
     episode, value = (np.array(table.column(c).to_pylist()) for c in ("episode_index", "value_target"))

@@ -223,7 +223,7 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     share = share_dir()
     common = {"use_sim_time": opts.sim}
     ns = opts.namespace
-    episode = {"task": opts.task, "condition": opts.condition, "seed": opts.seed}
+    episode = {"task": opts.task, "condition": opts.condition, "seed": opts.seed, "perturbation": opts.perturbation}
     instruction = opts.instruction or (get_task(opts.task).instruction if opts.task else "")
     specs = [
         NodeSpec("robot_state_publisher", "robot_state_publisher", "robot_state_publisher", ns,
@@ -233,8 +233,7 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
         # The simulator owns the clock, so it never runs on sim time itself; it runs the bridge
         # core on the simulated arms.
         specs.append(NodeSpec("wam_ros", "sim_node", "sim", ns,
-                              {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim", **episode,
-                               "perturbation": opts.perturbation}))
+                              {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim", **episode}))
     else:
         specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns, {"robot": opts.robot}))
     sync_parameters = {}

@@ -3,7 +3,9 @@ episode's object positions, with noise, as a time-indexed joint-target plan.
 
 The plan follows the task's stage markers: each "grasped" stage is a pick (above, down, close,
 lift) and each "placed" stage a place (above the target, down, open, up) by the arm that holds
-the object; an arm that hands an object over goes home afterwards. Keyframes are joined by
+the object; an arm that hands an object over goes home afterwards. In a "slip" episode the first
+object slips out during the first lift (sim.tasks) and the expert grasps it again where it fell, as
+a teleoperator would: demonstrations of the recovery. Keyframes are joined by
 minimum-jerk segments in joint space, so the commands are smooth and inside the limits.
 """
 
@@ -175,6 +177,13 @@ def plan_expert(robot: RobotConfig, kinematics: Kinematics, setup: EpisodeSetup,
             p.move(side, grasp)
             p.gripper(side, closed=True)
             p.move_above(side, grasp + p.jitter())
+            if setup.spec.perturbation == "slip" and stage is setup.task.stages[0]:
+                # the object slips out during the lift and falls straight down: the teleoperator
+                # opens, goes back down to where it lies and grasps it again
+                p.gripper(side, closed=False)
+                p.move(side, grasp + p.jitter())
+                p.gripper(side, closed=True)
+                p.move_above(side, grasp + p.jitter())
         else:
             side = holder
             top = table_top if stage.target == "transfer" else \

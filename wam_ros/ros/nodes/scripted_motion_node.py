@@ -15,7 +15,7 @@ from wam_ros.config import ROBOTS, load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.sim.expert import plan_expert
-from wam_ros.sim.tasks import CONDITIONS, TASKS, EpisodeSpec, sample_episode
+from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, EpisodeSpec, sample_episode
 from wam_ros.msg import ActionChunk, GateState
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
@@ -39,10 +39,13 @@ class ScriptedMotionNode(Node):
                             choices=CONDITIONS)
         seed = declare(self, "seed", 0, "Episode seed (must match the simulator's); also seeds the expert's noise",
                        range_=(0, 2 ** 31 - 1))
+        perturbation = declare(self, "perturbation", "none", "Task perturbation (must match the simulator's); the "
+                               "expert grasps a slipped object again", choices=PERTURBATIONS)
         if task:
-            setup = sample_episode(EpisodeSpec(task, robot.name, condition, seed), robot)
+            setup = sample_episode(EpisodeSpec(task, robot.name, condition, seed, perturbation), robot)
             self.motion = plan_expert(robot, Kinematics(generate_urdf(robot)), setup, np.random.default_rng(seed))
-            self.get_logger().info(f"expert for {task} ({condition}, seed {seed}): {self.motion.duration:.1f} s")
+            self.get_logger().info(f"expert for {task} ({condition}, seed {seed}, perturbation {perturbation}): "
+                                   f"{self.motion.duration:.1f} s")
         else:
             self.motion = ScriptedMotion(robot, MotionConfig(amplitude=amplitude, period=period))
         names = self.motion.joint_names
