@@ -219,6 +219,8 @@ class Supervisor:
         self.value = math.nan
         self.peak = -math.inf
         self._peak_checkpoint: Checkpoint | None = None
+        # per gripper: when it first held an object since it was last commanded open (NaN: not in a grasp)
+        self._grasped_at = np.full(len(config.gripper_joints), math.nan)
         self.checkpoints: deque[Checkpoint] = deque(maxlen=config.rollback.buffer_size)
         self._low_count = 0
         self.rollbacks = 0
@@ -287,14 +289,18 @@ class Supervisor:
             self._reset_peak()
         if self.mode != SupervisorMode.RUNNING or self._q_arm is None:
             return events
-        checkpoint = Checkpoint(now, self._q_arm.copy(), self._q_gripper.copy(), chunk_id, value, self._holding())
+        holding = self._holding()
+        self._grasped_at[self._commanded_gripper > self.config.grasp_opening[0] * np.array(self.config.gripper_max)] = \
+            math.nan
+        self._grasped_at[holding & np.isnan(self._grasped_at)] = now
+        checkpoint = Checkpoint(now, self._q_arm.copy(), self._q_gripper.copy(), chunk_id, value, holding)
         if not self.checkpoints or now - self.checkpoints[-1].stamp >= self.config.rollback.checkpoint_spacing:
             self.checkpoints.append(checkpoint)
         if value >= self.peak:
             self.peak, self._peak_checkpoint, self._low_count = value, checkpoint, 0
             return events
         rb = self.config.rollback
-        grasp_lost = bool((self._peak_checkpoint.holding & self._closed_on_nothing()).any())
+        grasp_lost = bool((self._lost_grippers() & self._closed_on_nothing()).any())
         delta = min(rb.lost_grasp_delta, rb.delta) if grasp_lost else rb.delta
         if not rb.enabled or value >= self.peak - delta:
             self._low_count = 0
@@ -382,6 +388,7 @@ class Supervisor:
         self.rollbacks = 0
         self.rollback_history.clear()
         self.checkpoints.clear()
+        self._grasped_at[:] = math.nan
         self._reset_peak()
         return []
 
@@ -592,18 +599,24 @@ class Supervisor:
         closed = self._commanded_gripper <= self.config.grasp_opening[0] * gripper_max
         return closed & (self._q_gripper / gripper_max < self.config.grasp_opening[0])
 
+    def _lost_grippers(self) -> np.ndarray:
+        """Per gripper: it held an object in its current grasp or at the peak, and holds nothing now
+        (dropped, slipped out, knocked out). A value that misses the loss can set a new peak after it."""
+        return (~np.isnan(self._grasped_at) | self._peak_checkpoint.holding) & ~self._holding()
+
     def _choose_rollback_checkpoint(self) -> tuple[Checkpoint, str]:
-        """The peak's checkpoint, unless a gripper held an object there that it holds no more (dropped,
-        or knocked out): then the checkpoint of highest value, the latest of equals, among those where
-        no such gripper held anything, which makes it the new peak. Without one, the peak's."""
+        """The peak's checkpoint, unless a gripper lost its object: then the checkpoint of highest
+        value, the latest of equals, from before that grasp (before the gripper first held it, and
+        where it held nothing), which makes it the new peak. Without one, the peak's."""
         peak = self._peak_checkpoint
-        lost = peak.holding & ~self._holding()
-        before_grasp = [c for c in self.checkpoints if not (c.holding & lost).any()]
+        lost = self._lost_grippers()
+        started = np.where(np.isnan(self._grasped_at), math.inf, self._grasped_at)[lost]
+        before_grasp = [c for c in self.checkpoints if not (c.holding & lost).any() and (c.stamp < started).all()]
         if not lost.any() or not before_grasp:
             return peak, ""
         target = max(reversed(before_grasp), key=lambda c: c.value)
         self.peak, self._peak_checkpoint = target.value, target
-        return target, f"; the object held at the peak is lost, back to before its grasp (value {target.value:.2f})"
+        return target, f"; a gripper lost its object, back to before its grasp (value {target.value:.2f})"
 
     def _start_rollback(self, now: float, detail: str, delta: float) -> list[Event]:
         target, reason = self._choose_rollback_checkpoint()
