@@ -53,7 +53,7 @@ class RollbackConfig:
     enabled: bool = True
     delta: float = 0.20                 # trigger when value < peak - delta
     # ... or value < peak - lost_grasp_delta when the grippers corroborate the drop: one that held an
-    # object at the peak has closed on nothing while still commanded closed (the object slipped out).
+    # object in its current grasp has closed on nothing while still commanded closed (it slipped out).
     # The shipped demo policy's value fell 0.17-0.20 after a slip.
     lost_grasp_delta: float = 0.10
     # ... for this many consecutive estimates: a trained bench model's expected value dipped by
@@ -310,7 +310,7 @@ class Supervisor:
             return events
         detail = (f"value {value:.2f} < peak {self.peak:.2f} - {'lost_grasp_delta' if grasp_lost else 'delta'} "
                   f"{delta:.2f} for {self._low_count} consecutive estimate{'s' if self._low_count > 1 else ''}"
-                  f"{' (a gripper that held an object at the peak has closed on nothing)' if grasp_lost else ''}")
+                  f"{' (a gripper closed on nothing: its object slipped out)' if grasp_lost else ''}")
         if self.rollbacks >= rb.max_rollbacks:
             self._needs_operator = True
             return events + self._enter(SupervisorMode.HOLD, f"rollback budget of {rb.max_rollbacks} exhausted "

@@ -168,7 +168,7 @@ class SupervisorNode(LifecycleNode):
         for name, description in (("enabled", "Value-guided rollback on/off"),
                                   ("delta", "Tolerance delta: roll back when value < peak - delta"),
                                   ("lost_grasp_delta", "Smaller delta used while a gripper that held an object "
-                                                       "at the peak has closed on nothing (a slip)"),
+                                                       "in its current grasp has closed on nothing (a slip)"),
                                   ("consecutive", "Consecutive low values needed to trigger"),
                                   ("checkpoint_spacing", "Seconds between buffered checkpoints"),
                                   ("buffer_size", "Checkpoints kept"),
