@@ -318,33 +318,38 @@ def test_a_lost_grasp_rolls_back_to_before_the_grasp_not_to_the_peak():
     assert h.sup.peak == pytest.approx(0.5)  # the lost peak is no longer the reference
 
 
-def grasp_then_value(h: Harness, grip_after: float, commanded_after: float, value: float) -> list:
-    """Approach (0.5), grasp with the fingers blocked at 40 % (peak 0.8), then the left gripper
-    reads grip_after (a fraction of the stroke) while commanded commanded_after, and the value."""
+def grasp_then_value(h: Harness, grip_after: float, commanded_after: float, value: float,
+                     closing: float = 0.0) -> list:
+    """Approach (0.5), grasp (commanded to `closing` of the stroke) with the fingers blocked at 40 %
+    (peak 0.8), then the left gripper reads grip_after (a fraction of the stroke) while commanded
+    commanded_after, and the value."""
     stroke = ROBOT.arm.gripper.stroke
     for t, v in ((0.6, 0.2), (1.2, 0.5)):
         h.feed(t)
         h.value(v)
-    h.chunk(np.tile(h.q, (15, 1)), gripper_names=["left_gripper"], gripper=np.zeros((15, 1)))
+    h.chunk(np.tile(h.q, (15, 1)), gripper_names=["left_gripper"], gripper=np.full((15, 1), closing))
     h.grip = np.array([0.4 * stroke, stroke])
     h.feed(1.8)
     h.value(0.8)
-    h.chunk(np.tile(h.q, (15, 1)), gripper_names=["left_gripper"], gripper=np.full((15, 1), commanded_after * stroke))
+    h.chunk(np.tile(h.q, (15, 1)), gripper_names=["left_gripper"], gripper=np.full((15, 1), commanded_after))
     h.grip = np.array([grip_after * stroke, stroke])
     h.feed(2.4)
     return h.value(value)
 
 
 def test_a_slip_corroborates_a_smaller_value_drop():
-    # value 0.66 (drop 0.14 < delta 0.2): the fingers closed on nothing though commanded closed
-    fired = [e for e in grasp_then_value(running(), 0.0, 0.0, 0.66) if isinstance(e, RollbackFired)]
-    assert len(fired) == 1 and fired[0].delta == pytest.approx(0.1)
-    assert "lost_grasp_delta 0.10" in fired[0].detail and "closed on nothing" in fired[0].detail
+    # value 0.72 (drop 0.08 < delta 0.2): the fingers closed on nothing though commanded closed
+    fired = [e for e in grasp_then_value(running(), 0.0, 0.0, 0.72) if isinstance(e, RollbackFired)]
+    assert len(fired) == 1 and fired[0].delta == pytest.approx(0.05)
+    assert "lost_grasp_delta 0.05" in fired[0].detail and "closed on nothing" in fired[0].detail
     # the same drop with the object still held, or with the gripper opened on purpose (a release): no rollback
-    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 0.4, 0.0, 0.66))
-    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 1.0, 1.0, 0.66))
+    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 0.4, 0.0, 0.72))
+    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 1.0, 1.0, 0.72))
     # a drop below lost_grasp_delta is not enough even with a slip
-    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 0.0, 0.0, 0.72))
+    assert not any(isinstance(e, RollbackFired) for e in grasp_then_value(running(), 0.0, 0.0, 0.77))
+    # a learned policy closes to a few millimetres, not exactly 0 (the shipped one: -0.002..0.0043 m)
+    fired = [e for e in grasp_then_value(running(), 0.12, 0.12, 0.72, closing=0.12) if isinstance(e, RollbackFired)]
+    assert len(fired) == 1 and "back to before its grasp" in fired[0].detail
 
 
 def test_a_slip_the_value_misses_at_first_still_rolls_back_to_before_the_grasp():
@@ -372,7 +377,7 @@ def test_a_slip_the_value_misses_at_first_still_rolls_back_to_before_the_grasp()
     h.feed(4.8)
     events = h.value(0.71)
     fired = next(e for e in events if isinstance(e, RollbackFired))
-    assert "lost_grasp_delta 0.10 for 2 consecutive" in fired.detail
+    assert "lost_grasp_delta 0.05 for 2 consecutive" in fired.detail
     assert "a gripper lost its object, back to before its grasp (value 0.50)" in fired.detail
     np.testing.assert_allclose(fired.checkpoint.arm, before_grasp)
     # a new episode forgets the grasp

@@ -54,8 +54,9 @@ class RollbackConfig:
     delta: float = 0.20                 # trigger when value < peak - delta
     # ... or value < peak - lost_grasp_delta when the grippers corroborate the drop: one that held an
     # object in its current grasp has closed on nothing while still commanded closed (it slipped out).
-    # The shipped demo policy's value fell 0.17-0.20 after a slip.
-    lost_grasp_delta: float = 0.10
+    # That never happens while a task goes well, so a small but sustained drop suffices: the shipped
+    # demo policy's value dipped 0.07-0.11 below its peak after a slip.
+    lost_grasp_delta: float = 0.05
     # ... for this many consecutive estimates: a trained bench model's expected value dipped by
     # 0.35-0.5 for single chunks in undisturbed episodes and was back at the next; a real setback stays
     consecutive: int = 2
@@ -99,8 +100,12 @@ class SupervisorConfig:
     timeouts: dict[str, float] = field(default_factory=lambda: {
         "joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0})  # s; 0 disables
     rollback: RollbackConfig = RollbackConfig()
-    # a gripper "holds an object" when commanded closed but blocked between these openings (0..1)
+    # a gripper "holds an object" when commanded closed (to at most grasp_command of its opening: a
+    # learned policy closes to about 0-12 %, not exactly 0) and blocked between these openings (0..1),
+    # at least grasp_blocked short of the command; a closed one that reached its command holds nothing
     grasp_opening: tuple[float, float] = (0.03, 0.8)
+    grasp_command: float = 0.25
+    grasp_blocked: float = 0.1
 
     def __post_init__(self) -> None:
         unknown = set(self.timeouts) - set(STREAMS)
@@ -290,8 +295,7 @@ class Supervisor:
         if self.mode != SupervisorMode.RUNNING or self._q_arm is None:
             return events
         holding = self._holding()
-        self._grasped_at[self._commanded_gripper > self.config.grasp_opening[0] * np.array(self.config.gripper_max)] = \
-            math.nan
+        self._grasped_at[~self._commanded_closed()] = math.nan
         self._grasped_at[holding & np.isnan(self._grasped_at)] = now
         checkpoint = Checkpoint(now, self._q_arm.copy(), self._q_gripper.copy(), chunk_id, value, holding)
         if not self.checkpoints or now - self.checkpoints[-1].stamp >= self.config.rollback.checkpoint_spacing:
@@ -586,18 +590,23 @@ class Supervisor:
         path = np.vstack([self._q_arm, min_jerk_move(self._q_arm, arm[0], max(duration, dt), dt)])
         return np.vstack([path, arm[1:]]), np.vstack([np.tile(gripper[0], (len(path) - 1, 1)), gripper])
 
+    def _commanded_closed(self) -> np.ndarray:
+        return self._commanded_gripper / np.array(self.config.gripper_max) <= self.config.grasp_command
+
+    def _blocked(self) -> np.ndarray:
+        """Per gripper: the fingers stopped at least grasp_blocked (of the opening) short of the command."""
+        gripper_max = np.array(self.config.gripper_max)
+        return (self._q_gripper - self._commanded_gripper) / gripper_max >= self.config.grasp_blocked
+
     def _holding(self) -> np.ndarray:
         """Per gripper: commanded closed but blocked part-way open, so an object is between the fingers."""
         lo, hi = self.config.grasp_opening
-        gripper_max = np.array(self.config.gripper_max)
-        opening = self._q_gripper / gripper_max
-        return (self._commanded_gripper <= lo * gripper_max) & (opening >= lo) & (opening <= hi)
+        opening = self._q_gripper / np.array(self.config.gripper_max)
+        return self._commanded_closed() & self._blocked() & (opening >= lo) & (opening <= hi)
 
     def _closed_on_nothing(self) -> np.ndarray:
-        """Per gripper: commanded closed and closed further than any object allows (it slipped out)."""
-        gripper_max = np.array(self.config.gripper_max)
-        closed = self._commanded_gripper <= self.config.grasp_opening[0] * gripper_max
-        return closed & (self._q_gripper / gripper_max < self.config.grasp_opening[0])
+        """Per gripper: commanded closed and the fingers got there: nothing is between them."""
+        return self._commanded_closed() & ~self._blocked()
 
     def _lost_grippers(self) -> np.ndarray:
         """Per gripper: it held an object in its current grasp or at the peak, and holds nothing now
