@@ -390,6 +390,8 @@ def test_bad_configuration_is_named():
         RollbackConfig(delta=1.5)
     with pytest.raises(ConfigError, match=r"rollback.lost_grasp_delta: expected a value in \(0, 1\), got 0.0"):
         RollbackConfig(lost_grasp_delta=0.0)
+    with pytest.raises(ConfigError, match=r"grasp_blocked: expected a fraction of the opening in \(0, 1\), got 1.5"):
+        SupervisorConfig(ARM, GRIPPERS, (0.035, 0.035), CheckConfig(LIMITS), grasp_blocked=1.5)
     with pytest.raises(ConfigError, match="timeouts: unknown stream"):
         SupervisorConfig(ARM, GRIPPERS, (0.035, 0.035), CheckConfig(LIMITS), timeouts={"camera": 1.0})
     with pytest.raises(ConfigError, match="joint_limits.left_joint9: unknown joint"):

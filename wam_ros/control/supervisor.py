@@ -119,6 +119,9 @@ class SupervisorConfig:
             raise ConfigError(f"joint_limits: no limits for {sorted(missing)}")
         if len(self.gripper_joints) != len(self.gripper_max):
             raise ConfigError("gripper_joints and gripper_max must have the same length")
+        for name in ("grasp_command", "grasp_blocked"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: expected a fraction of the opening in (0, 1), got {getattr(self, name)}")
 
     @staticmethod
     def for_robot(robot: RobotConfig, *, limit_overrides: Mapping[str, Mapping[str, Any]] | None = None,
