@@ -462,7 +462,6 @@ def _policy_episode(robot: str, checkpoint: Path, episode: DemoEpisode, out_dir:
 
 def episode_outcome(row: dict) -> str:
     """"succeeded" / "failed", with the rollbacks, of a summary.json episode row."""
-    faults = row.get("faults") or []
     return ("succeeded" if row["success"] else "failed") + (
         f" after {row['rollbacks']} rollback(s)" if row["rollbacks"] else "") + "".join(
-        f"; {f['node']} reported at {f['sim_time_s']} s: {f['message']}" for f in faults)
+        f"; {f['node']} reported at {f['sim_time_s']} s: {f['message']}" for f in row["faults"])
