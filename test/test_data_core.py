@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
+from rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.config import load_robot_config
 from wam_ros.data.bag import BagError, recover, typestore
 from wam_ros.data.episodes import episode_paths, index_episode, iter_frames
@@ -58,8 +59,8 @@ def frames_at(t: float) -> tuple[np.ndarray, np.ndarray]:
     return rgb, depth
 
 
-TOPICS = {"joint_states": "sensor_msgs/msg/JointState", "head/color/image_raw": "sensor_msgs/msg/Image",
-          "head/aligned_depth_to_color/image_raw": "sensor_msgs/msg/Image"}
+TOPICS = {"/joint_states": "sensor_msgs/msg/JointState", "/head/color/image_raw": "sensor_msgs/msg/Image",
+          "/head/aligned_depth_to_color/image_raw": "sensor_msgs/msg/Image"}
 
 
 def record_episode(directory: Path, seconds: float = 2.0, compression: str = "none", outcome: str = "success",
@@ -69,11 +70,11 @@ def record_episode(directory: Path, seconds: float = 2.0, compression: str = "no
     path = recorder.start_episode(0, "pick the cube", "scripted")
     for k in range(int(seconds * 100)):  # joint states at 100 Hz, cameras at 10 Hz
         t = k / 100
-        recorder.submit("joint_states", int(t * 1e9), joint_state(t))
+        recorder.submit("/joint_states", int(t * 1e9), joint_state(t))
         if k % 10 == 0:
             rgb, depth = frames_at(t)
-            recorder.submit("head/color/image_raw", int(t * 1e9), image(t, rgb, "rgb8"))
-            recorder.submit("head/aligned_depth_to_color/image_raw", int(t * 1e9), image(t, depth, "16UC1"))
+            recorder.submit("/head/color/image_raw", int(t * 1e9), image(t, rgb, "rgb8"))
+            recorder.submit("/head/aligned_depth_to_color/image_raw", int(t * 1e9), image(t, depth, "16UC1"))
     recorder.stop_episode(int(seconds * 1e9), outcome)
     recorder.close()
     return path
@@ -104,6 +105,7 @@ def test_recovery_keeps_every_message_before_the_point_where_the_file_was_cut(tm
     original = read_all(complete)
     mcap = next(complete.glob("*.mcap"))
     size = mcap.stat().st_size
+    check_like_ros2_bag_record(complete)
     kept = []
     for fraction in (0.35, 0.8):
         cut = tmp_path / f"cut_{fraction}"
@@ -115,8 +117,9 @@ def test_recovery_keeps_every_message_before_the_point_where_the_file_was_cut(tm
         recovered = read_all(cut)
         for topic, messages in recovered.items():
             assert messages == original[topic][: len(messages)], topic  # an exact prefix, nothing reordered
-        kept.append(len(recovered["joint_states"]) / len(original["joint_states"]))
+        kept.append(len(recovered["/joint_states"]) / len(original["/joint_states"]))
         assert recover(cut) == episode  # idempotent on the rebuilt bag
+        check_like_ros2_bag_record(cut)  # and its index, metadata and embedded metadata as a finished bag's
         finished = (cut / f"{cut.name}.mcap").stat().st_size
         (cut / "metadata.yaml").unlink()  # a finish interrupted before its last step is done again
         assert recover(cut)["recovered_messages"] == episode["recovered_messages"] and read_all(cut) == recovered
@@ -133,7 +136,7 @@ def test_recovery_keeps_every_message_before_the_point_where_the_file_was_cut(tm
 def test_raw_compressed_topics_export_with_exact_depth_and_targets(tmp_path):
     bag = record_episode(tmp_path / "bags", compression="png", outcome="failure")
     with AnyReader([bag], default_typestore=STORE) as reader:
-        assert {c.topic: c.msgtype for c in reader.connections}["head/color/image_raw/compressed"] == \
+        assert {c.topic: c.msgtype for c in reader.connections}["/head/color/image_raw/compressed"] == \
             "sensor_msgs/msg/CompressedImage"
     index = index_episode(bag, fps=10.0)
     assert index.cameras == ["head"] and len(index) == 20 and not index.success
@@ -178,16 +181,16 @@ def test_degraded_sets_export_each_silent_view_as_its_previous_image(tmp_path):
     """A set in which a camera was silent carries an empty image for it. The export starts once every
     camera has shown an image and holds a silent camera's previous image (as raw topics do); a camera
     that never shows one is an error that names it."""
-    topics = {"joint_states": "sensor_msgs/msg/JointState", "observations": "wam_ros/msg/MultiViewRGBD"}
+    topics = {"/joint_states": "sensor_msgs/msg/JointState", "/observations": "wam_ros/msg/MultiViewRGBD"}
 
     def record(name: str, silent_at) -> Path:
         recorder = Recorder(RecorderConfig(tmp_path / name, min_free_mb=1.0), topics, {"robot": "test"})
         path = recorder.start_episode(0, "pick the cube", "scripted")
         for k in range(200):
             t = k / 100
-            recorder.submit("joint_states", int(t * 1e9), joint_state(t))
+            recorder.submit("/joint_states", int(t * 1e9), joint_state(t))
             if k % 10 == 0:
-                recorder.submit("observations", int(t * 1e9), observation_set(t, silent_at(k // 10)))
+                recorder.submit("/observations", int(t * 1e9), observation_set(t, silent_at(k // 10)))
         recorder.stop_episode(int(2e9), "success")
         recorder.close()
         return path
@@ -216,19 +219,19 @@ def test_recorder_refuses_low_disk_and_ends_the_episode_when_the_disk_fills(tmp_
         Recorder(RecorderConfig(tmp_path, min_free_mb=1e12), TOPICS).start_episode(0, "", "")
     recorder = Recorder(RecorderConfig(tmp_path, min_free_mb=1.0, disk_check_period=0.05), TOPICS)
     recorder.start_episode(0, "", "")
-    recorder.submit("joint_states", 1, joint_state(0.0))
+    recorder.submit("/joint_states", 1, joint_state(0.0))
     deadline = time.monotonic() + 5
-    while not recorder.stats["joint_states"].written and time.monotonic() < deadline:
+    while not recorder.stats["/joint_states"].written and time.monotonic() < deadline:
         time.sleep(0.01)
     recorder.config = dataclasses.replace(recorder.config, min_free_mb=1e12)  # the disk "fills up"
     deadline = time.monotonic() + 5
     while recorder.recording and time.monotonic() < deadline:
-        recorder.submit("joint_states", 2, joint_state(0.01))
+        recorder.submit("/joint_states", 2, joint_state(0.01))
         time.sleep(0.02)
     while not recorder.last_episode and time.monotonic() < deadline:  # recording ends before the bag is closed
         time.sleep(0.01)
     assert not recorder.recording and recorder.last_episode["outcome"] == "disk_full"
-    assert read_all(tmp_path / "episode_000000")["joint_states"]  # closed, readable
+    assert read_all(tmp_path / "episode_000000")["/joint_states"]  # closed, readable
     recorder.close()
 
 
@@ -236,11 +239,11 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
     recorder = Recorder(RecorderConfig(tmp_path, min_free_mb=1.0, queue_mb=1.0), TOPICS)
     recorder.start_episode(0, "", "")
     big = image(0.0, np.zeros((1000, 1000, 3), np.uint8), "rgb8")  # 3 MB > the 1 MB queue
-    assert not recorder.submit("head/color/image_raw", 0, big)
-    assert recorder.submit("joint_states", 0, joint_state(0.0))
+    assert not recorder.submit("/head/color/image_raw", 0, big)
+    assert recorder.submit("/joint_states", 0, joint_state(0.0))
     episode = recorder.stop_episode(1, "success")
-    assert episode["messages"]["head/color/image_raw"] == {"received": 1, "written": 0, "dropped": 1}
-    assert episode["messages"]["joint_states"] == {"received": 1, "written": 1, "dropped": 0}
+    assert episode["messages"]["/head/color/image_raw"] == {"received": 1, "written": 0, "dropped": 1}
+    assert episode["messages"]["/joint_states"] == {"received": 1, "written": 1, "dropped": 0}
     with pytest.raises(RecorderError, match="no episode"):
         recorder.stop_episode(2, "success")
     recorder.close()
@@ -297,7 +300,7 @@ def test_an_episode_being_recorded_is_never_recovered_or_exported(tmp_path):
     record_episode(tmp_path)  # episode_000000, complete
     recorder = Recorder(RecorderConfig(tmp_path, min_free_mb=1.0), TOPICS)
     live = recorder.start_episode(0, "", "")
-    recorder.submit("joint_states", 0, joint_state(0.0))
+    recorder.submit("/joint_states", 0, joint_state(0.0))
     with pytest.raises(BagError, match="is being recorded"):
         recover(live)
     assert episode_paths([tmp_path]) == [tmp_path / "episode_000000"]

@@ -78,13 +78,13 @@ def record_until_full(directory: Path, events: list | None = None) -> tuple[Reco
     recorder = Recorder(RecorderConfig(directory, min_free_mb=0.0, flush_period=0.0, disk_check_period=0.05), TOPICS,
                         on_event=lambda kind, info: events is not None and events.append(kind))
     path = recorder.start_episode(0, "pick the cube", "scripted")
-    submitted: dict[str, list[bytes]] = {"joint_states": [], "head/color/image_raw": []}
+    submitted: dict[str, list[bytes]] = {"/joint_states": [], "/head/color/image_raw": []}
     deadline = time.monotonic() + 60
     k = 0
     while recorder.recording:
         assert time.monotonic() < deadline, "the disk never filled"
         rgb = np.full((240, 320, 3), k % 256, np.uint8)  # 230 KB
-        for topic, data in (("joint_states", joint_state(k / 100)), ("head/color/image_raw", image(k / 100, rgb, "rgb8"))):
+        for topic, data in (("/joint_states", joint_state(k / 100)), ("/head/color/image_raw", image(k / 100, rgb, "rgb8"))):
             if recorder.submit(topic, k * 10**7, data):
                 submitted[topic].append(data)
         k += 1
@@ -104,7 +104,7 @@ def test_a_full_disk_ends_the_episode_readable_up_to_the_failure_and_the_recorde
     for topic, sent in submitted.items():
         assert on_disk[topic] == sent[:len(on_disk[topic])], topic  # an exact prefix, nothing reordered
         assert episode["messages_on_disk"][topic] == len(on_disk[topic])
-    assert len(on_disk["head/color/image_raw"]) > 10
+    assert len(on_disk["/head/color/image_raw"]) > 10
     lost = sum(episode["messages"][t]["written"] - len(on_disk[t]) for t in submitted)
     assert lost <= 1  # the message whose chunk the disk refused
     assert sorted(p.name for p in path.iterdir()) == ["episode.json", "episode_000000.mcap", "metadata.yaml"]
@@ -131,12 +131,12 @@ def test_when_even_the_record_cannot_be_written_it_is_kept_in_memory_and_written
                         on_event=lambda kind, info: events.append(kind))
     path = recorder.start_episode(0, "", "")
     for k in range(50):
-        recorder.submit("joint_states", k, joint_state(k / 100))
-    wait_for(lambda: recorder.stats["joint_states"].written == 50, 10, "joint states not written")
+        recorder.submit("/joint_states", k, joint_state(k / 100))
+    wait_for(lambda: recorder.stats["/joint_states"].written == 50, 10, "joint states not written")
     time.sleep(0.2)  # flushed
     (path / RESERVE_FILE).unlink()  # another program takes the room the reserve kept
     filler = fill(disk)
-    recorder.submit("head/color/image_raw", 50, image(0.5, np.zeros((240, 320, 3), np.uint8), "rgb8"))
+    recorder.submit("/head/color/image_raw", 50, image(0.5, np.zeros((240, 320, 3), np.uint8), "rgb8"))
     wait_for(lambda: not recorder.recording and recorder.last_episode, 10, "the failed write did not end the episode")
     assert recorder.last_episode["outcome"] == "disk_full" and recorder.status()["unsaved"] == [str(path)]
     assert read_episode_record(path)["outcome"] == "recording" and not is_complete(path)  # the old record, intact
@@ -145,7 +145,7 @@ def test_when_even_the_record_cannot_be_written_it_is_kept_in_memory_and_written
     filler.unlink()  # room again: the next disk check writes the record
     wait_for(lambda: not recorder.status()["unsaved"], 10, "the kept record was never written")
     assert read_episode_record(path) == recorder.last_episode and recorder.last_episode["outcome"] == "disk_full"
-    assert len(read_all(path)["joint_states"]) == 50
+    assert len(read_all(path)["/joint_states"]) == 50
     recorder.close()
     assert events == ["started", "failed", "unsaved", "stopped", "saved"]
 
@@ -156,8 +156,8 @@ def test_a_stop_on_a_full_disk_closes_the_bag_in_the_reserves_room_and_without_i
     for k in range(2):
         paths.append(recorder.start_episode(k, "", ""))
         for i in range(50):
-            recorder.submit("joint_states", i, joint_state(i / 100))
-        wait_for(lambda: recorder.stats["joint_states"].written == 50, 10, "joint states not written")
+            recorder.submit("/joint_states", i, joint_state(i / 100))
+        wait_for(lambda: recorder.stats["/joint_states"].written == 50, 10, "joint states not written")
         time.sleep(0.2)  # flushed
         if k == 1:
             (paths[1] / RESERVE_FILE).unlink()  # another program takes that room too
@@ -171,7 +171,7 @@ def test_a_stop_on_a_full_disk_closes_the_bag_in_the_reserves_room_and_without_i
         filler.unlink()
     wait_for(lambda: not recorder.status()["unsaved"], 10, "the kept record was never written")
     assert read_episode_record(paths[1])["outcome"] == "disk_full"
-    assert [len(read_all(path)["joint_states"]) for path in paths] == [50, 50]
+    assert [len(read_all(path)["/joint_states"]) for path in paths] == [50, 50]
     recorder.close()
 
 
@@ -200,15 +200,15 @@ KILLED_RECORDER = textwrap.dedent("""
     from wam_ros.data.recorder import Recorder, RecorderConfig
     store = typestore()
     recorder = Recorder(RecorderConfig(sys.argv[1], min_free_mb=0.0, flush_period=0.0),
-                        {"joint_states": "sensor_msgs/msg/JointState"})
+                        {"/joint_states": "sensor_msgs/msg/JointState"})
     recorder.start_episode(0, "", "")
     for k in range(200):
         msg = store.types["sensor_msgs/msg/JointState"](
             header=store.types["std_msgs/msg/Header"](stamp=store.types["builtin_interfaces/msg/Time"](sec=0, nanosec=k),
                                                       frame_id=""),
             name=["j"], position=np.array([k / 10]), velocity=np.zeros(0), effort=np.zeros(0))
-        recorder.submit("joint_states", k, bytes(store.serialize_cdr(msg, "sensor_msgs/msg/JointState")))
-    while recorder.stats["joint_states"].written < 200:
+        recorder.submit("/joint_states", k, bytes(store.serialize_cdr(msg, "sensor_msgs/msg/JointState")))
+    while recorder.stats["/joint_states"].written < 200:
         time.sleep(0.01)
     time.sleep(1.0)  # its flush (the writer flushes right after the write)
     print("written", flush=True)
@@ -231,7 +231,7 @@ def killed_recorder(directory: Path) -> Path:
 def joint_positions(path: Path) -> list[float]:
     with AnyReader([path], default_typestore=typestore()) as reader:
         return [float(reader.deserialize(raw, conn.msgtype).position[0]) for conn, _, raw in reader.messages()
-                if conn.topic == "joint_states"]
+                if conn.topic == "/joint_states"]
 
 
 def test_recover_finishes_a_killed_recorders_bag_on_a_full_disk_where_it_lies(disk):
@@ -269,8 +269,8 @@ EFBIG_RECORDER = textwrap.dedent("""
     recorder.start_episode(0, "", "")
     k = 0
     while recorder.recording and k < 1000:
-        recorder.submit("joint_states", k, joint_state(k / 100))
-        recorder.submit("head/color/image_raw", k, image(k / 100, np.full((240, 320, 3), k % 256, np.uint8), "rgb8"))
+        recorder.submit("/joint_states", k, joint_state(k / 100))
+        recorder.submit("/head/color/image_raw", k, image(k / 100, np.full((240, 320, 3), k % 256, np.uint8), "rgb8"))
         k += 1
         time.sleep(0.01)
     while not recorder.last_episode:
@@ -289,7 +289,7 @@ def test_a_file_size_limit_ends_the_episode_as_a_disk_error_readable_up_to_it(tm
     assert episode["outcome"] == "disk_error" and episode["error"] == f"EFBIG (File too large) writing {path}"
     assert read_episode_record(path) == episode
     on_disk = read_all(path)
-    assert len(on_disk["head/color/image_raw"]) >= 8 and (path / "episode_000000.mcap").stat().st_size <= 3 * 2**20
+    assert len(on_disk["/head/color/image_raw"]) >= 8 and (path / "episode_000000.mcap").stat().st_size <= 3 * 2**20
 
 
 def stamp(k: int) -> Time:  # k milliseconds
@@ -331,13 +331,13 @@ def test_the_recorder_node_on_a_full_disk_ends_the_episode_and_stays_responsive(
         with AnyReader([path], default_typestore=typestore()) as reader:  # complete: metadata.yaml and index
             stamps: dict[str, list[int]] = {}
             for conn, _, raw in reader.messages():
-                if conn.topic != "wam_ros/episode_events":
+                if conn.topic != "/wam_ros/episode_events":
                     msg = reader.deserialize(raw, conn.msgtype)
                     stamps.setdefault(conn.topic, []).append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
-        for topic, sent in (("disk_full/joint_states", sent_joints), ("disk_full/head/color/image_raw", sent_images)):
+        for topic, sent in (("/disk_full/joint_states", sent_joints), ("/disk_full/head/color/image_raw", sent_images)):
             got = [s // 10**6 for s in stamps[topic]]
             assert got == sorted(set(got)) and set(got) <= set(sent), topic  # in order, nothing invented
-        assert len(stamps["disk_full/head/color/image_raw"]) >= 3
+        assert len(stamps["/disk_full/head/color/image_raw"]) >= 3
 
         assert probe.spin_until(lambda: any(s.level == DiagnosticStatus.ERROR for s in diagnostics), 10.0)
         report = next(s for s in diagnostics if s.level == DiagnosticStatus.ERROR)

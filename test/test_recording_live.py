@@ -17,6 +17,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from conftest import ProbeNode, stop_process
+from rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.data.bag import typestore
 from wam_ros.data.episodes import index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, export_lerobot, load_hdf5, load_lerobot
@@ -83,15 +84,15 @@ def test_the_episode_bag_holds_every_stream_with_nothing_dropped(recorded):
     assert record["robot"] == "franka" and set(record["calibration"]) == {"head", "left_wrist", "right_wrist"}
     assert all(m["dropped"] == 0 and m["written"] == m["received"] for m in record["messages"].values())
     messages = bag_messages(path)
-    assert {"lab/joint_states", "lab/observations", "lab/joint_trajectory", "lab/policy/chunk",
-            "wam_ros/episode_events"} <= set(messages)
+    assert {"/lab/joint_states", "/lab/observations", "/lab/joint_trajectory", "/lab/policy/chunk",
+            "/wam_ros/episode_events"} <= set(messages)
     # every set the probe saw inside the recorded span is in the bag (both subscribers are reliable)
-    recorded_stamps = [stamp_ns(m) for _, m in messages["lab/observations"]]
+    recorded_stamps = [stamp_ns(m) for _, m in messages["/lab/observations"]]
     seen = [stamp_ns(s) for s in probe_sets]
     inside = [s for s in seen if recorded_stamps[0] <= s <= recorded_stamps[-1]]
     assert len(inside) > 30 and set(inside) <= set(recorded_stamps)
-    assert len(messages["lab/joint_states"]) > 300  # 100 Hz for more than 4.5 s of sim time
-    events = [json.loads(m.data)["event"] for _, m in messages["wam_ros/episode_events"]]
+    assert len(messages["/lab/joint_states"]) > 300  # 100 Hz for more than 4.5 s of sim time
+    events = [json.loads(m.data)["event"] for _, m in messages["/wam_ros/episode_events"]]
     assert events == ["start", "stop"]
 
 
@@ -162,7 +163,7 @@ def test_a_killed_recorder_leaves_a_readable_bag_up_to_the_kill(bringup, tmp_pat
     assert not (bag / "metadata.yaml").exists()  # no clean close happened
     index = index_episode(bag, fps=15.0)  # recovers first
     assert index.record["outcome"] == "partial" and index.record["recovered"]
-    joint_stamps = [log for log, _ in bag_messages(bag)["lab/joint_states"]]
+    joint_stamps = [log for log, _ in bag_messages(bag)["/lab/joint_states"]]
     # flushed once a second: at most about a second (plus scheduling) of data is lost
     assert (killed_at - joint_stamps[-1]) * 1e-9 < 2.5 and len(joint_stamps) > 150
     assert len(list(iter_frames(index))) == len(index) > 20
@@ -181,7 +182,7 @@ def test_ctrl_c_closes_an_open_episode_cleanly_and_marks_it_partial(bringup, tmp
     record = json.loads((bag / "episode.json").read_text())
     assert record["outcome"] == "partial" and not record.get("recovered")
     messages = bag_messages(bag)
-    assert len(messages["lab/joint_states"]) > 10 and messages["lab/observations"]
+    assert len(messages["/lab/joint_states"]) > 10 and messages["/lab/observations"]
 
 
 def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk():
@@ -267,3 +268,16 @@ def test_keyboard_teleop_moves_the_tcp_and_sends_episode_commands(bringup):
             bringup.probe.destroy_subscription(sub)
         stop_process(process)
         os.close(master)
+
+
+def test_the_episode_bag_is_what_ros2_bag_record_writes(recorded):
+    """Fully qualified topic names, the publishers' offered QoS (a latched topic stays latched on
+    playback), the Jazzy distro and version, type hashes on the MCAP channels."""
+    path, _ = recorded
+    offered = check_like_ros2_bag_record(path)
+    # what discovery tells a subscriber (DDS does not carry the history depth: 0, as `ros2 bag record` stores it)
+    assert offered["/lab/supervisor/state"] and \
+        all(q["durability"] == "transient_local" for q in offered["/lab/supervisor/state"])
+    assert offered["/lab/joint_states"] and all(q["durability"] == "volatile" and q["reliability"] == "reliable"
+                                                for q in offered["/lab/joint_states"])
+    assert offered["/wam_ros/episode_events"] == []  # the recorder's own: no publisher

@@ -22,16 +22,19 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.metadata import parse_qos
+from rosbags.rosbag2.storage_mcap import Channel, McapWriter, write_channel
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from ruamel.yaml import YAML
 
 from wam_ros.paths import share_dir
 
-BAG_VERSION = 8  # what Jazzy's ros2 bag reads most reliably (ENVIRONMENT notes)
+BAG_VERSION = 9   # what Jazzy's `ros2 bag record` writes
+ROS_DISTRO = "jazzy"
 EPISODE_FILE = "episode.json"
 LOCK_FILE = ".recording.lock"  # flock-ed by the writer; the kernel releases it when the writer dies
 RESERVE_FILE = ".reserve"      # deleted to make room for the index and the records on a full disk
@@ -55,6 +58,52 @@ def typestore() -> Typestore:
     return store
 
 
+def _yaml_text(data: Any) -> str:
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    text = io.StringIO()
+    yaml.dump(data, text)
+    return text.getvalue()
+
+
+def _as_distro(metadata_text: str, wrapped: bool) -> str:
+    """rosbags writes `ros_distro: rosbags`; a Jazzy recorder's bag names its distro."""
+    data = YAML(typ="safe").load(metadata_text)
+    (data["rosbag2_bagfile_information"] if wrapped else data)["ros_distro"] = ROS_DISTRO
+    return _yaml_text(data)
+
+
+def _channel_metadata(offered_qos_profiles: str, type_hash: str) -> bytes:
+    """MCAP channel user data as rosbag2_storage_mcap (Jazzy) writes it."""
+    out = io.BytesIO()
+    for key, value in (("offered_qos_profiles", offered_qos_profiles), ("topic_type_hash", type_hash)):
+        for text in (key, value):
+            out.write(struct.pack("<I", len(text.encode())) + text.encode())
+    return out.getvalue()
+
+
+class _Rosbag2McapStorage(McapWriter):
+    """rosbags' MCAP storage, with the channel user data and embedded metadata of a Jazzy bag."""
+
+    def add_connection(self, connection: Any, offered_qos_profiles: str) -> None:
+        channel = Channel(connection.id, connection.msgtype, connection.topic, connection.ext.serialization_format,
+                          _channel_metadata(offered_qos_profiles, connection.digest))
+        self.channels.append(channel)
+        self.channel_stats[connection.id] = 0
+        write_channel(self.chunk.bio, channel, self.schemas)
+
+    def close(self, version: int, metadata: str) -> None:
+        super().close(version, _as_distro(metadata, wrapped=False).strip())
+
+
+class _Rosbag2Writer(Writer):
+    STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: _Rosbag2McapStorage}
+
+    def close(self) -> None:
+        super().close()
+        _replace_text(self.metapath, _as_distro(self.metapath.read_text(), wrapped=True))
+
+
 class EpisodeBagWriter:
     """Writes one episode bag. Not thread-safe: one writer thread owns it."""
 
@@ -63,7 +112,7 @@ class EpisodeBagWriter:
         if self.path.exists():
             raise BagError(f"{self.path}: exists already; an episode is never overwritten")
         self.episode = dict(episode)
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        self._writer = _Rosbag2Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
         self._lock = -1
         try:
             self._writer.open()
@@ -82,9 +131,14 @@ class EpisodeBagWriter:
         self.messages = 0
         self.bytes = 0
 
-    def add_topic(self, topic: str, msgtype: str) -> None:
+    def add_topic(self, topic: str, msgtype: str, offered_qos: list[dict[str, Any]] = ()) -> None:
+        """`offered_qos`: the publishers' QoS profiles, as rosbag2 stores them (v9 keys: history,
+        depth, reliability, durability, deadline/lifespan/liveliness_lease_duration as {sec, nsec},
+        liveliness, avoid_ros_namespace_conventions; policies as rmw enum values or names), so
+        `ros2 bag play` offers what the publishers offered (a latched topic stays latched)."""
         if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            self._connections[topic] = self._writer.add_connection(
+                topic, msgtype, typestore=typestore(), offered_qos_profiles=parse_qos(list(offered_qos)))
 
     def write(self, topic: str, stamp_ns: int, data: bytes | memoryview) -> None:
         self._writer.write(self._connections[topic], int(stamp_ns), data)
@@ -127,8 +181,12 @@ class EpisodeBagWriter:
                 storage.abort()
         for name in ("metadata.yaml", "metadata.yaml.tmp"):  # incomplete until the records are written
             (self.path / name).unlink(missing_ok=True)        # (.tmp: what rosbags' failed close left)
-        file, layout = _finish_mcap(self.path)
-        self.episode["messages_on_disk"] = {topic: layout.counts.get(cid, 0) for cid, topic in layout.topics().items()}
+        def on_disk(layout: _Layout) -> dict[str, Any]:
+            self.episode["messages_on_disk"] = {topic: layout.counts.get(cid, 0)
+                                                for cid, topic in layout.topics().items()}
+            return self.episode
+
+        file, layout, _ = _finish_mcap(self.path, on_disk)
         _write_records(self.path, file, layout, self.episode)
         self.release()
         return self.episode
@@ -189,7 +247,8 @@ def is_being_recorded(path: Path) -> bool:
 # --- finishing a bag where it lies: after a killed writer or a failed write -------------------
 # MCAP records (mcap.dev/spec): opcode u8, body length u64, body; strings and maps u32-prefixed.
 _FOOTER, _SCHEMA, _CHANNEL, _MESSAGE, _CHUNK, _MESSAGE_INDEX = 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
-_CHUNK_INDEX, _STATISTICS, _SUMMARY_OFFSET, _DATA_END = 0x08, 0x0B, 0x0E, 0x0F
+_CHUNK_INDEX, _STATISTICS, _METADATA, _METADATA_INDEX = 0x08, 0x0B, 0x0C, 0x0D
+_SUMMARY_OFFSET, _DATA_END = 0x0E, 0x0F
 
 
 @dataclass
@@ -291,10 +350,16 @@ def _chunk_index(chunk: _Chunk) -> bytes:
             + struct.pack("<QIQQ", chunk.index_end - chunk.end if chunk.index_offsets else 0, 0, chunk.size, chunk.size))
 
 
-def _index(layout: _Layout, at: int) -> bytes:
+def _pack_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("<I", len(data)) + data
+
+
+def _index(layout: _Layout, at: int, bag_metadata: str) -> bytes:
     """What follows the last complete chunk, written at `at` (its end): that chunk's message
-    indexes (the cut may have taken them), the data end, and the summary that rosbags' writer
-    writes (schemas, channels, chunk indexes, statistics, their offsets) with the footer."""
+    indexes (the cut may have taken them), the embedded `rosbag2` metadata record, the data end,
+    and the summary that a finished bag has (schemas, channels, chunk indexes, metadata index,
+    statistics, their offsets) with the footer."""
     out = io.BytesIO()
     if layout.chunks:
         last = layout.chunks[-1]
@@ -304,17 +369,22 @@ def _index(layout: _Layout, at: int) -> bytes:
             out.write(_record(_MESSAGE_INDEX, struct.pack("<HI", cid, 16 * len(entries))
                               + b"".join(struct.pack("<QQ", *entry) for entry in entries)))
         last.index_end = at + out.tell()
+    metadata_at = at + out.tell()
+    entries = _pack_string("serialized_metadata") + _pack_string(bag_metadata)
+    out.write(_record(_METADATA, _pack_string("rosbag2") + struct.pack("<I", len(entries)) + entries))
+    metadata_index = struct.pack("<QQ", metadata_at, at + out.tell() - metadata_at) + _pack_string("rosbag2")
     out.write(_record(_DATA_END, struct.pack("<I", 0)))
     summary_start = at + out.tell()
     counts = {cid: layout.counts.get(cid, 0) for cid in layout.channels}
     total = sum(counts.values())
-    statistics = (struct.pack("<QHIIIIQQI", total, len(layout.schemas), len(layout.channels), 0, 0, len(layout.chunks),
+    statistics = (struct.pack("<QHIIIIQQI", total, len(layout.schemas), len(layout.channels), 0, 1, len(layout.chunks),
                               layout.start_time if total else 0, layout.end_time, 10 * len(counts))
                   + b"".join(struct.pack("<HQ", cid, n) for cid, n in sorted(counts.items())))
     groups = []
     for opcode, bodies in ((_SCHEMA, [b for _, b in sorted(layout.schemas.items())]),
                            (_CHANNEL, [b for _, b in sorted(layout.channels.items())]),
-                           (_CHUNK_INDEX, [_chunk_index(c) for c in layout.chunks]), (_STATISTICS, [statistics])):
+                           (_CHUNK_INDEX, [_chunk_index(c) for c in layout.chunks]),
+                           (_METADATA_INDEX, [metadata_index]), (_STATISTICS, [statistics])):
         start = out.tell()
         for body in bodies:
             out.write(_record(opcode, body))
@@ -335,7 +405,7 @@ def _free_space(path: Path) -> str:
         return f"free space unknown: {exc.strerror}"
 
 
-def _finish_mcap(path: Path) -> tuple[Path, _Layout]:
+def _finish_mcap(path: Path, episode_of: Callable[[_Layout], dict[str, Any]]) -> tuple[Path, _Layout, dict[str, Any]]:
     """Ends the MCAP file in `path` after its last complete chunk, where it lies: no second copy.
     On a full disk the room for the index comes from the writer's reserve (deleted first) and from
     the record the failure cut short. Raises BagError saying why when it cannot be written; the
@@ -350,7 +420,8 @@ def _finish_mcap(path: Path) -> tuple[Path, _Layout]:
             raise BagError(f"{file}: not an MCAP file (bad magic)")
         layout = _scan(file, bio, os.fstat(bio.fileno()).st_size)
         at = layout.chunks[-1].end if layout.chunks else layout.end
-        index = _index(layout, at)
+        episode = episode_of(layout)
+        index = _index(layout, at, _yaml_text(_bag_information(file, layout, episode)).strip())
         try:
             bio.truncate(at)  # gives the cut record's blocks back
             bio.seek(at)
@@ -363,11 +434,12 @@ def _finish_mcap(path: Path) -> tuple[Path, _Layout]:
                 bio.truncate(at)
             raise BagError(f"{file}: cannot write its index ({len(index)} bytes) in place: {exc.strerror} "
                            f"({_free_space(path)}); make room and recover it again") from exc
-    return file, layout
+    return file, layout, episode
 
 
-def _metadata_yaml(file: Path, layout: _Layout, episode: dict[str, Any]) -> str:
-    """metadata.yaml as rosbags' Writer writes it (bag version 8), from the scan."""
+def _bag_information(file: Path, layout: _Layout, episode: dict[str, Any]) -> dict[str, Any]:
+    """The bag's `rosbag2_bagfile_information` (what metadata.yaml holds and the MCAP file embeds),
+    as a finished bag has it, from the scan."""
     topics = []
     for cid, body in sorted(layout.channels.items()):
         _, sid = struct.unpack_from("<HH", body)
@@ -379,9 +451,11 @@ def _metadata_yaml(file: Path, layout: _Layout, episode: dict[str, Any]) -> str:
             key, at = _string(body, at)
             metadata[key], at = _string(body, at)
         msgtype, _ = _string(layout.schemas[sid], 2)
+        qos = YAML(typ="safe").load(metadata.get("offered_qos_profiles") or "[]") or []
         topics.append({"topic_metadata": {"name": name, "type": msgtype, "serialization_format": encoding,
-                                          "offered_qos_profiles": metadata.get("offered_qos_profiles", ""),
-                                          "type_description_hash": typestore().hash_rihs01(msgtype)},
+                                          "offered_qos_profiles": qos,
+                                          "type_description_hash": metadata.get("topic_type_hash")
+                                          or typestore().hash_rihs01(msgtype)},
                        "message_count": layout.counts.get(cid, 0)})
     count = sum(layout.counts.values())
 
@@ -389,22 +463,18 @@ def _metadata_yaml(file: Path, layout: _Layout, episode: dict[str, Any]) -> str:
         return {"starting_time": {"nanoseconds_since_epoch": layout.start_time if count else 0},
                 "duration": {"nanoseconds": layout.end_time - layout.start_time if count else 0}, "message_count": count}
 
-    info = {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": [file.name], **span(),
+    return {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": [file.name], **span(),
             "topics_with_message_count": topics, "compression_format": "", "compression_mode": "",
             "files": [{"path": file.name, **span()}],
-            "custom_data": {"wam_ros.episode": json.dumps(episode, sort_keys=True)}, "ros_distro": "rosbags"}
-    yaml = YAML(typ="safe")
-    yaml.default_flow_style = False
-    text = io.StringIO()
-    yaml.dump({"rosbag2_bagfile_information": info}, text)
-    return text.getvalue()
+            "custom_data": {"wam_ros.episode": json.dumps(episode, sort_keys=True)}, "ros_distro": ROS_DISTRO}
 
 
 def _write_records(path: Path, file: Path, layout: _Layout, episode: dict[str, Any]) -> None:
     """episode.json, then metadata.yaml: a bag with metadata.yaml is complete (`is_complete`)."""
     try:
         write_episode_record(path, episode)
-        _replace_text(path / "metadata.yaml", _metadata_yaml(file, layout, episode))
+        _replace_text(path / "metadata.yaml",
+                      _yaml_text({"rosbag2_bagfile_information": _bag_information(file, layout, episode)}))
     except OSError as exc:
         raise BagError(f"{exc.filename}: cannot write it: {exc.strerror} ({_free_space(path)}); "
                        f"make room and recover {path} again") from exc
@@ -419,12 +489,16 @@ def recover(path: Path) -> dict[str, Any]:
         return read_episode_record(path)
     if is_being_recorded(path):
         raise BagError(f"{path}: is being recorded (a running recorder holds it); end the episode first")
-    file, layout = _finish_mcap(path)
-    episode = read_episode_record(path)
-    episode.update(recovered=True, recovered_messages=sum(layout.counts.values()),
-                   recovered_bytes_dropped=layout.cut_bytes)
-    if "outcome" not in episode or episode["outcome"] == "recording":
-        episode["outcome"] = "partial"
+    def recovered(layout: _Layout) -> dict[str, Any]:
+        episode = read_episode_record(path)
+        dropped = layout.cut_bytes + (episode.get("recovered_bytes_dropped", 0) if episode.get("recovered") else 0)
+        episode.update(recovered=True, recovered_messages=sum(layout.counts.values()),
+                       recovered_bytes_dropped=dropped)  # a finish done again: the first one's cut counts
+        if "outcome" not in episode or episode["outcome"] == "recording":
+            episode["outcome"] = "partial"
+        return episode
+
+    file, layout, episode = _finish_mcap(path, recovered)
     _write_records(path, file, layout, episode)
     (path / LOCK_FILE).unlink(missing_ok=True)  # left by the killed writer
     return episode

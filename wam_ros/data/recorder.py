@@ -34,7 +34,7 @@ from wam_ros.data.images import depth_to_millimetres, encode_color, encode_depth
 COMPRESSION_MODES = ("none", "jpeg", "png")
 OUTCOMES = ("success", "failure", "partial", "disk_full", "disk_error", "error")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
-EVENTS_TOPIC = "wam_ros/episode_events"   # std_msgs/String JSON: start and stop of the episode, in the bag
+EVENTS_TOPIC = "/wam_ros/episode_events"   # std_msgs/String JSON: start and stop of the episode, in the bag
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 
@@ -169,7 +169,9 @@ class Recorder:
         self._queue.put(_Message(topic, int(stamp_ns), data, compressed))
         return True
 
-    def start_episode(self, stamp_ns: int, task: str, teleop: str, timeout: float = 10.0) -> Path:
+    def start_episode(self, stamp_ns: int, task: str, teleop: str, offered_qos: dict[str, list[dict]] | None = None,
+                      timeout: float = 10.0) -> Path:
+        """`offered_qos`: per recorded topic, its publishers' QoS profiles (see EpisodeBagWriter.add_topic)."""
         if self._recording:
             raise RecorderError(f"already recording {self.episode_path}")
         available = free_mb(self.config.directory)
@@ -182,7 +184,7 @@ class Recorder:
                    "start_stamp_ns": int(stamp_ns), "outcome": "recording"}
         for stats in self.stats.values():
             stats.received = stats.written = stats.dropped = 0
-        path = self._control("start", episode, timeout)
+        path = self._control("start", (episode, dict(offered_qos or {})), timeout)
         self._recording = True
         self.error = ""
         return path
@@ -272,14 +274,14 @@ class Recorder:
 
     def _handle(self, item: _Control) -> Any:
         if item.action == "start":
-            bag = EpisodeBagWriter(Path(self.config.directory) / item.payload["name"], item.payload)
+            episode, offered_qos = item.payload
+            bag = EpisodeBagWriter(Path(self.config.directory) / episode["name"], episode)
             for topic, msgtype in self.topics.items():
-                bag.add_topic(*self._stored_as(topic, msgtype))
+                bag.add_topic(*self._stored_as(topic, msgtype), offered_qos.get(topic, []))
             bag.add_topic(EVENTS_TOPIC, "std_msgs/msg/String")
             self._bag = bag
-            self._last_stamp_ns = max(item.payload["start_stamp_ns"], 0)
-            self._event(self._last_stamp_ns, {"event": "start", "task": item.payload["task"],
-                                              "teleop": item.payload["teleop"]})
+            self._last_stamp_ns = max(episode["start_stamp_ns"], 0)
+            self._event(self._last_stamp_ns, {"event": "start", "task": episode["task"], "teleop": episode["teleop"]})
             self.on_event("started", bag.episode)
             return bag.path
         if item.action == "stop":

@@ -34,7 +34,7 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
-from wam_ros.ros.qos import (COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS,
+from wam_ros.ros.qos import (bag_profile, COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS,
                              LATCHED_QOS)
 
 SOURCES = ("synced", "raw")
@@ -87,8 +87,8 @@ class RecorderNode(Node):
                                   (f"{cam}/{depth_topic}", Image, EVERY_SET_QOS),
                                   (f"{cam}/color/camera_info", CameraInfo, EVERY_MESSAGE_QOS),
                                   (f"{cam}/{depth_info}", CameraInfo, EVERY_MESSAGE_QOS)]
-        topics = {self.resolve_topic_name(topic).lstrip("/"): _bag_type(msg_type)
-                  for topic, msg_type, _ in subscriptions}
+        # fully qualified, as `ros2 bag record` stores them (`ros2 bag play --topics /joint_states`)
+        topics = {self.resolve_topic_name(topic): _bag_type(msg_type) for topic, msg_type, _ in subscriptions}
         metadata = {"robot": robot.name, "source": source, "cameras": cameras, "joint_names": robot.joint_names,
                     "sim": bool(self.get_parameter("use_sim_time").value),
                     "calibration": {cam.name: {"parent": cam.parent, "xyz": list(cam.pose.xyz), "rpy": list(cam.pose.rpy)}
@@ -140,11 +140,16 @@ class RecorderNode(Node):
     def _start(self) -> tuple[bool, str]:
         try:
             path = self.recorder.start_episode(self._now_ns(), self.get_parameter("instruction").value,
-                                               self.get_parameter("teleop").value)
+                                               self.get_parameter("teleop").value, self._offered_qos())
         except RecorderError as exc:
             self.get_logger().error(f"cannot start an episode: {exc}")
             return False, str(exc)
         return True, str(path)
+
+    def _offered_qos(self) -> dict[str, list[dict]]:
+        """Each recorded topic's publishers' QoS now (none yet: an empty list, as rosbag2 stores it)."""
+        return {topic: [bag_profile(info.qos_profile) for info in self.get_publishers_info_by_topic(topic)]
+                for topic in self.recorder.topics}
 
     def _stop(self, outcome: str) -> tuple[bool, str]:
         try:
