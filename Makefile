@@ -13,8 +13,21 @@ export MUJOCO_GL ?= egl
 SOURCES := $(shell find wam_ros config urdf launch models -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
 MSGS := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt
 
-.PHONY: setup demo test bench urdf clean
+# LeRobot's own code for the interoperability tests (Python >= 3.12: python3.12 or pyenv's)
+LEROBOT_VENV := .venv-lerobot
+PYTHON312 ?= $(shell for p in $$(command -v python3.12 python3.13) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.1[2-9]*/bin/python 2>/dev/null); do \
+  $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && echo $$p && break; done)
+
+.PHONY: setup lerobot demo test bench urdf clean
 setup: $(VENV)/.installed
+
+lerobot: $(LEROBOT_VENV)/.installed
+
+$(LEROBOT_VENV)/.installed: requirements/lerobot.txt
+	@[ -n "$(PYTHON312)" ] || { echo "make lerobot: needs Python >= 3.12 (python3.12, or PYTHON312=/path/to/python)"; exit 1; }
+	[ -x $(LEROBOT_VENV)/bin/python ] || $(PYTHON312) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/python -m pip install -q -r requirements/lerobot.txt
+	touch $@
 
 $(VENV)/.apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -53,7 +66,7 @@ $(VENV)/.installed: $(SOURCES) $(VENV)/.msgs
 demo: setup
 	$(VENV)/bin/wam-ros demo --robot $(ROBOT) --out out/demo $(if $(TRAIN),--train)
 
-test: setup
+test: setup lerobot
 	$(VENV)/bin/pytest -q test --durations=30
 
 bench: setup
@@ -63,4 +76,4 @@ urdf: setup
 	$(VENV)/bin/wam-ros urdf --out urdf
 
 clean:
-	rm -rf $(VENV) build out *.egg-info
+	rm -rf $(VENV) $(LEROBOT_VENV) build out *.egg-info

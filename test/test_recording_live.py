@@ -17,10 +17,12 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from conftest import ProbeNode, stop_process
+from lerobot_venv import lerobot_side, run_lerobot, save_expected
 from rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.data.bag import typestore
 from wam_ros.data.episodes import index_episode, iter_frames
-from wam_ros.data.export import ExportConfig, export_hdf5, export_lerobot, load_hdf5, load_lerobot
+from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5
+from wam_ros.data.lerobot import export_lerobot, load_lerobot
 from wam_ros.model.episodes import load_dataset
 from wam_ros.msg import ActionChunk, MultiViewRGBD
 from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, EVERY_SET_QOS, JOINT_STATE_QOS
@@ -281,3 +283,37 @@ def test_the_episode_bag_is_what_ros2_bag_record_writes(recorded):
     assert offered["/lab/joint_states"] and all(q["durability"] == "volatile" and q["reliability"] == "reliable"
                                                 for q in offered["/lab/joint_states"])
     assert offered["/wam_ros/episode_events"] == []  # the recorder's own: no publisher
+
+
+def test_lerobot_loads_edits_and_trains_on_the_export(recorded, tmp_path):
+    """LeRobot 0.6.1 itself (its own venv): LeRobotDataset reads every frame with the bag's values
+    (state, action exactly; depth to the millimetre; the instruction as the task), delete_episodes
+    edits the export, and lerobot-train runs ACT on it."""
+    path, _ = recorded
+    index = index_episode(path, fps=15.0)
+    frames = list(iter_frames(index))
+    episode = {"state": index.state, "action": index.action, "task": index.task,
+               "rgb": np.stack([np.stack([f[1][c] for c in index.cameras]) for f in frames]),
+               "depth": np.stack([np.stack([f[2][c] for c in index.cameras]) for f in frames])}
+    assert episode["depth"].max() <= 4095  # the export's depth is exact up to 4.095 m
+    dataset = tmp_path / "dataset"
+    result = export_lerobot([path, path], dataset, ExportConfig(progress=False), robot="franka")
+    save_expected(tmp_path / "expected.npz", index.cameras, index.joint_names, 15.0, [episode, episode])
+    report = lerobot_side("check", dataset, tmp_path / "expected.npz", tmp_path / "check.json")
+    assert report["frames"] == 2 * len(index) and report["episodes"] == 2
+    assert report["depth_max_abs_error_mm"] == 0.0
+    assert report["rgb_mean_abs_error_max"] < 4.0  # h264 at crf 18
+    assert report["edited_frames"] == len(index)
+    assert {f"observation.images.{c}" for c in index.cameras} <= set(report["stats_keys"])
+    # a keyframe every second frame (random access decodes at most one extra frame)
+    import av
+    with av.open(str(dataset / "videos" / f"observation.images.{index.cameras[0]}" / "chunk-000" / "file-000.mp4")) as c:
+        keyframes = [p.is_keyframe for p in c.demux(video=0) if p.size]
+    assert all(keyframes[::2]) and len(keyframes) == 2 * len(index)
+    run_lerobot("lerobot-train", "--policy.type=act", "--dataset.repo_id=local/wam_ros_export",
+                f"--dataset.root={dataset}", "--dataset.video_backend=pyav", "--policy.device=cpu",
+                "--policy.push_to_hub=false", "--policy.pretrained_backbone_weights=null", "--policy.chunk_size=5",
+                "--policy.n_action_steps=5", "--policy.dim_model=64", "--policy.n_encoder_layers=1",
+                "--policy.n_decoder_layers=1", "--policy.dim_feedforward=128", "--steps=2", "--batch_size=2",
+                "--num_workers=0", "--log_freq=1", "--save_checkpoint=false", "--wandb.enable=false",
+                f"--output_dir={tmp_path / 'act'}", f"--policy.input_features={result['lerobot_rgb_policy_input_features']}")

@@ -169,11 +169,11 @@ def cmd_data(args) -> int:
     try:
         if args.command == "export":
             from wam_ros.data.episodes import episode_paths
-            from wam_ros.data.export import EXPORTERS, ExportConfig
+            from wam_ros.data.export import ExportConfig, exporter
 
             cfg = ExportConfig(fps=args.fps, gamma=args.gamma, gate_window=args.gate_window,
                                video_codec=args.video_codec, include_failures=not args.successes_only)
-            result = EXPORTERS[args.format](episode_paths(args.bags), args.out, cfg, overwrite=args.overwrite)
+            result = exporter(args.format)(episode_paths(args.bags), args.out, cfg, overwrite=args.overwrite)
         elif args.dataset_command == "info":
             from wam_ros.data.summary import dataset_info
 
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="dataset directory")
     p.add_argument("--fps", type=float, default=15.0, help="frame rate to resample to (from the message stamps)")
     p.add_argument("--video-codec", default="h264", choices=["h264", "av1", "lossless"],
-                   help="lerobot color videos (depth is always lossless FFV1)")
+                   help="lerobot colour videos (depth: LeRobot's depth map, millimetres up to 4.095 m)")
     p.add_argument("--gamma", type=float, default=0.99, help="discount of the Monte Carlo value targets")
     p.add_argument("--gate-window", type=int, default=20, help="gate labels: frames around a gripper event")
     p.add_argument("--successes-only", action="store_true", help="leave out failed and partial episodes")

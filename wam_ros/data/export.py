@@ -6,11 +6,7 @@ interaction labels +-20 frames around a gripper open<->close event of either arm
 exported here and one built in memory train identically. Both load back as
 wam_ros.model.episodes.Episode lists (`load_dataset` dispatches on the layout).
 
-LeRobot v3 layout (one data file and one video file per camera, episodes concatenated):
-  meta/info.json  meta/stats.json  meta/tasks.parquet  meta/episodes/chunk-000/file-000.parquet
-  data/chunk-000/file-000.parquet
-  videos/observation.images.<cam>/chunk-000/file-000.mp4     color (h264, av1, or lossless RGB)
-  videos/observation.depth.<cam>/chunk-000/file-000.mp4      depth, FFV1 gray16le (lossless mm)
+LeRobot v3.0: see wam_ros.data.lerobot.
 ALOHA HDF5: episode_<i>.hdf5 with /observations/qpos, /observations/qvel,
   /observations/images/<cam> (T, H, W, 3) uint8, /observations/depth/<cam> (T, H, W) uint16,
   /action, /value_target, /gate_label; attrs sim, compress, fps, task, success, joint_names.
@@ -25,11 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import av
 import h5py
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from wam_ros import __version__
@@ -37,19 +30,10 @@ from wam_ros.data.bag import BagError
 from wam_ros.data.episodes import EpisodeIndex, index_episode, iter_frames
 from wam_ros.model.action_space import gripper_columns
 from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
-from wam_ros.model.normalization import statistics
 from wam_ros.model.targets import frame_targets
 
 FORMATS = ("lerobot", "hdf5")
-VIDEO_CODECS = {  # name -> (ffmpeg encoder, pixel format, options)
-    "h264": ("libx264", "yuv420p", {"crf": "18", "preset": "veryfast"}),
-    "av1": ("libsvtav1", "yuv420p", {"crf": "30", "preset": "8"}),
-    "lossless": ("libx264rgb", "rgb24", {"crf": "0", "preset": "veryfast"}),
-}
-DEPTH_CODEC = ("ffv1", "gray16le")
-CHUNK = "chunk-000/file-000"
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+VIDEO_CODECS = ("h264", "av1", "lossless")  # LeRobot colour video (wam_ros.data.lerobot.COLOR_CODECS)
 
 
 @dataclass(frozen=True)
@@ -58,7 +42,7 @@ class ExportConfig:
     gamma: float = 0.99
     gate_window: int = 20
     reward: str = "success"            # value_target column: success, or stages (the recorded stage markers)
-    video_codec: str = "h264"
+    video_codec: str = "h264"          # LeRobot colour video: h264, av1 or lossless (RGB)
     include_failures: bool = True      # failed and partial episodes teach the value head what failing looks like
     progress: bool = True
 
@@ -75,7 +59,7 @@ def targets(index: EpisodeIndex, cfg: ExportConfig) -> tuple[np.ndarray, np.ndar
                          cfg.reward, gamma=cfg.gamma, window=cfg.gate_window)
 
 
-def _indices(paths: Iterable[Path], cfg: ExportConfig) -> list[EpisodeIndex]:
+def episode_indices(paths: Iterable[Path], cfg: ExportConfig) -> list[EpisodeIndex]:
     out = []
     for path in paths:
         index = index_episode(path, cfg.fps)
@@ -92,37 +76,11 @@ def _indices(paths: Iterable[Path], cfg: ExportConfig) -> list[EpisodeIndex]:
     return out
 
 
-def _bar(total: int, desc: str, cfg: ExportConfig):
+def progress_bar(total: int, desc: str, cfg: ExportConfig):
     return tqdm(total=total, desc=desc, unit="frame", disable=not cfg.progress, file=sys.stderr, leave=False)
 
 
-class _VideoWriter:
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], codec: tuple[str, str, dict], pix_in: str):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(path), "w")
-        self.stream = self.container.add_stream(codec[0], rate=int(round(fps)))
-        self.stream.height, self.stream.width = size
-        self.stream.pix_fmt = codec[1]
-        self.stream.options = dict(codec[2])
-        self.pix_in = pix_in
-
-    def write(self, array: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=self.pix_in)
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-
-
-def read_video(path: Path, pix: str) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format=pix) for f in container.decode(video=0)])
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise BagError(f"{out}: exists and is not empty (use --overwrite)")
@@ -130,132 +88,11 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _feature(dtype: str, shape: list[int], names: Any = None, info: dict | None = None) -> dict:
-    f: dict[str, Any] = {"dtype": dtype, "shape": shape, "names": names}
-    if info:
-        f["info"] = info
-    return f
-
-
-def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = "", overwrite: bool = False) -> dict:
-    indices = _indices(paths, cfg)
-    out = Path(out)
-    _prepare_out(out, overwrite)
-    first = indices[0]
-    tasks = sorted({ix.task for ix in indices})
-    task_index = {t: i for i, t in enumerate(tasks)}
-    color = VIDEO_CODECS[cfg.video_codec]
-    color_writers: dict[str, _VideoWriter] = {}
-    depth_writers: dict[str, _VideoWriter] = {}
-    rows: dict[str, list] = {k: [] for k in ("observation.state", "action", "timestamp", "frame_index", "episode_index",
-                                              "index", "task_index", "value_target", "gate_label", "next.done")}
-    episodes_meta = []
-    image_sizes: dict[str, tuple[int, int]] = {}
-    total = 0
-    bar = _bar(sum(len(ix) for ix in indices), "export lerobot", cfg)
-    try:
-        for e, ix in enumerate(indices):
-            value, gate = targets(ix, cfg)
-            start_ts = total / cfg.fps
-            for k, colors, depths in iter_frames(ix):
-                for cam in ix.cameras:
-                    rgb = colors[cam]
-                    if cam not in color_writers:
-                        image_sizes[cam] = rgb.shape[:2]
-                        color_writers[cam] = _VideoWriter(
-                            out / VIDEO_PATH.format(video_key=f"observation.images.{cam}", chunk_index=0, file_index=0),
-                            cfg.fps, rgb.shape[:2], color, "rgb24")
-                    if rgb.shape[:2] != image_sizes[cam]:
-                        raise BagError(f"{ix.path}: {cam} images are {rgb.shape[:2]}, earlier {image_sizes[cam]}")
-                    color_writers[cam].write(rgb)
-                    if cam in depths:
-                        if cam not in depth_writers:
-                            depth_writers[cam] = _VideoWriter(
-                                out / VIDEO_PATH.format(video_key=f"observation.depth.{cam}", chunk_index=0, file_index=0),
-                                cfg.fps, depths[cam].shape[:2], (*DEPTH_CODEC, {}), "gray16le")
-                        depth_writers[cam].write(depths[cam])
-                rows["observation.state"].append(ix.state[k].astype(np.float32))
-                rows["action"].append(ix.action[k].astype(np.float32))
-                rows["timestamp"].append(np.float32(k / cfg.fps))
-                rows["frame_index"].append(k)
-                rows["episode_index"].append(e)
-                rows["index"].append(total + k)
-                rows["task_index"].append(task_index[ix.task])
-                rows["value_target"].append(value[k])
-                rows["gate_label"].append(gate[k])
-                rows["next.done"].append(k == len(ix) - 1)
-                bar.update(1)
-            meta = {"episode_index": e, "tasks": [ix.task], "length": len(ix), "data/chunk_index": 0,
-                    "data/file_index": 0, "dataset_from_index": total, "dataset_to_index": total + len(ix),
-                    "success": ix.success, "outcome": str(ix.record.get("outcome", "")),
-                    "stage_frames": list(ix.stage_frames), "teleop": str(ix.record.get("teleop", "")),
-                    "source_bag": str(ix.path.resolve())}
-            for key in [*(f"observation.images.{c}" for c in ix.cameras), *(f"observation.depth.{c}" for c in depth_writers)]:
-                meta.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
-                             f"videos/{key}/from_timestamp": start_ts,
-                             f"videos/{key}/to_timestamp": start_ts + len(ix) / cfg.fps})
-            episodes_meta.append(meta)
-            total += len(ix)
-    finally:
-        bar.close()
-        for writer in [*color_writers.values(), *depth_writers.values()]:
-            writer.close()
-    (out / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    table = pa.table({k: pa.array(np.stack(v).tolist() if k in ("observation.state", "action") else v,
-                                  type=pa.list_(pa.float32()) if k in ("observation.state", "action") else None)
-                      for k, v in rows.items()})
-    pq.write_table(table, out / DATA_PATH.format(chunk_index=0, file_index=0))
-    (out / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(episodes_meta), out / "meta" / "episodes" / f"{CHUNK}.parquet")
-    pq.write_table(pa.table({"task_index": list(range(len(tasks))), "task": tasks}), out / "meta" / "tasks.parquet")
-
-    names = first.joint_names
-    features = {
-        "observation.state": _feature("float32", [len(names)], names),
-        "action": _feature("float32", [len(names)], names),
-        "timestamp": _feature("float32", [1]), "frame_index": _feature("int64", [1]),
-        "episode_index": _feature("int64", [1]), "index": _feature("int64", [1]), "task_index": _feature("int64", [1]),
-        "value_target": _feature("float32", [1]), "gate_label": _feature("float32", [1]), "next.done": _feature("bool", [1]),
-    }
-    for cam, (h, w) in image_sizes.items():
-        features[f"observation.images.{cam}"] = _feature(
-            "video", [h, w, 3], ["height", "width", "channels"],
-            {"video.fps": cfg.fps, "video.height": h, "video.width": w, "video.channels": 3, "video.codec": color[0],
-             "video.pix_fmt": color[1], "video.is_depth_map": False, "has_audio": False})
-    for cam, writer in depth_writers.items():
-        features[f"observation.depth.{cam}"] = _feature(
-            "video", [writer.stream.height, writer.stream.width, 1], ["height", "width", "channels"],
-            {"video.fps": cfg.fps, "video.codec": DEPTH_CODEC[0], "video.pix_fmt": DEPTH_CODEC[1],
-             "video.is_depth_map": True, "depth.unit": "mm", "has_audio": False})
-    info = {"codebase_version": "v3.0", "robot_type": robot or str(first.record.get("robot", "")),
-            "total_episodes": len(indices), "total_frames": total, "total_tasks": len(tasks), "chunks_size": 1000,
-            "data_files_size_in_mb": 100, "video_files_size_in_mb": 500, "fps": cfg.fps,
-            "splits": {"train": f"0:{len(indices)}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
-            "features": features,
-            "wam_ros": {"software": f"wam_ros {__version__}", "action_space": "joint_position",
-                        "cameras": first.cameras, "intrinsics": first.intrinsics, "gamma": cfg.gamma,
-                        "gate_window": cfg.gate_window, "calibration": first.record.get("calibration", {})}}
-    (out / "meta" / "info.json").write_text(json.dumps(info, indent=2))
-    stats = dataset_statistics(np.stack(rows["observation.state"]), np.stack(rows["action"]),
-                               np.asarray(rows["value_target"]), np.asarray(rows["gate_label"]))
-    (out / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
-    return {"format": "lerobot", "path": str(out), "episodes": len(indices), "frames": total, "cameras": first.cameras}
-
-
-def dataset_statistics(state: np.ndarray, action: np.ndarray, value: np.ndarray, gate: np.ndarray) -> dict:
-    """Per-feature statistics with q01/q99 (what the normaliser uses) and counts."""
-    out = {}
-    for key, values in (("observation.state", state), ("action", action), ("value_target", value[:, None]),
-                        ("gate_label", gate[:, None])):
-        out[key] = {**statistics(values), "count": [int(len(values))]}
-    return out
-
-
 def export_hdf5(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = "", overwrite: bool = False) -> dict:
-    indices = _indices(paths, cfg)
+    indices = episode_indices(paths, cfg)
     out = Path(out)
-    _prepare_out(out, overwrite)
-    bar = _bar(sum(len(ix) for ix in indices), "export hdf5", cfg)
+    prepare_out(out, overwrite)
+    bar = progress_bar(sum(len(ix) for ix in indices), "export hdf5", cfg)
     total = 0
     try:
         for e, ix in enumerate(indices):
@@ -293,14 +130,18 @@ def export_hdf5(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = ""
             "cameras": indices[0].cameras}
 
 
-EXPORTERS: dict[str, Callable[..., dict]] = {"lerobot": export_lerobot, "hdf5": export_hdf5}
+def exporter(fmt: str) -> Callable[..., dict]:
+    """The export function of a format (FORMATS)."""
+    if fmt == "lerobot":
+        from wam_ros.data.lerobot import export_lerobot  # it builds on this module
+
+        return export_lerobot
+    if fmt == "hdf5":
+        return export_hdf5
+    raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
 # --- loading exported datasets as training episodes --------------------------------------------
-def is_lerobot(path: Path) -> bool:
-    return (Path(path) / "meta" / "info.json").is_file()
-
-
 def is_hdf5(path: Path) -> bool:
     return bool(sorted(Path(path).glob("episode_*.hdf5")))
 
@@ -332,50 +173,6 @@ class DatasetSummary:
     successes: list[bool]
     tasks: list[str]
     image_size: tuple[int, int]
-
-
-def _lerobot_meta(info: dict) -> DatasetMeta:
-    features = info["features"]
-    names = features["observation.state"]["names"]
-    cameras = info.get("wam_ros", {}).get("cameras") or [k.split(".", 2)[2] for k in features
-                                                          if k.startswith("observation.images.")]
-    return DatasetMeta(cameras=list(cameras), state_names=list(names), action_names=list(names),
-                       action_space="joint_position", fps=float(info["fps"]))
-
-
-def summarize_lerobot(path: Path) -> DatasetSummary:
-    path = Path(path)
-    info = json.loads((path / "meta" / "info.json").read_text())
-    meta = _lerobot_meta(info)
-    episodes = pq.read_table(path / "meta" / "episodes" / f"{CHUNK}.parquet").to_pylist()
-    shape = info["features"][f"observation.images.{meta.cameras[0]}"]["shape"]
-    return DatasetSummary(meta, [int(e["length"]) for e in episodes], [bool(e["success"]) for e in episodes],
-                          sorted({t for e in episodes for t in e["tasks"]}), (int(shape[0]), int(shape[1])))
-
-
-def load_lerobot(path: Path) -> tuple[DatasetMeta, list[Episode]]:
-    path = Path(path)
-    info = json.loads((path / "meta" / "info.json").read_text())
-    meta = _lerobot_meta(info)
-    cameras, features = meta.cameras, info["features"]
-    data = pq.read_table(path / DATA_PATH.format(chunk_index=0, file_index=0)).to_pydict()
-    episodes_meta = pq.read_table(path / "meta" / "episodes" / f"{CHUNK}.parquet").to_pylist()
-    tasks = pq.read_table(path / "meta" / "tasks.parquet").to_pydict()
-    task_of = dict(zip(tasks["task_index"], tasks["task"]))
-    color = {c: read_video(path / VIDEO_PATH.format(video_key=f"observation.images.{c}", chunk_index=0, file_index=0),
-                           "rgb24") for c in cameras}
-    depth = {c: read_video(path / VIDEO_PATH.format(video_key=f"observation.depth.{c}", chunk_index=0, file_index=0),
-                           "gray16le") for c in cameras if f"observation.depth.{c}" in features}
-    state, action = np.asarray(data["observation.state"]), np.asarray(data["action"])
-    episodes = []
-    for episode in episodes_meta:
-        a, b = episode["dataset_from_index"], episode["dataset_to_index"]
-        episodes.append(Episode(
-            rgb=np.stack([color[c][a:b] for c in cameras], axis=1), state=state[a:b].astype(np.float64),
-            action=action[a:b].astype(np.float64), task=task_of[data["task_index"][a]],
-            success=bool(episode["success"]), stage_frames=[int(f) for f in episode.get("stage_frames") or []],
-            depth=np.stack([depth[c][a:b] for c in cameras], axis=1) if len(depth) == len(cameras) else None))
-    return meta, episodes
 
 
 def _hdf5_episodes(path: Path) -> Iterator[tuple[h5py.File, DatasetMeta]]:

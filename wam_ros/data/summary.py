@@ -11,7 +11,8 @@ from PIL import Image as PILImage, ImageDraw
 
 from wam_ros.data.bag import BagError
 from wam_ros.data.episodes import episode_paths, index_episode, iter_frames
-from wam_ros.data.export import is_hdf5, is_lerobot, summarize_hdf5, summarize_lerobot
+from wam_ros.data.export import is_hdf5, summarize_hdf5
+from wam_ros.data.lerobot import is_lerobot, summarize_lerobot
 from wam_ros.data.images import colorize_depth
 from wam_ros.model.episodes import Episode, load_dataset
 

@@ -171,10 +171,10 @@ def load_dataset(directory: Path, lazy: bool = False) -> tuple[DatasetMeta, list
     """The dataset's meta and episodes; with lazy, the rgb and depth of npy-layout episodes stay on
     disk as LazyFrames (everything else is read into memory)."""
     directory = Path(directory)
-    from wam_ros.data import export  # the exporters build on this module's types
+    from wam_ros.data import export, lerobot  # the exporters build on this module's types
 
-    if export.is_lerobot(directory) or export.is_hdf5(directory):
-        meta, episodes = (export.load_lerobot if export.is_lerobot(directory) else export.load_hdf5)(directory)
+    if lerobot.is_lerobot(directory) or export.is_hdf5(directory):
+        meta, episodes = (lerobot.load_lerobot if lerobot.is_lerobot(directory) else export.load_hdf5)(directory)
         for i, ep in enumerate(episodes):
             ep.check(meta, f"{directory} episode {i}")
         return meta, episodes

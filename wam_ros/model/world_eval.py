@@ -420,12 +420,12 @@ def dataset_intrinsics(directory: Path, cameras: Sequence[str]) -> dict[str, tup
     """camera -> (K, (height, width) it belongs to) from what `wam-ros export` stores with a dataset
     (LeRobot v3 info.json, ALOHA HDF5 attributes, both from the bags' CameraInfo); None for a
     dataset without them (the .npz layout)."""
-    from wam_ros.data import export
+    from wam_ros.data import export, lerobot
 
     directory = Path(directory)
-    if export.is_lerobot(directory):
+    if lerobot.is_lerobot(directory):
         info = json.loads((directory / "meta" / "info.json").read_text())
-        stored = info.get("wam_ros", {}).get("intrinsics") or {}
+        stored = lerobot.extras(directory).get("intrinsics") or {}
         sizes = {c: tuple(info["features"][f"observation.images.{c}"]["shape"][:2]) for c in cameras
                  if f"observation.images.{c}" in info["features"]}
     elif export.is_hdf5(directory):
