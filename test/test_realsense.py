@@ -64,9 +64,10 @@ def test_software_device_framesets_become_rgbd_frames(depth_units):
     assert np.diff(stamps) == pytest.approx(0.0333, abs=1e-4) and 100.0 - 0.1 < stamps[0] < 100.0 + 0.1
 
 
-def test_a_recording_plays_back_through_the_backend(tmp_path):
+@pytest.mark.parametrize("domain", [rs.timestamp_domain.hardware_clock, rs.timestamp_domain.global_time])
+def test_a_recording_plays_back_through_the_backend(tmp_path, domain):
     path = str(tmp_path / "session.db3")
-    cam = SoftwareCamera(0.001, recording=path)
+    cam = SoftwareCamera(0.001, recording=path, domain=domain)
     for k in range(10):
         cam.push(k, 1000.0 + k * 33.3, *frames(k, 0.001))
         try:
@@ -79,6 +80,7 @@ def test_a_recording_plays_back_through_the_backend(tmp_path):
     recorded = recorded_images(path)
     assert recorded["Color_0"] == recorded["Depth_0"] >= 5, f"rs.recorder kept too few frames: {recorded}"
     backend = RealSenseCamera(RealSenseSettings(rosbag_filename=path))
+    opened_at = time.time()
     backend.open()
     played = []
     try:
@@ -99,6 +101,11 @@ def test_a_recording_plays_back_through_the_backend(tmp_path):
     assert f.color[0, 0, 1] == f.frame_number % 256 and f.depth_mm[5, 5] == 700
     np.testing.assert_allclose(f.color_model.K[0, 0], 50.0)
     np.testing.assert_allclose(f.depth_model.K[1, 1], 51.0)  # recordings deliver depth as recorded
+    # replayed from now, in the recorded spacing, whatever the domain (a global-time recording
+    # stamped 1970 + 1 s would make every set downstream 56 years old)
+    stamps = np.array([p.stamp for p in played])
+    assert opened_at - 1.0 < stamps[0] < time.time() and np.all(np.diff(stamps) > 0.03)
+    assert stamps[-1] - stamps[0] == pytest.approx((numbers[-1] - numbers[0]) * 0.0333, abs=2e-3)
 
 
 def test_bad_settings_and_missing_sources_are_named(tmp_path):

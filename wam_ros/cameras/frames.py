@@ -52,10 +52,12 @@ def depth_to_mm(raw: np.ndarray, depth_scale: float) -> np.ndarray:
 class TimestampMapper:
     """Device timestamps (ms) to host seconds, never going backwards.
 
-    Host-referenced domains (RealSense global/system time, Orbbec system/global) pass through;
-    a device clock is mapped with the smallest observed host-minus-device offset (the frame with
-    the least transport delay), which follows the device clock without host-side jitter. A
-    recording read faster than real time keeps the offset of its first frame (`anchored`).
+    Live: host-referenced domains (RealSense global/system time, Orbbec system/global) pass
+    through; a device clock is mapped with the smallest observed host-minus-device offset (the
+    frame with the least transport delay), which follows the device clock without host-side jitter.
+    A recording (`anchored`) is replayed from now on in every domain: its first frame is mapped to
+    the host time it is read at and the rest keep their recorded spacing (a recorded global time
+    is the recording's past, not now).
     """
 
     def __init__(self, anchored: bool = False):
@@ -65,7 +67,7 @@ class TimestampMapper:
 
     def __call__(self, device_ms: float, host_referenced: bool, host_now: float) -> float:
         t = device_ms / 1000.0
-        if not host_referenced:
+        if self._anchored or not host_referenced:
             if not (self._anchored and math.isfinite(self._offset)):
                 self._offset = min(self._offset, host_now - t)
             t += self._offset
