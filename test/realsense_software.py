@@ -7,6 +7,7 @@ import numpy as np
 import pyrealsense2 as rs
 
 W, H = 64, 48
+SERIAL, FIRMWARE = "123622270123", "5.16.0.1"
 
 
 def intrinsics(model=None) -> rs.intrinsics:
@@ -21,6 +22,9 @@ class SoftwareCamera:
     def __init__(self, depth_units: float = 0.001, recording: str | None = None,
                  domain=rs.timestamp_domain.hardware_clock):
         self.device = rs.software_device()
+        for info, value in ((rs.camera_info.name, "Intel RealSense D435 (software device)"),
+                            (rs.camera_info.serial_number, SERIAL), (rs.camera_info.firmware_version, FIRMWARE)):
+            self.device.register_info(info, value)
         self.depth_units, self.domain = depth_units, domain
         self.depth_sensor = self.device.add_sensor("Depth")
         self.color_sensor = self.device.add_sensor("Color")

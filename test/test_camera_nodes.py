@@ -15,7 +15,7 @@ from sensor_msgs.msg import CameraInfo, Image
 pytest.importorskip("pyrealsense2")
 
 from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process  # noqa: E402
-from realsense_software import H, W, SoftwareCamera  # noqa: E402
+from realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
 from wam_ros.ros.conversions import from_time, image_array  # noqa: E402
 from wam_ros.ros.qos import CAMERA_INFO_QOS, IMAGE_QOS  # noqa: E402
 
@@ -89,6 +89,9 @@ def test_realsense_node_keeps_retrying_until_its_source_appears(tmp_path):
         record(staging, 6)
         staging.rename(path)  # the source appears whole, as a plugged-in camera does
         assert probe.spin_until(lambda: len(images) >= 6, 30.0), len(images)
+        # the opened source names itself: serial as the hardware id, firmware among the values
+        assert probe.spin_until(lambda: statuses[-1].hardware_id == SERIAL, 10.0), statuses[-1]
+        assert {v.key: v.value for v in statuses[-1].values}["firmware_version"] == FIRMWARE
     finally:
         try:
             stop_process(process)

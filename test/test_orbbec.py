@@ -73,5 +73,5 @@ def test_intrinsics_and_depth_scale_map_to_ros_conventions():
 
 
 def test_opening_without_a_device_fails_with_its_serial():
-    with pytest.raises(ConnectionError, match="Orbbec camera CP1234: no such device connected"):
+    with pytest.raises(ConnectionError, match="Orbbec camera CP1234: not connected; connected Orbbec cameras: none"):
         OrbbecCamera(OrbbecSettings(serial_number="CP1234")).open()

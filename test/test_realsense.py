@@ -11,7 +11,7 @@ import pytest
 
 rs = pytest.importorskip("pyrealsense2")
 
-from realsense_software import H, W, SoftwareCamera  # noqa: E402
+from realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
 from wam_ros.cameras.frames import TimestampMapper  # noqa: E402
 from wam_ros.cameras.realsense import RealSenseCamera, RealSenseSettings, frameset_to_rgbd  # noqa: E402
 from wam_ros.config import ConfigError  # noqa: E402
@@ -96,6 +96,7 @@ def test_a_recording_plays_back_through_the_backend(tmp_path, domain):
         backend.close()
     numbers = [f.frame_number for f in played]
     assert len(played) == recorded["Color_0"], (numbers, recorded)  # every recorded pair, once
+    assert backend.device_info["serial_number"] == SERIAL and backend.device_info["firmware_version"] == FIRMWARE
     assert numbers == sorted(set(numbers)), "playback frames repeated or out of order"
     f = played[-1]
     assert f.color[0, 0, 1] == f.frame_number % 256 and f.depth_mm[5, 5] == 700
@@ -115,5 +116,9 @@ def test_bad_settings_and_missing_sources_are_named(tmp_path):
         RealSenseSettings(inter_cam_sync_mode=7)
     with pytest.raises(ConnectionError, match="RealSense recording .*missing.db3"):
         RealSenseCamera(RealSenseSettings(rosbag_filename=str(tmp_path / "missing.db3"))).open()
-    with pytest.raises(ConnectionError, match="RealSense camera 123456789"):
+    # no camera on this machine: said at once (pipeline.start would take seconds), with what is connected
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="RealSense camera 123456789: not connected; connected RealSense "
+                                              "cameras: none"):
         RealSenseCamera(RealSenseSettings(serial_no="123456789")).open()
+    assert time.monotonic() - start < 5.0

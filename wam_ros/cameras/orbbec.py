@@ -119,20 +119,27 @@ class OrbbecCamera:
         self._pipeline = None
         self._align = None
         self._mapper = TimestampMapper()
+        self.device_info: dict[str, str] = {}  # of the opened device
 
     def open(self) -> None:
         import pyorbbecsdk as ob
 
         s = self.settings
         devices = ob.Context().query_devices()
-        device = None
+        device, serials = None, []
         for k in range(devices.get_count()):
             candidate = devices.get_device_by_index(k)
-            if not s.serial_number or candidate.get_device_info().get_serial_number() == s.serial_number:
+            serials.append(candidate.get_device_info().get_serial_number())
+            if device is None and (not s.serial_number or serials[-1] == s.serial_number):
                 device = candidate
-                break
         if device is None:
-            raise ConnectionError(f"Orbbec camera {s.serial_number or '(any)'}: no such device connected")
+            raise ConnectionError(f"Orbbec camera {s.serial_number or '(any)'}: not connected; connected Orbbec "
+                                  f"cameras: {', '.join(serials) or 'none'}"
+                                  + (" (set serial_number to one of them)" if serials else ""))
+        info = device.get_device_info()
+        self.device_info = {"name": info.get_name(), "serial_number": info.get_serial_number(),
+                            "firmware_version": info.get_firmware_version(),
+                            "connection_type": info.get_connection_type()}
         device.set_multi_device_sync_config(sync_config(s))
         pipeline = ob.Pipeline(device)
         config = ob.Config()

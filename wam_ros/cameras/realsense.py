@@ -40,6 +40,25 @@ class RealSenseSettings:
                               f"{', '.join(f'{k} ({v})' for k, v in SYNC_MODES.items())}")
 
 
+DEVICE_INFO = ("name", "serial_number", "firmware_version", "usb_type_descriptor", "product_line")
+
+
+def device_info(device) -> dict[str, str]:
+    """What a librealsense device (live or a recording's) says about itself, for /diagnostics."""
+    import pyrealsense2 as rs
+
+    return {key: device.get_info(getattr(rs.camera_info, key)) for key in DEVICE_INFO
+            if device.supports(getattr(rs.camera_info, key))}
+
+
+def connected_serials() -> list[str]:
+    """Serial numbers of the RealSense cameras on this machine (answers in tens of milliseconds)."""
+    import pyrealsense2 as rs
+
+    return [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()
+            if d.supports(rs.camera_info.serial_number)]
+
+
 def camera_model(intrinsics) -> CameraModel:
     K = np.array([[intrinsics.fx, 0.0, intrinsics.ppx], [0.0, intrinsics.fy, intrinsics.ppy], [0.0, 0.0, 1.0]])
     model = str(intrinsics.model).split(".")[-1]
@@ -84,6 +103,7 @@ class RealSenseCamera:
         self._align = None
         self._mapper = TimestampMapper()
         self._last_frame_number = -1
+        self.device_info: dict[str, str] = {}  # of the opened device or recording
 
     def open(self) -> None:
         if self.settings.rosbag_filename:
@@ -116,6 +136,7 @@ class RealSenseCamera:
             sensor.start(self._queue)
         playback.resume()
         self._playback = device
+        self.device_info = {**device_info(device), "recording": path}
         self._unpaired: dict[str, dict[float, object]] = {"color": {}, "depth": {}}
         self._pace_origin: tuple[float, float] | None = None  # (first recorded ms, host monotonic s)
 
@@ -154,6 +175,11 @@ class RealSenseCamera:
         import pyrealsense2 as rs
 
         s = self.settings
+        serials = connected_serials()  # before pipeline.start: it takes seconds to fail on a missing camera
+        if not serials or (s.serial_no and s.serial_no not in serials):
+            raise ConnectionError(f"RealSense camera {s.serial_no or '(any)'}: not connected; connected RealSense "
+                                  f"cameras: {', '.join(serials) or 'none'}"
+                                  + (" (set serial_no to one of them)" if serials else ""))
         config = rs.config()
         if s.serial_no:
             config.enable_device(s.serial_no)
@@ -166,6 +192,7 @@ class RealSenseCamera:
             profile = pipeline.start(config)
         except RuntimeError as exc:
             raise ConnectionError(f"RealSense camera {s.serial_no or '(any)'}: {exc}") from None
+        self.device_info = device_info(profile.get_device())
         for sensor in profile.get_device().query_sensors():
             if s.global_time_enabled and sensor.supports(rs.option.global_time_enabled):
                 sensor.set_option(rs.option.global_time_enabled, 1.0)

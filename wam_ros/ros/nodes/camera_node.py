@@ -58,7 +58,8 @@ class RGBDCameraNode(Node):
             try:
                 self.backend.open()
                 self._state, self._error = "streaming", ""
-                self.get_logger().info(f"{self.vendor} camera open")
+                self.get_logger().info(f"{self.vendor} camera open: "
+                                       + ", ".join(f"{k} {v}" for k, v in self.backend.device_info.items()))
                 pace = None  # playback: (first stamp, wall time) to replay at the recorded rate
                 if self.is_playback():
                     # a recording starts when someone listens, so that no frame is lost
@@ -100,11 +101,13 @@ class RGBDCameraNode(Node):
 
     def _publish_diagnostics(self) -> None:
         level = diag.OK if self._state == "streaming" else diag.ERROR if self._state == "disconnected" else diag.WARN
+        device = dict(self.backend.device_info)  # of the last device opened: kept while it is unplugged
         values = {"state": self._state, "error": self._error, "rate_hz": f"{self._meter.rate(time.monotonic()):.2f}",
-                  "frames": self._meter.count, "reconnect_attempts": self._reconnects, "depth_scale": self._depth_scale}
+                  "frames": self._meter.count, "reconnect_attempts": self._reconnects, "depth_scale": self._depth_scale,
+                  **device}
         self.diag_pub.publish(diag.array_msg(to_time(time.time()), [
-            diag.status(f"{self.get_fully_qualified_name()}: {self.vendor} camera", self.camera_name, level,
-                        self._error or self._state, values)]))
+            diag.status(f"{self.get_fully_qualified_name()}: {self.vendor} camera",
+                        device.get("serial_number") or self.camera_name, level, self._error or self._state, values)]))
 
     def destroy_node(self) -> None:
         self._stop.set()
