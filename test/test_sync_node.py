@@ -45,7 +45,8 @@ class Cameras(ProbeNode):
                                       DIAGNOSTICS_QOS)
 
     def publish(self, cam: str, t: float, depth_t: float | None = None, encoding: str = "rgb8", width: int = W,
-                truncate: bool = False, tamper: Callable[[Image, CameraInfo], None] | None = None) -> None:
+                truncate: bool = False, tamper: Callable[[Image, CameraInfo], None] | None = None,
+                depth_info: bool = True) -> None:
         color_pub, color_info_pub, depth_pub, depth_info_pub = self.pubs[cam]
         stamp, depth_stamp = to_time(t), to_time(t if depth_t is None else depth_t)
         pixels = np.zeros((H, width, 3), np.uint8)
@@ -56,14 +57,15 @@ class Cameras(ProbeNode):
             color.data = color.data[:-1]
         info = CameraInfo(width=W, height=H, k=[50.0, 0, 32, 0, 50.0, 24, 0, 0, 1])
         info.header.stamp = stamp
-        depth_info = CameraInfo(width=W, height=H, k=info.k)
-        depth_info.header.stamp = depth_stamp
+        depth_info_msg = CameraInfo(width=W, height=H, k=info.k)
+        depth_info_msg.header.stamp = depth_stamp
         if tamper is not None:  # breaks the color image or its CameraInfo
             tamper(color, info)
         color_pub.publish(color)
         color_info_pub.publish(info)
         depth_pub.publish(image_msg(np.full((H, W), 800, np.uint16), "16UC1", depth_stamp, f"{cam}_color_optical_frame"))
-        depth_info_pub.publish(depth_info)
+        if depth_info:
+            depth_info_pub.publish(depth_info_msg)
 
 
 @pytest.fixture
@@ -138,6 +140,38 @@ def test_a_silent_camera_gives_degraded_sets_of_the_others_and_bad_input_is_coun
                                           for s in cameras.diagnostics), 3.0)
     assert cameras.spin_until(lambda: any("rejected head/color data size" in {v.key for v in s.values}
                                           for s in cameras.diagnostics), 3.0)
+
+
+def test_every_camera_stopping_is_an_error_with_their_ages(cameras):
+    rng = np.random.default_rng(2)
+    stream(cameras, 15, rng)
+    assert cameras.spin_until(lambda: cameras.sets, 3.0)
+
+    def silent() -> list:
+        return [s for s in cameras.diagnostics if s.level == b"\x02" and s.message.startswith("no camera")]
+
+    assert cameras.spin_until(lambda: silent(), 5.0), [s.message for s in cameras.diagnostics[-3:]]
+    report = silent()[-1]
+    values = {v.key: v.value for v in report.values}
+    assert all(f"{cam} " in report.message and float(values[f"{cam}_age_s"]) > 0.3 for cam in CAMERAS), report
+    received, reports = len(cameras.sets), len(cameras.diagnostics)
+    stream(cameras, 75, rng, start=200.0)  # they come back, for 2.5 s
+    assert len(cameras.sets) > received and not cameras.sets[-1].degraded
+    assert any(s.level != b"\x02" for s in cameras.diagnostics[reports:]), \
+        [s.message for s in cameras.diagnostics[reports:]]
+
+
+def test_cameras_without_depth_camera_info_are_all_named(cameras):
+    rng = np.random.default_rng(3)
+    stream(cameras, 20, rng, overrides={"head": {"depth_info": False}, "right_wrist": {"depth_info": False}})
+    assert not cameras.sets  # a set needs every CameraInfo
+
+    def named() -> bool:
+        return any(s.level == b"\x02" and {v.key: v.value for v in s.values}.get("camera_info_missing")
+                   == "head/depth, right_wrist/depth" for s in cameras.diagnostics)
+
+    assert cameras.spin_until(named, 3.0), [s.message for s in cameras.diagnostics[-3:]]
+    assert "head/depth, right_wrist/depth" in cameras.diagnostics[-1].message
 
 
 def _no_pixels(image: Image, info: CameraInfo) -> None:

@@ -128,3 +128,16 @@ def test_per_stream_delay_offsets_pair_a_lagging_depth_with_its_color():
         sets += sync.add(0, t, ("color", frame))
         sets += sync.add(1, t + 0.015, ("depth", frame))  # depth stamped 15 ms late
     assert [(c[1][1], d[1][1]) for c, d in sets] == [(k, k) for k in range(len(sets))] and len(sets) >= 9
+
+
+def test_regrouping_keeps_the_queued_messages_of_the_streams_that_stay():
+    """A camera leaving or coming back: the other streams keep their queues, with the delays of
+    the new grouping applied to their stamps."""
+    both = ApproximateTimeSync(SyncConfig(("a", "b"), max_interval=0.005, delays=(0.0, 0.010)))
+    assert both.add(0, 1.000, "a0") == [] and both.add(0, 1.033, "a1") == []
+    assert both.pending() == [2, 0]
+    three = both.regrouped(SyncConfig(("a", "b", "c"), max_interval=0.005, delays=(0.0, 0.010, 0.0)))
+    assert three.pending() == [2, 0, 0]
+    assert three.add(1, 1.011, "b0") == []
+    sets = three.add(2, 1.001, "c0")
+    assert [[m for _, m in s] for s in sets] == [["a0", "b0", "c0"]]  # a0 was kept through the regrouping

@@ -81,6 +81,22 @@ class ApproximateTimeSync:
     def pending(self) -> list[int]:
         return [len(q) for q in self._queues]
 
+    def regrouped(self, config: SyncConfig) -> "ApproximateTimeSync":
+        """A sync over `config`'s streams that keeps what this one holds of the streams both have
+        (their queued messages, newest stamps, matched-until stamps and drop counts): a camera that
+        leaves or comes back does not cost the other cameras their queued frames."""
+        other = ApproximateTimeSync(config)
+        for j, name in enumerate(config.streams):
+            if name in self.config.streams:
+                i = self.config.streams.index(name)
+                shift = self.config.delay(i) - config.delay(j)  # queued stamps have this sync's delay removed
+                other._queues[j] = [(t + shift, m) for t, m in self._queues[i]]
+                other._newest[j] = self._newest[i] + shift
+                other._emitted_until[j] = self._emitted_until[i] + shift
+                other.stats.dropped[j] = self.stats.dropped[i]
+        other.stats.sets, other.stats.spreads = self.stats.sets, list(self.stats.spreads)
+        return other
+
     def _process(self) -> list[tuple[tuple[float, Any], ...]]:
         out = []
         while all(self._queues):

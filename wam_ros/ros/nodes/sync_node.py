@@ -9,7 +9,10 @@ Bad input is dropped before use, with a reason logged (throttled per cause) and 
 data size), a CameraInfo that is not a calibrated camera, stamps going backwards; at matching time
 an image size not matching its CameraInfo, or a missing CameraInfo. The checks are the ones
 policy_node applies to the sets (wam_ros.ros.conversions).
-A camera that stops is left out: the sets of the other cameras are published marked degraded.
+A camera that stops is left out: the sets of the other cameras are published marked degraded;
+when it comes back it is re-admitted with its next image, and the other cameras keep what they had
+queued. /diagnostics says ERROR, with each camera's age, when every camera has stopped, and names
+every camera whose CameraInfo never came.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class SyncNode(Node):
         self._last_seen: dict[str, float] = {}      # camera -> wall time of its last valid image
         self._first_image: float | None = None      # wall time of the first image of any camera
         self._active: tuple[str, ...] = ()
+        self._all_silent = False
         self._sync: ApproximateTimeSync | None = None
         self._problems: dict[str, int] = defaultdict(int)
         self._problem_logged: dict[str, float] = {}  # cause -> monotonic time of its last warning
@@ -155,7 +159,9 @@ class SyncNode(Node):
             self._first_image = self._last_seen[cam]
         self._rates[stream].tick(time.monotonic())
         if cam not in self._active:
-            return  # a camera coming back: the next check re-admits it
+            self._check_cameras()  # a camera coming back: re-admitted with this image
+            if cam not in self._active:
+                return
         for matched in self._sync.add(self._active_streams.index(stream), stamp, (msg, time.monotonic())):
             self._emit(matched)
 
@@ -187,9 +193,10 @@ class SyncNode(Node):
     def _rebuild(self, active: tuple[str, ...]) -> None:
         self._active = active
         self._active_streams = [s for s in self.streams if s[0] in active]
-        self._sync = ApproximateTimeSync(SyncConfig(
+        config = SyncConfig(
             tuple(f"{c}/{k}" for c, k in self._active_streams), self.max_interval, self.queue_size,
-            (self._lower_bound,) * len(self._active_streams), tuple(self._delays[s] for s in self._active_streams)))
+            (self._lower_bound,) * len(self._active_streams), tuple(self._delays[s] for s in self._active_streams))
+        self._sync = ApproximateTimeSync(config) if self._sync is None else self._sync.regrouped(config)
 
     def _check_cameras(self) -> None:
         if not self._last_seen:
@@ -197,12 +204,20 @@ class SyncNode(Node):
         now = time.monotonic()
         # a camera not seen yet gets the same grace, counted from the first image of any camera
         fresh = tuple(c for c in self.cameras if now - self._last_seen.get(c, self._first_image) <= self.camera_timeout)
+        if not fresh and not self._all_silent:
+            self.get_logger().error(f"every camera silent for > {self.camera_timeout} s: no sets "
+                                    f"(ages: {self._camera_ages(now)})")
+        self._all_silent = not fresh
         if fresh != self._active and fresh:
             missing = sorted(set(self.cameras) - set(fresh))
             if missing:
                 self.get_logger().warn(f"cameras {missing} silent for > {self.camera_timeout} s: "
                                        "publishing the others, marked degraded", throttle_duration_sec=5.0)
             self._rebuild(fresh)
+
+    def _camera_ages(self, now: float) -> str:
+        return ", ".join(f"{c} {now - self._last_seen[c]:.1f} s" if c in self._last_seen else f"{c} never"
+                         for c in self.cameras)
 
     def _emit(self, matched: tuple) -> None:
         by_stream = dict(zip(self._active_streams, matched))
@@ -282,9 +297,21 @@ class SyncNode(Node):
             values[f"rejected {cause}"] = count
         if self._last_problem:
             values["last_rejection"] = self._last_problem
+        for cam in self.cameras:
+            values[f"{cam}_age_s"] = f"{now - self._last_seen[cam]:.2f}" if cam in self._last_seen else "never"
+        # images arriving without any CameraInfo: no set of theirs can be published
+        lacking = [f"{c}/{k}" for c, k in self.streams if self._rates[(c, k)].count and not self._infos[(c, k)]]
+        values["camera_info_missing"] = ", ".join(lacking)
         degraded = len(self._active) < len(self.cameras)
-        level = diag.ERROR if not self._active else diag.WARN if degraded or self._problems else diag.OK
-        message = "matching all cameras" if not degraded else f"degraded: missing {sorted(set(self.cameras) - set(self._active))}"
+        level = diag.ERROR if not self._active or self._all_silent or lacking else \
+            diag.WARN if degraded or self._problems else diag.OK
+        if self._all_silent:
+            message = f"no camera: every camera silent for > {self.camera_timeout} s ({self._camera_ages(now)})"
+        elif lacking:
+            message = f"no CameraInfo from {', '.join(lacking)}: their sets cannot be published"
+        else:
+            message = "matching all cameras" if not degraded else \
+                f"degraded: missing {sorted(set(self.cameras) - set(self._active))}"
         self.diag_pub.publish(diag.array_msg(to_time(self.get_clock().now().nanoseconds * 1e-9), [
             diag.status(f"{self.get_fully_qualified_name()}: camera sync", "camera_sync", level, message, values)]))
 
