@@ -288,7 +288,7 @@ def test_the_episode_bag_is_what_ros2_bag_record_writes(recorded):
 def test_lerobot_loads_edits_and_trains_on_the_export(recorded, tmp_path):
     """LeRobot 0.6.1 itself (its own venv): LeRobotDataset reads every frame with the bag's values
     (state, action exactly; depth to the millimetre; the instruction as the task), delete_episodes
-    edits the export, and lerobot-train runs ACT on it."""
+    edits the export, lerobot-dataset-viz shows it, and lerobot-train runs ACT on it."""
     path, _ = recorded
     index = index_episode(path, fps=15.0)
     frames = list(iter_frames(index))
@@ -310,6 +310,9 @@ def test_lerobot_loads_edits_and_trains_on_the_export(recorded, tmp_path):
     with av.open(str(dataset / "videos" / f"observation.images.{index.cameras[0]}" / "chunk-000" / "file-000.mp4")) as c:
         keyframes = [p.is_keyframe for p in c.demux(video=0) if p.size]
     assert all(keyframes[::2]) and len(keyframes) == 2 * len(index)
+    run_lerobot("lerobot-dataset-viz", "--repo-id", "local/wam_ros_export", "--root", str(dataset), "--episode-index",
+                "1", "--mode", "local", "--save", "1", "--num-workers", "0", "--output-dir", str(tmp_path / "viz"))
+    assert (tmp_path / "viz" / "local_wam_ros_export_episode_1.rrd").stat().st_size > 10_000  # a rerun recording
     run_lerobot("lerobot-train", "--policy.type=act", "--dataset.repo_id=local/wam_ros_export",
                 f"--dataset.root={dataset}", "--dataset.video_backend=pyav", "--policy.device=cpu",
                 "--policy.push_to_hub=false", "--policy.pretrained_backbone_weights=null", "--policy.chunk_size=5",
