@@ -147,7 +147,8 @@ def _trained_steps(checkpoint: Path) -> int:
 
 
 def train_policy(cfg: BenchmarkConfig, timings: dict) -> Path:
-    from wam_ros.data.export import ExportConfig, export_lerobot
+    from wam_ros.data.export import ExportConfig
+    from wam_ros.data.lerobot import export_lerobot
 
     dataset, checkpoint = cfg.out / "dataset", cfg.out / "policy.pt"
     if not (dataset / "meta" / "info.json").is_file():
