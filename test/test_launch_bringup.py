@@ -8,6 +8,7 @@ configuration, in a separate `wam-ros bringup` process queried over DDS.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ from model_data import TASK, synthetic_dataset, tiny_config
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.paths import share_dir
 from wam_ros.ros.bringup import create_nodes
-from wam_ros.ros.system import (DDS_VARIABLES, LAUNCH_ARGUMENTS, SAFE_DOMAIN_IDS, SystemOptions, dds_environment,
+from wam_ros.config import ConfigError
+from wam_ros.ros.system import (DDS_VARIABLES, LAUNCH_ARGUMENTS, NODE_NAMES, SAFE_DOMAIN_IDS, SystemOptions, dds_environment,
                                 describe_system, isolated_domain_id)
 
 LAUNCH_FILE = share_dir() / "launch" / "dual_arm.launch.py"
@@ -171,6 +173,56 @@ def test_bringup_refuses_bad_arguments_by_name(argument, message):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_a_params_file_overlays_the_nodes_it_names(tmp_path):
+    """The ROS 2 parameter-file layout: /** for every node, a node's name or fully qualified name,
+    nested keys as dotted names; the shipped example applies to the hardware configuration."""
+    site = tmp_path / "site.yaml"
+    site.write_text("/**:\n  ros__parameters:\n    use_sim_time: false\n"
+                    "supervisor:\n  ros__parameters:\n    clamp: true\n"
+                    "/head/camera:\n  ros__parameters:\n    serial_no: '123622270123'\n"
+                    "arm_bridge:\n  ros__parameters:\n    agilex:\n      emulate: true\n      can_interface: virtual\n")
+    specs = {(s.namespace, s.name): s.parameters for s in describe_system(SystemOptions.from_arguments(
+        {"sim": "false", "cameras": "realsense", "params_file": str(site)}))}
+    assert specs[("", "supervisor")]["clamp"] is True and specs[("", "sync")]["use_sim_time"] is False
+    assert specs[("", "arm_bridge")]["agilex.emulate"] is True and specs[("", "arm_bridge")]["agilex.can_interface"] == "virtual"
+    assert specs[("head", "camera")]["serial_no"] == "123622270123"
+    assert specs[("left_wrist", "camera")].get("serial_no") != "123622270123"  # only the camera it names
+    # one site file serves simulation too (its arm_bridge section is simply not used there)
+    sim = {s.name: s.parameters for s in describe_system(SystemOptions.from_arguments({"params_file": str(site)}))}
+    assert sim["supervisor"]["clamp"] is True and "arm_bridge" not in sim
+    example = share_dir() / "config" / "params" / "agilex_lab.example.yaml"
+    real = {s.name: s.parameters for s in describe_system(SystemOptions.from_arguments(
+        {"sim": "false", "cameras": "external", "record": "true", "params_file": str(example)}))}
+    assert real["arm_bridge"]["agilex.can_ports"] == ["can_left", "can_right"] and real["recorder"]["compression"] == "none"
+    for text, message in (("supervsior:\n  ros__parameters: {clamp: true}\n", "names node(s) ['supervsior']"),
+                          ("supervisor:\n  clamp: true\n", "supervisor: expected `ros__parameters:`"),
+                          ("- a list\n", "is not a mapping")):
+        site.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            describe_system(SystemOptions.from_arguments({"params_file": str(site)}))
+    with pytest.raises(ConfigError, match="params_file: .*missing.yaml: file not found"):
+        describe_system(SystemOptions.from_arguments({"params_file": str(tmp_path / "missing.yaml")}))
+
+
+def test_every_node_name_of_every_configuration_may_be_named_in_a_params_file():
+    hardware = {"sim": "false", "cameras": "realsense", "record": "true", "teleop": "leader", "robot": "agilex"}
+    names = {spec.name for overrides in [*CONFIGURATIONS, hardware]
+             for spec in describe_system(SystemOptions.from_arguments(overrides))}
+    assert names <= set(NODE_NAMES)
+
+
+def test_bringup_help_lists_every_argument_with_default_and_choices():
+    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    for arg in LAUNCH_ARGUMENTS:
+        assert f"{arg.name}:={arg.default!r}" in result.stdout
+        if arg.choices:
+            assert " | ".join(arg.choices) in result.stdout
+    version = subprocess.run([sys.executable, "-m", "wam_ros.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("wam-ros ")
 
 
 def test_rviz_config_shows_what_the_system_publishes(bringup):

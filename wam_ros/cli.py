@@ -194,9 +194,14 @@ def cmd_data(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from wam_ros import __version__
+    from wam_ros.ros.system import launch_arguments_help
+
     parser = argparse.ArgumentParser(prog="wam-ros", description="World Action Models on dual-arm robots")
+    parser.add_argument("--version", action="version", version=f"wam-ros {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("bringup", help="run the system in one process (arguments as in dual_arm.launch.py)")
+    p = sub.add_parser("bringup", help="run the system in one process (arguments as in dual_arm.launch.py)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=launch_arguments_help())
     p.add_argument("arguments", nargs=argparse.REMAINDER,
                    help="name:=value, e.g. robot:=franka motion:=scripted; ROS arguments after --ros-args")
     p = sub.add_parser("demo", help="the simulated AgileX picks and places with a WAM under the supervisor: a "

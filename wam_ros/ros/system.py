@@ -29,6 +29,10 @@ DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FIL
 # opens several per participant) can hold a port a later participant needs, which then takes other
 # UDP and shared-memory ports than its id implies.
 SAFE_DOMAIN_IDS = range(1, 101)
+# every node name describe_system gives (a parameter file may name any of them: one site file serves
+# the simulated and the real robot)
+NODE_NAMES = ("robot_state_publisher", "sim", "arm_bridge", "camera", "sync", "supervisor", "scripted_motion",
+              "teleop", "recorder", "policy", "rviz2")
 
 
 def isolated_domain_id(seed: int, span: int = 1) -> int:
@@ -95,6 +99,8 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("perturbation", "none", "Task perturbation: the object dropped after the grasp (landing "
                    "3-5 cm away), slipping from the grasp (landing where it was lifted), or nudged as the "
                    "gripper approaches", PERTURBATIONS),
+    LaunchArgument("params_file", "", "YAML of node parameters for this robot or site, in the ROS 2 parameter "
+                   "file layout (<node name>: or /**: with ros__parameters:), overlaid on the defaults"),
 )
 
 
@@ -118,6 +124,7 @@ class SystemOptions:
     condition: str = "clean"
     seed: int = 0
     perturbation: str = "none"
+    params_file: str = ""
 
     @staticmethod
     def from_arguments(values: Mapping[str, str]) -> "SystemOptions":
@@ -136,7 +143,8 @@ class SystemOptions:
                              episodes_dir=raw["episodes_dir"], record_source=raw["record_source"], checkpoint=raw["checkpoint"],
                              instruction=raw["instruction"], chunking=raw["chunking"], sampler=raw["sampler"],
                              namespace=raw["namespace"].strip("/"), task=raw["task"], condition=raw["condition"],
-                             seed=_seed(raw["seed"]), perturbation=raw["perturbation"])
+                             seed=_seed(raw["seed"]), perturbation=raw["perturbation"],
+                             params_file=raw["params_file"])
         opts.validate()
         return opts
 
@@ -213,6 +221,59 @@ def robot_description(robot: str) -> str:
         raise ConfigError(f"robot: URDF {path} is missing; regenerate it with `wam-ros urdf`") from None
 
 
+def launch_arguments_help() -> str:
+    """Every launch argument with its default and choices (`wam-ros bringup --help`)."""
+    lines = ["arguments (name:=value, as in dual_arm.launch.py):"]
+    for arg in LAUNCH_ARGUMENTS:
+        choices = f" [{' | '.join(arg.choices)}]" if arg.choices else ""
+        lines.append(f"  {arg.name}:={arg.default!r}{choices}\n      {arg.description}")
+    return "\n".join(lines)
+
+
+def _node_keys(spec: NodeSpec) -> set[str]:
+    """How a parameter file may name a node: its name, or its fully qualified name."""
+    return {spec.name, "/" + "/".join(p for p in (spec.namespace.strip("/"), spec.name) if p)}
+
+
+def _flatten(parameters: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings become dotted names, as ROS 2 reads a parameter file (agilex: {emulate: x}
+    is agilex.emulate)."""
+    out: dict[str, Any] = {}
+    for key, value in parameters.items():
+        name = f"{prefix}{key}"
+        out.update(_flatten(value, f"{name}.") if isinstance(value, Mapping) else {name: value})
+    return out
+
+
+def apply_params_file(specs: list[NodeSpec], path: str) -> list[NodeSpec]:
+    """`specs` with a ROS 2 parameter file overlaid: `/**` applies to every node, a node name (or
+    fully qualified name) to that node. A section naming no node, or without ros__parameters, is
+    refused by name, so a typo cannot silently leave a robot on its defaults; sections for nodes this
+    configuration does not run (arm_bridge in simulation) are allowed."""
+    file = Path(path).expanduser()
+    try:
+        data = load_yaml(file)
+    except ConfigError as exc:
+        raise ConfigError(f"params_file: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params_file: {file} is not a mapping of node names to ros__parameters")
+    names = set(NODE_NAMES).union(*(_node_keys(s) for s in specs))
+    unknown = sorted(k for k in data if k != "/**" and k not in names and str(k).rsplit("/", 1)[-1] not in NODE_NAMES)
+    if unknown:
+        raise ConfigError(f"params_file: {file} names node(s) {unknown} that no wam_ros system runs; "
+                          f"node names: {', '.join(NODE_NAMES)}")
+    for key, section in data.items():
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+            raise ConfigError(f"params_file: {file}: {key}: expected `ros__parameters:` with a mapping under it")
+    everyone = _flatten(data.get("/**", {}).get("ros__parameters", {}))
+    out = []
+    for spec in specs:
+        mine = {k: v for key, section in data.items() if key in _node_keys(spec)
+                for k, v in _flatten(section["ros__parameters"]).items()}
+        out.append(replace(spec, parameters={**spec.parameters, **everyone, **mine}) if everyone or mine else spec)
+    return out
+
+
 def with_parameters(specs: list[NodeSpec], executable: str, parameters: Mapping[str, Any]) -> list[NodeSpec]:
     """The specs with `parameters` set on every node of `executable` (tools that tune one node)."""
     return [replace(s, parameters={**s.parameters, **parameters}) if s.executable == executable else s for s in specs]
@@ -266,4 +327,4 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     if opts.rviz:
         specs.append(NodeSpec("rviz2", "rviz2", "rviz2", ns, dict(common),
                               arguments=("-d", str(share / "config" / "wam.rviz"))))
-    return specs
+    return apply_params_file(specs, opts.params_file) if opts.params_file else specs
