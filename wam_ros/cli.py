@@ -44,7 +44,7 @@ def cmd_bringup(tokens: list[str]) -> int:
     apply_environment()
     import rclpy
 
-    from wam_ros.ros.node_main import init_without_signal_handlers, spin_until_interrupted
+    from wam_ros.ros.node_main import init_without_signal_handlers, report_startup_failures, spin_until_interrupted
 
     # launch-style name:=value arguments are ours, not ROS remaps: hand rclpy only --ros-args
     ros_args = sys.argv[sys.argv.index("--ros-args"):] if "--ros-args" in sys.argv else []
@@ -54,6 +54,10 @@ def cmd_bringup(tokens: list[str]) -> int:
         nodes, skipped = create_nodes(specs)
         for spec in skipped:
             print(f"[bringup] {spec.package}/{spec.executable} runs only under ros2 launch; skipped", file=sys.stderr)
+        if report_startup_failures(nodes, "bringup"):
+            print("[bringup] a node cannot reach its hardware: stopping (on_hardware_failure:=stay keeps the "
+                  "system up, NOT OPERATIONAL)", file=sys.stderr)
+            return 3
         print(f"[bringup] running {', '.join(n.get_fully_qualified_name() for n in nodes)}", file=sys.stderr)
         spin_until_interrupted(nodes)
     except KeyboardInterrupt:  # during node construction

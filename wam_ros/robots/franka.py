@@ -10,7 +10,9 @@ this backend belongs in the bridge process only.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +34,12 @@ class FrankaSettings:
             raise ValueError(f"dynamics_factor must be in (0, 1], got {self.dynamics_factor}")
 
 
+def is_realtime_kernel() -> bool:
+    """A PREEMPT_RT kernel: what libfranka's realtime enforcement needs."""
+    flag = Path("/sys/kernel/realtime")
+    return (flag.is_file() and flag.read_text().strip() == "1") or "PREEMPT_RT" in os.uname().version
+
+
 class FrankaBackend:
     def __init__(self, side: str, host: str, settings: FrankaSettings = FrankaSettings()):
         self.side, self.host, self.settings = side, host, settings
@@ -45,6 +53,10 @@ class FrankaBackend:
     def connect(self) -> None:
         import franky
 
+        if self.settings.realtime and not is_realtime_kernel():
+            raise BridgeError(f"{self.side} FR3 at {self.host}: this kernel ({os.uname().release}) is not real-time; "
+                              "boot a PREEMPT_RT kernel (Franka's FCI needs it), or set franka.realtime:=false "
+                              "for franky-sim and dry runs")
         realtime = franky.RealtimeConfig.Enforce if self.settings.realtime else franky.RealtimeConfig.Ignore
         try:
             self.robot = franky.Robot(self.host, realtime_config=realtime)
@@ -54,7 +66,8 @@ class FrankaBackend:
             self.gripper = franky.Gripper(self.host)
         except Exception as exc:  # franky raises its own exception types per failure
             self.robot = self.gripper = None
-            raise BridgeError(f"{self.side} FR3 at {self.host}: cannot connect ({exc})") from None
+            raise BridgeError(f"{self.side} FR3 at {self.host}: cannot connect ({exc}); check franka.hosts (the "
+                              "arm's FCI IP, reachable from this PC) and that FCI is enabled in Desk") from None
 
     def enable(self) -> None:
         self.robot.recover_from_errors()

@@ -67,11 +67,36 @@ def spin_until_interrupted(nodes: list[Node]) -> None:
         _spinning.clear()
 
 
+def startup_failures(nodes: list[Node]) -> tuple[list[str], list[str]]:
+    """(fatal, tolerated): "<node>: NOT OPERATIONAL: <why, with the fix>" for each node whose start-up
+    failed (its `failure`), split by its `exit_on_failure` parameter."""
+    fatal, tolerated = [], []
+    for node in nodes:
+        failure = getattr(node, "failure", "")
+        if failure:
+            line = f"{node.get_fully_qualified_name()}: NOT OPERATIONAL: {failure}"
+            exits = node.has_parameter("exit_on_failure") and node.get_parameter("exit_on_failure").value
+            (fatal if exits else tolerated).append(line)
+    return fatal, tolerated
+
+
+def report_startup_failures(nodes: list[Node], prefix: str) -> bool:
+    """Prints the start-up failures; True when one of them must end the process (exit code 3)."""
+    fatal, tolerated = startup_failures(nodes)
+    for line in fatal:
+        print(f"[{prefix}] {line}", file=sys.stderr)
+    for line in tolerated:
+        print(f"[{prefix}] {line} (staying up: exit_on_failure is false)", file=sys.stderr)
+    return bool(fatal)
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     init_without_signal_handlers(args if args is not None else sys.argv)
     node = None
     try:
         node = factory()
+        if report_startup_failures([node], node.get_name()):
+            return 3
         spin_until_interrupted([node])
     except ConfigError as exc:
         print(f"[{getattr(node, 'get_name', lambda: 'wam_ros')()}] configuration error: {exc}", file=sys.stderr)

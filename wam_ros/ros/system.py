@@ -22,6 +22,7 @@ MOTION_SOURCES = ("none", "scripted")
 TELEOP_SOURCES = ("none", "scripted", "leader", "spacemouse", "keyboard")
 RECORD_SOURCES = ("synced", "raw")
 BOOLEANS = ("true", "false")
+HARDWARE_FAILURE_POLICIES = ("exit", "stay")
 # A user's own Fast DDS configuration wins over the package's profile.
 DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
 # A domain's participants listen on ports 7400 + 250 * domain + 10.. (RTPS well-known ports). Up to
@@ -99,6 +100,9 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("perturbation", "none", "Task perturbation: the object dropped after the grasp (landing "
                    "3-5 cm away), slipping from the grasp (landing where it was lifted), or nudged as the "
                    "gripper approaches", PERTURBATIONS),
+    LaunchArgument("on_hardware_failure", "exit", "An arm bridge that cannot reach its arms: exit (bring-up "
+                   "ends with code 3, the fix printed) or stay (up, NOT OPERATIONAL in /diagnostics)",
+                   HARDWARE_FAILURE_POLICIES),
     LaunchArgument("params_file", "", "YAML of node parameters for this robot or site, in the ROS 2 parameter "
                    "file layout (<node name>: or /**: with ros__parameters:), overlaid on the defaults"),
 )
@@ -125,6 +129,7 @@ class SystemOptions:
     seed: int = 0
     perturbation: str = "none"
     params_file: str = ""
+    on_hardware_failure: str = "exit"
 
     @staticmethod
     def from_arguments(values: Mapping[str, str]) -> "SystemOptions":
@@ -144,7 +149,7 @@ class SystemOptions:
                              instruction=raw["instruction"], chunking=raw["chunking"], sampler=raw["sampler"],
                              namespace=raw["namespace"].strip("/"), task=raw["task"], condition=raw["condition"],
                              seed=_seed(raw["seed"]), perturbation=raw["perturbation"],
-                             params_file=raw["params_file"])
+                             params_file=raw["params_file"], on_hardware_failure=raw["on_hardware_failure"])
         opts.validate()
         return opts
 
@@ -156,6 +161,7 @@ class SystemOptions:
         check_choice("sampler", self.sampler, ("", *SAMPLERS))
         check_choice("teleop", self.teleop, TELEOP_SOURCES)
         check_choice("record_source", self.record_source, RECORD_SOURCES)
+        check_choice("on_hardware_failure", self.on_hardware_failure, HARDWARE_FAILURE_POLICIES)
         commanders = [name for name, on in (("checkpoint", bool(self.checkpoint)), ("motion", self.motion != "none"),
                                             ("teleop", self.teleop != "none")) if on]
         if len(commanders) > 1:
@@ -296,7 +302,8 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
         specs.append(NodeSpec("wam_ros", "sim_node", "sim", ns,
                               {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim", **episode}))
     else:
-        specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns, {"robot": opts.robot}))
+        specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns,
+                              {"robot": opts.robot, "exit_on_failure": opts.on_hardware_failure == "exit"}))
     sync_parameters = {}
     if opts.cameras in ("realsense", "orbbec"):
         cameras = camera_config(opts.cameras)

@@ -49,9 +49,13 @@ BACKENDS = {"franka": "franky", "agilex": "piper", "tienkung": "tienkung"}
 class ArmBridgeNode(LifecycleNode):
     def __init__(self, node_name: str = "arm_bridge", **kwargs):
         super().__init__(node_name, **kwargs)
+        self.failure = ""  # why the last configure failed (node_main.startup_failures reads it)
         p = self._settings = {
             "robot": declare(self, "robot", "franka", "Robot setup (selects the driver)", choices=ROBOTS),
             "autostart": declare(self, "autostart", True, "Configure and activate at start-up"),
+            "exit_on_failure": declare(self, "exit_on_failure", True, "A failed start-up (the arms unreachable) "
+                                       "ends the process (exit code 3); false: stay up, NOT OPERATIONAL in "
+                                       "/diagnostics, for a later configure"),
             "rate": declare(self, "rate", 100.0, "Driver streaming and joint_states rate (Hz)", range_=(1.0, 1000.0)),
             "max_step": declare(self, "max_step", 0.35, "Largest jump of a trajectory's first point from the "
                                 "commanded position (rad)", range_=(0.0, 6.3)),
@@ -183,10 +187,12 @@ class ArmBridgeNode(LifecycleNode):
                                  self._settings["command_timeout"])
             self.bridge.configure(time.monotonic())
         except (BridgeError, ConfigError, ValueError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
+            self.get_logger().error(f"NOT OPERATIONAL: configure failed: {exc}")
+            self.failure = f"configure failed: {exc}"
             self.bridge = None
             self._release_helpers()
             return TransitionCallbackReturn.FAILURE
+        self.failure = ""
         self._stop.clear()
         self._loop = threading.Thread(target=self._run, name="driver_loop", daemon=True)
         self._loop.start()
@@ -319,7 +325,8 @@ class ArmBridgeNode(LifecycleNode):
                   "watchdog": status.watchdog if status else "",
                   "watchdog_stops": status.watchdog_stops if status else 0,
                   "command_latency_ms": f"{status.latency * 1e3:.2f}" if status else "nan"}
-        message = (status.error or status.watchdog or status.mode.value) if status else "not configured"
+        message = (status.error or status.watchdog or status.mode.value) if status else \
+            f"NOT OPERATIONAL: {self.failure}" if self.failure else "not configured"
         self.diag_pub.publish(diag.array_msg(to_time(self.get_clock().now().nanoseconds * 1e-9), [
             diag.status(f"{self.get_fully_qualified_name()}: arm bridge", f"{self.robot.name}_arms", level,
                         message, values)]))
