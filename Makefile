@@ -56,7 +56,15 @@ $(VENV)/.msgs: $(MSGS) $(VENV)/.deps
 	rm -rf $(VENV)/lib/python3*/site-packages/wam_ros-*.egg-info
 	touch $@
 
-$(VENV)/.installed: $(SOURCES) $(VENV)/.msgs
+# tf2_msgs/TFMessage for state_publisher_node (/tf in `wam-ros bringup`): no wheel exists
+$(VENV)/.tf2_msgs: $(wildcard interfaces/tf2_msgs/*.xml interfaces/tf2_msgs/*.txt interfaces/tf2_msgs/msg/*.msg) $(VENV)/.deps
+	rm -rf build/tf2_msgs && mkdir -p build/tf2_msgs
+	cd build/tf2_msgs && cmake ../../interfaces/tf2_msgs -DBUILD_TESTING=OFF \
+	  -DCMAKE_PREFIX_PATH=$(CURDIR)/$(VENV) -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
+	  -DPython3_EXECUTABLE=$(CURDIR)/$(PY) > cmake.log && $(MAKE) -j2 install > build.log
+	touch $@
+
+$(VENV)/.installed: $(SOURCES) $(VENV)/.msgs $(VENV)/.tf2_msgs
 	@# messages and package share site-packages/wam_ros: reinstall this package after every msg build
 	$(PY) -m pip install -q --no-deps --no-build-isolation .
 	rm -rf build/lib build/bdist*

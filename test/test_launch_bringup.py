@@ -13,8 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rclpy
+from transforms3d.quaternions import quat2mat
 from rcl_interfaces.srv import GetParameters
 
 from conftest import SPARE_DOMAIN_IDS
@@ -114,8 +116,11 @@ def test_launch_and_in_process_bringup_agree(overrides, request):
             assert all(s.package != "wam_ros" for s in skipped)
             for fqn, node in started.items():
                 spec = launched[fqn]
-                assert spec.package == "wam_ros" and spec.executable in {"sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node",
-                                                                           "policy_node", "recorder_node", "teleop_node"}
+                # robot_state_publisher runs in-process as its equivalent, with the same parameters
+                assert (spec.package, spec.executable) == ("robot_state_publisher", "robot_state_publisher") or \
+                    spec.package == "wam_ros" and spec.executable in {
+                        "sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node",
+                        "policy_node", "recorder_node", "teleop_node"}
                 (parameters,) = spec.parameters
                 assert parameters, f"{fqn} launched without parameters"
                 for name, value in parameters.items():
@@ -244,3 +249,58 @@ def test_rviz_config_shows_what_the_system_publishes(bringup):
         assert published.get(f"/{bringup.namespace}/{topic}") == ["sensor_msgs/msg/Image"], topic
     (model,) = [d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/RobotModel"]
     assert model["Description Topic"]["Value"] == "robot_description"  # robot_state_publisher's latched topic
+
+
+def test_bringup_publishes_the_robot_description_and_tf_like_robot_state_publisher(bringup):
+    """In-process, robot_state_publisher's job is done by state_publisher_node: a latched
+    robot_description, /tf_static for fixed joints, /tf for movable ones at the joint states'
+    stamps; chained, the transforms give the links where Pinocchio's FK puts them. TFMessage has
+    Jazzy's type hash (RViz and tf2 on a ROS install read it)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosbags.typesys import Stores, get_typestore
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from tf2_msgs.msg import TFMessage
+
+    from wam_ros.geometry.kinematics import Kinematics
+    from wam_ros.ros.conversions import from_time
+    from wam_ros.ros.system import robot_description
+
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    got = {"description": [], "static": [], "tf": [], "states": []}
+    node = bringup.probe
+    subs = [node.create_subscription(String, f"/{bringup.namespace}/robot_description", got["description"].append, latched),
+            node.create_subscription(TFMessage, "/tf_static", got["static"].append, latched),
+            node.create_subscription(TFMessage, "/tf", got["tf"].append, QoSProfile(depth=100)),
+            node.create_subscription(JointState, f"/{bringup.namespace}/joint_states", got["states"].append, QoSProfile(depth=100))]
+    try:
+        assert bringup.spin_until(lambda: got["description"] and got["static"] and len(got["tf"]) > 20, 30.0), \
+            {k: len(v) for k, v in got.items()}
+    finally:
+        for sub in subs:
+            node.destroy_subscription(sub)
+    urdf = robot_description(bringup.arguments["robot"])
+    assert got["description"][-1].data == urdf
+    jazzy = get_typestore(Stores.ROS2_JAZZY).hash_rihs01("tf2_msgs/msg/TFMessage")
+    hashes = [info.topic_type_hash for info in node.get_publishers_info_by_topic("/tf")]
+    assert hashes and all(f"RIHS01_{bytes(h.value).hex()}" == jazzy for h in hashes), (hashes, jazzy)
+    frames = {t.child_frame_id: t for t in got["static"][-1].transforms}
+    stamps = {from_time(s.header.stamp): s for s in got["states"]}
+    message = next(m for m in reversed(got["tf"]) if from_time(m.transforms[0].header.stamp) in stamps)
+    frames.update({t.child_frame_id: t for t in message.transforms})
+    state = stamps[from_time(message.transforms[0].header.stamp)]
+
+    def pose(link: str) -> np.ndarray:
+        T = np.eye(4)
+        while link in frames:
+            t = frames[link].transform
+            M = np.eye(4)
+            M[:3, :3] = quat2mat([t.rotation.w, t.rotation.x, t.rotation.y, t.rotation.z])
+            M[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
+            T, link = M @ T, frames[link].header.frame_id
+        return T
+
+    fk = Kinematics(urdf)
+    positions = dict(zip(state.name, state.position))
+    for link in ("left_tcp", "right_finger2", "left_wrist_color_optical_frame", "head_color_optical_frame"):
+        np.testing.assert_allclose(pose(link), fk.frame_pose(positions, link), atol=1e-6)

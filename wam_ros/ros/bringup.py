@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import replace
 from importlib import resources
 
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from wam_ros.ros.system import NodeSpec, dds_environment
+
+# ROS packages' nodes that bring-up replaces by this package's equivalent (same name, parameters
+# and topics), so that a pip install without them still publishes what viewers need
+IN_PROCESS_SUBSTITUTES = {("robot_state_publisher", "robot_state_publisher"): "state_publisher_node"}
 
 
 def console_scripts() -> dict[str, str]:
@@ -43,8 +48,9 @@ def create_nodes(specs: list[NodeSpec]) -> tuple[list[Node], list[NodeSpec]]:
     nodes, skipped = [], []
     try:
         for spec in specs:
-            if spec.in_process:
-                nodes.append(create_node(spec))
+            substitute = IN_PROCESS_SUBSTITUTES.get((spec.package, spec.executable))
+            if spec.in_process or substitute:
+                nodes.append(create_node(replace(spec, package="wam_ros", executable=substitute or spec.executable)))
             else:
                 skipped.append(spec)
     except Exception:
