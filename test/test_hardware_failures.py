@@ -29,9 +29,9 @@ def fake_interface(net: Path, name: str, kind: int, flags: int) -> None:
 
 def test_can_interface_problems_name_the_fix(tmp_path):
     # this machine's own interfaces: no CAN port at all, and a port that is not CAN
-    assert "can_left does not exist" in can_interface_problem("can_left")
-    assert "sudo ip link set can_left up type can bitrate 1000000" in can_interface_problem("can_left")
-    assert can_interface_problem("lo") == "lo is not a CAN interface; set agilex.can_ports to the Pipers' CAN ports"
+    problem, fix = can_interface_problem("can_left")
+    assert "can_left does not exist" in problem and "sudo ip link set can_left up type can bitrate 1000000" in fix
+    assert can_interface_problem("lo") == ("lo is not a CAN interface", "set agilex.can_ports to the Pipers' CAN ports")
     with pytest.raises(BridgeError, match="left Piper: CAN interface can_left does not exist"):
         PiperBackend("left", "can_left").connect()
     # the states a real adapter can be in, as sysfs and `ip -details -json` describe them
@@ -39,13 +39,13 @@ def test_can_interface_problems_name_the_fix(tmp_path):
     fake_interface(net, "can_down", 280, 0x0)
     fake_interface(net, "can_slow", 280, 0x1)
     fake_interface(net, "can_ok", 280, 0x41)
-    assert "can_down is down: `sudo ip link set can_down up type can bitrate 1000000`" in \
-        can_interface_problem("can_down", net, {})
+    assert can_interface_problem("can_down", net, {}) == \
+        ("CAN interface can_down is down", "`sudo ip link set can_down up type can bitrate 1000000`")
     slow = {"linkinfo": {"info_kind": "can", "info_data": {"bittiming": {"bitrate": 500000}}}}
-    assert "runs at 500000 bit/s, the Piper at 1000000" in can_interface_problem("can_slow", net, slow)
+    assert "runs at 500000 bit/s, the Piper at 1000000" in can_interface_problem("can_slow", net, slow)[0]
     ok = {"linkinfo": {"info_kind": "can", "info_data": {"bittiming": {"bitrate": 1000000}}}}
-    assert can_interface_problem("can_ok", net, ok) == ""
-    assert "CAN interfaces here: can_down, can_ok, can_slow" in can_interface_problem("can_left", net, {})
+    assert can_interface_problem("can_ok", net, ok) == ("", "")
+    assert "CAN interfaces here: can_down, can_ok, can_slow" in can_interface_problem("can_left", net, {})[0]
 
 
 @pytest.mark.skipif(is_realtime_kernel(), reason="this machine runs a real-time kernel")

@@ -69,6 +69,15 @@ def cmd_bringup(tokens: list[str]) -> int:
     return 0
 
 
+def cmd_doctor(tokens: list[str]) -> int:
+    from wam_ros.doctor import FAIL, format_table, run_checks
+    from wam_ros.ros.system import SystemOptions
+
+    checks = run_checks(SystemOptions.from_arguments(_system_arguments(tokens)))
+    print(format_table(checks))
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
 def cmd_calibration_check(args) -> int:
     import numpy as np
 
@@ -208,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=launch_arguments_help())
     p.add_argument("arguments", nargs=argparse.REMAINDER,
                    help="name:=value, e.g. robot:=franka motion:=scripted; ROS arguments after --ros-args")
+    p = sub.add_parser("doctor", help="check this PC for the robot: cameras and their serials, CAN or FCI, "
+                       "real-time kernel, DDS, disk, torch; OK/WARN/FAIL with the fix (exit 1 on a FAIL)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=launch_arguments_help())
+    p.add_argument("arguments", nargs=argparse.REMAINDER, help="the bring-up arguments of the setup to check, "
+                   "e.g. robot:=agilex sim:=false cameras:=realsense params_file:=my_robot.yaml")
     p = sub.add_parser("demo", help="the simulated AgileX picks and places with a WAM under the supervisor: a "
                        "clean episode and a slip it recovers from by rollback (or a scripted motion); writes "
                        "summary.json, MP4s, contact sheets and the predicted 4D clouds")
@@ -372,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bringup":
             return cmd_bringup(args.arguments)
+        if args.command == "doctor":
+            return cmd_doctor(args.arguments)
         if args.command in ("demo", "benchmark"):
             from wam_ros.ros.system import use_private_graph
 

@@ -36,36 +36,38 @@ ARM_STATUS = {
 TEACH_STATES = (0x0B, 0x0C, 0x0D)
 CAN_COMMAND_MODE, MOVE_J = 0x01, 0x01
 CAN_BITRATE = 1_000_000  # the Piper's CAN bus
+DEFAULT_CAN_PORTS = ("can_left", "can_right")  # the names AgileX's can_config.sh gives the two arms' adapters
 ARPHRD_CAN = 280         # /sys/class/net/<if>/type of a CAN interface
 IFF_UP = 0x1
 
 
-def can_interface_problem(port: str, net: Path = Path("/sys/class/net"), details: dict | None = None) -> str:
-    """What keeps a SocketCAN port from talking to a Piper ('' when nothing), with the fix.
+def can_interface_problem(port: str, net: Path = Path("/sys/class/net"),
+                          details: dict | None = None) -> tuple[str, str]:
+    """(what keeps a SocketCAN port from talking to a Piper, the fix); ("", "") when nothing.
     `details`: the interface's `ip -details -json link show` entry (read here when None)."""
     up = f"sudo ip link set {port} up type can bitrate {CAN_BITRATE}"
     where = net / port
     if not where.exists():
         present = sorted(p.name for p in net.iterdir() if (p / "type").is_file()
                          and (p / "type").read_text().strip() == str(ARPHRD_CAN)) if net.is_dir() else []
-        return (f"CAN interface {port} does not exist (CAN interfaces here: {', '.join(present) or 'none'}); "
+        return (f"CAN interface {port} does not exist (CAN interfaces here: {', '.join(present) or 'none'})",
                 f"plug in the USB-CAN adapter, name it (AgileX can_config.sh), `{up}`, or set agilex.can_ports")
     if (where / "type").read_text().strip() != str(ARPHRD_CAN):
-        return f"{port} is not a CAN interface; set agilex.can_ports to the Pipers' CAN ports"
+        return f"{port} is not a CAN interface", "set agilex.can_ports to the Pipers' CAN ports"
     if not int((where / "flags").read_text().strip(), 16) & IFF_UP:
-        return f"CAN interface {port} is down: `{up}`"
+        return f"CAN interface {port} is down", f"`{up}`"
     if details is None:
         try:
             out = subprocess.run(["ip", "-details", "-json", "link", "show", port], capture_output=True,
                                  text=True, timeout=5.0, check=True).stdout
             details = json.loads(out)[0]
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-            return ""  # no `ip` to ask: the bitrate is checked by the arm answering
+            return "", ""  # no `ip` to ask: the bitrate is checked by the arm answering
     bitrate = details.get("linkinfo", {}).get("info_data", {}).get("bittiming", {}).get("bitrate")
     if bitrate is not None and int(bitrate) != CAN_BITRATE:
-        return (f"CAN interface {port} runs at {int(bitrate)} bit/s, the Piper at {CAN_BITRATE}: "
+        return (f"CAN interface {port} runs at {int(bitrate)} bit/s, the Piper at {CAN_BITRATE}",
                 f"`sudo ip link set {port} down` then `{up}`")
-    return ""
+    return "", ""
 
 
 def piper_fault(arm_status: int, err_code: int) -> str:
@@ -100,9 +102,9 @@ class PiperBackend:
         from piper_sdk import C_PiperInterface_V2
 
         if self.interface == "socketcan":
-            problem = can_interface_problem(self.can_port)
+            problem, fix = can_interface_problem(self.can_port)
             if problem:  # piper_sdk would fail with only its object's repr
-                raise BridgeError(f"{self.side} Piper: {problem}")
+                raise BridgeError(f"{self.side} Piper: {problem}; {fix}")
             self.sdk = C_PiperInterface_V2(can_name=self.can_port)
         else:  # python-can interfaces such as "virtual" (dry runs, tests)
             self.sdk = C_PiperInterface_V2(can_name=self.can_port, judge_flag=False, can_auto_init=False)

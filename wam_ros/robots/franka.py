@@ -19,6 +19,10 @@ import numpy as np
 from wam_ros.robots.bridge import ArmState, BridgeError
 
 
+DEFAULT_FCI_HOSTS = ("172.16.0.2", "172.16.0.3")  # left, right
+FCI_PORT = 1337  # libfranka's command connection (TCP)
+
+
 @dataclass(frozen=True)
 class FrankaSettings:
     dynamics_factor: float = 0.2          # franky relative_dynamics_factor (0, 1]

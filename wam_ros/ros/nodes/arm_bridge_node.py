@@ -37,6 +37,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, BridgeMode, CommandRejected
+from wam_ros.robots.agilex import DEFAULT_CAN_PORTS
+from wam_ros.robots.franka import DEFAULT_FCI_HOSTS
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
@@ -64,7 +66,7 @@ class ArmBridgeNode(LifecycleNode):
             "command_timeout": declare(self, "command_timeout", 0.5, "Hold when a trajectory runs and neither "
                                        "a supervisor heartbeat nor a new trajectory arrived for this long (s; 0: off)",
                                        range_=(0.0, 10.0)),
-            "franka.hosts": declare(self, "franka.hosts", ["172.16.0.2", "172.16.0.3"], "FCI hosts of the left and right FR3"),
+            "franka.hosts": declare(self, "franka.hosts", list(DEFAULT_FCI_HOSTS), "FCI hosts of the left and right FR3"),
             "franka.dynamics_factor": declare(self, "franka.dynamics_factor", 0.2, "franky relative dynamics factor",
                                               range_=(0.01, 1.0)),
             "franka.realtime": declare(self, "franka.realtime", True, "Require a real-time kernel (false for franky-sim)"),
@@ -72,7 +74,7 @@ class ArmBridgeNode(LifecycleNode):
                                                      "Collision threshold per joint (Nm)", range_=(1.0, 100.0)),
             "franka.cartesian_force_threshold": declare(self, "franka.cartesian_force_threshold", 60.0,
                                                         "Cartesian collision threshold (N)", range_=(1.0, 200.0)),
-            "agilex.can_ports": declare(self, "agilex.can_ports", ["can_left", "can_right"], "CAN ports of the left and right Piper"),
+            "agilex.can_ports": declare(self, "agilex.can_ports", list(DEFAULT_CAN_PORTS), "CAN ports of the left and right Piper"),
             "agilex.leader_can_ports": declare(self, "agilex.leader_can_ports", [""],
                                                "CAN ports of the left and right leader (master) arms, read only and "
                                                "published on /master/joint_left|right; empty: none"),
