@@ -3,6 +3,7 @@ FR3 pair, scripted expert, namespace /lab) through real recorder_node processes 
 then reading the bags back with rosbags, exporting both formats and re-loading them."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from conftest import ProbeNode, stop_process
+from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from lerobot_venv import lerobot_side, run_lerobot, save_expected
 from rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.data.bag import typestore
@@ -238,7 +239,7 @@ def test_keyboard_teleop_moves_the_tcp_and_sends_episode_commands(bringup):
     home = robot.home_positions()
     master, slave = pty.openpty()
     process = subprocess.Popen([str(BIN / "teleop_node"), "--ros-args", "-r", "__ns:=/keyboard_check",
-                                "-p", "robot:=agilex", "-p", "source:=keyboard"], stdin=slave)
+                                "-p", "robot:=agilex", "-p", "source:=keyboard"], stdin=slave, stdout=slave)
     os.close(slave)
     chunks, commands = [], []
     subs = [bringup.probe.create_subscription(ActionChunk, "/keyboard_check/policy/chunk", chunks.append, COMMAND_QOS),
@@ -250,6 +251,8 @@ def test_keyboard_teleop_moves_the_tcp_and_sends_episode_commands(bringup):
             return bool(chunks)
 
         assert bringup.spin_until(publish_home, 20.0), "no chunk once the joints were known"
+        shown = os.read(master, 4096).decode()  # the key map, printed on the terminal the keys are typed in
+        assert "keyboard teleop (this terminal)" in shown and "space  start an episode" in shown, shown
         kinematics = Kinematics(generate_urdf(robot))
 
         def left_tcp(chunk) -> np.ndarray:
@@ -320,3 +323,29 @@ def test_lerobot_loads_edits_and_trains_on_the_export(recorded, tmp_path):
                 "--policy.n_decoder_layers=1", "--policy.dim_feedforward=128", "--steps=2", "--batch_size=2",
                 "--num_workers=0", "--log_freq=1", "--save_checkpoint=false", "--wandb.enable=false",
                 f"--output_dir={tmp_path / 'act'}", f"--policy.input_features={result['lerobot_rgb_policy_input_features']}")
+
+
+def test_episodes_start_and_stop_from_the_wam_ros_cli(tmp_path):
+    """`wam-ros episode start` / `stop --success` call the recorder's services (no ros2 CLI)."""
+    domain = SPARE_DOMAIN_IDS[1]
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    process = subprocess.Popen([str(BIN / "recorder_node"), "--ros-args", "-r", "__ns:=/cell", "-p", "robot:=agilex",
+                                "-p", f"directory:={tmp_path}", "-p", "min_free_mb:=10.0"], env=env)
+    try:
+        def episode(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([str(BIN / "wam-ros"), "episode", *args, "--namespace", "cell"], capture_output=True,
+                                  text=True, timeout=60, env=env)
+
+        started = episode("start")
+        assert started.returncode == 0, started.stderr[-2000:]
+        assert started.stdout.strip() == str(tmp_path / "episode_000000")
+        stopped = episode("stop", "--success")
+        assert stopped.returncode == 0 and stopped.stdout.strip() == "episode_000000: success", stopped.stderr[-2000:]
+        again = episode("stop", "--failure")
+        assert again.returncode == 1 and "no episode is being recorded" in again.stderr
+        assert json.loads((tmp_path / "episode_000000" / "episode.json").read_text())["outcome"] == "success"
+    finally:
+        stop_process(process)
+    nobody = subprocess.run([str(BIN / "wam-ros"), "episode", "start", "--namespace", "cell", "--timeout", "1"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert nobody.returncode == 1 and "no recorder at /cell/recorder" in nobody.stderr

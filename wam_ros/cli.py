@@ -69,6 +69,40 @@ def cmd_bringup(tokens: list[str]) -> int:
     return 0
 
 
+def cmd_episode(args) -> int:
+    """The recorder's ~/start_episode and ~/stop_episode services, without the ros2 CLI."""
+    import rclpy
+    from std_srvs.srv import SetBool, Trigger
+
+    from wam_ros.ros.bringup import apply_environment
+
+    apply_environment()
+    prefix = "/" + "/".join(p for p in (args.namespace.strip("/"), "recorder") if p)
+    rclpy.init(args=None)
+    node = rclpy.create_node("wam_ros_episode")
+    try:
+        if args.action == "start":
+            client, request = node.create_client(Trigger, f"{prefix}/start_episode"), Trigger.Request()
+        else:
+            client = node.create_client(SetBool, f"{prefix}/stop_episode")
+            request = SetBool.Request(data=args.outcome == "success")
+        if not client.wait_for_service(timeout_sec=args.timeout):
+            print(f"no recorder at {prefix} (ROS_DOMAIN_ID {os.environ.get('ROS_DOMAIN_ID', '0')}): bring the system up "
+                  "with record:=true, or give its --namespace", file=sys.stderr)
+            return 1
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if not future.done():
+            print(f"{prefix}: no answer within {args.timeout} s", file=sys.stderr)
+            return 1
+        reply = future.result()
+        print(reply.message, file=sys.stdout if reply.success else sys.stderr)
+        return 0 if reply.success else 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def cmd_doctor(tokens: list[str]) -> int:
     from wam_ros.doctor import FAIL, format_table, run_checks
     from wam_ros.ros.system import SystemOptions
@@ -222,6 +256,16 @@ def main(argv: list[str] | None = None) -> int:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=launch_arguments_help())
     p.add_argument("arguments", nargs=argparse.REMAINDER, help="the bring-up arguments of the setup to check, "
                    "e.g. robot:=agilex sim:=false cameras:=realsense params_file:=my_robot.yaml")
+    p = sub.add_parser("episode", help="start or stop a recorded episode (the recorder's services, without the "
+                       "ros2 CLI): `wam-ros episode start`, `wam-ros episode stop --success`")
+    p.add_argument("action", choices=["start", "stop"])
+    outcome = p.add_mutually_exclusive_group()
+    outcome.add_argument("--success", dest="outcome", action="store_const", const="success",
+                         help="stop: the episode succeeded")
+    outcome.add_argument("--failure", dest="outcome", action="store_const", const="failure",
+                         help="stop: the episode failed")
+    p.add_argument("--namespace", default="", help="the system's namespace (bring-up's namespace:=)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the recorder")
     p = sub.add_parser("demo", help="the simulated AgileX picks and places with a WAM under the supervisor: a "
                        "clean episode and a slip it recovers from by rollback (or a scripted motion); writes "
                        "summary.json, MP4s, contact sheets and the predicted 4D clouds")
@@ -388,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bringup(args.arguments)
         if args.command == "doctor":
             return cmd_doctor(args.arguments)
+        if args.command == "episode":
+            if args.action == "stop" and args.outcome is None:
+                parser.error("episode stop: say --success or --failure")
+            return cmd_episode(args)
         if args.command in ("demo", "benchmark"):
             from wam_ros.ros.system import use_private_graph
 

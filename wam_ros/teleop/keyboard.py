@@ -1,11 +1,6 @@
-"""Keyboard teleoperation (ROS-free): keys to twists, gripper and episode commands.
-
-  w/s  +x/-x   a/d  +y/-y   r/f  +z/-z   (base frame)
-  i/k  +ry/-ry j/l  +rz/-rz u/o  +rx/-rx
-  g    toggle the gripper of the active arm     tab  switch the active arm
-  space  start an episode / end it as a success   x  end it as a failure
-A key press moves for `hold` seconds (terminal auto-repeat keeps a held key moving).
-"""
+"""Keyboard teleoperation (ROS-free): keys to twists, gripper and episode commands (KEY_MAP,
+which the teleop node prints when it starts). A key press moves for `hold` seconds (terminal
+auto-repeat keeps a held key moving)."""
 
 from __future__ import annotations
 
@@ -21,6 +16,11 @@ import numpy as np
 MOTION_KEYS = {"w": (0, 1), "s": (0, -1), "a": (1, 1), "d": (1, -1), "r": (2, 1), "f": (2, -1),
                "u": (3, 1), "o": (3, -1), "i": (4, 1), "k": (4, -1), "j": (5, 1), "l": (5, -1)}
 EPISODE_KEYS = {" ": "toggle", "x": "failure"}
+KEY_MAP = """keyboard teleop (this terminal):
+  w/s  +x/-x    a/d  +y/-y    r/f  +z/-z     move the active arm's TCP (base frame)
+  u/o  +rx/-rx  i/k  +ry/-ry  j/l  +rz/-rz   rotate it
+  g      toggle the active arm's gripper     tab  switch the active arm
+  space  start an episode / end it as a success    x  end it as a failure"""
 
 
 @dataclass

@@ -78,13 +78,14 @@ class TeleopNode(Node):
                 raise ConfigError(f"source spacemouse: {exc}") from None
             self._buttons = 0
         else:
-            from wam_ros.teleop.keyboard import KeyboardState, Terminal
+            from wam_ros.teleop.keyboard import KEY_MAP, KeyboardState, Terminal
 
             try:
                 self.terminal = Terminal()
             except RuntimeError as exc:
                 raise ConfigError(f"source keyboard: {exc}") from None
             self.keyboard = KeyboardState()
+            print(KEY_MAP, flush=True)  # on the terminal the keys are typed in
 
     def _on_joint_states(self, msg: JointState) -> None:
         self.measured.update(zip(msg.name, msg.position))
