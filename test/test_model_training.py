@@ -17,7 +17,7 @@ import yaml
 from model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 
 from wam_ros.model.episodes import DatasetError, load_dataset, save_dataset
-from wam_ros.model.policy import INPAINT_TARGET_BOUND, CheckpointMismatch, ObservationError, load_policy
+from wam_ros.model.policy import INPAINT_TARGET_BOUND, CheckpointError, CheckpointMismatch, ObservationError, load_policy
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 
 VENV_BIN = Path(sys.executable).parent
@@ -236,8 +236,25 @@ def test_checkpoints_that_do_not_fit_are_refused(trained, tmp_path):
     assert "robot lacks ['right_gripper']" in text and "action space: checkpoint 'joint_position'" in text
     junk = tmp_path / "junk.pt"
     torch.save({"weights": 1}, junk)
-    with pytest.raises(CheckpointMismatch, match="not a wam_ros checkpoint"):
+    with pytest.raises(CheckpointError, match="not a wam_ros checkpoint"):
         load_policy(junk)
+    # unreadable files and interrupted trainings: one line that says what is wrong
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:4096])
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    for broken in (truncated, text):
+        with pytest.raises(CheckpointError, match="not a readable checkpoint .*truncated, corrupted") as error:
+            load_policy(broken)
+        assert "\n" not in str(error.value)
+    data = torch.load(path, weights_only=False)
+    data["train"] = {**data.get("train", {}), "step": 3, "train_config": {"vae_stage_steps": 0, "video_stage_steps": 5,
+                                                                       "joint_stage_steps": 10}}
+    partial = tmp_path / "partial.pt"
+    torch.save(data, partial)
+    with pytest.raises(CheckpointError, match=r"interrupted training's checkpoint \(step 3 of 15\).*--resume"):
+        load_policy(partial)
+    assert load_policy(partial, allow_partial=True).meta.state_names == policy.meta.state_names
 
 
 def test_the_vae_stage_trains_the_vae_alone_before_the_flow_stages(tmp_path):
@@ -305,8 +322,14 @@ def test_train_cli(tmp_path):
     assert summary["steps"] == 6 and summary["world_size"] == 1
     assert "[video] 3/6" in run.stderr and "[joint] 6/6" in run.stderr and "action" in run.stderr
     assert load_policy(out).meta.action_names == meta.action_names
-    bad = subprocess.run([*command[:3], str(tmp_path), *command[4:]], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run([*command[:3], str(tmp_path), *command[4:], "--overwrite"], capture_output=True, text=True,
+                         timeout=300)
     assert bad.returncode == 2 and "no meta.json" in bad.stderr
+    # an existing --out is neither resumed nor replaced unless asked
+    again = subprocess.run([*command[:3], str(tmp_path / "data"), *command[4:]], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 2 and "exists: continue its training with --resume, or replace it with --overwrite" \
+        in again.stderr
 
 
 def test_train_cli_under_torchrun_ddp(tmp_path):

@@ -190,6 +190,8 @@ def cmd_train(args) -> int:
         return 0
     if args.data is None or args.out is None:
         raise ConfigError("--data and --out are required (except with --dry-run)")
+    if args.out.exists() and not (args.resume or args.overwrite):
+        raise ConfigError(f"--out {args.out} exists: continue its training with --resume, or replace it with --overwrite")
     if args.init_from is not None and not args.init_from.is_dir():
         raise ConfigError(f"--init-from {args.init_from}: no such directory (a local diffusers Wan)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -338,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-after", type=int, help="end after this many steps with the full run's schedule "
                    "(to check that a run reproduces from the same inputs)")
     p.add_argument("--resume", action="store_true", help="continue from --out (FSDP: OUT.sharded/) if it exists")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if --out exists (it is replaced)")
     p.add_argument("--dry-run", action="store_true", help="print the parameter counts and the memory plan "
                    "(JSON; the model is built on the meta device, nothing is allocated) and exit")
     p.add_argument("--gpus", type=int, default=1, help="--dry-run: GPUs to plan for")

@@ -3,6 +3,7 @@ and checkpoints that carry everything needed to run a model on a robot."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wam_ros.config import ConfigError
 from wam_ros.model.action_space import gripper_columns
 from wam_ros.model.config import ModelConfig
 from wam_ros.model.normalization import Normalizer
@@ -35,8 +37,24 @@ class ObservationError(ValueError):
     """An observation the model cannot take; raised before any tensor math."""
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used: missing, unreadable (truncated, not a checkpoint), of the
+    retired architecture, or from an interrupted training; the message says which, in one line."""
+
+
+class CheckpointMismatch(CheckpointError):
     """A checkpoint that does not fit this robot or this config; the message lists the differences."""
+
+
+def training_progress(data: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(steps trained, steps planned) of a checkpoint written by `wam-ros train`; None without a
+    training record (released policies keep theirs)."""
+    train = data.get("train") if isinstance(data, Mapping) else None
+    if not isinstance(train, Mapping) or "step" not in train or "train_config" not in train:
+        return None
+    plan = train["train_config"]
+    total = sum(int(plan.get(k, 0)) for k in ("vae_stage_steps", "video_stage_steps", "joint_stage_steps"))
+    return int(train["step"]), total
 
 
 @dataclass
@@ -425,19 +443,30 @@ class WorldActionPolicy:
             raise CheckpointMismatch("checkpoint does not match the robot: " + "; ".join(differences))
 
 
-def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | None = None) -> WorldActionPolicy:
+def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | None = None,
+                allow_partial: bool = False) -> WorldActionPolicy:
     """Loads a checkpoint; with expect_config, a checkpoint of another config is refused with the
-    differing fields named (before any weights are touched)."""
+    differing fields named (before any weights are touched). A checkpoint whose training stopped
+    before its planned steps is refused unless allow_partial; every refusal is a CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
-    data = torch.load(path, map_location=device, weights_only=False)
+    try:
+        data = torch.load(path, map_location=device, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first}): truncated, corrupted or not a "
+                              "torch file; copy it again or retrain") from None
     if isinstance(data, dict) and data.get("format") == 1:
-        raise CheckpointMismatch(f"{path}: a checkpoint of the retired architecture (own autoencoder and DiT, "
+        raise CheckpointError(f"{path}: a checkpoint of the retired architecture (own autoencoder and DiT, "
                                  "before the Wan video prior); it cannot be loaded or converted: retrain it with "
                                  "`wam-ros train`")
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatch(f"{path}: not a wam_ros checkpoint (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path}: not a wam_ros checkpoint (format {CHECKPOINT_FORMAT})")
+    progress = training_progress(data)
+    if progress is not None and progress[0] < progress[1] and not allow_partial:
+        raise CheckpointError(f"{path}: an interrupted training's checkpoint (step {progress[0]} of {progress[1]}); "
+                              "finish it with `wam-ros train ... --resume`, or pass it knowingly (allow_partial)")
     cfg = ModelConfig.from_dict(data["config"])
     if expect_config is not None and cfg != expect_config:
         ours, theirs = expect_config.to_dict(), cfg.to_dict()

@@ -41,7 +41,7 @@ from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
 from wam_ros.model.config import SAMPLERS
 from wam_ros.model.deploy import (FUTURES, DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
                                   resolve_instruction)
-from wam_ros.model.policy import CheckpointMismatch, depth_metres, load_policy
+from wam_ros.model.policy import CheckpointError, depth_metres, load_policy
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, SupervisorState, ValueEstimate
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, multiview_arrays, pointcloud_msg, to_time
@@ -146,7 +146,7 @@ class PolicyNode(Node):
         try:
             policy = load_policy(Path(p["checkpoint"]), device)
             policy.check_robot(state_names=robot.joint_names, action_names=robot.joint_names)
-        except (FileNotFoundError, CheckpointMismatch) as exc:
+        except (FileNotFoundError, CheckpointError) as exc:
             raise ConfigError(str(exc)) from None
         try:
             p["instruction"] = resolve_instruction(policy, p["instruction"])
