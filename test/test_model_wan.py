@@ -8,7 +8,7 @@ import torch
 from model_data import TASK, synthetic_dataset, tiny_config
 from safetensors.torch import save_file
 
-from wam_ros.model.policy import CheckpointMismatch, load_policy
+from wam_ros.model.policy import CheckpointError, load_policy
 from wam_ros.model.train import WindowDataset
 from wam_ros.model.wam import WorldActionModel, training_losses
 from wam_ros.model.wan import TIMESTEP_SCALE, PriorError, WanVideoExpert
@@ -175,6 +175,6 @@ def test_checkpoints_of_the_old_architecture_are_refused_with_a_retrain_message(
              "layers.0.video.qkv.weight": torch.zeros(96, 32), "patch_in.weight": torch.zeros(32, 16)}
     path = tmp_path / "old.pt"
     torch.save({"format": 1, "config": old_config, "model": state, "normalization": {}, "meta": {}}, path)
-    with pytest.raises(CheckpointMismatch, match="retired architecture.*retrain") as error:
+    with pytest.raises(CheckpointError, match="retired architecture.*retrain") as error:
         load_policy(path)
     assert "\n" not in str(error.value)
