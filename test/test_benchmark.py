@@ -4,7 +4,9 @@ form (two demonstrations, a few training steps, one episode per variant)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 
@@ -209,9 +211,22 @@ def short_benchmark(tmp_path_factory):
     (out / "short.yaml").write_text("base: bench\naction_steps: 2\nvideo_steps: 4\n")
     cfg = BenchmarkConfig(demos=2, slip_demos=1, episodes=1, graph_episodes=1, vae_steps=2, video_steps=4,
                           joint_steps=4, max_seconds=4.0, latency_scale=0.0, model=str(out / "short.yaml"), out=out)
-    with pytest.MonkeyPatch.context() as env:  # its simulators must not meet the session bring-up's clock
-        env.setenv("ROS_DOMAIN_ID", str(SPARE_DOMAIN_IDS[1]))
-        return cfg, run_benchmark(cfg)
+    console = io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(console):
+        env.setenv("ROS_DOMAIN_ID", str(SPARE_DOMAIN_IDS[1]))  # not the session bring-up's clock
+        results = run_benchmark(cfg)
+    (out / "console.log").write_text(console.getvalue())
+    return cfg, results
+
+
+def test_the_benchmark_shows_progress_with_eta_for_each_long_step(short_benchmark):
+    """Recording, training (echoed from its process, not only in train.log) and evaluation."""
+    cfg, _ = short_benchmark
+    console = (cfg.out / "console.log").read_text()
+    for start in ("demonstrations 3/3 |", "[benchmark] train 10/10 | [joint]", "evaluate clean 1/1 |",
+                  "graph episodes 1/1 |"):
+        line = next((line for line in console.splitlines() if start in line), None)
+        assert line is not None and "ETA" in line and "elapsed" in line, (start, console[-3000:])
 
 
 def test_benchmark_pipeline_short_form(short_benchmark):

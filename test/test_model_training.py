@@ -320,7 +320,8 @@ def test_train_cli(tmp_path):
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     assert summary["steps"] == 6 and summary["world_size"] == 1
-    assert "[video] 3/6" in run.stderr and "[joint] 6/6" in run.stderr and "action" in run.stderr
+    assert "train 3/6 | [video]" in run.stderr and "train 6/6 | [joint]" in run.stderr and "action" in run.stderr
+    assert "ETA" in run.stderr
     assert load_policy(out).meta.action_names == meta.action_names
     bad = subprocess.run([*command[:3], str(tmp_path), *command[4:], "--overwrite"], capture_output=True, text=True,
                          timeout=300)

@@ -319,7 +319,7 @@ def test_fsdp_under_torchrun_saves_sharded_checkpoints_and_resumes(tmp_path):
     second = run(4, "--resume")
     assert second.returncode == 0, second.stderr[-4000:]
     assert json.loads(second.stdout)["steps"] == 6
-    assert "[joint] 6/6" in second.stderr and "[video]" not in second.stderr  # continued at step 4
+    assert "train 6/6 | [joint]" in second.stderr and "[video]" not in second.stderr  # continued at step 4
     assert (sharded / "latest").read_text() == "step_00000006" and not (sharded / "step_00000004").exists()
     after = load_policy(out)
     changed = [n for n, t in after.model.state_dict().items()

@@ -23,6 +23,7 @@ from std_srvs.srv import SetBool
 from wam_ros.config import load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.msg import SupervisorState, TaskState
+from wam_ros.progress import Progress
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time
@@ -134,6 +135,7 @@ def evaluate_episodes(checkpoint: Path, robot: str, specs: list[EpisodeSpec], ro
     simulated arms; success from task/state, rollbacks from supervisor/state."""
     apply_environment()
     rows = []
+    progress = Progress("graph episodes", len(specs), "episode")
     rclpy.init(args=["wam-ros-benchmark"])
     try:
         for spec in specs:
@@ -155,8 +157,8 @@ def evaluate_episodes(checkpoint: Path, robot: str, specs: list[EpisodeSpec], ro
                          "rollback_recovered": success and rollbacks > 0, "perturbed": bool(task and task.perturbed),
                          "final_mode": sup.state_name if sup else "", "sim_s": round(watcher.sim_time, 2),
                          "wall_s": round(time.monotonic() - wall, 1)})
-            print(f"[benchmark] graph episode {spec.seed} ({spec.condition}, {spec.perturbation}): "
-                  f"{'success' if success else 'failure'}", flush=True)
+            progress.update(len(rows), f"seed {spec.seed} ({spec.condition}, {spec.perturbation}): "
+                            f"{'success' if success else 'failure'}")
     finally:
         rclpy.try_shutdown()
     return rows

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from wam_ros.benchmark.evaluate import ClosedLoop, EvalOptions
 from wam_ros.config import ConfigError, check_choice, load_robot_config
+from wam_ros.progress import Progress
 from wam_ros.sim.tasks import CONDITIONS, EpisodeSpec, get_task
 from wam_ros.sim.world import SimConfig
 
@@ -115,9 +116,17 @@ def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
         raise ConfigError(f"{episodes_dir} holds demonstrations in {sorted(conditions)} scenes, not "
                           f"{cfg.demo_condition!r}: choose another --out")
 
+    needed = max(0, cfg.demos - sum(r.get("recorded", True) for r in rows if r.get("perturbation", "none") == "none")) \
+        + max(0, cfg.slip_demos - sum(r.get("recorded", True) for r in rows if r.get("perturbation") == "slip"))
+    progress = Progress("demonstrations", needed, "episode")
+    recorded_now = 0
+
     def keep(row: dict) -> None:
+        nonlocal recorded_now
         rows.append(row)
         log_path.write_text(json.dumps(rows, indent=1))
+        recorded_now += bool(row.get("recorded", True))
+        progress.update(min(recorded_now, needed), f"seed {row['seed']} {'recorded' if row.get('recorded', True) else 'skipped'}")
 
     start, recorded_any = time.perf_counter(), False
     for perturbation, wanted, seed0 in (("none", cfg.demos, 0), ("slip", cfg.slip_demos, SLIP_DEMO_SEED)):
@@ -146,6 +155,26 @@ def _trained_steps(checkpoint: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("train", {}).get("step", 0))
 
 
+def _run_logged(command: list[str], log_path: Path, echo_every: float = 30.0) -> None:
+    """Runs `command` with its output appended to `log_path`, and its progress lines (those with an
+    ETA) echoed to the console at most every `echo_every` seconds, and the last one at the end."""
+    last_echo, pending = -float("inf"), ""
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True, bufsize=1)
+        for line in process.stderr:
+            log.write(line)
+            if "ETA" in line:
+                pending = line.strip()
+                if time.monotonic() - last_echo >= echo_every:
+                    _log(pending)
+                    last_echo, pending = time.monotonic(), ""
+        if process.wait():
+            log.flush()
+            raise subprocess.CalledProcessError(process.returncode, command)
+    if pending:
+        _log(pending)
+
+
 def train_policy(cfg: BenchmarkConfig, timings: dict) -> Path:
     from wam_ros.data.export import ExportConfig
     from wam_ros.data.lerobot import export_lerobot
@@ -163,8 +192,7 @@ def train_policy(cfg: BenchmarkConfig, timings: dict) -> Path:
                    "--threads", str(cfg.threads), "--resume"]
         _log(" ".join(command[2:]))
         start = time.perf_counter()
-        with open(cfg.out / "train.log", "a") as log:
-            subprocess.run(command, check=True, stdout=log, stderr=log)
+        _run_logged(command, cfg.out / "train.log")
         timings["train_s"] = round(time.perf_counter() - start, 1)
     return checkpoint
 
@@ -220,9 +248,11 @@ def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Var
             options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds,
                                      "latency_scale": cfg.latency_scale})
             rows = []
+            progress = Progress(f"evaluate {variant.name}", cfg.episodes, "episode")
             for k in range(cfg.episodes):
                 spec = EpisodeSpec(cfg.task, cfg.robot, variant.condition, EVAL_SEED_OFFSET + k, variant.perturbation)
                 rows.append(loop.run(spec, options, seed=k).row())
+                progress.update(k + 1, f"{sum(r['success'] for r in rows)} successes")
             results[variant.name] = rows
             _log(f"{variant.name}: {sum(r['success'] for r in rows)}/{len(rows)} successes")
     finally:

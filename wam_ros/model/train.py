@@ -30,6 +30,7 @@ from wam_ros.model.normalization import Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy, depth_metres, git_revision, resize_images
 from wam_ros.model.targets import frame_targets
 from wam_ros.model.wam import WorldActionModel, inverse_depth
+from wam_ros.progress import Progress
 
 DECAYS = ("linear", "cosine", "none")
 
@@ -308,25 +309,6 @@ def build_model(cfg: ModelConfig, init_from: str = "") -> WorldActionModel:
     return WorldActionModel.from_wan(cfg, Path(init_from))
 
 
-class ProgressBar:
-    """One line per log interval with the losses per head (carriage-return updates on a terminal)."""
-
-    def __init__(self, total: int, first: int = 0, stream=sys.stderr):
-        self.total, self.first, self.stream, self.start = total, first, stream, time.perf_counter()
-        self.tty = stream.isatty()
-
-    def update(self, step: int, stage: str, losses: dict[str, float], lr: float) -> None:
-        rate = (step - self.first) / max(time.perf_counter() - self.start, 1e-9)
-        text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        line = f"[{stage}] {step}/{self.total} | {text} | lr {lr:.2e} | {rate:.2f} it/s"
-        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-
-
 def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: bool = False, device: str = "cpu",
           on_log: Callable[[int, str, dict[str, float]], None] | None = None, progress: bool = True) -> dict:
     """Trains and writes the policy checkpoint `out` (every checkpoint_every steps and at the end;
@@ -394,7 +376,7 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
         if topology.main:
             policy.save(out, {"train": {**shared_state(), "optimizer": optimizer.state_dict(), "rng": rngs}})
 
-    bar = ProgressBar(train_cfg.total_steps, step) if progress and topology.main else None
+    bar = Progress("train", train_cfg.total_steps, "step", step) if progress and topology.main else None
     window: dict[str, list[float]] = {}
     batches = iter(window_loader(dataset, train_cfg, topology, step, pin_memory=torch.device(device).type == "cuda"))
     first_step, start = step, time.perf_counter()
@@ -418,7 +400,7 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
             record["last"] = means
             window = {}
             if bar:
-                bar.update(step, stage, means, lr)
+                bar.update(step, f"[{stage}] " + " ".join(f"{k} {v:.4f}" for k, v in means.items()) + f" | lr {lr:.2e}")
             if on_log:
                 on_log(step, stage, means)
         if step % train_cfg.checkpoint_every == 0:
