@@ -112,6 +112,38 @@ def cmd_doctor(tokens: list[str]) -> int:
     return 1 if any(c.status == FAIL for c in checks) else 0
 
 
+def cmd_calibrate(args) -> int:
+    from wam_ros.calibration import CharucoSpec, recorded_views, simulated_views, solve_mounts, write_camera_mounts
+    from wam_ros.config import load_robot_config, robot_config_path
+
+    try:
+        columns, rows = (int(v) for v in args.board_squares.lower().split("x"))
+        spec = CharucoSpec((columns, rows), args.square, args.marker, args.dictionary)
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(f"--board-squares/--square/--marker/--dictionary: {exc}") from None
+    robot = load_robot_config(args.robot)
+    if args.bag is not None:
+        try:
+            views = recorded_views(args.bag, spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        views = simulated_views(robot, spec, tuple(args.board_xyz), seed=args.seed)
+    missing = [cam for cam, pairs in views.wrist.items() if len(pairs) < 3] + ([] if views.head else ["head"])
+    if missing:
+        raise ConfigError(f"the board was not seen often enough by {missing}: move it (--board-xyz) or use a bigger one")
+    mounts = solve_mounts(robot, views)
+    for mount in mounts.values():
+        mount.pop("T_parent_optical")
+    result = {"robot": args.robot, "source": str(args.bag) if args.bag else "simulator", "board": {"squares": list(spec.squares), "square_m": spec.square,
+                                             "marker_m": spec.marker, "dictionary": spec.dictionary}, "cameras": mounts}
+    if args.write:
+        result["backup"] = str(write_camera_mounts(robot_config_path(args.robot), mounts))
+        result["written"] = str(robot_config_path(args.robot))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_calibration_check(args) -> int:
     import numpy as np
 
@@ -376,6 +408,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="YAML with k: [9 values] of the head camera (needed with --image)")
     p.add_argument("--joints", type=Path, default=None, help="YAML {joint: position} at the time of the image")
     p.add_argument("--out", type=Path, default=Path("out/calibration_check.png"))
+    p = sub.add_parser("calibrate", help="the cameras' mounts from a ChArUco board: wrist hand-eye (every "
+                       "OpenCV method, with residuals) and the head's extrinsics, from a recorded episode (--bag) "
+                       "or in the simulator (--sim); JSON; --write puts them into config/robots/<robot>.yaml "
+                       "(a backup kept)")
+    p.add_argument("--robot", default="agilex", choices=ROBOTS)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bag", type=Path, help="a recorded episode: the board fixed on the table, each arm moved "
+                        "under teleop to poses where its wrist camera sees it (pause at each: still frames are used)")
+    source.add_argument("--sim", action="store_true", help="the same procedure in the simulator")
+    p.add_argument("--board-squares", default="7x5", help="columns x rows of squares")
+    p.add_argument("--square", type=float, default=0.05, help="square side (m)")
+    p.add_argument("--marker", type=float, default=0.037, help="ArUco marker side (m)")
+    p.add_argument("--dictionary", default="DICT_5X5_100", help="OpenCV ArUco dictionary")
+    p.add_argument("--board-xyz", type=float, nargs=3, default=[0.1, -0.12, 0.002],
+                   help="where the board lies on the table (m, base frame; its corner)")
+    p.add_argument("--seed", type=int, default=0, help="the random arm poses")
+    p.add_argument("--write", action="store_true", help="write the mounts into the robot's config (backup kept)")
     p = sub.add_parser("render-prediction", help="PNG of a checkpoint's predicted 4D point cloud (sim observation)")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--robot", choices=ROBOTS, help="must match the checkpoint's joints (default: the robot they fit)")
@@ -477,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "calibration-check":
             return cmd_calibration_check(args)
+        if args.command == "calibrate":
+            return cmd_calibrate(args)
         if args.command in ("export", "dataset"):
             return cmd_data(args)
         if args.command == "train":

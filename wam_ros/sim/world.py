@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from transforms3d.euler import euler2quat
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
@@ -46,6 +48,7 @@ class SimConfig:
     servo_bandwidth_hz: float = 8.0
     servo_damping_ratio: float = 1.0
     servo_kp: float = 400.0
+    board: BoardMount | None = None  # a calibration board (visual only), for `wam-ros calibrate`'s checks
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -97,6 +100,19 @@ class JointTargets:
 
     actuators: np.ndarray
     positions: np.ndarray
+
+
+@dataclass(frozen=True)
+class BoardMount:
+    """A flat printed target (a calibration board) in the scene: `texture` is its image (PNG), laid
+    over `size` metres (image width along the board's x, height along its y) with the image's
+    top-left corner at the mount's origin, facing +z; fixed to the body `parent` at xyz/rpy."""
+
+    texture: str
+    size: tuple[float, float]
+    parent: str = "world"
+    xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rpy: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,9 @@ class SimWorld:
         # URDF visuals were skipped while parsing; compiling with discardvisual would also drop
         # the table materials added below
         spec.compiler.discardvisual = False
+        # the offscreen framebuffer must hold the largest rendered image
+        spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, cfg.width)
+        spec.visual.global_.offheight = max(spec.visual.global_.offheight, cfg.height)
         world = spec.worldbody
         clean = Appearance()  # the scene as built; apply_appearance changes it per episode
         world.add_light(name="sun", pos=[0.3, 0.0, 2.5], dir=list(clean.light_direction),
@@ -198,6 +217,8 @@ class SimWorld:
                 geom.rgba = [0.82, 0.82, 0.85, 1.0]  # MuJoCo's default grey is too dark
             else:
                 geom.contype, geom.conaffinity = SCENE_COLLISION
+        if cfg.board is not None:
+            self._add_board(spec, cfg.board)
         for cam in CAMERA_NAMES:
             # MuJoCo cameras look along -z with y up; ROS optical frames look along +z with y down
             spec.body(f"{cam}_color_optical_frame").add_camera(
@@ -222,6 +243,22 @@ class SimWorld:
         return model
 
     # --- state -----------------------------------------------------------------------------
+    @staticmethod
+    def _add_board(spec: mujoco.MjSpec, board: BoardMount) -> None:
+        """A textured quad (a mesh with texture coordinates: exact placement of the image), visual only."""
+        spec.add_texture(name="board", type=mujoco.mjtTexture.mjTEXTURE_2D, file=str(Path(board.texture).resolve()))
+        material = spec.add_material(name="board_material")
+        material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "board"
+        w, h = board.size
+        mesh = spec.add_mesh(name="board_quad", inertia=mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL)
+        mesh.uservert = [0, 0, 0, w, 0, 0, w, h, 0, 0, h, 0]
+        mesh.usertexcoord = [0, 1, 1, 1, 1, 0, 0, 0]
+        mesh.userface = [0, 1, 2, 0, 2, 3]  # counter-clockwise from +z: it faces +z
+        parent = spec.worldbody if board.parent == "world" else spec.body(board.parent)
+        body = parent.add_body(name="board", pos=list(board.xyz), quat=list(euler2quat(*board.rpy, "sxyz")))
+        body.add_geom(name="board", type=mujoco.mjtGeom.mjGEOM_MESH, meshname="board_quad", material="board_material",
+                      contype=0, conaffinity=0, mass=1e-3)
+
     @property
     def time(self) -> float:
         return float(self.data.time)
