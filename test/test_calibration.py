@@ -65,6 +65,14 @@ def test_the_simulated_procedure_recovers_mounts_that_differ_from_the_nominal_on
         error_deg = np.degrees(rotation_angle_between(truth[:3, :3], estimate[:3, :3]))
         assert error_mm < 2.0 and error_deg < 0.2, (camera.name, error_mm, error_deg)
         assert np.allclose(found["rpy"], camera.pose.rpy, atol=0.01)  # the config's Euler branch, not a flip
+    # the intrinsics the board views imply agree with what the camera (driver) reports; a wrong K is caught
+    from wam_ros.calibration import intrinsics_check
+
+    for camera in ("left_wrist", "right_wrist"):
+        check = mounts[camera]["intrinsics"]
+        assert check["ok"] and max(check["relative_difference"].values()) < 0.005, check
+    wrong = views.intrinsics["left_wrist"] * np.array([[1.05], [1.0], [1.0]])  # fx, cx 5 % off
+    assert intrinsics_check([v for _, v in views.wrist["left_wrist"]], wrong)["ok"] is False
     residuals = mounts["left_wrist"]["methods"]
     assert {r["method"] for r in residuals} == {"tsai", "park", "horaud", "andreff", "daniilidis"}
     assert residuals[0]["residual_mm"] < 1.0 and residuals[0]["residual_deg"] < 0.1

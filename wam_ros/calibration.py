@@ -8,7 +8,7 @@ simulator renders one, which checks the conventions end to end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -126,6 +126,9 @@ class BoardView:
     T_camera_board: np.ndarray  # 4x4, board frame (OpenCV's: origin at a corner, z out of the board)
     corners: int
     rms_px: float               # reprojection error of the detected corners
+    object_points: np.ndarray   # (N, 3) the detected corners on the board (m)
+    image_points: np.ndarray    # (N, 2) where they were seen (px)
+    image_size: tuple[int, int]  # (width, height)
 
 
 def board_pose(rgb: np.ndarray, K: np.ndarray, spec: CharucoSpec, D: np.ndarray | None = None,
@@ -147,7 +150,8 @@ def board_pose(rgb: np.ndarray, K: np.ndarray, spec: CharucoSpec, D: np.ndarray 
     rms = float(np.sqrt(np.mean(np.sum((projected.reshape(-1, 2) - image_points.reshape(-1, 2)) ** 2, axis=1))))
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
-    return BoardView(T, int(len(ids)), rms)
+    return BoardView(T, int(len(ids)), rms, objects.reshape(-1, 3), image_points.reshape(-1, 2),
+                     (gray.shape[1], gray.shape[0]))
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,30 @@ class CalibrationViews:
 
     wrist: dict[str, list[tuple[dict[str, float], BoardView]]]
     head: list[tuple[dict[str, float], BoardView]]
+    intrinsics: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> the driver's K
+
+
+def intrinsics_check(views: list[BoardView], K: np.ndarray, tolerance: float = 0.02) -> dict:
+    """The camera's intrinsics estimated from the board views (OpenCV's calibrateCamera, distortion
+    fixed at zero: a rectified or undistorted stream), against the driver's K: relative differences
+    of fx, fy, cx, cy and whether they are within `tolerance`."""
+    import cv2
+
+    if len(views) < 4:
+        return {"views": len(views), "ok": None, "note": "fewer than 4 board views: not checked"}
+    flags = (cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3
+             | cv2.CALIB_ZERO_TANGENT_DIST)
+    rms, estimate, _, _, _ = cv2.calibrateCamera([v.object_points.astype(np.float32) for v in views],
+                                                 [v.image_points.astype(np.float32) for v in views],
+                                                 views[0].image_size, K.astype(np.float64).copy(), np.zeros(5),
+                                                 flags=flags)
+    names = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}
+    relative = {n: float(abs(estimate[i] - K[i]) / K[0, 0]) for n, i in names.items()}
+    return {"views": len(views), "rms_px": round(float(rms), 3),
+            "estimated": {n: round(float(estimate[i]), 2) for n, i in names.items()},
+            "driver": {n: round(float(K[i]), 2) for n, i in names.items()},
+            "relative_difference": {n: round(v, 4) for n, v in relative.items()},
+            "ok": bool(max(relative.values()) <= tolerance)}
 
 
 def nearest_rpy(rpy: tuple[float, ...], reference: tuple[float, ...]) -> tuple[float, ...]:
@@ -242,6 +270,9 @@ def solve_mounts(robot: RobotConfig, views: CalibrationViews) -> dict[str, dict]
                        "views": len(views.head), "board_spread_mm": round(1e3 * float(np.sqrt(np.mean(
                            [np.sum((b[:3, 3] - board[:3, 3]) ** 2) for b in boards_in_base]))), 3)}
     for camera, result in out.items():
+        if camera in views.intrinsics:
+            seen = views.head if camera == "head" else views.wrist[camera]
+            result["intrinsics"] = intrinsics_check([view for _, view in seen], views.intrinsics[camera])
         T = result["T_parent_optical"] @ np.linalg.inv(optical_from_link(kinematics, camera))
         xyz, rpy = matrix_to_pose(T)
         rpy = nearest_rpy(rpy, mounts[camera].pose.rpy)
@@ -273,6 +304,8 @@ def simulated_views(robot: RobotConfig, spec: CharucoSpec, board_xyz: tuple[floa
             world.reset()
             home = robot.home_positions()
 
+            intrinsics = {camera: world.intrinsics(camera) for camera in ("head", *(f"{s}_wrist" for s in SIDES))}
+
             def look(camera: str, joints: dict[str, float]) -> tuple[dict[str, float], BoardView | None]:
                 world.set_joint_positions(joints)
                 frame = world.render(camera)
@@ -291,7 +324,7 @@ def simulated_views(robot: RobotConfig, spec: CharucoSpec, board_xyz: tuple[floa
                         break
                 wrist[camera] = pairs
             actual, view = look("head", dict(home))
-            return CalibrationViews(wrist, [(actual, view)] if view is not None else [])
+            return CalibrationViews(wrist, [(actual, view)] if view is not None else [], intrinsics)
         finally:
             world.close()
 
@@ -318,7 +351,7 @@ def recorded_views(bag: Path, spec: CharucoSpec, fps: float = 5.0, still_rad: fl
             view = board_pose(colors[cam], K[cam], spec)
             if view is not None:
                 (wrist[cam] if cam in wrist else head).append((joints, view))
-    return CalibrationViews(wrist, head)
+    return CalibrationViews(wrist, head, K)
 
 
 def write_camera_mounts(path: Path, mounts: Mapping[str, Mapping], backup: bool = True) -> Path | None:
