@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ROBOT ?= agilex
 APT_PACKAGES := cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libusb-1.0-0
+# the web viewer's browser test
+TEST_APT_PACKAGES := chromium
 export MUJOCO_GL ?= egl
 
 SOURCES := $(shell find wam_ros config urdf launch models -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
@@ -18,10 +20,21 @@ LEROBOT_VENV := .venv-lerobot
 PYTHON312 ?= $(shell for p in $$(command -v python3.12 python3.13) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.1[2-9]*/bin/python 2>/dev/null); do \
   $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && echo $$p && break; done)
 
-.PHONY: setup lerobot demo test bench urdf clean
+.PHONY: setup lerobot browser demo test bench urdf clean
 setup: $(VENV)/.installed
 
 lerobot: $(LEROBOT_VENV)/.installed
+
+browser: $(VENV)/.test-apt
+
+$(VENV)/.test-apt: | $(VENV)/.apt
+	@missing=$$(for p in $(TEST_APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages for the tests: $$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
 
 $(LEROBOT_VENV)/.installed: requirements/lerobot.txt
 	@[ -n "$(PYTHON312)" ] || { echo "make lerobot: needs Python >= 3.12 (python3.12, or PYTHON312=/path/to/python)"; exit 1; }
@@ -74,7 +87,7 @@ $(VENV)/.installed: $(SOURCES) $(VENV)/.msgs $(VENV)/.tf2_msgs
 demo: setup
 	$(VENV)/bin/wam-ros demo --robot $(ROBOT) --out out/demo $(if $(TRAIN),--train)
 
-test: setup lerobot
+test: setup lerobot browser
 	$(VENV)/bin/pytest -q test --durations=30
 
 bench: setup

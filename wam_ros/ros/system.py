@@ -23,6 +23,7 @@ TELEOP_SOURCES = ("none", "scripted", "leader", "spacemouse", "keyboard")
 RECORD_SOURCES = ("synced", "raw")
 BOOLEANS = ("true", "false")
 HARDWARE_FAILURE_POLICIES = ("exit", "stay")
+VIEWERS = ("none", "web")
 # A user's own Fast DDS configuration wins over the package's profile.
 DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
 # A domain's participants listen on ports 7400 + 250 * domain + 10.. (RTPS well-known ports). Up to
@@ -33,7 +34,7 @@ SAFE_DOMAIN_IDS = range(1, 101)
 # every node name describe_system gives (a parameter file may name any of them: one site file serves
 # the simulated and the real robot)
 NODE_NAMES = ("robot_state_publisher", "sim", "arm_bridge", "camera", "sync", "supervisor", "scripted_motion",
-              "teleop", "recorder", "policy", "rviz2")
+              "teleop", "recorder", "policy", "viewer", "rviz2")
 
 
 def isolated_domain_id(seed: int, span: int = 1) -> int:
@@ -103,6 +104,8 @@ LAUNCH_ARGUMENTS = (
     LaunchArgument("on_hardware_failure", "exit", "An arm bridge that cannot reach its arms: exit (bring-up "
                    "ends with code 3, the fix printed) or stay (up, NOT OPERATIONAL in /diagnostics)",
                    HARDWARE_FAILURE_POLICIES),
+    LaunchArgument("viewer", "none", "A live view without RViz: web (a browser at http://<host>:8080: the robot, "
+                   "the predicted and live clouds, the head camera, the value)", VIEWERS),
     LaunchArgument("params_file", "", "YAML of node parameters for this robot or site, in the ROS 2 parameter "
                    "file layout (<node name>: or /**: with ros__parameters:), overlaid on the defaults"),
 )
@@ -130,6 +133,7 @@ class SystemOptions:
     perturbation: str = "none"
     params_file: str = ""
     on_hardware_failure: str = "exit"
+    viewer: str = "none"
 
     @staticmethod
     def from_arguments(values: Mapping[str, str]) -> "SystemOptions":
@@ -149,7 +153,8 @@ class SystemOptions:
                              instruction=raw["instruction"], chunking=raw["chunking"], sampler=raw["sampler"],
                              namespace=raw["namespace"].strip("/"), task=raw["task"], condition=raw["condition"],
                              seed=_seed(raw["seed"]), perturbation=raw["perturbation"],
-                             params_file=raw["params_file"], on_hardware_failure=raw["on_hardware_failure"])
+                             params_file=raw["params_file"], on_hardware_failure=raw["on_hardware_failure"],
+                             viewer=raw["viewer"])
         opts.validate()
         return opts
 
@@ -162,6 +167,7 @@ class SystemOptions:
         check_choice("teleop", self.teleop, TELEOP_SOURCES)
         check_choice("record_source", self.record_source, RECORD_SOURCES)
         check_choice("on_hardware_failure", self.on_hardware_failure, HARDWARE_FAILURE_POLICIES)
+        check_choice("viewer", self.viewer, VIEWERS)
         commanders = [name for name, on in (("checkpoint", bool(self.checkpoint)), ("motion", self.motion != "none"),
                                             ("teleop", self.teleop != "none")) if on]
         if len(commanders) > 1:
@@ -331,6 +337,8 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
                               {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),
                                "instruction": opts.instruction, "chunking": opts.chunking,
                                "sampler": opts.sampler}))
+    if opts.viewer == "web":
+        specs.append(NodeSpec("wam_ros", "viewer_node", "viewer", ns, {**common, "robot": opts.robot}))
     if opts.rviz:
         specs.append(NodeSpec("rviz2", "rviz2", "rviz2", ns, dict(common),
                               arguments=("-d", str(share / "config" / "wam.rviz"))))
