@@ -13,7 +13,7 @@ TEST_APT_PACKAGES := chromium
 export MUJOCO_GL ?= egl
 
 SOURCES := $(shell find wam_ros config urdf launch models -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
-MSGS := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt
+MSGS := $(wildcard msg/*.msg srv/*.srv cmake/*.cmake) CMakeLists.txt
 
 # LeRobot's own code for the interoperability tests (Python >= 3.12: python3.12 or pyenv's)
 LEROBOT_VENV := .venv-lerobot
@@ -70,7 +70,7 @@ $(VENV)/.msgs: $(MSGS) $(VENV)/.deps
 	touch $@
 
 # tf2_msgs/TFMessage for state_publisher_node (/tf in `wam-ros bringup`): no wheel exists
-$(VENV)/.tf2_msgs: $(wildcard interfaces/tf2_msgs/*.xml interfaces/tf2_msgs/*.txt interfaces/tf2_msgs/msg/*.msg) $(VENV)/.deps
+$(VENV)/.tf2_msgs: $(wildcard interfaces/tf2_msgs/*.xml interfaces/tf2_msgs/*.txt interfaces/tf2_msgs/msg/*.msg cmake/*.cmake) $(VENV)/.deps
 	rm -rf build/tf2_msgs && mkdir -p build/tf2_msgs
 	cd build/tf2_msgs && cmake ../../interfaces/tf2_msgs -DBUILD_TESTING=OFF \
 	  -DCMAKE_PREFIX_PATH=$(CURDIR)/$(VENV) -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
