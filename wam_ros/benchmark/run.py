@@ -159,7 +159,7 @@ def _run_logged(command: list[str], log_path: Path, echo_every: float = 30.0) ->
     """Runs `command` with its output appended to `log_path`, and its progress lines (those with an
     ETA) echoed to the console at most every `echo_every` seconds, and the last one at the end."""
     last_echo, pending = -float("inf"), ""
-    with open(log_path, "a") as log:
+    with open(log_path, "a", buffering=1) as log:  # line-buffered: `tail -f train.log` follows it
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE, text=True, bufsize=1)
         for line in process.stderr:
             log.write(line)
