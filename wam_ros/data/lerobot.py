@@ -43,6 +43,7 @@ from wam_ros.data.bag import BagError
 from wam_ros.data.episodes import iter_frames
 from wam_ros.data.export import DatasetSummary, ExportConfig, episode_indices, prepare_out, progress_bar, targets
 from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
+from wam_ros.model.normalization import statistics
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -158,23 +159,21 @@ def read_video(path: Path, pix: str) -> np.ndarray:
         return np.stack([f.to_ndarray(format=pix) for f in container.decode(video=0)])
 
 
-def feature_stats(values: np.ndarray, axis: tuple[int, ...] | int = 0, keepdims: bool = False) -> dict[str, list]:
-    """LeRobot's per-feature statistics over `axis` of `values`."""
+def feature_stats(values: np.ndarray) -> dict[str, list]:
+    """LeRobot's per-column statistics of (N, D) values: the normaliser's (min, max, mean, std,
+    q01, q99), LeRobot's other quantiles and the count."""
     v = np.asarray(values, dtype=np.float64)
-    stats = {"min": v.min(axis=axis, keepdims=keepdims), "max": v.max(axis=axis, keepdims=keepdims),
-             "mean": v.mean(axis=axis, keepdims=keepdims), "std": v.std(axis=axis, keepdims=keepdims)}
-    for q in QUANTILES:
-        stats[f"q{round(q * 100):02d}"] = np.quantile(v, q, axis=axis, keepdims=keepdims)
-    out = {k: s.tolist() for k, s in stats.items()}
+    out = {**statistics(v), **{f"q{round(q * 100):02d}": np.quantile(v, q, axis=0).tolist() for q in QUANTILES}}
     out["count"] = [int(v.shape[0])]
     return out
 
 
-def _image_stats(frames: np.ndarray, scale: float) -> dict[str, list]:
-    """(T, H, W, C) frames -> per-channel statistics shaped (C, 1, 1), values / scale; at most
-    IMAGE_STAT_PIXELS pixels of each frame (a regular grid)."""
+def _image_stats(frames: np.ndarray, feature: str) -> dict[str, list]:
+    """(T, H, W, C) frames -> per-channel statistics shaped (C, 1, 1), colour in [0, 1] and depth in
+    millimetres (as LeRobot keeps them); at most IMAGE_STAT_PIXELS pixels of each frame (a grid)."""
     t, h, w, c = frames.shape
     step = max(1, int(math.sqrt(h * w / IMAGE_STAT_PIXELS)))
+    scale = 1.0 if feature.startswith("observation.depth.") else 255.0
     pixels = frames[:, ::step, ::step].reshape(-1, c).astype(np.float64) / scale
     stats = feature_stats(pixels)
     out = {k: [[[x]] for x in v] for k, v in stats.items() if k != "count"}
@@ -231,7 +230,6 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
     try:
         for e, ix in enumerate(indices):
             value, gate = targets(ix, cfg)
-            start = writers[next(iter(writers))].frames if writers else 0
             images: dict[str, list[np.ndarray]] = {}
             for k, colors, depths in iter_frames(ix):
                 for cam in ix.cameras:
@@ -243,9 +241,9 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
                         depth = depths[cam]
                         clipped["pixels"] += int((depth > EXPORT_DEPTH.depth_max * 1000).sum())
                         clipped["of"] += depth.size
-                        video(feature, depth.shape[:2], DEPTH_CODEC, "gray12le").write(EXPORT_DEPTH.encode(depth))
-                        images.setdefault(feature, []).append(
-                            EXPORT_DEPTH.decode(EXPORT_DEPTH.encode(depth))[..., None])
+                        codes = EXPORT_DEPTH.encode(depth)
+                        video(feature, depth.shape[:2], DEPTH_CODEC, "gray12le").write(codes)
+                        images.setdefault(feature, []).append(EXPORT_DEPTH.decode(codes)[..., None])  # as stored
                 bar.update(1)
             n = len(ix)
             episode_columns = {
@@ -258,17 +256,17 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
             meta: dict[str, Any] = {
                 "episode_index": e, "tasks": [ix.task], "length": n, "data/chunk_index": 0, "data/file_index": 0,
                 "dataset_from_index": total, "dataset_to_index": total + n}
-            for feature in images:
+            for feature in images:  # one video frame per row: the episode starts at frame `total`
                 meta.update({f"videos/{feature}/chunk_index": 0, f"videos/{feature}/file_index": 0,
-                             f"videos/{feature}/from_timestamp": start / fps,
-                             f"videos/{feature}/to_timestamp": (start + n) / fps})
+                             f"videos/{feature}/from_timestamp": total / fps,
+                             f"videos/{feature}/to_timestamp": (total + n) / fps})
             for key, values in episode_columns.items():
                 for stat, v in feature_stats(values.reshape(n, -1)).items():
                     meta[f"stats/{key}/{stat}"] = v
             for feature, frames in images.items():
                 stacked = np.stack(frames)
                 global_images.setdefault(feature, []).append(stacked[:: max(1, n // 8)])  # a few frames each
-                for stat, v in _image_stats(stacked, 1.0 if "depth" in feature else 255.0).items():
+                for stat, v in _image_stats(stacked, feature).items():
                     meta[f"stats/{feature}/{stat}"] = v
             meta.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0, "success": ix.success,
                          "outcome": str(ix.record.get("outcome", "")), "stage_frames": list(ix.stage_frames),
@@ -325,7 +323,7 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
     (out / EXTRAS_PATH).write_text(json.dumps(extras, indent=2))
     stats = {key: feature_stats(values.reshape(len(values), -1)) for key, values in stacked.items()}
     for feature, frames in global_images.items():
-        stats[feature] = _image_stats(np.concatenate(frames), 1.0 if "depth" in feature else 255.0)
+        stats[feature] = _image_stats(np.concatenate(frames), feature)
         stats[feature]["count"] = [total]
     (out / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
     # what an RGB policy (LeRobot's ACT, Diffusion) takes: state and colour; its ResNet takes no depth map
