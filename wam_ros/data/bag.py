@@ -73,13 +73,16 @@ def _as_distro(metadata_text: str, wrapped: bool) -> str:
     return _yaml_text(data)
 
 
+def _pack_string(text: str) -> bytes:
+    """An MCAP string: u32 length, then UTF-8."""
+    data = text.encode()
+    return struct.pack("<I", len(data)) + data
+
+
 def _channel_metadata(offered_qos_profiles: str, type_hash: str) -> bytes:
     """MCAP channel user data as rosbag2_storage_mcap (Jazzy) writes it."""
-    out = io.BytesIO()
-    for key, value in (("offered_qos_profiles", offered_qos_profiles), ("topic_type_hash", type_hash)):
-        for text in (key, value):
-            out.write(struct.pack("<I", len(text.encode())) + text.encode())
-    return out.getvalue()
+    return b"".join(_pack_string(text) for text in ("offered_qos_profiles", offered_qos_profiles,
+                                                      "topic_type_hash", type_hash))
 
 
 class _Rosbag2McapStorage(McapWriter):
@@ -348,11 +351,6 @@ def _chunk_index(chunk: _Chunk) -> bytes:
     return (struct.pack("<QQQQI", chunk.start_time, chunk.end_time, chunk.offset, chunk.end - chunk.offset,
                         len(offsets)) + offsets
             + struct.pack("<QIQQ", chunk.index_end - chunk.end if chunk.index_offsets else 0, 0, chunk.size, chunk.size))
-
-
-def _pack_string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("<I", len(data)) + data
 
 
 def _index(layout: _Layout, at: int, bag_metadata: str) -> bytes:
