@@ -48,7 +48,7 @@ class Harness:
 
     def chunk(self, positions=None, **fields) -> list:
         positions = np.tile(self.q, (15, 1)) if positions is None else positions
-        c = Chunk(chunk_id=fields.pop("chunk_id", self.next_id), stamp=self.now,
+        c = Chunk(chunk_id=fields.pop("chunk_id", self.next_id), stamp=fields.pop("stamp", self.now),
                   joint_names=fields.pop("joint_names", list(ARM)), positions=positions, dt=DT, **fields)
         self.next_id = c.chunk_id + 1
         events = self.sup.submit_chunk(self.now, c)
@@ -180,6 +180,31 @@ def test_stale_stream_holds_and_recovers_only_with_fresh_streams_and_a_new_chunk
     assert h.sup.tick(0.41) == []  # fresh again, but no new chunk yet: still HOLD
     assert h.sup.mode == SupervisorMode.HOLD
     assert h.chunk()[0].new == SupervisorMode.RUNNING
+
+
+def test_a_chunk_conditioned_on_an_old_observation_is_refused_and_running_chunks_stay():
+    """A chunk held up on a network link that came back (or by a stalled policy) was planned for a
+    scene that has moved on: refused by its observation's age, whatever the mode."""
+    h = running()
+    h.feed(3.0)
+    h.value(0.2)
+    events = h.chunk(stamp=1.5)  # observed 1.5 s ago
+    assert isinstance(events[0], Rejection)
+    assert "stale: conditioned on an observation 1.500 s old (max_chunk_age 1.0 s)" in events[0].reason
+    assert h.sup.mode == SupervisorMode.RUNNING and h.sup.last_rejected_chunk_id == events[0].chunk_id
+    assert isinstance(h.chunk(stamp=2.1)[0], Command)  # 0.9 s: within the limit
+    held = Harness()
+    held.feed(3.0)
+    held.value(0.1)
+    assert "stale" in held.chunk(stamp=0.0)[0].reason and held.sup.mode == SupervisorMode.HOLD  # never resumes on one
+    relaxed = Harness(SupervisorConfig.for_robot(ROBOT, max_chunk_age=0.0))  # 0 disables the check
+    relaxed.feed(10.0)
+    relaxed.value(0.1)
+    assert isinstance(relaxed.chunk(stamp=0.0)[1], Command)
+    with pytest.raises(ConfigError, match="max_chunk_age: must be >= 0"):
+        SupervisorConfig.for_robot(ROBOT, max_chunk_age=-1.0)
+    with pytest.raises(ConfigError, match="max_chunk_age"):
+        SupervisorConfig.for_robot(ROBOT, max_chunk_age=math.nan)
 
 
 def test_estop_latches_until_an_explicit_reset():

@@ -99,6 +99,10 @@ class SupervisorConfig:
     checks: CheckConfig
     timeouts: dict[str, float] = field(default_factory=lambda: {
         "joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0})  # s; 0 disables
+    # s from the observation a chunk was conditioned on to its arrival; an older chunk (one held up on
+    # a network link that came back, a stalled policy) is refused: its plan was made for a scene that
+    # has moved on. 0 disables.
+    max_chunk_age: float = 1.0
     rollback: RollbackConfig = RollbackConfig()
     # a gripper "holds an object" when commanded closed (to at most grasp_command of its opening: a
     # learned policy closes to about 0-12 %, not exactly 0) and blocked between these openings (0..1),
@@ -114,6 +118,8 @@ class SupervisorConfig:
         for name, value in self.timeouts.items():
             if not value >= 0:
                 raise ConfigError(f"timeouts.{name}: must be >= 0 s (0 disables), got {value}")
+        if not self.max_chunk_age >= 0:
+            raise ConfigError(f"max_chunk_age: must be >= 0 s (0 disables), got {self.max_chunk_age}")
         missing = set(self.arm_joints) - set(self.checks.limits)
         if missing:
             raise ConfigError(f"joint_limits: no limits for {sorted(missing)}")
@@ -126,14 +132,16 @@ class SupervisorConfig:
     @staticmethod
     def for_robot(robot: RobotConfig, *, limit_overrides: Mapping[str, Mapping[str, Any]] | None = None,
                   clamp: bool = False, max_start_deviation: float = 0.35, workspace: WorkspaceBox | None = None,
-                  timeouts: dict[str, float] | None = None, rollback: RollbackConfig | None = None) -> "SupervisorConfig":
+                  timeouts: dict[str, float] | None = None, rollback: RollbackConfig | None = None,
+                  max_chunk_age: float | None = None) -> "SupervisorConfig":
         """Arm and gripper joints, limits and gripper travel from the robot config."""
         arm = tuple(n for n in robot.joint_names if not n.endswith("_gripper"))
         grippers = tuple(n for n in robot.joint_names if n.endswith("_gripper"))
         travel = robot.joint_limits()
         checks = CheckConfig(robot_joint_limits(robot, limit_overrides), clamp=clamp,
                              max_start_deviation=max_start_deviation, workspace=workspace)
-        extra = {k: v for k, v in (("timeouts", timeouts), ("rollback", rollback)) if v is not None}
+        extra = {k: v for k, v in (("timeouts", timeouts), ("rollback", rollback), ("max_chunk_age", max_chunk_age))
+                 if v is not None}
         return SupervisorConfig(arm, grippers, tuple(travel[g][1] for g in grippers), checks, **extra)
 
 
@@ -339,6 +347,10 @@ class Supervisor:
                 raise ChunkRejected(f"held for the operator: {self.reason}")
             if self._q_arm is None or not self._history:  # the history is empty after a clock jump
                 raise ChunkRejected("no joint state yet")
+            age = now - chunk.stamp
+            if self.config.max_chunk_age and not age <= self.config.max_chunk_age:
+                raise ChunkRejected(f"stale: conditioned on an observation {age:.3f} s old "
+                                    f"(max_chunk_age {self.config.max_chunk_age} s)")
             command = self._check(chunk)
         except ChunkRejected as exc:
             return events + self.reject(chunk.chunk_id, str(exc))

@@ -154,6 +154,9 @@ class SupervisorNode(LifecycleNode):
             "max_start_deviation": declare(self, "max_start_deviation", 0.35,
                                            "Largest allowed distance of a chunk's first target from the current "
                                            "position (rad)", range_=(0.0, 6.3)),
+            "max_chunk_age": declare(self, "max_chunk_age", 1.0, "Refuse a chunk conditioned on an observation older "
+                                     "than this (s): one held up on a link that came back; 0 disables",
+                                     range_=(0.0, 60.0)),
             "joint_limits_file": declare(self, "joint_limits_file", "",
                                          "YAML with ros2_control joint_limits overrides per joint (empty: robot config)"),
             "workspace.enabled": declare(self, "workspace.enabled", False, "Check the TCPs against a workspace box"),
@@ -204,7 +207,7 @@ class SupervisorNode(LifecycleNode):
             fk = lambda q, frames: kinematics.frame_poses(q, list(frames))  # noqa: E731
         config = SupervisorConfig.for_robot(
             robot, limit_overrides=overrides, clamp=p["clamp"], max_start_deviation=p["max_start_deviation"],
-            workspace=workspace,
+            workspace=workspace, max_chunk_age=p["max_chunk_age"],
             timeouts={s: p[f"timeouts.{s}"] for s in ("joint_states", "observations", "value", "chunks")},
             rollback=RollbackConfig(**{k.split(".", 1)[1]: tuple(v) if k == "rollback.value_range" else v
                                        for k, v in p.items() if k.startswith("rollback.")}))
