@@ -40,6 +40,9 @@ CONFIGURATIONS = [
     {"robot": "agilex", "checkpoint": "TINY", "chunking": "blend", "instruction": TASK},  # a trained checkpoint
     {"robot": "franka", "teleop": "scripted", "record": "true", "episodes_dir": "TMP", "instruction": "wave"},
     {"robot": "agilex", "teleop": "leader", "record": "true", "episodes_dir": "TMP", "record_source": "raw"},
+    # the two hosts of a split deployment
+    {"robot": "agilex", "split": "robot", "record": "true", "episodes_dir": "TMP"},
+    {"robot": "agilex", "split": "policy", "checkpoint": "TINY", "instruction": TASK},
 ]
 
 
@@ -120,16 +123,21 @@ def test_launch_and_in_process_bringup_agree(overrides, request):
                 assert (spec.package, spec.executable) == ("robot_state_publisher", "robot_state_publisher") or \
                     spec.package == "wam_ros" and spec.executable in {
                         "sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node",
-                        "policy_node", "recorder_node", "teleop_node"}
+                        "policy_node", "recorder_node", "teleop_node", "observation_encoder_node"}
                 (parameters,) = spec.parameters
                 assert parameters, f"{fqn} launched without parameters"
                 for name, value in parameters.items():
                     assert node.get_parameter(name).value == value, f"{fqn}: parameter {name}"
-            if overrides.get("checkpoint"):
+            if overrides.get("checkpoint") and overrides.get("split") != "policy":
                 assert started["/policy"].get_parameter("chunking").value == "blend"
+            if overrides.get("split") == "robot":  # the link end; no policy on the robot host
+                assert "/observation_encoder" in started and "/policy" not in started and "/sim" in started
+            if overrides.get("split") == "policy":  # the policy host: the policy alone, fed by the link
+                assert set(started) == {"/policy"}
+                assert started["/policy"].get_parameter("observation_transport").value == "compressed"
             if overrides.get("record") == "true":
                 recorder = started["/recorder"]
-                assert recorder.get_parameter("teleop").value == overrides["teleop"]
+                assert recorder.get_parameter("teleop").value == overrides.get("teleop", "none")
                 assert recorder.get_parameter("directory").value == overrides["episodes_dir"]
             if overrides.get("cameras") == "orbbec":  # one camera node per view, by serial, in its namespace
                 assert {f"/cell_3/{cam}/camera" for cam in ("head", "left_wrist", "right_wrist")} <= set(started)
@@ -172,6 +180,10 @@ def _parameter_value(value):
     ("teleop:=joystick", "teleop: unknown value 'joystick'; allowed: none, scripted, leader, spacemouse, keyboard"),
     ("teleop:=leader robot:=franka", "leader arms are the AgileX (Cobot Magic) master arms"),
     ("teleop:=scripted motion:=scripted", "motion and teleop all command the arms; use one of them"),
+    ("split:=robot checkpoint:=/tmp/p.pt", "split:=robot: the policy runs on the policy host"),
+    ("split:=policy", "split:=policy: the policy host runs a policy; give checkpoint:="),
+    ("split:=policy checkpoint:=/tmp/p.pt task:=pick_place record:=true", "split:=policy: record:=true, task:=pick_place "
+     "belong(s) to the robot host"),
 ])
 def test_bringup_refuses_bad_arguments_by_name(argument, message):
     result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", *argument.split()],

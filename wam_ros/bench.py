@@ -958,3 +958,10 @@ def _record_run(directory: Path, compression: str, duration: float, fps: float, 
             "recorder_dropped_in_queue": sum(c["dropped"] for c in episode["messages"].values()),
             "recorder_cpu_percent_of_one_core": round(100 * cpu / duration, 1),
             "bag_mb": round(bag_bytes / 2**20, 1), "mb_per_s_written": round(bag_bytes / 2**20 / duration, 1)}
+
+
+def bench_split(duration: float = 20.0, checkpoint: str = "") -> dict:
+    """The two-machine deployment on one host vs two network namespaces (wam_ros.split_bench)."""
+    from wam_ros.split_bench import bench_split as run
+
+    return run(duration, checkpoint)

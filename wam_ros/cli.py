@@ -327,11 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                    "private one chosen per run, localhost only, printed at the start)")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
     p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "train-model",
-                                          "policy", "lift", "reprojection", "record"])
+                                          "policy", "lift", "reprojection", "record", "split"])
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
-    p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60)")
-    p.add_argument("--checkpoint", default=None, help="policy: checkpoint (default: the demo policy)")
+    p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60); "
+                   "split: seconds measured per link (default 20)")
+    p.add_argument("--checkpoint", default=None, help="policy, split: checkpoint (default: the demo policy)")
     p.add_argument("--config", default=None, help="policy-model (default small), train-model (default xwam): "
                    "model preset or YAML file, built with random weights")
     p.add_argument("--device", default=None, help="policy-model (default cpu), train-model (default cuda); "

@@ -107,18 +107,26 @@ def encode_depth(depth: np.ndarray) -> tuple[str, bytes]:
     return "16UC1; compressedDepth png", DEPTH_HEADER + buf.getvalue()
 
 
-def decode_compressed(fmt: str, data: bytes | np.ndarray) -> np.ndarray:
-    """RGB (H, W, 3) uint8 or depth (H, W) uint16 from a CompressedImage's format and data."""
+def decode_compressed(fmt: str, data: bytes | np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB (H, W, 3) uint8 or depth (H, W) uint16 from a CompressedImage's format and data. With
+    `size` (height, width), an image that declares another size is refused before it is decoded
+    (a corrupt or hostile header cannot make this allocate gigabytes). Raises ImageError."""
     raw = bytes(data)
-    if "compressedDepth" in fmt:
+    depth = "compressedDepth" in fmt
+    if depth:
         raw = raw[len(DEPTH_HEADER):]
     try:
         with PILImage.open(io.BytesIO(raw)) as image:
-            if "compressedDepth" in fmt:
-                return np.asarray(image, dtype=np.uint16)
-            return np.asarray(image.convert("RGB"))
-    except OSError as exc:
-        raise ImageError(f"cannot decode {fmt!r} payload of {len(raw)} bytes: {exc}") from None
+            if size is not None and image.size != (size[1], size[0]):
+                raise ImageError(f"{fmt!r} payload is {image.size[0]}x{image.size[1]}, expected {size[1]}x{size[0]}",
+                                 "size")
+            if depth and image.mode not in ("I;16", "I;16B", "I", "L"):
+                raise ImageError(f"{fmt!r} payload has pixel mode {image.mode}, expected 16-bit grey", "encoding")
+            return np.asarray(image, dtype=np.uint16) if depth else np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"cannot decode {fmt!r} payload of {len(raw)} bytes: {type(exc).__name__}: {exc}") from None
 
 
 def colorize_depth(depth_mm: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ RECORD_SOURCES = ("synced", "raw")
 BOOLEANS = ("true", "false")
 HARDWARE_FAILURE_POLICIES = ("exit", "stay")
 VIEWERS = ("none", "web")
+SPLITS = ("none", "robot", "policy")
 # A user's own Fast DDS configuration wins over the package's profile.
 DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
 # A domain's participants listen on ports 7400 + 250 * domain + 10.. (RTPS well-known ports). Up to
@@ -34,7 +35,7 @@ SAFE_DOMAIN_IDS = range(1, 101)
 # every node name describe_system gives (a parameter file may name any of them: one site file serves
 # the simulated and the real robot)
 NODE_NAMES = ("robot_state_publisher", "sim", "arm_bridge", "camera", "sync", "supervisor", "scripted_motion",
-              "teleop", "recorder", "policy", "viewer", "rviz2")
+              "teleop", "recorder", "observation_encoder", "policy", "viewer", "rviz2")
 
 
 def isolated_domain_id(seed: int, span: int = 1) -> int:
@@ -106,6 +107,11 @@ LAUNCH_ARGUMENTS = (
                    HARDWARE_FAILURE_POLICIES),
     LaunchArgument("viewer", "none", "A live view without RViz: web (a browser at http://<host>:8080: the robot, "
                    "the predicted and live clouds, the head camera, the value)", VIEWERS),
+    LaunchArgument("split", "none", "Two-machine deployment: none (everything on this host); robot (this host runs "
+                   "the simulator or arm bridges, cameras, sync, supervisor, recorder, and sends observations "
+                   "resized and compressed to the policy host); policy (this host runs the policy, the viewer "
+                   "and RViz; needs checkpoint). Both hosts: the same ROS_DOMAIN_ID, and ROS_STATIC_PEERS=<the "
+                   "other host> where multicast does not pass", SPLITS),
     LaunchArgument("params_file", "", "YAML of node parameters for this robot or site, in the ROS 2 parameter "
                    "file layout (<node name>: or /**: with ros__parameters:), overlaid on the defaults"),
 )
@@ -134,6 +140,7 @@ class SystemOptions:
     params_file: str = ""
     on_hardware_failure: str = "exit"
     viewer: str = "none"
+    split: str = "none"
 
     @staticmethod
     def from_arguments(values: Mapping[str, str]) -> "SystemOptions":
@@ -154,7 +161,7 @@ class SystemOptions:
                              namespace=raw["namespace"].strip("/"), task=raw["task"], condition=raw["condition"],
                              seed=_seed(raw["seed"]), perturbation=raw["perturbation"],
                              params_file=raw["params_file"], on_hardware_failure=raw["on_hardware_failure"],
-                             viewer=raw["viewer"])
+                             viewer=raw["viewer"], split=raw["split"])
         opts.validate()
         return opts
 
@@ -168,6 +175,18 @@ class SystemOptions:
         check_choice("record_source", self.record_source, RECORD_SOURCES)
         check_choice("on_hardware_failure", self.on_hardware_failure, HARDWARE_FAILURE_POLICIES)
         check_choice("viewer", self.viewer, VIEWERS)
+        check_choice("split", self.split, SPLITS)
+        if self.split == "robot" and self.checkpoint:
+            raise ConfigError("split:=robot: the policy runs on the policy host; give checkpoint:= there "
+                              "(split:=policy)")
+        if self.split == "policy":
+            if not self.checkpoint:
+                raise ConfigError("split:=policy: the policy host runs a policy; give checkpoint:=")
+            robot_side = [f"{name}:={str(value).lower()}" for name, value, default in (
+                ("motion", self.motion, "none"), ("teleop", self.teleop, "none"), ("record", self.record, False),
+                ("task", self.task, "")) if value != default]
+            if robot_side:
+                raise ConfigError(f"split:=policy: {', '.join(robot_side)} belong(s) to the robot host (split:=robot)")
         commanders = [name for name, on in (("checkpoint", bool(self.checkpoint)), ("motion", self.motion != "none"),
                                             ("teleop", self.teleop != "none")) if on]
         if len(commanders) > 1:
@@ -291,10 +310,35 @@ def with_parameters(specs: list[NodeSpec], executable: str, parameters: Mapping[
     return [replace(s, parameters={**s.parameters, **parameters}) if s.executable == executable else s for s in specs]
 
 
+def _policy_host(opts: SystemOptions, common: dict[str, Any]) -> list[NodeSpec]:
+    """split:=policy: the nodes of the GPU host, fed over the network by the robot host."""
+    specs = [NodeSpec("wam_ros", "policy_node", "policy", opts.namespace, _policy_parameters(opts, common) | {
+        "observation_transport": "compressed",
+        "live_cloud_stride": 1})]  # the views arrive at the model's size: every pixel makes the live cloud
+    return specs + with_parameters(_viewers(opts, common), "viewer_node", {"observation_transport": "compressed"})
+
+
+def _policy_parameters(opts: SystemOptions, common: dict[str, Any]) -> dict[str, Any]:
+    return {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),
+            "instruction": opts.instruction, "chunking": opts.chunking, "sampler": opts.sampler}
+
+
+def _viewers(opts: SystemOptions, common: dict[str, Any]) -> list[NodeSpec]:
+    specs = []
+    if opts.viewer == "web":
+        specs.append(NodeSpec("wam_ros", "viewer_node", "viewer", opts.namespace, {**common, "robot": opts.robot}))
+    if opts.rviz:
+        specs.append(NodeSpec("rviz2", "rviz2", "rviz2", opts.namespace, dict(common),
+                              arguments=("-d", str(share_dir() / "config" / "wam.rviz"))))
+    return specs
+
+
 def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     opts.validate()
-    share = share_dir()
     common = {"use_sim_time": opts.sim}
+    if opts.split == "policy":
+        specs = _policy_host(opts, common)
+        return apply_params_file(specs, opts.params_file) if opts.params_file else specs
     ns = opts.namespace
     episode = {"task": opts.task, "condition": opts.condition, "seed": opts.seed, "perturbation": opts.perturbation}
     instruction = opts.instruction or (get_task(opts.task).instruction if opts.task else "")
@@ -332,14 +376,9 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
         specs.append(NodeSpec("wam_ros", "recorder_node", "recorder", ns,
                               {**common, "robot": opts.robot, "directory": str(Path(opts.episodes_dir).expanduser()),
                                "source": opts.record_source, "teleop": opts.teleop, "instruction": instruction}))
+    if opts.split == "robot":  # the link to the policy host: what the policy asks for, small
+        specs.append(NodeSpec("wam_ros", "observation_encoder_node", "observation_encoder", ns, dict(common)))
     if opts.checkpoint:
-        specs.append(NodeSpec("wam_ros", "policy_node", "policy", ns,
-                              {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),
-                               "instruction": opts.instruction, "chunking": opts.chunking,
-                               "sampler": opts.sampler}))
-    if opts.viewer == "web":
-        specs.append(NodeSpec("wam_ros", "viewer_node", "viewer", ns, {**common, "robot": opts.robot}))
-    if opts.rviz:
-        specs.append(NodeSpec("rviz2", "rviz2", "rviz2", ns, dict(common),
-                              arguments=("-d", str(share / "config" / "wam.rviz"))))
+        specs.append(NodeSpec("wam_ros", "policy_node", "policy", ns, _policy_parameters(opts, common)))
+    specs += _viewers(opts, common)
     return apply_params_file(specs, opts.params_file) if opts.params_file else specs

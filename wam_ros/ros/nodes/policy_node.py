@@ -1,8 +1,11 @@
 """policy_node: a World Action Model checkpoint driving the robot.
 
-In:  observations (MultiViewRGBD from sync_node), joint_states, supervisor/state (a refusal of the
+In:  observations (MultiViewRGBD from sync_node) or, with observation_transport:=compressed (the
+     policy host of a split deployment), observations/compressed (CompressedMultiViewRGBD from the
+     robot side's observation_encoder_node), joint_states, supervisor/state (a refusal of the
      executing chunk drops its plan: the next chunk is sampled afresh, not inpainted towards it).
-Out: policy/chunk (ActionChunk, absolute joint targets from the step due now), policy/value
+Out: policy/observation_request (latched ObservationRequest: the cameras and image size the
+     checkpoint reads, what the robot side of a split deployment sends), policy/chunk (ActionChunk, absolute joint targets from the step due now), policy/value
      (ValueEstimate), policy/gate (GateState), policy/predicted_cloud and policy/live_cloud
      (PointCloud2: x, y, z, rgb, frame), policy/markers (MarkerArray: predicted TCP paths, value
      and expert as text), /diagnostics.
@@ -42,9 +45,11 @@ from wam_ros.model.config import SAMPLERS
 from wam_ros.model.deploy import (FUTURES, DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
                                   resolve_instruction)
 from wam_ros.model.policy import CheckpointError, depth_metres, load_policy
-from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, SupervisorState, ValueEstimate
+from wam_ros.msg import (ActionChunk, CompressedMultiViewRGBD, GateState, MultiViewRGBD, ObservationRequest,
+                         SupervisorState, ValueEstimate)
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, multiview_arrays, pointcloud_msg, to_time
+from wam_ros.ros.link_conversions import compact_multiview_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED_QOS
@@ -53,6 +58,9 @@ from wam_ros.srv import Resample
 # Only the newest observation matters to the policy: a deeper queue would only hold stale sets.
 OBSERVATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 CLOUD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+# observation_transport -> (message type, topic, the views of a message)
+TRANSPORTS = {"raw": (MultiViewRGBD, "observations", multiview_arrays),
+              "compressed": (CompressedMultiViewRGBD, "observations/compressed", compact_multiview_arrays)}
 EXPERTS = {"predictive": GateState.EXPERT_PREDICTIVE, "reactive": GateState.EXPERT_REACTIVE}
 PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
 Views = tuple[dict, dict, dict]  # images, depths, intrinsics by camera (conversions.multiview_arrays)
@@ -87,6 +95,10 @@ class PolicyNode(Node):
                                         "imagined (the observed scene carried by the kinematics plus the model's "
                                         "change) or model (the model's own frames and depth)", choices=FUTURES),
             "depth": declare(self, "depth", True, "Run the depth branch (needed for the predicted cloud)"),
+            "observation_transport": declare(self, "observation_transport", "raw", "Observation sets: raw "
+                                             "(MultiViewRGBD on observations, one host) or compressed (resized "
+                                             "and compressed on observations/compressed, from the robot side of "
+                                             "a split deployment)", choices=tuple(TRANSPORTS)),
             "max_observation_age": declare(self, "max_observation_age", 0.5, "Observations older than this are "
                                            "not used (s)", range_=(0.001, 60.0)),
             "voxel_size": declare(self, "voxel_size", 0.01, "Voxel size of the clouds (m; 0: all points)",
@@ -98,6 +110,7 @@ class PolicyNode(Node):
         }
         self.params = p
         self.deployed = self._load(p)
+        observation_type, observation_topic, self._views_of = TRANSPORTS[p["observation_transport"]]
         self._latest_obs: tuple[MultiViewRGBD, Views | None] | None = None  # the newest set, checked
         self._joints: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -124,7 +137,10 @@ class PolicyNode(Node):
         self.live_pub = self.create_publisher(PointCloud2, "policy/live_cloud", CLOUD_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, "policy/markers", CLOUD_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self.create_subscription(MultiViewRGBD, "observations", self._on_observation, OBSERVATION_QOS)
+        cfg = self.deployed.policy.cfg
+        self.create_publisher(ObservationRequest, "policy/observation_request", LATCHED_QOS).publish(
+            ObservationRequest(camera_names=list(cfg.cameras), height=cfg.image_size[0], width=cfg.image_size[1]))
+        self.create_subscription(observation_type, observation_topic, self._on_observation, OBSERVATION_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
         self.create_subscription(SupervisorState, "supervisor/state", self._on_supervisor_state, LATCHED_QOS)
         self.create_service(Resample, "policy/resample", self._srv_resample)
@@ -176,7 +192,7 @@ class PolicyNode(Node):
             self.get_logger().warn(f"{cause}: {detail} ({self._problems[cause]} so far, all counted in /diagnostics)")
 
     # --- inputs ------------------------------------------------------------------------------
-    def _on_observation(self, msg: MultiViewRGBD) -> None:
+    def _on_observation(self, msg: MultiViewRGBD | CompressedMultiViewRGBD) -> None:
         """Keeps the newest set once its views are checked; after a malformed or unfitting one there is
         nothing to act on (an older set would only be acted on because a newer one was broken)."""
         if msg.degraded:  # its missing views are empty; _job reports it
@@ -184,7 +200,7 @@ class PolicyNode(Node):
             return
         self._latest_obs = None
         try:
-            views = multiview_arrays(msg, self.deployed.policy.cfg.cameras)
+            views = self._views_of(msg, self.deployed.policy.cfg.cameras)
         except ImageError as exc:
             return self._problem("observation malformed", str(exc))
         except ValueError as exc:  # well-formed, but not the views the checkpoint needs

@@ -1,6 +1,8 @@
 """viewer_node (`viewer:=web`): the live view in a browser (wam_ros.viewer, viser) fed from the
 topics RViz shows: joint_states (the robot), policy/predicted_cloud and policy/live_cloud,
-policy/value, head/color/image_raw. Open http://<host>:<port> (default 8080)."""
+policy/value, and the head camera: head/color/image_raw, or on the policy host of a split deployment
+(observation_transport:=compressed) the head view of observations/compressed, which is on the link
+anyway. Open http://<host>:<port> (default 8080)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from sensor_msgs.msg import Image, JointState, PointCloud2
 
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.data.images import ImageError
-from wam_ros.msg import ValueEstimate
+from wam_ros.msg import CompressedMultiViewRGBD, ValueEstimate
 from wam_ros.ros.conversions import from_time, pointcloud_from_msg, view_array
+from wam_ros.ros.link_conversions import compact_multiview_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS
@@ -36,7 +39,13 @@ class ViewerNode(Node):
         for name in ("predicted", "live"):
             self.create_subscription(PointCloud2, f"policy/{name}_cloud", lambda m, n=name: self._on_cloud(n, m), IMAGE_QOS)
         self.create_subscription(ValueEstimate, "policy/value", self._on_value, COMMAND_QOS)
-        self.create_subscription(Image, "head/color/image_raw", self._on_image, IMAGE_QOS)
+        transport = declare(self, "observation_transport", "raw", "Head camera from head/color/image_raw (raw) or "
+                            "from observations/compressed (compressed: the policy host of a split deployment)",
+                            choices=("raw", "compressed"))
+        if transport == "raw":
+            self.create_subscription(Image, "head/color/image_raw", self._on_image, IMAGE_QOS)
+        else:
+            self.create_subscription(CompressedMultiViewRGBD, "observations/compressed", self._on_set, IMAGE_QOS)
         self.get_logger().info(f"web viewer on http://{host}:{self.viewer.port}")
 
     def _due(self, stream: str) -> bool:
@@ -75,6 +84,13 @@ class ViewerNode(Node):
                 self.viewer.set_image(view_array(msg, "color"))
             except ImageError as exc:
                 self.get_logger().warn(f"head/color/image_raw: {exc}", throttle_duration_sec=10.0)
+
+    def _on_set(self, msg: CompressedMultiViewRGBD) -> None:
+        if self._due("image") and not msg.degraded and "head" in msg.camera_names:
+            try:
+                self.viewer.set_image(compact_multiview_arrays(msg, ["head"])[0]["head"])
+            except (ImageError, ValueError) as exc:
+                self.get_logger().warn(f"observations/compressed: {exc}", throttle_duration_sec=10.0)
 
     def destroy_node(self) -> None:
         self.viewer.close()

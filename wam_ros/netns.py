@@ -1,0 +1,149 @@
+"""Two hosts on one machine: Linux network namespaces joined by a shaped veth pair (ROS-free).
+
+The split deployment (robot PC + policy workstation) is tested and benchmarked with the robot side
+in one namespace and the policy side in the other, so that everything between them crosses a real
+network link: the kernel's IP stack, a rate limit (tc tbf), and where the kernel has sch_netem,
+delay and loss. Fast DDS cannot take a shared-memory shortcut between namespaces (their host ids
+differ), so the link carries every byte, and the veth counters measure it. Needs root (or
+CAP_NET_ADMIN) and iproute2; `unavailable()` says why not where it cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class NetnsError(RuntimeError):
+    """A namespace, link or qdisc operation failed; the message has the command and its error."""
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and done.returncode:
+        raise NetnsError(f"ip {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+def unavailable() -> str | None:
+    """Why network namespaces cannot be made here, or None when they can."""
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "iproute2 (ip, tc) is not installed"
+    name = f"wam_probe_{os.getpid()}"
+    done = _ip("netns", "add", name, check=False)
+    if done.returncode:
+        return f"cannot create a network namespace (root or CAP_NET_ADMIN needed): {done.stderr.strip()}"
+    _ip("netns", "del", name, check=False)
+    return None
+
+
+@dataclass(frozen=True)
+class LinkShape:
+    """The link between the hosts, both directions: rate (Mbit/s; 0 = the veth's own speed), and
+    where the kernel has sch_netem, one-way delay (ms) and random loss (%)."""
+
+    rate_mbit: float = 0.0
+    delay_ms: float = 0.0
+    loss_percent: float = 0.0
+
+    @property
+    def label(self) -> str:
+        parts = [f"{self.rate_mbit:g} Mbit/s" if self.rate_mbit else "unshaped"]
+        parts += [f"{self.delay_ms:g} ms delay"] if self.delay_ms else []
+        parts += [f"{self.loss_percent:g} % loss"] if self.loss_percent else []
+        return ", ".join(parts)
+
+
+class HostPair:
+    """Two namespaces, `<prefix>_robot` (10.<n>.0.1) and `<prefix>_policy` (10.<n>.0.2), joined by a
+    veth pair; a context manager that removes them again."""
+
+    SIDES = ("robot", "policy")
+
+    def __init__(self, prefix: str | None = None, subnet: int | None = None):
+        pid = os.getpid()
+        self.prefix = prefix or f"wam{pid % 100000}"
+        self.subnet = subnet if subnet is not None else 100 + pid % 150
+        self.namespaces = {side: f"{self.prefix}_{side}" for side in self.SIDES}
+        self.devices = {side: f"{self.prefix}{side[0]}" for side in self.SIDES}  # <= 15 characters
+        self.addresses = {"robot": f"10.{self.subnet}.0.1", "policy": f"10.{self.subnet}.0.2"}
+        self.notes: list[str] = []  # shaping that this kernel could not apply
+
+    def __enter__(self) -> "HostPair":
+        try:
+            for side in self.SIDES:
+                _ip("netns", "add", self.namespaces[side])
+                _ip("-n", self.namespaces[side], "link", "set", "lo", "up")
+            _ip("link", "add", self.devices["robot"], "type", "veth", "peer", "name", self.devices["policy"])
+            for side in self.SIDES:
+                ns, dev = self.namespaces[side], self.devices[side]
+                _ip("link", "set", dev, "netns", ns)
+                _ip("-n", ns, "addr", "add", f"{self.addresses[side]}/24", "dev", dev)
+                _ip("-n", ns, "link", "set", dev, "up")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ns in self.namespaces.values():  # deleting a namespace deletes its end of the veth pair
+            if Path("/run/netns", ns).exists():
+                _ip("netns", "del", ns, check=False)
+
+    def prefix_command(self, side: str) -> list[str]:
+        """What to put before a command to run it on `side`."""
+        return ["ip", "netns", "exec", self.namespaces[side]]
+
+    def peer(self, side: str) -> str:
+        """The other side's address (ROS_STATIC_PEERS of a process on `side`)."""
+        return self.addresses["policy" if side == "robot" else "robot"]
+
+    def shape(self, shape: LinkShape) -> None:
+        """Apply `shape` to both directions (each side's egress), replacing earlier shaping."""
+        self.notes = []
+        for side in self.SIDES:
+            ns, dev = self.namespaces[side], self.devices[side]
+            subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True)
+            parent = ["root"]
+            if shape.delay_ms or shape.loss_percent:
+                netem = ["netem"] + (["delay", f"{shape.delay_ms}ms"] if shape.delay_ms else []) + \
+                        (["loss", f"{shape.loss_percent}%"] if shape.loss_percent else [])
+                done = self._tc(ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", *netem)
+                if done.returncode == 0:
+                    parent = ["parent", "1:"]
+                elif side == "robot":  # the same for both ends: say it once
+                    self.notes.append(f"{' '.join(netem)} not applied: {done.stderr.strip()} (this kernel has no "
+                                      "sch_netem)")
+            if shape.rate_mbit:
+                rate_bytes = shape.rate_mbit * 1e6 / 8
+                # a burst of 10 ms of the rate (tbf needs at least rate / HZ), a queue of 50 ms
+                burst = max(int(rate_bytes / 100), 32 * 1024)
+                done = self._tc(ns, "qdisc", "add", "dev", dev, *parent, "handle", "2:", "tbf",
+                                "rate", f"{shape.rate_mbit}mbit", "burst", str(burst), "latency", "50ms")
+                if done.returncode:
+                    raise NetnsError(f"tc tbf on {dev}: {done.stderr.strip()}")
+
+    @staticmethod
+    def _tc(ns: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", ns, "tc", *args], capture_output=True, text=True)
+
+    def set_link(self, up: bool) -> None:
+        """Pull the cable (both ends down) or plug it back in."""
+        for side in self.SIDES:
+            _ip("-n", self.namespaces[side], "link", "set", self.devices[side], "up" if up else "down")
+
+    def bytes_sent(self) -> dict[str, int]:
+        """Bytes each side has sent on the link so far."""
+        out = {}
+        for side in self.SIDES:
+            done = subprocess.run(["ip", "netns", "exec", self.namespaces[side], "cat",
+                                   f"/sys/class/net/{self.devices[side]}/statistics/tx_bytes"],
+                                  capture_output=True, text=True, check=True)
+            out[side] = int(done.stdout)
+        return out

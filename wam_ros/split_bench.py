@@ -1,0 +1,293 @@
+"""`wam-ros bench split`: the two-machine deployment (split:=robot | split:=policy) measured on one
+machine, side by side in one run: both sides on this host's loopback, then each side in its own
+network namespace joined by a veth pair shaped to 1 Gbit/s and to 100 Mbit/s (wam_ros.netns).
+
+Each side is a real `wam-ros bringup` process: the robot side runs the simulated AgileX on the
+pick-and-place task, sync, supervisor and the observation encoder; the policy side runs the
+checkpoint. A probe process on the robot side (this module run as a program) measures there:
+- observation-to-chunk latency: wall time from a synced set's arrival on the robot side to the
+  arrival of the chunk conditioned on it (link both ways, decoding, inference);
+- the link: MB/s of observation payload, and where namespaces are used the veth's bytes per second;
+- starved control steps (the policy's /diagnostics) and supervisor holds with their reasons;
+- with `pull`: the cable pulled for a while: time to HOLD, time to RUNNING after it is back, and
+  whether any chunk older than the supervisor's max_chunk_age was forwarded (it must not be).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wam_ros.netns import HostPair, LinkShape, unavailable
+from wam_ros.ros.system import DDS_VARIABLES, dds_environment, isolated_domain_id
+
+PROBE_READY = "ready"
+# the supervisor's default max_chunk_age (s): a forwarded chunk older than this is a failure
+MAX_CHUNK_AGE = 1.0
+# camera size of the shipped demo policy's recordings (height, width)
+SIM_SIZE = (128, 160)
+
+
+@dataclass(frozen=True)
+class SplitRun:
+    """One configuration: `shape` None runs both sides on this host's loopback."""
+
+    label: str
+    shape: LinkShape | None
+    seconds: float = 20.0           # measured after the first chunk
+    pull_after: float = 0.0         # s into the measurement to pull the cable (0: never)
+    pull_seconds: float = 2.0
+    recover_seconds: float = 10.0   # measured after the cable is back
+
+
+def _params_file(directory: Path) -> Path:
+    """Node parameters of both sides: the demo's camera size; one torch thread for the policy (two
+    processes share the cores); the supervisor tracks a CPU-trained policy's chunks (clamp)."""
+    path = directory / "split_params.yaml"
+    path.write_text(json.dumps({
+        "sim": {"ros__parameters": {"width": SIM_SIZE[1], "height": SIM_SIZE[0]}},
+        "supervisor": {"ros__parameters": {"clamp": True}},
+        "policy": {"ros__parameters": {"threads": 1}}}))
+    return path
+
+
+def _bringup(arguments: list[str], prefix: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    exe = str(Path(sys.executable).parent / "wam-ros")
+    return subprocess.Popen([*prefix, exe, "bringup", *arguments], env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
+              startup_timeout: float = 180.0) -> dict:
+    """Bring both sides up for `run`, measure with the probe, tear down. Returns the row."""
+    domain = isolated_domain_id(os.getpid() + hash(run.label) % 97)
+    # the package's Fast DDS profile on both sides, as a user has it
+    base = {**{k: v for k, v in os.environ.items() if k not in DDS_VARIABLES}, **dds_environment({}),
+            "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
+    params = _params_file(workdir)
+    robot_args = ["robot:=agilex", "split:=robot", "task:=pick_place", f"seed:={seed}", f"params_file:={params}"]
+    policy_args = ["robot:=agilex", "split:=policy", f"checkpoint:={checkpoint}", f"params_file:={params}"]
+    pair = HostPair() if run.shape is not None else None
+    processes: list[subprocess.Popen] = []
+    try:
+        if pair is not None:
+            pair.__enter__()
+            pair.shape(run.shape)
+        env = {side: {**base, **({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_STATIC_PEERS": pair.peer(side)}
+                                 if pair else {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})}
+               for side in ("robot", "policy")}
+        prefix = {side: pair.prefix_command(side) if pair else [] for side in ("robot", "policy")}
+        processes.append(_bringup(robot_args, prefix["robot"], env["robot"], workdir / f"{run.label}_robot.log"))
+        processes.append(_bringup(policy_args, prefix["policy"], env["policy"], workdir / f"{run.label}_policy.log"))
+        total = run.seconds + (run.pull_seconds + run.recover_seconds if run.pull_after else 0.0)
+        probe = subprocess.Popen([*prefix["robot"], sys.executable, "-m", "wam_ros.split_bench", str(startup_timeout),
+                                  str(total)], env=env["robot"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, start_new_session=True)
+        processes.append(probe)
+        if probe.stdout.readline().strip() != PROBE_READY:  # the first chunk has reached the robot side
+            _, err = probe.communicate(timeout=30)
+            logs = {p.name: p.read_text()[-1500:] for p in sorted(workdir.glob(f"{run.label}_*.log"))}
+            raise RuntimeError(f"{run.label}: no chunk reached the robot side within {startup_timeout:.0f} s "
+                               f"(probe: {err.strip()[-500:]}); logs: {logs}")
+        start = time.time()
+        sent_before = pair.bytes_sent() if pair else None
+        pulled = None
+        if run.pull_after:
+            time.sleep(run.pull_after)
+            sent_steady = pair.bytes_sent() if pair else None
+            steady_seconds = time.time() - start
+            pulled = (time.time(), None)
+            pair.set_link(False)
+            time.sleep(run.pull_seconds)
+            pair.set_link(True)
+            pulled = (pulled[0], time.time())
+        out, err = probe.communicate(timeout=total + 60)
+        if probe.returncode:
+            raise RuntimeError(f"{run.label}: probe failed: {err.strip()[-1500:]}")
+        if not run.pull_after:
+            sent_steady, steady_seconds = (pair.bytes_sent() if pair else None), time.time() - start
+        events = json.loads(out)
+    finally:
+        for process in processes:
+            _stop(process)
+        if pair is not None:
+            pair.close()
+    row = summarize(events, start, start + steady_seconds, pulled)
+    row.update(label=run.label, link=run.shape.label if run.shape else "one host (loopback)",
+               notes=pair.notes if pair else [])
+    if sent_before is not None:
+        row["link_mb_per_s"] = {side: round((sent_steady[side] - sent_before[side]) / steady_seconds / 1e6, 3)
+                                for side in ("robot", "policy")}
+    return row
+
+
+def summarize(events: dict, start: float, steady_end: float, pulled: tuple[float, float] | None) -> dict:
+    """The row of one run from the probe's events (wall times) and the measurement window."""
+    latencies = [(t, lat) for t, lat in events["latencies"] if start <= t < steady_end]
+    ms = np.array([lat for _, lat in latencies]) * 1e3
+    payload = [(t, n) for t, n in events["payloads"] if start <= t < steady_end]
+    seconds = steady_end - start
+    transitions = [(t, state, reason) for t, state, reason in events["transitions"] if t >= start]
+    steady_holds = [reason for t, state, reason in transitions if state == "HOLD" and t < steady_end]
+    row = {"seconds": round(seconds, 1), "chunks": len(latencies),
+           "observation_to_chunk_ms": {"p50": round(float(np.percentile(ms, 50)), 1),
+                                       "p95": round(float(np.percentile(ms, 95)), 1)} if len(ms) else None,
+           "observation_payload": {"sets_per_s": round(len(payload) / seconds, 2),
+                                   "kb_per_set": round(float(np.mean([n for _, n in payload])) / 1e3, 1) if payload else None,
+                                   "mb_per_s": round(sum(n for _, n in payload) / seconds / 1e6, 3)},
+           "starved_steps": _starved_in(events["starved"], start, steady_end),
+           "supervisor_holds": len(steady_holds), "hold_reasons": steady_holds[:5],
+           **_stale_chunks(events)}
+    if pulled is not None:
+        down, up = pulled
+        hold = next((t for t, state, _ in transitions if state == "HOLD" and t >= down), None)
+        running = next((t for t, state, _ in transitions if state == "RUNNING" and t >= up), None)
+        row["cable_pulled"] = {"seconds": round(up - down, 2),
+                               "to_hold_s": None if hold is None else round(hold - down, 3),
+                               "hold_reason": next((r for t, s, r in transitions if s == "HOLD" and t >= down), None),
+                               "running_again_after_s": None if running is None else round(running - up, 3)}
+    return row
+
+
+def _stale_chunks(events: dict) -> dict:
+    """Chunks that reached the robot side older than max_chunk_age, and how many of them the
+    supervisor's state named as forwarded (it publishes on every refusal and once a second)."""
+    stale = {chunk_id for _, chunk_id, age in events["chunk_ages"] if age > MAX_CHUNK_AGE}
+    return {"stale_chunks_arrived": len(stale), "stale_chunks_forwarded": len(stale & set(events["forwarded_ids"])),
+            "stale_refusals_seen": sum(1 for _, reason in events["refusals"] if reason.startswith("stale"))}
+
+
+def _starved_in(samples: list, start: float, end: float) -> int | None:
+    """Starved steps the policy counted within [start, end) (its counter is cumulative)."""
+    inside = [n for t, n in samples if start <= t < end]
+    before = [n for t, n in samples if t < start]
+    if not inside:
+        return None
+    return int(inside[-1] - (before[-1] if before else inside[0]))
+
+
+def bench_split(duration: float = 20.0, checkpoint: str = "") -> dict:
+    """One host vs two namespaces at 1 Gbit/s and at 100 Mbit/s (the 1 Gbit/s run also pulls the
+    cable for 2 s), side by side in one run."""
+    from wam_ros.demo import shipped_policy
+
+    reason = unavailable()
+    result: dict = {"target": "split", "robot": "agilex", "task": "pick_place",
+                    "camera_size": f"{SIM_SIZE[1]}x{SIM_SIZE[0]} x 3 views",
+                    "goal": "0 starved steps at 1 Gbit/s; observation-to-chunk p95 at most 15 ms above one host"}
+    if reason:
+        return {**result, "skipped": True, "reason": reason}
+    path = Path(checkpoint) if checkpoint else shipped_policy("agilex")
+    result["checkpoint"] = str(path)
+    runs = [SplitRun("one_host", None, duration),
+            SplitRun("netns_1gbit", LinkShape(1000.0, delay_ms=0.5), duration, pull_after=duration),
+            SplitRun("netns_100mbit", LinkShape(100.0, loss_percent=1.0), duration)]
+    with tempfile.TemporaryDirectory(prefix="wam_bench_split_") as tmp:
+        rows = {run.label: run_split(run, path, Path(tmp)) for run in runs}
+    result["runs"] = rows
+    base = rows["one_host"]["observation_to_chunk_ms"]
+    for label in ("netns_1gbit", "netns_100mbit"):
+        other = rows[label]["observation_to_chunk_ms"]
+        if base and other:
+            result[f"{label}_added_p95_ms"] = round(other["p95"] - base["p95"], 1)
+    return result
+
+
+# ---- the probe (runs on the robot side: python -m wam_ros.split_bench STARTUP_TIMEOUT SECONDS) ----
+def _probe(startup_timeout: float, seconds: float) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from wam_ros.msg import ActionChunk, CompressedMultiViewRGBD, MultiViewRGBD, SupervisorState
+    from wam_ros.ros.conversions import from_time
+    from wam_ros.ros.node_main import make_executor
+    from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS
+    from wam_ros.ros.nodes.observation_encoder_node import NEWEST_QOS
+
+    rclpy.init(args=["wam-ros-split-probe"])
+    node = Node("split_probe", parameter_overrides=[Parameter("use_sim_time", value=True)])
+    arrivals: dict[int, float] = {}       # observation stamp (ns) -> wall arrival on the robot side
+    events: dict[str, list] = {"latencies": [], "payloads": [], "transitions": [], "starved": [],
+                               "chunk_ages": [], "forwarded_ids": [], "refusals": []}
+    state = {"mode": None, "rejected": 0}
+
+    def stamp_ns(stamp) -> int:
+        return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+    def on_set(msg: MultiViewRGBD) -> None:
+        arrivals[stamp_ns(msg.header.stamp)] = time.time()
+        while len(arrivals) > 300:
+            arrivals.pop(next(iter(arrivals)))
+
+    def on_compressed(msg: CompressedMultiViewRGBD) -> None:
+        events["payloads"].append((time.time(), sum(len(i.data) for i in (*msg.color, *msg.depth))))
+
+    def on_chunk(msg: ActionChunk) -> None:
+        arrived = arrivals.get(stamp_ns(msg.header.stamp))
+        age = node.get_clock().now().nanoseconds * 1e-9 - from_time(msg.header.stamp)  # ROS time, as the supervisor
+        events["chunk_ages"].append((time.time(), int(msg.chunk_id), age))
+        if arrived is not None:
+            events["latencies"].append((time.time(), time.time() - arrived))
+
+    def on_supervisor(msg: SupervisorState) -> None:
+        now = time.time()
+        if msg.state_name != state["mode"]:
+            state["mode"] = msg.state_name
+            events["transitions"].append((now, msg.state_name, msg.reason))
+        events["forwarded_ids"].append(int(msg.last_forwarded_chunk_id))
+        if msg.chunks_rejected != state["rejected"]:
+            state["rejected"] = msg.chunks_rejected
+            events["refusals"].append((now, msg.last_rejection))
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(": policy"):
+                values = {kv.key: kv.value for kv in status.values}
+                if "starved_steps" in values:
+                    events["starved"].append((time.time(), int(values["starved_steps"])))
+
+    node.create_subscription(MultiViewRGBD, "observations", on_set, NEWEST_QOS)
+    node.create_subscription(CompressedMultiViewRGBD, "observations/compressed", on_compressed, NEWEST_QOS)
+    node.create_subscription(ActionChunk, "policy/chunk", on_chunk, COMMAND_QOS)
+    node.create_subscription(SupervisorState, "supervisor/state", on_supervisor, LATCHED_QOS)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, DIAGNOSTICS_QOS)
+    executor = make_executor()
+    executor.add_node(node)
+    deadline = time.monotonic() + startup_timeout
+    while not events["latencies"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no chunk conditioned on a set seen here within {startup_timeout:.0f} s")
+        executor.spin_once(timeout_sec=0.05)
+    print(PROBE_READY, flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.05)
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return events
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe(float(sys.argv[1]), float(sys.argv[2]))), flush=True)
