@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from hypothesis import given, settings, HealthCheck
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 from rclpy.serialization import deserialize_message, serialize_message
 
-from wam_ros.data.images import DEPTH_HEADER, ImageError, encode_color, encode_depth
+from wam_ros.data.images import DEPTH_HEADER, ImageError, encode_color
 from wam_ros.geometry.lifting import scale_intrinsics
 from wam_ros.model.policy import resize_images
 from wam_ros.msg import CompressedMultiViewRGBD, MultiViewRGBD, ObservationRequest
