@@ -104,9 +104,11 @@ class HostPair:
         """The other side's address (ROS_STATIC_PEERS of a process on `side`)."""
         return self.addresses["policy" if side == "robot" else "robot"]
 
-    def shape(self, shape: LinkShape) -> None:
-        """Apply `shape` to both directions (each side's egress), replacing earlier shaping."""
+    def shape(self, shape: LinkShape) -> LinkShape:
+        """Apply `shape` to both directions (each side's egress), replacing earlier shaping. Returns
+        the shape applied: without sch_netem, no delay and no loss (`notes` says so)."""
         self.notes = []
+        applied = shape
         for side in self.SIDES:
             ns, dev = self.namespaces[side], self.devices[side]
             subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True)
@@ -117,9 +119,11 @@ class HostPair:
                 done = self._tc(ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", *netem)
                 if done.returncode == 0:
                     parent = ["parent", "1:"]
-                elif side == "robot":  # the same for both ends: say it once
-                    self.notes.append(f"{' '.join(netem)} not applied: {done.stderr.strip()} (this kernel has no "
-                                      "sch_netem)")
+                else:
+                    applied = LinkShape(shape.rate_mbit)
+                    if side == "robot":  # the same for both ends: say it once
+                        self.notes.append(f"{' '.join(netem)} not applied: {done.stderr.strip()} (this kernel has "
+                                          "no sch_netem)")
             if shape.rate_mbit:
                 rate_bytes = shape.rate_mbit * 1e6 / 8
                 # a burst of 10 ms of the rate (tbf needs at least rate / HZ), a queue of 50 ms
@@ -128,6 +132,7 @@ class HostPair:
                                 "rate", f"{shape.rate_mbit}mbit", "burst", str(burst), "latency", "50ms")
                 if done.returncode:
                     raise NetnsError(f"tc tbf on {dev}: {done.stderr.strip()}")
+        return applied
 
     @staticmethod
     def _tc(ns: str, *args: str) -> subprocess.CompletedProcess:

@@ -88,10 +88,11 @@ def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
     policy_args = ["robot:=agilex", "split:=policy", f"checkpoint:={checkpoint}", f"params_file:={params}"]
     pair = HostPair() if run.shape is not None else None
     processes: list[subprocess.Popen] = []
+    link = "one host (loopback)"
     try:
         if pair is not None:
             pair.__enter__()
-            pair.shape(run.shape)
+            link = pair.shape(run.shape).label
         env = {side: {**base, **({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_STATIC_PEERS": pair.peer(side)}
                                  if pair else {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})}
                for side in ("robot", "policy")}
@@ -132,7 +133,7 @@ def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
         if pair is not None:
             pair.close()
     row = summarize(events, start, start + steady_seconds, pulled)
-    row.update(label=run.label, link=run.shape.label if run.shape else "one host (loopback)",
+    row.update(label=run.label, link=link, requested_link=run.shape.label if run.shape else link,
                notes=pair.notes if pair else [])
     if sent_before is not None:
         row["link_mb_per_s"] = {side: round((sent_steady[side] - sent_before[side]) / steady_seconds / 1e6, 3)
@@ -153,7 +154,10 @@ def summarize(events: dict, start: float, steady_end: float, pulled: tuple[float
                                        "p95": round(float(np.percentile(ms, 95)), 1)} if len(ms) else None,
            "observation_payload": {"sets_per_s": round(len(payload) / seconds, 2),
                                    "kb_per_set": round(float(np.mean([n for _, n in payload])) / 1e3, 1) if payload else None,
-                                   "mb_per_s": round(sum(n for _, n in payload) / seconds / 1e6, 3)},
+                                   "mb_per_s": round(sum(n for _, n in payload) / seconds / 1e6, 3),
+                                   # what the whole synced sets would have needed at the same rate
+                                   "raw_sets_kb_per_set": round(events.get("raw_set_bytes", 0) / 1e3, 1),
+                                   "raw_sets_mb_per_s": round(events.get("raw_set_bytes", 0) * len(payload) / seconds / 1e6, 3)},
            "starved_steps": _starved_in(events["starved"], start, steady_end),
            "supervisor_holds": len(steady_holds), "hold_reasons": steady_holds[:5],
            **_stale_chunks(events)}
@@ -237,6 +241,7 @@ def _probe(startup_timeout: float, seconds: float) -> dict:
 
     def on_set(msg: MultiViewRGBD) -> None:
         arrivals[stamp_ns(msg.header.stamp)] = time.time()
+        events["raw_set_bytes"] = sum(len(i.data) for i in (*msg.color, *msg.depth))
         while len(arrivals) > 300:
             arrivals.pop(next(iter(arrivals)))
 
