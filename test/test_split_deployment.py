@@ -213,6 +213,63 @@ def test_encoder_node_sends_what_the_policy_asks_for_and_survives_bad_input():
 NETNS = unavailable()
 
 
+UDP_RECEIVER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind((sys.argv[1], 9999)); s.settimeout(1.0); print("ready", flush=True)
+n, first, last = 0, None, None
+try:
+    while True:
+        if s.recv(2048)[:1] == b"x":  # not a warm-up packet
+            n += 1; last = time.monotonic(); first = first or last
+except socket.timeout:
+    print(n, (last - first) if n > 1 else 0.0)
+"""
+# warm-up packets first (the neighbour's address is resolved), then `count` of 1000 bytes at `rate` per second
+UDP_SENDER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5): s.sendto(b"w", (sys.argv[1], 9999)); time.sleep(0.05)
+time.sleep(0.3)
+count, rate = int(sys.argv[2]), float(sys.argv[3]); start = time.monotonic()
+for i in range(count):
+    s.sendto(b"x" * 1000, (sys.argv[1], 9999))
+    if i % 10 == 9: time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+"""
+
+
+def _udp_through(pair, count: int, rate: float) -> tuple[int, float]:
+    """(packets received, seconds from the first to the last) of `count` sent robot -> policy."""
+    import subprocess
+    import sys
+
+    receiver = subprocess.Popen([*pair.prefix_command("policy"), sys.executable, "-c", UDP_RECEIVER,
+                                 pair.addresses["policy"]], stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout.readline().strip() == "ready"
+    subprocess.run([*pair.prefix_command("robot"), sys.executable, "-c", UDP_SENDER, pair.addresses["policy"],
+                    str(count), str(rate)], check=True)
+    received, seconds = receiver.communicate(timeout=60)[0].split()
+    return int(received), float(seconds)
+
+
+@pytest.mark.skipif(NETNS is not None, reason=f"network namespaces: {NETNS}")
+def test_the_emulated_link_drops_the_configured_share_and_limits_the_rate():
+    """The shaping itself, measured by a receiver on the other side of the veth pair."""
+    from wam_ros.netns import HostPair
+
+    with HostPair() as pair:
+        assert pair.shape(LinkShape(loss_percent=10.0)).label == "unshaped, 10 % loss"
+        received, _ = _udp_through(pair, 3000, rate=3000.0)  # 24 Mbit/s: no queue builds
+        assert 0.87 * 3000 < received < 0.93 * 3000, received  # binomial sd 0.55 %
+        sent, dropped = pair.packet_counts()["robot"]
+        assert dropped >= 3000 - received and sent >= received
+        assert pair.shape(LinkShape(20.0)).label == "20 Mbit/s"
+        received, seconds = _udp_through(pair, 6000, rate=4000.0)  # 32 Mbit/s offered to 20 Mbit/s
+    mbit = received * 1000 * 8 / seconds / 1e6
+    assert 15.0 < mbit < 21.0, f"{mbit:.1f} Mbit/s of UDP payload through a 20 Mbit/s link"
+
+
 @pytest.mark.skipif(NETNS is not None, reason=f"network namespaces: {NETNS}")
 def test_two_hosts_over_a_gigabit_link_hold_when_the_cable_is_pulled_and_recover(tmp_path):
     """The robot side (simulated AgileX, sync, supervisor, encoder) in one namespace, the shipped

@@ -2,8 +2,8 @@
 
 The split deployment (robot PC + policy workstation) is tested and benchmarked with the robot side
 in one namespace and the policy side in the other, so that everything between them crosses a real
-network link: the kernel's IP stack, a rate limit (tc tbf), and where the kernel has sch_netem,
-delay and loss. Fast DDS cannot take a shared-memory shortcut between namespaces (their host ids
+network link: the kernel's IP stack, a rate limit (tc htb), random loss (a classic-BPF classifier),
+and where the kernel has sch_netem, delay. Fast DDS cannot take a shared-memory shortcut between namespaces (their host ids
 differ), so the link carries every byte, and the veth counters measure it. Needs root (or
 CAP_NET_ADMIN) and iproute2; `unavailable()` says why not where it cannot run.
 """
@@ -11,10 +11,15 @@ CAP_NET_ADMIN) and iproute2; `unavailable()` says why not where it cannot run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+
+UNSHAPED_MBIT = 10000.0  # the rate class of a link without a rate limit
+SKF_AD_RANDOM = 2 ** 32 - 4096 + 56  # classic BPF's ancillary load of a random u32 (SKF_AD_OFF + 56), as u32
 
 
 class NetnsError(RuntimeError):
@@ -42,8 +47,8 @@ def unavailable() -> str | None:
 
 @dataclass(frozen=True)
 class LinkShape:
-    """The link between the hosts, both directions: rate (Mbit/s; 0 = the veth's own speed), and
-    where the kernel has sch_netem, one-way delay (ms) and random loss (%)."""
+    """The link between the hosts, both directions: rate (Mbit/s; 0 = unlimited), random loss (%),
+    and where the kernel has sch_netem, one-way delay (ms)."""
 
     rate_mbit: float = 0.0
     delay_ms: float = 0.0
@@ -106,37 +111,58 @@ class HostPair:
 
     def shape(self, shape: LinkShape) -> LinkShape:
         """Apply `shape` to both directions (each side's egress), replacing earlier shaping. Returns
-        the shape applied: without sch_netem, no delay and no loss (`notes` says so)."""
+        the shape applied: without sch_netem, no delay (`notes` says so).
+
+        An htb class limits the rate. Loss needs no netem: a classic-BPF classifier draws a random
+        number per packet (the kernel's SKF_AD_RANDOM) and sends the chosen share to a class whose
+        queue holds nothing (pfifo limit 0), so they are dropped. Delay needs sch_netem, as the leaf
+        of the rate class."""
         self.notes = []
         applied = shape
         for side in self.SIDES:
             ns, dev = self.namespaces[side], self.devices[side]
-            subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True)
-            parent = ["root"]
-            if shape.delay_ms or shape.loss_percent:
-                netem = ["netem"] + (["delay", f"{shape.delay_ms}ms"] if shape.delay_ms else []) + \
-                        (["loss", f"{shape.loss_percent}%"] if shape.loss_percent else [])
-                done = self._tc(ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", *netem)
-                if done.returncode == 0:
-                    parent = ["parent", "1:"]
-                else:
-                    applied = LinkShape(shape.rate_mbit)
-                    if side == "robot":  # the same for both ends: say it once
-                        self.notes.append(f"{' '.join(netem)} not applied: {done.stderr.strip()} (this kernel has "
-                                          "no sch_netem)")
-            if shape.rate_mbit:
-                rate_bytes = shape.rate_mbit * 1e6 / 8
-                # a burst of 10 ms of the rate (tbf needs at least rate / HZ), a queue of 50 ms
-                burst = max(int(rate_bytes / 100), 32 * 1024)
-                done = self._tc(ns, "qdisc", "add", "dev", dev, *parent, "handle", "2:", "tbf",
-                                "rate", f"{shape.rate_mbit}mbit", "burst", str(burst), "latency", "50ms")
+            self._tc(ns, "qdisc", "del", "dev", dev, "root")
+            rate = f"{shape.rate_mbit or UNSHAPED_MBIT:g}mbit"
+            burst = max(int((shape.rate_mbit or UNSHAPED_MBIT) * 1e6 / 8 / 100), 32 * 1024)  # 10 ms of the rate
+            self._tc_checked(ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1")
+            self._tc_checked(ns, "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate,
+                             "burst", str(burst), "quantum", "60000")
+            if shape.loss_percent:
+                threshold = min(int(round(shape.loss_percent / 100 * 2 ** 32)), 2 ** 32 - 1)
+                # A = random u32; A >= threshold: class 1:1 (sent), else class 1:2 (dropped)
+                program = f"4,32 0 0 {SKF_AD_RANDOM},53 1 0 {threshold},6 0 0 {0x10002},6 0 0 {0x10001}"
+                self._tc_checked(ns, "class", "add", "dev", dev, "parent", "1:", "classid", "1:2", "htb", "rate",
+                                 rate, "quantum", "60000")
+                self._tc_checked(ns, "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
+                self._tc_checked(ns, "filter", "add", "dev", dev, "parent", "1:", "bpf", "bytecode", program)
+            if shape.delay_ms:
+                done = self._tc(ns, "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "netem", "delay",
+                                f"{shape.delay_ms}ms", "limit", "100000")
                 if done.returncode:
-                    raise NetnsError(f"tc tbf on {dev}: {done.stderr.strip()}")
+                    applied = LinkShape(shape.rate_mbit, 0.0, shape.loss_percent)
+                    if side == "robot":  # the same for both ends: say it once
+                        self.notes.append(f"delay {shape.delay_ms:g} ms not applied: {done.stderr.strip()} (this "
+                                          "kernel has no sch_netem)")
         return applied
+
+    def packet_counts(self) -> dict[str, tuple[int, int]]:
+        """(packets sent, packets dropped) by each side's shaping so far (emulated loss, full queues)."""
+        out = {}
+        for side in self.SIDES:
+            done = self._tc(self.namespaces[side], "-s", "qdisc", "show", "dev", self.devices[side])
+            match = re.search(r"Sent \d+ bytes (\d+) pkt \(dropped (\d+)", done.stdout)  # the root qdisc's totals
+            out[side] = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        return out
 
     @staticmethod
     def _tc(ns: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", ns, "tc", *args], capture_output=True, text=True)
+
+    @classmethod
+    def _tc_checked(cls, ns: str, *args: str) -> None:
+        done = cls._tc(ns, *args)
+        if done.returncode:
+            raise NetnsError(f"tc {' '.join(args)} (in {ns}): {done.stderr.strip()}")
 
     def set_link(self, up: bool) -> None:
         """Pull the cable (both ends down) or plug it back in."""

@@ -111,10 +111,12 @@ def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
                                f"(probe: {err.strip()[-500:]}); logs: {logs}")
         start = time.time()
         sent_before = pair.bytes_sent() if pair else None
+        packets_before = pair.packet_counts() if pair else None
         pulled = None
         if run.pull_after:
             time.sleep(run.pull_after)
             sent_steady = pair.bytes_sent() if pair else None
+            packets_steady = pair.packet_counts() if pair else None
             steady_seconds = time.time() - start
             pulled = (time.time(), None)
             pair.set_link(False)
@@ -126,6 +128,7 @@ def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
             raise RuntimeError(f"{run.label}: probe failed: {err.strip()[-1500:]}")
         if not run.pull_after:
             sent_steady, steady_seconds = (pair.bytes_sent() if pair else None), time.time() - start
+            packets_steady = pair.packet_counts() if pair else None
         events = json.loads(out)
     finally:
         for process in processes:
@@ -138,6 +141,11 @@ def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
     if sent_before is not None:
         row["link_mb_per_s"] = {side: round((sent_steady[side] - sent_before[side]) / steady_seconds / 1e6, 3)
                                 for side in ("robot", "policy")}
+        packets = {side: [after - before for after, before in zip(packets_steady[side], packets_before[side])]
+                   for side in ("robot", "policy")}
+        row["link_packets_dropped"] = {side: {"sent": sent, "dropped": dropped,
+                                              "share": round(dropped / max(sent + dropped, 1), 4)}
+                                       for side, (sent, dropped) in packets.items()}
     return row
 
 
