@@ -85,12 +85,10 @@ def view_intrinsics(image: Image, info: CameraInfo) -> np.ndarray:
     return camera_matrix(info.k, info.width, info.height)
 
 
-def multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                                          dict[str, tuple[np.ndarray, tuple[int, int]]]]:
-    """(RGB images, depth images, intrinsics (K, (height, width))) by camera of a wam_ros/MultiViewRGBD,
-    for `cameras`, as views on its data. Raises ImageError when the set is malformed (arrays not one
-    entry per camera name, a view not matching its fields or its CameraInfo), ValueError when it
-    lacks one of the cameras."""
+def view_indices(msg, cameras: Sequence[str]) -> dict[str, int]:
+    """camera -> index into the per-view arrays of a (Compressed)MultiViewRGBD, for `cameras`.
+    Raises ImageError when the names do not index the arrays one to one, ValueError when a camera
+    is missing."""
     names = list(msg.camera_names)
     lengths = {field: len(getattr(msg, field)) for field in ("color", "depth", "color_info", "depth_info", "stamps")}
     if len(set(names)) != len(names) or any(n != len(names) for n in lengths.values()):
@@ -98,9 +96,17 @@ def multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray]
     missing = [c for c in cameras if c not in names]
     if missing:
         raise ValueError(f"observation lacks cameras {missing} the checkpoint needs")
+    return {cam: names.index(cam) for cam in cameras}
+
+
+def multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                          dict[str, tuple[np.ndarray, tuple[int, int]]]]:
+    """(RGB images, depth images, intrinsics (K, (height, width))) by camera of a wam_ros/MultiViewRGBD,
+    for `cameras`, as views on its data. Raises ImageError when the set is malformed (arrays not one
+    entry per camera name, a view not matching its fields or its CameraInfo), ValueError when it
+    lacks one of the cameras."""
     images, depths, intrinsics = {}, {}, {}
-    for cam in cameras:
-        i = names.index(cam)
+    for cam, i in view_indices(msg, cameras).items():
         color, depth, info = msg.color[i], msg.depth[i], msg.color_info[i]
         where = f"{cam}/color"  # which part a rejection names
         try:

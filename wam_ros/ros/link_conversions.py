@@ -10,7 +10,7 @@ from sensor_msgs.msg import CompressedImage
 
 from wam_ros.data.images import ImageError, camera_matrix
 from wam_ros.msg import CompressedMultiViewRGBD
-from wam_ros.ros.conversions import CHECKED, bytes_field, camera_info_msg, multiview_arrays
+from wam_ros.ros.conversions import CHECKED, bytes_field, camera_info_msg, multiview_arrays, view_indices
 from wam_ros.sync.link_codec import LinkCodec, compact_view, expand_view
 
 
@@ -22,9 +22,7 @@ def compact_multiview_msg(msg, cameras: Sequence[str], size: tuple[int, int], co
     if msg.degraded:
         return out
     images, depths, intrinsics = multiview_arrays(msg, cameras)
-    names = list(msg.camera_names)
-    for cam in cameras:
-        i = names.index(cam)
+    for cam, i in view_indices(msg, cameras).items():
         view = compact_view(images[cam], depths[cam], intrinsics[cam][0], size, codec)
         stamp, frame = msg.color[i].header.stamp, msg.color[i].header.frame_id
         height, width = view.size
@@ -45,16 +43,8 @@ def compact_multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.
                                                                   dict[str, tuple[np.ndarray, tuple[int, int]]]]:
     """multiview_arrays for a wam_ros/CompressedMultiViewRGBD: the decoded views of `cameras`.
     Raises ImageError when the set is malformed, ValueError when it lacks one of the cameras."""
-    names = list(msg.camera_names)
-    lengths = {field: len(getattr(msg, field)) for field in ("color", "depth", "color_info", "depth_info", "stamps")}
-    if len(set(names)) != len(names) or any(n != len(names) for n in lengths.values()):
-        raise ImageError(f"camera names {names} do not index the views: {lengths}", "views")
-    missing = [c for c in cameras if c not in names]
-    if missing:
-        raise ValueError(f"observation lacks cameras {missing} the checkpoint needs")
     images, depths, intrinsics = {}, {}, {}
-    for cam in cameras:
-        i = names.index(cam)
+    for cam, i in view_indices(msg, cameras).items():
         color, depth, info = msg.color[i], msg.depth[i], msg.color_info[i]
         try:
             K = camera_matrix(info.k, info.width, info.height)
