@@ -16,6 +16,7 @@ checkpoint. A probe process on the robot side (this module run as a program) mea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,55 +79,53 @@ def _stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
             process.wait()
 
 
+def _link_counters(pair: HostPair | None) -> tuple[dict, dict] | None:
+    """(bytes sent, (packets sent, dropped)) per side of the link so far; None on one host."""
+    return (pair.bytes_sent(), pair.packet_counts()) if pair else None
+
+
 def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
               startup_timeout: float = 180.0) -> dict:
     """Bring both sides up for `run`, measure with the probe, tear down. Returns the row."""
-    domain = isolated_domain_id(os.getpid() + hash(run.label) % 97)
+    domain = isolated_domain_id(os.getpid() + zlib.crc32(run.label.encode()) % 97)
     # the package's Fast DDS profile on both sides, as a user has it
     base = {**{k: v for k, v in os.environ.items() if k not in DDS_VARIABLES}, **dds_environment({}),
             "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
     params = _params_file(workdir)
     robot_args = ["robot:=agilex", "split:=robot", "task:=pick_place", f"seed:={seed}", f"params_file:={params}"]
     policy_args = ["robot:=agilex", "split:=policy", f"checkpoint:={checkpoint}", f"params_file:={params}"]
-    pair = HostPair() if run.shape is not None else None
-    processes: list[subprocess.Popen] = []
-    link = "one host (loopback)"
-    try:
-        if pair is not None:
-            pair.__enter__()
-            link = pair.shape(run.shape).label
+    with contextlib.ExitStack() as stack:
+        pair = stack.enter_context(HostPair()) if run.shape is not None else None
+        link = pair.shape(run.shape).label if pair else "one host (loopback)"
         env = {side: {**base, **({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_STATIC_PEERS": pair.peer(side)}
                                  if pair else {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})}
                for side in ("robot", "policy")}
         prefix = {side: pair.prefix_command(side) if pair else [] for side in ("robot", "policy")}
-        processes.append(_bringup(robot_args, prefix["robot"], env["robot"], workdir / f"{run.label}_robot.log"))
-        processes.append(_bringup(policy_args, prefix["policy"], env["policy"], workdir / f"{run.label}_policy.log"))
+        for side, arguments in (("robot", robot_args), ("policy", policy_args)):
+            stack.callback(_stop, _bringup(arguments, prefix[side], env[side], workdir / f"{run.label}_{side}.log"))
         total = run.seconds + (run.pull_seconds + run.recover_seconds if run.pull_after else 0.0)
         probes = {side: subprocess.Popen([*prefix[side], sys.executable, "-m", "wam_ros.split_bench", side,
                                           str(startup_timeout), str(total)], env=env[side], stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, start_new_session=True)
                   for side in ("robot", "policy")}
-        processes += probes.values()
         for side, probe in probes.items():
+            stack.callback(_stop, probe)
             if probe.stdout.readline().strip() != PROBE_READY:  # chunks conditioned on sets are seen there
                 _, err = probe.communicate(timeout=30)
                 logs = {p.name: p.read_text()[-1500:] for p in sorted(workdir.glob(f"{run.label}_*.log"))}
                 raise RuntimeError(f"{run.label}: the {side} side saw no chunk within {startup_timeout:.0f} s "
                                    f"(probe: {err.strip()[-500:]}); logs: {logs}")
         start = time.time()
-        sent_before = pair.bytes_sent() if pair else None
-        packets_before = pair.packet_counts() if pair else None
+        counters_before = _link_counters(pair)
         pulled = None
         if run.pull_after:
             time.sleep(run.pull_after)
-            sent_steady = pair.bytes_sent() if pair else None
-            packets_steady = pair.packet_counts() if pair else None
-            steady_seconds = time.time() - start
-            pulled = (time.time(), None)
+            counters_steady, steady_seconds = _link_counters(pair), time.time() - start
+            down = time.time()
             pair.set_link(False)
             time.sleep(run.pull_seconds)
             pair.set_link(True)
-            pulled = (pulled[0], time.time())
+            pulled = (down, time.time())
         events = {}
         for side, probe in probes.items():
             out, err = probe.communicate(timeout=total + 60)
@@ -133,19 +133,14 @@ def run_split(run: SplitRun, checkpoint: Path, workdir: Path, seed: int = 0,
                 raise RuntimeError(f"{run.label}: the {side} side's probe failed: {err.strip()[-1500:]}")
             events[side] = json.loads(out)
         if not run.pull_after:
-            sent_steady, steady_seconds = (pair.bytes_sent() if pair else None), time.time() - start
-            packets_steady = pair.packet_counts() if pair else None
-    finally:
-        for process in processes:
-            _stop(process)
-        if pair is not None:
-            pair.close()
+            counters_steady, steady_seconds = _link_counters(pair), time.time() - start
     row = summarize(events["robot"], start, start + steady_seconds, pulled)
     row["transit_ms"] = transit(events["robot"], events["policy"], start, start + steady_seconds)
     row.update(label=run.label, link=link, requested_link=run.shape.label if run.shape else link,
                notes=pair.notes if pair else [])
-    if sent_before is not None:
-        row["link_mb_per_s"] = {side: round((sent_steady[side] - sent_before[side]) / steady_seconds / 1e6, 3)
+    if pair is not None:
+        (bytes_before, packets_before), (bytes_steady, packets_steady) = counters_before, counters_steady
+        row["link_mb_per_s"] = {side: round((bytes_steady[side] - bytes_before[side]) / steady_seconds / 1e6, 3)
                                 for side in ("robot", "policy")}
         packets = {side: [after - before for after, before in zip(packets_steady[side], packets_before[side])]
                    for side in ("robot", "policy")}
