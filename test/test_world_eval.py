@@ -144,13 +144,18 @@ def test_an_oracle_of_the_recorded_future_scores_perfectly(tiny, layout):
     # them as a change to the observed scene carried by the kinematics, which a synthetic sliding
     # block does not follow
     ours, still = report["model_only"], report["baseline"]
-    assert set(report["prediction"]) == set(METRICS)
-    assert ours["psnr_db"] == [100.0] * len(steps)
+    assert set(report["prediction"]) == {*METRICS, "psnr_pooled_db"}
+    assert ours["psnr_db"] == ours["psnr_pooled_db"] == [100.0] * len(steps)
     assert ours["motion_correlation"] == pytest.approx([1.0] * len(steps))
     assert ours["depth_abs_rel"] == [0.0, 0.0] and ours["depth_delta1"] == [1.0, 1.0]
     assert ours["chamfer_m"] == pytest.approx([0.0, 0.0], abs=1e-6)
     # the block slides: standing still loses, more so further ahead
     assert all(b < 40 for b in still["psnr_db"]) and still["psnr_db"][0] > still["psnr_db"][-1]
+    assert all(b < 40 for b in still["psnr_pooled_db"]) and len(report["beats_baseline"]["psnr_pooled_db"]) == len(steps)
+    # the carried scene at the recorded joints (the synthetic block is no robot link: it stays)
+    oracle_row = report["kinematics_oracle"]
+    assert set(oracle_row) == {"psnr_db", "psnr_pooled_db", "motion_correlation"}
+    assert all(0 < v < 100 for v in oracle_row["psnr_pooled_db"]) and len(oracle_row["psnr_db"]) == len(steps)
     assert still["motion_correlation"] == [0.0] * len(steps)
     assert all(c > 0.005 for c in still["chamfer_m"]) and all(report["beats_baseline"]["chamfer_m"])
     assert shown.truth_rgb.shape == shown.predicted_rgb.shape == (3, len(steps), 32, 32, 3)
@@ -174,11 +179,11 @@ def test_eval_world_model_cli_end_to_end(tiny, capsys):
     colour = report["steps"]["offset_actions"]
     assert colour in ([4, 8], list(range(1, 9))) and report["depth_steps"]["offset_actions"] == [4, 8]
     assert report["steps"]["seconds"] == [round(o / 15, 4) for o in colour]
-    lengths = {"psnr_db": len(colour), "motion_correlation": len(colour), "depth_abs_rel": cfg.horizon,
-               "depth_delta1": cfg.horizon, "chamfer_m": cfg.horizon}
+    lengths = {"psnr_db": len(colour), "psnr_pooled_db": len(colour), "motion_correlation": len(colour),
+               "depth_abs_rel": cfg.horizon, "depth_delta1": cfg.horizon, "chamfer_m": cfg.horizon}
     for side in ("prediction", "baseline"):
-        assert set(report[side]) == set(METRICS)
-        for name in METRICS:
+        assert set(report[side]) == set(lengths)
+        for name in lengths:
             values = report[side][name]
             assert len(values) == lengths[name] and all(v is not None and math.isfinite(v) for v in values), \
                 (side, name)

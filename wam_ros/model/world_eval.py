@@ -6,7 +6,10 @@ frame is compared with the episode's recorded frame at the same time offset, and
 "nothing moves" baseline: the current frame and the current depth repeated for every future step,
 the cameras staying where they are. Per horizon step (averaged over observations and views):
 
-- RGB PSNR (dB) of the frame, 8-bit peak.
+- RGB PSNR (dB) of the frame, 8-bit peak, averaged over frames (`psnr_db`; identical frames count
+  as 100 dB), and the PSNR of the mean squared error over all frames of a step (`psnr_pooled_db`),
+  which weighs every pixel's error alike instead of crediting "nothing moves" with 100 dB for each
+  frame in which nothing moved.
 - Motion correlation: Pearson correlation, over every pixel and colour channel of the frame, of the
   predicted change from the present with the true change from the present (`motion_correlation`):
   both are measured from the observed frame (the policy anchors its decoded future to it, so a
@@ -22,7 +25,10 @@ the cameras staying where they are. Per horizon step (averaged over observations
 
 Two predictions are measured: "prediction", the future the robot publishes
 (DeployedPolicy.imagined_future: the observed scene carried by the kinematics plus the model's
-colour change), and "model_only", the frames and depth the model decodes by itself.
+colour change), and "model_only", the frames and depth the model decodes by itself. A third row,
+"kinematics_oracle", carries the observed scene to the recorded joint positions instead of the
+predicted ones (colour metrics): what the reprojection gives when the arm's motion is predicted
+perfectly, which separates the renderer's error from the predicted motion's.
 
 The predicted frames are aligned to recorded ones by their time offset in actions
 (`frame_offsets`): one action is one control period of the episode, so a frame `o` actions ahead of
@@ -164,11 +170,21 @@ class StepMetrics:
     depth_abs_rel: list[np.ndarray] = field(default_factory=list)       # (V, T)
     depth_delta1: list[np.ndarray] = field(default_factory=list)        # (V, T)
     chamfer_m: list[np.ndarray] = field(default_factory=list)           # (T,)
+    squared_error: list[np.ndarray] = field(default_factory=list)       # (V, T): mean over pixels
 
     def summary(self, views: Sequence[str]) -> tuple[dict, dict]:
         """(mean per step over observations and views, per view: mean per step over observations);
-        None where nothing was measured (no depth)."""
+        None where nothing was measured (no depth). Besides the mean of each frame's PSNR, the PSNR of
+        the mean squared error over all frames of a step (`psnr_pooled_db`): the mean of dB values
+        counts a frame in which nothing moved (identical: capped at 100 dB) as much as one in which
+        the arm crossed the view, so it mostly rewards "nothing moves" for the frames where it is
+        exactly right; the pooled one weighs every pixel's error alike."""
         overall, per_view = {}, {v: {} for v in views}
+        if self.squared_error:
+            stacked = np.stack(self.squared_error)  # (N, V, T)
+            overall["psnr_pooled_db"] = _json_floats(_pooled_psnr(stacked.reshape(-1, stacked.shape[-1])))
+            for v, view in enumerate(views):
+                per_view[view]["psnr_pooled_db"] = _json_floats(_pooled_psnr(stacked[:, v]))
         for name in METRICS:
             values = getattr(self, name)
             if not values:
@@ -180,6 +196,14 @@ class StepMetrics:
                 for v, view in enumerate(views):
                     per_view[view][name] = _json_floats(_nanmean(stacked[:, v]))
         return overall, per_view
+
+
+def _pooled_psnr(squared_errors: np.ndarray) -> np.ndarray:
+    """Column-wise PSNR (dB, 8-bit peak) of the mean of per-frame mean squared errors; 100 where
+    every frame was exact (as a single frame's inf is capped)."""
+    mse = squared_errors.mean(axis=0)
+    with np.errstate(divide="ignore"):
+        return np.where(mse > 0, 10.0 * np.log10(PEAK ** 2 / np.maximum(mse, 1e-300)), 100.0)
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
@@ -282,7 +306,7 @@ class WorldModelEvaluation:
             raise DatasetError(f"dataset at {meta.fps} fps, the checkpoint at {self.policy.meta.fps}: a predicted "
                                "frame's offset in actions would not point at the recorded frame of that time")
         cams = list(self.policy.cfg.cameras)
-        predicted, model_only, baseline = StepMetrics(), StepMetrics(), StepMetrics()
+        predicted, model_only, baseline, oracle = StepMetrics(), StepMetrics(), StepMetrics(), StepMetrics()
         shown: Sample | None = None
         first: FrameOffsets | None = None
         observations = self.observation_frames(episodes)
@@ -309,8 +333,15 @@ class WorldModelEvaluation:
             true_change = truth.astype(np.float64) - still
             futures = ((predicted, imagined.future_rgb, imagined.future_depth),
                        (model_only, prediction.future_rgb, prediction.future_depth), (baseline, still, None))
-            for metrics, frames, _ in futures:
+            colour_only = ()
+            if ep.depth is not None:  # the observed scene carried to the recorded joint positions
+                carried, _ = self.deployed.reprojection.render(
+                    ep.rgb[t], depth_metres(ep.depth[t]), self.K, self.deployed.joint_map(ep.state[t]),
+                    [self.deployed.joint_map(ep.state[t + o]) for o in steps])
+                colour_only = ((oracle, carried, None),)
+            for metrics, frames, _ in (*futures, *colour_only):
                 metrics.psnr_db.append(_per_frame(psnr, frames, truth))
+                metrics.squared_error.append(_per_frame(_squared_error, frames, truth))
                 metrics.motion_correlation.append(_per_frame(motion_correlation, frames.astype(np.float64) - still,
                                                              true_change))
             if ep.depth is not None:
@@ -324,6 +355,7 @@ class WorldModelEvaluation:
         ours, ours_per_view = predicted.summary(cams)
         alone, _ = model_only.summary(cams)
         still_summary, still_per_view = baseline.summary(cams)
+        kinematics_oracle, _ = oracle.summary(cams)
 
         def timeline(offsets: np.ndarray) -> dict:
             return {"offset_actions": [int(o) for o in offsets], "seconds": [round(float(o) / meta.fps, 4) for o in offsets]}
@@ -341,9 +373,14 @@ class WorldModelEvaluation:
             "prediction": ours,
             "model_only": alone,
             "baseline": still_summary,
+            # the kinematic part of "prediction" had it known the recorded joint positions: what the
+            # reprojection gives with the arm's motion predicted perfectly (colour only)
+            "kinematics_oracle": {k: v for k, v in kinematics_oracle.items()
+                                  if k in ("psnr_db", "psnr_pooled_db", "motion_correlation")} or None,
             "per_view": {c: {"prediction": ours_per_view[c], "baseline": still_per_view[c]} for c in cams},
             "beats_baseline": {
                 "psnr_db": _compare(ours["psnr_db"], still_summary["psnr_db"], higher=True),
+                "psnr_pooled_db": _compare(ours["psnr_pooled_db"], still_summary["psnr_pooled_db"], higher=True),
                 "chamfer_m": _compare(ours["chamfer_m"], still_summary["chamfer_m"], higher=False),
             },
         }
@@ -397,6 +434,10 @@ class WorldModelEvaluation:
         views, steps = depth.shape[:2]
         points = cloud.points.reshape(views, steps, -1, 3)
         return [points[:, s].reshape(-1, 3) for s in range(steps)]
+
+
+def _squared_error(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean((np.asarray(pred, np.float64) - np.asarray(true, np.float64)) ** 2))
 
 
 def _per_frame(metric, frames: np.ndarray, truth: np.ndarray) -> np.ndarray:
