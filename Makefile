@@ -8,8 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ROBOT ?= agilex
 APT_PACKAGES := cmake g++ libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libusb-1.0-0
-# the web viewer's browser test
-TEST_APT_PACKAGES := chromium
+# the web viewer's browser test; ip and tc for the two-host (network namespace) tests
+TEST_APT_PACKAGES := chromium iproute2
 export MUJOCO_GL ?= egl
 
 SOURCES := $(shell find wam_ros config urdf launch models -type f -not -name '*.pyc' 2>/dev/null) setup.py package.xml
