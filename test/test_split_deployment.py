@@ -217,9 +217,11 @@ UDP_RECEIVER = """
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.bind((sys.argv[1], 9999)); s.settimeout(1.0); print("ready", flush=True)
+s.bind((sys.argv[1], 9999)); s.settimeout(30.0); print("ready", flush=True)
 n, first, last = 0, None, None
 try:
+    s.recv(2048)  # the first warm-up packet: the sender has started (a process start can take seconds)
+    s.settimeout(2.0)  # then the end of the stream is two seconds without packets
     while True:
         if s.recv(2048)[:1] == b"x":  # not a warm-up packet
             n += 1; last = time.monotonic(); first = first or last
