@@ -103,6 +103,8 @@ def test_float_depth_crosses_as_millimetres_and_bad_views_are_refused_by_name():
     fmt, colour_as_depth = encode_color(np.zeros((*SIZE, 3), np.uint8), "png")
     with pytest.raises(ImageError, match="pixel mode RGB, expected 16-bit grey"):
         expand_view(good.color_format, good.color, "16UC1; compressedDepth png", DEPTH_HEADER + colour_as_depth, SIZE)
+    with pytest.raises(ImageError, match="depth format '': expected 16UC1; compressedDepth png"):  # no depth
+        expand_view(good.color_format, good.color, "", b"", SIZE)
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -121,12 +123,12 @@ def _png_claiming(width: int, height: int) -> bytes:
        st.sampled_from(["rgb8; jpeg compressed bgr8", "16UC1; compressedDepth png", "rgb8; png compressed bgr8", ""]))
 def test_corrupt_payloads_are_refused_with_a_reason(payload, fmt):
     data = DEPTH_HEADER + payload if "compressedDepth" in fmt else payload
+    good = compact_view(*scene(), K, SIZE, LinkCodec())
     try:
         if "compressedDepth" in fmt:
-            _, good = encode_color(np.zeros((*SIZE, 3), np.uint8), "jpeg")
-            expand_view("rgb8; jpeg compressed bgr8", good, fmt, data, SIZE)
+            expand_view(good.color_format, good.color, fmt, data, SIZE)
         else:
-            expand_view(fmt, data, "", b"", SIZE)
+            expand_view(fmt, data, good.depth_format, good.depth, SIZE)
     except ImageError as exc:
         assert str(exc)
     else:

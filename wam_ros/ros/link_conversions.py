@@ -52,7 +52,5 @@ def compact_multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.
                                   (info.height, info.width))
         except ImageError as exc:
             raise ImageError(f"{cam}: {exc}", exc.check) from None
-        if mm is None:
-            raise ImageError(f"{cam}/depth: empty; the policy needs depth", "encoding")
         images[cam], depths[cam], intrinsics[cam] = rgb, mm, (K, (info.height, info.width))
     return images, depths, intrinsics

@@ -41,41 +41,36 @@ class CompactView:
 
     color_format: str
     color: bytes
-    depth_format: str        # "" without depth
+    depth_format: str
     depth: bytes
     K: np.ndarray
     size: tuple[int, int]    # (height, width)
 
 
-def compact_view(rgb: np.ndarray, depth: np.ndarray | None, K: np.ndarray, size: tuple[int, int],
+def compact_view(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, size: tuple[int, int],
                  codec: LinkCodec) -> CompactView:
-    """rgb (H, W, 3) uint8, depth (H, W) uint16 mm or float metres aligned to it (or None), K for
-    (H, W) -> the view resized to `size` (height, width) and compressed. Float depth becomes
-    millimetres (rounded; NaN and inf become 0, no measurement)."""
+    """rgb (H, W, 3) uint8, depth (H, W) uint16 mm or float metres aligned to it, K for (H, W) ->
+    the view resized to `size` (height, width) and compressed. Float depth becomes millimetres
+    (rounded; NaN and inf become 0, no measurement)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ImageError(f"colour must be (H, W, 3) uint8, got {rgb.dtype}{rgb.shape}")
     full = tuple(rgb.shape[:2])
     size = (int(size[0]), int(size[1]))
     if min(size) < 1:
         raise ImageError(f"size {size}: expected height and width >= 1")
-    small = resize_images(rgb, size, "area")
-    color_format, color = encode_color(np.ascontiguousarray(small), codec.color, codec.jpeg_quality)
-    depth_format, depth_data = "", b""
-    if depth is not None:
-        if depth.shape != full:
-            raise ImageError(f"depth {depth.shape} is not aligned to colour {full}")
-        millimetres = depth if depth.dtype == np.uint16 else depth_to_millimetres(depth)
-        depth_format, depth_data = encode_depth(np.ascontiguousarray(resize_images(millimetres, size, "nearest")))
+    if depth.shape != full:
+        raise ImageError(f"depth {depth.shape} is not aligned to colour {full}")
+    color_format, color = encode_color(np.ascontiguousarray(resize_images(rgb, size, "area")), codec.color,
+                                       codec.jpeg_quality)
+    millimetres = depth if depth.dtype == np.uint16 else depth_to_millimetres(depth)
+    depth_format, depth_data = encode_depth(np.ascontiguousarray(resize_images(millimetres, size, "nearest")))
     return CompactView(color_format, color, depth_format, depth_data, scale_intrinsics(K, full, size), size)
 
 
 def expand_view(color_format: str, color: bytes, depth_format: str, depth: bytes,
-                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(rgb (h, w, 3) uint8, depth (h, w) uint16 mm or None) of a CompactView's payloads, checked to
-    be of `size` (its CameraInfo's). Raises ImageError naming what does not fit."""
-    rgb = decode_compressed(color_format, color, size)
-    if not depth_format:
-        return rgb, None
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb (h, w, 3) uint8, depth (h, w) uint16 mm) of a CompactView's payloads, checked to be of
+    `size` (its CameraInfo's). Raises ImageError naming what does not fit."""
     if "compressedDepth" not in depth_format:
         raise ImageError(f"depth format {depth_format!r}: expected 16UC1; compressedDepth png", "encoding")
-    return rgb, decode_compressed(depth_format, depth, size)
+    return decode_compressed(color_format, color, size), decode_compressed(depth_format, depth, size)
