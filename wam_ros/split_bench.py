@@ -30,12 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from wam_ros.control.supervisor import MAX_CHUNK_AGE
 from wam_ros.netns import HostPair, LinkShape, unavailable
 from wam_ros.ros.system import DDS_VARIABLES, dds_environment, isolated_domain_id
 
 PROBE_READY = "ready"
-# the supervisor's default max_chunk_age (s): a forwarded chunk older than this is a failure
-MAX_CHUNK_AGE = 1.0
 # camera size of the shipped demo policy's recordings (height, width)
 SIM_SIZE = (128, 160)
 

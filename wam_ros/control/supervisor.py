@@ -38,6 +38,10 @@ class SupervisorMode(IntEnum):
 
 
 STREAMS = ("joint_states", "observations", "value", "chunks")
+# s from the observation a chunk was conditioned on to its arrival; an older chunk (one held up on a
+# network link that came back, a stalled policy) is refused: its plan was made for a scene that has
+# moved on. 0 disables.
+MAX_CHUNK_AGE = 1.0
 # ROS time that goes back by more than this (sim /clock restarted or rewound, a stepped system
 # clock) would make every earlier reading look fresh: the supervisor holds and waits for new ones.
 # Smaller steps back (callers passing a slightly older `now`) make a stream look at most this much
@@ -99,10 +103,7 @@ class SupervisorConfig:
     checks: CheckConfig
     timeouts: dict[str, float] = field(default_factory=lambda: {
         "joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0})  # s; 0 disables
-    # s from the observation a chunk was conditioned on to its arrival; an older chunk (one held up on
-    # a network link that came back, a stalled policy) is refused: its plan was made for a scene that
-    # has moved on. 0 disables.
-    max_chunk_age: float = 1.0
+    max_chunk_age: float = MAX_CHUNK_AGE
     rollback: RollbackConfig = RollbackConfig()
     # a gripper "holds an object" when commanded closed (to at most grasp_command of its opening: a
     # learned policy closes to about 0-12 %, not exactly 0) and blocked between these openings (0..1),

@@ -41,8 +41,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config, load_yaml
 from wam_ros.control.limits import WorkspaceBox
 from wam_ros.control.limits import ChunkRejected
-from wam_ros.control.supervisor import (Chunk, Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
-                                        Supervisor, SupervisorConfig, SupervisorMode, Transition)
+from wam_ros.control.supervisor import (MAX_CHUNK_AGE, Chunk, Command, Rejection, ResampleRequest, RollbackConfig,
+                                        RollbackFired, Supervisor, SupervisorConfig, SupervisorMode, Transition)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
 from wam_ros.robots.actions import ActionConverter
@@ -154,7 +154,7 @@ class SupervisorNode(LifecycleNode):
             "max_start_deviation": declare(self, "max_start_deviation", 0.35,
                                            "Largest allowed distance of a chunk's first target from the current "
                                            "position (rad)", range_=(0.0, 6.3)),
-            "max_chunk_age": declare(self, "max_chunk_age", 1.0, "Refuse a chunk conditioned on an observation older "
+            "max_chunk_age": declare(self, "max_chunk_age", MAX_CHUNK_AGE, "Refuse a chunk conditioned on an observation older "
                                      "than this (s): one held up on a link that came back; 0 disables",
                                      range_=(0.0, 60.0)),
             "joint_limits_file": declare(self, "joint_limits_file", "",
