@@ -86,6 +86,12 @@ def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.nan_to_num(depth_m, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0), 0, 65535).astype(np.uint16)
 
 
+def check_jpeg_quality(quality: int) -> None:
+    """Raises ValueError unless `quality` is a JPEG quality (1..100)."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"jpeg_quality {quality}: expected 1..100")
+
+
 def encode_color(rgb: np.ndarray, codec: str = "jpeg", quality: int = 90) -> tuple[str, bytes]:
     """(format, data) of a sensor_msgs/CompressedImage for an RGB image."""
     buf = io.BytesIO()

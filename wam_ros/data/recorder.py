@@ -29,7 +29,7 @@ import numpy as np
 
 from wam_ros import __version__
 from wam_ros.data.bag import EpisodeBagWriter, typestore
-from wam_ros.data.images import depth_to_millimetres, encode_color, encode_depth, image_array
+from wam_ros.data.images import check_jpeg_quality, depth_to_millimetres, encode_color, encode_depth, image_array
 
 COMPRESSION_MODES = ("none", "jpeg", "png")
 OUTCOMES = ("success", "failure", "partial", "disk_full", "disk_error", "error")
@@ -56,8 +56,7 @@ class RecorderConfig:
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSION_MODES:
             raise ValueError(f"compression {self.compression!r}: expected one of {', '.join(COMPRESSION_MODES)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality {self.jpeg_quality}: expected 1..100")
+        check_jpeg_quality(self.jpeg_quality)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wam_ros.data.images import (ImageError, decode_compressed, depth_to_millimetres, encode_color, encode_depth)
+from wam_ros.data.images import (ImageError, check_jpeg_quality, decode_compressed, depth_to_millimetres, encode_color,
+                                 encode_depth)
 from wam_ros.geometry.lifting import scale_intrinsics
 from wam_ros.model.policy import resize_images
 
@@ -30,8 +31,7 @@ class LinkCodec:
     def __post_init__(self) -> None:
         if self.color not in COLOR_CODECS:
             raise ValueError(f"color codec {self.color!r}: expected one of {', '.join(COLOR_CODECS)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality {self.jpeg_quality}: expected 1..100")
+        check_jpeg_quality(self.jpeg_quality)
 
 
 @dataclass(frozen=True)
