@@ -129,9 +129,9 @@ def decode_compressed(fmt: str, data: bytes | np.ndarray, size: tuple[int, int] 
             if depth and image.mode not in ("I;16", "I;16B", "I", "L"):
                 raise ImageError(f"{fmt!r} payload has pixel mode {image.mode}, expected 16-bit grey", "encoding")
             return np.asarray(image, dtype=np.uint16) if depth else np.asarray(image.convert("RGB"))
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError) as exc:
-        if isinstance(exc, ImageError):
-            raise
         raise ImageError(f"cannot decode {fmt!r} payload of {len(raw)} bytes: {type(exc).__name__}: {exc}") from None
 
 

@@ -376,7 +376,7 @@ class WorldModelEvaluation:
             # the kinematic part of "prediction" had it known the recorded joint positions: what the
             # reprojection gives with the arm's motion predicted perfectly (colour only)
             "kinematics_oracle": {k: v for k, v in kinematics_oracle.items()
-                                  if k in ("psnr_db", "psnr_pooled_db", "motion_correlation")} or None,
+                                  if k in ("psnr_db", "psnr_pooled_db", "motion_correlation")},
             "per_view": {c: {"prediction": ours_per_view[c], "baseline": still_per_view[c]} for c in cams},
             "beats_baseline": {
                 "psnr_db": _compare(ours["psnr_db"], still_summary["psnr_db"], higher=True),
