@@ -11,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from wam_ros.config import ConfigError
 from wam_ros.control.limits import JointLimits, WorkspaceBox, robot_joint_limits
-from wam_ros.control.supervisor import (Chunk, Command, Rejection, RollbackFired, Supervisor, SupervisorConfig,
-                                        SupervisorMode, Transition)
+from wam_ros.control.commands import Chunk, Command
+from wam_ros.control.supervisor import Rejection, RollbackFired, Supervisor, SupervisorConfig, SupervisorMode, Transition
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.robots.actions import EE_AXES, EE_DELTA, ActionConverter
 from wam_ros.robots.urdf import generate_urdf

@@ -11,8 +11,9 @@ from hypothesis import given, settings, strategies as st
 
 from wam_ros.config import ConfigError, load_robot_config
 from wam_ros.control.limits import CheckConfig, WorkspaceBox, robot_joint_limits
-from wam_ros.control.supervisor import (Chunk, Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
-                                        Supervisor, SupervisorConfig, SupervisorMode, Transition)
+from wam_ros.control.commands import Chunk, Command
+from wam_ros.control.supervisor import (Rejection, ResampleRequest, RollbackConfig, RollbackFired, Supervisor,
+                                        SupervisorConfig, SupervisorMode, Transition)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.robots.urdf import generate_urdf
 
@@ -284,6 +285,30 @@ def test_rollback_needs_n_consecutive_low_values_when_configured():
     assert events == []
     h.feed(0.9)
     assert isinstance(h.value(0.5)[1], RollbackFired)
+
+
+def test_a_chunk_carrying_a_dip_is_stopped_by_its_own_value_and_the_estimate_counts_once():
+    h = running(make_config(consecutive=2))
+    h.feed(0.2)
+    h.value(0.8)
+    h.feed(0.4)
+    events = h.chunk(chunk_id=10, value=0.5)  # the first low estimate, carried by the chunk: forwarded
+    assert isinstance(events[-1], Command)
+    # its ValueEstimate is the same estimate: not a second consecutive low value
+    assert h.sup.update_value(0.45, 0.5, 10) == []
+    assert h.sup.mode == SupervisorMode.RUNNING
+    h.feed(0.6)
+    events = h.chunk(chunk_id=11, value=0.5)  # the second: the rollback fires before this chunk is checked
+    assert [type(e) for e in events] == [Transition, RollbackFired, Command, Rejection]
+    assert events[2].source == "rollback" and "rolling back" in events[3].reason
+    assert "for 2 consecutive estimates" in events[1].detail
+
+
+def test_command_rows_are_timed_from_start_a_rollback_one_step_later():
+    chunk = Command(["j"], np.zeros((3, 1)), 0.1, 5.0, "chunk 3")
+    np.testing.assert_allclose(chunk.offsets(), [0.0, 0.1, 0.2])
+    rollback = Command(["j"], np.zeros((3, 1)), 0.1, 5.0, "rollback")
+    np.testing.assert_allclose(rollback.offsets(), [0.1, 0.2, 0.3])
 
 
 def test_rollback_budget_exhausted_holds_for_the_operator():

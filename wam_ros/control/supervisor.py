@@ -23,10 +23,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from wam_ros.config import ConfigError, RobotConfig
+from wam_ros.control.commands import Chunk, Command
 from wam_ros.control.limits import (MAX_DT, MIN_DT, CheckConfig, ChunkRejected, WorkspaceBox, check_targets,
                                     move_duration, position_bounds, robot_joint_limits)
 from wam_ros.control.trajectory import min_jerk_move
-from wam_ros.robots.actions import EE_DELTA, JOINT_POSITION, ActionConverter, ActionError, joint_space_targets
+from wam_ros.robots.actions import EE_DELTA, ActionConverter, ActionError, joint_space_targets
 
 
 class SupervisorMode(IntEnum):
@@ -146,39 +147,12 @@ class SupervisorConfig:
         return SupervisorConfig(arm, grippers, tuple(travel[g][1] for g in grippers), checks, **extra)
 
 
-@dataclass
-class Chunk:
-    """The fields of wam_ros/ActionChunk the supervisor uses."""
-
-    chunk_id: int
-    stamp: float                      # observation the chunk was conditioned on
-    joint_names: list[str]
-    positions: np.ndarray             # horizon x len(joint_names)
-    dt: float
-    gripper_names: list[str] = field(default_factory=list)
-    gripper: np.ndarray | None = None  # horizon x len(gripper_names), normalised 0..1
-    action_space: int = JOINT_POSITION
-    expert: int = 0
-    value: float = math.nan
-
-
 # --- events the node acts on ---------------------------------------------------------------
 @dataclass
 class Transition:
     old: SupervisorMode
     new: SupervisorMode
     reason: str
-
-
-@dataclass
-class Command:
-    """Joint targets for the bridge: rows at `dt` spacing, the first executed at `start`."""
-
-    joint_names: list[str]
-    positions: np.ndarray
-    dt: float
-    start: float
-    source: str  # "chunk <id>", "hold", "rollback"
 
 
 @dataclass
@@ -334,7 +308,11 @@ class Supervisor:
         return events + self._start_rollback(now, detail, delta)
 
     def submit_chunk(self, now: float, chunk: Chunk) -> list[Event]:
+        """Check a chunk and forward it as a Command. The chunk's own value counts first, so a dip
+        stops the chunk that carries it (its ValueEstimate, heard separately, is not counted again)."""
         events = self._observe_clock(now)
+        if not math.isnan(chunk.value):
+            events += self.update_value(now, chunk.value, chunk.chunk_id)
         self._last_seen["chunks"] = now
         try:
             if self.mode == SupervisorMode.ESTOP:

@@ -15,7 +15,7 @@ import numpy as np
 
 from wam_ros.config import SIDES, RobotConfig
 from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler, Handover, default_execution_horizon
-from wam_ros.control.supervisor import Chunk
+from wam_ros.control.commands import Chunk
 from wam_ros.control.tracking import expected_positions
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics

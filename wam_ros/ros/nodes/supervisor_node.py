@@ -39,9 +39,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config, load_yaml
-from wam_ros.control.limits import WorkspaceBox
-from wam_ros.control.limits import ChunkRejected
-from wam_ros.control.supervisor import (MAX_CHUNK_AGE, Chunk, Command, Rejection, ResampleRequest, RollbackConfig,
+from wam_ros.control.commands import Chunk, Command
+from wam_ros.control.limits import ChunkRejected, WorkspaceBox
+from wam_ros.control.supervisor import (MAX_CHUNK_AGE, Rejection, ResampleRequest, RollbackConfig,
                                         RollbackFired, Supervisor, SupervisorConfig, SupervisorMode, Transition)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
@@ -86,9 +86,7 @@ def trajectory_msg(command: Command) -> JointTrajectory:
     msg = JointTrajectory()
     msg.header.stamp = to_time(command.start)
     msg.joint_names = command.joint_names
-    # the first row of a chunk executes at once; a rollback's rows follow at dt spacing
-    offset = command.dt if command.source == "rollback" else 0.0
-    offsets = offset + np.arange(len(command.positions)) * command.dt
+    offsets = command.offsets()
     try:
         msg.points = [JointTrajectoryPoint(positions=row.tolist(), time_from_start=_duration(t))
                       for t, row in zip(offsets, command.positions)]
@@ -314,9 +312,6 @@ class SupervisorNode(LifecycleNode):
         if not self._active:
             self._dispatch(self.core.reject(chunk.chunk_id, "supervisor is not active"))
             return
-        # the chunk's value before the chunk: a dip can stop the chunk that carries it
-        if not math.isnan(chunk.value):
-            self._dispatch(self.core.update_value(now, chunk.value, chunk.chunk_id))
         self._dispatch(self.core.submit_chunk(now, chunk))
 
     @_guarded
