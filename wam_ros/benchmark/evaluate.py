@@ -1,9 +1,10 @@
 """Closed-loop evaluation in one process (ROS-free): the nodes' core code without DDS.
 
-One episode wires what the node graph wires: SimWorld and its TaskMonitor (sim_node), the
-checkpoint with real-time chunking (policy_node: DeployedPolicy, ChunkScheduler), the safety and
-rollback Supervisor (supervisor_node) and the limited trajectory Bridge into the simulated arms
-(sim_node). Time is simulated time. While the model thinks, the simulation advances by the
+One episode wires what the node graph wires, through the same classes the nodes call: SimWorld
+and its TaskMonitor (sim_node), the checkpoint behind PolicyLoop (policy_node: observation gating,
+chunk ids, seeds, resample, refusals; DeployedPolicy with real-time chunking), the safety and
+rollback Supervisor (supervisor_node: chunk with its value, Command.offsets for the trajectory) and
+the limited trajectory Bridge into the simulated arms (sim_node). What it adds is the clock. Time is simulated time. While the model thinks, the simulation advances by the
 measured inference time (times `latency_scale`): the arms keep executing the current chunk, as
 on a robot, so slow inference costs success here just as it would there.
 """
@@ -18,10 +19,12 @@ import numpy as np
 
 from wam_ros.config import RobotConfig
 from wam_ros.control.chunking import ChunkScheduler
-from wam_ros.control.supervisor import (Command, Rejection, ResampleRequest, RollbackConfig, RollbackFired,
-                                        Supervisor, SupervisorConfig, SupervisorMode)
+from wam_ros.control.commands import Command
+from wam_ros.control.supervisor import (Rejection, ResampleRequest, RollbackConfig, RollbackFired, Supervisor,
+                                        SupervisorConfig)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.deploy import ChunkReady, DeployConfig, DeployedPolicy, chunking_config
+from wam_ros.model.policy_loop import PolicyLoop
 from wam_ros.model.policy import WorldActionPolicy
 from wam_ros.robots.actions import ActionConverter
 from wam_ros.robots.bridge import Bridge, BridgeLimits, CommandRejected
@@ -100,31 +103,31 @@ class ClosedLoop:
         wall_start = time.perf_counter()
         world, names = self.world, self.names
         monitor = TaskMonitor(world, setup_world(world, spec))
-        instruction = get_task(spec.task).instruction  # what the recorder stored with the demonstrations
         cfg = self.policy.cfg
         deploy = DeployConfig(action_steps=cfg.action_steps if options.ans else cfg.video_steps,
                               video_steps=cfg.video_steps, video=options.video, depth=options.depth,
                               expert=options.expert)
         deployed = DeployedPolicy(self.policy, self.robot, ChunkScheduler(chunking_config(self.policy)), deploy)
+        # the instruction the recorder stored with the demonstrations; observations are rendered
+        # when an inference starts, so none is ever stale
+        loop = PolicyLoop(deployed, get_task(spec.task).instruction, max_observation_age=math.inf, seed=seed)
         supervisor = self._supervisor(options)
         bridge = Bridge([SimBackend(world)], BridgeLimits.for_robot(self.robot, names), names, state_timeout=math.inf)
         bridge.configure(world.time)
         bridge.activate(world.time)
         supervisor.start_episode(world.time)
         control_dt, physics_dt = deployed.scheduler.config.dt, 1.0 / options.physics_rate
-        pending: list[tuple[float, ChunkReady]] = []
+        pending: list[tuple[float, ChunkReady]] = []  # (sim time it reaches the supervisor, chunk)
         result = EpisodeResult(spec, False, math.nan, 0, 0, False, False)
-        next_chunk_id, resample_due, rng = 1, False, np.random.default_rng(seed)
         next_control = world.time
 
         def dispatch(events: list, now: float) -> None:
-            nonlocal resample_due
+            """What supervisor_node does with the core's events, and the policy node with the
+            supervisor's state and its resample requests."""
             for event in events:
                 if isinstance(event, Command):
-                    offset = event.dt if event.source == "rollback" else 0.0
-                    times = now + offset + np.arange(len(event.positions)) * event.dt
                     try:
-                        bridge.set_trajectory(event.joint_names, times, event.positions, now)
+                        bridge.set_trajectory(event.joint_names, now + event.offsets(), event.positions, now)
                     except CommandRejected as exc:
                         result.rejected += 1
                         result.last_rejection = f"bridge: {exc}"
@@ -133,30 +136,26 @@ class ClosedLoop:
                     result.last_rejection = event.reason
                 elif isinstance(event, RollbackFired):
                     result.rollbacks += 1
-                    pending.clear()  # the chunk in flight is discarded with the faulty one
                 elif isinstance(event, ResampleRequest):
-                    deployed.scheduler.reset()
-                    resample_due = True
-                    dispatch(supervisor.resample_reply(now, True, next_chunk_id), now)
+                    reply = loop.resample(event.joint_names, event.positions.tolist())
+                    dispatch(supervisor.resample_reply(now, reply.accepted, reply.chunk_id, reply.message), now)
+            loop.supervisor_state(supervisor.mode.name, supervisor.last_rejected_chunk_id)
 
         while world.time < options.max_seconds:
             now = world.time
             if now + 1e-9 >= next_control:
                 next_control += control_dt
-                dispatch(supervisor.update_joint_state(now, names, world.joint_positions()), now)
+                positions = world.joint_positions()
+                dispatch(supervisor.update_joint_state(now, names, positions), now)
+                loop.update_joints(names, list(positions))
                 supervisor.update_observation(now)
                 while pending and pending[0][0] <= now + 1e-9:
                     _, ready = pending.pop(0)
-                    chunk = deployed.command(ready)
-                    dispatch(supervisor.update_value(now, chunk.value, chunk.chunk_id), now)
-                    dispatch(supervisor.submit_chunk(now, chunk), now)
+                    dispatch(supervisor.submit_chunk(now, deployed.command(ready)), now)
                     result.chunks += 1
                 dispatch(supervisor.tick(now), now)
-                can_act = supervisor.mode in (SupervisorMode.RUNNING, SupervisorMode.HOLD, SupervisorMode.RESAMPLING)
-                if not pending and can_act and (resample_due or deployed.scheduler.inference_due(now)):
-                    resample_due = False
-                    self._infer(deployed, instruction, now, next_chunk_id, pending, result, options, int(rng.integers(2 ** 31)))
-                    next_chunk_id += 1
+                if not pending and loop.due(now):
+                    self._infer(loop, now, pending, result, options)
             bridge.step(world.time, physics_dt)
             world.step(physics_dt)
             status = monitor.update()
@@ -170,13 +169,14 @@ class ClosedLoop:
         result.wall_s = time.perf_counter() - wall_start
         return result
 
-    def _infer(self, deployed: DeployedPolicy, instruction: str, now: float, chunk_id: int,
-               pending: list[tuple[float, ChunkReady]], result: EpisodeResult, options: EvalOptions, seed: int) -> None:
+    def _infer(self, loop: PolicyLoop, now: float, pending: list[tuple[float, ChunkReady]], result: EpisodeResult,
+               options: EvalOptions) -> None:
         frames = self.world.render_all()
-        joints = dict(zip(self.names, self.world.joint_positions()))
-        obs = deployed.observation({f.name: f.rgb for f in frames},
-                                   {f.name: np.round(f.depth * 1000.0).astype(np.uint16) for f in frames},
-                                   joints, instruction)
+        loop.observe(now, ({f.name: f.rgb for f in frames},
+                           {f.name: np.round(f.depth * 1000.0).astype(np.uint16) for f in frames}, {}))
+        job = loop.job(now)
+        if job is None:
+            return
         wall = time.perf_counter()
 
         def clock() -> float:  # sim time as the robot would see it when the chunk arrives
@@ -186,4 +186,4 @@ class ClosedLoop:
             result.latency_ms.append((time.perf_counter() - wall) * 1e3)
             pending.append((clock(), ready))
 
-        deployed.infer(obs, now, clock, on_chunk, chunk_id, seed)
+        loop.infer(job, clock, on_chunk)

@@ -42,9 +42,9 @@ from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.data.images import ImageError
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
 from wam_ros.model.config import SAMPLERS
-from wam_ros.model.deploy import (FUTURES, DeployConfig, DeployedPolicy, UnusableJointState, chunking_config,
-                                  resolve_instruction)
-from wam_ros.model.policy import CheckpointError, depth_metres, load_policy
+from wam_ros.model.deploy import FUTURES, DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
+from wam_ros.model.policy_loop import InferenceJob, PolicyLoop, Views
+from wam_ros.model.policy import EXPERT_CHOICES, CheckpointError, depth_metres, load_policy
 from wam_ros.msg import (ActionChunk, CompressedMultiViewRGBD, GateState, MultiViewRGBD, ObservationRequest,
                          SupervisorState, ValueEstimate)
 from wam_ros.ros import diagnostics as diag
@@ -63,7 +63,6 @@ TRANSPORTS = {"raw": (MultiViewRGBD, "observations", multiview_arrays),
               "compressed": (CompressedMultiViewRGBD, "observations/compressed", compact_multiview_arrays)}
 EXPERTS = {"predictive": GateState.EXPERT_PREDICTIVE, "reactive": GateState.EXPERT_REACTIVE}
 PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
-Views = tuple[dict, dict, dict]  # images, depths, intrinsics by camera (conversions.multiview_arrays)
 
 
 class PolicyNode(Node):
@@ -95,6 +94,8 @@ class PolicyNode(Node):
                                         "imagined (the observed scene carried by the kinematics plus the model's "
                                         "change) or model (the model's own frames and depth)", choices=FUTURES),
             "depth": declare(self, "depth", True, "Run the depth branch (needed for the predicted cloud)"),
+            "expert": declare(self, "expert", "gated", "Whose actions execute: gated (the gate picks per chunk), or "
+                              "predictive / reactive forced (ablations)", choices=EXPERT_CHOICES),
             "observation_transport": declare(self, "observation_transport", "raw", "Observation sets: raw "
                                              "(MultiViewRGBD on observations, one host) or compressed (resized "
                                              "and compressed on observations/compressed, from the robot side of "
@@ -106,17 +107,15 @@ class PolicyNode(Node):
             "live_cloud_stride": declare(self, "live_cloud_stride", 4, "Every n-th pixel of the live cloud (0: off)",
                                          range_=(0, 64)),
             "frame_id": declare(self, "frame_id", "base", "Frame of clouds and markers"),
-            "seed": declare(self, "seed", -1, "Noise seed of the first chunk (-1: random)", range_=(-1, 2 ** 31 - 1)),
+            "seed": declare(self, "seed", -1, "Noise seed (-1: random; otherwise every chunk's noise is "
+                            "reproducible)", range_=(-1, 2 ** 31 - 1)),
         }
         self.params = p
         self.deployed = self._load(p)
+        self.loop = PolicyLoop(self.deployed, p["instruction"], p["max_observation_age"], p["seed"], self._problem)
         observation_type, observation_topic, self._views_of = TRANSPORTS[p["observation_transport"]]
-        self._latest_obs: tuple[MultiViewRGBD, Views | None] | None = None  # the newest set, checked
-        self._joints: dict[str, float] = {}
-        self._lock = threading.Lock()
         self._busy = threading.Event()
         self._worker: threading.Thread | None = None
-        self._restored: dict[str, float] | None = None
         self._peak = 0.0
         self._problems: dict[str, int] = {}
         self._problem_logged: dict[str, float] = {}  # cause -> monotonic time of its last warning
@@ -125,10 +124,7 @@ class PolicyNode(Node):
         self._chunks = diag.RateMeter(window=5.0)
         self._jumps: deque[float] = deque(maxlen=50)
         self._starved = 0
-        self._refused = 0  # executing chunks the supervisor refused (each dropped its plan)
         self._errors = 0
-        self._seed = p["seed"]
-        self._next_chunk_id = 1
 
         self.chunk_pub = self.create_publisher(ActionChunk, "policy/chunk", COMMAND_QOS)
         self.value_pub = self.create_publisher(ValueEstimate, "policy/value", COMMAND_QOS)
@@ -177,7 +173,7 @@ class PolicyNode(Node):
             raise ConfigError(str(exc)) from None
         deploy = DeployConfig(action_steps=p["action_steps"], video_steps=p["video_steps"],
                               video=p["predict_video"], depth=p["depth"], guidance_clip=p["guidance_clip"],
-                              sampler=p["sampler"], future=p["predicted_future"])
+                              sampler=p["sampler"], future=p["predicted_future"], expert=p["expert"])
         return DeployedPolicy(policy, robot, ChunkScheduler(chunking), deploy)
 
     def _now(self) -> float:
@@ -193,33 +189,25 @@ class PolicyNode(Node):
 
     # --- inputs ------------------------------------------------------------------------------
     def _on_observation(self, msg: MultiViewRGBD | CompressedMultiViewRGBD) -> None:
-        """Keeps the newest set once its views are checked; after a malformed or unfitting one there is
-        nothing to act on (an older set would only be acted on because a newer one was broken)."""
-        if msg.degraded:  # its missing views are empty; _job reports it
-            self._latest_obs = (msg, None)
-            return
-        self._latest_obs = None
+        """Checks the views of the newest set; a malformed or unfitting one leaves nothing to act on."""
+        stamp = from_time(msg.header.stamp)
+        if msg.degraded:  # its missing views are empty
+            return self.loop.observe_degraded(stamp, msg.status)
         try:
             views = self._views_of(msg, self.deployed.policy.cfg.cameras)
         except ImageError as exc:
-            return self._problem("observation malformed", str(exc))
+            return self.loop.reject_observation("observation malformed", str(exc))
         except ValueError as exc:  # well-formed, but not the views the checkpoint needs
-            return self._problem("observation rejected", str(exc))
-        self._latest_obs = (msg, views)
+            return self.loop.reject_observation("observation rejected", str(exc))
+        self.loop.observe(stamp, views)
 
     def _on_joint_states(self, msg: JointState) -> None:
-        if len(msg.name) != len(msg.position):
-            return self._problem("joint_states malformed", f"{len(msg.name)} names, {len(msg.position)} positions")
-        with self._lock:
-            self._joints.update(zip(msg.name, msg.position))
+        self.loop.update_joints(list(msg.name), list(msg.position))
 
     def _on_supervisor_state(self, msg: SupervisorState) -> None:
-        """Every state message names the last refused chunk, so a dropped message loses nothing."""
-        refused = int(msg.last_rejected_chunk_id)
-        if refused and self.deployed.scheduler.refused(refused):
-            self._refused += 1
-            self.get_logger().warn(f"supervisor refused chunk {refused} ({msg.last_rejection}): its plan is "
-                                   "dropped, the next chunk is sampled afresh",
+        if self.loop.supervisor_state(msg.state_name, int(msg.last_rejected_chunk_id)):
+            self.get_logger().warn(f"supervisor refused chunk {msg.last_rejected_chunk_id} ({msg.last_rejection}): "
+                                   "its plan is dropped, the next chunk is sampled afresh",
                                    throttle_duration_sec=PROBLEM_LOG_PERIOD)
 
     def _tick(self) -> None:
@@ -227,55 +215,27 @@ class PolicyNode(Node):
         if self._busy.is_set():
             return
         now = self._now()
-        if not self.deployed.scheduler.inference_due(now) and self._restored is None:
+        if not self.loop.due(now):
             return
-        job = self._job(now)
+        job = self.loop.job(now)
         if job is None:
             return
         self._busy.set()
-        self._worker = threading.Thread(target=self._infer, args=job, daemon=True, name="policy-inference")
+        self._worker = threading.Thread(target=self._infer, args=(job,), daemon=True, name="policy-inference")
         self._worker.start()
 
-    def _job(self, now: float) -> tuple | None:
-        """The inputs of one inference, or None (with a diagnostic) when there is nothing to act on."""
-        if self._latest_obs is None:
-            return None
-        msg, views = self._latest_obs
-        stamp = from_time(msg.header.stamp)
-        if msg.degraded:
-            return self._problem("observation degraded", f"sync_node marked the set degraded: {msg.status}")
-        if now - stamp > self.params["max_observation_age"]:
-            return self._problem("observation stale", f"newest set is {now - stamp:.3f} s old "
-                                 f"(max_observation_age {self.params['max_observation_age']} s)")
-        with self._lock:
-            joints = dict(self._joints)
-        # the scheduler's epoch now: a resample after this discards the inference's chunk
-        restored, epoch = self._restored, self.deployed.scheduler.epoch
-        if restored is not None:
-            joints.update(restored)  # condition on the state the rollback restored
-        try:
-            obs = self.deployed.observation(views[0], views[1], joints, self.params["instruction"])
-        except UnusableJointState as exc:
-            return self._problem("joint state missing, NaN or out of range", str(exc))
-        except ValueError as exc:  # ObservationError included
-            return self._problem("observation rejected", str(exc))
-        self._restored = None
-        chunk_id, self._next_chunk_id = self._next_chunk_id, self._next_chunk_id + 1
-        return obs, stamp, views, epoch, chunk_id
-
     # --- the worker thread -------------------------------------------------------------------
-    def _infer(self, obs, stamp: float, views: Views, epoch: int, chunk_id: int) -> None:
-        seed, self._seed = (self._seed if self._seed >= 0 else None), -1
+    def _infer(self, job: InferenceJob) -> None:
         chunks = []
         try:
             def on_chunk(ready) -> None:  # only for a chunk of this epoch (no resample since the job)
                 chunks.append(ready)
-                self._publish_chunk(ready, obs.state)
+                self._publish_chunk(ready)
 
-            prediction = self.deployed.infer(obs, stamp, self._now, on_chunk, chunk_id, seed, epoch)
+            prediction = self.loop.infer(job, self._now, on_chunk)
             self._latencies.append(prediction.timings)
-            if chunks and epoch == self.deployed.scheduler.epoch:  # not of a plan discarded since
-                self._publish_visuals(prediction, chunks[0], obs, views)
+            if chunks and self.loop.current(job):  # not of a plan discarded since
+                self._publish_visuals(prediction, chunks[0], job.obs, job.views)
         except Exception as exc:  # noqa: BLE001 — the node keeps serving; the cause goes to diagnostics
             self._errors += 1
             self._problem("inference failed", f"{type(exc).__name__}: {exc}")
@@ -283,7 +243,7 @@ class PolicyNode(Node):
         finally:
             self._busy.clear()
 
-    def _publish_chunk(self, ready, state: np.ndarray) -> None:
+    def _publish_chunk(self, ready) -> None:
         handover = ready.handover
         self._chunks.tick(time.monotonic())
         self._jumps.append(handover.jump)
@@ -354,21 +314,8 @@ class PolicyNode(Node):
 
     # --- resample ----------------------------------------------------------------------------
     def _srv_resample(self, request: Resample.Request, response: Resample.Response) -> Resample.Response:
-        names, positions = list(request.joint_names), list(request.positions)
-        unknown = [n for n in names if n not in self.deployed.policy.meta.state_names]
-        if len(names) != len(positions) or unknown or not all(math.isfinite(x) for x in positions):
-            response.accepted = False
-            response.message = (f"bad restored state: {len(names)} names, {len(positions)} positions"
-                                + (f", unknown joints {unknown}" if unknown else "") + " (or non-finite values)")
-            return response
-        # a new epoch: the executing chunk is forgotten, and the chunk of an inference in flight is
-        # neither accepted (it would guide the next chunk towards the discarded plan) nor published
-        self.deployed.scheduler.reset()
-        self._restored = dict(zip(names, positions))
-        self._seed = -1                    # fresh noise
-        response.accepted = True
-        response.chunk_id = self._next_chunk_id  # the next inference starts after this reply
-        response.message = f"chunk {response.chunk_id} will be sampled from the restored state"
+        reply = self.loop.resample(list(request.joint_names), list(request.positions))
+        response.accepted, response.chunk_id, response.message = reply.accepted, reply.chunk_id, reply.message
         return response
 
     def destroy_node(self) -> None:
@@ -385,7 +332,7 @@ class PolicyNode(Node):
                                      "chunks": self._chunks.count,
                                      "delay_steps": self.deployed.scheduler.delay_steps,
                                      "starved_steps": self._starved, "inference_errors": self._errors,
-                                     "plans_dropped_after_refusal": self._refused,
+                                     "plans_dropped_after_refusal": self.loop.refusals,
                                      "chunking": self.params["chunking"], "device": str(self.deployed.policy.device),
                                      "sampler": self.params["sampler"] or self.deployed.policy.cfg.sampler}
         for phase in ("encode_ms", "actions_ms", "decode_ms", "total_ms"):
