@@ -25,7 +25,7 @@ NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="tests what a mach
 
 
 def test_policy_model_bench_on_demo_measures_ans_against_synchronous():
-    from wam_ros.bench import ACTION_LATENCY_ANCHORS_MS, bench_policy_model
+    from wam_ros.perf.policy_model import ACTION_LATENCY_ANCHORS_MS, bench_policy_model
 
     # short form: T_a = 1 of T_O = 4 passes, one repeat after the warm-up
     result = bench_policy_model("demo", "cpu", "fp32", repeats=1, action_steps=1, video_steps=4)
@@ -67,7 +67,7 @@ def test_train_model_without_a_gpu_reports_the_memory_plan_for_both_micro_batche
     """The dry-run estimate comes from memory_plan itself, called once per micro-batch with the
     benchmark's setting (a stand-in here: the real plan of xwam takes minutes to trace on 2 cores)."""
     import wam_ros.model.memory_plan as memory_plan
-    from wam_ros.bench import bench_train_model
+    from wam_ros.perf.train_model import bench_train_model
 
     calls = []
 

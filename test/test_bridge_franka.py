@@ -31,7 +31,7 @@ def test_franka_bridge_streams_two_arms_through_franky():
 
 def test_bridge_benchmark_runs_franky_sim_and_the_simulator_side_by_side():
     pytest.importorskip("franky")
-    from wam_ros.bench import bench_bridge
+    from wam_ros.perf.bridge import bench_bridge
 
     result = bench_bridge(duration=1.5)
     for key in ("sim_bridge", "franky_sim_bridge"):

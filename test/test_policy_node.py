@@ -351,7 +351,8 @@ def test_a_checkpoint_for_another_robot_is_refused_at_start(checkpoint):
 
 
 def test_policy_and_lift_benchmarks_run_in_short_form(checkpoint):
-    from wam_ros.bench import bench_lift, bench_policy
+    from wam_ros.perf.lift import bench_lift
+    from wam_ros.perf.policy import bench_policy
 
     result = bench_policy(duration=2.0, repeats=1, checkpoint=str(checkpoint))
     for mode in ("rtc", "blend", "naive"):

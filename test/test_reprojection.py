@@ -167,7 +167,7 @@ def test_training_stores_how_the_joints_followed_and_deployment_places_the_futur
 
 
 def test_the_reprojection_benchmark_runs_in_short_form():
-    from wam_ros.bench import bench_reprojection
+    from wam_ros.perf.reprojection import bench_reprojection
 
     result = bench_reprojection(repeats=1)
     assert set(result["median"]) == {"32x32", "64x48", "160x128"}

@@ -279,7 +279,7 @@ def test_two_hosts_over_a_gigabit_link_hold_when_the_cable_is_pulled_and_recover
     """The robot side (simulated AgileX, sync, supervisor, encoder) in one namespace, the shipped
     policy in the other, 1 Gbit/s between them; then the cable is pulled for 2 s."""
     from wam_ros.demo import shipped_policy
-    from wam_ros.split_bench import SIM_SIZE, SplitRun, run_split
+    from wam_ros.perf.split import SIM_SIZE, SplitRun, run_split
 
     row = run_split(SplitRun("netns_1gbit", LinkShape(1000.0), seconds=6.0, pull_after=6.0, pull_seconds=2.0,
                              recover_seconds=8.0), shipped_policy("agilex"), tmp_path)
@@ -301,7 +301,7 @@ def test_two_hosts_over_a_lossy_link_repair_lost_samples_quickly(tmp_path):
     next heartbeat (100 ms in config/fastdds.xml; Fast DDS's default 3 s held the chunk stream up to
     3 s, as reliable readers deliver in order)."""
     from wam_ros.demo import shipped_policy
-    from wam_ros.split_bench import SplitRun, run_split
+    from wam_ros.perf.split import SplitRun, run_split
 
     row = run_split(SplitRun("netns_lossy", LinkShape(100.0, loss_percent=1.0), seconds=8.0),
                     shipped_policy("agilex"), tmp_path)

@@ -493,7 +493,7 @@ def test_peak_resets_at_a_subtask_boundary_and_episode_start():
 
 
 def test_supervisor_benchmark_reacts_within_one_control_period():
-    from wam_ros.bench import bench_supervisor
+    from wam_ros.perf.supervisor import bench_supervisor
 
     result = bench_supervisor("agilex", repeats=5)
     assert result["check_chunk_ms"] > 0 and result["check_chunk_with_workspace_fk_ms"] > result["check_chunk_ms"]

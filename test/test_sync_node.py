@@ -227,7 +227,7 @@ def test_malformed_images_and_camera_infos_are_dropped_with_their_reason_and_mat
 
 
 def test_sync_benchmark_runs_publishers_sync_node_and_receiver_in_separate_processes():
-    from wam_ros.bench import bench_sync
+    from wam_ros.perf.sync import bench_sync
 
     result = bench_sync(duration=2.0, fps=15.0, width=160, height=120)
     for variant in ("glibc_malloc_defaults", "wam_ros_malloc_tuning"):
@@ -271,7 +271,7 @@ def test_auto_qos_matches_a_best_effort_camera(cameras):
 
 
 def test_dds_floor_benchmark_measures_every_transport():
-    from wam_ros.bench import bench_dds
+    from wam_ros.perf.dds import bench_dds
 
     result = bench_dds(count=20, width=160, height=120)
     for variant in ("DEFAULT", "LARGE_DATA", "wam_ros_profile"):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from wam_ros.config import ROBOTS, ConfigError
+from wam_ros.perf import TARGETS as PERF_TARGETS
 from wam_ros.sim.tasks import TASKS
 
 
@@ -326,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain of the simulated robot (default: a "
                    "private one chosen per run, localhost only, printed at the start)")
     p = sub.add_parser("bench", help="benchmarks, printed as JSON")
-    p.add_argument("target", choices=["sim", "supervisor", "bridge", "sync", "dds", "policy-model", "train-model",
-                                          "policy", "lift", "reprojection", "record", "split"])
+    p.add_argument("target", choices=list(PERF_TARGETS))
     p.add_argument("--robot", default=None, choices=ROBOTS, help="default: agilex (bridge: franka, the only choice)")
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement (default per benchmark)")
     p.add_argument("--duration", type=float, default=None, help="policy: seconds per chunking mode (default 60); "
@@ -498,11 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
         if args.command == "bench":
-            from wam_ros import bench
-
             import inspect
 
-            run = getattr(bench, f"bench_{args.target.replace('-', '_')}")
+            from wam_ros.perf import target
+
+            run = target(args.target)
             options = {k: v for k, v in (("robot", args.robot), ("repeats", args.repeats), ("duration", args.duration),
                                          ("checkpoint", args.checkpoint), ("config", args.config),
                                          ("device", args.device), ("dtype", args.dtype), ("force", args.force),
