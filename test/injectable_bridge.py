@@ -13,7 +13,6 @@ import sys
 import numpy as np
 from std_msgs.msg import String
 
-from wam_ros.robots.piper_emulator import PiperEmulator
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.nodes.arm_bridge_node import ArmBridgeNode
 
@@ -26,7 +25,7 @@ class InjectableBridge(ArmBridgeNode):
     def _inject(self, msg: String) -> None:
         request = json.loads(msg.data)
         port = request.pop("port")
-        emulator = next(h for h in self._helpers if isinstance(h, PiperEmulator) and h.channel == port)
+        emulator = next(e for e in self.backends.emulators if e.channel == port)
         for name, value in request.items():
             setattr(emulator, name, np.array(value, dtype=float) if isinstance(value, list) else value)
 

@@ -16,7 +16,8 @@ move): the arms hold at the last commanded position, joint_states keep the last 
 refuses until the readings are plausible again. A rejected trajectory, malformed or not, stops
 the running one. /diagnostics: mode, error, commands, rejected, last_rejection, command_timeout_s,
 watchdog (why the watchdog last stopped a trajectory), watchdog_stops, command_latency_ms.
-The simulated robot needs no bridge: sim_node runs the same bridge core on the simulator.
+The vendor backends are built by wam_ros.robots.backends. The simulated robot needs no bridge: sim_node
+runs the same bridge core on the simulator.
 """
 
 from __future__ import annotations
@@ -36,16 +37,16 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config
-from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, BridgeMode, CommandRejected
 from wam_ros.robots.agilex import DEFAULT_CAN_PORTS
-from wam_ros.robots.franka import DEFAULT_FCI_HOSTS
+from wam_ros.robots.backends import DRIVERS, Backends, BackendSettings, make_backends
+from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, BridgeMode, CommandRejected
+from wam_ros.robots.franka import DEFAULT_FCI_HOSTS, FrankaSettings
+from wam_ros.robots.tienkung import TienKungBackend
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, JOINT_STATE_QOS
-
-BACKENDS = {"franka": "franky", "agilex": "piper", "tienkung": "tienkung"}
 
 
 class ArmBridgeNode(LifecycleNode):
@@ -92,7 +93,8 @@ class ArmBridgeNode(LifecycleNode):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
-        self._helpers: list = []       # emulators or the TienKung status executor, owned while configured
+        self.backends: Backends | None = None  # owned while configured: the bridge's arms, leaders, emulators
+        self._tienkung_status: tuple | None = None  # (executor, its thread, node) feeding TienKung's status
         self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.puppet_pubs = {side: self.create_publisher(JointState, f"/puppet/joint_{side}", JOINT_STATE_QOS)
@@ -100,8 +102,9 @@ class ArmBridgeNode(LifecycleNode):
         # Cobot Magic order per arm: six joints, then the gripper (columns of robot.joint_names)
         self._puppet_columns = {side: [self.robot.joint_names.index(n) for n in (
             *self.robot.arm_joint_names(side), self.robot.gripper_joint_name(side))] for side in self.puppet_pubs}
-        self.leaders: dict = {}  # side -> read-only PiperBackend of the Cobot Magic leader arm
-        self.master_pubs = {}
+        self.master_pubs = {}  # side -> publisher of the Cobot Magic leader arm's readings
+        self.tienkung_command_pub = self.create_publisher(JointState, p["tienkung.command_topic"], COMMAND_QOS) \
+            if p["robot"] == "tienkung" else None
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
         self.create_subscription(Header, HEARTBEAT_TOPIC, self._on_heartbeat, HEARTBEAT_QOS)
         self.create_service(Trigger, "~/recover", self._srv_recover)
@@ -110,81 +113,59 @@ class ArmBridgeNode(LifecycleNode):
             self.trigger_activate()
 
     # --- backends --------------------------------------------------------------------------
-    def _make_backends(self) -> list:
-        p, kind = self._settings, BACKENDS[self._settings["robot"]]
-        if kind == "franky":
-            from wam_ros.robots.franka import FrankaBackend, FrankaSettings
-
-            settings = FrankaSettings(p["franka.dynamics_factor"], p["franka.realtime"],
-                                      p["franka.joint_torque_threshold"], p["franka.cartesian_force_threshold"])
-            return [FrankaBackend(side, host, settings) for side, host in zip(("left", "right"), p["franka.hosts"])]
-        if kind == "piper":
-            from wam_ros.robots.agilex import PiperBackend
-            from wam_ros.robots.piper_emulator import PiperEmulator
-
-            interface = p["agilex.can_interface"]
-            leader_ports = [port for port in p["agilex.leader_can_ports"] if port]
-            if leader_ports and len(leader_ports) != 2:
-                raise ConfigError(f"agilex.leader_can_ports: give two ports (left, right), got {leader_ports}")
-            if p["agilex.emulate"]:
-                if interface != "virtual":
-                    raise ConfigError("agilex.emulate: needs agilex.can_interface:=virtual")
-                for ports in (p["agilex.can_ports"], leader_ports):  # followers, then leaders
-                    for side, port in zip(("left", "right"), ports):
-                        emulator = PiperEmulator.at_home(self.robot, side, port)
-                        emulator.start()
-                        self._helpers.append(emulator)
-            for side, port in zip(("left", "right"), leader_ports):
-                # leaders are only read: teleop commands reach the followers through the supervisor
-                leader = PiperBackend(side, port, interface)
-                leader.connect()
-                self.leaders[side] = leader
+    def _make_backends(self) -> Backends:
+        p = self._settings
+        settings = BackendSettings(
+            p["robot"], tuple(p["franka.hosts"]),
+            FrankaSettings(p["franka.dynamics_factor"], p["franka.realtime"], p["franka.joint_torque_threshold"],
+                           p["franka.cartesian_force_threshold"]),
+            tuple(p["agilex.can_ports"]), tuple(port for port in p["agilex.leader_can_ports"] if port),
+            p["agilex.can_interface"], p["agilex.emulate"], p["agilex.speed_percent"])
+        backends = make_backends(settings, self.robot, self._publish_tienkung_command)
+        for side in backends.leaders:
+            if side not in self.master_pubs:
                 self.master_pubs[side] = self.create_publisher(JointState, f"/master/joint_{side}", JOINT_STATE_QOS)
-            return [PiperBackend(side, port, interface, p["agilex.speed_percent"])
-                    for side, port in zip(("left", "right"), p["agilex.can_ports"])]
-        from wam_ros.robots.tienkung import TienKungBackend
+        for arm in backends.arms:
+            if isinstance(arm, TienKungBackend):
+                self._spin_tienkung_status(arm)
+        return backends
 
-        command_pub = self.create_publisher(JointState, p["tienkung.command_topic"], COMMAND_QOS)
+    def _publish_tienkung_command(self, names: list[str], positions: list[float]) -> None:
+        msg = JointState(name=names, position=positions)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.tienkung_command_pub.publish(msg)
 
-        def publish(names: list[str], positions: list[float]) -> None:
-            msg = JointState(name=names, position=positions)
-            msg.header.stamp = self.get_clock().now().to_msg()
-            command_pub.publish(msg)
-
-        backend = TienKungBackend(publish)
-        # status arrives on its own executor thread, so configure can wait for it
+    def _spin_tienkung_status(self, backend: TienKungBackend) -> None:
+        """Feed the robot's status to the backend on an executor thread of its own, so that
+        configure can wait for it."""
         status_node = rclpy.create_node(f"{self.get_name()}_tienkung_status", namespace=self.get_namespace(),
                                         context=self.context)
         status_node.create_subscription(
-            JointState, p["tienkung.status_topic"],
+            JointState, self._settings["tienkung.status_topic"],
             lambda m: backend.on_status(time.monotonic(), list(m.name), list(m.position), list(m.velocity), list(m.effort)),
             JOINT_STATE_QOS)
         executor = SingleThreadedExecutor(context=self.context)
         executor.add_node(status_node)
         thread = threading.Thread(target=executor.spin, name="tienkung_status", daemon=True)
         thread.start()
-        self._helpers.append((executor, thread, status_node))
-        return [backend]
+        self._tienkung_status = (executor, thread, status_node)
 
-    def _release_helpers(self) -> None:
-        for leader in self.leaders.values():
-            leader.disconnect()
-        self.leaders.clear()
-        for helper in self._helpers:
-            if isinstance(helper, tuple):
-                executor, thread, node = helper
-                executor.shutdown()
-                thread.join(timeout=5.0)  # the node may only go once nothing waits on it
-                node.destroy_node()
-            else:
-                helper.stop()
-        self._helpers.clear()
+    def _release_backends(self) -> None:
+        if self.backends is not None:
+            self.backends.release()
+            self.backends = None
+        if self._tienkung_status is not None:
+            executor, thread, node = self._tienkung_status
+            executor.shutdown()
+            thread.join(timeout=5.0)  # the node may only go once nothing waits on it
+            node.destroy_node()
+            self._tienkung_status = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            backends = self._make_backends()
-            self.bridge = Bridge(backends, BridgeLimits.for_robot(self.robot, self.robot.joint_names),
+            self.backends = self._make_backends()
+            self.bridge = Bridge(self.backends.arms, BridgeLimits.for_robot(self.robot, self.robot.joint_names),
                                  self.robot.joint_names, self._settings["max_step"], self._settings["state_timeout"],
                                  self._settings["command_timeout"])
             self.bridge.configure(time.monotonic())
@@ -192,13 +173,13 @@ class ArmBridgeNode(LifecycleNode):
             self.get_logger().error(f"NOT OPERATIONAL: configure failed: {exc}")
             self.failure = f"configure failed: {exc}"
             self.bridge = None
-            self._release_helpers()
+            self._release_backends()
             return TransitionCallbackReturn.FAILURE
         self.failure = ""
         self._stop.clear()
         self._loop = threading.Thread(target=self._run, name="driver_loop", daemon=True)
         self._loop.start()
-        self.get_logger().info(f"connected to the {self.robot.name} arms ({BACKENDS[self.robot.name]})")
+        self.get_logger().info(f"connected to the {self.robot.name} arms ({DRIVERS[self.robot.name]})")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -234,7 +215,7 @@ class ArmBridgeNode(LifecycleNode):
                 self.bridge.deactivate()
                 self.bridge.cleanup()
             self.bridge = None
-        self._release_helpers()
+        self._release_backends()
 
     # --- commands and the driver loop --------------------------------------------------------
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -296,7 +277,7 @@ class ArmBridgeNode(LifecycleNode):
                                 position=bridge.measured[columns].tolist())
             puppet.header.stamp = stamp
             pub.publish(puppet)
-        for side, leader in self.leaders.items():
+        for side, leader in self.backends.leaders.items():
             reading = leader.read(now)
             master = JointState(name=[f"joint{i}" for i in range(7)], position=reading.positions.tolist())
             master.header.stamp = stamp
@@ -319,7 +300,7 @@ class ArmBridgeNode(LifecycleNode):
         status = self.bridge.status if self.bridge is not None else None
         level = diag.ERROR if status is None or status.mode == BridgeMode.ERROR else \
             diag.OK if status.mode == BridgeMode.ACTIVE and not status.watchdog else diag.WARN
-        values = {"robot": self.robot.name, "driver": BACKENDS[self.robot.name],
+        values = {"robot": self.robot.name, "driver": DRIVERS[self.robot.name],
                   "mode": status.mode.value if status else "unconfigured", "error": status.error if status else "",
                   "commands": status.commands if status else 0, "rejected": status.rejected if status else 0,
                   "last_rejection": status.last_rejection if status else "",
