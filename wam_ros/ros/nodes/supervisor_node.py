@@ -24,6 +24,7 @@ import functools
 import math
 import time
 import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,12 +51,72 @@ from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import (COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, IMAGE_QOS, JOINT_STATE_QOS,
                              LATCHED_QOS)
 from wam_ros.srv import Resample
 
-ROLLBACK_DEFAULTS = RollbackConfig()
+_ROLLBACK = RollbackConfig()  # the core's defaults are the parameters' defaults
+
+
+def _timeout(default: float, stream: str):
+    return param(default, f"Freshness timeout of {stream} (s); 0 disables", range_=(0.0, 60.0))
+
+
+@dataclass(frozen=True)
+class WorkspaceParams:
+    enabled: bool = param(False, "Check the TCPs against a workspace box")
+    min: list[float] = param([-1.0, -1.0, -0.05], "Workspace box minimum x, y, z (m, base)")
+    max: list[float] = param([1.5, 1.0, 1.5], "Workspace box maximum x, y, z (m, base)")
+
+
+@dataclass(frozen=True)
+class TimeoutParams:
+    joint_states: float = _timeout(0.2, "joint_states")
+    observations: float = _timeout(0.5, "observations")
+    value: float = _timeout(1.0, "value")
+    chunks: float = _timeout(1.0, "chunks")
+
+
+@dataclass(frozen=True)
+class RollbackParams:
+    enabled: bool = param(_ROLLBACK.enabled, "Value-guided rollback on/off")
+    delta: float = param(_ROLLBACK.delta, "Tolerance delta: roll back when value < peak - delta")
+    lost_grasp_delta: float = param(_ROLLBACK.lost_grasp_delta, "Smaller delta used while a gripper that held an "
+                                    "object in its current grasp has closed on nothing (a slip)")
+    consecutive: int = param(_ROLLBACK.consecutive, "Consecutive low values needed to trigger")
+    checkpoint_spacing: float = param(_ROLLBACK.checkpoint_spacing, "Seconds between buffered checkpoints")
+    buffer_size: int = param(_ROLLBACK.buffer_size, "Checkpoints kept")
+    max_rollbacks: int = param(_ROLLBACK.max_rollbacks, "Rollbacks per episode before HOLD for the operator")
+    cooldown: float = param(_ROLLBACK.cooldown, "Seconds after resuming without a new rollback")
+    reach_tolerance: float = param(_ROLLBACK.reach_tolerance, "Checkpoint reached within this joint error (rad)")
+    reach_timeout: float = param(_ROLLBACK.reach_timeout, "Seconds beyond the planned return before HOLD")
+    resample_timeout: float = param(_ROLLBACK.resample_timeout, "Seconds to wait for the resampled chunk")
+    may_open_grippers: bool = param(_ROLLBACK.may_open_grippers, "Allow a rollback to open a gripper holding an "
+                                    "object")
+    max_lead_in: float = param(_ROLLBACK.max_lead_in, "Largest distance (rad) of a resampled chunk's start from "
+                               "the arm that a planned lead-in bridges")
+    value_range: list[float] = param(list(_ROLLBACK.value_range), "Valid range [low, high] of value estimates; "
+                                     "others are rejected")
+
+
+@dataclass(frozen=True)
+class SupervisorParams:
+    robot: str = param("agilex", "Robot setup (joint names and limits)", choices=ROBOTS)
+    autostart: bool = param(True, "Configure and activate at start-up")
+    control_rate: float = param(50.0, "Watchdog and rollback tick rate (Hz)", range_=(1.0, 1000.0))
+    clamp: bool = param(False, "Clamp positions and velocities into the limits instead of rejecting")
+    max_start_deviation: float = param(0.35, "Largest allowed distance of a chunk's first target from the current "
+                                       "position (rad)", range_=(0.0, 6.3))
+    max_chunk_age: float = param(MAX_CHUNK_AGE, "Refuse a chunk conditioned on an observation older than this (s): "
+                                 "one held up on a link that came back; 0 disables", range_=(0.0, 60.0))
+    joint_limits_file: str = param("", "YAML with ros2_control joint_limits overrides per joint (empty: robot "
+                                   "config)")
+    clock_timeout: float = param(1.0, "Hold when ROS time (e.g. /clock) has not advanced for this many seconds of "
+                                 "steady time", range_=(0.05, 60.0))
+    workspace: WorkspaceParams = field(default_factory=WorkspaceParams)
+    timeouts: TimeoutParams = field(default_factory=TimeoutParams)
+    rollback: RollbackParams = field(default_factory=RollbackParams)
 
 
 def _duration(seconds: float) -> DurationMsg:
@@ -133,82 +194,35 @@ class SupervisorNode(LifecycleNode):
         self.clock_jumps = 0
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._ros_time_advanced = (-math.inf, time.monotonic())  # (ROS time, steady time when it last changed)
-        self._declare_parameters()
-        if self.get_parameter("autostart").value:
+        self.params = declare_params(self, SupervisorParams)
+        if self.params.autostart:
             # a launch file or bring-up without a lifecycle manager still gets a running supervisor;
             # one whose configuration is wrong must end, so that the launch notices (exit code 2)
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise ConfigError(self._configure_error)
             self.trigger_activate()
 
-    # --- parameters ------------------------------------------------------------------------
-    def _declare_parameters(self) -> None:
-        d = ROLLBACK_DEFAULTS
-        self._settings = {
-            "robot": declare(self, "robot", "agilex", "Robot setup (joint names and limits)", choices=ROBOTS),
-            "autostart": declare(self, "autostart", True, "Configure and activate at start-up"),
-            "control_rate": declare(self, "control_rate", 50.0, "Watchdog and rollback tick rate (Hz)", range_=(1.0, 1000.0)),
-            "clamp": declare(self, "clamp", False, "Clamp positions and velocities into the limits instead of rejecting"),
-            "max_start_deviation": declare(self, "max_start_deviation", 0.35,
-                                           "Largest allowed distance of a chunk's first target from the current "
-                                           "position (rad)", range_=(0.0, 6.3)),
-            "max_chunk_age": declare(self, "max_chunk_age", MAX_CHUNK_AGE, "Refuse a chunk conditioned on an observation older "
-                                     "than this (s): one held up on a link that came back; 0 disables",
-                                     range_=(0.0, 60.0)),
-            "joint_limits_file": declare(self, "joint_limits_file", "",
-                                         "YAML with ros2_control joint_limits overrides per joint (empty: robot config)"),
-            "workspace.enabled": declare(self, "workspace.enabled", False, "Check the TCPs against a workspace box"),
-            "workspace.min": declare(self, "workspace.min", [-1.0, -1.0, -0.05], "Workspace box minimum x, y, z (m, base)"),
-            "workspace.max": declare(self, "workspace.max", [1.5, 1.0, 1.5], "Workspace box maximum x, y, z (m, base)"),
-            "clock_timeout": declare(self, "clock_timeout", 1.0, "Hold when ROS time (e.g. /clock) has not advanced "
-                                     "for this many seconds of steady time", range_=(0.05, 60.0)),
-        }
-        for stream, default in {"joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0}.items():
-            self._settings[f"timeouts.{stream}"] = declare(
-                self, f"timeouts.{stream}", default, f"Freshness timeout of {stream} (s); 0 disables", range_=(0.0, 60.0))
-        for name, description in (("enabled", "Value-guided rollback on/off"),
-                                  ("delta", "Tolerance delta: roll back when value < peak - delta"),
-                                  ("lost_grasp_delta", "Smaller delta used while a gripper that held an object "
-                                                       "in its current grasp has closed on nothing (a slip)"),
-                                  ("consecutive", "Consecutive low values needed to trigger"),
-                                  ("checkpoint_spacing", "Seconds between buffered checkpoints"),
-                                  ("buffer_size", "Checkpoints kept"),
-                                  ("max_rollbacks", "Rollbacks per episode before HOLD for the operator"),
-                                  ("cooldown", "Seconds after resuming without a new rollback"),
-                                  ("reach_tolerance", "Checkpoint reached within this joint error (rad)"),
-                                  ("reach_timeout", "Seconds beyond the planned return before HOLD"),
-                                  ("resample_timeout", "Seconds to wait for the resampled chunk"),
-                                  ("may_open_grippers", "Allow a rollback to open a gripper holding an object"),
-                                  ("max_lead_in", "Largest distance (rad) of a resampled chunk's start from the arm "
-                                                  "that a planned lead-in bridges"),
-                                  ("value_range", "Valid range [low, high] of value estimates; others are rejected")):
-            default = getattr(d, name)
-            self._settings[f"rollback.{name}"] = declare(self, f"rollback.{name}",
-                                                         list(default) if isinstance(default, tuple) else default,
-                                                         description)
-
     def _build_core(self) -> Supervisor:
-        p = self._settings
-        robot = load_robot_config(p["robot"])
+        p = self.params
+        robot = load_robot_config(p.robot)
         overrides = {}
-        if p["joint_limits_file"]:
-            data = load_yaml(Path(p["joint_limits_file"])) or {}
+        if p.joint_limits_file:
+            data = load_yaml(Path(p.joint_limits_file)) or {}
             overrides = data.get("joint_limits", {}) if isinstance(data, dict) else None
             if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-                raise ConfigError(f"{p['joint_limits_file']}: expected 'joint_limits:' mapping joint names to "
+                raise ConfigError(f"{p.joint_limits_file}: expected 'joint_limits:' mapping joint names to "
                                   "{field: value} (ros2_control joint_limits), got "
                                   f"{type(data).__name__ if not isinstance(data, dict) else overrides!r}")
         kinematics = Kinematics(generate_urdf(robot))
         workspace, fk = None, None
-        if p["workspace.enabled"]:
-            workspace = WorkspaceBox(("left_tcp", "right_tcp"), tuple(p["workspace.min"]), tuple(p["workspace.max"]))
+        if p.workspace.enabled:
+            workspace = WorkspaceBox(("left_tcp", "right_tcp"), tuple(p.workspace.min), tuple(p.workspace.max))
             fk = lambda q, frames: kinematics.frame_poses(q, list(frames))  # noqa: E731
+        rollback = asdict(p.rollback)
         config = SupervisorConfig.for_robot(
-            robot, limit_overrides=overrides, clamp=p["clamp"], max_start_deviation=p["max_start_deviation"],
-            workspace=workspace, max_chunk_age=p["max_chunk_age"],
-            timeouts={s: p[f"timeouts.{s}"] for s in ("joint_states", "observations", "value", "chunks")},
-            rollback=RollbackConfig(**{k.split(".", 1)[1]: tuple(v) if k == "rollback.value_range" else v
-                                       for k, v in p.items() if k.startswith("rollback.")}))
+            robot, limit_overrides=overrides, clamp=p.clamp, max_start_deviation=p.max_start_deviation,
+            workspace=workspace, max_chunk_age=p.max_chunk_age, timeouts=asdict(p.timeouts),
+            rollback=RollbackConfig(**{**rollback, "value_range": tuple(rollback["value_range"])}))
         return Supervisor(config, fk, ActionConverter(robot, kinematics))
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -241,7 +255,7 @@ class SupervisorNode(LifecycleNode):
         ]
         self.resample_client = self.create_client(Resample, "policy/resample")
         # steady clock: a /clock that stops must not stop the watchdogs that notice it
-        self._owned_timers = [self.create_timer(1.0 / self._settings["control_rate"], self._tick, clock=self._steady),
+        self._owned_timers = [self.create_timer(1.0 / self.params.control_rate, self._tick, clock=self._steady),
                               self.create_timer(1.0, self._publish_status, clock=self._steady)]
         self._publish_state()
         return TransitionCallbackReturn.SUCCESS
@@ -357,7 +371,7 @@ class SupervisorNode(LifecycleNode):
         if now != self._ros_time_advanced[0]:  # "changed", not "grew": after a jump back it moves again
             self._ros_time_advanced = (now, steady)
         stopped = steady - self._ros_time_advanced[1]
-        if stopped > self._settings["clock_timeout"]:
+        if stopped > self.params.clock_timeout:
             self._dispatch(self.core.clock_stopped(now, stopped))
         else:
             self._dispatch(self.core.tick(now))
