@@ -111,10 +111,6 @@ def briefly_trained(tmp_path_factory):
     return cfg, meta, episodes, out
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: needs a long-trained model (e.g. the world-model acceptance on `bench`)")
-
-
 def pytest_collection_modifyitems(config, items):
     """The tests on the session's bring-up run last, one after another: its simulator keeps a core
     busy from its start to the end of the session, and the training tests that alphabetically

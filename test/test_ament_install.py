@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.ros
+
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 
@@ -19,6 +21,7 @@ def _package_files() -> list[str]:
     return subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
 
 
+@pytest.mark.slow
 def test_cmake_install_gives_an_ament_package_with_messages_nodes_and_data(tmp_path):
     source, build, install = tmp_path / "src" / "wam_ros", tmp_path / "build", tmp_path / "install"
     for name in _package_files():

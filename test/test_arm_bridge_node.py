@@ -25,6 +25,8 @@ from wam_ros.config import load_robot_config
 from wam_ros.ros.conversions import trajectory_arrays
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
 
+pytestmark = pytest.mark.ros
+
 BIN = Path(sys.executable).parent
 
 

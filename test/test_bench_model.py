@@ -21,6 +21,8 @@ from wam_ros.model.train import WindowDataset
 from wam_ros.model.wam import WorldActionModel
 from wam_ros.ros.system import SystemOptions, describe_system
 
+pytestmark = pytest.mark.ros
+
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="tests what a machine without CUDA reports")
 
 

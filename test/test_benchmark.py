@@ -219,6 +219,8 @@ def short_benchmark(tmp_path_factory):
     return cfg, results
 
 
+@pytest.mark.slow
+@pytest.mark.ros
 def test_the_benchmark_shows_progress_with_eta_for_each_long_step(short_benchmark):
     """Recording, training (echoed from its process, not only in train.log) and evaluation."""
     cfg, _ = short_benchmark
@@ -229,6 +231,8 @@ def test_the_benchmark_shows_progress_with_eta_for_each_long_step(short_benchmar
         assert line is not None and "ETA" in line and "elapsed" in line, (start, console[-3000:])
 
 
+@pytest.mark.slow
+@pytest.mark.ros
 def test_benchmark_pipeline_short_form(short_benchmark):
     from wam_ros.benchmark.run import run_benchmark, variants
     from wam_ros.data.episodes import episode_paths, index_episode
@@ -293,6 +297,8 @@ def test_a_scene_the_expert_cannot_plan_is_skipped_with_its_reason(tmp_path):
     assert not (tmp_path / "demos").exists()  # nothing was brought up or recorded
 
 
+@pytest.mark.slow
+@pytest.mark.ros
 def test_closed_loop_is_reproducible_without_latency(short_benchmark):
     """With the inference latency not charged to the clock, an episode is a pure function of its
     seeds: the loop holds no hidden state between episodes."""

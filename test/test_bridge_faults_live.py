@@ -30,6 +30,8 @@ from wam_ros.config import load_robot_config
 from wam_ros.ros.conversions import from_time
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, JOINT_STATE_QOS
 
+pytestmark = pytest.mark.ros
+
 BIN = Path(sys.executable).parent
 PORTS = {"left": "vcan_faults_left", "right": "vcan_faults_right"}
 COMMAND_TIMEOUT = 0.5

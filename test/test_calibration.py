@@ -101,6 +101,7 @@ def test_calibrated_mounts_are_written_into_the_robot_config_with_a_backup(tmp_p
         write_camera_mounts(path, {"left_wrist": {**mounts["left_wrist"], "parent": "left_link6"}})
 
 
+@pytest.mark.slow
 def test_a_recorded_episode_calibrates_from_its_still_frames(tmp_path):
     """The real-robot path: an episode bag (joint states, each camera's images and CameraInfo) in
     which each arm paused at poses where its wrist camera saw the board; frames while the arms

@@ -19,6 +19,8 @@ from realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E
 from wam_ros.ros.conversions import from_time, image_array  # noqa: E402
 from wam_ros.ros.qos import CAMERA_INFO_QOS, IMAGE_QOS  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 
 def record(path: Path, frames: int) -> None:
     cam = SoftwareCamera(0.0001, recording=str(path))  # 0.1 mm depth units, as on a D405

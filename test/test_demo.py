@@ -21,6 +21,7 @@ def decoded_frames(path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("robot", ["agilex", "franka", "tienkung"])
 def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     # its own DDS domain: the session's bring-up already publishes /clock on the test domain
@@ -63,6 +64,8 @@ def demo_command(out, *extra) -> tuple[list[str], dict]:
              *extra], env)
 
 
+@pytest.mark.slow
+@pytest.mark.ros
 def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_path):
     """`make demo` in short form: the shipped pick-and-place policy in the loop for a few seconds of
     one episode (the whole demo, a success and a recovered slip, is measured in README)."""
@@ -97,6 +100,8 @@ def test_policy_demo_runs_the_shipped_policy_on_the_task_through_the_graph(tmp_p
     assert png.shape[1] == 1300 and (png.min(axis=2) < 200).mean() > 0.01
 
 
+@pytest.mark.slow
+@pytest.mark.ros
 def test_demo_train_makes_the_shipped_policy_again_with_its_recorded_settings(tmp_path):
     """`make demo TRAIN=1` in short form: the shipped policy's benchmark settings (its
     provenance.json), one demonstration, one with a slip and a few steps; the release has the

@@ -21,6 +21,8 @@ from wam_ros.data.images import ENCODINGS, ImageError, camera_matrix, image_arra
 from wam_ros.msg import MultiViewRGBD
 from wam_ros.ros.conversions import VIEW_ENCODINGS, check_view, multiview_arrays, to_time, view_intrinsics
 
+pytestmark = pytest.mark.ros
+
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHECKS = {"encoding", "size", "data size", "camera_info", "views"}
 CAMERAS = ("head", "left_wrist", "right_wrist")

@@ -18,6 +18,8 @@ from wam_ros.robots.bridge import BridgeError
 from wam_ros.robots.franka import FrankaBackend, FrankaSettings, is_realtime_kernel
 from wam_ros.ros.qos import DIAGNOSTICS_QOS
 
+pytestmark = pytest.mark.ros
+
 BIN = Path(sys.executable).parent
 
 

@@ -29,6 +29,8 @@ from wam_ros.config import ConfigError
 from wam_ros.ros.system import (DDS_VARIABLES, LAUNCH_ARGUMENTS, NODE_NAMES, SAFE_DOMAIN_IDS, SystemOptions, dds_environment,
                                 describe_system, isolated_domain_id)
 
+pytestmark = pytest.mark.ros
+
 LAUNCH_FILE = share_dir() / "launch" / "dual_arm.launch.py"
 
 CONFIGURATIONS = [

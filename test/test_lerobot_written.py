@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from lerobot_venv import lerobot_side, save_expected
 from model_data import synthetic_dataset, tiny_config
@@ -18,6 +19,7 @@ from wam_ros.model.policy import load_policy
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 
 
+@pytest.mark.slow
 def test_a_dataset_lerobot_wrote_loads_and_trains(tmp_path):
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg, episodes=2, length=12)

@@ -4,6 +4,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.ros
+
 PUBLISHER = textwrap.dedent("""
     import time, rclpy
     from wam_ros.msg import ActionChunk

@@ -35,6 +35,7 @@ def trained(tmp_path_factory):
     return cfg, episodes, out, summary
 
 
+@pytest.mark.slow
 def test_overfitting_drives_every_loss_down(trained):
     _, _, _, summary = trained
     losses = summary["losses"]
@@ -50,6 +51,7 @@ def test_overfitting_drives_every_loss_down(trained):
             assert last[head] < 0.7 * start, f"{head}: {start:.4f} -> {last[head]:.4f}"
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
     cfg, episodes, path, _ = trained
     policy = load_policy(path)
@@ -68,6 +70,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
     assert 0.0 <= a.value <= 1.0
 
 
+@pytest.mark.slow
 def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
     """The guided step of the step-wise API changes the action velocity by exactly
     -c * (I + J)^T ((Y - x0_hat) * w), J = d x0_hat / d x_t, with J^T checked against central
@@ -121,6 +124,7 @@ def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
         policy.session(obs, seed=0).step(inpaint_target=np.zeros((3, 3)))
 
 
+@pytest.mark.slow
 def test_rtc_guidance_clips_a_target_the_model_cannot_continue(trained):
     """An executing chunk far outside the demonstrations' range (here 300 normalised units in one
     column, as a 0.1 rad offset gave in a column of scale 3e-4) pulls no harder than one at
@@ -143,6 +147,7 @@ def test_rtc_guidance_clips_a_target_the_model_cannot_continue(trained):
     assert not torch.allclose(guided_step(1.0), guided_step(2.0), atol=1e-3)  # in range: followed as before
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_resumable(tmp_path):
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg, episodes=2, length=16)
@@ -178,6 +183,7 @@ def test_training_is_deterministic_and_resumable(tmp_path):
     assert a["train"]["history"]["video"]["first"] == b["train"]["history"]["video"]["first"]
 
 
+@pytest.mark.slow
 def test_bad_observations_are_refused_before_any_math(trained):
     cfg, episodes, path, _ = trained
     policy = load_policy(path)
@@ -195,6 +201,7 @@ def test_bad_observations_are_refused_before_any_math(trained):
             policy.predict(observation(cfg, ep, **change))
 
 
+@pytest.mark.slow
 def test_joint_readings_no_encoder_gives_are_refused_before_the_model(trained):
     from wam_ros.config import load_robot_config
     from wam_ros.control.chunking import ChunkScheduler
@@ -222,6 +229,7 @@ def test_joint_readings_no_encoder_gives_are_refused_before_the_model(trained):
         [f"right_gripper=7 (limits [0, {robot.arm.gripper.stroke:.4g}])"]
 
 
+@pytest.mark.slow
 def test_checkpoints_that_do_not_fit_are_refused(trained, tmp_path):
     cfg, _, path, _ = trained
     with pytest.raises(CheckpointMismatch, match="blocks: expected 3, checkpoint has 2"):
@@ -257,6 +265,7 @@ def test_checkpoints_that_do_not_fit_are_refused(trained, tmp_path):
     assert load_policy(partial, allow_partial=True).meta.state_names == policy.meta.state_names
 
 
+@pytest.mark.slow
 def test_the_vae_stage_trains_the_vae_alone_before_the_flow_stages(tmp_path):
     """Stage 0 ("vae"): a trainable VAE learns on whole batches while every other weight stays as
     initialised; then the video and joint stages follow. A frozen VAE has no such stage."""
@@ -308,6 +317,7 @@ def _write_tiny_yaml(directory: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_train_cli(tmp_path):
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg, episodes=2, length=12)
@@ -333,6 +343,7 @@ def test_train_cli(tmp_path):
         in again.stderr
 
 
+@pytest.mark.slow
 def test_train_cli_under_torchrun_ddp(tmp_path):
     """Two CPU processes with the gloo backend: the DDP path users take with GPUs."""
     cfg = tiny_config()

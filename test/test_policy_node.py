@@ -24,6 +24,8 @@ from wam_ros.ros.conversions import camera_info_msg, image_msg, pointcloud_from_
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 from wam_ros.srv import Resample
 
+pytestmark = pytest.mark.ros
+
 ROBOT = load_robot_config("agilex")
 HOME = ROBOT.home_positions()
 W, H = 64, 48

@@ -30,6 +30,8 @@ from wam_ros.data.recorder import Recorder, RecorderConfig, RecorderError
 from wam_ros.ros.conversions import image_msg
 from wam_ros.ros.qos import DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS
 
+pytestmark = pytest.mark.ros
+
 BIN = Path(sys.executable).parent
 DISK_MB = 6  # the recorder's 1 MiB reserve and some twenty 230 KB images
 

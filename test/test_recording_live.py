@@ -28,6 +28,8 @@ from wam_ros.model.episodes import load_dataset
 from wam_ros.msg import ActionChunk, MultiViewRGBD
 from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, EVERY_SET_QOS, JOINT_STATE_QOS
 
+pytestmark = pytest.mark.ros
+
 BIN = Path(sys.executable).parent
 
 
@@ -288,6 +290,7 @@ def test_the_episode_bag_is_what_ros2_bag_record_writes(recorded):
     assert offered["/wam_ros/episode_events"] == []  # the recorder's own: no publisher
 
 
+@pytest.mark.slow
 def test_lerobot_loads_edits_and_trains_on_the_export(recorded, tmp_path):
     """LeRobot 0.6.1 itself (its own venv): LeRobotDataset reads every frame with the bag's values
     (state, action exactly; depth to the millimetre; the instruction as the task), delete_episodes

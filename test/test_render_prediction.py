@@ -137,6 +137,7 @@ def test_the_demos_figure_draws_what_came_over_dds(scene, checkpoint):
     assert {t.get_text() for t in top.texts} == {"left TCP", "right TCP"}
 
 
+@pytest.mark.slow
 def test_render_prediction_takes_the_robot_from_the_checkpoint_and_refuses_another(checkpoint, tmp_path):
     out = tmp_path / "prediction.png"
     result = subprocess.run([WAM_ROS, "render-prediction", "--checkpoint", str(checkpoint), "--out", str(out)],

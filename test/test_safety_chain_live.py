@@ -30,6 +30,8 @@ from wam_ros.msg import ActionChunk, MultiViewRGBD, SupervisorState
 from wam_ros.ros.conversions import trajectory_arrays
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 
+pytestmark = pytest.mark.ros
+
 ROBOT = load_robot_config("agilex")
 NAMES = ROBOT.joint_names
 ARM = [n for n in NAMES if not n.endswith("_gripper")]

@@ -16,6 +16,8 @@ from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.ros.conversions import from_time, image_array, trajectory_arrays
 from wam_ros.ros.qos import CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, IMAGE_QOS, JOINT_STATE_QOS
 
+pytestmark = pytest.mark.ros
+
 
 def _collect(bringup, seconds: float) -> dict[str, list]:
     ns = bringup.namespace

@@ -29,6 +29,8 @@ from wam_ros.ros.nodes.observation_encoder_node import NEWEST_QOS, ObservationEn
 from wam_ros.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS
 from wam_ros.sync.link_codec import LinkCodec, compact_view, expand_view
 
+pytestmark = pytest.mark.ros
+
 CAMERAS = ("head", "left_wrist", "right_wrist")
 H, W = 96, 128
 K = np.array([[110.0, 0.0, 63.5], [0.0, 110.0, 47.5], [0.0, 0.0, 1.0]])
@@ -274,6 +276,7 @@ def test_the_emulated_link_drops_the_configured_share_and_limits_the_rate():
     assert 15.0 < mbit < 21.0, f"{mbit:.1f} Mbit/s of UDP payload through a 20 Mbit/s link"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(NETNS is not None, reason=f"network namespaces: {NETNS}")
 def test_two_hosts_over_a_gigabit_link_hold_when_the_cable_is_pulled_and_recover(tmp_path):
     """The robot side (simulated AgileX, sync, supervisor, encoder) in one namespace, the shipped
@@ -295,6 +298,7 @@ def test_two_hosts_over_a_gigabit_link_hold_when_the_cable_is_pulled_and_recover
     assert pulled["running_again_after_s"] is not None, row  # fresh chunks after the cable is back
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(NETNS is not None, reason=f"network namespaces: {NETNS}")
 def test_two_hosts_over_a_lossy_link_repair_lost_samples_quickly(tmp_path):
     """100 Mbit/s with 1 % of the packets lost both ways: a lost datagram is resent at the writer's

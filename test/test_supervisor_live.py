@@ -34,6 +34,8 @@ from wam_ros.ros.conversions import to_time
 from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
 from wam_ros.srv import Resample
 
+pytestmark = pytest.mark.ros
+
 ROBOT = load_robot_config("agilex")
 NAMES = ROBOT.joint_names
 ARM = [n for n in NAMES if not n.endswith("_gripper")]

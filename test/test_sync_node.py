@@ -22,6 +22,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from wam_ros.ros.conversions import from_time, image_array, image_msg, to_time
 from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, EVERY_SET_QOS, IMAGE_QOS
 
+pytestmark = pytest.mark.ros
+
 CAMERAS = ("head", "left_wrist", "right_wrist")
 W, H = 64, 48
 

@@ -161,6 +161,7 @@ def test_gradient_accumulation_equals_one_batch_of_all_samples(tiny, monkeypatch
         assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-7), name
 
 
+@pytest.mark.slow
 def test_resume_after_an_interrupted_run_and_save_is_bit_identical(tiny, tmp_path, monkeypatch):
     _, _, _, dataset = tiny
     train_cfg = TrainConfig(video_stage_steps=6, joint_stage_steps=8, batch_size=2, grad_accum=2, warmup_steps=2,
@@ -244,6 +245,7 @@ def test_streaming_loader_with_workers_yields_the_in_memory_batches(tmp_path):
                 assert value == got[key], key
 
 
+@pytest.mark.slow
 def test_memory_plan_counts_the_real_parameters(tiny):
     cfg = tiny[0]
     plan = memory_plan(cfg, gpus=4, micro_batch=2)
@@ -264,6 +266,7 @@ def test_memory_plan_counts_the_real_parameters(tiny):
     assert double == pytest.approx(2 * plan["activations_fp32_gib"]["joint"]["no_checkpointing"], rel=0.15)
 
 
+@pytest.mark.slow
 def test_dry_run_of_a_large_config_allocates_nothing():
     # the peak is this process's own memory's high-water mark (VmHWM, kB): getrusage's ru_maxrss
     # survives exec and reported the test runner's 2.1 GB for a child that used 0.5
@@ -286,6 +289,7 @@ def test_dry_run_of_a_large_config_allocates_nothing():
     assert plan["selected"]["per_gpu_gib"] == fsdp["total"]["checkpointing"]
 
 
+@pytest.mark.slow
 def test_fsdp_under_torchrun_saves_sharded_checkpoints_and_resumes(tmp_path):
     """Two CPU processes on gloo, each MoT layer sharded (FSDP2), bf16 autocast, activation
     checkpointing, accumulation, workers: a sharded checkpoint, then a resumed run from it."""

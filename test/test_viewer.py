@@ -31,6 +31,8 @@ from wam_ros.ros.conversions import pointcloud_msg, to_time
 from wam_ros.ros.qos import COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS
 from wam_ros.viewer import ROBOT_COLOR, VALUE_COLOR
 
+pytestmark = pytest.mark.ros
+
 BIN = Path(sys.executable).parent
 
 

@@ -131,6 +131,7 @@ def oracle(policy, episodes, layout: str):
     return policy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_an_oracle_of_the_recorded_future_scores_perfectly(tiny, layout):
     cfg, meta, episodes, root = tiny
