@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Sequence, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
@@ -50,19 +50,28 @@ def param(default: Any, description: str, *, range_: tuple[float, float] | None 
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def declare_params(node: Node, cls: type[T], prefix: str = "") -> T:
+def declare_params(node: Node, cls: type[T], prefix: str = "", *,
+                   defaults: Mapping[str, Any] | None = None) -> T:
     """Declare every parameter of the dataclass `cls` on `node` (groups as `group.name`) and return
-    the values as an instance of `cls`."""
+    the values as an instance of `cls`.
+
+    `defaults` (by full parameter name) replaces a field's default where it is only known at run
+    time: the node's name, or, given as a callable, a default computed from the values of the
+    fields declared before it in the same group (e.g. one delay per configured camera)."""
     hints = typing.get_type_hints(cls)
-    values = {}
+    defaults = defaults or {}
+    values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         if dataclasses.is_dataclass(kind):
-            values[f.name] = declare_params(node, kind, f"{prefix}{f.name}.")
+            values[f.name] = declare_params(node, kind, f"{prefix}{f.name}.", defaults=defaults)
             continue
         if "description" not in f.metadata:
             raise TypeError(f"{cls.__name__}.{f.name}: not declared with param(...)")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if prefix + f.name in defaults:
+            default = defaults[prefix + f.name]
+            default = default(values) if callable(default) else default
         values[f.name] = declare(node, prefix + f.name, default, f.metadata["description"],
                                  read_only=f.metadata["read_only"], range_=f.metadata["range"],
                                  choices=f.metadata["choices"])

@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, multiview_arrays, pointcloud_msg, to_time
 from wam_ros.ros.link_conversions import compact_multiview_arrays
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS, LATCHED_QOS
 from wam_ros.srv import Resample
 
@@ -65,55 +66,50 @@ EXPERTS = {"predictive": GateState.EXPERT_PREDICTIVE, "reactive": GateState.EXPE
 PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
 
 
+@dataclass(frozen=True)
+class PolicyParams:
+    checkpoint: str = param("", "Policy checkpoint (wam-ros train)")
+    robot: str = param("agilex", "Robot setup; must match the checkpoint's joints", choices=ROBOTS)
+    instruction: str = param("", "Task instruction (empty: the checkpoint's only task)")
+    device: str = param("auto", "Torch device: auto (cuda if present), cpu, cuda, cuda:N")
+    threads: int = param(2, "Torch CPU threads", range_=(1, 256))
+    control_rate: float = param(0.0, "Action rate (Hz; 0: the checkpoint's fps)", range_=(0.0, 1000.0))
+    execution_horizon: int = param(0, "Steps after a chunk's observation at which the next inference starts (0: "
+                                   "(H - 1) // 2, so that a latency of up to that many steps never starves)",
+                                   range_=(0, 10000))
+    chunking: str = param("rtc", "Chunk hand-over: rtc (real-time chunking), blend (weighted average), naive "
+                          "(switch)", choices=MODES)
+    blend_new_weight: float = param(0.7, "blend: weight of the new chunk", range_=(0.01, 1.0))
+    guidance_clip: float = param(5.0, "RTC guidance weight clip (beta)", range_=(0.0, 100.0))
+    action_steps: int = param(0, "T_a denoising passes (0: checkpoint)", range_=(0, 1000))
+    video_steps: int = param(0, "T_O denoising passes (0: checkpoint)", range_=(0, 1000))
+    sampler: str = param("", "Flow sampler of both streams: euler or unipc (empty: the checkpoint's config)",
+                         choices=("", *SAMPLERS))
+    predict_video: bool = param(True, "Finish the predicted video for the 4D cloud")
+    predicted_future: str = param("imagined", "What policy/predicted_cloud shows: imagined (the observed scene "
+                                  "carried by the kinematics plus the model's change) or model (the model's own "
+                                  "frames and depth)", choices=FUTURES)
+    depth: bool = param(True, "Run the depth branch (needed for the predicted cloud)")
+    expert: str = param("gated", "Whose actions execute: gated (the gate picks per chunk), or predictive / reactive "
+                        "forced (ablations)", choices=EXPERT_CHOICES)
+    observation_transport: str = param("raw", "Observation sets: raw (MultiViewRGBD on observations, one host) or "
+                                       "compressed (resized and compressed on observations/compressed, from the "
+                                       "robot side of a split deployment)", choices=tuple(TRANSPORTS))
+    max_observation_age: float = param(0.5, "Observations older than this are not used (s)", range_=(0.001, 60.0))
+    voxel_size: float = param(0.01, "Voxel size of the clouds (m; 0: all points)", range_=(0.0, 1.0))
+    live_cloud_stride: int = param(4, "Every n-th pixel of the live cloud (0: off)", range_=(0, 64))
+    frame_id: str = param("base", "Frame of clouds and markers")
+    seed: int = param(-1, "Noise seed (-1: random; otherwise every chunk's noise is reproducible)",
+                      range_=(-1, 2 ** 31 - 1))
+
+
 class PolicyNode(Node):
     def __init__(self, node_name: str = "policy", **kwargs):
         super().__init__(node_name, **kwargs)
-        p = {
-            "checkpoint": declare(self, "checkpoint", "", "Policy checkpoint (wam-ros train)"),
-            "robot": declare(self, "robot", "agilex", "Robot setup; must match the checkpoint's joints", choices=ROBOTS),
-            "instruction": declare(self, "instruction", "", "Task instruction (empty: the checkpoint's only task)"),
-            "device": declare(self, "device", "auto", "Torch device: auto (cuda if present), cpu, cuda, cuda:N"),
-            "threads": declare(self, "threads", 2, "Torch CPU threads", range_=(1, 256)),
-            "control_rate": declare(self, "control_rate", 0.0, "Action rate (Hz; 0: the checkpoint's fps)",
-                                    range_=(0.0, 1000.0)),
-            "execution_horizon": declare(self, "execution_horizon", 0, "Steps after a chunk's observation at which "
-                                         "the next inference starts (0: (H - 1) // 2, so that a latency of up "
-                                         "to that many steps never starves)", range_=(0, 10000)),
-            "chunking": declare(self, "chunking", "rtc", "Chunk hand-over: rtc (real-time chunking), blend "
-                                "(weighted average), naive (switch)", choices=MODES),
-            "blend_new_weight": declare(self, "blend_new_weight", 0.7, "blend: weight of the new chunk",
-                                        range_=(0.01, 1.0)),
-            "guidance_clip": declare(self, "guidance_clip", 5.0, "RTC guidance weight clip (beta)",
-                                     range_=(0.0, 100.0)),
-            "action_steps": declare(self, "action_steps", 0, "T_a denoising passes (0: checkpoint)", range_=(0, 1000)),
-            "video_steps": declare(self, "video_steps", 0, "T_O denoising passes (0: checkpoint)", range_=(0, 1000)),
-            "sampler": declare(self, "sampler", "", "Flow sampler of both streams: euler or unipc (empty: the "
-                               "checkpoint's config)", choices=("", *SAMPLERS)),
-            "predict_video": declare(self, "predict_video", True, "Finish the predicted video for the 4D cloud"),
-            "predicted_future": declare(self, "predicted_future", "imagined", "What policy/predicted_cloud shows: "
-                                        "imagined (the observed scene carried by the kinematics plus the model's "
-                                        "change) or model (the model's own frames and depth)", choices=FUTURES),
-            "depth": declare(self, "depth", True, "Run the depth branch (needed for the predicted cloud)"),
-            "expert": declare(self, "expert", "gated", "Whose actions execute: gated (the gate picks per chunk), or "
-                              "predictive / reactive forced (ablations)", choices=EXPERT_CHOICES),
-            "observation_transport": declare(self, "observation_transport", "raw", "Observation sets: raw "
-                                             "(MultiViewRGBD on observations, one host) or compressed (resized "
-                                             "and compressed on observations/compressed, from the robot side of "
-                                             "a split deployment)", choices=tuple(TRANSPORTS)),
-            "max_observation_age": declare(self, "max_observation_age", 0.5, "Observations older than this are "
-                                           "not used (s)", range_=(0.001, 60.0)),
-            "voxel_size": declare(self, "voxel_size", 0.01, "Voxel size of the clouds (m; 0: all points)",
-                                  range_=(0.0, 1.0)),
-            "live_cloud_stride": declare(self, "live_cloud_stride", 4, "Every n-th pixel of the live cloud (0: off)",
-                                         range_=(0, 64)),
-            "frame_id": declare(self, "frame_id", "base", "Frame of clouds and markers"),
-            "seed": declare(self, "seed", -1, "Noise seed (-1: random; otherwise every chunk's noise is "
-                            "reproducible)", range_=(-1, 2 ** 31 - 1)),
-        }
-        self.params = p
-        self.deployed = self._load(p)
-        self.loop = PolicyLoop(self.deployed, p["instruction"], p["max_observation_age"], p["seed"], self._problem)
-        observation_type, observation_topic, self._views_of = TRANSPORTS[p["observation_transport"]]
+        p = self.params = declare_params(self, PolicyParams)
+        self.deployed = self._load(p)  # sets self.instruction, the resolved task instruction
+        self.loop = PolicyLoop(self.deployed, self.instruction, p.max_observation_age, p.seed, self._problem)
+        observation_type, observation_topic, self._views_of = TRANSPORTS[p.observation_transport]
         self._busy = threading.Event()
         self._worker: threading.Thread | None = None
         self._peak = 0.0
@@ -142,38 +138,38 @@ class PolicyNode(Node):
         self.create_service(Resample, "policy/resample", self._srv_resample)
         self.create_timer(self.deployed.scheduler.config.dt, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.get_logger().info(f"policy {p['checkpoint']} on {self.deployed.policy.device}: "
+        self.get_logger().info(f"policy {p.checkpoint} on {self.deployed.policy.device}: "
                                f"{self.deployed.policy.cfg.num_actions} actions at "
-                               f"{1 / self.deployed.scheduler.config.dt:.1f} Hz, chunking {p['chunking']}")
+                               f"{1 / self.deployed.scheduler.config.dt:.1f} Hz, chunking {p.chunking}")
 
     # --- set-up ------------------------------------------------------------------------------
-    def _load(self, p: dict) -> DeployedPolicy:
-        if not p["checkpoint"]:
+    def _load(self, p: PolicyParams) -> DeployedPolicy:
+        if not p.checkpoint:
             raise ConfigError("checkpoint: no checkpoint given")
-        device = p["device"]
+        device = p.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch.set_num_threads(p["threads"])
-        robot = load_robot_config(p["robot"])
+        torch.set_num_threads(p.threads)
+        robot = load_robot_config(p.robot)
         try:
-            policy = load_policy(Path(p["checkpoint"]), device)
+            policy = load_policy(Path(p.checkpoint), device)
             policy.check_robot(state_names=robot.joint_names, action_names=robot.joint_names)
         except (FileNotFoundError, CheckpointError) as exc:
             raise ConfigError(str(exc)) from None
         try:
-            p["instruction"] = resolve_instruction(policy, p["instruction"])
+            self.instruction = resolve_instruction(policy, p.instruction)
             with torch.no_grad():
-                policy.model.text_features([p["instruction"]])  # an unknown instruction fails here, not per chunk
+                policy.model.text_features([self.instruction])  # an unknown instruction fails here, not per chunk
         except ValueError as exc:  # UnknownInstruction included
             raise ConfigError(str(exc)) from None
         try:
-            chunking = chunking_config(policy, p["chunking"], p["control_rate"], p["execution_horizon"],
-                                       p["blend_new_weight"])
+            chunking = chunking_config(policy, p.chunking, p.control_rate, p.execution_horizon,
+                                       p.blend_new_weight)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        deploy = DeployConfig(action_steps=p["action_steps"], video_steps=p["video_steps"],
-                              video=p["predict_video"], depth=p["depth"], guidance_clip=p["guidance_clip"],
-                              sampler=p["sampler"], future=p["predicted_future"], expert=p["expert"])
+        deploy = DeployConfig(action_steps=p.action_steps, video_steps=p.video_steps,
+                              video=p.predict_video, depth=p.depth, guidance_clip=p.guidance_clip,
+                              sampler=p.sampler, future=p.predicted_future, expert=p.expert)
         return DeployedPolicy(policy, robot, ChunkScheduler(chunking), deploy)
 
     def _now(self) -> float:
@@ -257,7 +253,7 @@ class PolicyNode(Node):
                           expert=EXPERTS[pred.expert], value=pred.value,
                           inference_latency=handover.latency,
                           inference_delay_steps=self.deployed.scheduler.delay_steps)
-        msg.header.stamp, msg.header.frame_id = to_time(ready.obs_time), self.params["frame_id"]
+        msg.header.stamp, msg.header.frame_id = to_time(ready.obs_time), self.params.frame_id
         self.chunk_pub.publish(msg)
         self._peak = max(self._peak, pred.value)
         self.value_pub.publish(ValueEstimate(header=msg.header, chunk_id=ready.chunk_id, value=pred.value,
@@ -269,8 +265,8 @@ class PolicyNode(Node):
 
     def _publish_visuals(self, prediction, ready, obs, views: Views) -> None:
         """Clouds and markers of one inference; views: the observation's (images, depths, intrinsics)."""
-        header_stamp, frame_id = to_time(ready.obs_time), self.params["frame_id"]
-        voxel = self.params["voxel_size"]
+        header_stamp, frame_id = to_time(ready.obs_time), self.params.frame_id
+        voxel = self.params.voxel_size
         absolute, intrinsics = ready.targets, views[2]
         if prediction.future_depth is not None:
             imagined = self.deployed.imagined_future(prediction, obs, absolute,
@@ -278,7 +274,7 @@ class PolicyNode(Node):
             cloud = voxel_downsample(self.deployed.predicted_cloud(imagined, obs.state, absolute, intrinsics), voxel)
             cloud = fade(cloud, self.deployed.policy.cfg.horizon)
             self.predicted_pub.publish(pointcloud_msg(cloud, header_stamp, frame_id))
-        stride = self.params["live_cloud_stride"]
+        stride = self.params.live_cloud_stride
         if stride:
             live = self._live_cloud(views, obs.state, stride)
             live = voxel_downsample(live, voxel)
@@ -333,8 +329,8 @@ class PolicyNode(Node):
                                      "delay_steps": self.deployed.scheduler.delay_steps,
                                      "starved_steps": self._starved, "inference_errors": self._errors,
                                      "plans_dropped_after_refusal": self.loop.refusals,
-                                     "chunking": self.params["chunking"], "device": str(self.deployed.policy.device),
-                                     "sampler": self.params["sampler"] or self.deployed.policy.cfg.sampler}
+                                     "chunking": self.params.chunking, "device": str(self.deployed.policy.device),
+                                     "sampler": self.params.sampler or self.deployed.policy.cfg.sampler}
         for phase in ("encode_ms", "actions_ms", "decode_ms", "total_ms"):
             samples = [t[phase] for t in self._latencies if phase in t]
             if samples:

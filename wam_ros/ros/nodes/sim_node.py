@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC,
                              IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS)
 from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, CommandRejected
@@ -51,41 +52,37 @@ class ClockConflictError(ConfigError):
     """Another node already publishes /clock on this ROS domain."""
 
 
+@dataclass(frozen=True)
+class SimParams:
+    robot: str = param("agilex", "Robot setup to simulate", choices=ROBOTS)
+    cameras_enabled: bool = param(True, "Render and publish the three RGB-D cameras")
+    width: int = param(320, "Camera image width (px)", range_=(16, 4096))
+    height: int = param(256, "Camera image height (px)", range_=(16, 4096))
+    camera_rate: float = param(15.0, "Camera frame rate in sim time (Hz)", range_=(0.5, 120.0))
+    joint_state_rate: float = param(100.0, "Physics update and joint_states rate (Hz)", range_=(10.0, 1000.0))
+    real_time_factor: float = param(1.0, "Sim seconds per wall second at most (below 1: a slower world, e.g. so that "
+                                    "a CPU's inference takes as long in sim time as a GPU's)", range_=(0.01, 100.0))
+    startup_clock_check_s: float = param(1.0, "How long to watch for another /clock publisher before starting (s)",
+                                         range_=(0.0, 30.0))
+    command_timeout: float = param(0.5, "Hold when a trajectory runs and neither a supervisor heartbeat nor a new "
+                                   "trajectory arrived for this long (s of sim time; 0: off)", range_=(0.0, 10.0))
+    task: str = param("", "Benchmark task to set up (empty: the robot config's scene)", choices=("", *TASKS))
+    condition: str = param("clean", "Task condition: clean (demo range) or random (lighting, texture, colours, "
+                           "clutter, positions)", choices=CONDITIONS)
+    seed: int = param(0, "Episode seed: object positions and appearance", range_=(0, 2 ** 31 - 1))
+    perturbation: str = param("none", "Mid-episode perturbation of the task object", choices=PERTURBATIONS)
+
+
 class SimNode(Node):
     def __init__(self, node_name: str = "sim", **kwargs):
         super().__init__(node_name, **kwargs)
-        robot = declare(self, "robot", "agilex", "Robot setup to simulate", choices=ROBOTS)
-        self.cameras_enabled = declare(self, "cameras_enabled", True, "Render and publish the three RGB-D cameras")
-        width = declare(self, "width", 320, "Camera image width (px)", range_=(16, 4096))
-        height = declare(self, "height", 256, "Camera image height (px)", range_=(16, 4096))
-        camera_rate = declare(self, "camera_rate", 15.0, "Camera frame rate in sim time (Hz)", range_=(0.5, 120.0))
-        self.state_rate = declare(self, "joint_state_rate", 100.0,
-                                  "Physics update and joint_states rate (Hz)", range_=(10.0, 1000.0))
-        self.real_time_factor = declare(self, "real_time_factor", 1.0,
-                                        "Sim seconds per wall second at most (below 1: a slower world, e.g. so "
-                                        "that a CPU's inference takes as long in sim time as a GPU's)",
-                                        range_=(0.01, 100.0))
-        clock_check_s = declare(self, "startup_clock_check_s", 1.0,
-                                "How long to watch for another /clock publisher before starting (s)",
-                                range_=(0.0, 30.0))
-        command_timeout = declare(self, "command_timeout", 0.5, "Hold when a trajectory runs and neither a supervisor "
-                                  "heartbeat nor a new trajectory arrived for this long (s of sim time; 0: off)",
-                                  range_=(0.0, 10.0))
-
-        task = declare(self, "task", "", "Benchmark task to set up (empty: the robot config's scene)",
-                       choices=("", *TASKS))
-        condition = declare(self, "condition", "clean", "Task condition: clean (demo range) or random "
-                            "(lighting, texture, colours, clutter, positions)", choices=CONDITIONS)
-        seed = declare(self, "seed", 0, "Episode seed: object positions and appearance", range_=(0, 2 ** 31 - 1))
-        perturbation = declare(self, "perturbation", "none", "Mid-episode perturbation of the task object",
-                               choices=PERTURBATIONS)
-
-        self.robot = load_robot_config(robot)
+        p = self.params = declare_params(self, SimParams)
+        self.robot = load_robot_config(p.robot)
         self.world = SimWorld(self.robot, generate_urdf(self.robot),
-                              SimConfig(width=width, height=height, camera_rate=camera_rate))
+                              SimConfig(width=p.width, height=p.height, camera_rate=p.camera_rate))
         self.task_monitor: TaskMonitor | None = None
-        if task:
-            spec = EpisodeSpec(task, self.robot.name, condition, seed, perturbation)
+        if p.task:
+            spec = EpisodeSpec(p.task, self.robot.name, p.condition, p.seed, p.perturbation)
             self.task_monitor = TaskMonitor(self.world, setup_world(self.world, spec))
         # Only the sim loop touches the world; the command callback hands parsed trajectories
         # over through a queue guarded by a lock that is never held for long.
@@ -96,10 +93,10 @@ class SimNode(Node):
         self._heartbeat: float | None = None  # sim time of a heartbeat's arrival, until the sim loop takes it
         # the sim bridge: the same limited streaming as the hardware bridges, into the servos
         self.bridge = Bridge([SimBackend(self.world)], BridgeLimits.for_robot(self.robot, self.world.joint_names),
-                             self.world.joint_names, state_timeout=math.inf, command_timeout=command_timeout)
+                             self.world.joint_names, state_timeout=math.inf, command_timeout=p.command_timeout)
         self.bridge.configure(self.world.time)
         self.bridge.activate(self.world.time)
-        self._camera_period = 1.0 / camera_rate
+        self._camera_period = 1.0 / p.camera_rate
         self._next_camera_time = 0.0
         self._render_ms = 0.0
         self._failure = ""
@@ -107,12 +104,12 @@ class SimNode(Node):
         self._wall_start = time.monotonic()
 
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
-        self._refuse_second_clock(clock_check_s)
+        self._refuse_second_clock(p.startup_clock_check_s)
         self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
         self.task_pub = self.create_publisher(TaskState, "task/state", LATCHED_QOS) if self.task_monitor else None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.camera_pubs = {}
-        if self.cameras_enabled:
+        if self.params.cameras_enabled:
             for cam in CAMERA_NAMES:
                 self.camera_pubs[cam] = (
                     self.create_publisher(Image, f"{cam}/color/image_raw", IMAGE_QOS),
@@ -132,7 +129,7 @@ class SimNode(Node):
         self._loop = threading.Thread(target=self._run, name="sim_loop", daemon=True)
         self._loop.start()
         self.get_logger().info(f"simulating {self.robot.name} ({len(self.world.joint_names)} joints), "
-                               f"cameras {'on' if self.cameras_enabled else 'off'}")
+                               f"cameras {'on' if self.params.cameras_enabled else 'off'}")
 
     def _other_clock_publishers(self) -> list[str]:
         own = self.get_fully_qualified_name()
@@ -173,7 +170,7 @@ class SimNode(Node):
             self._heartbeat = self.world.time
 
     def _run(self) -> None:
-        period = 1.0 / self.state_rate / self.real_time_factor  # wall seconds per physics tick
+        period = 1.0 / self.params.joint_state_rate / self.params.real_time_factor  # wall seconds per physics tick
         deadline = time.monotonic()
         try:
             while not self._stop.is_set() and self.context.ok():
@@ -209,17 +206,17 @@ class SimNode(Node):
             except CommandRejected as exc:
                 self.get_logger().warn(f"rejected trajectory: {exc}", throttle_duration_sec=1.0)
         try:
-            self.bridge.step(self.world.time, 1.0 / self.state_rate)
+            self.bridge.step(self.world.time, 1.0 / self.params.joint_state_rate)
         except BridgeError as exc:  # an implausible reading: the arms hold, the simulation goes on
             self.get_logger().error(f"bridge error, arms held: {exc}", throttle_duration_sec=2.0)
-        self.world.step(1.0 / self.state_rate)
+        self.world.step(1.0 / self.params.joint_state_rate)
         now = self.world.time
         q, dq, tau = self.world.joint_positions(), self.world.joint_velocities(), self.world.joint_efforts()
         frames = None
         stamp = to_time(now)
         if now + 1e-9 >= self._next_camera_time:
             self._next_camera_time += self._camera_period
-            if self.cameras_enabled:
+            if self.params.cameras_enabled:
                 t0 = time.perf_counter()
                 frames = self.world.render_all()
                 self._render_ms = (time.perf_counter() - t0) * 1e3

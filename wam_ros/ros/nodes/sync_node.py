@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -36,7 +37,7 @@ from wam_ros.msg import MultiViewRGBD
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import check_view, from_time, to_time
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
 from wam_ros.sync.assembly import (AssembledSet, AssemblyConfig, CameraCheck, CameraInfoRecord, ImageRecord,
                                    Outcome, PairedView, SetAssembler)
@@ -44,33 +45,41 @@ from wam_ros.sync.assembly import (AssembledSet, AssemblyConfig, CameraCheck, Ca
 PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
 
 
+def _per_camera(declared: dict) -> list[float]:
+    return [0.0] * len(declared["cameras"])
+
+
+@dataclass(frozen=True)
+class SyncParams:
+    cameras: list[str] = param(list(CAMERA_NAMES), "Camera names (topic namespaces)")
+    depth_topic: str = param("aligned_depth_to_color/image_raw", "Depth image topic under each camera "
+                             "(aligned_depth_to_color/image_raw or depth/image_raw)")
+    expected_fps: float = param(15.0, "Camera frame rate, for the inter-message lower bound (Hz)", range_=(1.0, 120.0))
+    max_interval: float = param(0.010, "Widest accepted set (s)", range_=(0.0001, 1.0))
+    queue_size: int = param(10, "Queued messages per stream", range_=(1, 1000))
+    # one value per camera: the defaults follow `cameras` (declare_params' defaults)
+    color_delays: list[float] = param([0.0] * len(CAMERA_NAMES), "Fixed color delay per camera (s)")
+    depth_delays: list[float] = param([0.0] * len(CAMERA_NAMES), "Fixed depth delay per camera (s), e.g. Orbbec "
+                                      "depth lags color")
+    camera_timeout: float = param(0.5, "A camera silent this long is left out (s)", range_=(0.01, 60.0))
+    publish_rate: float = param(0.0, "Throttle output to this rate, keeping the freshest set (Hz; 0: every set)",
+                                range_=(0.0, 1000.0))
+    reliability: str = param("auto", "Subscription reliability: auto matches each topic's publishers (waiting up to "
+                             "qos_wait s), or reliable / best_effort", choices=("auto", "reliable", "best_effort"))
+    qos_wait: float = param(3.0, "auto: how long to wait for a topic's publishers (s)", range_=(0.0, 60.0))
+    frame_id: str = param("base", "frame_id of the published sets")
+
+
 class SyncNode(Node):
     def __init__(self, node_name: str = "sync", **kwargs):
         super().__init__(node_name, **kwargs)
-        self.cameras = list(declare(self, "cameras", list(CAMERA_NAMES), "Camera names (topic namespaces)"))
-        depth_topic = declare(self, "depth_topic", "aligned_depth_to_color/image_raw",
-                              "Depth image topic under each camera (aligned_depth_to_color/image_raw or depth/image_raw)")
-        fps = declare(self, "expected_fps", 15.0, "Camera frame rate, for the inter-message lower bound (Hz)",
-                      range_=(1.0, 120.0))
-        max_interval = declare(self, "max_interval", 0.010, "Widest accepted set (s)", range_=(0.0001, 1.0))
-        queue_size = declare(self, "queue_size", 10, "Queued messages per stream", range_=(1, 1000))
-        color_delays = declare(self, "color_delays", [0.0] * len(self.cameras), "Fixed color delay per camera (s)")
-        depth_delays = declare(self, "depth_delays", [0.0] * len(self.cameras),
-                               "Fixed depth delay per camera (s), e.g. Orbbec depth lags color")
-        self.camera_timeout = declare(self, "camera_timeout", 0.5, "A camera silent this long is left out (s)",
-                                      range_=(0.01, 60.0))
-        publish_rate = declare(self, "publish_rate", 0.0, "Throttle output to this rate, keeping the freshest "
-                               "set (Hz; 0: every set)", range_=(0.0, 1000.0))
-        self.reliability = declare(self, "reliability", "auto", "Subscription reliability: auto matches each "
-                                   "topic's publishers (waiting up to qos_wait s), or reliable / best_effort",
-                                   choices=("auto", "reliable", "best_effort"))
-        self.qos_wait = declare(self, "qos_wait", 3.0, "auto: how long to wait for a topic's publishers (s)",
-                                range_=(0.0, 60.0))
-        self.frame_id = declare(self, "frame_id", "base", "frame_id of the published sets")
+        one_per_camera = {"color_delays": _per_camera, "depth_delays": _per_camera}  # defaults
+        p = self.params = declare_params(self, SyncParams, defaults=one_per_camera)
+        self.cameras = list(p.cameras)
 
         self.assembly = SetAssembler(AssemblyConfig(
-            tuple(self.cameras), max_interval, queue_size, 0.5 / fps, tuple(color_delays), tuple(depth_delays),
-            self.camera_timeout))
+            tuple(self.cameras), p.max_interval, p.queue_size, 0.5 / p.expected_fps, tuple(p.color_delays),
+            tuple(p.depth_delays), p.camera_timeout))
         self.streams = self.assembly.streams
         self._problems: dict[str, int] = defaultdict(int)
         self._problem_logged: dict[str, float] = {}  # cause -> monotonic time of its last warning
@@ -83,22 +92,22 @@ class SyncNode(Node):
 
         self.pub = self.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        depth_info_topic = depth_topic.rsplit("/", 1)[0] + "/camera_info"
+        depth_info_topic = p.depth_topic.rsplit("/", 1)[0] + "/camera_info"
         # (message type, topic, callback, QoS) still to subscribe; `auto` waits for each topic's publishers
         self._unsubscribed = []
         for cam in self.cameras:
             self._unsubscribed += [
                 (Image, f"{cam}/color/image_raw", lambda m, c=cam: self._on_image(c, "color", m), IMAGE_QOS),
-                (Image, f"{cam}/{depth_topic}", lambda m, c=cam: self._on_image(c, "depth", m), IMAGE_QOS),
+                (Image, f"{cam}/{p.depth_topic}", lambda m, c=cam: self._on_image(c, "depth", m), IMAGE_QOS),
                 (CameraInfo, f"{cam}/color/camera_info", lambda m, c=cam: self._on_info((c, "color"), m), CAMERA_INFO_QOS),
                 (CameraInfo, f"{cam}/{depth_info_topic}", lambda m, c=cam: self._on_info((c, "depth"), m), CAMERA_INFO_QOS)]
         self._started = time.monotonic()
         self.reliabilities: dict[str, str] = {}
         self._subscribe_timer = self.create_timer(0.1, self._subscribe)
         self._subscribe()
-        if publish_rate > 0:
-            self.create_timer(1.0 / publish_rate, self._publish_pending)
-        self._throttled = publish_rate > 0
+        if p.publish_rate > 0:
+            self.create_timer(1.0 / p.publish_rate, self._publish_pending)
+        self._throttled = p.publish_rate > 0
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(0.05, self._check_cameras)
 
@@ -108,14 +117,14 @@ class SyncNode(Node):
         waited = time.monotonic() - self._started
         remaining = []
         for msg_type, topic, callback, base in self._unsubscribed:
-            if self.reliability == "auto":
+            if self.params.reliability == "auto":
                 publishers = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
-                if not publishers and waited < self.qos_wait:
+                if not publishers and waited < self.params.qos_wait:
                     remaining.append((msg_type, topic, callback, base))
                     continue
                 best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers)
             else:
-                best_effort = self.reliability == "best_effort"
+                best_effort = self.params.reliability == "best_effort"
             qos = QoSProfile(depth=base.depth, history=base.history,
                              reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE)
             self.create_subscription(msg_type, topic, callback, qos)
@@ -166,10 +175,10 @@ class SyncNode(Node):
 
     def _report_cameras(self, check: CameraCheck) -> None:
         if check.fell_silent:
-            self.get_logger().error(f"every camera silent for > {self.camera_timeout} s: no sets "
+            self.get_logger().error(f"every camera silent for > {self.params.camera_timeout} s: no sets "
                                     f"(ages: {self.assembly.camera_ages(time.monotonic())})")
         if check.left_out:
-            self.get_logger().warn(f"cameras {list(check.left_out)} silent for > {self.camera_timeout} s: "
+            self.get_logger().warn(f"cameras {list(check.left_out)} silent for > {self.params.camera_timeout} s: "
                                    "publishing the others, marked degraded", throttle_duration_sec=5.0)
 
     def _emit(self, assembled: AssembledSet) -> None:
@@ -191,7 +200,7 @@ class SyncNode(Node):
         msg.degraded = assembled.degraded
         msg.status = assembled.status
         msg.header.stamp = to_time(assembled.stamp)
-        msg.header.frame_id = self.frame_id
+        msg.header.frame_id = self.params.frame_id
         if self._throttled:
             self._pending = (msg, assembled.arrived)  # the freshest set wins
         else:
@@ -243,7 +252,8 @@ class SyncNode(Node):
         missing = [c for c in self.cameras if c not in assembly.active]
         level = diag.ERROR if assembly.all_silent or lacking else diag.WARN if missing or self._problems else diag.OK
         if assembly.all_silent:
-            message = f"no camera: every camera silent for > {self.camera_timeout} s ({assembly.camera_ages(now)})"
+            message = (f"no camera: every camera silent for > {self.params.camera_timeout} s "
+                       f"({assembly.camera_ages(now)})")
         elif lacking:
             message = f"no CameraInfo from {', '.join(lacking)}: their sets cannot be published"
         else:
