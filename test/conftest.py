@@ -4,11 +4,16 @@ and no zombie Fast DDS shared-memory files.
 
 Set before any test imports rclpy, and inherited by the processes that tests start, so that
 concurrent test runs (or a bring-up left running by a developer) never see each other.
+Also the session's fixtures. Helpers the tests share are in test/support (support.ros: ProbeNode,
+stop_process, SPARE_DOMAIN_IDS); this file imports neither rclpy nor torch at collection.
 """
 
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 # One torch thread per test process, before anything imports torch: the session's bring-up keeps a
 # core busy, and two threads on the other one thrash (a tiny model's step ran 9x slower than with
@@ -17,10 +22,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from wam_ros.ros.system import dds_environment, isolated_domain_id
 
+# The session's bring-up (fixture below) owns ROS_DOMAIN_ID; tests that start their own simulator
+# (which refuses a second /clock) use the next two (support.ros.SPARE_DOMAIN_IDS).
 os.environ.setdefault("ROS_DOMAIN_ID", str(isolated_domain_id(os.getpid(), span=3)))
-# The session's bring-up (fixture below) owns ROS_DOMAIN_ID; tests that start their own
-# simulator (which refuses a second /clock) use these instead.
-SPARE_DOMAIN_IDS = tuple(int(os.environ["ROS_DOMAIN_ID"]) + k for k in (1, 2))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.update(dds_environment(os.environ))  # the same Fast DDS profile as the nodes
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -35,46 +39,10 @@ if os.path.exists(_FASTDDS):
     subprocess.run([_FASTDDS, "shm", "clean"], capture_output=True, timeout=120, check=False)
 
 
-import signal  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-
-from wam_ros.ros.probe import ProbeNode  # noqa: E402,F401 (the tests import it from here)
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """Ctrl-C must end a node process cleanly (exit code 0); kill it if it does not."""
-    try:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
-class RunningBringup(ProbeNode):
-    """A `wam-ros bringup` process and a probe node to observe it."""
-
-    def __init__(self, process: subprocess.Popen, arguments: dict[str, str]):
-        super().__init__("test_probe")
-        self.process, self.arguments = process, arguments
-        self.probe = self.node
-
-    @property
-    def namespace(self) -> str:
-        return self.arguments["namespace"]
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            assert self.process.poll() is None, f"bringup exited with {self.process.returncode}"
-            self.executor.spin_once(timeout_sec=0.05)
-
-
 @pytest.fixture(scope="session")
 def bringup():
+    from support.ros import RunningBringup, stop_process
+
     arguments = {"robot": "franka", "motion": "scripted", "namespace": "lab"}
     process = subprocess.Popen([sys.executable, "-m", "wam_ros.cli", "bringup",
                                 *(f"{k}:={v}" for k, v in arguments.items())])
@@ -99,7 +67,7 @@ def briefly_trained(tmp_path_factory):
     expert) trained for 30 steps on synthetic episodes, shared by the tests of what runs around a
     checkpoint (the policy node, the prediction figure, the world-model evaluation): the model is
     not under test there. Read-only: a test that needs another checkpoint writes its own."""
-    from model_data import synthetic_dataset, tiny_config
+    from support.model_data import synthetic_dataset, tiny_config
 
     from wam_ros.model.train import TrainConfig, WindowDataset, train
 

@@ -20,7 +20,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
 from wam_ros.ros.conversions import trajectory_arrays
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
@@ -28,6 +28,7 @@ from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, JOINT_STATE_QOS
 pytestmark = pytest.mark.ros
 
 BIN = Path(sys.executable).parent
+TIENKUNG_PEER = Path(__file__).parent / "support" / "tienkung_peer.py"  # the robot side, as a process
 
 
 class Probe(ProbeNode):
@@ -121,7 +122,7 @@ def test_tienkung_bridge_follows_commands_and_errors_when_the_robot_goes_silent(
     domain = SPARE_DOMAIN_IDS[1]
     pause = tmp_path / "pause"
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
-    peer = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tienkung_peer.py")), str(pause)], env=env)
+    peer = subprocess.Popen([sys.executable, str(TIENKUNG_PEER), str(pause)], env=env)
     process = _start(["-p", "robot:=tienkung", "-p", "command_timeout:=0.0"], domain)
     probe = Probe(domain)
     try:

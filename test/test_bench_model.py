@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from model_data import TASK, meta_for, observation, synthetic_dataset, tiny_config
+from support.model_data import TASK, meta_for, observation, synthetic_dataset, tiny_config
 from rclpy.parameter import Parameter
 
 from wam_ros.cli import main

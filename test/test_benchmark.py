@@ -200,7 +200,7 @@ def test_system_description_passes_the_episode_to_the_simulator_and_the_expert()
 def short_benchmark(tmp_path_factory):
     """Two demonstrations and one with a slip recorded through the node graph, a few training steps,
     every variant once in process and one episode through the graph."""
-    from conftest import SPARE_DOMAIN_IDS
+    from support.ros import SPARE_DOMAIN_IDS
     from wam_ros.benchmark.run import BenchmarkConfig, run_benchmark
 
     # latency not charged to the clock: on a loaded CI machine the synchronous and video variants

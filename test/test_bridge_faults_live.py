@@ -25,7 +25,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
 from wam_ros.ros.conversions import from_time
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, JOINT_STATE_QOS
@@ -38,8 +38,8 @@ COMMAND_TIMEOUT = 0.5
 STROKE = load_robot_config("agilex").arm.gripper.stroke
 
 HERE = Path(__file__).parent
-INJECTABLE_BRIDGE = HERE / "injectable_bridge.py"   # the node with ~/emulator_fault
-HEARTBEAT = HERE / "heartbeat_standin.py"           # the supervisor's heartbeat alone, as a process that can die
+INJECTABLE_BRIDGE = HERE / "support" / "injectable_bridge.py"   # the node with ~/emulator_fault
+HEARTBEAT = HERE / "support" / "heartbeat_standin.py"           # the supervisor's heartbeat alone, as a process that can die
 
 
 class Probe(ProbeNode):

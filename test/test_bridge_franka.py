@@ -13,7 +13,7 @@ from wam_ros.config import load_robot_config
 
 def test_franka_bridge_streams_two_arms_through_franky():
     pytest.importorskip("franky")
-    probe = Path(__file__).with_name("franky_bridge_probe.py")
+    probe = Path(__file__).parent / "support" / "franky_bridge_probe.py"
     result = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

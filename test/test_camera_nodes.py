@@ -14,8 +14,8 @@ from sensor_msgs.msg import CameraInfo, Image
 
 pytest.importorskip("pyrealsense2")
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process  # noqa: E402
-from realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process  # noqa: E402
+from support.realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
 from wam_ros.ros.conversions import from_time, image_array  # noqa: E402
 from wam_ros.ros.qos import CAMERA_INFO_QOS, IMAGE_QOS  # noqa: E402
 

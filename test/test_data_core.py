@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from rosbag2_checks import check_like_ros2_bag_record
+from support.bag_messages import (NAMES, STORE, TOPICS, T, frames_at, header as _header, image, image_message,
+                                  joint_state, read_all)
+from support.rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.config import load_robot_config
-from wam_ros.data.bag import BagError, recover, typestore
+from wam_ros.data.bag import BagError, recover
 from wam_ros.data.episodes import episode_paths, index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5
 from wam_ros.data.images import decode_compressed, encode_color, encode_depth
@@ -22,45 +24,6 @@ from wam_ros.robots.urdf import generate_urdf
 from wam_ros.teleop.cartesian import CartesianTeleop, TwistLimits
 from wam_ros.teleop.keyboard import KeyboardState
 from wam_ros.teleop.spacemouse import SpaceMouseError, SpaceMouseState
-
-STORE = typestore()
-T = STORE.types
-NAMES = ["left_joint1", "left_gripper"]
-
-
-def _header(t: float, frame: str = "") -> object:
-    sec = int(t)
-    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=round((t - sec) * 1e9)),
-                                    frame_id=frame)
-
-
-def joint_state(t: float) -> bytes:
-    msg = T["sensor_msgs/msg/JointState"](header=_header(t), name=NAMES,
-                                          position=np.array([np.sin(t), 0.04 * (t % 2 < 1)]),
-                                          velocity=np.zeros(0), effort=np.zeros(0))
-    return bytes(STORE.serialize_cdr(msg, "sensor_msgs/msg/JointState"))
-
-
-def image_message(t: float, array: np.ndarray, encoding: str) -> object:
-    data = np.ascontiguousarray(array).view(np.uint8).ravel()
-    return T["sensor_msgs/msg/Image"](header=_header(t, "cam"), height=array.shape[0], width=array.shape[1],
-                                      encoding=encoding, is_bigendian=0, step=data.size // array.shape[0], data=data)
-
-
-def image(t: float, array: np.ndarray, encoding: str) -> bytes:
-    return bytes(STORE.serialize_cdr(image_message(t, array, encoding), "sensor_msgs/msg/Image"))
-
-
-def frames_at(t: float) -> tuple[np.ndarray, np.ndarray]:
-    k = int(round(t * 10))
-    rgb = np.full((24, 32, 3), k, np.uint8)
-    rgb[:, :, 1] = np.arange(32, dtype=np.uint8)
-    depth = (np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) + 100 * k)
-    return rgb, depth
-
-
-TOPICS = {"/joint_states": "sensor_msgs/msg/JointState", "/head/color/image_raw": "sensor_msgs/msg/Image",
-          "/head/aligned_depth_to_color/image_raw": "sensor_msgs/msg/Image"}
 
 
 def record_episode(directory: Path, seconds: float = 2.0, compression: str = "none", outcome: str = "success",
@@ -78,14 +41,6 @@ def record_episode(directory: Path, seconds: float = 2.0, compression: str = "no
     recorder.stop_episode(int(seconds * 1e9), outcome)
     recorder.close()
     return path
-
-
-def read_all(path: Path) -> dict[str, list[bytes]]:
-    out: dict[str, list[bytes]] = {}
-    with AnyReader([path], default_typestore=STORE) as reader:
-        for conn, _, raw in reader.messages():
-            out.setdefault(conn.topic, []).append(bytes(raw))
-    return out
 
 
 def test_compressed_images_round_trip_depth_exactly_and_color_closely():

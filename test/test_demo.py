@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SPARE_DOMAIN_IDS
+from support.ros import SPARE_DOMAIN_IDS
 from wam_ros.config import CAMERA_NAMES
 
 

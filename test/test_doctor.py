@@ -79,7 +79,7 @@ def test_pipers_answering_on_the_emulated_can_bus_and_missing_ones():
 
 def test_cameras_are_compared_with_the_configured_serials():
     rs = pytest.importorskip("pyrealsense2")
-    from realsense_software import SERIAL, SoftwareCamera
+    from support.realsense_software import SERIAL, SoftwareCamera
 
     from wam_ros.cameras.realsense import device_info
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.robots.agilex import PiperBackend, can_interface_problem
 from wam_ros.robots.bridge import BridgeError
 from wam_ros.robots.franka import FrankaBackend, FrankaSettings, is_realtime_kernel

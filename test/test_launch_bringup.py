@@ -19,9 +19,9 @@ import rclpy
 from transforms3d.quaternions import quat2mat
 from rcl_interfaces.srv import GetParameters
 
-from conftest import SPARE_DOMAIN_IDS
-from launch_standin import evaluate_launch_file
-from model_data import TASK, synthetic_dataset, tiny_config
+from support.ros import SPARE_DOMAIN_IDS
+from support.launch_standin import evaluate_launch_file
+from support.model_data import TASK, synthetic_dataset, tiny_config
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.paths import share_dir
 from wam_ros.ros.bringup import create_nodes

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from lerobot_venv import lerobot_side, save_expected
-from model_data import synthetic_dataset, tiny_config
+from support.lerobot_venv import lerobot_side, save_expected
+from support.model_data import synthetic_dataset, tiny_config
 
 from wam_ros.data.lerobot import load_lerobot
 from wam_ros.model.policy import load_policy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_data import TASK, observation, synthetic_dataset, tiny_config
+from support.model_data import TASK, observation, synthetic_dataset, tiny_config
 
 from wam_ros.config import ConfigError, load_robot_config
 from wam_ros.geometry.kinematics import Kinematics

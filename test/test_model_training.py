@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
+from support.model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 
 from wam_ros.model.episodes import DatasetError, load_dataset, save_dataset
 from wam_ros.model.policy import INPAINT_TARGET_BOUND, CheckpointError, CheckpointMismatch, ObservationError, load_policy

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_data import TASK, synthetic_dataset, tiny_config
+from support.model_data import TASK, synthetic_dataset, tiny_config
 from safetensors.torch import save_file
 
 from wam_ros.model.policy import CheckpointError, load_policy

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_data import TASK, synthetic_dataset, tiny_config
+from support.model_data import TASK, synthetic_dataset, tiny_config
 from wam_ros.config import load_robot_config
 from wam_ros.control.chunking import ChunkScheduler
 from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config

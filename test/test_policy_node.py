@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import CAMERA_NAMES, load_robot_config
 from wam_ros.msg import ActionChunk, GateState, MultiViewRGBD, SupervisorState, ValueEstimate
 from wam_ros.ros.conversions import camera_info_msg, image_msg, pointcloud_from_msg, to_time

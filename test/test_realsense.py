@@ -11,7 +11,7 @@ import pytest
 
 rs = pytest.importorskip("pyrealsense2")
 
-from realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
+from support.realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
 from wam_ros.cameras.frames import TimestampMapper  # noqa: E402
 from wam_ros.cameras.realsense import RealSenseCamera, RealSenseSettings, frameset_to_rgbd  # noqa: E402
 from wam_ros.config import ConfigError  # noqa: E402

@@ -23,8 +23,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
-from conftest import ProbeNode
-from test_data_core import TOPICS, image, joint_state, read_all
+from support.ros import ProbeNode
+from support.bag_messages import TOPICS, image, joint_state, read_all
 from wam_ros.data.bag import RESERVE_FILE, BagError, is_complete, read_episode_record, recover, typestore
 from wam_ros.data.recorder import Recorder, RecorderConfig, RecorderError
 from wam_ros.ros.conversions import image_msg
@@ -264,7 +264,7 @@ EFBIG_RECORDER = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np
     sys.path.insert(0, sys.argv[2])
-    from test_data_core import TOPICS, image, joint_state
+    from support.bag_messages import TOPICS, image, joint_state
     from wam_ros.data.recorder import Recorder, RecorderConfig
     resource.setrlimit(resource.RLIMIT_FSIZE, (3 * 2**20, 3 * 2**20))
     recorder = Recorder(RecorderConfig(sys.argv[1], min_free_mb=0.0, flush_period=0.0), TOPICS)

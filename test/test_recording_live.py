@@ -17,9 +17,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
-from lerobot_venv import lerobot_side, run_lerobot, save_expected
-from rosbag2_checks import check_like_ros2_bag_record
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.lerobot_venv import lerobot_side, run_lerobot, save_expected
+from support.rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.data.bag import typestore
 from wam_ros.data.episodes import index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5

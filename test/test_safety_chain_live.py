@@ -23,7 +23,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
 from wam_ros.control.limits import robot_joint_limits
 from wam_ros.msg import ActionChunk, MultiViewRGBD, SupervisorState
@@ -48,7 +48,7 @@ OBSERVATION_TIMEOUT = 1.5
 JOINT_STATE_TIMEOUT = 1.0
 DRIVER_STATE_TIMEOUT = 2.0
 SUPERVISOR = str(Path(sys.executable).parent / "supervisor_node")
-INJECTABLE_BRIDGE = Path(__file__).with_name("injectable_bridge.py")
+INJECTABLE_BRIDGE = Path(__file__).parent / "support" / "injectable_bridge.py"
 
 
 class Policy(ProbeNode):

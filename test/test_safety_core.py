@@ -17,7 +17,7 @@ from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.robots.actions import EE_AXES, EE_DELTA, ActionConverter
 from wam_ros.robots.urdf import generate_urdf
 
-from test_supervisor_core import ARM, DT, GRIPPERS, LIMITS, ROBOT, Harness, make_config, running
+from support.supervisor_harness import ARM, DT, GRIPPERS, LIMITS, ROBOT, Harness, make_config, running
 
 LO = np.array([LIMITS[n].min_position for n in ARM])
 HI = np.array([LIMITS[n].max_position for n in ARM])

@@ -16,7 +16,7 @@ import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.msg import MultiViewRGBD
 from diagnostic_msgs.msg import DiagnosticArray
 from wam_ros.ros.conversions import from_time, image_array, image_msg, to_time

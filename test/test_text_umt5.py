@@ -8,7 +8,7 @@ import socket
 
 import pytest
 import torch
-from model_data import tiny_config
+from support.model_data import tiny_config
 
 from wam_ros.cli import main as cli_main
 from wam_ros.config import ConfigError

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
+from support.model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 
 import wam_ros.model.wam as wam
 from wam_ros.model.distributed import Topology, checkpoint_activations

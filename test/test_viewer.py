@@ -23,7 +23,7 @@ from sensor_msgs.msg import JointState, PointCloud2
 from std_msgs.msg import Header
 from websockets.sync.client import connect
 
-from conftest import SPARE_DOMAIN_IDS, ProbeNode, stop_process
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
 from wam_ros.geometry.lifting import CLOUD_DTYPE, PointCloud
 from wam_ros.msg import ValueEstimate

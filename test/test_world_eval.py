@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_data import tiny_config
+from support.model_data import tiny_config
 
 from wam_ros.config import load_robot_config
 from wam_ros.model.episodes import save_dataset

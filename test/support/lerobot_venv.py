@@ -1,5 +1,5 @@
 """The LeRobot venv that `make lerobot` builds (lerobot 0.6.1 needs Python >= 3.12, beside our 3.11
-venv): the interoperability tests run LeRobot's own code in it (test/lerobot_side.py)."""
+venv): the interoperability tests run LeRobot's own code in it (test/support/lerobot_side.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LEROBOT_VENV = Path(os.environ.get("WAM_ROS_LEROBOT_VENV", ROOT / ".venv-lerobot"))
 SIDE = Path(__file__).with_name("lerobot_side.py")
 
