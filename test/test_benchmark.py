@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -199,7 +200,7 @@ def test_system_description_passes_the_episode_to_the_simulator_and_the_expert()
 @pytest.fixture(scope="module")
 def short_benchmark(tmp_path_factory):
     """Two demonstrations and one with a slip recorded through the node graph, a few training steps,
-    every variant once in process and one episode through the graph."""
+    every variant once in process and the main variants once through the graph."""
     from support.ros import SPARE_DOMAIN_IDS
     from wam_ros.benchmark.run import BenchmarkConfig, run_benchmark
 
@@ -209,7 +210,8 @@ def short_benchmark(tmp_path_factory):
     # model: 5 of 25 passes of a Wan VAE-decoded video per chunk took 17 minutes on a loaded 2-core box)
     out = tmp_path_factory.mktemp("benchmark")
     (out / "short.yaml").write_text("base: bench\naction_steps: 2\nvideo_steps: 4\n")
-    cfg = BenchmarkConfig(demos=2, slip_demos=1, episodes=1, graph_episodes=1, vae_steps=2, video_steps=4,
+    cfg = BenchmarkConfig(demos=2, slip_demos=1, episodes=1, graph_episodes=1, graph_groups=("main",), vae_steps=2,
+                          video_steps=4,
                           joint_steps=4, max_seconds=4.0, latency_scale=0.0, model=str(out / "short.yaml"), out=out)
     console = io.StringIO()
     with pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(console):
@@ -225,8 +227,8 @@ def test_the_benchmark_shows_progress_with_eta_for_each_long_step(short_benchmar
     """Recording, training (echoed from its process, not only in train.log) and evaluation."""
     cfg, _ = short_benchmark
     console = (cfg.out / "console.log").read_text()
-    for start in ("demonstrations 3/3 |", "[benchmark] train 10/10 | [joint]", "evaluate clean 1/1 |",
-                  "graph episodes 1/1 |"):
+    for start in ("demonstrations 3/3 |", "[benchmark] train 10/10 | [joint]", "evaluate in process 13/13 |",
+                  "graph episodes 2/2 |"):
         line = next((line for line in console.splitlines() if start in line), None)
         assert line is not None and "ETA" in line and "elapsed" in line, (start, console[-3000:])
 
@@ -266,19 +268,28 @@ def test_benchmark_pipeline_short_form(short_benchmark):
     names = [v.name for v in variants(True)]
     assert list(results["in_process"]) == names
     # an ablation group's baseline has the Clean settings: its episodes are Clean's, not a rerun
-    assert results["in_process"]["gated experts"] is results["in_process"]["clean"]
-    assert results["in_process"]["ANS (T_a < T_O)"] is results["in_process"]["clean"]
+    for baseline in ("gated experts", "ANS (T_a < T_O)"):
+        assert results["in_process"][baseline] == results["in_process"]["clean"]
+        assert [r["variant"] for r in results["in_process"][baseline]] == ["clean"]
     for name in names:
         (row,) = results["in_process"][name]
         assert row["chunks"] > 0 and row["latency_ms_median"] > 0, (name, row)
-    assert len(results["graph"]) == 1 and results["graph"][0]["sim_s"] >= 4.0
+    # through the graph: the main group only (graph_groups), on the in-process rows' seeds
+    assert list(results["graph"]) == ["clean", "random"]
+    for name in ("clean", "random"):
+        (row,) = results["graph"][name]
+        assert row["sim_s"] >= 4.0 and row["chunks"] > 0, row
+        assert row["seed"] == results["in_process"][name][0]["seed"] and row["condition"] == name
     report = (cfg.out / "report.md").read_text()
     assert "| clean | main |" in report and "synchronous" in report
+    assert "## In process and through the node graph" in report
+    assert re.search(r"\| random \| [01]/1 \| \d+%–\d+% \| [01]/1 \| \d+%–\d+% \|", report), report
     for plot in ("success.png", "latency.png"):
         assert (cfg.out / plot).stat().st_size > 5000
     # a second run reuses the recordings and the checkpoint
     again = run_benchmark(cfg)
     assert "record_s" not in again["timings_s"] and "train_s" not in again["timings_s"]
+    assert again["graph"] == results["graph"]  # the graph episodes of this checkpoint are kept too
     assert {d["condition"] for d in again["demonstrations"]} == {"clean"}
     with pytest.raises(ConfigError, match=r"holds demonstrations in \['clean'\] scenes, not 'random'"):
         run_benchmark(dataclasses.replace(cfg, demo_condition="random"))  # never mixed into one dataset

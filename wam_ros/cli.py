@@ -457,7 +457,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="demonstrations more in which the object slips from the grasp (failed: they teach the "
                         "value a lost object, not the actions)")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per variant (in process)")
-    p.add_argument("--graph-episodes", type=int, default=2, help="Clean episodes evaluated through the node graph")
+    p.add_argument("--graph-episodes", type=int, default=20,
+                   help="episodes per variant through the node graph (wam-ros bringup per episode; 0: none)")
+    p.add_argument("--graph-jobs", type=int, default=0,
+                   help="graph episodes at a time, each on its own DDS domain (0: as many as the cores allow)")
+    p.add_argument("--graph-groups", default="", help="comma-separated variant groups to evaluate through the "
+                   "graph (main, rollback, experts, denoising, depth; empty: all)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="evaluate this checkpoint: no demonstrations, no training")
     p.add_argument("--vae-steps", type=int, default=2000, help="training steps of stage 0 (the VAE alone)")
     p.add_argument("--video-steps", type=int, default=400, help="training steps of stage 1")
     p.add_argument("--joint-steps", type=int, default=4000, help="training steps of stage 2")
@@ -518,7 +525,9 @@ def main(argv: list[str] | None = None) -> int:
             config = BenchmarkConfig(robot=args.robot, task=args.task, demos=args.demos,
                                      demo_condition=args.demo_condition, slip_demos=args.slip_demos,
                                      episodes=args.episodes,
-                                     graph_episodes=args.graph_episodes, model=args.model,
+                                     graph_episodes=args.graph_episodes, graph_jobs=args.graph_jobs,
+                                     graph_groups=tuple(g for g in args.graph_groups.split(",") if g),
+                                     checkpoint=args.checkpoint, model=args.model,
                                      vae_steps=args.vae_steps, video_steps=args.video_steps,
                                      joint_steps=args.joint_steps, ablations=not args.no_ablations,
                                      max_seconds=args.max_seconds, out=args.out)

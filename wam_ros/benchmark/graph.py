@@ -9,7 +9,11 @@ episode through the recorder's ~/stop_episode service with the task's outcome.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +24,7 @@ from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
 from std_srvs.srv import SetBool
 
+from wam_ros.benchmark.evaluate import EvalOptions
 from wam_ros.config import load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.msg import SupervisorState, TaskState
@@ -30,7 +35,7 @@ from wam_ros.ros.conversions import from_time
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.probe import call_service
 from wam_ros.ros.qos import CLOCK_QOS, LATCHED_QOS
-from wam_ros.ros.system import SystemOptions, describe_system, with_parameters
+from wam_ros.ros.system import SystemOptions, describe_system, isolated_domain_id, with_parameters
 from wam_ros.sim.expert import PlanningError, plan_expert
 from wam_ros.sim.tasks import EpisodeSpec, sample_episode
 
@@ -129,38 +134,90 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
     return rows
 
 
-def evaluate_episodes(checkpoint: Path, robot: str, specs: list[EpisodeSpec], rollback: bool, sim_size: tuple[int, int],
-                      max_seconds: float, wall_timeout: float = 600.0) -> list[dict]:
-    """Closed-loop episodes through the node graph: cameras -> sync -> policy -> supervisor ->
-    simulated arms; success from task/state, rollbacks from supervisor/state."""
+@dataclass(frozen=True)
+class GraphEpisode:
+    """One closed-loop episode through the graph: a variant's scene and settings."""
+
+    variant: str
+    spec: EpisodeSpec
+    options: EvalOptions
+    seed: int                    # the policy's noise seed (policy_node `seed`), as in process
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    checkpoint: Path
+    robot: str
+    sim_size: tuple[int, int]    # camera height, width
+    threads: int                 # torch threads of policy_node
+    synchronous_steps: int       # T_a when a variant turns ANS off: the checkpoint's T_O
+    wall_timeout: float = 600.0
+
+
+def episode_system(settings: GraphSettings, episode: GraphEpisode) -> list:
+    """The node descriptions of one episode: `wam-ros bringup`'s, with the variant's settings as the
+    nodes' parameters (what a user would pass as launch arguments)."""
+    spec, options = episode.spec, episode.options
+    nodes = describe_system(SystemOptions(robot=settings.robot, checkpoint=str(settings.checkpoint), task=spec.task,
+                                          condition=spec.condition, seed=spec.seed, perturbation=spec.perturbation))
+    nodes = with_parameters(nodes, "sim_node", {"width": settings.sim_size[1], "height": settings.sim_size[0]})
+    nodes = with_parameters(nodes, "supervisor_node", {"clamp": True, "rollback.enabled": options.rollback,
+                                                       "rollback.delta": options.rollback_delta})
+    return with_parameters(nodes, "policy_node", {
+        "expert": options.expert, "action_steps": 0 if options.ans else settings.synchronous_steps,
+        "predict_video": options.video, "depth": options.depth, "seed": episode.seed, "threads": settings.threads})
+
+
+def run_graph_episode(settings: GraphSettings, episode: GraphEpisode) -> dict:
+    """One episode on a fresh system; success from task/state, rollbacks and chunks from
+    supervisor/state. Needs rclpy initialised."""
+    spec, wall = episode.spec, time.monotonic()
+    max_seconds = episode.options.max_seconds
+    watcher = run_system(episode_system(settings, episode),
+                         lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
+                         settings.wall_timeout)
+    task, sup = watcher.task, watcher.supervisor
+    success = bool(task and task.success)
+    rollbacks = int(sup.rollbacks) if sup else 0
+    return {"variant": episode.variant, "task": spec.task, "condition": spec.condition, "seed": spec.seed,
+            "perturbation": spec.perturbation, "success": success,
+            "time_to_success": round(task.time_to_success, 2) if success else None,
+            "stage": int(task.stage) if task else 0, "rollbacks": rollbacks,
+            "rollback_recovered": success and rollbacks > 0, "perturbed": bool(task and task.perturbed),
+            "chunks": int(sup.chunks_forwarded + sup.chunks_rejected) if sup else 0,
+            "rejected": int(sup.chunks_rejected) if sup else 0, "last_rejection": sup.last_rejection if sup else "",
+            "final_mode": sup.state_name if sup else "", "sim_s": round(watcher.sim_time, 2),
+            "wall_s": round(time.monotonic() - wall, 1)}
+
+
+def _worker_start(domain_ids) -> None:
+    """A worker process: a DDS domain of its own (two simulations on one domain corrupt each
+    other's episodes), the package's DDS profile, one rclpy context for its episodes."""
+    os.environ["ROS_DOMAIN_ID"] = str(domain_ids.get())
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     apply_environment()
-    rows = []
-    progress = Progress("graph episodes", len(specs), "episode")
     rclpy.init(args=["wam-ros-benchmark"])
-    try:
-        for spec in specs:
-            nodes = describe_system(SystemOptions(robot=robot, checkpoint=str(checkpoint), task=spec.task,
-                                                  condition=spec.condition, seed=spec.seed,
-                                                  perturbation=spec.perturbation))
-            nodes = with_parameters(nodes, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
-            nodes = with_parameters(nodes, "supervisor_node", {"clamp": True, "rollback.enabled": rollback})
-            wall = time.monotonic()
-            watcher = run_system(nodes, lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
-                                  wall_timeout)
-            task, sup = watcher.task, watcher.supervisor
-            success = bool(task and task.success)
-            rollbacks = int(sup.rollbacks) if sup else 0
-            rows.append({"task": spec.task, "condition": spec.condition, "seed": spec.seed,
-                         "perturbation": spec.perturbation, "success": success,
-                         "time_to_success": round(task.time_to_success, 2) if success else None,
-                         "stage": int(task.stage) if task else 0, "rollbacks": rollbacks,
-                         "rollback_recovered": success and rollbacks > 0, "perturbed": bool(task and task.perturbed),
-                         "final_mode": sup.state_name if sup else "", "sim_s": round(watcher.sim_time, 2),
-                         "wall_s": round(time.monotonic() - wall, 1)})
-            progress.update(len(rows), f"seed {spec.seed} ({spec.condition}, {spec.perturbation}): "
-                            f"{'success' if success else 'failure'}")
-    finally:
-        rclpy.try_shutdown()
+
+
+def evaluate_episodes(settings: GraphSettings, episodes: list[GraphEpisode], jobs: int = 1,
+                      on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Closed-loop episodes through the node graph (cameras -> sync -> policy -> supervisor ->
+    simulated arms over Fast DDS, sim time), `jobs` at a time, each worker process on its own
+    DDS domain. Rows in the order of `episodes`; on_row hears each as it finishes."""
+    jobs = max(1, min(jobs, len(episodes)))
+    base = isolated_domain_id(int(os.environ.get("ROS_DOMAIN_ID", "0")) + os.getpid(), span=jobs)
+    context = multiprocessing.get_context("spawn")  # no torch or rclpy state inherited from this process
+    domain_ids = context.Manager().Queue()
+    for k in range(jobs):
+        domain_ids.put(base + k)
+    progress = Progress("graph episodes", len(episodes), "episode")
+    rows: list[dict | None] = [None] * len(episodes)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start, initargs=(domain_ids,)) as pool:
+        futures = {pool.submit(run_graph_episode, settings, episode): k for k, episode in enumerate(episodes)}
+        for done, future in enumerate(as_completed(futures), 1):
+            row = future.result()
+            rows[futures[future]] = row
+            if on_row is not None:
+                on_row(row)
+            progress.update(done, f"{row['variant']}, seed {row['seed']}: {'success' if row['success'] else 'failure'}")
     return rows
-
-

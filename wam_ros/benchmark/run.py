@@ -4,10 +4,14 @@
    (graph.record_demonstrations), in Clean (or with --demo-condition, Random) scenes, seeds from 0
    on; a seed the expert cannot plan is skipped.
 2. Export to LeRobot v3 (wam_ros.data.export) and train the `bench` model with `wam-ros train`.
-3. Evaluation in process (evaluate.ClosedLoop, the nodes' core code) for every variant, on seeds
-   disjoint from the demonstrations' (a variant with the same settings as an earlier one, the
-   baseline row of an ablation group, shares its episodes), and a few episodes through the node graph.
-4. results.json, report.md and PNG plots (report.py).
+3. Evaluation of every variant on seeds disjoint from the demonstrations' (a variant with the same
+   settings as an earlier one, the baseline row of an ablation group, shares its episodes), twice:
+   in process (evaluate.ClosedLoop: the classes the nodes call, a simulated clock; the fast path
+   for ablations) and through the node graph (graph.evaluate_episodes: `wam-ros bringup`'s nodes
+   over Fast DDS, sim time, several episodes at a time where the cores allow). With --checkpoint,
+   steps 1 and 2 are skipped and that checkpoint is evaluated.
+4. results.json, report.md (the two evaluations side by side, with 95 % intervals) and PNG plots
+   (report.py).
 
 Each step reuses what an earlier run left in the output directory when it matches, so a run
 that was interrupted goes on where it stopped.
@@ -16,6 +20,7 @@ that was interrupted goes on where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -73,7 +78,10 @@ class BenchmarkConfig:
     # object looks like (all their Monte Carlo targets are 0), which a rollback needs to fire
     slip_demos: int = 0
     episodes: int = 10              # per variant, in process
-    graph_episodes: int = 2         # Clean episodes through the node graph
+    graph_episodes: int = 20        # per variant, through the node graph (0: in process only)
+    graph_jobs: int = 0             # graph episodes at a time (0: as many as the cores allow)
+    graph_groups: tuple[str, ...] = ()  # variant groups evaluated through the graph (empty: all)
+    checkpoint: Path | None = None  # evaluate this checkpoint: no demonstrations, no training
     model: str = "bench"
     vae_steps: int = 2000
     video_steps: int = 400
@@ -88,8 +96,19 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         get_task(self.task).layout(self.robot)
         check_choice("demo_condition", self.demo_condition, CONDITIONS)
-        if self.demos < 1 or self.episodes < 1 or self.graph_episodes < 0 or self.slip_demos < 0:
-            raise ConfigError("demos and episodes must be >= 1, graph_episodes and slip_demos >= 0")
+        if self.demos < 1 or self.episodes < 1 or self.graph_episodes < 0 or self.slip_demos < 0 or self.graph_jobs < 0:
+            raise ConfigError("demos and episodes must be >= 1, graph_episodes, graph_jobs and slip_demos >= 0")
+        unknown = set(self.graph_groups) - {v.group for v in variants(True)}
+        if unknown:
+            raise ConfigError(f"graph_groups: unknown {sorted(unknown)}; groups: "
+                              f"{sorted({v.group for v in variants(True)})}")
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise ConfigError(f"checkpoint {self.checkpoint}: no such file")
+
+    def jobs(self) -> int:
+        """Graph episodes at a time: each runs the policy on `threads` cores beside the simulator's
+        rendering and the other nodes (about one core more)."""
+        return self.graph_jobs or max(1, (os.cpu_count() or 1) // (self.threads + 1))
 
 
 def _log(message: str) -> None:
@@ -228,6 +247,28 @@ def release_policy(cfg: BenchmarkConfig, checkpoint: Path, out: Path, command: s
     return out / "policy.pt"
 
 
+def scheduled_episodes(cfg: BenchmarkConfig, chosen: list[Variant], count: int) -> tuple[list, dict[str, str]]:
+    """The episodes to run, `count` per variant, on seeds disjoint from the demonstrations' (policy
+    noise seed k for the k-th); a variant with the same settings as an earlier one (an ablation
+    group's baseline) shares that one's episodes. Returns (episodes as (variant, spec, options, seed),
+    {variant: the variant whose episodes it shares})."""
+    episodes, shares, evaluated = [], {}, {}
+    for variant in chosen:
+        settings = (variant.condition, variant.perturbation, variant.options)
+        shares[variant.name] = evaluated.setdefault(settings, variant.name)
+        if shares[variant.name] != variant.name:
+            continue
+        options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds,
+                                 "latency_scale": cfg.latency_scale})
+        episodes += [(variant.name, EpisodeSpec(cfg.task, cfg.robot, variant.condition, EVAL_SEED_OFFSET + k,
+                                                variant.perturbation), options, k) for k in range(count)]
+    return episodes, shares
+
+
+def _by_variant(rows: list[dict], shares: dict[str, str]) -> dict[str, list[dict]]:
+    return {name: [r for r in rows if r["variant"] == owner] for name, owner in shares.items()}
+
+
 def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]) -> dict[str, list[dict]]:
     import torch
 
@@ -236,28 +277,45 @@ def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Var
     torch.set_num_threads(cfg.threads)
     policy = load_policy(checkpoint)
     loop = ClosedLoop(policy, load_robot_config(cfg.robot), SimConfig(width=cfg.sim_size[1], height=cfg.sim_size[0]))
-    results: dict[str, list[dict]] = {}
-    evaluated: dict[tuple, str] = {}  # settings -> the variant that ran them
+    episodes, shares = scheduled_episodes(cfg, chosen, cfg.episodes)
+    rows: list[dict] = []
+    progress = Progress("evaluate in process", len(episodes), "episode")
     try:
-        for variant in chosen:
-            settings = (variant.condition, variant.perturbation, variant.options)
-            if settings in evaluated:  # an ablation group's baseline: the same episodes, not a rerun
-                results[variant.name] = results[evaluated[settings]]
-                continue
-            evaluated[settings] = variant.name
-            options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds,
-                                     "latency_scale": cfg.latency_scale})
-            rows = []
-            progress = Progress(f"evaluate {variant.name}", cfg.episodes, "episode")
-            for k in range(cfg.episodes):
-                spec = EpisodeSpec(cfg.task, cfg.robot, variant.condition, EVAL_SEED_OFFSET + k, variant.perturbation)
-                rows.append(loop.run(spec, options, seed=k).row())
-                progress.update(k + 1, f"{sum(r['success'] for r in rows)} successes")
-            results[variant.name] = rows
-            _log(f"{variant.name}: {sum(r['success'] for r in rows)}/{len(rows)} successes")
+        for variant, spec, options, seed in episodes:
+            rows.append({"variant": variant, **loop.run(spec, options, seed=seed).row()})
+            progress.update(len(rows), f"{variant}: {sum(r['success'] for r in rows if r['variant'] == variant)} "
+                                       "successes")
     finally:
         loop.close()
-    return results
+    return _by_variant(rows, shares)
+
+
+def evaluate_graph(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]) -> dict[str, list[dict]]:
+    """Every variant through the node graph (wam-ros bringup per episode, sim time), cfg.jobs() at a
+    time; graph.json is rewritten after every episode."""
+    from wam_ros.benchmark.graph import GraphEpisode, GraphSettings, evaluate_episodes
+    from wam_ros.model.policy import load_policy
+
+    chosen = [v for v in chosen if not cfg.graph_groups or v.group in cfg.graph_groups]
+    episodes, shares = scheduled_episodes(cfg, chosen, cfg.graph_episodes)
+    settings = GraphSettings(checkpoint, cfg.robot, cfg.sim_size, cfg.threads,
+                             synchronous_steps=load_policy(checkpoint).cfg.video_steps)
+    log_path = cfg.out / "graph.json"
+    # an interrupted run's episodes of this checkpoint are kept
+    rows = [r for r in (json.loads(log_path.read_text()) if log_path.is_file() else [])
+            if r.get("checkpoint") == str(checkpoint)]
+    done = {(r["variant"], r["seed"]) for r in rows}
+    todo = [GraphEpisode(*e) for e in episodes if (e[0], e[1].seed) not in done]
+
+    def keep(row: dict) -> None:
+        rows.append({**row, "checkpoint": str(checkpoint)})
+        log_path.write_text(json.dumps(rows, indent=1))
+
+    _log(f"{len(todo)} episodes through the node graph ({len(episodes) - len(todo)} kept from an earlier run), "
+         f"{cfg.jobs()} at a time")
+    if todo:
+        evaluate_episodes(settings, todo, cfg.jobs(), keep)
+    return _by_variant(sorted(rows, key=lambda r: r["seed"]), shares)
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
@@ -265,29 +323,28 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    demos = demonstrations(cfg, timings)
-    checkpoint = train_policy(cfg, timings)
     command = " ".join(["wam-ros", *sys.argv[1:]])
-    release_policy(cfg, checkpoint, cfg.out / "release", command)
+    if cfg.checkpoint is None:
+        demos = demonstrations(cfg, timings)
+        checkpoint = train_policy(cfg, timings)
+        release_policy(cfg, checkpoint, cfg.out / "release", command)
+    else:
+        demos, checkpoint = [], Path(cfg.checkpoint)
     chosen = variants(cfg.ablations)
     start = time.perf_counter()
     in_process = evaluate_in_process(checkpoint, cfg, chosen)
     timings["evaluate_in_process_s"] = round(time.perf_counter() - start, 1)
-    graph_rows: list[dict] = []
+    graph: dict[str, list[dict]] = {}
     if cfg.graph_episodes:
-        from wam_ros.benchmark.graph import evaluate_episodes
-
         start = time.perf_counter()
-        graph_rows = evaluate_episodes(checkpoint, cfg.robot,
-                                       [EpisodeSpec(cfg.task, cfg.robot, "clean", EVAL_SEED_OFFSET + k)
-                                        for k in range(cfg.graph_episodes)], True, cfg.sim_size, cfg.max_seconds)
+        graph = evaluate_graph(checkpoint, cfg, chosen)
         timings["evaluate_graph_s"] = round(time.perf_counter() - start, 1)
     train_log = cfg.out / "train.log"
-    results = {"config": {**asdict(cfg), "out": str(cfg.out)}, "command": command,
+    results = {"config": {**asdict(cfg), "out": str(cfg.out), "checkpoint": str(checkpoint)}, "command": command,
                "demonstrations": demos, "timings_s": timings, "trained_steps": _trained_steps(checkpoint),
                "variants": [{"name": v.name, "group": v.group, "condition": v.condition,
                              "perturbation": v.perturbation, "options": asdict(v.options)} for v in chosen],
-               "in_process": in_process, "graph": graph_rows,
+               "in_process": in_process, "graph": graph,
                "train_log_tail": train_log.read_text().splitlines()[-3:] if train_log.is_file() else []}
     (cfg.out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, cfg.out)
