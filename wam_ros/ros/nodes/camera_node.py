@@ -1,11 +1,12 @@
 """Shared RGB-D camera node: a backend read in its own thread, published on the official
 drivers' topic names (color/image_raw, color/camera_info, aligned_depth_to_color/* or depth/*),
-reconnecting after an unplug. realsense_node and orbbec_node only declare their vendor parameters."""
+reconnecting after an unplug. realsense_node and orbbec_node only add their vendor parameters to CameraParams."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -14,18 +15,25 @@ from sensor_msgs.msg import CameraInfo, Image
 from wam_ros.cameras.frames import CameraModel, RGBDFrame
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import camera_info_msg, image_msg, to_time
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    """The parameters of every camera node; a vendor's node adds its own in a subclass."""
+    # declared with the node's name as its default (declare_params' defaults)
+    camera_name: str = param("camera", "Prefix of the frame ids (<camera_name>_color_optical_frame)")
+    reconnect_period: float = param(1.0, "Seconds between reconnection attempts", range_=(0.1, 60.0))
 
 
 class RGBDCameraNode(Node):
     vendor = "camera"
+    params_class: type[CameraParams] = CameraParams  # a vendor's parameters, declared before make_backend
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
-        self.camera_name = declare(self, "camera_name", node_name, "Prefix of the frame ids (<camera_name>_color_optical_frame)")
-        self.reconnect_period = declare(self, "reconnect_period", 1.0, "Seconds between reconnection attempts",
-                                        range_=(0.1, 60.0))
+        self.params = declare_params(self, self.params_class, defaults={"camera_name": node_name})
         self.backend = self.make_backend()
         aligned = self.depth_aligned()
         depth_ns = "aligned_depth_to_color" if aligned else "depth"
@@ -34,8 +42,8 @@ class RGBDCameraNode(Node):
         self.depth_pub = self.create_publisher(Image, f"{depth_ns}/image_raw", IMAGE_QOS)
         self.depth_info_pub = self.create_publisher(CameraInfo, f"{depth_ns}/camera_info", CAMERA_INFO_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self._color_frame = f"{self.camera_name}_color_optical_frame"
-        self._depth_frame = self._color_frame if aligned else f"{self.camera_name}_depth_optical_frame"
+        self._color_frame = f"{self.params.camera_name}_color_optical_frame"
+        self._depth_frame = self._color_frame if aligned else f"{self.params.camera_name}_depth_optical_frame"
         self._meter = diag.RateMeter()
         self._state, self._error, self._reconnects, self._depth_scale = "connecting", "", 0, 0.0
         self._stop = threading.Event()
@@ -78,12 +86,12 @@ class RGBDCameraNode(Node):
                         return
             except (ConnectionError, RuntimeError) as exc:
                 if str(exc) != self._error:
-                    self.get_logger().error(f"{exc}; retrying every {self.reconnect_period:.1f} s")
+                    self.get_logger().error(f"{exc}; retrying every {self.params.reconnect_period:.1f} s")
                 self._state, self._error = "disconnected", str(exc)
                 self._reconnects += 1
             finally:
                 self.backend.close()
-            self._stop.wait(self.reconnect_period)
+            self._stop.wait(self.params.reconnect_period)
 
     def _publish(self, frame: RGBDFrame) -> None:
         stamp = to_time(frame.stamp)
@@ -107,7 +115,8 @@ class RGBDCameraNode(Node):
                   **device}
         self.diag_pub.publish(diag.array_msg(to_time(time.time()), [
             diag.status(f"{self.get_fully_qualified_name()}: {self.vendor} camera",
-                        device.get("serial_number") or self.camera_name, level, self._error or self._state, values)]))
+                        device.get("serial_number") or self.params.camera_name, level, self._error or self._state,
+                        values)]))
 
     def destroy_node(self) -> None:
         self._stop.set()
