@@ -295,6 +295,7 @@ def test_benchmark_pipeline_short_form(short_benchmark):
         run_benchmark(dataclasses.replace(cfg, demo_condition="random"))  # never mixed into one dataset
 
 
+@pytest.mark.ros
 def test_a_scene_the_expert_cannot_plan_is_skipped_with_its_reason(tmp_path):
     from wam_ros.benchmark.graph import record_demonstrations
 

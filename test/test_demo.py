@@ -142,6 +142,7 @@ def test_demo_train_makes_the_shipped_policy_again_with_its_recorded_settings(tm
     assert all(torch.equal(retrained[k], v) if torch.is_tensor(v) else retrained[k] == v for k, v in ours["model"].items())
 
 
+@pytest.mark.ros
 def test_the_monitor_times_a_tasks_perturbation_and_success_for_the_video():
     import rclpy
 
