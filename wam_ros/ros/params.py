@@ -20,26 +20,6 @@ from wam_ros.config import ConfigError
 T = TypeVar("T")
 
 
-def declare(node: Node, name: str, default: Any, description: str, *, read_only: bool = True,
-            range_: tuple[float, float] | None = None, choices: Sequence[str] | None = None) -> Any:
-    """Declare `name` and return its value; a value outside `choices` raises ConfigError."""
-    desc = ParameterDescriptor(description=description, read_only=read_only)
-    if choices:
-        desc.additional_constraints = f"one of: {', '.join(choices)}"
-    if range_ is not None:
-        if isinstance(default, int) and not isinstance(default, bool):
-            desc.integer_range = [IntegerRange(from_value=int(range_[0]), to_value=int(range_[1]), step=1)]
-        else:
-            desc.floating_point_range = [FloatingPointRange(from_value=float(range_[0]), to_value=float(range_[1]), step=0.0)]
-    try:
-        value = node.declare_parameter(name, default, desc).value
-    except Exception as exc:  # rclpy raises InvalidParameterValueException etc. for out-of-range overrides
-        raise ConfigError(f"parameter {name}: {exc}") from None
-    if choices and value not in choices:
-        raise ConfigError(f"parameter {name}: unknown value {value!r}; allowed: {', '.join(choices)}")
-    return value
-
-
 def param(default: Any, description: str, *, range_: tuple[float, float] | None = None,
           choices: Sequence[str] | None = None, read_only: bool = True) -> Any:
     """A dataclass field that is a node parameter (list defaults are copied per instance)."""
@@ -69,10 +49,30 @@ def declare_params(node: Node, cls: type[T], prefix: str = "", *,
         if "description" not in f.metadata:
             raise TypeError(f"{cls.__name__}.{f.name}: not declared with param(...)")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        if prefix + f.name in defaults:
-            default = defaults[prefix + f.name]
-            default = default(values) if callable(default) else default
-        values[f.name] = declare(node, prefix + f.name, default, f.metadata["description"],
-                                 read_only=f.metadata["read_only"], range_=f.metadata["range"],
-                                 choices=f.metadata["choices"])
+        name = prefix + f.name
+        if name in defaults:
+            default = defaults[name](values) if callable(defaults[name]) else defaults[name]
+        try:
+            value = node.declare_parameter(name, default, _descriptor(default, f.metadata)).value
+        except Exception as exc:  # rclpy raises InvalidParameterValueException etc. for out-of-range overrides
+            raise ConfigError(f"parameter {name}: {exc}") from None
+        choices = f.metadata["choices"]
+        if choices and value not in choices:
+            raise ConfigError(f"parameter {name}: unknown value {value!r}; allowed: {', '.join(choices)}")
+        values[f.name] = value
     return cls(**values)
+
+
+def _descriptor(default: Any, metadata: Mapping[str, Any]) -> ParameterDescriptor:
+    """The ROS descriptor of a param(...) field: description, read-only, choices, range."""
+    desc = ParameterDescriptor(description=metadata["description"], read_only=metadata["read_only"])
+    if metadata["choices"]:
+        desc.additional_constraints = f"one of: {', '.join(metadata['choices'])}"
+    low_high = metadata["range"]
+    if low_high is not None:
+        if isinstance(default, int) and not isinstance(default, bool):
+            desc.integer_range = [IntegerRange(from_value=int(low_high[0]), to_value=int(low_high[1]), step=1)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(low_high[0]),
+                                                            to_value=float(low_high[1]), step=0.0)]
+    return desc

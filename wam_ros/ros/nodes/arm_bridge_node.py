@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
@@ -45,48 +46,58 @@ from wam_ros.robots.tienkung import TienKungBackend
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, JOINT_STATE_QOS
+
+
+@dataclass(frozen=True)
+class FrankaParams:
+    hosts: list[str] = param(list(DEFAULT_FCI_HOSTS), "FCI hosts of the left and right FR3")
+    dynamics_factor: float = param(0.2, "franky relative dynamics factor", range_=(0.01, 1.0))
+    realtime: bool = param(True, "Require a real-time kernel (false for franky-sim)")
+    joint_torque_threshold: float = param(40.0, "Collision threshold per joint (Nm)", range_=(1.0, 100.0))
+    cartesian_force_threshold: float = param(60.0, "Cartesian collision threshold (N)", range_=(1.0, 200.0))
+
+
+@dataclass(frozen=True)
+class AgilexParams:
+    can_ports: list[str] = param(list(DEFAULT_CAN_PORTS), "CAN ports of the left and right Piper")
+    leader_can_ports: list[str] = param([""], "CAN ports of the left and right leader (master) arms, read only and "
+                                        "published on /master/joint_left|right; empty: none")
+    can_interface: str = param("socketcan", "python-can interface: socketcan on the robot, virtual for dry runs")
+    emulate: bool = param(False, "Answer on virtual CAN with emulated Pipers (dry run)")
+    speed_percent: int = param(100, "Piper MOVE J speed (%)", range_=(1, 100))
+
+
+@dataclass(frozen=True)
+class TienKungParams:
+    command_topic: str = param("/arm/cmd_ctrl", "TienKung arm command topic")
+    status_topic: str = param("/arm/status", "TienKung arm status topic")
+
+
+@dataclass(frozen=True)
+class ArmBridgeParams:
+    robot: str = param("franka", "Robot setup (selects the driver)", choices=ROBOTS)
+    autostart: bool = param(True, "Configure and activate at start-up")
+    exit_on_failure: bool = param(True, "A failed start-up (the arms unreachable) ends the process (exit code 3); "
+                                  "false: stay up, NOT OPERATIONAL in /diagnostics, for a later configure")
+    rate: float = param(100.0, "Driver streaming and joint_states rate (Hz)", range_=(1.0, 1000.0))
+    max_step: float = param(0.35, "Largest jump of a trajectory's first point from the commanded position (rad)",
+                            range_=(0.0, 6.3))
+    state_timeout: float = param(0.5, "Driver silence that counts as a lost connection (s)", range_=(0.01, 10.0))
+    command_timeout: float = param(0.5, "Hold when a trajectory runs and neither a supervisor heartbeat nor a new "
+                                   "trajectory arrived for this long (s; 0: off)", range_=(0.0, 10.0))
+    franka: FrankaParams = field(default_factory=FrankaParams)
+    agilex: AgilexParams = field(default_factory=AgilexParams)
+    tienkung: TienKungParams = field(default_factory=TienKungParams)
 
 
 class ArmBridgeNode(LifecycleNode):
     def __init__(self, node_name: str = "arm_bridge", **kwargs):
         super().__init__(node_name, **kwargs)
         self.failure = ""  # why the last configure failed (node_main.startup_failures reads it)
-        p = self._settings = {
-            "robot": declare(self, "robot", "franka", "Robot setup (selects the driver)", choices=ROBOTS),
-            "autostart": declare(self, "autostart", True, "Configure and activate at start-up"),
-            "exit_on_failure": declare(self, "exit_on_failure", True, "A failed start-up (the arms unreachable) "
-                                       "ends the process (exit code 3); false: stay up, NOT OPERATIONAL in "
-                                       "/diagnostics, for a later configure"),
-            "rate": declare(self, "rate", 100.0, "Driver streaming and joint_states rate (Hz)", range_=(1.0, 1000.0)),
-            "max_step": declare(self, "max_step", 0.35, "Largest jump of a trajectory's first point from the "
-                                "commanded position (rad)", range_=(0.0, 6.3)),
-            "state_timeout": declare(self, "state_timeout", 0.5, "Driver silence that counts as a lost connection (s)",
-                                     range_=(0.01, 10.0)),
-            "command_timeout": declare(self, "command_timeout", 0.5, "Hold when a trajectory runs and neither "
-                                       "a supervisor heartbeat nor a new trajectory arrived for this long (s; 0: off)",
-                                       range_=(0.0, 10.0)),
-            "franka.hosts": declare(self, "franka.hosts", list(DEFAULT_FCI_HOSTS), "FCI hosts of the left and right FR3"),
-            "franka.dynamics_factor": declare(self, "franka.dynamics_factor", 0.2, "franky relative dynamics factor",
-                                              range_=(0.01, 1.0)),
-            "franka.realtime": declare(self, "franka.realtime", True, "Require a real-time kernel (false for franky-sim)"),
-            "franka.joint_torque_threshold": declare(self, "franka.joint_torque_threshold", 40.0,
-                                                     "Collision threshold per joint (Nm)", range_=(1.0, 100.0)),
-            "franka.cartesian_force_threshold": declare(self, "franka.cartesian_force_threshold", 60.0,
-                                                        "Cartesian collision threshold (N)", range_=(1.0, 200.0)),
-            "agilex.can_ports": declare(self, "agilex.can_ports", list(DEFAULT_CAN_PORTS), "CAN ports of the left and right Piper"),
-            "agilex.leader_can_ports": declare(self, "agilex.leader_can_ports", [""],
-                                               "CAN ports of the left and right leader (master) arms, read only and "
-                                               "published on /master/joint_left|right; empty: none"),
-            "agilex.can_interface": declare(self, "agilex.can_interface", "socketcan",
-                                            "python-can interface: socketcan on the robot, virtual for dry runs"),
-            "agilex.emulate": declare(self, "agilex.emulate", False, "Answer on virtual CAN with emulated Pipers (dry run)"),
-            "agilex.speed_percent": declare(self, "agilex.speed_percent", 100, "Piper MOVE J speed (%)", range_=(1, 100)),
-            "tienkung.command_topic": declare(self, "tienkung.command_topic", "/arm/cmd_ctrl", "TienKung arm command topic"),
-            "tienkung.status_topic": declare(self, "tienkung.status_topic", "/arm/status", "TienKung arm status topic"),
-        }
-        self.robot = load_robot_config(p["robot"])
+        p = self.params = declare_params(self, ArmBridgeParams)
+        self.robot = load_robot_config(p.robot)
         self.bridge: Bridge | None = None
         # parsed trajectories, or the reason a message was refused, in arrival order
         self._pending: deque[tuple[list[str], np.ndarray, np.ndarray] | str] = deque(maxlen=16)
@@ -98,29 +109,29 @@ class ArmBridgeNode(LifecycleNode):
         self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.puppet_pubs = {side: self.create_publisher(JointState, f"/puppet/joint_{side}", JOINT_STATE_QOS)
-                            for side in ("left", "right")} if p["robot"] == "agilex" else {}
+                            for side in ("left", "right")} if p.robot == "agilex" else {}
         # Cobot Magic order per arm: six joints, then the gripper (columns of robot.joint_names)
         self._puppet_columns = {side: [self.robot.joint_names.index(n) for n in (
             *self.robot.arm_joint_names(side), self.robot.gripper_joint_name(side))] for side in self.puppet_pubs}
         self.master_pubs = {}  # side -> publisher of the Cobot Magic leader arm's readings
-        self.tienkung_command_pub = self.create_publisher(JointState, p["tienkung.command_topic"], COMMAND_QOS) \
-            if p["robot"] == "tienkung" else None
+        self.tienkung_command_pub = self.create_publisher(JointState, p.tienkung.command_topic, COMMAND_QOS) \
+            if p.robot == "tienkung" else None
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
         self.create_subscription(Header, HEARTBEAT_TOPIC, self._on_heartbeat, HEARTBEAT_QOS)
         self.create_service(Trigger, "~/recover", self._srv_recover)
         self.create_timer(1.0, self._publish_diagnostics)
-        if p["autostart"] and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        if p.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
     # --- backends --------------------------------------------------------------------------
     def _make_backends(self) -> Backends:
-        p = self._settings
+        p = self.params
         settings = BackendSettings(
-            p["robot"], tuple(p["franka.hosts"]),
-            FrankaSettings(p["franka.dynamics_factor"], p["franka.realtime"], p["franka.joint_torque_threshold"],
-                           p["franka.cartesian_force_threshold"]),
-            tuple(p["agilex.can_ports"]), tuple(port for port in p["agilex.leader_can_ports"] if port),
-            p["agilex.can_interface"], p["agilex.emulate"], p["agilex.speed_percent"])
+            p.robot, tuple(p.franka.hosts),
+            FrankaSettings(p.franka.dynamics_factor, p.franka.realtime, p.franka.joint_torque_threshold,
+                           p.franka.cartesian_force_threshold),
+            tuple(p.agilex.can_ports), tuple(port for port in p.agilex.leader_can_ports if port),
+            p.agilex.can_interface, p.agilex.emulate, p.agilex.speed_percent)
         backends = make_backends(settings, self.robot, self._publish_tienkung_command)
         for side in backends.leaders:
             if side not in self.master_pubs:
@@ -141,7 +152,7 @@ class ArmBridgeNode(LifecycleNode):
         status_node = rclpy.create_node(f"{self.get_name()}_tienkung_status", namespace=self.get_namespace(),
                                         context=self.context)
         status_node.create_subscription(
-            JointState, self._settings["tienkung.status_topic"],
+            JointState, self.params.tienkung.status_topic,
             lambda m: backend.on_status(time.monotonic(), list(m.name), list(m.position), list(m.velocity), list(m.effort)),
             JOINT_STATE_QOS)
         executor = SingleThreadedExecutor(context=self.context)
@@ -166,8 +177,8 @@ class ArmBridgeNode(LifecycleNode):
         try:
             self.backends = self._make_backends()
             self.bridge = Bridge(self.backends.arms, BridgeLimits.for_robot(self.robot, self.robot.joint_names),
-                                 self.robot.joint_names, self._settings["max_step"], self._settings["state_timeout"],
-                                 self._settings["command_timeout"])
+                                 self.robot.joint_names, self.params.max_step, self.params.state_timeout,
+                                 self.params.command_timeout)
             self.bridge.configure(time.monotonic())
         except (BridgeError, ConfigError, ValueError) as exc:
             self.get_logger().error(f"NOT OPERATIONAL: configure failed: {exc}")
@@ -235,7 +246,7 @@ class ArmBridgeNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9 - time.monotonic()
 
     def _run(self) -> None:
-        period = 1.0 / self._settings["rate"]
+        period = 1.0 / self.params.rate
         deadline = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -304,7 +315,7 @@ class ArmBridgeNode(LifecycleNode):
                   "mode": status.mode.value if status else "unconfigured", "error": status.error if status else "",
                   "commands": status.commands if status else 0, "rejected": status.rejected if status else 0,
                   "last_rejection": status.last_rejection if status else "",
-                  "command_timeout_s": self._settings["command_timeout"],
+                  "command_timeout_s": self.params.command_timeout,
                   "watchdog": status.watchdog if status else "",
                   "watchdog_stops": status.watchdog_stops if status else 0,
                   "command_latency_ms": f"{status.latency * 1e3:.2f}" if status else "nan"}

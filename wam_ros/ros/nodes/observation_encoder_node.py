@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -24,7 +25,7 @@ from wam_ros.msg import CompressedMultiViewRGBD, MultiViewRGBD, ObservationReque
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.link_conversions import compact_multiview_msg
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS
 from wam_ros.sync.link_codec import COLOR_CODECS, LinkCodec
 
@@ -32,13 +33,18 @@ from wam_ros.sync.link_codec import COLOR_CODECS, LinkCodec
 NEWEST_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
 
+@dataclass(frozen=True)
+class ObservationEncoderParams:
+    color_codec: str = param("jpeg", "Colour compression on the link: jpeg (lossy) or png (lossless); depth is "
+                             "always lossless compressedDepth PNG", choices=COLOR_CODECS)
+    jpeg_quality: int = param(90, "JPEG quality", range_=(1, 100))
+
+
 class ObservationEncoderNode(Node):
     def __init__(self, node_name: str = "observation_encoder", **kwargs):
         super().__init__(node_name, **kwargs)
-        self.codec = LinkCodec(
-            color=declare(self, "color_codec", "jpeg", "Colour compression on the link: jpeg (lossy) or png "
-                          "(lossless); depth is always lossless compressedDepth PNG", choices=COLOR_CODECS),
-            jpeg_quality=declare(self, "jpeg_quality", 90, "JPEG quality", range_=(1, 100)))
+        self.params = declare_params(self, ObservationEncoderParams)
+        self.codec = LinkCodec(color=self.params.color_codec, jpeg_quality=self.params.jpeg_quality)
         self._request: ObservationRequest | None = None
         self._sizes: deque[int] = deque(maxlen=100)
         self._encode_ms: deque[float] = deque(maxlen=100)

@@ -18,6 +18,7 @@ crash `wam-ros dataset recover` (or any export) finishes it where it lies, full 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -33,12 +34,32 @@ from wam_ros.msg import ActionChunk, MultiViewRGBD, SupervisorState, TaskState
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import (bag_profile, COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS,
                              LATCHED_QOS)
 
 SOURCES = ("synced", "raw")
 COMMANDS = ("start", "success", "failure", "stop", "toggle")
+
+
+@dataclass(frozen=True)
+class RecorderParams:
+    robot: str = param("agilex", "Robot setup (stored in each episode)", choices=ROBOTS)
+    directory: str = param("episodes", "Where episode bags are written")
+    source: str = param("synced", "Record synced observations or the raw camera topics", choices=SOURCES)
+    cameras: list[str] = param(list(CAMERA_NAMES), "Camera names (raw source: topic namespaces)")
+    depth_topic: str = param("aligned_depth_to_color/image_raw", "Depth image topic per camera")
+    compression: str = param("none", "Image compression: none, jpeg or png color (depth becomes lossless "
+                             "compressedDepth PNG)", choices=COMPRESSION_MODES)
+    # writable: each episode stores the values they have when it starts (get_parameter), not these
+    instruction: str = param("", "Task instruction stored with each episode", read_only=False)
+    teleop: str = param("", "Teleoperation source stored with each episode", read_only=False)
+    autostart_episode: bool = param(False, "Start an episode as soon as the node is up")
+    jpeg_quality: int = param(90, "JPEG quality", range_=(1, 100))
+    min_free_mb: float = param(1024.0, "Free disk space below which no episode starts and a running one ends (MB)",
+                               range_=(0.0, 1e9))
+    queue_mb: float = param(1024.0, "Messages waiting for the disk before new ones are dropped and counted (MB)",
+                            range_=(1.0, 1e6))
 
 
 def _bag_type(msg_type) -> str:
@@ -50,46 +71,32 @@ def _bag_type(msg_type) -> str:
 class RecorderNode(Node):
     def __init__(self, node_name: str = "recorder", **kwargs):
         super().__init__(node_name, **kwargs)
-        robot_name = declare(self, "robot", "agilex", "Robot setup (stored in each episode)", choices=ROBOTS)
-        directory = Path(declare(self, "directory", "episodes", "Where episode bags are written")).expanduser()
-        source = declare(self, "source", "synced", "Record synced observations or the raw camera topics",
-                         choices=SOURCES)
-        cameras = list(declare(self, "cameras", list(CAMERA_NAMES), "Camera names (raw source: topic namespaces)"))
-        depth_topic = declare(self, "depth_topic", "aligned_depth_to_color/image_raw", "Depth image topic per camera")
-        compression = declare(self, "compression", "none", "Image compression: none, jpeg or png color "
-                              "(depth becomes lossless compressedDepth PNG)", choices=COMPRESSION_MODES)
-        self.task = declare(self, "instruction", "", "Task instruction stored with each episode", read_only=False)
-        self.teleop = declare(self, "teleop", "", "Teleoperation source stored with each episode", read_only=False)
-        autostart = declare(self, "autostart_episode", False, "Start an episode as soon as the node is up")
+        p = self.params = declare_params(self, RecorderParams)
+        directory, cameras = Path(p.directory).expanduser(), list(p.cameras)
         try:
-            config = RecorderConfig(
-                directory=directory, compression=compression,
-                jpeg_quality=declare(self, "jpeg_quality", 90, "JPEG quality", range_=(1, 100)),
-                min_free_mb=declare(self, "min_free_mb", 1024.0, "Free disk space below which no episode starts "
-                                    "and a running one ends (MB)", range_=(0.0, 1e9)),
-                queue_mb=declare(self, "queue_mb", 1024.0, "Messages waiting for the disk before new ones are "
-                                 "dropped and counted (MB)", range_=(1.0, 1e6)))
+            config = RecorderConfig(directory=directory, compression=p.compression, jpeg_quality=p.jpeg_quality,
+                                    min_free_mb=p.min_free_mb, queue_mb=p.queue_mb)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if compression != "none" and source == "synced":
+        if p.compression != "none" and p.source == "synced":
             raise ConfigError("compression: synced observations are stored as recorded; use source:=raw to compress")
-        robot = load_robot_config(robot_name)
+        robot = load_robot_config(p.robot)
         subscriptions: list[tuple[str, type, object]] = [
             ("joint_states", JointState, EVERY_MESSAGE_QOS), ("joint_trajectory", JointTrajectory, COMMAND_QOS),
             ("policy/chunk", ActionChunk, COMMAND_QOS), ("supervisor/state", SupervisorState, LATCHED_QOS),
             ("task/state", TaskState, EVERY_MESSAGE_QOS)]  # stage markers of a simulated task, when there is one
-        if source == "synced":
+        if p.source == "synced":
             subscriptions.append(("observations", MultiViewRGBD, EVERY_SET_QOS))
         else:
-            depth_info = f"{depth_topic.rsplit('/', 1)[0]}/camera_info" if "/" in depth_topic else "camera_info"
+            depth_info = f"{p.depth_topic.rsplit('/', 1)[0]}/camera_info" if "/" in p.depth_topic else "camera_info"
             for cam in cameras:
                 subscriptions += [(f"{cam}/color/image_raw", Image, EVERY_SET_QOS),
-                                  (f"{cam}/{depth_topic}", Image, EVERY_SET_QOS),
+                                  (f"{cam}/{p.depth_topic}", Image, EVERY_SET_QOS),
                                   (f"{cam}/color/camera_info", CameraInfo, EVERY_MESSAGE_QOS),
                                   (f"{cam}/{depth_info}", CameraInfo, EVERY_MESSAGE_QOS)]
         # fully qualified, as `ros2 bag record` stores them (`ros2 bag play --topics /joint_states`)
         topics = {self.resolve_topic_name(topic): _bag_type(msg_type) for topic, msg_type, _ in subscriptions}
-        metadata = {"robot": robot.name, "source": source, "cameras": cameras, "joint_names": robot.joint_names,
+        metadata = {"robot": robot.name, "source": p.source, "cameras": cameras, "joint_names": robot.joint_names,
                     "sim": bool(self.get_parameter("use_sim_time").value),
                     "calibration": {cam.name: {"parent": cam.parent, "xyz": list(cam.pose.xyz), "rpy": list(cam.pose.rpy)}
                                     for cam in robot.cameras}}
@@ -101,8 +108,8 @@ class RecorderNode(Node):
         self.create_service(SetBool, "~/stop_episode", self._srv_stop)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.get_logger().info(f"recording {source} streams to {directory} ({len(topics)} topics)")
-        if autostart:
+        self.get_logger().info(f"recording {p.source} streams to {directory} ({len(topics)} topics)")
+        if p.autostart_episode:
             self._autostart = self.create_timer(0.1, self._start_when_clock_runs)
 
     def _start_when_clock_runs(self) -> None:

@@ -7,6 +7,7 @@ teleoperator."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from rclpy.node import Node
@@ -18,36 +19,42 @@ from wam_ros.sim.expert import plan_expert
 from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, EpisodeSpec, sample_episode
 from wam_ros.msg import ActionChunk, GateState
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import COMMAND_QOS
 from wam_ros.sim.motion import MotionConfig, ScriptedMotion
+
+
+@dataclass(frozen=True)
+class ScriptedMotionParams:
+    robot: str = param("agilex", "Robot setup whose joints are commanded", choices=ROBOTS)
+    chunk_rate: float = param(2.0, "Chunks per second (ROS time)", range_=(0.1, 100.0))
+    horizon: int = param(15, "Steps per chunk", range_=(1, 1000))
+    control_rate: float = param(15.0, "Steps per second within a chunk (Hz)", range_=(1.0, 1000.0))
+    amplitude: float = param(0.35, "Joint motion amplitude (rad)", range_=(0.0, 1.5))
+    period: float = param(6.0, "Base period of the motion (s)", range_=(0.5, 120.0))
+    task: str = param("", "Benchmark task whose scripted expert runs (empty: the smooth demo motion)",
+                      choices=("", *TASKS))
+    condition: str = param("clean", "Task condition (must match the simulator's)", choices=CONDITIONS)
+    seed: int = param(0, "Episode seed (must match the simulator's); also seeds the expert's noise",
+                      range_=(0, 2 ** 31 - 1))
+    perturbation: str = param("none", "Task perturbation (must match the simulator's); the expert grasps a slipped "
+                              "object again", choices=PERTURBATIONS)
 
 
 class ScriptedMotionNode(Node):
     def __init__(self, node_name: str = "scripted_motion", **kwargs):
         super().__init__(node_name, **kwargs)
-        robot = load_robot_config(declare(self, "robot", "agilex", "Robot setup whose joints are commanded",
-                                          choices=ROBOTS))
-        chunk_rate = declare(self, "chunk_rate", 2.0, "Chunks per second (ROS time)", range_=(0.1, 100.0))
-        self.horizon = declare(self, "horizon", 15, "Steps per chunk", range_=(1, 1000))
-        self.dt = 1.0 / declare(self, "control_rate", 15.0, "Steps per second within a chunk (Hz)", range_=(1.0, 1000.0))
-        amplitude = declare(self, "amplitude", 0.35, "Joint motion amplitude (rad)", range_=(0.0, 1.5))
-        period = declare(self, "period", 6.0, "Base period of the motion (s)", range_=(0.5, 120.0))
-        task = declare(self, "task", "", "Benchmark task whose scripted expert runs (empty: the smooth demo motion)",
-                       choices=("", *TASKS))
-        condition = declare(self, "condition", "clean", "Task condition (must match the simulator's)",
-                            choices=CONDITIONS)
-        seed = declare(self, "seed", 0, "Episode seed (must match the simulator's); also seeds the expert's noise",
-                       range_=(0, 2 ** 31 - 1))
-        perturbation = declare(self, "perturbation", "none", "Task perturbation (must match the simulator's); the "
-                               "expert grasps a slipped object again", choices=PERTURBATIONS)
+        p = self.params = declare_params(self, ScriptedMotionParams)
+        robot = load_robot_config(p.robot)
+        self.dt = 1.0 / p.control_rate
+        task, condition, seed, perturbation = p.task, p.condition, p.seed, p.perturbation
         if task:
             setup = sample_episode(EpisodeSpec(task, robot.name, condition, seed, perturbation), robot)
             self.motion = plan_expert(robot, Kinematics(generate_urdf(robot)), setup, np.random.default_rng(seed))
             self.get_logger().info(f"expert for {task} ({condition}, seed {seed}, perturbation {perturbation}): "
                                    f"{self.motion.duration:.1f} s")
         else:
-            self.motion = ScriptedMotion(robot, MotionConfig(amplitude=amplitude, period=period))
+            self.motion = ScriptedMotion(robot, MotionConfig(amplitude=p.amplitude, period=p.period))
         names = self.motion.joint_names
         self._arm = [i for i, n in enumerate(names) if not n.endswith("_gripper")]
         self._grippers = [i for i, n in enumerate(names) if n.endswith("_gripper")]
@@ -58,7 +65,7 @@ class ScriptedMotionNode(Node):
         self._start_ns: int | None = None
         self._chunk_id = 0
         # ROS time (sim time under use_sim_time), so the motion follows the simulator's clock.
-        self.create_timer(1.0 / chunk_rate, self._tick)
+        self.create_timer(1.0 / p.chunk_rate, self._tick)
 
     def _tick(self) -> None:
         now = self.get_clock().now()
@@ -67,10 +74,10 @@ class ScriptedMotionNode(Node):
         if self._start_ns is None:
             self._start_ns = now.nanoseconds
         t0 = (now.nanoseconds - self._start_ns) * 1e-9
-        rows = np.array([self.motion.targets(t0 + k * self.dt) for k in range(self.horizon)])
+        rows = np.array([self.motion.targets(t0 + k * self.dt) for k in range(self.params.horizon)])
         self._chunk_id += 1
         msg = ActionChunk(chunk_id=self._chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
-                          joint_names=self._arm_names, horizon=self.horizon, dt=self.dt,
+                          joint_names=self._arm_names, horizon=self.params.horizon, dt=self.dt,
                           positions=rows[:, self._arm].ravel().tolist(), gripper_names=self._gripper_names,
                           # the plan's keyframes lie within [0, max]; its interpolation can round past them
                           gripper=np.clip(rows[:, self._grippers] / self._gripper_max, 0.0, 1.0).ravel().tolist(),

@@ -7,6 +7,8 @@ wam_ros.geometry.joint_tree. Under `ros2 launch` the real robot_state_publisher 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
@@ -19,7 +21,7 @@ from wam_ros.config import ConfigError
 from wam_ros.geometry.joint_tree import movable_transforms, parse_joints
 from wam_ros.geometry.transforms import matrix_to_quaternion
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import JOINT_STATE_QOS, LATCHED_QOS
 
 # tf2's conventions: /tf_static latched with every static transform in one message, /tf a deep queue
@@ -38,10 +40,16 @@ def transform_msg(parent: str, child: str, T: np.ndarray, stamp) -> TransformSta
     return msg
 
 
+@dataclass(frozen=True)
+class StatePublisherParams:
+    robot_description: str = param("", "The robot's URDF (as robot_state_publisher takes it)")
+
+
 class StatePublisherNode(Node):
     def __init__(self, node_name: str = "robot_state_publisher", **kwargs):
         super().__init__(node_name, **kwargs)
-        urdf = declare(self, "robot_description", "", "The robot's URDF (as robot_state_publisher takes it)")
+        self.params = declare_params(self, StatePublisherParams)
+        urdf = self.params.robot_description
         if not urdf.strip():
             raise ConfigError("robot_description: empty; give the URDF text")
         try:

@@ -15,6 +15,7 @@ Every tick publishes a one-step chunk of absolute joint targets (both arms, both
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from rclpy.node import Node
@@ -26,25 +27,29 @@ from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.msg import ActionChunk, GateState
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import COMMAND_QOS, JOINT_STATE_QOS
 from wam_ros.teleop.cartesian import CartesianTeleop, TwistLimits
 
 SOURCES = ("leader", "spacemouse", "keyboard")
 
 
+@dataclass(frozen=True)
+class TeleopParams:
+    robot: str = param("agilex", "Robot setup whose arms are commanded", choices=ROBOTS)
+    source: str = param("leader", "Teleoperation device", choices=SOURCES)
+    rate: float = param(30.0, "Command rate (Hz)", range_=(1.0, 500.0))
+    max_linear_speed: float = param(0.10, "TCP speed at full deflection (m/s)", range_=(0.001, 1.0))
+    max_angular_speed: float = param(0.6, "TCP rotation speed at full deflection (rad/s)", range_=(0.01, 3.0))
+
+
 class TeleopNode(Node):
     def __init__(self, node_name: str = "teleop", **kwargs):
         super().__init__(node_name, **kwargs)
-        self.robot = load_robot_config(declare(self, "robot", "agilex", "Robot setup whose arms are commanded",
-                                               choices=ROBOTS))
-        self.source = declare(self, "source", "leader", "Teleoperation device", choices=SOURCES)
-        rate = declare(self, "rate", 30.0, "Command rate (Hz)", range_=(1.0, 500.0))
-        limits = TwistLimits(linear=declare(self, "max_linear_speed", 0.10, "TCP speed at full deflection (m/s)",
-                                            range_=(0.001, 1.0)),
-                             angular=declare(self, "max_angular_speed", 0.6, "TCP rotation speed at full "
-                                             "deflection (rad/s)", range_=(0.01, 3.0)))
-        self.dt = 1.0 / rate
+        p = self.params = declare_params(self, TeleopParams)
+        self.robot = load_robot_config(p.robot)
+        limits = TwistLimits(linear=p.max_linear_speed, angular=p.max_angular_speed)
+        self.dt = 1.0 / p.rate
         self.stroke = self.robot.arm.gripper.stroke
         self.arm_names = [n for side in SIDES for n in self.robot.arm_joint_names(side)]
         self.gripper_names = [self.robot.gripper_joint_name(side) for side in SIDES]
@@ -57,7 +62,7 @@ class TeleopNode(Node):
         self.recorder_pub = self.create_publisher(String, "recorder/command", COMMAND_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
         self.device = self.keyboard = self.terminal = None
-        if self.source == "leader":
+        if self.params.source == "leader":
             for side in SIDES:
                 self.create_subscription(JointState, f"/master/joint_{side}",
                                          lambda msg, side=side: self._on_leader(side, msg), JOINT_STATE_QOS)
@@ -66,10 +71,10 @@ class TeleopNode(Node):
             self.arms = {side: CartesianTeleop(self.robot, kinematics, side, limits) for side in SIDES}
             self._open_device()
         self.create_timer(self.dt, self._tick)
-        self.get_logger().info(f"teleop from {self.source} at {rate:.0f} Hz on policy/chunk")
+        self.get_logger().info(f"teleop from {self.params.source} at {p.rate:.0f} Hz on policy/chunk")
 
     def _open_device(self) -> None:
-        if self.source == "spacemouse":
+        if self.params.source == "spacemouse":
             from wam_ros.teleop.spacemouse import SpaceMouseDevice, SpaceMouseError
 
             try:
@@ -89,7 +94,7 @@ class TeleopNode(Node):
 
     def _on_joint_states(self, msg: JointState) -> None:
         self.measured.update(zip(msg.name, msg.position))
-        if self.source != "leader" and all(n in self.measured for n in self.arm_names):
+        if self.params.source != "leader" and all(n in self.measured for n in self.arm_names):
             for arm in self.arms.values():
                 if arm.target is None:  # start from the measured pose once every joint is known
                     arm.sync(self.measured)
@@ -128,7 +133,7 @@ class TeleopNode(Node):
         return self.keyboard.twist(now)
 
     def _tick(self) -> None:
-        if self.source != "leader":
+        if self.params.source != "leader":
             twist = self._cartesian_input()
             arm = self.arms[self.active_side]
             if arm.target is None:

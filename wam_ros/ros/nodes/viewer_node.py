@@ -7,6 +7,7 @@ anyway. Open http://<host>:<port> (default 8080)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from rclpy.node import Node
@@ -18,18 +19,28 @@ from wam_ros.msg import CompressedMultiViewRGBD, ValueEstimate
 from wam_ros.ros.conversions import from_time, pointcloud_from_msg, view_array
 from wam_ros.ros.link_conversions import compact_multiview_arrays
 from wam_ros.ros.node_main import run_node
-from wam_ros.ros.params import declare
+from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import COMMAND_QOS, IMAGE_QOS, JOINT_STATE_QOS
 from wam_ros.viewer import WebViewer
+
+
+@dataclass(frozen=True)
+class ViewerParams:
+    robot: str = param("agilex", "Robot setup", choices=ROBOTS)
+    host: str = param("0.0.0.0", "Address the web viewer listens on")
+    port: int = param(8080, "Port of the web viewer (0: any free one)", range_=(0, 65535))
+    rate: float = param(10.0, "Most updates per second per stream (Hz)", range_=(0.1, 60.0))
+    observation_transport: str = param("raw", "Head camera from head/color/image_raw (raw) or from "
+                                       "observations/compressed (compressed: the policy host of a split deployment)",
+                                       choices=("raw", "compressed"))
 
 
 class ViewerNode(Node):
     def __init__(self, node_name: str = "viewer", **kwargs):
         super().__init__(node_name, **kwargs)
-        robot = load_robot_config(declare(self, "robot", "agilex", "Robot setup", choices=ROBOTS))
-        host = declare(self, "host", "0.0.0.0", "Address the web viewer listens on")
-        port = declare(self, "port", 8080, "Port of the web viewer (0: any free one)", range_=(0, 65535))
-        self.period = 1.0 / declare(self, "rate", 10.0, "Most updates per second per stream (Hz)", range_=(0.1, 60.0))
+        p = self.params = declare_params(self, ViewerParams)
+        robot, host, port = load_robot_config(p.robot), p.host, p.port
+        self.period = 1.0 / p.rate
         try:
             self.viewer = WebViewer(robot, host, port)
         except OSError as exc:
@@ -39,10 +50,7 @@ class ViewerNode(Node):
         for name in ("predicted", "live"):
             self.create_subscription(PointCloud2, f"policy/{name}_cloud", lambda m, n=name: self._on_cloud(n, m), IMAGE_QOS)
         self.create_subscription(ValueEstimate, "policy/value", self._on_value, COMMAND_QOS)
-        transport = declare(self, "observation_transport", "raw", "Head camera from head/color/image_raw (raw) or "
-                            "from observations/compressed (compressed: the policy host of a split deployment)",
-                            choices=("raw", "compressed"))
-        if transport == "raw":
+        if p.observation_transport == "raw":
             self.create_subscription(Image, "head/color/image_raw", self._on_image, IMAGE_QOS)
         else:
             self.create_subscription(CompressedMultiViewRGBD, "observations/compressed", self._on_set, IMAGE_QOS)
