@@ -237,7 +237,7 @@ def test_the_benchmark_shows_progress_with_eta_for_each_long_step(short_benchmar
 @pytest.mark.ros
 def test_benchmark_pipeline_short_form(short_benchmark):
     from wam_ros.benchmark.run import run_benchmark, variants
-    from wam_ros.data.episodes import episode_paths, index_episode
+    from wam_ros.data.bag_frames import episode_paths, index_episode
 
     cfg, results = short_benchmark
     bags = episode_paths([cfg.out / "demos"])

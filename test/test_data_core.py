@@ -14,12 +14,12 @@ from support.bag_messages import (NAMES, STORE, TOPICS, T, frames_at, header as 
 from support.rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.config import load_robot_config
 from wam_ros.data.bag import BagError, recover
-from wam_ros.data.episodes import episode_paths, index_episode, iter_frames
+from wam_ros.data.bag_frames import episode_paths, index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5
 from wam_ros.data.images import decode_compressed, encode_color, encode_depth
 from wam_ros.data.recorder import Recorder, RecorderConfig, RecorderError
 from wam_ros.geometry.kinematics import Kinematics
-from wam_ros.model.targets import interaction_labels, progress_targets, rewards
+from wam_ros.data.targets import interaction_labels, progress_targets, rewards
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.teleop.cartesian import CartesianTeleop, TwistLimits
 from wam_ros.teleop.keyboard import KeyboardState
@@ -267,7 +267,7 @@ def test_an_episode_being_recorded_is_never_recovered_or_exported(tmp_path):
 
 def test_dataset_digest_names_the_exact_files(tmp_path):
     from wam_ros.data.export import dataset_digest
-    from wam_ros.model.episodes import DatasetError
+    from wam_ros.data.dataset import DatasetError
 
     with pytest.raises(DatasetError, match="no dataset files"):
         dataset_digest(tmp_path)

@@ -7,13 +7,13 @@ import pytest
 import torch
 from support.model_data import TASK, observation, synthetic_dataset, tiny_config
 
-from wam_ros.config import ConfigError, load_robot_config
+from wam_ros.config import ConfigError, gripper_columns, load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
-from wam_ros.model.action_space import ChunkEncoder, gripper_columns
-from wam_ros.model.config import load_model_config
+from wam_ros.model.action_space import ChunkEncoder
+from wam_ros.model.model_config import load_model_config
 from wam_ros.model.normalization import ACTION_SCALE_FLOOR, STATE_INPUT_BOUND, STATE_SCALE_FLOOR, Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
-from wam_ros.model.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
+from wam_ros.data.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.model.text import UnknownInstruction
 from wam_ros.model.train import TrainConfig, WindowDataset
 from wam_ros.model.wam import (WorldActionModel, add_noise, sample_ans_times, training_losses, video_loss, x0_loss,

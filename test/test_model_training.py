@@ -16,7 +16,8 @@ import torch
 import yaml
 from support.model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 
-from wam_ros.model.episodes import DatasetError, load_dataset, save_dataset
+from wam_ros.data.dataset import DatasetError, save_dataset
+from wam_ros.data.formats import load_dataset
 from wam_ros.model.policy import INPAINT_TARGET_BOUND, CheckpointError, CheckpointMismatch, ObservationError, load_policy
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 

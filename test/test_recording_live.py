@@ -21,10 +21,10 @@ from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from support.lerobot_venv import lerobot_side, run_lerobot, save_expected
 from support.rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.data.bag import typestore
-from wam_ros.data.episodes import index_episode, iter_frames
+from wam_ros.data.bag_frames import index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5
 from wam_ros.data.lerobot import export_lerobot, load_lerobot
-from wam_ros.model.episodes import load_dataset
+from wam_ros.data.formats import load_dataset
 from wam_ros.msg import ActionChunk, MultiViewRGBD
 from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, EVERY_SET_QOS, JOINT_STATE_QOS
 

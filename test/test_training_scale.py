@@ -20,7 +20,8 @@ from support.model_data import assert_same_training_state, observation, syntheti
 
 import wam_ros.model.wam as wam
 from wam_ros.model.distributed import Topology, checkpoint_activations
-from wam_ros.model.episodes import DatasetError, LazyFrames, load_dataset, save_dataset
+from wam_ros.data.dataset import DatasetError, LazyFrames, save_dataset
+from wam_ros.data.formats import load_dataset
 from wam_ros.model.memory_plan import GIB, memory_plan, training_regions
 from wam_ros.model.policy import load_policy
 from wam_ros.model.train import (ResizedFrames, StepBatches, TrainConfig, WindowDataset, accumulate_gradients,

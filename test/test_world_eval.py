@@ -15,7 +15,7 @@ import pytest
 from support.model_data import tiny_config
 
 from wam_ros.config import load_robot_config
-from wam_ros.model.episodes import save_dataset
+from wam_ros.data.dataset import save_dataset
 from wam_ros.model.policy import Prediction, load_policy
 from wam_ros.model.world_eval import (JSON_NAME, METRICS, STRIP_NAME, EvalConfig, WorldModelEvaluation,
                                       chamfer_distance, depth_errors, frame_offsets, motion_correlation, psnr,

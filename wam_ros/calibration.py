@@ -334,7 +334,7 @@ def recorded_views(bag: Path, spec: CharucoSpec, fps: float = 5.0, still_rad: fl
     under teleop to poses where its wrist camera sees the board, pausing at each): frames where the
     joints were still (the image and the joint reading agree), each camera's board pose with the
     intrinsics its driver published (CameraInfo, in the bag)."""
-    from wam_ros.data.episodes import index_episode, iter_frames
+    from wam_ros.data.bag_frames import index_episode, iter_frames
 
     index = index_episode(Path(bag), fps)
     missing = [cam for cam in index.cameras if cam not in index.intrinsics]

@@ -199,8 +199,9 @@ def cmd_train(args) -> int:
     import torch
 
     from wam_ros.config import load_robot_config
-    from wam_ros.model.config import load_model_config
-    from wam_ros.model.episodes import DatasetError, load_dataset
+    from wam_ros.model.model_config import load_model_config
+    from wam_ros.data.dataset import DatasetError
+    from wam_ros.data.formats import load_dataset
     from wam_ros.model.train import TrainConfig, WindowDataset, train
 
     if args.threads:
@@ -246,12 +247,13 @@ def cmd_train(args) -> int:
 def cmd_data(args) -> int:
     from wam_ros.data.bag import BagError
     from wam_ros.data.images import ImageError
-    from wam_ros.model.episodes import DatasetError
+    from wam_ros.data.dataset import DatasetError
 
     try:
         if args.command == "export":
-            from wam_ros.data.episodes import episode_paths
-            from wam_ros.data.export import ExportConfig, exporter
+            from wam_ros.data.bag_frames import episode_paths
+            from wam_ros.data.export import ExportConfig
+            from wam_ros.data.formats import exporter
 
             cfg = ExportConfig(fps=args.fps, gamma=args.gamma, gate_window=args.gate_window,
                                video_codec=args.video_codec, include_failures=not args.successes_only)
@@ -266,7 +268,7 @@ def cmd_data(args) -> int:
             result = preview(args.path, args.out, args.episode, args.frames)
         else:
             from wam_ros.data.bag import recover
-            from wam_ros.data.episodes import episode_paths
+            from wam_ros.data.bag_frames import episode_paths
 
             result = {str(p): recover(p).get("outcome") for p in episode_paths(args.bags)}
     except (BagError, DatasetError, ImageError, ValueError, OSError) as exc:
@@ -545,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval-world-model":
             import torch
 
-            from wam_ros.model.episodes import DatasetError
+            from wam_ros.data.dataset import DatasetError
             from wam_ros.model.policy import CheckpointMismatch
             from wam_ros.model.world_eval import EvalConfig, evaluate_world_model
 

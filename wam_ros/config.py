@@ -240,6 +240,12 @@ def _scene_object(data: Any, where: str) -> SceneObject:
                        _floats(_get(data, "size", where), 3, f"{where}.size"), rgba)
 
 
+def gripper_columns(names: Sequence[str]) -> list[int]:
+    """Indices of the gripper joints among `names` (a gripper's opening is absolute in every action
+    space, so it is normalised and encoded apart from the arm joints)."""
+    return [i for i, n in enumerate(names) if n.endswith("gripper")]
+
+
 def load_yaml(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:

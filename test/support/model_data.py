@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from wam_ros.model.config import ModelConfig, load_model_config
-from wam_ros.model.episodes import DatasetMeta, Episode
+from wam_ros.model.model_config import ModelConfig, load_model_config
+from wam_ros.data.dataset import DatasetMeta, Episode
 from wam_ros.model.policy import Observation
 
 TASK = "slide the block"

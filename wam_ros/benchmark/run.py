@@ -120,7 +120,7 @@ def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
     rewritten after every seed, so an interrupted run loses no row; seeds the expert cannot plan are
     listed and skipped."""
     from wam_ros.benchmark.graph import record_demonstrations
-    from wam_ros.data.episodes import episode_paths
+    from wam_ros.data.bag_frames import episode_paths
 
     episodes_dir = cfg.out / "demos"
     done = len(episode_paths([episodes_dir])) if episodes_dir.is_dir() else 0

@@ -1,10 +1,10 @@
 """Episode bags → training datasets (ROS-free): LeRobot v3 and ALOHA / Cobot Magic HDF5.
 
 Both formats carry, per frame, the Monte Carlo value target and the gate label with the Model
-issue's definitions (wam_ros.model.targets: progress_targets of the success reward, gamma 0.99;
+issue's definitions (wam_ros.data.targets: progress_targets of the success reward, gamma 0.99;
 interaction labels +-20 frames around a gripper open<->close event of either arm), so a dataset
 exported here and one built in memory train identically. Both load back as
-wam_ros.model.episodes.Episode lists (`load_dataset` dispatches on the layout).
+wam_ros.data.dataset.Episode lists (`load_dataset` dispatches on the layout).
 
 LeRobot v3.0: see wam_ros.data.lerobot.
 ALOHA HDF5: episode_<i>.hdf5 with /observations/qpos, /observations/qvel,
@@ -19,20 +19,19 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from wam_ros import __version__
+from wam_ros.config import gripper_columns
 from wam_ros.data.bag import BagError
-from wam_ros.data.episodes import EpisodeIndex, index_episode, iter_frames
-from wam_ros.model.action_space import gripper_columns
-from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
-from wam_ros.model.targets import frame_targets
+from wam_ros.data.bag_frames import EpisodeIndex, index_episode, iter_frames
+from wam_ros.data.dataset import DatasetError, DatasetMeta, Episode
+from wam_ros.data.targets import frame_targets
 
-FORMATS = ("lerobot", "hdf5")
 VIDEO_CODECS = ("h264", "av1", "lossless")  # LeRobot colour video (wam_ros.data.lerobot.COLOR_CODECS)
 
 
@@ -128,17 +127,6 @@ def export_hdf5(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = ""
         bar.close()
     return {"format": "hdf5", "path": str(out), "episodes": len(indices), "frames": total,
             "cameras": indices[0].cameras}
-
-
-def exporter(fmt: str) -> Callable[..., dict]:
-    """The export function of a format (FORMATS)."""
-    if fmt == "lerobot":
-        from wam_ros.data.lerobot import export_lerobot  # it builds on this module
-
-        return export_lerobot
-    if fmt == "hdf5":
-        return export_hdf5
-    raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
 # --- loading exported datasets as training episodes --------------------------------------------

@@ -40,10 +40,9 @@ import pyarrow.parquet as pq
 
 from wam_ros import __version__
 from wam_ros.data.bag import BagError
-from wam_ros.data.episodes import iter_frames
+from wam_ros.data.bag_frames import iter_frames
+from wam_ros.data.dataset import DatasetError, DatasetMeta, Episode, statistics
 from wam_ros.data.export import DatasetSummary, ExportConfig, episode_indices, prepare_out, progress_bar, targets
-from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode
-from wam_ros.model.normalization import statistics
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"

@@ -10,11 +10,12 @@ import numpy as np
 from PIL import Image as PILImage, ImageDraw
 
 from wam_ros.data.bag import BagError
-from wam_ros.data.episodes import episode_paths, index_episode, iter_frames
+from wam_ros.data.bag_frames import episode_paths, index_episode, iter_frames
+from wam_ros.data.dataset import Episode
 from wam_ros.data.export import is_hdf5, summarize_hdf5
-from wam_ros.data.lerobot import is_lerobot, summarize_lerobot
 from wam_ros.data.images import colorize_depth
-from wam_ros.model.episodes import Episode, load_dataset
+from wam_ros.data.lerobot import is_lerobot, summarize_lerobot
+from wam_ros.data.formats import load_dataset
 
 
 def _summarize(lengths: list[int], fps: float, successes: list[bool], cameras: list[str], kind: str) -> dict[str, Any]:

@@ -22,11 +22,6 @@ from wam_ros.robots.actions import EE_AXES, EE_DELTA, ActionConverter
 from wam_ros.robots.urdf import generate_urdf
 
 
-def gripper_columns(names: Sequence[str]) -> list[int]:
-    """Indices of gripper openings (absolute in every action space, so normalised with a bias)."""
-    return [i for i, n in enumerate(names) if n.endswith("gripper")]
-
-
 def _rotvec(rotation: np.ndarray) -> np.ndarray:
     axis, angle = axangles.mat2axangle(rotation, unit_thresh=1e-5)
     return np.asarray(axis) * angle

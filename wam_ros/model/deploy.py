@@ -13,15 +13,15 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from wam_ros.config import SIDES, RobotConfig
+from wam_ros.config import SIDES, RobotConfig, gripper_columns
 from wam_ros.control.chunking import ChunkingConfig, ChunkScheduler, Handover, default_execution_horizon
 from wam_ros.control.commands import Chunk
 from wam_ros.control.tracking import expected_positions
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
 from wam_ros.geometry.reprojection import KinematicReprojection
-from wam_ros.model.action_space import ChunkEncoder, gripper_columns
-from wam_ros.model.config import SAMPLERS
+from wam_ros.model.action_space import ChunkEncoder
+from wam_ros.model.model_config import SAMPLERS
 from wam_ros.model.policy import (PREDICTIVE, Observation, ObservationError, Prediction, WorldActionPolicy,
                                   depth_metres, resize_images)
 from wam_ros.robots.urdf import generate_urdf

@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from wam_ros.model.config import ModelConfig
+from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.distributed import PRECISIONS, STRATEGIES, regions
 from wam_ros.model.wam import WorldActionModel
 

@@ -25,18 +25,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from wam_ros.data.dataset import statistics
+
 _EPS = 1e-6
 ACTION_SCALE_FLOOR = 1e-3  # rad or m: a constant action column moves at most this per unit of error
 STATE_SCALE_FLOOR = 0.05   # rad: a joint's deviation from a barely varied position reads at most 20 units per rad
 STATE_INPUT_BOUND = 3.0    # normalised units (the demonstrations span [-1, 1])
-
-
-def statistics(values: np.ndarray) -> dict[str, list[float]]:
-    """q01, q99, mean, std, min, max per column of (N, D) values."""
-    v = np.asarray(values, dtype=np.float64)
-    return {"q01": np.quantile(v, 0.01, axis=0).tolist(), "q99": np.quantile(v, 0.99, axis=0).tolist(),
-            "mean": v.mean(axis=0).tolist(), "std": v.std(axis=0).tolist(),
-            "min": v.min(axis=0).tolist(), "max": v.max(axis=0).tolist()}
 
 
 @dataclass

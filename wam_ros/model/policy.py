@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wam_ros.config import ConfigError
-from wam_ros.model.action_space import gripper_columns
-from wam_ros.model.config import ModelConfig
+from wam_ros.config import ConfigError, gripper_columns
+from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.sampling import make_sampler
 from wam_ros.model.wam import WorldActionModel, inverse_depth, x0_to_velocity

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wam_ros.model.config import SAMPLERS
+from wam_ros.model.model_config import SAMPLERS
 
 
 def shifted_times(steps: int, shift: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from wam_ros.model.config import ModelConfig
+from wam_ros.model.model_config import ModelConfig
 
 
 def read_feature_file(path: Path, tokens: int, dim: int) -> dict[str, Tensor]:

@@ -17,18 +17,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from wam_ros.config import RobotConfig
+from wam_ros.config import RobotConfig, gripper_columns
 from wam_ros.control.tracking import fit_tracking_gains
-from wam_ros.model.action_space import ChunkEncoder, gripper_columns
-from wam_ros.model.config import ModelConfig, choice_problems
+from wam_ros.model.action_space import ChunkEncoder
+from wam_ros.model.model_config import ModelConfig, choice_problems
 from wam_ros.model.distributed import (PRECISIONS, STRATEGIES, ShardedCheckpoints, Topology, all_ranks, autocast,
                                        checkpoint_activations, full_model_state, init_distributed, is_sharded, no_sync,
                                        rng_state, set_rng_state, wrap)
-from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode, Frames, LazyFrames
+from wam_ros.data.dataset import DatasetError, DatasetMeta, Episode, Frames, LazyFrames
 from wam_ros.model.memory_plan import memory_plan, summary_line, training_regions
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy, depth_metres, git_revision, resize_images
-from wam_ros.model.targets import frame_targets
+from wam_ros.data.targets import frame_targets
 from wam_ros.model.wam import WorldActionModel, inverse_depth
 from wam_ros.progress import Progress
 

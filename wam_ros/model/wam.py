@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wam_ros.model.config import ModelConfig
+from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.layers import ActionBlock, DepthBlock, OutputHead, TimestepEmbedding
 from wam_ros.model.text import make_text_encoder
 from wam_ros.model.wan import TIMESTEP_SCALE, VideoVAE, WanVideoExpert, load_transformer, load_vae

@@ -22,7 +22,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from torch import Tensor, nn
 
-from wam_ros.model.config import ModelConfig
+from wam_ros.model.model_config import ModelConfig
 
 ROPE_THETA = 10000.0  # WanRotaryPosEmbed's default (it does not store it)
 TIMESTEP_SCALE = 1000.0  # Wan's timesteps are sigma * 1000

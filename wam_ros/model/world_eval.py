@@ -48,8 +48,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from wam_ros.config import RobotConfig, load_robot_config
-from wam_ros.model.config import ModelConfig
-from wam_ros.model.episodes import DatasetError, DatasetMeta, Episode, load_dataset
+from wam_ros.model.model_config import ModelConfig
+from wam_ros.data.dataset import DatasetError, DatasetMeta, Episode
+from wam_ros.data.formats import load_dataset
 from wam_ros.model.policy import Observation, Prediction, WorldActionPolicy, depth_metres, load_policy, resize_images
 
 PEAK = 255.0

@@ -58,7 +58,7 @@ def bench_policy_model(config: str = "small", device: str = "cpu", dtype: str = 
     import torch
 
     from wam_ros.config import ConfigError
-    from wam_ros.model.config import load_model_config
+    from wam_ros.model.model_config import load_model_config
 
     if dtype not in MODEL_DTYPES:
         raise ConfigError(f"dtype {dtype!r}: expected one of {', '.join(MODEL_DTYPES)}")

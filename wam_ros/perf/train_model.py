@@ -60,7 +60,7 @@ def bench_train_model(config: str = "xwam", device: str = "cuda", repeats: int =
     memory is reported as such."""
     import torch
 
-    from wam_ros.model.config import load_model_config
+    from wam_ros.model.model_config import load_model_config
     from wam_ros.model.distributed import init_distributed
     from wam_ros.model.memory_plan import memory_plan
 

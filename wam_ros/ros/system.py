@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, check_choice, load_yaml
 from wam_ros.control.chunking import MODES as CHUNKING_MODES
-from wam_ros.model.config import SAMPLERS
+from wam_ros.model.model_config import SAMPLERS
 from wam_ros.paths import share_dir
 from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, get_task
 

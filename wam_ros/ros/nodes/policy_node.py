@@ -42,7 +42,7 @@ from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.data.images import ImageError
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
-from wam_ros.model.config import SAMPLERS
+from wam_ros.model.model_config import SAMPLERS
 from wam_ros.model.deploy import FUTURES, DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
 from wam_ros.model.policy_loop import InferenceJob, PolicyLoop, Views
 from wam_ros.model.policy import EXPERT_CHOICES, CheckpointError, depth_metres, load_policy

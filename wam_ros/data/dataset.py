@@ -15,12 +15,11 @@ action_space, fps}) and one entry per episode, in either layout (a directory may
     episode_NNNNNN/      rgb.npy, depth.npy (optional), state.npy, action.npy and episode.json
                          ({task, success, stage_frames}) (`layout="npy"`, uncompressed: frames can
                          be memory-mapped, so a training sample reads only its own frames)
-`load_dataset(directory, lazy=True)` keeps the rgb and depth of npy-layout episodes on disk as
+`load_native(directory, lazy=True)` keeps the rgb and depth of npy-layout episodes on disk as
 `LazyFrames`, read per sample (an .npz member can only be decompressed whole, so .npz episodes
-are always read into memory; `save_dataset(out, *load_dataset(src), layout="npy")` converts).
-The Recording issue's LeRobot v3 export is read by the same loader: `load_dataset` also reads
-the LeRobot v3 and ALOHA HDF5 datasets that `wam-ros export` writes (wam_ros.data.export), into
-memory.
+are always read into memory; `save_dataset(out, *load_native(src), layout="npy")` converts).
+Trainers read any dataset through wam_ros.data.formats.load_dataset, which also reads the
+LeRobot v3 and ALOHA HDF5 datasets that `wam-ros export` writes; this module knows none of them.
 """
 
 from __future__ import annotations
@@ -167,20 +166,14 @@ def _load_npy_folder(folder: Path, lazy: bool) -> Episode:
         raise DatasetError(f"{folder}: {exc}") from exc
 
 
-def load_dataset(directory: Path, lazy: bool = False) -> tuple[DatasetMeta, list[Episode]]:
-    """The dataset's meta and episodes; with lazy, the rgb and depth of npy-layout episodes stay on
-    disk as LazyFrames (everything else is read into memory)."""
+def load_native(directory: Path, lazy: bool = False) -> tuple[DatasetMeta, list[Episode]]:
+    """A dataset in this module's own layouts (meta.json, episode_NNNNNN.npz or episode_NNNNNN/);
+    with lazy, the rgb and depth of npy-layout episodes stay on disk as LazyFrames."""
     directory = Path(directory)
-    from wam_ros.data import export, lerobot  # the exporters build on this module's types
-
-    if lerobot.is_lerobot(directory) or export.is_hdf5(directory):
-        meta, episodes = (lerobot.load_lerobot if lerobot.is_lerobot(directory) else export.load_hdf5)(directory)
-        for i, ep in enumerate(episodes):
-            ep.check(meta, f"{directory} episode {i}")
-        return meta, episodes
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise DatasetError(f"{directory}: no meta.json (see wam_ros/model/episodes.py for the layout)")
+        raise DatasetError(f"{directory}: no meta.json, and not a LeRobot v3 or ALOHA HDF5 dataset either "
+                           "(see wam_ros/data/dataset.py for the layout)")
     try:
         meta = DatasetMeta(**json.loads(meta_path.read_text()))
     except (TypeError, json.JSONDecodeError) as exc:
@@ -195,3 +188,11 @@ def load_dataset(directory: Path, lazy: bool = False) -> tuple[DatasetMeta, list
         ep.check(meta, str(path))
         episodes.append(ep)
     return meta, episodes
+
+
+def statistics(values: np.ndarray) -> dict[str, list[float]]:
+    """q01, q99, mean, std, min, max per column of (N, D) values (LeRobot's stats.json fields)."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"q01": np.quantile(v, 0.01, axis=0).tolist(), "q99": np.quantile(v, 0.99, axis=0).tolist(),
+            "mean": v.mean(axis=0).tolist(), "std": v.std(axis=0).tolist(),
+            "min": v.min(axis=0).tolist(), "max": v.max(axis=0).tolist()}

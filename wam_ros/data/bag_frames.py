@@ -10,7 +10,7 @@ never has to fit in memory.
 Per frame k:
   state   joint positions linearly interpolated at t_k
   action  the commanded target for t_k + 1/fps (the trajectory the supervisor passed last before
-          t_k, evaluated one frame ahead), the same convention as wam_ros.model.episodes;
+          t_k, evaluated one frame ahead), the same convention as wam_ros.data.dataset;
           without recorded commands, the next frame's state
 """
 
