@@ -20,7 +20,7 @@ LEROBOT_VENV := .venv-lerobot
 PYTHON312 ?= $(shell for p in $$(command -v python3.12 python3.13) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.1[2-9]*/bin/python 2>/dev/null); do \
   $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && echo $$p && break; done)
 
-.PHONY: setup lerobot browser demo test bench urdf clean
+.PHONY: setup lerobot browser demo test lint format bench urdf clean
 setup: $(VENV)/.installed
 
 lerobot: $(LEROBOT_VENV)/.installed
@@ -89,6 +89,15 @@ demo: setup
 
 test: setup lerobot browser
 	$(VENV)/bin/pytest -q test --durations=30
+
+# what test/test_style.py checks; `make format` rewrites the tree the way the check wants it
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: setup
 	$(VENV)/bin/wam-ros bench sim --robot $(ROBOT)

@@ -8,8 +8,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
-console_scripts = [line.strip() for line in (ROOT / "wam_ros" / "console_scripts.txt").read_text().splitlines()
-                   if "=" in line]
+console_scripts = [
+    line.strip() for line in (ROOT / "wam_ros" / "console_scripts.txt").read_text().splitlines() if "=" in line
+]
 
 
 def share(directory: str) -> list[tuple[str, list[str]]]:
@@ -29,7 +30,13 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["wam_ros", "wam_ros.*"]),
     package_data={"wam_ros": ["console_scripts.txt"]},
-    data_files=[("share/wam_ros", ["package.xml"]), *share("launch"), *share("config"), *share("urdf"), *share("models")],
+    data_files=[
+        ("share/wam_ros", ["package.xml"]),
+        *share("launch"),
+        *share("config"),
+        *share("urdf"),
+        *share("models"),
+    ],
     entry_points={"console_scripts": console_scripts},
     zip_safe=False,
 )

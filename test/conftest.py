@@ -44,8 +44,9 @@ def bringup():
     from support.ros import RunningBringup, stop_process
 
     arguments = {"robot": "franka", "motion": "scripted", "namespace": "lab"}
-    process = subprocess.Popen([sys.executable, "-m", "wam_ros.cli", "bringup",
-                                *(f"{k}:={v}" for k, v in arguments.items())])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wam_ros.cli", "bringup", *(f"{k}:={v}" for k, v in arguments.items())]
+    )
     running = RunningBringup(process, arguments)
     try:
         deadline = time.monotonic() + 60.0
@@ -68,14 +69,17 @@ def briefly_trained(tmp_path_factory):
     checkpoint (the policy node, the prediction figure, the world-model evaluation): the model is
     not under test there. Read-only: a test that needs another checkpoint writes its own."""
     from support.model_data import synthetic_dataset, tiny_config
-
     from wam_ros.model.train import TrainConfig, WindowDataset, train
 
     cfg = tiny_config(gate_threshold=0.0)  # the predictive expert's chunks are the RTC-guided ones
     meta, episodes = synthetic_dataset(cfg)
     out = tmp_path_factory.mktemp("briefly_trained") / "tiny.pt"
-    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=10, joint_stage_steps=20, batch_size=4,
-                                                          checkpoint_every=1000), out, progress=False)
+    train(
+        WindowDataset(episodes, meta, cfg),
+        TrainConfig(video_stage_steps=10, joint_stage_steps=20, batch_size=4, checkpoint_every=1000),
+        out,
+        progress=False,
+    )
     return cfg, meta, episodes, out
 
 

@@ -41,9 +41,12 @@ class Probe(ProbeNode):
         self.node.create_subscription(JointState, "/puppet/joint_left", self.puppet.append, JOINT_STATE_QOS)
         self.master: list[JointState] = []
         self.node.create_subscription(JointState, "/master/joint_left", self.master.append, JOINT_STATE_QOS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                      lambda m: self.diagnostics.extend(s for s in m.status if "arm bridge" in s.name),
-                                      DIAGNOSTICS_QOS)
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(s for s in m.status if "arm bridge" in s.name),
+            DIAGNOSTICS_QOS,
+        )
         self.trajectory_pub = self.node.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS)
 
     def q(self, name: str) -> float:
@@ -51,25 +54,33 @@ class Probe(ProbeNode):
         return last.position[list(last.name).index(name)]
 
     def send(self, names: list[str], positions: list[float], after: float = 1.0) -> None:
-        point = JointTrajectoryPoint(positions=positions, time_from_start=DurationMsg(sec=int(after), nanosec=int(after % 1 * 1e9)))
+        point = JointTrajectoryPoint(
+            positions=positions, time_from_start=DurationMsg(sec=int(after), nanosec=int(after % 1 * 1e9))
+        )
         self.trajectory_pub.publish(JointTrajectory(joint_names=names, points=[point]))
 
 
 def _trajectory(*offsets_ns: int, stamp: float = 0.0) -> JointTrajectory:
-    points = [JointTrajectoryPoint(positions=[0.0], time_from_start=DurationMsg(sec=ns // 1_000_000_000,
-                                                                                  nanosec=ns % 1_000_000_000))
-              for ns in offsets_ns]
+    points = [
+        JointTrajectoryPoint(
+            positions=[0.0], time_from_start=DurationMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        )
+        for ns in offsets_ns
+    ]
     msg = JointTrajectory(joint_names=["left_joint1"], points=points)
     msg.header.stamp = TimeMsg(sec=int(stamp))
     return msg
 
 
-@pytest.mark.parametrize("offsets_ns, reason", [
-    ((-1_000_000,), "time_from_start must be >= 0"),
-    ((61_000_000_000,), r"time_from_start 61.0 s is beyond the 60 s horizon"),
-    ((0, 500_000), r"time_from_start of points 0 and 1 are 0.500 ms apart \(they must increase by at least 1 ms\)"),
-    ((2_000_000, 1_000_000), "points 0 and 1 are -1.000 ms apart"),
-])
+@pytest.mark.parametrize(
+    "offsets_ns, reason",
+    [
+        ((-1_000_000,), "time_from_start must be >= 0"),
+        ((61_000_000_000,), r"time_from_start 61.0 s is beyond the 60 s horizon"),
+        ((0, 500_000), r"time_from_start of points 0 and 1 are 0.500 ms apart \(they must increase by at least 1 ms\)"),
+        ((2_000_000, 1_000_000), "points 0 and 1 are -1.000 ms apart"),
+    ],
+)
 def test_trajectory_messages_with_absurd_timing_are_refused(offsets_ns, reason):
     with pytest.raises(ValueError, match=reason):
         trajectory_arrays(_trajectory(*offsets_ns), now=100.0)
@@ -83,16 +94,30 @@ def test_trajectory_times_are_exact_at_the_smallest_spacing():
 
 
 def _start(args: list[str], domain: int) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "arm_bridge_node"), "--ros-args", *args],
-                            env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    return subprocess.Popen(
+        [str(BIN / "arm_bridge_node"), "--ros-args", *args], env={**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    )
 
 
 def test_agilex_bridge_on_virtual_can_follows_trajectories_and_refuses_bad_ones():
     domain = SPARE_DOMAIN_IDS[0]
-    process = _start(["-p", "robot:=agilex", "-p", "command_timeout:=0.0",
-                      "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
-                      "-p", "agilex.can_ports:=[vcan_test_left, vcan_test_right]",
-                      "-p", "agilex.leader_can_ports:=[vcan_test_master_left, vcan_test_master_right]"], domain)
+    process = _start(
+        [
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "command_timeout:=0.0",
+            "-p",
+            "agilex.can_interface:=virtual",
+            "-p",
+            "agilex.emulate:=true",
+            "-p",
+            "agilex.can_ports:=[vcan_test_left, vcan_test_right]",
+            "-p",
+            "agilex.leader_can_ports:=[vcan_test_master_left, vcan_test_master_right]",
+        ],
+        domain,
+    )
     probe = Probe(domain)
     try:
         assert probe.spin_until(lambda: len(probe.states) > 20, 30.0), "no joint_states from the bridge"
@@ -110,9 +135,13 @@ def test_agilex_bridge_on_virtual_can_follows_trajectories_and_refuses_bad_ones(
         probe.send(["left_joint1"], [start + 1.5])
         probe.spin_until(lambda: False, 1.0)
         assert probe.q("left_joint1") == pytest.approx(start + 0.25, abs=2e-3)
-        assert probe.spin_until(lambda: any("rejected" in {v.key for v in s.values} and
-                                            int({v.key: v.value for v in s.values}["rejected"]) >= 2
-                                            for s in probe.diagnostics), 3.0)
+        assert probe.spin_until(
+            lambda: any(
+                "rejected" in {v.key for v in s.values} and int({v.key: v.value for v in s.values}["rejected"]) >= 2
+                for s in probe.diagnostics
+            ),
+            3.0,
+        )
     finally:
         stop_process(process)
         probe.close()
@@ -131,7 +160,9 @@ def test_tienkung_bridge_follows_commands_and_errors_when_the_robot_goes_silent(
         probe.send(["right_joint4"], [start + 0.2], after=0.5)
         assert probe.spin_until(lambda: abs(probe.q("right_joint4") - (start + 0.2)) < 0.02, 5.0)
         pause.touch()  # the robot's status stream stops
-        assert probe.spin_until(lambda: any(s.level == b"\x02" and "no state" in s.message for s in probe.diagnostics), 5.0)
+        assert probe.spin_until(
+            lambda: any(s.level == b"\x02" and "no state" in s.message for s in probe.diagnostics), 5.0
+        )
         pause.unlink()
         recover = probe.node.create_client(Trigger, "/arm_bridge/recover")
         reply = probe.call_service(recover, Trigger.Request())

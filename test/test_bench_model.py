@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from support.model_data import TASK, meta_for, observation, synthetic_dataset, tiny_config
 from rclpy.parameter import Parameter
 
+from support.model_data import TASK, meta_for, observation, synthetic_dataset, tiny_config
 from wam_ros.cli import main
 from wam_ros.config import ConfigError, load_robot_config
 from wam_ros.control.chunking import ChunkScheduler
@@ -40,8 +40,9 @@ def test_policy_model_bench_on_demo_measures_ans_against_synchronous():
     assert video["all_passes_depth_and_decode"] > latency["ans"]
     assert result["pass_ms_p50"]["video_and_action_experts"] > 0 and result["pass_ms_p50"]["video_expert_only"] > 0
     assert result["memory"]["peak"]["process_rss_peak_mib"] > 0
-    assert result["anchors_action_latency_ms"] == ACTION_LATENCY_ANCHORS_MS == {"x_wam_rtx3090": 1033.0,
-                                                                                "fastwam": 190.0}
+    assert (
+        result["anchors_action_latency_ms"] == ACTION_LATENCY_ANCHORS_MS == {"x_wam_rtx3090": 1033.0, "fastwam": 190.0}
+    )
     assert result["ans_over_anchor"]["x_wam_rtx3090"] == pytest.approx(latency["ans"] / 1033.0, abs=1e-3)
     assert result["parameters"]["total"] < 5_000_000 and result["steps"] == {"action_steps_Ta": 1, "video_steps_TO": 4}
 
@@ -75,8 +76,11 @@ def test_train_model_without_a_gpu_reports_the_memory_plan_for_both_micro_batche
 
     def plan(cfg, gpus, micro_batch, strategy, precision, checkpointing):
         calls.append((cfg.video.width, gpus, micro_batch, strategy, precision, checkpointing))
-        return {"parameters": {"total": 9}, "selected": {"per_gpu_gib": 10.0 * micro_batch},
-                "per_gpu_gib": {"fsdp": {"bf16": {"weights": 1.0}}}}
+        return {
+            "parameters": {"total": 9},
+            "selected": {"per_gpu_gib": 10.0 * micro_batch},
+            "per_gpu_gib": {"fsdp": {"bf16": {"weights": 1.0}}},
+        }
 
     monkeypatch.setattr(memory_plan, "memory_plan", plan)
     result = bench_train_model("xwam", "cuda", gpus=4)
@@ -95,17 +99,32 @@ def tiny_policy() -> WorldActionPolicy:
     meta, episodes = synthetic_dataset(cfg)
     model = WorldActionModel(cfg)
     model.text_encoder.register([TASK])
-    return WorldActionPolicy(model, WindowDataset(episodes, meta, cfg).normalizer, CheckpointMeta(
-        meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps))
+    return WorldActionPolicy(
+        model,
+        WindowDataset(episodes, meta, cfg).normalizer,
+        CheckpointMeta(
+            meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps
+        ),
+    )
 
 
 def deployed_chunk(policy: WorldActionPolicy, sampler: str) -> np.ndarray:
-    deployed = DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
-                              DeployConfig(action_steps=3, video=False, sampler=sampler))
+    deployed = DeployedPolicy(
+        policy,
+        load_robot_config("agilex"),
+        ChunkScheduler(chunking_config(policy)),
+        DeployConfig(action_steps=3, video=False, sampler=sampler),
+    )
     _, episodes = synthetic_dataset(policy.cfg, episodes=1)
     chunks = []
-    deployed.infer(observation(policy.cfg, episodes[0]), 0.0, lambda: 0.0, lambda ready: chunks.append(ready.targets),
-                   chunk_id=1, seed=3)
+    deployed.infer(
+        observation(policy.cfg, episodes[0]),
+        0.0,
+        lambda: 0.0,
+        lambda ready: chunks.append(ready.targets),
+        chunk_id=1,
+        seed=3,
+    )
     (chunk,) = chunks
     return chunk
 
@@ -116,8 +135,12 @@ def test_the_deployed_sampler_reaches_predict(tiny_policy):
     np.testing.assert_array_equal(default, euler)  # "": the checkpoint's config
     assert np.abs(unipc - euler).max() > 1e-6  # the same noise, integrated another way
     with pytest.raises(ValueError, match="sampler 'ddim'"):
-        DeployedPolicy(tiny_policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(tiny_policy)),
-                       DeployConfig(sampler="ddim"))
+        DeployedPolicy(
+            tiny_policy,
+            load_robot_config("agilex"),
+            ChunkScheduler(chunking_config(tiny_policy)),
+            DeployConfig(sampler="ddim"),
+        )
 
 
 def test_the_sampler_launch_argument_becomes_the_policy_nodes_parameter():

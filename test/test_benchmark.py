@@ -54,8 +54,13 @@ def test_expert_completes_every_agilex_task_in_clean_scenes(agilex, task):
     robot, world, kinematics = agilex
     for seed in range(3):
         stages_seen = []
-        monitor = run_expert(robot, world, kinematics, EpisodeSpec(task, "agilex", "clean", seed),
-                             lambda t, s: stages_seen.append(s.stage))
+        monitor = run_expert(
+            robot,
+            world,
+            kinematics,
+            EpisodeSpec(task, "agilex", "clean", seed),
+            lambda t, s: stages_seen.append(s.stage),
+        )
         assert monitor.status.success, f"{task} seed {seed}: stopped after stage {monitor.status.stage_name!r}"
         assert monitor.status.stage == len(TASKS[task].stages)
         assert 0 < monitor.status.time_to_success < 20
@@ -72,8 +77,12 @@ def test_the_experts_chunks_pass_the_supervisors_checks(robot_name):
     checks = CheckConfig(limits=robot_joint_limits(robot))
     dt, horizon = 1.0 / 15.0, 15
     for seed in range(6):
-        plan = plan_expert(robot, kinematics, sample_episode(EpisodeSpec("pick_place", robot_name, "clean", seed), robot),
-                           np.random.default_rng(seed))
+        plan = plan_expert(
+            robot,
+            kinematics,
+            sample_episode(EpisodeSpec("pick_place", robot_name, "clean", seed), robot),
+            np.random.default_rng(seed),
+        )
         arm = [i for i, n in enumerate(plan.joint_names) if n in checks.limits]
         names = [plan.joint_names[i] for i in arm]
         for start in np.arange(0.0, plan.duration, 0.05):
@@ -100,9 +109,15 @@ def test_drop_and_slip_take_the_cube_out_of_the_hand_and_the_expert_retries_only
     spec = EpisodeSpec("pick_place", "agilex", "clean", 3, kind)
     start = np.array(sample_episode(spec, robot).positions["red_cube"])
     seen, gripper = [], robot.joint_names.index("left_gripper")
-    monitor = run_expert(robot, world, kinematics, spec,
-                         lambda t, s: seen.append((t, s.stage, s.perturbed, world.object_position("red_cube"),
-                                                   world.joint_positions()[gripper])))
+    monitor = run_expert(
+        robot,
+        world,
+        kinematics,
+        spec,
+        lambda t, s: seen.append(
+            (t, s.stage, s.perturbed, world.object_position("red_cube"), world.joint_positions()[gripper])
+        ),
+    )
     grasped_at = next(t for t, stage, *_ in seen if stage >= 1)
     dropped_at, landed = next((t, cube) for t, _, perturbed, cube, _ in seen if perturbed)
     # the fingers close on nothing at the drive's rated speed, never as fast as a faulty reading (the
@@ -118,7 +133,9 @@ def test_drop_and_slip_take_the_cube_out_of_the_hand_and_the_expert_retries_only
         assert cube[2] < world.table_top() + 0.03 and not monitor.status.success  # on the table, not in the bin
     else:  # fallen straight down: the expert opens, grasps it again where it lies and places it
         assert monitor.status.success
-        assert np.count_nonzero(np.diff((opening < 0.9 * robot.arm.gripper.stroke).astype(int)) == 1) == 2  # closed twice
+        assert (
+            np.count_nonzero(np.diff((opening < 0.9 * robot.arm.gripper.stroke).astype(int)) == 1) == 2
+        )  # closed twice
 
 
 def test_nudge_perturbation_slides_the_cube_as_the_gripper_approaches(agilex):
@@ -181,8 +198,16 @@ def test_bad_episodes_are_refused_by_name():
 def test_system_description_passes_the_episode_to_the_simulator_and_the_expert():
     from wam_ros.ros.system import SystemOptions, describe_system
 
-    opts = SystemOptions.from_arguments({"task": "stack", "seed": "12", "condition": "random", "teleop": "scripted",
-                                         "record": "true", "perturbation": "drop"})
+    opts = SystemOptions.from_arguments(
+        {
+            "task": "stack",
+            "seed": "12",
+            "condition": "random",
+            "teleop": "scripted",
+            "record": "true",
+            "perturbation": "drop",
+        }
+    )
     specs = {s.executable: s for s in describe_system(opts)}
     assert specs["sim_node"].parameters["seed"] == 12
     for name in ("task", "seed", "condition", "perturbation"):
@@ -210,9 +235,20 @@ def short_benchmark(tmp_path_factory):
     # model: 5 of 25 passes of a Wan VAE-decoded video per chunk took 17 minutes on a loaded 2-core box)
     out = tmp_path_factory.mktemp("benchmark")
     (out / "short.yaml").write_text("base: bench\naction_steps: 2\nvideo_steps: 4\n")
-    cfg = BenchmarkConfig(demos=2, slip_demos=1, episodes=1, graph_episodes=1, graph_groups=("main",), vae_steps=2,
-                          video_steps=4,
-                          joint_steps=4, max_seconds=4.0, latency_scale=0.0, model=str(out / "short.yaml"), out=out)
+    cfg = BenchmarkConfig(
+        demos=2,
+        slip_demos=1,
+        episodes=1,
+        graph_episodes=1,
+        graph_groups=("main",),
+        vae_steps=2,
+        video_steps=4,
+        joint_steps=4,
+        max_seconds=4.0,
+        latency_scale=0.0,
+        model=str(out / "short.yaml"),
+        out=out,
+    )
     console = io.StringIO()
     with pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(console):
         env.setenv("ROS_DOMAIN_ID", str(SPARE_DOMAIN_IDS[1]))  # not the session bring-up's clock
@@ -227,8 +263,12 @@ def test_the_benchmark_shows_progress_with_eta_for_each_long_step(short_benchmar
     """Recording, training (echoed from its process, not only in train.log) and evaluation."""
     cfg, _ = short_benchmark
     console = (cfg.out / "console.log").read_text()
-    for start in ("demonstrations 3/3 |", "[benchmark] train 10/10 | [joint]", "evaluate in process 13/13 |",
-                  "graph episodes 2/2 |"):
+    for start in (
+        "demonstrations 3/3 |",
+        "[benchmark] train 10/10 | [joint]",
+        "evaluate in process 13/13 |",
+        "graph episodes 2/2 |",
+    ):
         line = next((line for line in console.splitlines() if start in line), None)
         assert line is not None and "ETA" in line and "elapsed" in line, (start, console[-3000:])
 
@@ -301,8 +341,9 @@ def test_a_scene_the_expert_cannot_plan_is_skipped_with_its_reason(tmp_path):
 
     seen = []
     # Random seed 20 puts the bin where the Piper has no top-down approach (found by planning seeds 0..59)
-    rows = record_demonstrations("agilex", "pick_place", [20], tmp_path / "demos", (128, 160), "random",
-                                 on_row=seen.append)
+    rows = record_demonstrations(
+        "agilex", "pick_place", [20], tmp_path / "demos", (128, 160), "random", on_row=seen.append
+    )
     assert rows == seen and len(rows) == 1
     assert rows[0]["recorded"] is False and rows[0]["seed"] == 20 and rows[0]["condition"] == "random"
     assert "skipped, the expert cannot plan this scene: left arm: no top-down approach" in rows[0]["message"]

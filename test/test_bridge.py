@@ -10,12 +10,20 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wam_ros.config import load_robot_config
 from wam_ros.robots.agilex import PiperBackend
-from wam_ros.robots.bridge import (ArmState, Bridge, BridgeError, BridgeLimits, BridgeMode, CommandRejected,
-                                   LimitedFollower)
+from wam_ros.robots.bridge import (
+    ArmState,
+    Bridge,
+    BridgeError,
+    BridgeLimits,
+    BridgeMode,
+    CommandRejected,
+    LimitedFollower,
+)
 from wam_ros.robots.piper_emulator import PiperEmulator
 
 ROBOT = load_robot_config("agilex")
@@ -50,8 +58,11 @@ def test_the_follower_never_exceeds_position_velocity_or_acceleration_limits(see
 
 def test_the_follower_settles_on_a_target_without_overshoot():
     follower = LimitedFollower(LIMITS, np.array([HOME[n] for n in NAMES]))
-    target = np.clip(follower.position + 0.4 * np.sign((LIMITS.lower + LIMITS.upper) / 2 - follower.position),
-                     LIMITS.lower, LIMITS.upper)
+    target = np.clip(
+        follower.position + 0.4 * np.sign((LIMITS.lower + LIMITS.upper) / 2 - follower.position),
+        LIMITS.lower,
+        LIMITS.upper,
+    )
     trace = np.array([follower.step(target, 0.01) for _ in range(400)])
     np.testing.assert_allclose(trace[-1], target, atol=1e-6)
     overshoot = np.max((trace - target) * np.sign(target - trace[0]), axis=0)
@@ -66,8 +77,7 @@ def piper_pair(request):
     emulators = {side: PiperEmulator.at_home(ROBOT, side, port) for side, port in ports.items()}
     for emulator in emulators.values():
         emulator.start()
-    bridge = Bridge([PiperBackend(side, port, interface="virtual") for side, port in ports.items()],
-                    LIMITS, NAMES)
+    bridge = Bridge([PiperBackend(side, port, interface="virtual") for side, port in ports.items()], LIMITS, NAMES)
     clock = time.monotonic
     bridge.configure(clock())
     bridge.activate(clock())
@@ -102,12 +112,15 @@ def test_piper_bridge_reads_both_arms_and_tracks_a_trajectory(piper_pair):
     assert 0.0 <= bridge.status.latency < 0.05
 
 
-@pytest.mark.parametrize("names, positions, reason", [
-    (["left_joint1", "elbow"], [[0.0, 0.0]], re.escape("unknown or repeated ['elbow']")),
-    (["left_joint1"], [[float("nan")]], "non-finite target"),
-    (["left_joint2"], [[3.5]], r"left_joint2=3.5000 at point 0 outside \[0.0000, 3.1400\]"),
-    (["left_joint1"], [[0.2]], r"left_joint1: first point is 0.800 from the commanded position \(max_step 0.35\)"),
-])
+@pytest.mark.parametrize(
+    "names, positions, reason",
+    [
+        (["left_joint1", "elbow"], [[0.0, 0.0]], re.escape("unknown or repeated ['elbow']")),
+        (["left_joint1"], [[float("nan")]], "non-finite target"),
+        (["left_joint2"], [[3.5]], r"left_joint2=3.5000 at point 0 outside \[0.0000, 3.1400\]"),
+        (["left_joint1"], [[0.2]], r"left_joint1: first point is 0.800 from the commanded position \(max_step 0.35\)"),
+    ],
+)
 def test_bad_commands_are_rejected_and_the_arms_hold(piper_pair, names, positions, reason):
     bridge, emulators, clock = piper_pair
     before = bridge.measured.copy()
@@ -176,8 +189,10 @@ class FakeArm:
 def fake_bridge(start: dict[str, float] | None = None, **kwargs) -> tuple[Bridge, FakeArm]:
     """An active bridge at t = 0 over two scripted arms; returns the bridge and the left arm."""
     q = {**HOME, **(start or {})}
-    arms = [FakeArm([n for n in NAMES if n.startswith(side)], [q[n] for n in NAMES if n.startswith(side)])
-            for side in ("left", "right")]
+    arms = [
+        FakeArm([n for n in NAMES if n.startswith(side)], [q[n] for n in NAMES if n.startswith(side)])
+        for side in ("left", "right")
+    ]
     bridge = Bridge(arms, LIMITS, NAMES, **kwargs)
     bridge.configure(0.0)
     bridge.activate(0.0)
@@ -233,18 +248,35 @@ def test_a_hold_a_hair_outside_a_limit_is_clipped_into_it_and_anything_further_i
 H1 = HOME["left_joint1"]
 
 
-@pytest.mark.parametrize("max_step, times, positions, reason", [
-    (0.35, [math.nan], [[H1]], "non-finite point time"),
-    (0.35, [61.0], [[H1]], r"last point due 61.0 s after arrival \(at most 60 s\)"),
-    (0.35, [0.1, 0.1005], [[H1], [H1]], r"points 0 and 1 are 0.500 ms apart \(at least 1 ms\)"),
-    (0.35, [0.1, 0.2], [[H1], [H1 + 0.4]],
-     r"left_joint1: 4.000 rad/s between points 0 and 1 exceeds max_velocity 3.142"),
-    # allowed by a large max_step, but no joint gets 0.8 rad away at once
-    (1.0, [0.0], [[H1 + 0.8]], r"left_joint1: 3\.\d+ rad/s from the commanded position to the first point exceeds "
-                               r"max_velocity 3.142"),
-    # stale: its points lie 3 s in the past, and the point due now is its last
-    (0.35, [-3.0, -2.0], [[H1], [H1 + 0.8]], r"left_joint1: point due now \(3.000 s after the first\) is 0\.5\d+ from"),
-])
+@pytest.mark.parametrize(
+    "max_step, times, positions, reason",
+    [
+        (0.35, [math.nan], [[H1]], "non-finite point time"),
+        (0.35, [61.0], [[H1]], r"last point due 61.0 s after arrival \(at most 60 s\)"),
+        (0.35, [0.1, 0.1005], [[H1], [H1]], r"points 0 and 1 are 0.500 ms apart \(at least 1 ms\)"),
+        (
+            0.35,
+            [0.1, 0.2],
+            [[H1], [H1 + 0.4]],
+            r"left_joint1: 4.000 rad/s between points 0 and 1 exceeds max_velocity 3.142",
+        ),
+        # allowed by a large max_step, but no joint gets 0.8 rad away at once
+        (
+            1.0,
+            [0.0],
+            [[H1 + 0.8]],
+            r"left_joint1: 3\.\d+ rad/s from the commanded position to the first point exceeds "
+            r"max_velocity 3.142",
+        ),
+        # stale: its points lie 3 s in the past, and the point due now is its last
+        (
+            0.35,
+            [-3.0, -2.0],
+            [[H1], [H1 + 0.8]],
+            r"left_joint1: point due now \(3.000 s after the first\) is 0\.5\d+ from",
+        ),
+    ],
+)
 def test_absurd_timing_is_rejected_and_stops_the_running_trajectory(max_step, times, positions, reason):
     bridge, arm = fake_bridge(max_step=max_step)
     start_move(bridge, 0.0)
@@ -304,11 +336,14 @@ def test_a_trajectory_runs_to_its_end_with_heartbeats_or_without_a_watchdog(comm
     assert arm.q[0] == pytest.approx(goal, abs=1e-6) and bridge.status.watchdog_stops == 0
 
 
-@pytest.mark.parametrize("glitch, reason", [
-    (0.5, r"left_joint1 jumped 0\.50\d+ to 0\.1\d+ in 10 ms \(max_velocity 3.142\)"),
-    (math.nan, "left_joint1 reads nan"),
-    (-3.0, r"left_joint1 reads -3\.\d+, outside its range \[-2.6179, 2.6179\]"),
-])
+@pytest.mark.parametrize(
+    "glitch, reason",
+    [
+        (0.5, r"left_joint1 jumped 0\.50\d+ to 0\.1\d+ in 10 ms \(max_velocity 3.142\)"),
+        (math.nan, "left_joint1 reads nan"),
+        (-3.0, r"left_joint1 reads -3\.\d+, outside its range \[-2.6179, 2.6179\]"),
+    ],
+)
 def test_an_implausible_reading_is_a_fault_that_holds_and_never_commands_the_glitch(glitch, reason):
     bridge, arm = fake_bridge()
     start_move(bridge, 0.0)
@@ -361,13 +396,24 @@ def test_a_lasting_glitch_refuses_recovery_instead_of_driving_the_arm_to_it():
 
 
 # --- faults through piper_sdk and the emulated Piper ------------------------------------------
-@pytest.mark.parametrize("side, attribute, value, reason", [
-    ("left", "arm_status", 0x0B, re.escape("arm in teach mode (0x0B teach record): leave teach mode on the arm, "
-                                           "then ~/recover")),
-    ("right", "arm_status", 0x0D, re.escape("arm in teach mode (0x0D teach pause)")),
-    ("right", "err_code", 0x0204, re.escape("err_code 0x0204: joint 3 communication error, "
-                                            "joint 2 beyond its angle limit")),
-])
+@pytest.mark.parametrize(
+    "side, attribute, value, reason",
+    [
+        (
+            "left",
+            "arm_status",
+            0x0B,
+            re.escape("arm in teach mode (0x0B teach record): leave teach mode on the arm, then ~/recover"),
+        ),
+        ("right", "arm_status", 0x0D, re.escape("arm in teach mode (0x0D teach pause)")),
+        (
+            "right",
+            "err_code",
+            0x0204,
+            re.escape("err_code 0x0204: joint 3 communication error, joint 2 beyond its angle limit"),
+        ),
+    ],
+)
 def test_teach_mode_and_joint_error_bits_are_piper_faults(piper_pair, side, attribute, value, reason):
     bridge, emulators, clock = piper_pair
     setattr(emulators[side], attribute, value)

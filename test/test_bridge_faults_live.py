@@ -38,8 +38,8 @@ COMMAND_TIMEOUT = 0.5
 STROKE = load_robot_config("agilex").arm.gripper.stroke
 
 HERE = Path(__file__).parent
-INJECTABLE_BRIDGE = HERE / "support" / "injectable_bridge.py"   # the node with ~/emulator_fault
-HEARTBEAT = HERE / "support" / "heartbeat_standin.py"           # the supervisor's heartbeat alone, as a process that can die
+INJECTABLE_BRIDGE = HERE / "support" / "injectable_bridge.py"  # the node with ~/emulator_fault
+HEARTBEAT = HERE / "support" / "heartbeat_standin.py"  # the supervisor's heartbeat alone, as a process that can die
 
 
 class Probe(ProbeNode):
@@ -50,13 +50,18 @@ class Probe(ProbeNode):
         self.beats_seen = 0
         self.beating = False  # publish the heartbeat from here (the supervisor's rate)
         node = self.node
-        node.create_subscription(JointState, "joint_states",
-                                 lambda m: self.states.append((self.now(), m)), JOINT_STATE_QOS)
-        node.create_subscription(DiagnosticArray, "/diagnostics",
-                                 lambda m: self.diagnostics.extend(s for s in m.status if diagnostics_of in s.name),
-                                 DIAGNOSTICS_QOS)
-        node.create_subscription(Header, HEARTBEAT_TOPIC, lambda m: setattr(self, "beats_seen", self.beats_seen + 1),
-                                 HEARTBEAT_QOS)
+        node.create_subscription(
+            JointState, "joint_states", lambda m: self.states.append((self.now(), m)), JOINT_STATE_QOS
+        )
+        node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(s for s in m.status if diagnostics_of in s.name),
+            DIAGNOSTICS_QOS,
+        )
+        node.create_subscription(
+            Header, HEARTBEAT_TOPIC, lambda m: setattr(self, "beats_seen", self.beats_seen + 1), HEARTBEAT_QOS
+        )
         self.trajectory_pub = node.create_publisher(JointTrajectory, "joint_trajectory", COMMAND_QOS)
         self.heartbeat_pub = node.create_publisher(Header, HEARTBEAT_TOPIC, HEARTBEAT_QOS)
         self.fault_pub = node.create_publisher(String, "/arm_bridge/emulator_fault", 10)
@@ -77,8 +82,11 @@ class Probe(ProbeNode):
     def send(self, names: list[str], points: list[list[float]], offsets: list[float]) -> None:
         msg = JointTrajectory(joint_names=names)
         for positions, t in zip(points, offsets):
-            msg.points.append(JointTrajectoryPoint(positions=positions,
-                                                   time_from_start=DurationMsg(sec=int(t), nanosec=int(t % 1 * 1e9))))
+            msg.points.append(
+                JointTrajectoryPoint(
+                    positions=positions, time_from_start=DurationMsg(sec=int(t), nanosec=int(t % 1 * 1e9))
+                )
+            )
         self.trajectory_pub.publish(msg)
 
     def move_joint1(self, distance: float, duration: float) -> float:
@@ -118,10 +126,23 @@ def _python(program: Path, args: list[str], domain: int) -> subprocess.Popen:
 def system():
     """The node (command_timeout 0.5 s) and the probe; each test leaves the arms active and sane."""
     domain = SPARE_DOMAIN_IDS[0]
-    process = _python(INJECTABLE_BRIDGE, [
-        "--ros-args", "-p", "robot:=agilex", "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
-        "-p", f"agilex.can_ports:=[{PORTS['left']}, {PORTS['right']}]", "-p", f"command_timeout:={COMMAND_TIMEOUT}"],
-        domain)
+    process = _python(
+        INJECTABLE_BRIDGE,
+        [
+            "--ros-args",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "agilex.can_interface:=virtual",
+            "-p",
+            "agilex.emulate:=true",
+            "-p",
+            f"agilex.can_ports:=[{PORTS['left']}, {PORTS['right']}]",
+            "-p",
+            f"command_timeout:={COMMAND_TIMEOUT}",
+        ],
+        domain,
+    )
     probe = Probe(domain)
     try:
         assert probe.spin_until(lambda: len(probe.states) > 20, 60.0), "no joint_states from the bridge"
@@ -163,11 +184,14 @@ def test_the_arms_hold_when_the_supervisor_heartbeat_stops(system):
     assert diag["mode"] == "active"
 
 
-@pytest.mark.parametrize("bad, cause", [
-    ("ragged", "every point needs 2 positions, one per joint name"),
-    ("horizon", "time_from_start 100.0 s is beyond the 60 s horizon"),
-    ("too fast", "left_joint1: 10.000 rad/s between points 0 and 1 exceeds max_velocity 3.142"),
-])
+@pytest.mark.parametrize(
+    "bad, cause",
+    [
+        ("ragged", "every point needs 2 positions, one per joint name"),
+        ("horizon", "time_from_start 100.0 s is beyond the 60 s horizon"),
+        ("too fast", "left_joint1: 10.000 rad/s between points 0 and 1 exceeds max_velocity 3.142"),
+    ],
+)
 def test_a_rejected_trajectory_stops_the_running_one_with_its_cause_in_diagnostics(system, bad, cause):
     probe = system
     probe.beating = True
@@ -239,10 +263,13 @@ def test_an_implausible_reading_holds_the_arm_and_recovery_waits_for_sane_readin
         probe.beating = False
 
 
-@pytest.mark.parametrize("fault, cause", [
-    ({"arm_status": 0x0B}, "arm in teach mode (0x0B teach record): leave teach mode on the arm, then ~/recover"),
-    ({"err_code": 0x0100}, "err_code 0x0100: joint 1 beyond its angle limit"),
-])
+@pytest.mark.parametrize(
+    "fault, cause",
+    [
+        ({"arm_status": 0x0B}, "arm in teach mode (0x0B teach record): leave teach mode on the arm, then ~/recover"),
+        ({"err_code": 0x0100}, "err_code 0x0100: joint 1 beyond its angle limit"),
+    ],
+)
 def test_piper_faults_are_named_and_hold_until_cleared(system, fault, cause):
     probe = system
     probe.inject("right", **fault)
@@ -259,9 +286,19 @@ def test_piper_faults_are_named_and_hold_until_cleared(system, fault, cause):
 
 def test_the_simulator_holds_when_heartbeats_stop_counting_sim_time():
     domain = SPARE_DOMAIN_IDS[1]
-    process = subprocess.Popen([str(BIN / "sim_node"), "--ros-args", "-p", "cameras_enabled:=false",
-                                "-p", "startup_clock_check_s:=0.0", "-p", f"command_timeout:={COMMAND_TIMEOUT}"],
-                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    process = subprocess.Popen(
+        [
+            str(BIN / "sim_node"),
+            "--ros-args",
+            "-p",
+            "cameras_enabled:=false",
+            "-p",
+            "startup_clock_check_s:=0.0",
+            "-p",
+            f"command_timeout:={COMMAND_TIMEOUT}",
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+    )
     probe = Probe(domain, diagnostics_of="simulator")
 
     def sim_time() -> float:

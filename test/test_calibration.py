@@ -27,7 +27,7 @@ def test_projected_flanges_land_on_the_rendered_arms(robot, tmp_path):
         p = result["projections"][f"{side}_flange"]
         assert p["in_view"], (robot, side, p)
         u, v = int(round(p["u"])), int(round(p["v"]))
-        window = frame.depth[max(v - 6, 0):v + 7, max(u - 6, 0):u + 7]
+        window = frame.depth[max(v - 6, 0) : v + 7, max(u - 6, 0) : u + 7]
         # the flange sits inside the last link: the rendered surface there is at about its depth
         assert np.min(np.abs(window - p["depth_m"])) < 0.08, (robot, side, p)
 
@@ -39,9 +39,12 @@ def test_an_image_needs_its_intrinsics(tmp_path):
 
 def _shifted_mounts(robot, dx: float, dpitch: float):
     """The robot with every camera mounted dx metres and dpitch radians off its nominal mount."""
-    cameras = tuple(dataclasses.replace(c, pose=Pose((c.pose.xyz[0] + dx, *c.pose.xyz[1:]),
-                                                     (c.pose.rpy[0], c.pose.rpy[1] + dpitch, c.pose.rpy[2])))
-                    for c in robot.cameras)
+    cameras = tuple(
+        dataclasses.replace(
+            c, pose=Pose((c.pose.xyz[0] + dx, *c.pose.xyz[1:]), (c.pose.rpy[0], c.pose.rpy[1] + dpitch, c.pose.rpy[2]))
+        )
+        for c in robot.cameras
+    )
     return dataclasses.replace(robot, cameras=cameras)
 
 
@@ -126,23 +129,30 @@ def test_a_recorded_episode_calibrates_from_its_still_frames(tmp_path):
     head_world.close()
     world = SimWorld(robot, generate_urdf(robot), SimConfig(height=480, width=640, board=board))
     cameras = ("head", "left_wrist", "right_wrist")
-    topics = {"/joint_states": "sensor_msgs/msg/JointState",
-              **{f"/{c}/color/image_raw": "sensor_msgs/msg/Image" for c in cameras},
-              **{f"/{c}/color/camera_info": "sensor_msgs/msg/CameraInfo" for c in cameras}}
-    recorder = Recorder(RecorderConfig(tmp_path / "episodes", min_free_mb=1.0, compression="png"), topics,
-                        {"robot": "agilex"})
+    topics = {
+        "/joint_states": "sensor_msgs/msg/JointState",
+        **{f"/{c}/color/image_raw": "sensor_msgs/msg/Image" for c in cameras},
+        **{f"/{c}/color/camera_info": "sensor_msgs/msg/CameraInfo" for c in cameras},
+    }
+    recorder = Recorder(
+        RecorderConfig(tmp_path / "episodes", min_free_mb=1.0, compression="png"), topics, {"robot": "agilex"}
+    )
 
     def header(t: float) -> object:
-        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=int(t), nanosec=round(t % 1 * 1e9)),
-                                        frame_id="")
+        return T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=int(t), nanosec=round(t % 1 * 1e9)), frame_id=""
+        )
 
     def submit(topic: str, t: float, msg, kind: str) -> None:
         recorder.submit(topic, int(t * 1e9), bytes(store.serialize_cdr(msg, kind)))
 
     rng = np.random.default_rng(3)
     home = robot.home_positions()
-    poses = [dict(home)] + [{n: home[n] + (rng.uniform(-0.3, 0.3) if n in robot.arm_joint_names(side) else 0.0)
-                             for n in robot.joint_names} for side in ("left", "right") for _ in range(24)]
+    poses = [dict(home)] + [
+        {n: home[n] + (rng.uniform(-0.3, 0.3) if n in robot.arm_joint_names(side) else 0.0) for n in robot.joint_names}
+        for side in ("left", "right")
+        for _ in range(24)
+    ]
     path = recorder.start_episode(0, "calibrate", "scripted")
     t = 0.0
     try:
@@ -150,19 +160,54 @@ def test_a_recorded_episode_calibrates_from_its_still_frames(tmp_path):
             world.set_joint_positions(pose)
             frames = {"head": head, **{c: world.render(c) for c in cameras if c != "head"}}
             for _ in range(4):  # a pause of 0.8 s at each pose (5 frames/s)
-                submit("/joint_states", t, T["sensor_msgs/msg/JointState"](
-                    header=header(t), name=list(robot.joint_names), position=np.array([pose[n] for n in robot.joint_names]),
-                    velocity=np.zeros(0), effort=np.zeros(0)), "sensor_msgs/msg/JointState")
+                submit(
+                    "/joint_states",
+                    t,
+                    T["sensor_msgs/msg/JointState"](
+                        header=header(t),
+                        name=list(robot.joint_names),
+                        position=np.array([pose[n] for n in robot.joint_names]),
+                        velocity=np.zeros(0),
+                        effort=np.zeros(0),
+                    ),
+                    "sensor_msgs/msg/JointState",
+                )
                 for c, f in frames.items():
                     data = np.ascontiguousarray(f.rgb).ravel()
-                    submit(f"/{c}/color/image_raw", t, T["sensor_msgs/msg/Image"](
-                        header=header(t), height=f.rgb.shape[0], width=f.rgb.shape[1], encoding="rgb8", is_bigendian=0,
-                        step=f.rgb.shape[1] * 3, data=data), "sensor_msgs/msg/Image")
-                    submit(f"/{c}/color/camera_info", t, T["sensor_msgs/msg/CameraInfo"](
-                        header=header(t), height=f.rgb.shape[0], width=f.rgb.shape[1], distortion_model="plumb_bob",
-                        d=np.zeros(5), k=f.K.ravel(), r=np.eye(3).ravel(), p=np.zeros(12),
-                        binning_x=0, binning_y=0, roi=T["sensor_msgs/msg/RegionOfInterest"](
-                            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)), "sensor_msgs/msg/CameraInfo")
+                    submit(
+                        f"/{c}/color/image_raw",
+                        t,
+                        T["sensor_msgs/msg/Image"](
+                            header=header(t),
+                            height=f.rgb.shape[0],
+                            width=f.rgb.shape[1],
+                            encoding="rgb8",
+                            is_bigendian=0,
+                            step=f.rgb.shape[1] * 3,
+                            data=data,
+                        ),
+                        "sensor_msgs/msg/Image",
+                    )
+                    submit(
+                        f"/{c}/color/camera_info",
+                        t,
+                        T["sensor_msgs/msg/CameraInfo"](
+                            header=header(t),
+                            height=f.rgb.shape[0],
+                            width=f.rgb.shape[1],
+                            distortion_model="plumb_bob",
+                            d=np.zeros(5),
+                            k=f.K.ravel(),
+                            r=np.eye(3).ravel(),
+                            p=np.zeros(12),
+                            binning_x=0,
+                            binning_y=0,
+                            roi=T["sensor_msgs/msg/RegionOfInterest"](
+                                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+                            ),
+                        ),
+                        "sensor_msgs/msg/CameraInfo",
+                    )
                 t += 0.2
     finally:
         world.close()

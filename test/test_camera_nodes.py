@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,8 @@ from sensor_msgs.msg import CameraInfo, Image
 
 pytest.importorskip("pyrealsense2")
 
+from support.realsense_software import FIRMWARE, SERIAL, H, SoftwareCamera, W  # noqa: E402
 from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process  # noqa: E402
-from support.realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
 from wam_ros.ros.conversions import from_time, image_array  # noqa: E402
 from wam_ros.ros.qos import CAMERA_INFO_QOS, IMAGE_QOS  # noqa: E402
 
@@ -41,17 +41,28 @@ def test_realsense_node_publishes_a_recording_on_the_driver_topics(tmp_path):
     path = tmp_path / "head.db3"
     record(path, 12)
     domain = SPARE_DOMAIN_IDS[0]
-    process = subprocess.Popen([str(Path(sys.executable).parent / "realsense_node"), "--ros-args",
-                                "-r", "__ns:=/head", "-p", "camera_name:=head", "-p", f"rosbag_filename:={path}"],
-                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "realsense_node"),
+            "--ros-args",
+            "-r",
+            "__ns:=/head",
+            "-p",
+            "camera_name:=head",
+            "-p",
+            f"rosbag_filename:={path}",
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+    )
     probe = ProbeNode("camera_probe", domain)
     got = {"color": [], "depth": [], "info": []}
     try:
         probe.node.create_subscription(Image, "/head/color/image_raw", got["color"].append, IMAGE_QOS)
         probe.node.create_subscription(Image, "/head/depth/image_raw", got["depth"].append, IMAGE_QOS)
         probe.node.create_subscription(CameraInfo, "/head/color/camera_info", got["info"].append, CAMERA_INFO_QOS)
-        assert probe.spin_until(lambda: len(got["color"]) >= 12 and len(got["depth"]) >= 12, 30.0), \
-            {k: len(v) for k, v in got.items()}
+        assert probe.spin_until(lambda: len(got["color"]) >= 12 and len(got["depth"]) >= 12, 30.0), {
+            k: len(v) for k, v in got.items()
+        }
     finally:
         try:
             stop_process(process)
@@ -74,15 +85,30 @@ def test_realsense_node_keeps_retrying_until_its_source_appears(tmp_path):
 
     path = tmp_path / "late.db3"
     domain = SPARE_DOMAIN_IDS[1]
-    process = subprocess.Popen([str(Path(sys.executable).parent / "realsense_node"), "--ros-args",
-                                "-r", "__ns:=/head", "-p", "camera_name:=head", "-p", f"rosbag_filename:={path}",
-                                "-p", "reconnect_period:=0.3"], env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "realsense_node"),
+            "--ros-args",
+            "-r",
+            "__ns:=/head",
+            "-p",
+            "camera_name:=head",
+            "-p",
+            f"rosbag_filename:={path}",
+            "-p",
+            "reconnect_period:=0.3",
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+    )
     probe = ProbeNode("reconnect_probe", domain)
     statuses, images = [], []
     try:
-        probe.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                       lambda m: statuses.extend(s for s in m.status if "realsense camera" in s.name),
-                                       DIAGNOSTICS_QOS)
+        probe.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: statuses.extend(s for s in m.status if "realsense camera" in s.name),
+            DIAGNOSTICS_QOS,
+        )
         probe.node.create_subscription(Image, "/head/color/image_raw", images.append, IMAGE_QOS)
         assert probe.spin_until(lambda: any(s.level == b"\x02" and "late.db3" in s.message for s in statuses), 30.0)
         attempts = {v.key: v.value for v in statuses[-1].values}["reconnect_attempts"]

@@ -39,16 +39,16 @@ def test_a_chunk_takes_over_at_its_first_step_not_yet_due():
 
 def test_starvation_counts_the_steps_without_a_target():
     s = scheduler("naive")
-    s.accept(1, 0.0, ramp(0.0), now=0.0)      # last step at 1.5 s
+    s.accept(1, 0.0, ramp(0.0), now=0.0)  # last step at 1.5 s
     late = s.accept(2, 1.0, ramp(10.0), now=2.05)  # first executed step at 2.1 s
-    assert late.starved_steps == 5            # 1.6, 1.7, 1.8, 1.9, 2.0 had no fresh target
+    assert late.starved_steps == 5  # 1.6, 1.7, 1.8, 1.9, 2.0 had no fresh target
     assert late.jump == pytest.approx(abs(21.0 - 15.0))  # against the old chunk's held last target
 
 
 def test_rtc_inpainting_targets_the_old_chunk_with_the_paper_weights():
     s = scheduler("rtc", delay_margin=0)
     s.accept(1, 0.0, ramp(0.0), now=0.0)
-    s.accept(2, 0.0, ramp(0.0), now=0.25)     # a latency of 2.5 steps: d = 3; executes 0.3 .. 1.5 s
+    s.accept(2, 0.0, ramp(0.0), now=0.25)  # a latency of 2.5 steps: d = 3; executes 0.3 .. 1.5 s
     assert s.delay_steps == 3
     assert s.inference_due(8 * DT)
     target, weights = s.inpainting(8 * DT)  # the next observation, s = 8 steps after the chunk's
@@ -69,7 +69,7 @@ def test_blending_averages_where_the_chunks_overlap():
     assert h.jump == pytest.approx(7.0)
     # rtc soft-masks a chunk that could not be guided (the reactive expert's) with its RTC weights
     r = scheduler("rtc", delay_margin=0)
-    r.accept(1, 0.0, ramp(0.0), now=0.1)                  # d = 1; executes 0.1 .. 1.5 s
+    r.accept(1, 0.0, ramp(0.0), now=0.1)  # d = 1; executes 0.1 .. 1.5 s
     target, weights = r.inpainting(0.8)
     h = r.accept(2, 0.8, ramp(18.0), now=0.9, guided=False)
     assert h.first_step == 1 and weights[1] == pytest.approx(7 / 8)  # 8 old steps remain after 0.8 s
@@ -124,10 +124,10 @@ def test_an_inference_in_flight_during_a_rollback_does_not_guide_the_next_chunk(
     handed_in: list = []
 
     def inference() -> None:
-        epoch = s.epoch                          # taken with the observation (policy_node._job)
-        assert s.inpainting(0.8) is not None     # guided towards chunk 1, the plan about to be discarded
-        assert resampled.wait(10.0)              # predict blocks until the resample has run
-        with s.lock:                             # as DeployedPolicy.infer hands a chunk on
+        epoch = s.epoch  # taken with the observation (policy_node._job)
+        assert s.inpainting(0.8) is not None  # guided towards chunk 1, the plan about to be discarded
+        assert resampled.wait(10.0)  # predict blocks until the resample has run
+        with s.lock:  # as DeployedPolicy.infer hands a chunk on
             handed_in.append(s.accept(2, 0.8, ramp(18.0), now=0.9, epoch=epoch))
 
     worker = threading.Thread(target=inference)

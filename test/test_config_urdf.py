@@ -17,9 +17,16 @@ def test_committed_urdfs_match_their_yaml():
 def test_urdf_has_frames_and_limits(robot):
     cfg = load_robot_config(robot)
     root = ET.fromstring(generate_urdf(cfg))
-    links = {l.get("name") for l in root.iter("link")}
-    for frame in ("world", "base", "head_color_optical_frame", "left_wrist_color_optical_frame",
-                  "right_wrist_color_optical_frame", "left_tcp", "right_tcp"):
+    links = {link.get("name") for link in root.iter("link")}
+    for frame in (
+        "world",
+        "base",
+        "head_color_optical_frame",
+        "left_wrist_color_optical_frame",
+        "right_wrist_color_optical_frame",
+        "left_tcp",
+        "right_tcp",
+    ):
         assert frame in links
     joints = {j.get("name"): j for j in root.iter("joint")}
     for side in ("left", "right"):
@@ -75,5 +82,7 @@ def test_missing_urdf_is_named(monkeypatch, tmp_path):
     from wam_ros.ros import system
 
     monkeypatch.setattr(system, "share_dir", lambda: tmp_path)
-    with pytest.raises(ConfigError, match=r"robot: URDF .*franka_dual\.urdf is missing; regenerate it with `wam-ros urdf`"):
+    with pytest.raises(
+        ConfigError, match=r"robot: URDF .*franka_dual\.urdf is missing; regenerate it with `wam-ros urdf`"
+    ):
         system.describe_system(system.SystemOptions(robot="franka"))

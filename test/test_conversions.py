@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from wam_ros.ros.conversions import (camera_info_msg, depth_to_millimetres, from_time, image_array, image_msg,
-                                     to_time)
+from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, from_time, image_array, image_msg, to_time
 
 
 @pytest.mark.parametrize("seconds", [0.0, 0.01, 0.9999999999, 1.0, 2.9999999996, 123.456789012])

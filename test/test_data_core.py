@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from support.bag_messages import (NAMES, STORE, TOPICS, T, frames_at, header as _header, image, image_message,
-                                  joint_state, read_all)
+from support.bag_messages import NAMES, STORE, TOPICS, T, frames_at, image, image_message, joint_state, read_all
+from support.bag_messages import header as _header
 from support.rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.config import load_robot_config
 from wam_ros.data.bag import BagError, recover
@@ -18,18 +18,20 @@ from wam_ros.data.bag_frames import episode_paths, index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5
 from wam_ros.data.images import decode_compressed, encode_color, encode_depth
 from wam_ros.data.recorder import Recorder, RecorderConfig, RecorderError
-from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.data.targets import interaction_labels, progress_targets, rewards
+from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.teleop.cartesian import CartesianTeleop, TwistLimits
 from wam_ros.teleop.keyboard import KeyboardState
 from wam_ros.teleop.spacemouse import SpaceMouseError, SpaceMouseState
 
 
-def record_episode(directory: Path, seconds: float = 2.0, compression: str = "none", outcome: str = "success",
-                   **config) -> Path:
-    recorder = Recorder(RecorderConfig(directory, compression=compression, min_free_mb=1.0, **config), TOPICS,
-                        {"robot": "test"})
+def record_episode(
+    directory: Path, seconds: float = 2.0, compression: str = "none", outcome: str = "success", **config
+) -> Path:
+    recorder = Recorder(
+        RecorderConfig(directory, compression=compression, min_free_mb=1.0, **config), TOPICS, {"robot": "test"}
+    )
     path = recorder.start_episode(0, "pick the cube", "scripted")
     for k in range(int(seconds * 100)):  # joint states at 100 Hz, cameras at 10 Hz
         t = k / 100
@@ -91,8 +93,9 @@ def test_recovery_keeps_every_message_before_the_point_where_the_file_was_cut(tm
 def test_raw_compressed_topics_export_with_exact_depth_and_targets(tmp_path):
     bag = record_episode(tmp_path / "bags", compression="png", outcome="failure")
     with AnyReader([bag], default_typestore=STORE) as reader:
-        assert {c.topic: c.msgtype for c in reader.connections}["/head/color/image_raw/compressed"] == \
-            "sensor_msgs/msg/CompressedImage"
+        assert {c.topic: c.msgtype for c in reader.connections}[
+            "/head/color/image_raw/compressed"
+        ] == "sensor_msgs/msg/CompressedImage"
     index = index_episode(bag, fps=10.0)
     assert index.cameras == ["head"] and len(index) == 20 and not index.success
     for k, colors, depths in iter_frames(index):  # frame k shows the image stamped at k / 10 s
@@ -106,6 +109,7 @@ def test_raw_compressed_topics_export_with_exact_depth_and_targets(tmp_path):
     meta, episodes = load_hdf5(tmp_path / "h5")
     assert meta.cameras == ["head"] and meta.state_names == NAMES and episodes[0].task == "pick the cube"
     import h5py
+
     with h5py.File(tmp_path / "h5" / "episode_0.hdf5") as f:
         np.testing.assert_allclose(f["value_target"][()], progress_targets(rewards(20, False)))
         np.testing.assert_array_equal(f["gate_label"][()], interaction_labels(index.state[:, [1]], 20))
@@ -117,18 +121,37 @@ def observation_set(t: float, silent: tuple[str, ...] = ()) -> bytes:
     view is an empty image and the set is degraded."""
     rgb, depth = frames_at(t)
     views = {name: (rgb + offset, depth + offset) for name, offset in (("head", 0), ("wrist", 1))}
-    empty = T["sensor_msgs/msg/Image"](header=_header(t), height=0, width=0, encoding="", is_bigendian=0, step=0,
-                                       data=np.zeros(0, np.uint8))
+    empty = T["sensor_msgs/msg/Image"](
+        header=_header(t), height=0, width=0, encoding="", is_bigendian=0, step=0, data=np.zeros(0, np.uint8)
+    )
     info = T["sensor_msgs/msg/CameraInfo"](
-        header=_header(t), height=24, width=32, distortion_model="plumb_bob", d=np.zeros(5),
-        k=np.array([30.0, 0, 16, 0, 30, 12, 0, 0, 1]), r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
-        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+        header=_header(t),
+        height=24,
+        width=32,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=np.array([30.0, 0, 16, 0, 30, 12, 0, 0, 1]),
+        r=np.eye(3).ravel(),
+        p=np.zeros(12),
+        binning_x=0,
+        binning_y=0,
+        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    )
     names = list(views)
     color = [empty if n in silent else image_message(t, views[n][0], "rgb8") for n in names]
     depth = [empty if n in silent else image_message(t, views[n][1], "16UC1") for n in names]
-    msg = T["wam_ros/msg/MultiViewRGBD"](header=_header(t), camera_names=names, color=color, depth=depth,
-                                         color_info=[info] * 2, depth_info=[info] * 2, stamps=[_header(t).stamp] * 2,
-                                         spread=0.0, degraded=bool(silent), status="ok" if not silent else "stale")
+    msg = T["wam_ros/msg/MultiViewRGBD"](
+        header=_header(t),
+        camera_names=names,
+        color=color,
+        depth=depth,
+        color_info=[info] * 2,
+        depth_info=[info] * 2,
+        stamps=[_header(t).stamp] * 2,
+        spread=0.0,
+        degraded=bool(silent),
+        status="ok" if not silent else "stale",
+    )
     return bytes(STORE.serialize_cdr(msg, "wam_ros/msg/MultiViewRGBD"))
 
 
@@ -206,8 +229,8 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
 
 def test_spacemouse_reports_map_to_base_frame_twists():
     state = SpaceMouseState()
-    state.update(bytes([1]) + np.array([0, -350, 0], "<i2").tobytes())       # pushed away from the user
-    state.update(bytes([2]) + np.array([0, 0, -175], "<i2").tobytes())       # twisted counter-clockwise
+    state.update(bytes([1]) + np.array([0, -350, 0], "<i2").tobytes())  # pushed away from the user
+    state.update(bytes([2]) + np.array([0, 0, -175], "<i2").tobytes())  # twisted counter-clockwise
     state.update(bytes([3, 0b01]))
     np.testing.assert_allclose(state.twist(), [1, 0, 0, 0, 0, 0.5])
     assert state.button(0) and not state.button(1)
@@ -266,8 +289,8 @@ def test_an_episode_being_recorded_is_never_recovered_or_exported(tmp_path):
 
 
 def test_dataset_digest_names_the_exact_files(tmp_path):
-    from wam_ros.data.export import dataset_digest
     from wam_ros.data.dataset import DatasetError
+    from wam_ros.data.export import dataset_digest
 
     with pytest.raises(DatasetError, match="no dataset files"):
         dataset_digest(tmp_path)

@@ -26,8 +26,28 @@ def decoded_frames(path) -> list[np.ndarray]:
 def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     # its own DDS domain: the session's bring-up already publishes /clock on the test domain
     env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
-    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "demo", "--robot", robot, "--duration", "4", "--source", "scripted",
-                             "--out", str(tmp_path), "--domain-id", env["ROS_DOMAIN_ID"]], capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wam_ros.cli",
+            "demo",
+            "--robot",
+            robot,
+            "--duration",
+            "4",
+            "--source",
+            "scripted",
+            "--out",
+            str(tmp_path),
+            "--domain-id",
+            env["ROS_DOMAIN_ID"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["robot"] == robot and summary["sim_time_s"] >= 4.0
@@ -38,8 +58,12 @@ def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     assert topics["joint_trajectory"]["rate_hz_sim_time"] == pytest.approx(2.0, rel=0.05)
     assert summary["supervisor"]["state"] == "RUNNING" and summary["supervisor"]["chunks_rejected"] == 0
     for cam in CAMERA_NAMES:
-        for topic in ("color/image_raw", "color/camera_info", "aligned_depth_to_color/image_raw",
-                      "aligned_depth_to_color/camera_info"):
+        for topic in (
+            "color/image_raw",
+            "color/camera_info",
+            "aligned_depth_to_color/image_raw",
+            "aligned_depth_to_color/camera_info",
+        ):
             assert topics[f"{cam}/{topic}"]["rate_hz_sim_time"] == pytest.approx(15.0, rel=0.05)
     assert 0.0 < summary["joint_tracking_error_rad"]["p95"] < 0.1
     # every head camera frame (15 Hz for 4 s of sim time), with the supervisor state written over it
@@ -51,7 +75,7 @@ def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
     sheet = np.asarray(Image.open(tmp_path / "contact_sheet.png").convert("RGB")).astype(int)
     assert sheet.shape == (4 * 256, 3 * 320, 3)  # (start, end) x (color, depth) rows, one column per camera
     for column in range(3):
-        tile = sheet[:256, column * 320:(column + 1) * 320]
+        tile = sheet[:256, column * 320 : (column + 1) * 320]
         table = (tile[..., 0] > 180) & (tile[..., 1] > 130) & (tile[..., 2] < 170) & (tile[..., 0] > tile[..., 2] + 40)
         arm = (tile.min(axis=2) > 100) & (np.ptp(tile, axis=2) < 20)  # grey links and gripper
         assert table.mean() > 0.2, f"{CAMERA_NAMES[column]}: table not in view"
@@ -60,8 +84,10 @@ def test_demo_writes_summary_and_contact_sheet(robot, tmp_path):
 
 def demo_command(out, *extra) -> tuple[list[str], dict]:
     env = {**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}
-    return ([sys.executable, "-m", "wam_ros.cli", "demo", "--out", str(out), "--domain-id", env["ROS_DOMAIN_ID"],
-             *extra], env)
+    return (
+        [sys.executable, "-m", "wam_ros.cli", "demo", "--out", str(out), "--domain-id", env["ROS_DOMAIN_ID"], *extra],
+        env,
+    )
 
 
 @pytest.mark.slow
@@ -111,9 +137,24 @@ def test_demo_train_makes_the_shipped_policy_again_with_its_recorded_settings(tm
 
     from wam_ros.demo import release_dir
 
-    command, env = demo_command(tmp_path, "--train", "--demos", "1", "--slip-demos", "1", "--vae-steps", "3",
-                                "--video-steps", "3",
-                                "--joint-steps", "3", "--episodes", "short:10000", "--max-seconds", "2")
+    command, env = demo_command(
+        tmp_path,
+        "--train",
+        "--demos",
+        "1",
+        "--slip-demos",
+        "1",
+        "--vae-steps",
+        "3",
+        "--video-steps",
+        "3",
+        "--joint-steps",
+        "3",
+        "--episodes",
+        "short:10000",
+        "--max-seconds",
+        "2",
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     release = tmp_path / "train" / "release"
@@ -127,19 +168,44 @@ def test_demo_train_makes_the_shipped_policy_again_with_its_recorded_settings(tm
     ours = torch.load(release / "policy.pt", map_location="cpu", weights_only=False)
     theirs = torch.load(release_dir("agilex") / "policy.pt", map_location="cpu", weights_only=False)
     assert ours["config"] == theirs["config"] and "optimizer" not in ours.get("train", {})
+
     def shapes(state: dict) -> dict:
         return {k: tuple(v.shape) if torch.is_tensor(v) else v for k, v in state.items()}
 
     assert shapes(ours["model"]) == shapes(theirs["model"])
     # the same inputs (dataset, settings, seed) train the same weights
     again = tmp_path / "again.pt"
-    subprocess.run([sys.executable, "-m", "wam_ros.cli", "train", "--data", str(tmp_path / "train" / "dataset"),
-                    "--config", made["benchmark_config"]["model"], "--robot", "agilex", "--out", str(again),
-                    "--vae-steps", "3", "--video-steps", "3", "--joint-steps", "3",
-                    "--threads", str(made["benchmark_config"]["threads"])], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wam_ros.cli",
+            "train",
+            "--data",
+            str(tmp_path / "train" / "dataset"),
+            "--config",
+            made["benchmark_config"]["model"],
+            "--robot",
+            "agilex",
+            "--out",
+            str(again),
+            "--vae-steps",
+            "3",
+            "--video-steps",
+            "3",
+            "--joint-steps",
+            "3",
+            "--threads",
+            str(made["benchmark_config"]["threads"]),
+        ],
+        check=True,
+        capture_output=True,
+    )
     retrained = torch.load(again, map_location="cpu", weights_only=False)["model"]
     assert retrained.keys() == ours["model"].keys()
-    assert all(torch.equal(retrained[k], v) if torch.is_tensor(v) else retrained[k] == v for k, v in ours["model"].items())
+    assert all(
+        torch.equal(retrained[k], v) if torch.is_tensor(v) else retrained[k] == v for k, v in ours["model"].items()
+    )
 
 
 @pytest.mark.ros
@@ -152,10 +218,13 @@ def test_the_monitor_times_a_tasks_perturbation_and_success_for_the_video():
     rclpy.init()  # the monitor is created as the demo creates it, in the default context
     try:
         monitor = DemoMonitor("agilex")
-        for sim_time, msg in ((1.0, TaskState()), (2.0, TaskState(stage=1, stage_name="grasped")),
-                              (3.5, TaskState(stage=1, stage_name="grasped", perturbed=True)),
-                              (7.0, TaskState(stage=2, stage_name="placed", perturbed=True, success=True)),
-                              (8.0, TaskState(stage=2, stage_name="placed", perturbed=True, success=True))):
+        for sim_time, msg in (
+            (1.0, TaskState()),
+            (2.0, TaskState(stage=1, stage_name="grasped")),
+            (3.5, TaskState(stage=1, stage_name="grasped", perturbed=True)),
+            (7.0, TaskState(stage=2, stage_name="placed", perturbed=True, success=True)),
+            (8.0, TaskState(stage=2, stage_name="placed", perturbed=True, success=True)),
+        ):
             monitor.sim_time = sim_time
             monitor._on_task(msg)
         timeline = monitor.timeline("x")
@@ -165,11 +234,17 @@ def test_the_monitor_times_a_tasks_perturbation_and_success_for_the_video():
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
         from wam_ros.demo import episode_outcome
+
         for sim_time in (4.2, 5.0):
             monitor.sim_time = sim_time
-            monitor._on_diagnostics(DiagnosticArray(status=[
-                DiagnosticStatus(level=DiagnosticStatus.ERROR, name="/sim: simulator", message="bridge error"),
-                DiagnosticStatus(level=DiagnosticStatus.OK, name="/policy: policy", message="running")]))
+            monitor._on_diagnostics(
+                DiagnosticArray(
+                    status=[
+                        DiagnosticStatus(level=DiagnosticStatus.ERROR, name="/sim: simulator", message="bridge error"),
+                        DiagnosticStatus(level=DiagnosticStatus.OK, name="/policy: policy", message="running"),
+                    ]
+                )
+            )
         row = {**monitor.summary(), "success": False, "rollbacks": 1}
         assert row["faults"] == [{"sim_time_s": 4.2, "node": "/sim: simulator", "message": "bridge error"}]
         assert episode_outcome(row) == "failed after 1 rollback(s); /sim: simulator reported at 4.2 s: bridge error"
@@ -182,9 +257,16 @@ def test_episode_lists_are_parsed_with_specific_errors():
     from wam_ros.config import ConfigError
     from wam_ros.demo import DemoEpisode, parse_episodes
 
-    assert parse_episodes("clean:10000, slip:10001:slip") == (DemoEpisode("clean", 10000),
-                                                              DemoEpisode("slip", 10001, "slip"))
-    for text, message in (("clean", "expected NAME:SEED"), ("clean:-1", "expected NAME:SEED"),
-                          ("a:1:wobble", "perturbation"), ("a:1,a:2", "names must differ"), (":1", "expected")):
+    assert parse_episodes("clean:10000, slip:10001:slip") == (
+        DemoEpisode("clean", 10000),
+        DemoEpisode("slip", 10001, "slip"),
+    )
+    for text, message in (
+        ("clean", "expected NAME:SEED"),
+        ("clean:-1", "expected NAME:SEED"),
+        ("a:1:wobble", "perturbation"),
+        ("a:1,a:2", "names must differ"),
+        (":1", "expected"),
+    ):
         with pytest.raises(ConfigError, match=message):
             parse_episodes(text)

@@ -14,17 +14,25 @@ def timeline() -> EpisodeTimeline:
     """10 s at 15 Hz: the value rises, the cube slips at 4 s, the value drops, a rollback at 5 s."""
     times = np.arange(150) / 15.0
     frames = [(float(t), np.full((128, 160, 3), 90 + int(t * 10), np.uint8)) for t in times]
-    values = [(float(t), float(min(t, 4.0) / 10 - (0.3 if t > 4.5 else 0.0)), float(min(t, 4.0) / 10))
-              for t in times[::5]]
-    return EpisodeTimeline(title="slip episode (seed 7)", frames=frames, values=values,
-                           experts=[(0.0, GateState.EXPERT_PREDICTIVE), (5.0, GateState.EXPERT_ROLLBACK)],
-                           states=[(0.0, "RUNNING"), (5.0, "ROLLING_BACK"), (6.5, "RUNNING")],
-                           stages=[(0.0, "start"), (3.0, "grasped")], rollbacks=[5.0], slip=4.0, success=9.0)
+    values = [
+        (float(t), float(min(t, 4.0) / 10 - (0.3 if t > 4.5 else 0.0)), float(min(t, 4.0) / 10)) for t in times[::5]
+    ]
+    return EpisodeTimeline(
+        title="slip episode (seed 7)",
+        frames=frames,
+        values=values,
+        experts=[(0.0, GateState.EXPERT_PREDICTIVE), (5.0, GateState.EXPERT_ROLLBACK)],
+        states=[(0.0, "RUNNING"), (5.0, "ROLLING_BACK"), (6.5, "RUNNING")],
+        stages=[(0.0, "start"), (3.0, "grasped")],
+        rollbacks=[5.0],
+        slip=4.0,
+        success=9.0,
+    )
 
 
 def banner_is_orange(frame: np.ndarray) -> bool:
     bottom = frame.shape[0] - PANEL_HEIGHT
-    band = frame[bottom - 20:bottom - 4].astype(int)  # the camera image's bottom rows
+    band = frame[bottom - 20 : bottom - 4].astype(int)  # the camera image's bottom rows
     return (np.abs(band - ORANGE).sum(axis=2) < 60).mean() > 0.5
 
 
@@ -59,7 +67,7 @@ def test_the_video_is_h264_that_ffmpeg_decodes_frame_for_frame(tmp_path):
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(decoded) == 150
     reference = render_frame(tl, 80).astype(float)
-    psnr = 10 * np.log10(255.0 ** 2 / np.mean((decoded[80].astype(float) - reference) ** 2))
+    psnr = 10 * np.log10(255.0**2 / np.mean((decoded[80].astype(float) - reference) ** 2))
     assert psnr > 30
 
 

@@ -26,12 +26,17 @@ pytestmark = pytest.mark.ros
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHECKS = {"encoding", "size", "data size", "camera_info", "views"}
 CAMERAS = ("head", "left_wrist", "right_wrist")
-UINT32 = 2 ** 32 - 1
+UINT32 = 2**32 - 1
 # sizes: small ones (valid images), 0, and huge ones (whose data would not fit in memory)
 DIMENSION = st.one_of(st.integers(0, 5), st.sampled_from([0, 100000, UINT32]), st.integers(0, UINT32))
 # mostly a supported encoding, else an unsupported or random one
-ENCODING = st.integers(0, 3).flatmap(lambda i: st.sampled_from(list(ENCODINGS)) if i else
-                                     st.one_of(st.sampled_from(["yuv422", "8UC3", ""]), st.text(max_size=6)))
+ENCODING = st.integers(0, 3).flatmap(
+    lambda i: (
+        st.sampled_from(list(ENCODINGS))
+        if i
+        else st.one_of(st.sampled_from(["yuv422", "8UC3", ""]), st.text(max_size=6))
+    )
+)
 BYTES_PER_PIXEL = {e: np.dtype(dtype).itemsize * channels for e, (dtype, channels) in ENCODINGS.items()}
 
 
@@ -44,8 +49,9 @@ def image_fields(draw, encoding=ENCODING) -> dict:
     height, width = draw(st.integers(1, 5)), draw(st.integers(1, 5))
     step = width * bpp + draw(st.sampled_from([0, 0, 1, 7]))  # rows may be padded
     fields = dict(height=height, width=width, encoding=enc, step=step, is_bigendian=0, size=step * height)
-    for field in draw(st.lists(st.sampled_from(["height", "width", "step", "size", "is_bigendian"]), max_size=3,
-                               unique=True)):
+    for field in draw(
+        st.lists(st.sampled_from(["height", "width", "step", "size", "is_bigendian"]), max_size=3, unique=True)
+    ):
         fields[field] = draw({"is_bigendian": st.just(1), "size": st.integers(0, 64)}.get(field, DIMENSION))
     size = fields.pop("size")  # the data length is that of the image before its fields went off
     return dict(fields, data=draw(st.binary(min_size=size, max_size=size)))
@@ -90,8 +96,9 @@ def test_image_array_is_the_described_image_or_names_the_wrong_field(fields, enc
         return rejected(exc)
     dtype, channels = ENCODINGS[fields["encoding"]]
     assert fields["encoding"] in encodings and array.dtype == dtype and array.size > 0
-    assert array.shape == ((fields["height"], fields["width"], channels) if channels > 1
-                           else (fields["height"], fields["width"]))
+    assert array.shape == (
+        (fields["height"], fields["width"], channels) if channels > 1 else (fields["height"], fields["width"])
+    )
 
 
 @FUZZ
@@ -109,8 +116,19 @@ CALIBRATED = [50.0, 0.0, 1.5, 0.0, 50.0, 1.0, 0.0, 0.0, 1.0]
 
 def good_view(kind: str) -> tuple[Image, CameraInfo]:
     enc = VIEW_ENCODINGS[kind][0]
-    return (image_msg(dict(height=2, width=3, encoding=enc, step=3 * BYTES_PER_PIXEL[enc], is_bigendian=0,
-                           data=bytes(6 * BYTES_PER_PIXEL[enc]))), info_msg(CALIBRATED, 3, 2))
+    return (
+        image_msg(
+            dict(
+                height=2,
+                width=3,
+                encoding=enc,
+                step=3 * BYTES_PER_PIXEL[enc],
+                is_bigendian=0,
+                data=bytes(6 * BYTES_PER_PIXEL[enc]),
+            )
+        ),
+        info_msg(CALIBRATED, 3, 2),
+    )
 
 
 @st.composite
@@ -127,8 +145,9 @@ def tampered_view(draw, kind: str) -> tuple[Image, CameraInfo]:
     """A well-formed view with one or two things changed, keeping the data length equal to step x
     height where it can: the cases that a data-length check alone lets through."""
     image, info = good_view(kind)
-    for change in draw(st.lists(st.sampled_from(["size", "step", "k", "encoding", "big-endian"]), min_size=1,
-                                max_size=2, unique=True)):
+    for change in draw(
+        st.lists(st.sampled_from(["size", "step", "k", "encoding", "big-endian"]), min_size=1, max_size=2, unique=True)
+    ):
         if change == "size":  # 0 or huge, CameraInfo alike
             image.width, image.height = info.width, info.height = draw(DIMENSION), draw(DIMENSION)
             image.data = bytes(min(image.step * image.height, 64))
@@ -137,7 +156,7 @@ def tampered_view(draw, kind: str) -> tuple[Image, CameraInfo]:
             # step x height after a huge "size" is gigabytes (a fresh clone's run died of MemoryError
             # allocating it): then the data stays short, as in "size"
             length = image.step * image.height
-            image.data = bytes(length if length <= 2 ** 20 else 64)
+            image.data = bytes(length if length <= 2**20 else 64)
         elif change == "k":
             info.k = draw(intrinsics())
         elif change == "encoding":

@@ -41,8 +41,10 @@ def test_can_interface_problems_name_the_fix(tmp_path):
     fake_interface(net, "can_down", 280, 0x0)
     fake_interface(net, "can_slow", 280, 0x1)
     fake_interface(net, "can_ok", 280, 0x41)
-    assert can_interface_problem("can_down", net, {}) == \
-        ("CAN interface can_down is down", "`sudo ip link set can_down up type can bitrate 1000000`")
+    assert can_interface_problem("can_down", net, {}) == (
+        "CAN interface can_down is down",
+        "`sudo ip link set can_down up type can bitrate 1000000`",
+    )
     slow = {"linkinfo": {"info_kind": "can", "info_data": {"bittiming": {"bitrate": 500000}}}}
     assert "runs at 500000 bit/s, the Piper at 1000000" in can_interface_problem("can_slow", net, slow)[0]
     ok = {"linkinfo": {"info_kind": "can", "info_data": {"bittiming": {"bitrate": 1000000}}}}
@@ -58,28 +60,49 @@ def test_a_franka_bridge_on_a_kernel_without_realtime_says_what_to_do():
 
 def test_bringup_stops_with_the_fix_when_the_arms_cannot_be_reached():
     start = time.monotonic()
-    result = subprocess.run([str(BIN / "wam-ros"), "bringup", "sim:=false", "cameras:=external", "robot:=agilex"],
-                            capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[0])})
+    result = subprocess.run(
+        [str(BIN / "wam-ros"), "bringup", "sim:=false", "cameras:=external", "robot:=agilex"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[0])},
+    )
     assert result.returncode == 3, result.stderr[-2000:]
-    assert "/arm_bridge: NOT OPERATIONAL: configure failed: left Piper: CAN interface can_left does not exist" \
-        in result.stderr and "sudo ip link set can_left up type can bitrate 1000000" in result.stderr
+    assert (
+        "/arm_bridge: NOT OPERATIONAL: configure failed: left Piper: CAN interface can_left does not exist"
+        in result.stderr
+        and "sudo ip link set can_left up type can bitrate 1000000" in result.stderr
+    )
     assert time.monotonic() - start < 60  # no waiting on hardware that is not there
 
 
 def test_bringup_can_stay_up_not_operational():
     domain = SPARE_DOMAIN_IDS[1]
-    process = subprocess.Popen([str(BIN / "wam-ros"), "bringup", "sim:=false", "cameras:=external", "robot:=agilex",
-                                "on_hardware_failure:=stay"], env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            str(BIN / "wam-ros"),
+            "bringup",
+            "sim:=false",
+            "cameras:=external",
+            "robot:=agilex",
+            "on_hardware_failure:=stay",
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     probe = ProbeNode("failure_probe", domain)
     reports = []
     try:
-        probe.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                       lambda m: reports.extend(s for s in m.status if "arm bridge" in s.name),
-                                       DIAGNOSTICS_QOS)
-        assert probe.spin_until(lambda: any(s.message.startswith("NOT OPERATIONAL: configure failed: left Piper")
-                                            for s in reports), 60.0), [s.message for s in reports[-2:]]
+        probe.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: reports.extend(s for s in m.status if "arm bridge" in s.name),
+            DIAGNOSTICS_QOS,
+        )
+        assert probe.spin_until(
+            lambda: any(s.message.startswith("NOT OPERATIONAL: configure failed: left Piper") for s in reports), 60.0
+        ), [s.message for s in reports[-2:]]
         assert reports[-1].level == b"\x02" and process.poll() is None
     finally:
         try:
@@ -99,21 +122,32 @@ def test_missing_cameras_never_starve_the_arms_and_bringup_ends_promptly(tmp_pat
     site = tmp_path / "emulated.yaml"
     site.write_text("arm_bridge:\n  ros__parameters:\n    agilex: {emulate: true, can_interface: virtual}\n")
     domain = SPARE_DOMAIN_IDS[0]
-    process = subprocess.Popen([str(BIN / "wam-ros"), "bringup", "sim:=false", "cameras:=realsense", "robot:=agilex",
-                                f"params_file:={site}"], env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(BIN / "wam-ros"), "bringup", "sim:=false", "cameras:=realsense", "robot:=agilex", f"params_file:={site}"],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     probe = ProbeNode("camera_failure_probe", domain)
     states, cameras = [], {}
     try:
-        probe.node.create_subscription(JointState, "/joint_states", lambda m: states.append(time.monotonic()),
-                                       JOINT_STATE_QOS)
         probe.node.create_subscription(
-            DiagnosticArray, "/diagnostics",
-            lambda m: cameras.update({s.name: s for s in m.status if "realsense camera" in s.name}), DIAGNOSTICS_QOS)
+            JointState, "/joint_states", lambda m: states.append(time.monotonic()), JOINT_STATE_QOS
+        )
+        probe.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: cameras.update({s.name: s for s in m.status if "realsense camera" in s.name}),
+            DIAGNOSTICS_QOS,
+        )
         assert probe.spin_until(lambda: len(states) > 10, 60.0), "no joint states from the emulated arms"
-        assert probe.spin_until(lambda: len(cameras) == 3 and all(
-            "not connected; connected RealSense cameras: none" in s.message for s in cameras.values()), 10.0), \
-            {k: s.message for k, s in cameras.items()}
+        assert probe.spin_until(
+            lambda: (
+                len(cameras) == 3
+                and all("not connected; connected RealSense cameras: none" in s.message for s in cameras.values())
+            ),
+            10.0,
+        ), {k: s.message for k, s in cameras.items()}
         states.clear()
         probe.spin_until(lambda: False, 3.0)
         rate = (len(states) - 1) / (states[-1] - states[0])

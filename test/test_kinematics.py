@@ -46,8 +46,9 @@ FRANKY_SIM_PROBE = textwrap.dedent("""
 def test_fr3_tcp_matches_franky_sim():
     pytest.importorskip("franky")
     q0 = [0.3, -0.4, 0.2, -2.0, 0.1, 1.9, 0.5]
-    result = subprocess.run([sys.executable, "-c", FRANKY_SIM_PROBE, json.dumps(q0)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", FRANKY_SIM_PROBE, json.dumps(q0)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     reported = json.loads(result.stdout.strip().splitlines()[-1])
     # the simulated arm holds q0 under its own servo: a few microradians of drift by the time it answers
@@ -68,8 +69,9 @@ def test_wrist_camera_frame_is_flange_times_hand_eye():
     home = cfg.home_positions()
     poses = kin.frame_poses(home, ["left_flange", "left_wrist_link"])
     mount = next(c for c in cfg.cameras if c.name == "left_wrist")
-    np.testing.assert_allclose(poses["left_wrist_link"],
-                               poses["left_flange"] @ pose_to_matrix(mount.pose.xyz, mount.pose.rpy), atol=1e-9)
+    np.testing.assert_allclose(
+        poses["left_wrist_link"], poses["left_flange"] @ pose_to_matrix(mount.pose.xyz, mount.pose.rpy), atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("robot", ["franka", "agilex", "tienkung"])
@@ -81,7 +83,9 @@ def test_ik_reaches_poses_of_nearby_configurations_within_the_limits(robot):
     limits = cfg.joint_limits()
     rng = np.random.default_rng(3)
     for _ in range(10):
-        q = {n: float(np.clip(home[n] + rng.normal(0.0, 0.25), limits[n][0] + 0.05, limits[n][1] - 0.05)) for n in joints}
+        q = {
+            n: float(np.clip(home[n] + rng.normal(0.0, 0.25), limits[n][0] + 0.05, limits[n][1] - 0.05)) for n in joints
+        }
         target = kin.frame_pose({**home, **q}, "right_tcp")
         solution, error = kin.solve_ik("right_tcp", target, joints, home)
         assert error < 1e-4, (robot, q)

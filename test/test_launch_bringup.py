@@ -16,18 +16,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from transforms3d.quaternions import quat2mat
 from rcl_interfaces.srv import GetParameters
+from transforms3d.quaternions import quat2mat
 
-from support.ros import SPARE_DOMAIN_IDS
 from support.launch_standin import evaluate_launch_file
 from support.model_data import TASK, synthetic_dataset, tiny_config
+from support.ros import SPARE_DOMAIN_IDS
+from wam_ros.config import ConfigError
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 from wam_ros.paths import share_dir
 from wam_ros.ros.bringup import create_nodes
-from wam_ros.config import ConfigError
-from wam_ros.ros.system import (DDS_VARIABLES, LAUNCH_ARGUMENTS, NODE_NAMES, SAFE_DOMAIN_IDS, SystemOptions, dds_environment,
-                                describe_system, isolated_domain_id)
+from wam_ros.ros.system import (
+    DDS_VARIABLES,
+    LAUNCH_ARGUMENTS,
+    NODE_NAMES,
+    SAFE_DOMAIN_IDS,
+    SystemOptions,
+    dds_environment,
+    describe_system,
+    isolated_domain_id,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -53,8 +61,12 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg)
     out = tmp_path_factory.mktemp("launch") / "tiny.pt"
-    train(WindowDataset(episodes, meta, cfg), TrainConfig(video_stage_steps=2, joint_stage_steps=2, batch_size=2,
-                                                          checkpoint_every=1000), out, progress=False)
+    train(
+        WindowDataset(episodes, meta, cfg),
+        TrainConfig(video_stage_steps=2, joint_stage_steps=2, batch_size=2, checkpoint_every=1000),
+        out,
+        progress=False,
+    )
     return str(out)
 
 
@@ -83,8 +95,11 @@ def test_launch_sets_the_dds_profile_unless_the_user_configured_fast_dds(monkeyp
         monkeypatch.delenv(name, raising=False)
     profile = share_dir() / "config" / "fastdds.xml"
     assert "<segment_size>" in profile.read_text()
-    assert evaluate_launch_file(LAUNCH_FILE).environment == dds_environment({}) == {
-        "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile), "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
+    assert (
+        evaluate_launch_file(LAUNCH_FILE).environment
+        == dds_environment({})
+        == {"FASTRTPS_DEFAULT_PROFILES_FILE": str(profile), "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
+    )
     monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")  # the user's choice stays
     assert evaluate_launch_file(LAUNCH_FILE).environment == {}
 
@@ -104,7 +119,9 @@ def test_private_domains_keep_their_ports_below_the_ephemeral_range():
         isolated_domain_id(1, 0)
 
 
-@pytest.mark.parametrize("overrides", CONFIGURATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+@pytest.mark.parametrize(
+    "overrides", CONFIGURATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults"
+)
 def test_launch_and_in_process_bringup_agree(overrides, request):
     if overrides.get("checkpoint") == "TINY":
         overrides = {**overrides, "checkpoint": request.getfixturevalue("tiny_checkpoint")}
@@ -122,10 +139,22 @@ def test_launch_and_in_process_bringup_agree(overrides, request):
             for fqn, node in started.items():
                 spec = launched[fqn]
                 # robot_state_publisher runs in-process as its equivalent, with the same parameters
-                assert (spec.package, spec.executable) == ("robot_state_publisher", "robot_state_publisher") or \
-                    spec.package == "wam_ros" and spec.executable in {
-                        "sim_node", "scripted_motion_node", "supervisor_node", "sync_node", "orbbec_node",
-                        "policy_node", "recorder_node", "teleop_node", "observation_encoder_node"}
+                assert (
+                    (spec.package, spec.executable) == ("robot_state_publisher", "robot_state_publisher")
+                    or spec.package == "wam_ros"
+                    and spec.executable
+                    in {
+                        "sim_node",
+                        "scripted_motion_node",
+                        "supervisor_node",
+                        "sync_node",
+                        "orbbec_node",
+                        "policy_node",
+                        "recorder_node",
+                        "teleop_node",
+                        "observation_encoder_node",
+                    }
+                )
                 (parameters,) = spec.parameters
                 assert parameters, f"{fqn} launched without parameters"
                 for name, value in parameters.items():
@@ -174,22 +203,28 @@ def _parameter_value(value):
     return parameter_value_to_python(value)
 
 
-@pytest.mark.parametrize("argument, message", [
-    ("robot:=ur5", "robot: unknown value 'ur5'; allowed: franka, agilex, tienkung"),
-    ("cameras:=kinect", "cameras: unknown value 'kinect'; allowed: sim, realsense, orbbec, external"),
-    ("arms:=3", "unknown argument(s) ['arms']"),
-    ("chunking:=smooth", "chunking: unknown value 'smooth'; allowed: rtc, blend, naive"),
-    ("teleop:=joystick", "teleop: unknown value 'joystick'; allowed: none, scripted, leader, spacemouse, keyboard"),
-    ("teleop:=leader robot:=franka", "leader arms are the AgileX (Cobot Magic) master arms"),
-    ("teleop:=scripted motion:=scripted", "motion and teleop all command the arms; use one of them"),
-    ("split:=robot checkpoint:=/tmp/p.pt", "split:=robot: the policy runs on the policy host"),
-    ("split:=policy", "split:=policy: the policy host runs a policy; give checkpoint:="),
-    ("split:=policy checkpoint:=/tmp/p.pt task:=pick_place record:=true", "split:=policy: record:=true, task:=pick_place "
-     "belong(s) to the robot host"),
-])
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("robot:=ur5", "robot: unknown value 'ur5'; allowed: franka, agilex, tienkung"),
+        ("cameras:=kinect", "cameras: unknown value 'kinect'; allowed: sim, realsense, orbbec, external"),
+        ("arms:=3", "unknown argument(s) ['arms']"),
+        ("chunking:=smooth", "chunking: unknown value 'smooth'; allowed: rtc, blend, naive"),
+        ("teleop:=joystick", "teleop: unknown value 'joystick'; allowed: none, scripted, leader, spacemouse, keyboard"),
+        ("teleop:=leader robot:=franka", "leader arms are the AgileX (Cobot Magic) master arms"),
+        ("teleop:=scripted motion:=scripted", "motion and teleop all command the arms; use one of them"),
+        ("split:=robot checkpoint:=/tmp/p.pt", "split:=robot: the policy runs on the policy host"),
+        ("split:=policy", "split:=policy: the policy host runs a policy; give checkpoint:="),
+        (
+            "split:=policy checkpoint:=/tmp/p.pt task:=pick_place record:=true",
+            "split:=policy: record:=true, task:=pick_place belong(s) to the robot host",
+        ),
+    ],
+)
 def test_bringup_refuses_bad_arguments_by_name(argument, message):
-    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", *argument.split()],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "wam_ros.cli", "bringup", *argument.split()], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert message in result.stderr
 
@@ -198,26 +233,46 @@ def test_a_params_file_overlays_the_nodes_it_names(tmp_path):
     """The ROS 2 parameter-file layout: /** for every node, a node's name or fully qualified name,
     nested keys as dotted names; the shipped example applies to the hardware configuration."""
     site = tmp_path / "site.yaml"
-    site.write_text("/**:\n  ros__parameters:\n    use_sim_time: false\n"
-                    "supervisor:\n  ros__parameters:\n    clamp: true\n"
-                    "/head/camera:\n  ros__parameters:\n    serial_no: '123622270123'\n"
-                    "arm_bridge:\n  ros__parameters:\n    agilex:\n      emulate: true\n      can_interface: virtual\n")
-    specs = {(s.namespace, s.name): s.parameters for s in describe_system(SystemOptions.from_arguments(
-        {"sim": "false", "cameras": "realsense", "params_file": str(site)}))}
+    site.write_text(
+        "/**:\n  ros__parameters:\n    use_sim_time: false\n"
+        "supervisor:\n  ros__parameters:\n    clamp: true\n"
+        "/head/camera:\n  ros__parameters:\n    serial_no: '123622270123'\n"
+        "arm_bridge:\n  ros__parameters:\n    agilex:\n      emulate: true\n      can_interface: virtual\n"
+    )
+    specs = {
+        (s.namespace, s.name): s.parameters
+        for s in describe_system(
+            SystemOptions.from_arguments({"sim": "false", "cameras": "realsense", "params_file": str(site)})
+        )
+    }
     assert specs[("", "supervisor")]["clamp"] is True and specs[("", "sync")]["use_sim_time"] is False
-    assert specs[("", "arm_bridge")]["agilex.emulate"] is True and specs[("", "arm_bridge")]["agilex.can_interface"] == "virtual"
+    assert (
+        specs[("", "arm_bridge")]["agilex.emulate"] is True
+        and specs[("", "arm_bridge")]["agilex.can_interface"] == "virtual"
+    )
     assert specs[("head", "camera")]["serial_no"] == "123622270123"
     assert specs[("left_wrist", "camera")].get("serial_no") != "123622270123"  # only the camera it names
     # one site file serves simulation too (its arm_bridge section is simply not used there)
     sim = {s.name: s.parameters for s in describe_system(SystemOptions.from_arguments({"params_file": str(site)}))}
     assert sim["supervisor"]["clamp"] is True and "arm_bridge" not in sim
     example = share_dir() / "config" / "params" / "agilex_lab.example.yaml"
-    real = {s.name: s.parameters for s in describe_system(SystemOptions.from_arguments(
-        {"sim": "false", "cameras": "external", "record": "true", "params_file": str(example)}))}
-    assert real["arm_bridge"]["agilex.can_ports"] == ["can_left", "can_right"] and real["recorder"]["compression"] == "none"
-    for text, message in (("supervsior:\n  ros__parameters: {clamp: true}\n", "names node(s) ['supervsior']"),
-                          ("supervisor:\n  clamp: true\n", "supervisor: expected `ros__parameters:`"),
-                          ("- a list\n", "is not a mapping")):
+    real = {
+        s.name: s.parameters
+        for s in describe_system(
+            SystemOptions.from_arguments(
+                {"sim": "false", "cameras": "external", "record": "true", "params_file": str(example)}
+            )
+        )
+    }
+    assert (
+        real["arm_bridge"]["agilex.can_ports"] == ["can_left", "can_right"]
+        and real["recorder"]["compression"] == "none"
+    )
+    for text, message in (
+        ("supervsior:\n  ros__parameters: {clamp: true}\n", "names node(s) ['supervsior']"),
+        ("supervisor:\n  clamp: true\n", "supervisor: expected `ros__parameters:`"),
+        ("- a list\n", "is not a mapping"),
+    ):
         site.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(message)):
             describe_system(SystemOptions.from_arguments({"params_file": str(site)}))
@@ -227,20 +282,26 @@ def test_a_params_file_overlays_the_nodes_it_names(tmp_path):
 
 def test_every_node_name_of_every_configuration_may_be_named_in_a_params_file():
     hardware = {"sim": "false", "cameras": "realsense", "record": "true", "teleop": "leader", "robot": "agilex"}
-    names = {spec.name for overrides in [*CONFIGURATIONS, hardware]
-             for spec in describe_system(SystemOptions.from_arguments(overrides))}
+    names = {
+        spec.name
+        for overrides in [*CONFIGURATIONS, hardware]
+        for spec in describe_system(SystemOptions.from_arguments(overrides))
+    }
     assert names <= set(NODE_NAMES)
 
 
 def test_bringup_help_lists_every_argument_with_default_and_choices():
-    result = subprocess.run([sys.executable, "-m", "wam_ros.cli", "bringup", "--help"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "wam_ros.cli", "bringup", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
     for arg in LAUNCH_ARGUMENTS:
         assert f"{arg.name}:={arg.default!r}" in result.stdout
         if arg.choices:
             assert " | ".join(arg.choices) in result.stdout
-    version = subprocess.run([sys.executable, "-m", "wam_ros.cli", "--version"], capture_output=True, text=True, timeout=60)
+    version = subprocess.run(
+        [sys.executable, "-m", "wam_ros.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert version.returncode == 0 and version.stdout.startswith("wam-ros ")
 
 
@@ -283,13 +344,18 @@ def test_bringup_publishes_the_robot_description_and_tf_like_robot_state_publish
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     got = {"description": [], "static": [], "tf": [], "states": []}
     node = bringup.probe
-    subs = [node.create_subscription(String, f"/{bringup.namespace}/robot_description", got["description"].append, latched),
-            node.create_subscription(TFMessage, "/tf_static", got["static"].append, latched),
-            node.create_subscription(TFMessage, "/tf", got["tf"].append, QoSProfile(depth=100)),
-            node.create_subscription(JointState, f"/{bringup.namespace}/joint_states", got["states"].append, QoSProfile(depth=100))]
+    subs = [
+        node.create_subscription(String, f"/{bringup.namespace}/robot_description", got["description"].append, latched),
+        node.create_subscription(TFMessage, "/tf_static", got["static"].append, latched),
+        node.create_subscription(TFMessage, "/tf", got["tf"].append, QoSProfile(depth=100)),
+        node.create_subscription(
+            JointState, f"/{bringup.namespace}/joint_states", got["states"].append, QoSProfile(depth=100)
+        ),
+    ]
     try:
-        assert bringup.spin_until(lambda: got["description"] and got["static"] and len(got["tf"]) > 20, 30.0), \
-            {k: len(v) for k, v in got.items()}
+        assert bringup.spin_until(lambda: got["description"] and got["static"] and len(got["tf"]) > 20, 30.0), {
+            k: len(v) for k, v in got.items()
+        }
     finally:
         for sub in subs:
             node.destroy_subscription(sub)

@@ -11,8 +11,15 @@ import wam_ros
 
 PACKAGE = Path(wam_ros.__file__).resolve().parent
 # where ROS lives: the nodes and their helpers, and the programs that bring nodes up
-ROS_LAYER = ("wam_ros.ros", "wam_ros.perf", "wam_ros.benchmark.graph", "wam_ros.benchmark.run", "wam_ros.cli",
-             "wam_ros.demo", "wam_ros.doctor")
+ROS_LAYER = (
+    "wam_ros.ros",
+    "wam_ros.perf",
+    "wam_ros.benchmark.graph",
+    "wam_ros.benchmark.run",
+    "wam_ros.cli",
+    "wam_ros.demo",
+    "wam_ros.doctor",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -35,8 +42,10 @@ def import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                           for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                ]
             for target in targets:
                 if target.split(".")[0] == "wam_ros":
                     while target not in modules and "." in target:
@@ -101,11 +110,15 @@ def test_the_ros_free_core_imports_neither_rclpy_nor_the_ros_layer():
 
 def test_datasets_never_import_the_model_and_the_model_never_imports_the_supervisor():
     internal, _ = import_graph()
-    assert {m: sorted(d for d in deps if _in(d, ("wam_ros.model",)))
-            for m, deps in internal.items() if _in(m, ("wam_ros.data",)) and any(_in(d, ("wam_ros.model",))
-                                                                                for d in deps)} == {}
-    assert sorted(m for m, deps in internal.items()
-                  if _in(m, ("wam_ros.model",)) and "wam_ros.control.supervisor" in deps) == []
+    assert {
+        m: sorted(d for d in deps if _in(d, ("wam_ros.model",)))
+        for m, deps in internal.items()
+        if _in(m, ("wam_ros.data",)) and any(_in(d, ("wam_ros.model",)) for d in deps)
+    } == {}
+    assert (
+        sorted(m for m, deps in internal.items() if _in(m, ("wam_ros.model",)) and "wam_ros.control.supervisor" in deps)
+        == []
+    )
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from support.lerobot_venv import lerobot_side, save_expected
 from support.model_data import synthetic_dataset, tiny_config
-
 from wam_ros.data.lerobot import load_lerobot
 from wam_ros.model.policy import load_policy
 
@@ -23,9 +23,13 @@ VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 def test_a_dataset_lerobot_wrote_loads_and_trains(tmp_path):
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg, episodes=2, length=12)
-    save_expected(tmp_path / "expected.npz", meta.cameras, meta.state_names, meta.fps,
-                  [{"state": e.state, "action": e.action, "task": e.task, "rgb": e.rgb, "depth": e.depth}
-                   for e in episodes])
+    save_expected(
+        tmp_path / "expected.npz",
+        meta.cameras,
+        meta.state_names,
+        meta.fps,
+        [{"state": e.state, "action": e.action, "task": e.task, "rgb": e.rgb, "depth": e.depth} for e in episodes],
+    )
     written = tmp_path / "written_by_lerobot"
     lerobot_side("write", tmp_path / "expected.npz", written)
     info = json.loads((written / "meta" / "info.json").read_text())
@@ -46,9 +50,27 @@ def test_a_dataset_lerobot_wrote_loads_and_trains(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict()))))
     out = tmp_path / "from_lerobot.pt"
-    run = subprocess.run([str(VENV_BIN / "wam-ros"), "train", "--data", str(written), "--config", str(config),
-                          "--out", str(out), "--video-steps", "2", "--joint-steps", "2", "--batch-size", "2"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            str(VENV_BIN / "wam-ros"),
+            "train",
+            "--data",
+            str(written),
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--video-steps",
+            "2",
+            "--joint-steps",
+            "2",
+            "--batch-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout)["steps"] == 4
     assert load_policy(out).meta.state_names == meta.state_names

@@ -23,9 +23,9 @@ def camera_pose(z: float) -> np.ndarray:
 
 
 def test_pixels_lift_along_their_rays_into_the_base_frame():
-    depth = np.full((1, 2, 48, 64), 0.8, np.float32)   # 1 view, 2 frames
+    depth = np.full((1, 2, 48, 64), 0.8, np.float32)  # 1 view, 2 frames
     depth[0, 1] = 0.5
-    depth[0, 0, 0, 0] = 0.0                             # no measurement: no point
+    depth[0, 0, 0, 0] = 0.0  # no measurement: no point
     rgb = np.zeros((1, 2, 48, 64, 3), np.uint8)
     rgb[0, 1, 10, 20] = (255, 0, 0)
     poses = np.stack([camera_pose(1.0)[None], camera_pose(1.2)[None]])  # (T, V, 4, 4): the camera moves up
@@ -90,7 +90,9 @@ def test_the_simulated_head_camera_lifts_onto_the_table():
     cloud = lift(view.depth[None, None], view.rgb[None, None], view.K[None], pose[None, None]).valid()
     t = robot.table
     top = t.pose.xyz[2] + t.size[2]
-    over_table = (np.abs(cloud.points[:, 0] - t.pose.xyz[0]) < t.size[0]) & (np.abs(cloud.points[:, 1] - t.pose.xyz[1]) < t.size[1])
+    over_table = (np.abs(cloud.points[:, 0] - t.pose.xyz[0]) < t.size[0]) & (
+        np.abs(cloud.points[:, 1] - t.pose.xyz[1]) < t.size[1]
+    )
     heights = np.round(cloud.points[over_table, 2], 2)
     values, counts = np.unique(heights, return_counts=True)
     assert abs(values[counts.argmax()] - top) <= 0.01, (values[counts.argmax()], top)

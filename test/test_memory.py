@@ -23,8 +23,13 @@ print(tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / fra
 
 
 def _faults_per_frame(tuning: str) -> tuple[bool, float]:
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_FRAME], env={**os.environ, DISABLE_VARIABLE: tuning},
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_FRAME],
+        env={**os.environ, DISABLE_VARIABLE: tuning},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return out[0] == "True", float(out[1])
 
 

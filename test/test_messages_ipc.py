@@ -25,6 +25,7 @@ PUBLISHER = textwrap.dedent("""
 
 def test_action_chunk_crosses_processes():
     import rclpy
+
     from wam_ros.msg import ActionChunk
 
     pub = subprocess.Popen([sys.executable, "-c", PUBLISHER])
@@ -34,6 +35,7 @@ def test_action_chunk_crosses_processes():
         got = []
         node.create_subscription(ActionChunk, "chunks", got.append, 10)
         import time
+
         end = time.time() + 15
         while not got and time.time() < end:
             rclpy.spin_once(node, timeout_sec=0.1)

@@ -5,19 +5,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support.model_data import TASK, observation, synthetic_dataset, tiny_config
 
+from support.model_data import TASK, observation, synthetic_dataset, tiny_config
 from wam_ros.config import ConfigError, gripper_columns, load_robot_config
+from wam_ros.data.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.action_space import ChunkEncoder
 from wam_ros.model.model_config import load_model_config
 from wam_ros.model.normalization import ACTION_SCALE_FLOOR, STATE_INPUT_BOUND, STATE_SCALE_FLOOR, Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
-from wam_ros.data.targets import gripper_events, interaction_labels, monte_carlo_returns, progress_targets, rewards
 from wam_ros.model.text import UnknownInstruction
 from wam_ros.model.train import TrainConfig, WindowDataset
-from wam_ros.model.wam import (WorldActionModel, add_noise, sample_ans_times, training_losses, video_loss, x0_loss,
-                               x0_to_velocity)
+from wam_ros.model.wam import (
+    WorldActionModel,
+    add_noise,
+    sample_ans_times,
+    training_losses,
+    video_loss,
+    x0_loss,
+    x0_to_velocity,
+)
 from wam_ros.robots.actions import EE_DELTA, JOINT_DELTA, ActionConverter
 from wam_ros.robots.urdf import generate_urdf
 
@@ -30,8 +37,13 @@ def tiny():
     dataset = WindowDataset(episodes, meta, cfg)
     model = WorldActionModel(cfg).eval()
     model.text_encoder.register([TASK])
-    policy = WorldActionPolicy(model, dataset.normalizer, CheckpointMeta(
-        meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps))
+    policy = WorldActionPolicy(
+        model,
+        dataset.normalizer,
+        CheckpointMeta(
+            meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps
+        ),
+    )
     return cfg, dataset, model, policy, episodes
 
 
@@ -39,11 +51,16 @@ def trunk_inputs(model, batch, seed=0):
     g = torch.Generator().manual_seed(seed)
     z = model.vae.encode(batch["rgb"])
     b = len(z)
-    return dict(current=model.conditioning(z[:, :, :1], batch["inverse_depth"][:, :, 0]),
-                future_noisy=torch.randn(z[:, :, 1:].shape, generator=g), t_video=torch.full((b,), 0.7),
-                text=model.text_features(batch["instruction"]), state=batch["state"],
-                actions_noisy=torch.randn(batch["actions"].shape, generator=g),
-                value_noisy=torch.randn(b, generator=g), t_action=torch.full((b,), 0.4))
+    return dict(
+        current=model.conditioning(z[:, :, :1], batch["inverse_depth"][:, :, 0]),
+        future_noisy=torch.randn(z[:, :, 1:].shape, generator=g),
+        t_video=torch.full((b,), 0.7),
+        text=model.text_features(batch["instruction"]),
+        state=batch["state"],
+        actions_noisy=torch.randn(batch["actions"].shape, generator=g),
+        value_noisy=torch.randn(b, generator=g),
+        t_action=torch.full((b,), 0.4),
+    )
 
 
 @torch.no_grad()
@@ -112,7 +129,7 @@ def test_ans_training_distribution():
     assert abs(conditioned.float().mean().item() - 0.5) < 0.015  # 3 sigma of a binomial at n = 40000
     b = ((t_o - t_a) / (1 - t_a))[~conditioned]
     assert abs(b.mean().item() - 0.6) < 0.01  # Beta(1.5, 1) has mean 0.6
-    assert abs((b < 0.5).float().mean().item() - 0.5 ** 1.5) < 0.015  # its CDF is x^1.5
+    assert abs((b < 0.5).float().mean().item() - 0.5**1.5) < 0.015  # its CDF is x^1.5
     assert abs(t_o[conditioned].mean().item() - 0.5) < 0.01  # U(0, 1) in the conditioned branch
 
 
@@ -120,8 +137,10 @@ def test_ans_training_distribution():
 def test_ans_inference_passes_and_final_actions(tiny):
     cfg, _, model, policy, episodes = tiny
     passes, action_passes = [], []
-    hooks = [model.video.blocks[0].attn1.to_q.register_forward_hook(lambda *a: passes.append(1)),
-             model.action_blocks[0].qkv_proj.register_forward_hook(lambda *a: action_passes.append(1))]
+    hooks = [
+        model.video.blocks[0].attn1.to_q.register_forward_hook(lambda *a: passes.append(1)),
+        model.action_blocks[0].qkv_proj.register_forward_hook(lambda *a: action_passes.append(1)),
+    ]
     try:
         session = policy.session(observation(cfg, episodes[0]), action_steps=2, video_steps=6, seed=1)
         snapshots, progress = [], []
@@ -147,8 +166,13 @@ def test_ans_inference_passes_and_final_actions(tiny):
         # with the video: the actions are handed out after T_a passes, before the video finishes
         passes.clear()
         handed_out = []
-        full = policy.predict(observation(cfg, episodes[0]), action_steps=2, video_steps=6, seed=1,
-                              on_actions=lambda early: handed_out.append((len(passes), early)))
+        full = policy.predict(
+            observation(cfg, episodes[0]),
+            action_steps=2,
+            video_steps=6,
+            seed=1,
+            on_actions=lambda early: handed_out.append((len(passes), early)),
+        )
         ((passes_then, early),) = handed_out
         assert passes_then == 2 and len(passes) == 6 and early.future_rgb is None
         assert np.array_equal(early.actions, full.actions) and full.future_rgb is not None
@@ -233,15 +257,16 @@ def test_monte_carlo_value_targets():
     gamma = 0.9
     r = rewards(4, success=True)
     assert r.tolist() == [0, 0, 0, 1]
-    assert np.allclose(monte_carlo_returns(r, gamma), [gamma ** 3, gamma ** 2, gamma, 1])
-    assert np.allclose(progress_targets(r, gamma), [gamma ** 3, gamma ** 2, gamma, 1])
+    assert np.allclose(monte_carlo_returns(r, gamma), [gamma**3, gamma**2, gamma, 1])
+    assert np.allclose(progress_targets(r, gamma), [gamma**3, gamma**2, gamma, 1])
     assert rewards(4, success=False).sum() == 0 and progress_targets(rewards(4, False), gamma).max() == 0
     staged = rewards(4, True, [1], mode="stages")
     assert staged.tolist() == [0, 0.5, 0, 0.5]
-    assert np.allclose(monte_carlo_returns(staged, gamma), [0.5 * gamma + 0.5 * gamma ** 3, 0.5 + 0.5 * gamma ** 2,
-                                                              0.5 * gamma, 0.5])
+    assert np.allclose(
+        monte_carlo_returns(staged, gamma), [0.5 * gamma + 0.5 * gamma**3, 0.5 + 0.5 * gamma**2, 0.5 * gamma, 0.5]
+    )
     progress = progress_targets(staged, gamma)
-    assert np.allclose(progress, [0.5 * gamma + 0.5 * gamma ** 3, 0.5 + 0.5 * gamma ** 2, 0.5 + 0.5 * gamma, 1.0])
+    assert np.allclose(progress, [0.5 * gamma + 0.5 * gamma**3, 0.5 + 0.5 * gamma**2, 0.5 + 0.5 * gamma, 1.0])
     assert np.all(np.diff(progress) >= 0)  # completing a stage never lowers the target
     assert rewards(5, False, [1], mode="stages", num_stages=3).tolist() == pytest.approx([0, 1 / 3, 0, 0, 0])
     with pytest.raises(ValueError, match="outside the episode"):
@@ -300,8 +325,9 @@ def test_a_barely_varied_joint_is_not_blown_up_as_an_input():
     n = Normalizer.from_data(states, states, "joint_delta", [3], state_gripper_indices=[3])
     assert n.state.scale[1] == pytest.approx(STATE_SCALE_FLOOR)
     assert n.state.scale[3] == pytest.approx(0.0175, rel=0.05)  # openings keep their own scale
-    assert np.allclose(np.quantile(n.state.normalize(states)[:, [0, 3]], [0.01, 0.99], axis=0), [[-1] * 2, [1] * 2],
-                       atol=1e-5)
+    assert np.allclose(
+        np.quantile(n.state.normalize(states)[:, [0, 3]], [0.01, 0.99], axis=0), [[-1] * 2, [1] * 2], atol=1e-5
+    )
     knocked = states[0].copy()
     knocked[1] += 0.1  # 330 units at the data's own scale
     assert n.state.normalize(knocked)[1] == pytest.approx(0.1 / STATE_SCALE_FLOOR, abs=0.01)
@@ -313,6 +339,7 @@ def test_a_barely_varied_joint_is_not_blown_up_as_an_input():
     legacy = {k: n.stats[k] for k in ("state", "action")}
     old = Normalizer.from_stats(legacy, "joint_delta", [3], [3])
     assert old.state.scale[1] < 1e-3 and old.state.normalize(knocked)[1] > 900
+
 
 def test_presets_and_the_paper_scale():
     small = load_model_config("small")
@@ -382,16 +409,29 @@ def test_action_spaces_invert_the_bridges_conversion(space):
     grippers = gripper_columns(encoder.columns)
     converter = ActionConverter(robot, Kinematics(generate_urdf(robot)), ik_tolerance=1e-5)
     code = JOINT_DELTA if space == "joint_delta" else EE_DELTA
-    out_names, joints = converter.to_joint_positions(code, arm, chunk[:, [encoder.columns.index(n) for n in arm]],
-                                                     conditioning)
+    out_names, joints = converter.to_joint_positions(
+        code, arm, chunk[:, [encoder.columns.index(n) for n in arm]], conditioning
+    )
     recorded = targets[:, [names.index(n) for n in out_names]]
     assert np.abs(joints - recorded).max() < 1e-3
     assert np.abs(encoder.decode(chunk, state) - targets).max() < 1e-3  # what the policy node executes
     assert np.allclose(chunk[:, grippers], targets[:, gripper_columns(names)])  # openings stay absolute
     if space == "ee_delta":
-        assert encoder.columns[:7] == ["left_dx", "left_dy", "left_dz", "left_drx", "left_dry", "left_drz", "left_gripper"]
-    held = encoder.encode(np.repeat(state[None], 3, axis=0), state, encoder.tcp_poses(np.repeat(state[None], 3, 0), names),
-                          encoder.tcp_poses(state[None], names)[0])
+        assert encoder.columns[:7] == [
+            "left_dx",
+            "left_dy",
+            "left_dz",
+            "left_drx",
+            "left_dry",
+            "left_drz",
+            "left_gripper",
+        ]
+    held = encoder.encode(
+        np.repeat(state[None], 3, axis=0),
+        state,
+        encoder.tcp_poses(np.repeat(state[None], 3, 0), names),
+        encoder.tcp_poses(state[None], names)[0],
+    )
     assert np.allclose(np.delete(held, grippers, axis=1), 0.0, atol=1e-9)  # holding still is the zero action
 
 

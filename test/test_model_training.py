@@ -14,11 +14,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from support.model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 
+from support.model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 from wam_ros.data.dataset import DatasetError, save_dataset
 from wam_ros.data.formats import load_dataset
-from wam_ros.model.policy import INPAINT_TARGET_BOUND, CheckpointError, CheckpointMismatch, ObservationError, load_policy
+from wam_ros.model.policy import (
+    INPAINT_TARGET_BOUND,
+    CheckpointError,
+    CheckpointMismatch,
+    ObservationError,
+    load_policy,
+)
 from wam_ros.model.train import TrainConfig, WindowDataset, train
 
 VENV_BIN = Path(sys.executable).parent
@@ -31,8 +37,14 @@ def trained(tmp_path_factory):
     meta, episodes = synthetic_dataset(cfg)
     dataset = WindowDataset(episodes, meta, cfg)
     out = tmp_path_factory.mktemp("train") / "tiny.pt"
-    summary = train(dataset, TrainConfig(video_stage_steps=30, joint_stage_steps=120, batch_size=8, lr=2e-3,
-                                         log_every=10, checkpoint_every=1000), out, progress=False)
+    summary = train(
+        dataset,
+        TrainConfig(
+            video_stage_steps=30, joint_stage_steps=120, batch_size=8, lr=2e-3, log_every=10, checkpoint_every=1000
+        ),
+        out,
+        progress=False,
+    )
     return cfg, episodes, out, summary
 
 
@@ -66,8 +78,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
     assert np.array_equal(a.actions, b.actions) and a.value == b.value and a.expert == b.expert
     assert np.array_equal(a.future_rgb, b.future_rgb) and np.array_equal(a.future_depth, b.future_depth)
     # the trained model follows its data: actions near the demonstrated ones, progress in range
-    demo = episodes[0].action[3:3 + cfg.num_actions]
-    assert np.abs(a.actions[:len(demo)] - demo).mean() < 0.15
+    demo = episodes[0].action[3 : 3 + cfg.num_actions]
+    assert np.abs(a.actions[: len(demo)] - demo).mean() < 0.15
     assert 0.0 <= a.value <= 1.0
 
 
@@ -87,8 +99,9 @@ def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
 
     @torch.no_grad()
     def clean_estimate(actions: torch.Tensor) -> torch.Tensor:
-        return policy.model.trunk(free.current, free.future, one, free.text, free.state, actions, free.value,
-                                  one).action_x0
+        return policy.model.trunk(
+            free.current, free.future, one, free.text, free.state, actions, free.value, one
+        ).action_x0
 
     x = free.actions.clone()
     y = torch.from_numpy(policy.normalizer.action.normalize(target))[None]
@@ -106,8 +119,9 @@ def test_rtc_guidance_is_the_vjp_of_the_clean_estimate(trained):
     # x_next = x_t + (t_next - t) * (v - c * (error + vjp)), t: 1 -> 3/4
     expected = 0.25 * beta * (error + vjp)
     assert vjp.abs().max() > 1e-4
-    assert torch.allclose(guided.actions - free.actions, expected, atol=2e-3 * float(expected.abs().max()) + 1e-6,
-                          rtol=5e-2)
+    assert torch.allclose(
+        guided.actions - free.actions, expected, atol=2e-3 * float(expected.abs().max()) + 1e-6, rtol=5e-2
+    )
     # moving x_t along the guidance lowers the weighted inpainting error of the clean estimate: its
     # slope there (central differences: a trained J is small, a finite step's curvature is not) is
     # -2 |J^T e|
@@ -190,8 +204,12 @@ def test_bad_observations_are_refused_before_any_math(trained):
     policy = load_policy(path)
     ep = episodes[0]
     cases = {
-        "expected (32, 32, 3) uint8": dict(images={**observation(cfg, ep).images, "head": np.zeros((48, 64, 3), np.uint8)}),
-        "missing views ['left_wrist']": dict(images={c: ep.rgb[0, i] for i, c in enumerate(cfg.cameras) if c != "left_wrist"}),
+        "expected (32, 32, 3) uint8": dict(
+            images={**observation(cfg, ep).images, "head": np.zeros((48, 64, 3), np.uint8)}
+        ),
+        "missing views ['left_wrist']": dict(
+            images={c: ep.rgb[0, i] for i, c in enumerate(cfg.cameras) if c != "left_wrist"}
+        ),
         "not finite at ['left_joint3']": dict(state=np.where(np.arange(14) == 2, np.nan, ep.state[0])),
         "expected (14,)": dict(state=np.zeros(12)),
         "missing depth for": dict(depths=None),
@@ -217,17 +235,23 @@ def test_joint_readings_no_encoder_gives_are_refused_before_the_model(trained):
 
     def observe(**joints):
         state = {**dict(zip(policy.meta.state_names, frame.state)), **joints}
-        return deployed.observation(frame.images, frame.depths, {k: v for k, v in state.items() if v is not None},
-                                    frame.instruction)
+        return deployed.observation(
+            frame.images, frame.depths, {k: v for k, v in state.items() if v is not None}, frame.instruction
+        )
 
     beyond = hi + 0.5 * (hi - lo)  # outside the limits, but a calibration offset could read that
     assert observe(left_joint3=beyond).state[2] == pytest.approx(beyond)
-    for value, message in ((1e38, f"left_joint3=1e+38 (limits [{lo:.4g}, {hi:.4g}])"), (-1e38, "left_joint3=-1e+38"),
-                           (float("nan"), "left_joint3=nan"), (None, "left_joint3=missing")):
+    for value, message in (
+        (1e38, f"left_joint3=1e+38 (limits [{lo:.4g}, {hi:.4g}])"),
+        (-1e38, "left_joint3=-1e+38"),
+        (float("nan"), "left_joint3=nan"),
+        (None, "left_joint3=missing"),
+    ):
         with pytest.raises(UnusableJointState, match=re.escape(f"joint states unusable: {message}")):
             observe(left_joint3=value)
-    assert deployed.unusable_joints({**dict(zip(policy.meta.state_names, frame.state)), "right_gripper": 7.0}) == \
-        [f"right_gripper=7 (limits [0, {robot.arm.gripper.stroke:.4g}])"]
+    assert deployed.unusable_joints({**dict(zip(policy.meta.state_names, frame.state)), "right_gripper": 7.0}) == [
+        f"right_gripper=7 (limits [0, {robot.arm.gripper.stroke:.4g}])"
+    ]
 
 
 @pytest.mark.slow
@@ -238,8 +262,9 @@ def test_checkpoints_that_do_not_fit_are_refused(trained, tmp_path):
     policy = load_policy(path, expect_config=tiny_config())
     policy.check_robot(cameras=list(cfg.cameras), state_names=policy.meta.state_names, action_space="joint_position")
     with pytest.raises(CheckpointMismatch) as error:
-        policy.check_robot(cameras=["head", "left_wrist", "front"], state_names=policy.meta.state_names[:-1],
-                           action_space="ee_delta")
+        policy.check_robot(
+            cameras=["head", "left_wrist", "front"], state_names=policy.meta.state_names[:-1], action_space="ee_delta"
+        )
     text = str(error.value)
     assert "robot lacks ['right_wrist']" in text and "robot has extra ['front']" in text
     assert "robot lacks ['right_gripper']" in text and "action space: checkpoint 'joint_position'" in text
@@ -257,8 +282,11 @@ def test_checkpoints_that_do_not_fit_are_refused(trained, tmp_path):
             load_policy(broken)
         assert "\n" not in str(error.value)
     data = torch.load(path, weights_only=False)
-    data["train"] = {**data.get("train", {}), "step": 3, "train_config": {"vae_stage_steps": 0, "video_stage_steps": 5,
-                                                                       "joint_stage_steps": 10}}
+    data["train"] = {
+        **data.get("train", {}),
+        "step": 3,
+        "train_config": {"vae_stage_steps": 0, "video_stage_steps": 5, "joint_stage_steps": 10},
+    }
     partial = tmp_path / "partial.pt"
     torch.save(data, partial)
     with pytest.raises(CheckpointError, match=r"interrupted training's checkpoint \(step 3 of 15\).*--resume"):
@@ -273,31 +301,48 @@ def test_the_vae_stage_trains_the_vae_alone_before_the_flow_stages(tmp_path):
     cfg = tiny_config()
     meta, episodes = synthetic_dataset(cfg, episodes=2, length=12)
     dataset = WindowDataset(episodes, meta, cfg)
-    train_cfg = TrainConfig(vae_stage_steps=12, video_stage_steps=0, joint_stage_steps=0, batch_size=4, lr=2e-3,
-                            log_every=4, checkpoint_every=1000)
+    train_cfg = TrainConfig(
+        vae_stage_steps=12,
+        video_stage_steps=0,
+        joint_stage_steps=0,
+        batch_size=4,
+        lr=2e-3,
+        log_every=4,
+        checkpoint_every=1000,
+    )
     assert [train_cfg.stage(k)[0] for k in (0, 11)] == ["vae", "vae"]
     assert TrainConfig(vae_stage_steps=2, video_stage_steps=3).stage(4) == ("video", 2, 3)
     assert TrainConfig(vae_stage_steps=2, video_stage_steps=3, joint_stage_steps=5).stage(5) == ("joint", 0, 5)
     out = tmp_path / "vae.pt"
     summary = train(dataset, train_cfg, out, progress=False)
-    assert list(summary["losses"]) == ["vae"] and set(summary["losses"]["vae"]["last"]) == {"reconstruction",
-                                                                                             "latent_scale"}
+    assert list(summary["losses"]) == ["vae"] and set(summary["losses"]["vae"]["last"]) == {
+        "reconstruction",
+        "latent_scale",
+    }
     losses = summary["losses"]["vae"]
     assert losses["last"]["reconstruction"] < 0.8 * losses["first"]["reconstruction"], losses
     torch.manual_seed(0)  # train() draws the initial weights from seed 0
     from wam_ros.model.wam import WorldActionModel
+
     initial = WorldActionModel(cfg).state_dict()
     trained = torch.load(out, weights_only=False)["model"]
-    changed = {name for name, tensor in initial.items()
-               if isinstance(tensor, torch.Tensor) and not torch.equal(tensor, trained[name])}
+    changed = {
+        name
+        for name, tensor in initial.items()
+        if isinstance(tensor, torch.Tensor) and not torch.equal(tensor, trained[name])
+    }
     assert changed and all(name.startswith("vae.") for name in changed), sorted(changed)[:5]
     with pytest.raises(ValueError, match="stage steps must be >= 0"):
         TrainConfig(vae_stage_steps=-1).validate()
     frozen = tiny_config(vae_trainable=False)
     frozen_data = WindowDataset(*reversed(synthetic_dataset(frozen, episodes=1, length=8)), frozen)
     with pytest.raises(ValueError, match="VAE is frozen"):
-        train(frozen_data, TrainConfig(vae_stage_steps=1, video_stage_steps=0, joint_stage_steps=0, batch_size=2),
-              tmp_path / "frozen.pt", progress=False)
+        train(
+            frozen_data,
+            TrainConfig(vae_stage_steps=1, video_stage_steps=0, joint_stage_steps=0, batch_size=2),
+            tmp_path / "frozen.pt",
+            progress=False,
+        )
 
 
 def test_datasets_that_do_not_fit_are_refused(tmp_path):
@@ -325,8 +370,22 @@ def test_train_cli(tmp_path):
     save_dataset(tmp_path / "data", meta, episodes)
     config = _write_tiny_yaml(tmp_path)
     out = tmp_path / "ckpt.pt"
-    command = [str(VENV_BIN / "wam-ros"), "train", "--data", str(tmp_path / "data"), "--config", str(config),
-               "--out", str(out), "--video-steps", "3", "--joint-steps", "3", "--batch-size", "2"]
+    command = [
+        str(VENV_BIN / "wam-ros"),
+        "train",
+        "--data",
+        str(tmp_path / "data"),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--video-steps",
+        "3",
+        "--joint-steps",
+        "3",
+        "--batch-size",
+        "2",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
@@ -334,14 +393,18 @@ def test_train_cli(tmp_path):
     assert "train 3/6 | [video]" in run.stderr and "train 6/6 | [joint]" in run.stderr and "action" in run.stderr
     assert "ETA" in run.stderr
     assert load_policy(out).meta.action_names == meta.action_names
-    bad = subprocess.run([*command[:3], str(tmp_path), *command[4:], "--overwrite"], capture_output=True, text=True,
-                         timeout=300)
+    bad = subprocess.run(
+        [*command[:3], str(tmp_path), *command[4:], "--overwrite"], capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "no meta.json" in bad.stderr
     # an existing --out is neither resumed nor replaced unless asked
-    again = subprocess.run([*command[:3], str(tmp_path / "data"), *command[4:]], capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 2 and "exists: continue its training with --resume, or replace it with --overwrite" \
-        in again.stderr
+    again = subprocess.run(
+        [*command[:3], str(tmp_path / "data"), *command[4:]], capture_output=True, text=True, timeout=300
+    )
+    assert (
+        again.returncode == 2
+        and "exists: continue its training with --resume, or replace it with --overwrite" in again.stderr
+    )
 
 
 @pytest.mark.slow
@@ -352,11 +415,36 @@ def test_train_cli_under_torchrun_ddp(tmp_path):
     save_dataset(tmp_path / "data", meta, episodes)
     out = tmp_path / "ddp.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          str(VENV_BIN / "wam-ros"), "train", "--data", str(tmp_path / "data"),
-                          "--config", str(_write_tiny_yaml(tmp_path)), "--out", str(out), "--video-steps", "2",
-                          "--joint-steps", "2", "--batch-size", "2", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=300, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(VENV_BIN / "wam-ros"),
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--config",
+            str(_write_tiny_yaml(tmp_path)),
+            "--out",
+            str(out),
+            "--video-steps",
+            "2",
+            "--joint-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout)  # rank 0 alone prints
     assert summary["world_size"] == 2 and summary["steps"] == 4

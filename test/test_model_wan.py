@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.model_data import TASK, synthetic_dataset, tiny_config
 from safetensors.torch import save_file
 
+from support.model_data import TASK, synthetic_dataset, tiny_config
 from wam_ros.model.policy import CheckpointError, load_policy
 from wam_ros.model.train import WindowDataset
 from wam_ros.model.wam import WorldActionModel, training_losses
@@ -38,7 +38,7 @@ def test_video_expert_reproduces_diffusers_wan_bit_for_bit(layout):
     if layout is TI2V:
         # Wan2.2-TI2V's per-token timesteps (diffusers' expand_timesteps): the conditioning frame at 0
         timestep = torch.full((2, 3 * cfg.tokens_per_frame), 640.0)
-        timestep[:, :cfg.tokens_per_frame] = 0.0
+        timestep[:, : cfg.tokens_per_frame] = 0.0
     else:
         timestep = torch.tensor([250.0, 900.0])
     reference = expert.transformer(latents, timestep, text, return_dict=False)[0]
@@ -67,9 +67,16 @@ def test_the_trunk_runs_wan_on_the_video_tokens():
     timestep = torch.cat([torch.zeros(b, p), (t[:, None] * TIMESTEP_SCALE).expand(b, (frames - 1) * p)], dim=1)
     reference = model.video.transformer(latents[:, 0].transpose(1, 2), timestep, text, return_dict=False)[0]
     assert torch.equal(video_only.video_velocity[:, 0], reference.transpose(1, 2))
-    joint = model.trunk(current, latents[:, :, 1:], t, text, torch.randn(b, cfg.state_dim, generator=g),
-                        torch.randn(b, cfg.num_actions, cfg.action_dim, generator=g), torch.randn(b, generator=g),
-                        torch.tensor([0.2, 0.5]))
+    joint = model.trunk(
+        current,
+        latents[:, :, 1:],
+        t,
+        text,
+        torch.randn(b, cfg.state_dim, generator=g),
+        torch.randn(b, cfg.num_actions, cfg.action_dim, generator=g),
+        torch.randn(b, generator=g),
+        torch.tensor([0.2, 0.5]),
+    )
     assert torch.equal(joint.video_velocity, video_only.video_velocity)  # video never sees the actions
 
 
@@ -79,8 +86,7 @@ def _save_prior(cfg, directory):
     randomise(prior.video, 3)
     randomise(prior.vae, 4)
     prior.video.transformer.save_pretrained(directory / "transformer")
-    prior.vae.vae.register_to_config(latents_mean=[0.5] * cfg.latent_channels,
-                                     latents_std=[2.0] * cfg.latent_channels)
+    prior.vae.vae.register_to_config(latents_mean=[0.5] * cfg.latent_channels, latents_std=[2.0] * cfg.latent_channels)
     prior.vae.vae.save_pretrained(directory / "vae")
     return prior
 
@@ -155,8 +161,16 @@ def test_with_video_sees_actions_the_video_depends_on_the_actions_but_not_the_va
     current = model.conditioning(z[:, :, :1], batch["inverse_depth"][:, :, 0])
     text = model.text_features(batch["instruction"])
     b = len(z)
-    args = [current, z[:, :, 1:], torch.full((b,), 0.5), text, batch["state"], batch["actions"],
-            torch.zeros(b), torch.zeros(b)]
+    args = [
+        current,
+        z[:, :, 1:],
+        torch.full((b,), 0.5),
+        text,
+        batch["state"],
+        batch["actions"],
+        torch.zeros(b),
+        torch.zeros(b),
+    ]
     base = model.trunk(*args)
     moved = model.trunk(*args[:5], batch["actions"] + 1.0, *args[6:])
     assert not torch.allclose(base.video_velocity, moved.video_velocity)
@@ -168,11 +182,20 @@ def test_checkpoints_of_the_old_architecture_are_refused_with_a_retrain_message(
     """A checkpoint as the retired own-autoencoder/DiT code wrote it (format 1, its config fields,
     its state-dict names)."""
     old_config = {**tiny_config().to_dict(), "autoencoder_width": 8}
-    for name in ("vae_layout", "vae_base_dim", "vae_decoder_base_dim", "vae_res_blocks", "vae_trainable",
-                 "video_sees_actions"):
+    for name in (
+        "vae_layout",
+        "vae_base_dim",
+        "vae_decoder_base_dim",
+        "vae_res_blocks",
+        "vae_trainable",
+        "video_sees_actions",
+    ):
         old_config.pop(name)
-    state = {"autoencoder.encoder.0.conv.weight": torch.zeros(8, 3, 3, 3, 3),
-             "layers.0.video.qkv.weight": torch.zeros(96, 32), "patch_in.weight": torch.zeros(32, 16)}
+    state = {
+        "autoencoder.encoder.0.conv.weight": torch.zeros(8, 3, 3, 3, 3),
+        "layers.0.video.qkv.weight": torch.zeros(96, 32),
+        "patch_in.weight": torch.zeros(32, 16),
+    }
     path = tmp_path / "old.pt"
     torch.save({"format": 1, "config": old_config, "model": state, "normalization": {}, "meta": {}}, path)
     with pytest.raises(CheckpointError, match="retired architecture.*retrain") as error:

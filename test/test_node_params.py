@@ -64,11 +64,14 @@ def test_defaults_and_overrides_come_back_typed_with_groups_as_dotted_names(make
     assert node.describe_parameter("mode").additional_constraints == "one of: rtc, naive"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"mode": "blend"}, "parameter mode: unknown value 'blend'; allowed: rtc, naive"),
-    ({"steps": 0}, "parameter steps: "),
-    ({"limits.delta": 2.0}, "parameter limits.delta: "),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"mode": "blend"}, "parameter mode: unknown value 'blend'; allowed: rtc, naive"),
+        ({"steps": 0}, "parameter steps: "),
+        ({"limits.delta": 2.0}, "parameter limits.delta: "),
+    ],
+)
 def test_bad_values_are_refused_by_name(make_node, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         declare_params(make_node(**overrides), Example)

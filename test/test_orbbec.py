@@ -10,14 +10,26 @@ import pytest
 
 ob = pytest.importorskip("pyorbbecsdk")
 
-from wam_ros.cameras.orbbec import (OrbbecCamera, OrbbecSettings, align_mode, camera_model, color_to_rgb,  # noqa: E402
-                                    depth_frame_to_mm, sync_config)
+from wam_ros.cameras.orbbec import (  # noqa: E402
+    OrbbecCamera,
+    OrbbecSettings,
+    align_mode,
+    camera_model,
+    color_to_rgb,
+    depth_frame_to_mm,
+    sync_config,
+)
 from wam_ros.config import ConfigError  # noqa: E402
 
 
 def test_settings_map_onto_the_sdk_sync_and_align_configuration():
-    s = OrbbecSettings(sync_mode="secondary_synced", depth_delay_us=1200, color_delay_us=300,
-                       trigger_to_image_delay_us=50, align_mode="HW")
+    s = OrbbecSettings(
+        sync_mode="secondary_synced",
+        depth_delay_us=1200,
+        color_delay_us=300,
+        trigger_to_image_delay_us=50,
+        align_mode="HW",
+    )
     config = sync_config(s)
     assert config.mode == ob.OBMultiDeviceSyncMode.SECONDARY_SYNCED
     assert (config.depth_delay_us, config.color_delay_us, config.trigger_to_image_delay_us) == (1200, 300, 50)
@@ -25,13 +37,16 @@ def test_settings_map_onto_the_sdk_sync_and_align_configuration():
     assert align_mode(OrbbecSettings(align_mode="NONE")) == ob.OBAlignMode.DISABLE
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("sync_mode", "leader", "sync_mode: unknown value 'leader'; allowed: free_run, standalone, primary"),
-    ("align_mode", "GPU", "align_mode: unknown value 'GPU'; allowed: HW, SW, NONE"),
-    ("time_domain", "gps", "time_domain: unknown value 'gps'"),
-    ("depth_fps", 0, "depth_fps: must be positive"),
-    ("depth_delay_us", -5, "depth_delay_us: must be >= 0 us"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sync_mode", "leader", "sync_mode: unknown value 'leader'; allowed: free_run, standalone, primary"),
+        ("align_mode", "GPU", "align_mode: unknown value 'GPU'; allowed: HW, SW, NONE"),
+        ("time_domain", "gps", "time_domain: unknown value 'gps'"),
+        ("depth_fps", 0, "depth_fps: must be positive"),
+        ("depth_delay_us", -5, "depth_delay_us: must be >= 0 us"),
+    ],
+)
 def test_bad_settings_are_named(field, value, message):
     with pytest.raises(ConfigError, match=message):
         OrbbecSettings(**{field: value})
@@ -60,7 +75,14 @@ def test_color_formats_convert_to_rgb():
 
 def test_intrinsics_and_depth_scale_map_to_ros_conventions():
     intrinsic, distortion = ob.OBCameraIntrinsic(), ob.OBCameraDistortion()
-    intrinsic.fx, intrinsic.fy, intrinsic.cx, intrinsic.cy, intrinsic.width, intrinsic.height = 600, 601, 320, 240, 640, 480
+    intrinsic.fx, intrinsic.fy, intrinsic.cx, intrinsic.cy, intrinsic.width, intrinsic.height = (
+        600,
+        601,
+        320,
+        240,
+        640,
+        480,
+    )
     distortion.k1, distortion.k2, distortion.p1, distortion.p2, distortion.k3 = 0.1, -0.2, 0.001, 0.002, 0.03
     distortion.k4, distortion.k5, distortion.k6 = 0.4, 0.5, 0.6
     model = camera_model(intrinsic, distortion)

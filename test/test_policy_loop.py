@@ -24,25 +24,41 @@ def policy_and_episode():
     meta, episodes = synthetic_dataset(cfg, episodes=1)
     model = WorldActionModel(cfg)
     model.text_encoder.register([TASK])
-    policy = WorldActionPolicy(model, WindowDataset(episodes, meta, cfg).normalizer, CheckpointMeta(
-        meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps))
+    policy = WorldActionPolicy(
+        model,
+        WindowDataset(episodes, meta, cfg).normalizer,
+        CheckpointMeta(
+            meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps
+        ),
+    )
     return policy, episodes[0]
 
 
 def make_loop(policy_and_episode, seed: int = -1) -> tuple[PolicyLoop, list[tuple[str, str]]]:
     policy, _ = policy_and_episode
-    deployed = DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
-                              DeployConfig(action_steps=2, video=False))
+    deployed = DeployedPolicy(
+        policy,
+        load_robot_config("agilex"),
+        ChunkScheduler(chunking_config(policy)),
+        DeployConfig(action_steps=2, video=False),
+    )
     problems: list[tuple[str, str]] = []
-    loop = PolicyLoop(deployed, TASK, max_observation_age=0.5, seed=seed,
-                      on_problem=lambda cause, detail: problems.append((cause, detail)))
+    loop = PolicyLoop(
+        deployed,
+        TASK,
+        max_observation_age=0.5,
+        seed=seed,
+        on_problem=lambda cause, detail: problems.append((cause, detail)),
+    )
     return loop, problems
 
 
 def feed(loop: PolicyLoop, episode, stamp: float, t: int = 0) -> None:
     cams = loop.deployed.policy.cfg.cameras
-    loop.observe(stamp, ({c: episode.rgb[t, i] for i, c in enumerate(cams)},
-                         {c: episode.depth[t, i] for i, c in enumerate(cams)}, {}))
+    loop.observe(
+        stamp,
+        ({c: episode.rgb[t, i] for i, c in enumerate(cams)}, {c: episode.depth[t, i] for i, c in enumerate(cams)}, {}),
+    )
     loop.update_joints(loop.deployed.policy.meta.state_names, episode.state[t].tolist())
 
 
@@ -90,8 +106,13 @@ def test_a_seed_makes_every_chunks_noise_reproducible_and_minus_one_draws_fresh_
 def test_no_inference_starts_while_the_supervisor_rolls_back_or_is_estopped(policy_and_episode):
     loop, _ = make_loop(policy_and_episode)
     assert loop.due(0.0)  # nothing executes: due at once
-    for mode, due in (("ROLLING_BACK", False), ("ESTOP", False), ("RESAMPLING", True), ("HOLD", True),
-                      ("RUNNING", True)):
+    for mode, due in (
+        ("ROLLING_BACK", False),
+        ("ESTOP", False),
+        ("RESAMPLING", True),
+        ("HOLD", True),
+        ("RUNNING", True),
+    ):
         loop.supervisor_state(mode, 0)
         assert loop.due(0.0) is due, mode
 

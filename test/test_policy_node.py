@@ -58,8 +58,14 @@ class Robot(ProbeNode):
         for kind in self.clouds:
             n.create_subscription(PointCloud2, f"policy/{kind}_cloud", self.clouds[kind].append, COMMAND_QOS)
         n.create_subscription(MarkerArray, "policy/markers", self.markers.append, COMMAND_QOS)
-        n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.update(
-            {v.key: v.value for s in m.status if s.name.endswith("policy") for v in s.values}), DIAGNOSTICS_QOS)
+        n.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.update(
+                {v.key: v.value for s in m.status if s.name.endswith("policy") for v in s.values}
+            ),
+            DIAGNOSTICS_QOS,
+        )
         self.resample = n.create_client(Resample, "policy/resample")
         self.supervisor_pub = n.create_publisher(SupervisorState, "supervisor/state", LATCHED_QOS)
         self.joints = dict(HOME)
@@ -75,8 +81,11 @@ class Robot(ProbeNode):
 
     def _publish_observation(self) -> None:
         stamp = to_time(self.node.get_clock().now().nanoseconds * 1e-9 - self.age)
-        msg = MultiViewRGBD(camera_names=list(self.cameras), degraded=self.degraded,
-                            status="missing ['head']" if self.degraded else "ok")
+        msg = MultiViewRGBD(
+            camera_names=list(self.cameras),
+            degraded=self.degraded,
+            status="missing ['head']" if self.degraded else "ok",
+        )
         msg.header.stamp = stamp
         for i, cam in enumerate(self.cameras):
             color = np.full((H, W, 3), 40 + 60 * i, np.uint8)
@@ -97,10 +106,23 @@ def robot_and_policy(checkpoint):
     """One policy node for the module (its start-up, torch import included, takes seconds); each
     test leaves the inputs healthy."""
     domain = SPARE_DOMAIN_IDS[0]
-    process = subprocess.Popen([str(Path(sys.executable).parent / "policy_node"), "--ros-args",
-                                "-p", f"checkpoint:={checkpoint}", "-p", "robot:=agilex", "-p", "seed:=3",
-                                "-p", "max_observation_age:=0.5", "-p", "live_cloud_stride:=2"],
-                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "policy_node"),
+            "--ros-args",
+            "-p",
+            f"checkpoint:={checkpoint}",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "seed:=3",
+            "-p",
+            "max_observation_age:=0.5",
+            "-p",
+            "live_cloud_stride:=2",
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+    )
     robot = Robot(domain)
     try:
         yield robot, process
@@ -111,8 +133,9 @@ def robot_and_policy(checkpoint):
 
 def test_the_policy_publishes_chunks_values_gates_clouds_and_markers(robot_and_policy):
     robot, _ = robot_and_policy
-    assert robot.spin_until(lambda: len(robot.chunks) >= 3 and robot.clouds["predicted"] and robot.markers, 60.0), \
+    assert robot.spin_until(lambda: len(robot.chunks) >= 3 and robot.clouds["predicted"] and robot.markers, 60.0), (
         f"{len(robot.chunks)} chunks, diagnostics {robot.diagnostics}"
+    )
     chunk = robot.chunks[-1]
     arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
     assert chunk.action_space == ActionChunk.ACTION_SPACE_JOINT_POSITION and list(chunk.joint_names) == arm
@@ -142,8 +165,11 @@ def test_resample_discards_pending_chunks_and_answers_with_the_next_id(robot_and
     assert robot.spin_until(lambda: len(robot.chunks) >= 2, 60.0)
     arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
     restored = [HOME[n] + 0.05 for n in arm]
-    reply = robot.call_service(robot.resample, Resample.Request(discarded_chunk_id=robot.chunks[-1].chunk_id,
-                                                                joint_names=arm, positions=restored), 5.0)
+    reply = robot.call_service(
+        robot.resample,
+        Resample.Request(discarded_chunk_id=robot.chunks[-1].chunk_id, joint_names=arm, positions=restored),
+        5.0,
+    )
     assert reply.accepted, reply.message
     assert robot.spin_until(lambda: any(c.chunk_id == reply.chunk_id for c in robot.chunks), 20.0)
     # a restored state naming a joint the checkpoint does not know is refused
@@ -157,16 +183,26 @@ def test_a_refused_chunk_drops_its_plan_and_chunks_keep_coming(robot_and_policy)
     (the next inference would be inpainted towards it), the plan is dropped and counted; a refusal of
     a chunk it has already replaced changes nothing."""
     robot, _ = robot_and_policy
-    assert robot.spin_until(lambda: len(robot.chunks) >= 2 and "plans_dropped_after_refusal" in robot.diagnostics,
-                            60.0)
-    stale = SupervisorState(state=SupervisorState.RUNNING, state_name="RUNNING", last_rejected_chunk_id=1,
-                            last_rejection="an old chunk", chunks_rejected=1)
+    assert robot.spin_until(lambda: len(robot.chunks) >= 2 and "plans_dropped_after_refusal" in robot.diagnostics, 60.0)
+    stale = SupervisorState(
+        state=SupervisorState.RUNNING,
+        state_name="RUNNING",
+        last_rejected_chunk_id=1,
+        last_rejection="an old chunk",
+        chunks_rejected=1,
+    )
     robot.supervisor_pub.publish(stale)  # chunk 1 was replaced long ago
     for attempt in range(20):  # the newest chunk is executing until the next one is published
         newest = robot.chunks[-1].chunk_id
-        robot.supervisor_pub.publish(SupervisorState(
-            state=SupervisorState.RUNNING, state_name="RUNNING", last_rejected_chunk_id=newest,
-            chunks_rejected=2 + attempt, last_rejection="left_joint6: first target 0.89 is 0.634 rad away"))
+        robot.supervisor_pub.publish(
+            SupervisorState(
+                state=SupervisorState.RUNNING,
+                state_name="RUNNING",
+                last_rejected_chunk_id=newest,
+                chunks_rejected=2 + attempt,
+                last_rejection="left_joint6: first target 0.89 is 0.634 rad away",
+            )
+        )
         if robot.spin_until(lambda: robot.diagnostics.get("plans_dropped_after_refusal") == "1", 2.5):
             break
     assert robot.diagnostics["plans_dropped_after_refusal"] == "1", robot.diagnostics
@@ -175,11 +211,16 @@ def test_a_refused_chunk_drops_its_plan_and_chunks_keep_coming(robot_and_policy)
     assert int(robot.diagnostics["inference_errors"]) == 0
 
 
-@pytest.mark.parametrize("fault, reason", [("degraded", "skipped: observation degraded"),
-                                           ("stale", "skipped: observation stale"),
-                                           ("nan", "skipped: joint state missing, NaN or out of range"),
-                                           ("cameras", "skipped: observation rejected"),
-                                           ("glitch", "skipped: joint state missing, NaN or out of range")])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("degraded", "skipped: observation degraded"),
+        ("stale", "skipped: observation stale"),
+        ("nan", "skipped: joint state missing, NaN or out of range"),
+        ("cameras", "skipped: observation rejected"),
+        ("glitch", "skipped: joint state missing, NaN or out of range"),
+    ],
+)
 def test_unusable_inputs_give_no_chunk_and_a_diagnostic(robot_and_policy, fault, reason):
     robot, process = robot_and_policy
     if fault == "degraded":
@@ -215,7 +256,7 @@ def _no_pixels(msg: MultiViewRGBD) -> None:
 def _short_step(msg: MultiViewRGBD) -> None:
     color = msg.color[1]
     color.step = W * 3 - 3  # rows shorter than width x 3 bytes, data consistent with that step
-    color.data = color.data[:color.step * H]
+    color.data = color.data[: color.step * H]
 
 
 def _huge_width(msg: MultiViewRGBD) -> None:
@@ -228,20 +269,30 @@ def _nan_intrinsics(msg: MultiViewRGBD) -> None:
     msg.color_info[2].k[0] = math.nan
 
 
-@pytest.mark.parametrize("tamper, reason", [(_no_views, "do not index the views"), (_no_pixels, "has no pixels"),
-                                            (_short_step, "left_wrist/color: image 64x48 rgb8: step 189 is less"),
-                                            (_huge_width, "head/color: image 100000x1 rgb8: step 3 is less"),
-                                            (_nan_intrinsics, "right_wrist/color_info: CameraInfo K [nan")],
-                         ids=["camera names without views", "0x0 images", "step < width x 3",
-                              "width 100000 with 3 bytes", "NaN in K"])
+@pytest.mark.parametrize(
+    "tamper, reason",
+    [
+        (_no_views, "do not index the views"),
+        (_no_pixels, "has no pixels"),
+        (_short_step, "left_wrist/color: image 64x48 rgb8: step 189 is less"),
+        (_huge_width, "head/color: image 100000x1 rgb8: step 3 is less"),
+        (_nan_intrinsics, "right_wrist/color_info: CameraInfo K [nan"),
+    ],
+    ids=["camera names without views", "0x0 images", "step < width x 3", "width 100000 with 3 bytes", "NaN in K"],
+)
 def test_malformed_sets_are_rejected_with_their_reason_and_the_node_keeps_working(robot_and_policy, tamper, reason):
     robot, process = robot_and_policy
     assert robot.spin_until(lambda: "chunks" in robot.diagnostics, 30.0)
     before = int(robot.diagnostics.get("skipped: observation malformed", 0))
     robot.tamper = tamper
     try:
-        assert robot.spin_until(lambda: int(robot.diagnostics.get("skipped: observation malformed", 0)) > before
-                                and reason in robot.diagnostics.get("last_skip", ""), 30.0), robot.diagnostics
+        assert robot.spin_until(
+            lambda: (
+                int(robot.diagnostics.get("skipped: observation malformed", 0)) > before
+                and reason in robot.diagnostics.get("last_skip", "")
+            ),
+            30.0,
+        ), robot.diagnostics
         robot.spin_for(1.0)  # an inference started on a good set before may still publish
         count = len(robot.chunks)
         robot.spin_for(1.5)
@@ -293,16 +344,31 @@ def test_an_inference_in_flight_during_a_resample_neither_publishes_nor_guides_t
     state, starts afresh instead of being guided towards the discarded plan."""
     domain, log = SPARE_DOMAIN_IDS[1], tmp_path / "policy.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-c", BLOCKING_POLICY_NODE, "3", "--ros-args",
-                                    "-p", f"checkpoint:={checkpoint}", "-p", "robot:=agilex", "-p", "seed:=3"],
-                                   env={**os.environ, "ROS_DOMAIN_ID": str(domain)}, stdout=out)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                BLOCKING_POLICY_NODE,
+                "3",
+                "--ros-args",
+                "-p",
+                f"checkpoint:={checkpoint}",
+                "-p",
+                "robot:=agilex",
+                "-p",
+                "seed:=3",
+            ],
+            env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+            stdout=out,
+        )
     robot = Robot(domain)
     try:
         assert robot.spin_until(lambda: "chunk 3 waits" in log.read_text(), 60.0), (log.read_text(), robot.diagnostics)
         assert robot.spin_until(lambda: {1, 2} <= {c.chunk_id for c in robot.chunks}, 10.0)
         arm = [n for n in ROBOT.joint_names if not n.endswith("_gripper")]
-        reply = robot.call_service(robot.resample, Resample.Request(discarded_chunk_id=2, joint_names=arm,
-                                                                    positions=[HOME[n] for n in arm]))
+        reply = robot.call_service(
+            robot.resample, Resample.Request(discarded_chunk_id=2, joint_names=arm, positions=[HOME[n] for n in arm])
+        )
         assert reply.accepted and reply.chunk_id == 4
         assert robot.spin_until(lambda: any(c.chunk_id == 4 for c in robot.chunks), 60.0), log.read_text()
         assert 3 not in {c.chunk_id for c in robot.chunks}  # the discarded inference published nothing
@@ -324,13 +390,20 @@ def test_a_diverged_checkpoint_publishes_nothing_and_the_node_keeps_serving(chec
     diverged = tmp_path / "diverged.pt"
     torch.save(data, diverged)
     domain = SPARE_DOMAIN_IDS[1]
-    process = subprocess.Popen([str(Path(sys.executable).parent / "policy_node"), "--ros-args",
-                                "-p", f"checkpoint:={diverged}", "-p", "robot:=agilex"],
-                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "policy_node"),
+            "--ros-args",
+            "-p",
+            f"checkpoint:={diverged}",
+            "-p",
+            "robot:=agilex",
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+    )
     robot = Robot(domain)
     try:
-        assert robot.spin_until(lambda: int(robot.diagnostics.get("inference_errors", 0)) >= 2, 60.0), \
-            robot.diagnostics
+        assert robot.spin_until(lambda: int(robot.diagnostics.get("inference_errors", 0)) >= 2, 60.0), robot.diagnostics
         assert int(robot.diagnostics["skipped: inference failed"]) >= 2
         assert not robot.chunks and not robot.values and process.poll() is None
     finally:
@@ -339,16 +412,36 @@ def test_a_diverged_checkpoint_publishes_nothing_and_the_node_keeps_serving(chec
 
 
 def test_a_checkpoint_for_another_robot_is_refused_at_start(checkpoint):
-    result = subprocess.run([str(Path(sys.executable).parent / "policy_node"), "--ros-args",
-                             "-p", f"checkpoint:={checkpoint}", "-p", "robot:=franka"],
-                            capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])})
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "policy_node"),
+            "--ros-args",
+            "-p",
+            f"checkpoint:={checkpoint}",
+            "-p",
+            "robot:=franka",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])},
+    )
     assert result.returncode == 2
     assert "checkpoint does not match the robot" in result.stderr and "state joints" in result.stderr
-    unknown = subprocess.run([str(Path(sys.executable).parent / "policy_node"), "--ros-args",
-                              "-p", f"checkpoint:={checkpoint}", "-p", "instruction:=fold the towel"],
-                             capture_output=True, text=True, timeout=60,
-                             env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])})
+    unknown = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "policy_node"),
+            "--ros-args",
+            "-p",
+            f"checkpoint:={checkpoint}",
+            "-p",
+            "instruction:=fold the towel",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])},
+    )
     assert unknown.returncode == 2 and "fold the towel" in unknown.stderr
 
 

@@ -11,7 +11,7 @@ import pytest
 
 rs = pytest.importorskip("pyrealsense2")
 
-from support.realsense_software import FIRMWARE, H, SERIAL, W, SoftwareCamera  # noqa: E402
+from support.realsense_software import FIRMWARE, SERIAL, H, SoftwareCamera, W  # noqa: E402
 from wam_ros.cameras.frames import TimestampMapper  # noqa: E402
 from wam_ros.cameras.realsense import RealSenseCamera, RealSenseSettings, frameset_to_rgbd  # noqa: E402
 from wam_ros.config import ConfigError  # noqa: E402
@@ -28,8 +28,10 @@ def frames(k: int, depth_units: float):
 def recorded_images(path: str) -> dict[str, int]:
     """Images per stream in an rs.recorder .db3 (a rosbag2 SQLite file), counted without librealsense."""
     with closing(sqlite3.connect(path)) as db:
-        rows = db.execute("SELECT t.name, COUNT(*) FROM messages m JOIN topics t ON m.topic_id = t.id "
-                          "WHERE t.name LIKE '%/image/data/%' GROUP BY t.name").fetchall()
+        rows = db.execute(
+            "SELECT t.name, COUNT(*) FROM messages m JOIN topics t ON m.topic_id = t.id "
+            "WHERE t.name LIKE '%/image/data/%' GROUP BY t.name"
+        ).fetchall()
     return {name.split("/")[3]: count for name, count in rows}  # /device_0/sensor_1/Color_0/image/data/...
 
 
@@ -118,7 +120,8 @@ def test_bad_settings_and_missing_sources_are_named(tmp_path):
         RealSenseCamera(RealSenseSettings(rosbag_filename=str(tmp_path / "missing.db3"))).open()
     # no camera on this machine: said at once (pipeline.start would take seconds), with what is connected
     start = time.monotonic()
-    with pytest.raises(ConnectionError, match="RealSense camera 123456789: not connected; connected RealSense "
-                                              "cameras: none"):
+    with pytest.raises(
+        ConnectionError, match="RealSense camera 123456789: not connected; connected RealSense cameras: none"
+    ):
         RealSenseCamera(RealSenseSettings(serial_no="123456789")).open()
     assert time.monotonic() - start < 5.0

@@ -23,8 +23,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
-from support.ros import ProbeNode
 from support.bag_messages import TOPICS, image, joint_state, read_all
+from support.ros import ProbeNode
 from wam_ros.data.bag import RESERVE_FILE, BagError, is_complete, read_episode_record, recover, typestore
 from wam_ros.data.recorder import Recorder, RecorderConfig, RecorderError
 from wam_ros.ros.conversions import image_msg
@@ -43,8 +43,9 @@ def disk(tmp_path):
     mount.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command: cannot make a small filesystem to fill")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if result.returncode:
         pytest.skip(f"cannot mount a small tmpfs (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
     try:
@@ -77,8 +78,11 @@ def wait_for(condition, timeout: float, what: str) -> None:
 def record_until_full(directory: Path, events: list | None = None) -> tuple[Recorder, Path, dict[str, list[bytes]]]:
     """Joint states and images until the disk is full; flushed after every message, so that the
     failure costs at most the one message being written. Returns what was handed over, per topic."""
-    recorder = Recorder(RecorderConfig(directory, min_free_mb=0.0, flush_period=0.0, disk_check_period=0.05), TOPICS,
-                        on_event=lambda kind, info: events is not None and events.append(kind))
+    recorder = Recorder(
+        RecorderConfig(directory, min_free_mb=0.0, flush_period=0.0, disk_check_period=0.05),
+        TOPICS,
+        on_event=lambda kind, info: events is not None and events.append(kind),
+    )
     path = recorder.start_episode(0, "pick the cube", "scripted")
     submitted: dict[str, list[bytes]] = {"/joint_states": [], "/head/color/image_raw": []}
     deadline = time.monotonic() + 60
@@ -86,7 +90,10 @@ def record_until_full(directory: Path, events: list | None = None) -> tuple[Reco
     while recorder.recording:
         assert time.monotonic() < deadline, "the disk never filled"
         rgb = np.full((240, 320, 3), k % 256, np.uint8)  # 230 KB
-        for topic, data in (("/joint_states", joint_state(k / 100)), ("/head/color/image_raw", image(k / 100, rgb, "rgb8"))):
+        for topic, data in (
+            ("/joint_states", joint_state(k / 100)),
+            ("/head/color/image_raw", image(k / 100, rgb, "rgb8")),
+        ):
             if recorder.submit(topic, k * 10**7, data):
                 submitted[topic].append(data)
         k += 1
@@ -104,7 +111,7 @@ def test_a_full_disk_ends_the_episode_readable_up_to_the_failure_and_the_recorde
     assert json.loads((path / "episode.json").read_text()) == episode and is_complete(path)
     on_disk = read_all(path)
     for topic, sent in submitted.items():
-        assert on_disk[topic] == sent[:len(on_disk[topic])], topic  # an exact prefix, nothing reordered
+        assert on_disk[topic] == sent[: len(on_disk[topic])], topic  # an exact prefix, nothing reordered
         assert episode["messages_on_disk"][topic] == len(on_disk[topic])
     assert len(on_disk["/head/color/image_raw"]) > 10
     lost = sum(episode["messages"][t]["written"] - len(on_disk[t]) for t in submitted)
@@ -129,8 +136,11 @@ def test_a_full_disk_ends_the_episode_readable_up_to_the_failure_and_the_recorde
 
 def test_when_even_the_record_cannot_be_written_it_is_kept_in_memory_and_written_once_there_is_room(disk):
     events: list[str] = []
-    recorder = Recorder(RecorderConfig(disk, min_free_mb=0.0, flush_period=0.0, disk_check_period=0.05), TOPICS,
-                        on_event=lambda kind, info: events.append(kind))
+    recorder = Recorder(
+        RecorderConfig(disk, min_free_mb=0.0, flush_period=0.0, disk_check_period=0.05),
+        TOPICS,
+        on_event=lambda kind, info: events.append(kind),
+    )
     path = recorder.start_episode(0, "", "")
     for k in range(50):
         recorder.submit("/joint_states", k, joint_state(k / 100))
@@ -219,7 +229,9 @@ KILLED_RECORDER = textwrap.dedent("""
 
 
 def killed_recorder(directory: Path) -> Path:
-    process = subprocess.Popen([sys.executable, "-c", KILLED_RECORDER, str(directory)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RECORDER, str(directory)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout.readline().strip() == "written"
     finally:
@@ -232,8 +244,11 @@ def killed_recorder(directory: Path) -> Path:
 
 def joint_positions(path: Path) -> list[float]:
     with AnyReader([path], default_typestore=typestore()) as reader:
-        return [float(reader.deserialize(raw, conn.msgtype).position[0]) for conn, _, raw in reader.messages()
-                if conn.topic == "/joint_states"]
+        return [
+            float(reader.deserialize(raw, conn.msgtype).position[0])
+            for conn, _, raw in reader.messages()
+            if conn.topic == "/joint_states"
+        ]
 
 
 def test_recover_finishes_a_killed_recorders_bag_on_a_full_disk_where_it_lies(disk):
@@ -283,8 +298,12 @@ EFBIG_RECORDER = textwrap.dedent("""
 
 
 def test_a_file_size_limit_ends_the_episode_as_a_disk_error_readable_up_to_it(tmp_path):
-    result = subprocess.run([sys.executable, "-c", EFBIG_RECORDER, str(tmp_path), str(Path(__file__).parent)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", EFBIG_RECORDER, str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     episode = json.loads(result.stdout.splitlines()[-1])
     path = tmp_path / "episode_000000"
@@ -299,14 +318,33 @@ def stamp(k: int) -> Time:  # k milliseconds
 
 
 def test_the_recorder_node_on_a_full_disk_ends_the_episode_and_stays_responsive(disk):
-    process = subprocess.Popen([str(BIN / "recorder_node"), "--ros-args", "-r", "__ns:=/disk_full",
-                                "-p", "robot:=franka", "-p", f"directory:={disk}", "-p", "min_free_mb:=0.0",
-                                "-p", "source:=raw", "-p", "cameras:=[head]"])
+    process = subprocess.Popen(
+        [
+            str(BIN / "recorder_node"),
+            "--ros-args",
+            "-r",
+            "__ns:=/disk_full",
+            "-p",
+            "robot:=franka",
+            "-p",
+            f"directory:={disk}",
+            "-p",
+            "min_free_mb:=0.0",
+            "-p",
+            "source:=raw",
+            "-p",
+            "cameras:=[head]",
+        ]
+    )
     probe = ProbeNode("disk_full_probe")
     node = probe.node
     diagnostics: list[DiagnosticStatus] = []
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: diagnostics.extend(
-        s for s in msg.status if s.name.startswith("/disk_full/recorder")), DIAGNOSTICS_QOS)
+    node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda msg: diagnostics.extend(s for s in msg.status if s.name.startswith("/disk_full/recorder")),
+        DIAGNOSTICS_QOS,
+    )
     joints = node.create_publisher(JointState, "/disk_full/joint_states", EVERY_MESSAGE_QOS)
     images = node.create_publisher(Image, "/disk_full/head/color/image_raw", EVERY_SET_QOS)
     start = node.create_client(Trigger, "/disk_full/recorder/start_episode")
@@ -329,7 +367,9 @@ def test_the_recorder_node_on_a_full_disk_ends_the_episode_and_stays_responsive(
             probe.spin_for(0.01)
             k += 1
         episode = read_episode_record(path)
-        assert episode["outcome"] == "disk_full" and episode["error"] == f"ENOSPC (No space left on device) writing {path}"
+        assert (
+            episode["outcome"] == "disk_full" and episode["error"] == f"ENOSPC (No space left on device) writing {path}"
+        )
         with AnyReader([path], default_typestore=typestore()) as reader:  # complete: metadata.yaml and index
             stamps: dict[str, list[int]] = {}
             for conn, _, raw in reader.messages():

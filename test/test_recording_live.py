@@ -17,14 +17,14 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from support.lerobot_venv import lerobot_side, run_lerobot, save_expected
+from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from support.rosbag2_checks import check_like_ros2_bag_record
 from wam_ros.data.bag import typestore
 from wam_ros.data.bag_frames import index_episode, iter_frames
 from wam_ros.data.export import ExportConfig, export_hdf5, load_hdf5
-from wam_ros.data.lerobot import export_lerobot, load_lerobot
 from wam_ros.data.formats import load_dataset
+from wam_ros.data.lerobot import export_lerobot, load_lerobot
 from wam_ros.msg import ActionChunk, MultiViewRGBD
 from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, EVERY_SET_QOS, JOINT_STATE_QOS
 
@@ -34,9 +34,23 @@ BIN = Path(sys.executable).parent
 
 
 def start_recorder(directory: Path, *parameters: str) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "recorder_node"), "--ros-args", "-r", "__ns:=/lab",
-                             "-p", "use_sim_time:=true", "-p", "robot:=franka", "-p", f"directory:={directory}",
-                             "-p", "min_free_mb:=10.0", *parameters])
+    return subprocess.Popen(
+        [
+            str(BIN / "recorder_node"),
+            "--ros-args",
+            "-r",
+            "__ns:=/lab",
+            "-p",
+            "use_sim_time:=true",
+            "-p",
+            "robot:=franka",
+            "-p",
+            f"directory:={directory}",
+            "-p",
+            "min_free_mb:=10.0",
+            *parameters,
+        ]
+    )
 
 
 def stamp_ns(msg) -> int:
@@ -89,8 +103,13 @@ def test_the_episode_bag_holds_every_stream_with_nothing_dropped(recorded):
     assert record["robot"] == "franka" and set(record["calibration"]) == {"head", "left_wrist", "right_wrist"}
     assert all(m["dropped"] == 0 and m["written"] == m["received"] for m in record["messages"].values())
     messages = bag_messages(path)
-    assert {"/lab/joint_states", "/lab/observations", "/lab/joint_trajectory", "/lab/policy/chunk",
-            "/wam_ros/episode_events"} <= set(messages)
+    assert {
+        "/lab/joint_states",
+        "/lab/observations",
+        "/lab/joint_trajectory",
+        "/lab/policy/chunk",
+        "/wam_ros/episode_events",
+    } <= set(messages)
     # every set the probe saw inside the recorded span is in the bag (both subscribers are reliable)
     recorded_stamps = [stamp_ns(m) for _, m in messages["/lab/observations"]]
     seen = [stamp_ns(s) for s in probe_sets]
@@ -131,11 +150,19 @@ def test_export_to_lerobot_and_hdf5_reloads_frames_and_actions_exactly(recorded,
     assert len(stats["action"]["q01"]) == len(index.joint_names) and "q99" in stats["observation.state"]
     # dataset info agrees across the bag and both exports (the exports' from metadata alone)
     from wam_ros.data.summary import dataset_info, preview
-    infos = {name: dataset_info(p) for name, p in (("bag", path.parent), ("lerobot", tmp_path / "lerobot"),
-                                                   ("hdf5", tmp_path / "hdf5"))}
+
+    infos = {
+        name: dataset_info(p)
+        for name, p in (("bag", path.parent), ("lerobot", tmp_path / "lerobot"), ("hdf5", tmp_path / "hdf5"))
+    }
     for name, info in infos.items():
-        assert (info["episodes"], info["frames"], info["cameras"], info["success_rate"], info["tasks"]) == \
-            (1, len(index), index.cameras, 1.0, ["wave both arms"]), name
+        assert (info["episodes"], info["frames"], info["cameras"], info["success_rate"], info["tasks"]) == (
+            1,
+            len(index),
+            index.cameras,
+            1.0,
+            ["wave both arms"],
+        ), name
     assert infos["lerobot"]["image_size"] == infos["hdf5"]["image_size"] == list(rgb.shape[2:4])
     assert infos["bag"]["outcomes"] == {"success": 1}
     sheet = preview(tmp_path / "lerobot", tmp_path / "preview.png", frames=4)
@@ -193,15 +220,29 @@ def test_ctrl_c_closes_an_open_episode_cleanly_and_marks_it_partial(bringup, tmp
 def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk():
     """teleop_node needs nothing of the session's bring-up: it and a fresh probe meet alone (a
     long-lived participant may hold a stale shared-memory port of a peer an earlier test killed)."""
-    process = subprocess.Popen([str(BIN / "teleop_node"), "--ros-args", "-r", "__ns:=/teleop_check",
-                                "-p", "robot:=agilex", "-p", "source:=leader", "-p", "rate:=50.0"])
+    process = subprocess.Popen(
+        [
+            str(BIN / "teleop_node"),
+            "--ros-args",
+            "-r",
+            "__ns:=/teleop_check",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "source:=leader",
+            "-p",
+            "rate:=50.0",
+        ]
+    )
     probe = ProbeNode("teleop_check_probe")
     chunks: list = []
     probe.node.create_subscription(ActionChunk, "/teleop_check/policy/chunk", chunks.append, COMMAND_QOS)
-    leaders = {side: probe.node.create_publisher(JointState, f"/master/joint_{side}", JOINT_STATE_QOS)
-               for side in ("left", "right")}
+    leaders = {
+        side: probe.node.create_publisher(JointState, f"/master/joint_{side}", JOINT_STATE_QOS)
+        for side in ("left", "right")
+    }
     try:
-        left = [0.1, 0.5, -0.6, 0.05, 0.3, -0.2, 0.02]   # Cobot Magic: joint0..5 (rad) + gripper (m)
+        left = [0.1, 0.5, -0.6, 0.05, 0.3, -0.2, 0.02]  # Cobot Magic: joint0..5 (rad) + gripper (m)
         right = [-0.1, 0.4, -0.5, 0.0, 0.2, 0.1, 0.0]
 
         def publish():
@@ -212,7 +253,8 @@ def test_leader_arm_teleop_mirrors_the_leaders_through_policy_chunk():
         assert probe.spin_until(publish, 30.0), (
             f"teleop_node published no chunk (alive: {process.poll() is None}; graph: "
             f"{probe.node.count_subscribers('/master/joint_left')} leader subscriber(s), "
-            f"{probe.node.count_publishers('/teleop_check/policy/chunk')} chunk publisher(s))")
+            f"{probe.node.count_publishers('/teleop_check/policy/chunk')} chunk publisher(s))"
+        )
         chunks.clear()
         probe.spin_for(1.0)  # a whole second: one late wake-up of a loaded 2-core machine is 1 chunk in 50
         last = chunks[-1]
@@ -240,14 +282,29 @@ def test_keyboard_teleop_moves_the_tcp_and_sends_episode_commands(bringup):
     robot = load_robot_config("agilex")
     home = robot.home_positions()
     master, slave = pty.openpty()
-    process = subprocess.Popen([str(BIN / "teleop_node"), "--ros-args", "-r", "__ns:=/keyboard_check",
-                                "-p", "robot:=agilex", "-p", "source:=keyboard"], stdin=slave, stdout=slave)
+    process = subprocess.Popen(
+        [
+            str(BIN / "teleop_node"),
+            "--ros-args",
+            "-r",
+            "__ns:=/keyboard_check",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "source:=keyboard",
+        ],
+        stdin=slave,
+        stdout=slave,
+    )
     os.close(slave)
     chunks, commands = [], []
-    subs = [bringup.probe.create_subscription(ActionChunk, "/keyboard_check/policy/chunk", chunks.append, COMMAND_QOS),
-            bringup.probe.create_subscription(String, "/keyboard_check/recorder/command", commands.append, COMMAND_QOS)]
+    subs = [
+        bringup.probe.create_subscription(ActionChunk, "/keyboard_check/policy/chunk", chunks.append, COMMAND_QOS),
+        bringup.probe.create_subscription(String, "/keyboard_check/recorder/command", commands.append, COMMAND_QOS),
+    ]
     states = bringup.probe.create_publisher(JointState, "/keyboard_check/joint_states", JOINT_STATE_QOS)
     try:
+
         def publish_home():
             states.publish(JointState(name=list(home), position=list(home.values())))
             return bool(chunks)
@@ -283,10 +340,12 @@ def test_the_episode_bag_is_what_ros2_bag_record_writes(recorded):
     path, _ = recorded
     offered = check_like_ros2_bag_record(path)
     # what discovery tells a subscriber (DDS does not carry the history depth: 0, as `ros2 bag record` stores it)
-    assert offered["/lab/supervisor/state"] and \
-        all(q["durability"] == "transient_local" for q in offered["/lab/supervisor/state"])
-    assert offered["/lab/joint_states"] and all(q["durability"] == "volatile" and q["reliability"] == "reliable"
-                                                for q in offered["/lab/joint_states"])
+    assert offered["/lab/supervisor/state"] and all(
+        q["durability"] == "transient_local" for q in offered["/lab/supervisor/state"]
+    )
+    assert offered["/lab/joint_states"] and all(
+        q["durability"] == "volatile" and q["reliability"] == "reliable" for q in offered["/lab/joint_states"]
+    )
     assert offered["/wam_ros/episode_events"] == []  # the recorder's own: no publisher
 
 
@@ -298,9 +357,13 @@ def test_lerobot_loads_edits_and_trains_on_the_export(recorded, tmp_path):
     path, _ = recorded
     index = index_episode(path, fps=15.0)
     frames = list(iter_frames(index))
-    episode = {"state": index.state, "action": index.action, "task": index.task,
-               "rgb": np.stack([np.stack([f[1][c] for c in index.cameras]) for f in frames]),
-               "depth": np.stack([np.stack([f[2][c] for c in index.cameras]) for f in frames])}
+    episode = {
+        "state": index.state,
+        "action": index.action,
+        "task": index.task,
+        "rgb": np.stack([np.stack([f[1][c] for c in index.cameras]) for f in frames]),
+        "depth": np.stack([np.stack([f[2][c] for c in index.cameras]) for f in frames]),
+    }
     assert episode["depth"].max() <= 4095  # the export's depth is exact up to 4.095 m
     dataset = tmp_path / "dataset"
     result = export_lerobot([path, path], dataset, ExportConfig(progress=False), robot="franka")
@@ -313,31 +376,85 @@ def test_lerobot_loads_edits_and_trains_on_the_export(recorded, tmp_path):
     assert {f"observation.images.{c}" for c in index.cameras} <= set(report["stats_keys"])
     # a keyframe every second frame (random access decodes at most one extra frame)
     import av
-    with av.open(str(dataset / "videos" / f"observation.images.{index.cameras[0]}" / "chunk-000" / "file-000.mp4")) as c:
+
+    with av.open(
+        str(dataset / "videos" / f"observation.images.{index.cameras[0]}" / "chunk-000" / "file-000.mp4")
+    ) as c:
         keyframes = [p.is_keyframe for p in c.demux(video=0) if p.size]
     assert all(keyframes[::2]) and len(keyframes) == 2 * len(index)
-    run_lerobot("lerobot-dataset-viz", "--repo-id", "local/wam_ros_export", "--root", str(dataset), "--episode-index",
-                "1", "--mode", "local", "--save", "1", "--num-workers", "0", "--output-dir", str(tmp_path / "viz"))
+    run_lerobot(
+        "lerobot-dataset-viz",
+        "--repo-id",
+        "local/wam_ros_export",
+        "--root",
+        str(dataset),
+        "--episode-index",
+        "1",
+        "--mode",
+        "local",
+        "--save",
+        "1",
+        "--num-workers",
+        "0",
+        "--output-dir",
+        str(tmp_path / "viz"),
+    )
     assert (tmp_path / "viz" / "local_wam_ros_export_episode_1.rrd").stat().st_size > 10_000  # a rerun recording
-    run_lerobot("lerobot-train", "--policy.type=act", "--dataset.repo_id=local/wam_ros_export",
-                f"--dataset.root={dataset}", "--dataset.video_backend=pyav", "--policy.device=cpu",
-                "--policy.push_to_hub=false", "--policy.pretrained_backbone_weights=null", "--policy.chunk_size=5",
-                "--policy.n_action_steps=5", "--policy.dim_model=64", "--policy.n_encoder_layers=1",
-                "--policy.n_decoder_layers=1", "--policy.dim_feedforward=128", "--steps=2", "--batch_size=2",
-                "--num_workers=0", "--log_freq=1", "--save_checkpoint=false", "--wandb.enable=false",
-                f"--output_dir={tmp_path / 'act'}", f"--policy.input_features={result['lerobot_rgb_policy_input_features']}")
+    run_lerobot(
+        "lerobot-train",
+        "--policy.type=act",
+        "--dataset.repo_id=local/wam_ros_export",
+        f"--dataset.root={dataset}",
+        "--dataset.video_backend=pyav",
+        "--policy.device=cpu",
+        "--policy.push_to_hub=false",
+        "--policy.pretrained_backbone_weights=null",
+        "--policy.chunk_size=5",
+        "--policy.n_action_steps=5",
+        "--policy.dim_model=64",
+        "--policy.n_encoder_layers=1",
+        "--policy.n_decoder_layers=1",
+        "--policy.dim_feedforward=128",
+        "--steps=2",
+        "--batch_size=2",
+        "--num_workers=0",
+        "--log_freq=1",
+        "--save_checkpoint=false",
+        "--wandb.enable=false",
+        f"--output_dir={tmp_path / 'act'}",
+        f"--policy.input_features={result['lerobot_rgb_policy_input_features']}",
+    )
 
 
 def test_episodes_start_and_stop_from_the_wam_ros_cli(tmp_path):
     """`wam-ros episode start` / `stop --success` call the recorder's services (no ros2 CLI)."""
     domain = SPARE_DOMAIN_IDS[1]
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
-    process = subprocess.Popen([str(BIN / "recorder_node"), "--ros-args", "-r", "__ns:=/cell", "-p", "robot:=agilex",
-                                "-p", f"directory:={tmp_path}", "-p", "min_free_mb:=10.0"], env=env)
+    process = subprocess.Popen(
+        [
+            str(BIN / "recorder_node"),
+            "--ros-args",
+            "-r",
+            "__ns:=/cell",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            f"directory:={tmp_path}",
+            "-p",
+            "min_free_mb:=10.0",
+        ],
+        env=env,
+    )
     try:
+
         def episode(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([str(BIN / "wam-ros"), "episode", *args, "--namespace", "cell"], capture_output=True,
-                                  text=True, timeout=60, env=env)
+            return subprocess.run(
+                [str(BIN / "wam-ros"), "episode", *args, "--namespace", "cell"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
 
         started = episode("start")
         assert started.returncode == 0, started.stderr[-2000:]
@@ -349,6 +466,11 @@ def test_episodes_start_and_stop_from_the_wam_ros_cli(tmp_path):
         assert json.loads((tmp_path / "episode_000000" / "episode.json").read_text())["outcome"] == "success"
     finally:
         stop_process(process)
-    nobody = subprocess.run([str(BIN / "wam-ros"), "episode", "start", "--namespace", "cell", "--timeout", "1"],
-                            capture_output=True, text=True, timeout=60, env=env)
+    nobody = subprocess.run(
+        [str(BIN / "wam-ros"), "episode", "start", "--namespace", "cell", "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert nobody.returncode == 1 and "no recorder at /cell/recorder" in nobody.stderr

@@ -18,8 +18,15 @@ from PIL import Image
 from wam_ros.config import load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.policy import CheckpointMeta, CheckpointMismatch, WorldActionPolicy
-from wam_ros.render_prediction import (TIME_LABEL, PredictionScene, checkpoint_robot, prediction_figure, save_figure,
-                                       simulated_prediction, table_box)
+from wam_ros.render_prediction import (
+    TIME_LABEL,
+    PredictionScene,
+    checkpoint_robot,
+    prediction_figure,
+    save_figure,
+    simulated_prediction,
+    table_box,
+)
 from wam_ros.robots.urdf import generate_urdf
 
 WAM_ROS = str(Path(sys.executable).parent / "wam-ros")
@@ -61,8 +68,9 @@ def test_the_figure_has_labelled_panels_a_time_colourbar_and_a_labelled_strip(sc
     assert sum(len(ax.images) for ax in figure.axes) == 3 * (1 + len(times))
     # the cloud is coloured by each point's time ahead
     cloud = by_gid(views["top view"], "cloud")[0]
-    assert np.unique(np.asarray(cloud.get_array())).tolist() == pytest.approx(np.unique(times[scene.cloud.frames]).tolist(),
-                                                                       abs=1e-6)
+    assert np.unique(np.asarray(cloud.get_array())).tolist() == pytest.approx(
+        np.unique(times[scene.cloud.frames]).tolist(), abs=1e-6
+    )
 
 
 def test_the_table_outline_is_the_simulators_table(scene):
@@ -95,7 +103,7 @@ def test_the_robot_and_its_predicted_motion_are_drawn_where_the_kinematics_put_t
             xy = np.asarray(line.get_xydata())
             assert len(xy) >= 6 and xy[0] == pytest.approx([0.0, 0.0])  # from the base frame's origin
             assert xy[-1] == pytest.approx(tcp[side][[u, v]])
-        for side, point in tcp.items():  # the arms reach over the table, above its top
+        for point in tcp.values():  # the arms reach over the table, above its top
             assert (centre[:2] - half[:2] <= point[:2]).all() and (point[:2] <= centre[:2] + half[:2]).all()
             assert point[2] > top
         assert len(by_gid(ax, "robot_future")) == 2 * len(scene.future_joints) == 2 * len(scene.frame_times)
@@ -125,8 +133,13 @@ def test_the_demos_figure_draws_what_came_over_dds(scene, checkpoint):
     from wam_ros.demo import DdsPrediction, dds_scene
     from wam_ros.ros.conversions import pointcloud_msg, to_time
 
-    received = DdsPrediction(1.5, pointcloud_msg(scene.cloud, to_time(1.5), "base"), dict(scene.joints),
-                             dict(scene.images), {side: p for side, p in zip(("left", "right"), scene.tcp_paths.values())})
+    received = DdsPrediction(
+        1.5,
+        pointcloud_msg(scene.cloud, to_time(1.5), "base"),
+        dict(scene.joints),
+        dict(scene.images),
+        {side: p for side, p in zip(("left", "right"), scene.tcp_paths.values())},
+    )
     demo = dds_scene(received, "agilex", checkpoint)
     assert demo.frame_times == pytest.approx(scene.frame_times) and len(demo.cloud) == len(scene.cloud)
     figure = prediction_figure(demo)
@@ -140,19 +153,40 @@ def test_the_demos_figure_draws_what_came_over_dds(scene, checkpoint):
 @pytest.mark.slow
 def test_render_prediction_takes_the_robot_from_the_checkpoint_and_refuses_another(checkpoint, tmp_path):
     out = tmp_path / "prediction.png"
-    result = subprocess.run([WAM_ROS, "render-prediction", "--checkpoint", str(checkpoint), "--out", str(out)],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [WAM_ROS, "render-prediction", "--checkpoint", str(checkpoint), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
     assert summary["robot"] == "agilex" and summary["points"] > 100 and summary["frames"] == 2
     assert Image.open(out).size[0] == 1300
-    wrong = subprocess.run([WAM_ROS, "render-prediction", "--checkpoint", str(checkpoint), "--robot", "franka",
-                            "--out", str(tmp_path / "wrong.png")], capture_output=True, text=True, timeout=180)
+    wrong = subprocess.run(
+        [
+            WAM_ROS,
+            "render-prediction",
+            "--checkpoint",
+            str(checkpoint),
+            "--robot",
+            "franka",
+            "--out",
+            str(tmp_path / "wrong.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert wrong.returncode == 2 and not (tmp_path / "wrong.png").exists()
     assert "robot 'franka': checkpoint does not match the robot" in wrong.stderr and "left_joint7" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1  # one line, no traceback
-    missing = subprocess.run([WAM_ROS, "render-prediction", "--checkpoint", str(tmp_path / "missing.pt")],
-                             capture_output=True, text=True, timeout=180)
+    missing = subprocess.run(
+        [WAM_ROS, "render-prediction", "--checkpoint", str(tmp_path / "missing.pt")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 

@@ -85,7 +85,9 @@ def test_carrying_to_the_present_returns_the_observation(agilex):
     assert np.array_equal(carried_depth, np.repeat(depth[:, None], 2, axis=1))
 
 
-@pytest.mark.parametrize("motion", [{"left_joint1": 0.12, "left_joint6": 0.15}, {"left_joint2": 0.1, "right_joint1": -0.1}])
+@pytest.mark.parametrize(
+    "motion", [{"left_joint1": 0.12, "left_joint6": 0.15}, {"left_joint2": 0.1, "right_joint1": -0.1}]
+)
 def test_the_carried_scene_matches_what_the_simulator_renders_there(agilex, motion):
     """An arm moves (its wrist camera with it): the observed scene carried to the new joint positions
     is closer to MuJoCo's render there than the observation itself, and its change from the
@@ -142,24 +144,30 @@ def test_training_stores_how_the_joints_followed_and_deployment_places_the_futur
     fitted = fit_tracking_gains([(ep.state[:, columns[0]], ep.action[:, columns[1]]) for ep in episodes])
     assert policy.meta.tracking_gains == pytest.approx(fitted.tolist())
     deployed = DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)))
-    state, chunk = episodes[0].state[3], episodes[0].action[4:4 + cfg.num_actions]
+    state, chunk = episodes[0].state[3], episodes[0].action[4 : 4 + cfg.num_actions]
     expected = expected_positions(state[columns[0]], chunk, fitted)
     assert deployed.expected_joints(state, chunk) == pytest.approx(expected)
     # what is published: the carried scene plus the model's change, or (future="model") the model's own
-    obs = Observation(images=dict(zip(policy.cfg.cameras, episodes[0].rgb[3])), state=state,
-                      instruction=episodes[0].task, depths=dict(zip(policy.cfg.cameras, episodes[0].depth[3])))
+    obs = Observation(
+        images=dict(zip(policy.cfg.cameras, episodes[0].rgb[3])),
+        state=state,
+        instruction=episodes[0].task,
+        depths=dict(zip(policy.cfg.cameras, episodes[0].depth[3])),
+    )
     prediction = policy.predict(obs, seed=0)
     K = np.stack([np.array([[30.0, 0.0, 15.5], [0.0, 30.0, 15.5], [0.0, 0.0, 1.0]])] * len(policy.cfg.cameras))
     imagined = deployed.imagined_future(prediction, obs, chunk, K)
     assert imagined.future_rgb.shape == prediction.future_rgb.shape
     assert imagined.future_depth.shape == prediction.future_depth.shape
     assert imagined.actions is prediction.actions and imagined.value == prediction.value
-    as_model = DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
-                              DeployConfig(future="model"))
+    as_model = DeployedPolicy(
+        policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)), DeployConfig(future="model")
+    )
     assert as_model.imagined_future(prediction, obs, chunk, K) is prediction
     with pytest.raises(ValueError, match="future 'dream'"):
-        DeployedPolicy(policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)),
-                       DeployConfig(future="dream"))
+        DeployedPolicy(
+            policy, load_robot_config("agilex"), ChunkScheduler(chunking_config(policy)), DeployConfig(future="dream")
+        )
     frames = deployed.future_joint_maps(state, chunk)  # one per latent frame, at its last action
     assert len(frames) == cfg.horizon
     for j, joints in enumerate(frames, start=1):

@@ -62,8 +62,9 @@ class Policy(ProbeNode):
         self.observing = True
         self.next_chunk_id = 1
         n = self.node
-        n.create_subscription(JointState, "joint_states", lambda m: self.states.append((self.now(), m)),
-                              JOINT_STATE_QOS)
+        n.create_subscription(
+            JointState, "joint_states", lambda m: self.states.append((self.now(), m)), JOINT_STATE_QOS
+        )
         n.create_subscription(JointTrajectory, "joint_trajectory", self.trajectories.append, COMMAND_QOS)
         n.create_subscription(SupervisorState, "supervisor/state", self.supervisor.append, LATCHED_QOS)
         self.bridge_status = "no /diagnostics from the bridge yet"
@@ -88,8 +89,14 @@ class Policy(ProbeNode):
         return np.array([[m.position[list(m.name).index(n)] for n in ARM] for t, m in self.states if t > since])
 
     def send_chunk(self, positions: np.ndarray) -> None:
-        msg = ActionChunk(chunk_id=self.next_chunk_id, joint_names=ARM, horizon=len(positions), dt=DT,
-                          positions=positions.ravel().tolist(), value=float("nan"))
+        msg = ActionChunk(
+            chunk_id=self.next_chunk_id,
+            joint_names=ARM,
+            horizon=len(positions),
+            dt=DT,
+            positions=positions.ravel().tolist(),
+            value=float("nan"),
+        )
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.next_chunk_id += 1
         self.chunk_pub.publish(msg)
@@ -108,8 +115,10 @@ class Policy(ProbeNode):
 
     def why(self) -> str:
         last = self.supervisor[-1]
-        return (f"supervisor {last.state_name}: {last.reason} / last rejection: {last.last_rejection}; "
-                f"bridge: {self.bridge_status}")
+        return (
+            f"supervisor {last.state_name}: {last.reason} / last rejection: {last.last_rejection}; "
+            f"bridge: {self.bridge_status}"
+        )
 
     def running(self) -> None:
         """Fresh observations, a new episode, RUNNING with a chunk that holds where the arms are."""
@@ -132,7 +141,7 @@ class Policy(ProbeNode):
         """A minimum-jerk chunk taking one joint from where it is to `goal` (the others stay)."""
         start = self.target_here()
         s = np.arange(1, round(duration / DT) + 1) * DT / duration
-        blend = 10 * s ** 3 - 15 * s ** 4 + 6 * s ** 5
+        blend = 10 * s**3 - 15 * s**4 + 6 * s**5
         positions = np.tile(start, (len(s), 1))
         k = ARM.index(joint)
         positions[:, k] = start[k] + (goal - start[k]) * blend
@@ -146,20 +155,49 @@ def _process(args: list[str], domain: int) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def chain():
     domain = SPARE_DOMAIN_IDS[0]
-    bridge = _process([sys.executable, str(INJECTABLE_BRIDGE), "--ros-args", "-p", "robot:=agilex",
-                       "-p", "agilex.can_interface:=virtual", "-p", "agilex.emulate:=true",
-                       "-p", f"agilex.can_ports:=[{PORTS['left']}, {PORTS['right']}]",
-                       "-p", f"command_timeout:={COMMAND_TIMEOUT}", "-p", f"state_timeout:={DRIVER_STATE_TIMEOUT}"],
-                      domain)
-    supervisor = _process([SUPERVISOR, "--ros-args", "-p", "robot:=agilex", "-p", "timeouts.value:=0.0",
-                           "-p", "timeouts.chunks:=0.0", "-p", f"timeouts.observations:={OBSERVATION_TIMEOUT}",
-                           "-p", f"timeouts.joint_states:={JOINT_STATE_TIMEOUT}"],
-                          domain)
+    bridge = _process(
+        [
+            sys.executable,
+            str(INJECTABLE_BRIDGE),
+            "--ros-args",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "agilex.can_interface:=virtual",
+            "-p",
+            "agilex.emulate:=true",
+            "-p",
+            f"agilex.can_ports:=[{PORTS['left']}, {PORTS['right']}]",
+            "-p",
+            f"command_timeout:={COMMAND_TIMEOUT}",
+            "-p",
+            f"state_timeout:={DRIVER_STATE_TIMEOUT}",
+        ],
+        domain,
+    )
+    supervisor = _process(
+        [
+            SUPERVISOR,
+            "--ros-args",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "timeouts.value:=0.0",
+            "-p",
+            "timeouts.chunks:=0.0",
+            "-p",
+            f"timeouts.observations:={OBSERVATION_TIMEOUT}",
+            "-p",
+            f"timeouts.joint_states:={JOINT_STATE_TIMEOUT}",
+        ],
+        domain,
+    )
     policy = Policy(domain)
     policy.processes = {"bridge": bridge, "supervisor": supervisor}
     try:
-        assert policy.spin_until(lambda: len(policy.states) > 20 and bool(policy.supervisor), 60.0), \
+        assert policy.spin_until(lambda: len(policy.states) > 20 and bool(policy.supervisor), 60.0), (
             "no joint_states from the bridge or no state from the supervisor"
+        )
         yield policy
         for name, process in policy.processes.items():
             assert process.poll() is None, f"the {name} died"
@@ -180,8 +218,9 @@ def test_a_hold_at_a_noisy_reading_on_a_limit_stops_the_arm(chain):
     chain.running()
     chain.move("left_joint3", LIMITS["left_joint3"].max_position, duration=2.0)
     k3, k1 = ARM.index("left_joint3"), ARM.index("left_joint1")
-    assert chain.spin_until(lambda: abs(chain.q()[-1][k3] - LIMITS["left_joint3"].max_position) < 2e-3, 8.0), \
+    assert chain.spin_until(lambda: abs(chain.q()[-1][k3] - LIMITS["left_joint3"].max_position) < 2e-3, 8.0), (
         f"left_joint3 at {chain.q()[-1][k3]}; {chain.why()}"
+    )
     chain.fault_pub.publish(String(data=json.dumps({"port": PORTS["left"], "reading_offset": [0, 0, 5e-4, 0, 0, 0]})))
     try:
         _hold_stops_joint1(chain, k3, k1)
@@ -230,7 +269,7 @@ def test_random_chunks_never_put_a_point_or_a_joint_outside_the_limits(chain):
             k = rng.integers(len(ARM))
             goal[k] = rng.choice([lower[k] - rng.uniform(1e-4, 0.5), upper[k] + rng.uniform(1e-4, 0.5)])
         s = np.arange(1, 31)[:, None] / 30
-        positions = start + (goal - start) * (10 * s ** 3 - 15 * s ** 4 + 6 * s ** 5)
+        positions = start + (goal - start) * (10 * s**3 - 15 * s**4 + 6 * s**5)
         if rng.random() < 0.2:
             positions[rng.integers(30), rng.integers(len(ARM))] = rng.choice([1e300, -1e30, np.inf])
         chain.send_chunk(positions)
@@ -254,8 +293,9 @@ def test_a_killed_supervisor_stops_the_running_chunk_within_the_command_timeout(
     start = chain.q()[-1][k1]
     direction = -1.0 if start > 0 else 1.0  # toward the middle of the range, wherever the arm was left
     chain.move("left_joint1", start + 1.5 * direction, duration=10.0)
-    assert chain.spin_until(lambda: (chain.q()[-1][k1] - start) * direction > 0.1, 5.0), \
+    assert chain.spin_until(lambda: (chain.q()[-1][k1] - start) * direction > 0.1, 5.0), (
         f"left_joint1 never moved; {chain.why()}"
+    )
     # the chunk is running when the supervisor dies (not held already for some other reason)
     assert chain.state() == "RUNNING" and np.ptp(chain.q()[-10:, k1]) > 1e-3, chain.why()
     supervisor = chain.processes.pop("supervisor")

@@ -7,17 +7,24 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from support.supervisor_harness import ARM, DT, GRIPPERS, LIMITS, ROBOT, Harness, make_config, running
 from wam_ros.config import ConfigError
-from wam_ros.control.limits import JointLimits, WorkspaceBox, robot_joint_limits
 from wam_ros.control.commands import Chunk, Command
-from wam_ros.control.supervisor import Rejection, RollbackFired, Supervisor, SupervisorConfig, SupervisorMode, Transition
+from wam_ros.control.limits import JointLimits, WorkspaceBox, robot_joint_limits
+from wam_ros.control.supervisor import (
+    Rejection,
+    RollbackFired,
+    Supervisor,
+    SupervisorConfig,
+    SupervisorMode,
+    Transition,
+)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.robots.actions import EE_AXES, EE_DELTA, ActionConverter
 from wam_ros.robots.urdf import generate_urdf
-
-from support.supervisor_harness import ARM, DT, GRIPPERS, LIMITS, ROBOT, Harness, make_config, running
 
 LO = np.array([LIMITS[n].min_position for n in ARM])
 HI = np.array([LIMITS[n].max_position for n in ARM])
@@ -45,7 +52,7 @@ def test_a_hold_at_a_reading_just_outside_a_limit_is_clipped_into_it():
     assert hold.positions[0, 1] == HI[1]
 
 
-@pytest.mark.parametrize("dt", [2.0 ** 32, 3e9, 1e-10, 5e-324, 0.0, -DT, math.nan, math.inf])
+@pytest.mark.parametrize("dt", [2.0**32, 3e9, 1e-10, 5e-324, 0.0, -DT, math.nan, math.inf])
 def test_absurd_time_steps_are_rejected_before_anything_divides_by_them(dt):
     h = running()
     chunk = Chunk(7, h.now, list(ARM), np.tile(h.q, (15, 1)) + np.linspace(0, 0.1, 15)[:, None], dt)
@@ -191,11 +198,19 @@ anything = st.one_of(finite, st.sampled_from([math.nan, math.inf, -math.inf, 1e3
 
 
 @settings(max_examples=120, deadline=None)
-@given(script=st.lists(st.tuples(
-    st.sampled_from(["joints", "chunk", "value", "tick", "estop", "reset", "episode"]),
-    st.floats(-5.0, 5.0),                                        # time step (negative: the clock goes back)
-    st.integers(0, 2 ** 32), st.lists(anything, min_size=0, max_size=4), st.integers(0, 3)), max_size=25),
-    clamp=st.booleans())
+@given(
+    script=st.lists(
+        st.tuples(
+            st.sampled_from(["joints", "chunk", "value", "tick", "estop", "reset", "episode"]),
+            st.floats(-5.0, 5.0),  # time step (negative: the clock goes back)
+            st.integers(0, 2**32),
+            st.lists(anything, min_size=0, max_size=4),
+            st.integers(0, 3),
+        ),
+        max_size=25,
+    ),
+    clamp=st.booleans(),
+)
 def test_no_input_sequence_raises_or_forwards_a_point_outside_the_limits(script, clamp):
     config = SupervisorConfig.for_robot(ROBOT, clamp=clamp)
     sup = Supervisor(config, converter=ActionConverter(ROBOT, Kinematics(generate_urdf(ROBOT))))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support.model_data import TASK, observation, synthetic_dataset, tiny_config
 
+from support.model_data import TASK, observation, synthetic_dataset, tiny_config
 from wam_ros.config import ConfigError
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy
 from wam_ros.model.sampling import EulerSampler, UniPCSampler, make_sampler, sample, shifted_times
@@ -22,17 +22,17 @@ MU, S = 0.7, 0.5
 
 def gaussian_moments(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     t = t[:, None]
-    return t, (1 - t) * MU, (1 - t) ** 2 * S ** 2 + t ** 2
+    return t, (1 - t) * MU, (1 - t) ** 2 * S**2 + t**2
 
 
 def exact_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     t, mean, var = gaussian_moments(x, t)
-    return (t - (1 - t) * S ** 2) / var * (x - mean) - MU
+    return (t - (1 - t) * S**2) / var * (x - mean) - MU
 
 
 def exact_x0(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     t, mean, var = gaussian_moments(x, t)
-    return MU + (1 - t) * S ** 2 / var * (x - mean)
+    return MU + (1 - t) * S**2 / var * (x - mean)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,7 @@ def test_unipc_and_euler_agree_at_many_steps_and_unipc_wins_at_few(noise):
 def test_x0_heads_through_x0_to_velocity_sample_the_same(noise):
     """The action and value heads predict x0; the session turns it into a velocity (clipped at t_min,
     which no step of a 10-step grid reaches) and the scheduler's flow_prediction turns it back."""
+
     def from_x0(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return x0_to_velocity(x, exact_x0(x, t), t, 0.02)
 
@@ -103,8 +104,13 @@ def unipc_policy():
     dataset = WindowDataset(episodes, meta, cfg)
     model = WorldActionModel(cfg).eval()
     model.text_encoder.register([TASK])
-    policy = WorldActionPolicy(model, dataset.normalizer, CheckpointMeta(
-        meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps))
+    policy = WorldActionPolicy(
+        model,
+        dataset.normalizer,
+        CheckpointMeta(
+            meta.cameras, list(cfg.image_size), meta.state_names, meta.action_names, meta.action_space, meta.fps
+        ),
+    )
     return policy, observation(cfg, episodes[0])
 
 
@@ -161,8 +167,9 @@ def test_unipc_session_starts_as_euler_then_differs(unipc_policy):
     assert np.allclose(chunks["euler"][0], chunks["unipc"][0], atol=1e-4)
     assert not np.allclose(chunks["euler"][-1], chunks["unipc"][-1], atol=1e-4)
     for k in sessions:  # predict() takes the same choice
-        prediction = policy.predict(obs, video=False, action_steps=3, video_steps=3, seed=4, sampler=k,
-                                    expert="predictive")
+        prediction = policy.predict(
+            obs, video=False, action_steps=3, video_steps=3, seed=4, sampler=k, expert="predictive"
+        )
         assert np.array_equal(prediction.actions, chunks[k][-1])
 
 

@@ -25,8 +25,11 @@ def _collect(bringup, seconds: float) -> dict[str, list]:
     subs = []
 
     def sub(msg_type, topic, qos):
-        subs.append(bringup.probe.create_subscription(
-            msg_type, topic, lambda m: seen.setdefault(topic, []).append((time.monotonic(), m)), qos))
+        subs.append(
+            bringup.probe.create_subscription(
+                msg_type, topic, lambda m: seen.setdefault(topic, []).append((time.monotonic(), m)), qos
+            )
+        )
 
     sub(Clock, "/clock", CLOCK_QOS)
     sub(JointState, f"/{ns}/joint_states", JOINT_STATE_QOS)
@@ -105,8 +108,7 @@ def test_sim_follows_the_supervised_trajectories(observed, bringup):
             t = from_time(state.header.stamp)
             if times[0] <= t <= min(end, times[-1]):
                 q = dict(zip(state.name, state.position))
-                errors.append(max(abs(q[n] - np.interp(t, times, points[:, names.index(n)]))
-                                  for n in arm))
+                errors.append(max(abs(q[n] - np.interp(t, times, points[:, names.index(n)])) for n in arm))
     assert len(errors) > 50 * sim_seconds
     # worst joint per sample: servo lag (critically damped, kp=400: about 0.1 s x 0.64 rad/s peak velocity)
     assert np.median(errors) < 0.08 and np.percentile(errors, 95) < 0.12
@@ -139,8 +141,12 @@ def test_a_second_simulator_is_refused_while_one_publishes_clock(bringup):
     from pathlib import Path
 
     sim_node = Path(sys.executable).parent / "sim_node"
-    result = subprocess.run([str(sim_node), "--ros-args", "-r", "__ns:=/other", "-p", "startup_clock_check_s:=5.0"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(sim_node), "--ros-args", "-r", "__ns:=/other", "-p", "startup_clock_check_s:=5.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "/clock is already published by /lab/sim" in result.stderr
 
@@ -151,6 +157,7 @@ def test_sync_node_publishes_one_matched_set_per_camera_frame(bringup):
     ns = bringup.namespace
     sets = []
     sub = bringup.probe.create_subscription(MultiViewRGBD, f"/{ns}/observations", sets.append, IMAGE_QOS)
+
     # 2 s of sim time: on a loaded machine the simulator runs slower than the wall clock
     def sim_span() -> float:
         return from_time(sets[-1].header.stamp) - from_time(sets[0].header.stamp) if len(sets) > 1 else 0.0

@@ -78,7 +78,7 @@ def test_a_view_crosses_the_link_as_the_policy_would_resize_it():
     assert view.color_format == "rgb8; png compressed bgr8" and view.depth_format == "16UC1; compressedDepth png"
     jpeg = compact_view(rgb, depth, K, SIZE, LinkCodec(color="jpeg", jpeg_quality=90))
     got_jpeg, _ = expand_view(jpeg.color_format, jpeg.color, jpeg.depth_format, jpeg.depth, jpeg.size)
-    psnr = 10 * np.log10(255.0 ** 2 / np.mean((got_jpeg.astype(float) - got_rgb) ** 2))
+    psnr = 10 * np.log10(255.0**2 / np.mean((got_jpeg.astype(float) - got_rgb) ** 2))
     assert psnr > 32.0 and len(jpeg.color) < len(view.color)  # a noisy 40x32 image: JPEG's worst case
     # on the link: a few percent of the raw view (rgb8 + 16UC1 at full size)
     assert len(jpeg.color) + len(jpeg.depth) < 0.05 * (H * W * 5)
@@ -120,9 +120,14 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.binary(max_size=64), st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"]),
-                 st.tuples(st.integers(1, 2 ** 31 - 1), st.integers(1, 2 ** 31 - 1)).map(lambda s: _png_claiming(*s))),
-       st.sampled_from(["rgb8; jpeg compressed bgr8", "16UC1; compressedDepth png", "rgb8; png compressed bgr8", ""]))
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"]),
+        st.tuples(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1)).map(lambda s: _png_claiming(*s)),
+    ),
+    st.sampled_from(["rgb8; jpeg compressed bgr8", "16UC1; compressedDepth png", "rgb8; png compressed bgr8", ""]),
+)
 def test_corrupt_payloads_are_refused_with_a_reason(payload, fmt):
     data = DEPTH_HEADER + payload if "compressedDepth" in fmt else payload
     good = compact_view(*scene(), K, SIZE, LinkCodec())
@@ -176,8 +181,14 @@ def test_encoder_node_sends_what_the_policy_asks_for_and_survives_bad_input():
     received: list[CompressedMultiViewRGBD] = []
     diagnostics: dict[str, str] = {}
     peer.create_subscription(CompressedMultiViewRGBD, "observations/compressed", received.append, NEWEST_QOS)
-    peer.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.update(
-        {v.key: v.value for s in m.status if "observation link" in s.name for v in s.values}), DIAGNOSTICS_QOS)
+    peer.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diagnostics.update(
+            {v.key: v.value for s in m.status if "observation link" in s.name for v in s.values}
+        ),
+        DIAGNOSTICS_QOS,
+    )
     request = peer.create_publisher(ObservationRequest, "policy/observation_request", LATCHED_QOS)
     sets = peer.create_publisher(MultiViewRGBD, "observations", NEWEST_QOS)
 
@@ -250,11 +261,24 @@ def _udp_through(pair, count: int, rate: float) -> tuple[int, float]:
     import subprocess
     import sys
 
-    receiver = subprocess.Popen([*pair.prefix_command("policy"), sys.executable, "-c", UDP_RECEIVER,
-                                 pair.addresses["policy"]], stdout=subprocess.PIPE, text=True)
+    receiver = subprocess.Popen(
+        [*pair.prefix_command("policy"), sys.executable, "-c", UDP_RECEIVER, pair.addresses["policy"]],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert receiver.stdout.readline().strip() == "ready"
-    subprocess.run([*pair.prefix_command("robot"), sys.executable, "-c", UDP_SENDER, pair.addresses["policy"],
-                    str(count), str(rate)], check=True)
+    subprocess.run(
+        [
+            *pair.prefix_command("robot"),
+            sys.executable,
+            "-c",
+            UDP_SENDER,
+            pair.addresses["policy"],
+            str(count),
+            str(rate),
+        ],
+        check=True,
+    )
     received, seconds = receiver.communicate(timeout=60)[0].split()
     return int(received), float(seconds)
 
@@ -284,8 +308,11 @@ def test_two_hosts_over_a_gigabit_link_hold_when_the_cable_is_pulled_and_recover
     from wam_ros.demo import shipped_policy
     from wam_ros.perf.split import SIM_SIZE, SplitRun, run_split
 
-    row = run_split(SplitRun("netns_1gbit", LinkShape(1000.0), seconds=6.0, pull_after=6.0, pull_seconds=2.0,
-                             recover_seconds=8.0), shipped_policy("agilex"), tmp_path)
+    row = run_split(
+        SplitRun("netns_1gbit", LinkShape(1000.0), seconds=6.0, pull_after=6.0, pull_seconds=2.0, recover_seconds=8.0),
+        shipped_policy("agilex"),
+        tmp_path,
+    )
     assert row["chunks"] >= 3, row
     # the link carries the small sets, never the raw ones: 3 views x (rgb8 + 16UC1) at the camera rate
     raw_set_bytes = 3 * SIM_SIZE[0] * SIM_SIZE[1] * 5
@@ -307,8 +334,9 @@ def test_two_hosts_over_a_lossy_link_repair_lost_samples_quickly(tmp_path):
     from wam_ros.demo import shipped_policy
     from wam_ros.perf.split import SplitRun, run_split
 
-    row = run_split(SplitRun("netns_lossy", LinkShape(100.0, loss_percent=1.0), seconds=8.0),
-                    shipped_policy("agilex"), tmp_path)
+    row = run_split(
+        SplitRun("netns_lossy", LinkShape(100.0, loss_percent=1.0), seconds=8.0), shipped_policy("agilex"), tmp_path
+    )
     assert row["link"] == "100 Mbit/s, 1 % loss" and row["chunks"] >= 3, row
     assert sum(side["dropped"] for side in row["link_packets_dropped"].values()) > 0, row  # the loss is real
     for leg in ("set_robot_to_policy", "chunk_policy_to_robot"):

@@ -7,17 +7,25 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from wam_ros.config import ConfigError
-from wam_ros.control.limits import CheckConfig, WorkspaceBox, robot_joint_limits
-from wam_ros.control.commands import Chunk, Command
-from wam_ros.control.supervisor import (Rejection, ResampleRequest, RollbackConfig, RollbackFired, Supervisor,
-                                        SupervisorConfig, SupervisorMode, Transition)
-from wam_ros.geometry.kinematics import Kinematics
-from wam_ros.robots.urdf import generate_urdf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from support.supervisor_harness import ARM, DT, GRIPPERS, HOME, LIMITS, Q0, ROBOT, Harness, make_config, running
+from wam_ros.config import ConfigError
+from wam_ros.control.commands import Chunk, Command
+from wam_ros.control.limits import CheckConfig, WorkspaceBox, robot_joint_limits
+from wam_ros.control.supervisor import (
+    Rejection,
+    ResampleRequest,
+    RollbackConfig,
+    RollbackFired,
+    Supervisor,
+    SupervisorConfig,
+    SupervisorMode,
+    Transition,
+)
+from wam_ros.geometry.kinematics import Kinematics
+from wam_ros.robots.urdf import generate_urdf
 
 
 def test_starts_held_and_runs_on_the_first_valid_chunk_with_fresh_streams():
@@ -32,13 +40,22 @@ def test_starts_held_and_runs_on_the_first_valid_chunk_with_fresh_streams():
     np.testing.assert_allclose(command.positions[:, :12], np.tile(Q0, (15, 1)))
 
 
-@pytest.mark.parametrize("mutate, reason", [
-    (lambda p: p.__setitem__((3, 2), math.nan), "non-finite target for left_joint3 at step 3"),
-    (lambda p: p.__setitem__((5, 1), 3.5), r"left_joint2=3.5000 at step 5 outside \[0.0000, 3.1400\]"),
-    (lambda p: p.__setitem__((0, 0), p[0, 0] + 0.5), "left_joint1: first target .*max_start_deviation 0.35"),
-    (lambda p: p.__setitem__((slice(8, None), 6), p[8:, 6] + 0.3), "right_joint1: velocity 4.5 rad/s at step 8 exceeds max_velocity 3.14"),
-    (lambda p: p.__setitem__((slice(8, None), 6), p[8:, 6] + 0.05), "right_joint1: acceleration .* exceeds max_acceleration 10"),
-])
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda p: p.__setitem__((3, 2), math.nan), "non-finite target for left_joint3 at step 3"),
+        (lambda p: p.__setitem__((5, 1), 3.5), r"left_joint2=3.5000 at step 5 outside \[0.0000, 3.1400\]"),
+        (lambda p: p.__setitem__((0, 0), p[0, 0] + 0.5), "left_joint1: first target .*max_start_deviation 0.35"),
+        (
+            lambda p: p.__setitem__((slice(8, None), 6), p[8:, 6] + 0.3),
+            "right_joint1: velocity 4.5 rad/s at step 8 exceeds max_velocity 3.14",
+        ),
+        (
+            lambda p: p.__setitem__((slice(8, None), 6), p[8:, 6] + 0.05),
+            "right_joint1: acceleration .* exceeds max_acceleration 10",
+        ),
+    ],
+)
 def test_violating_chunks_are_rejected_with_the_reason(mutate, reason):
     h = running()
     positions = np.tile(h.q, (15, 1))
@@ -57,7 +74,9 @@ def test_names_and_shapes_are_checked():
     assert "missing ['right_joint6']" in h.sup.submit_chunk(0.0, bad)[0].reason
     bad = Chunk(9, 0.0, list(ARM), np.zeros((2, 11)), DT)
     assert "expected horizon x 12 values" in h.sup.submit_chunk(0.0, bad)[0].reason
-    bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, gripper_names=["left_gripper"], gripper=np.array([[0.5], [1.7]]))
+    bad = Chunk(
+        9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, gripper_names=["left_gripper"], gripper=np.array([[0.5], [1.7]])
+    )
     assert "gripper left_gripper: opening 1.7 outside [0, 1]" in h.sup.submit_chunk(0.0, bad)[0].reason
     bad = Chunk(9, 0.0, list(ARM), np.tile(Q0, (2, 1)), DT, action_space=2)
     assert "end-effector deltas (2) need the robot's kinematics" in h.sup.submit_chunk(0.0, bad)[0].reason
@@ -90,7 +109,7 @@ def test_clamp_mode_turns_a_jittery_chunk_into_motion_within_the_limits():
     limits = h.sup.config.checks.limits
     amax = np.array([limits[n].max_acceleration for n in ARM])
     p = command.positions[:, :12]
-    assert (np.abs(np.diff(p, 2, axis=0)) / DT ** 2 <= amax + 1e-6).all()
+    assert (np.abs(np.diff(p, 2, axis=0)) / DT**2 <= amax + 1e-6).all()
     assert np.abs(p - (h.q + ramp)).max() < 0.15  # it still follows the chunk
 
 
@@ -221,8 +240,9 @@ def test_a_blocked_return_holds_and_names_the_joint_that_missed():
     h.feed(done + h.sup.config.rollback.reach_timeout + 0.01)
     hold = h.sup.tick(h.now)[0]
     assert isinstance(hold, Transition) and hold.new == SupervisorMode.HOLD
-    assert (f"checkpoint not reached (error 0.200 rad: {ARM[3]} at {peak_q[3] + 0.2:.3f}, "
-            f"goal {peak_q[3]:.3f})") in hold.reason
+    assert (
+        f"checkpoint not reached (error 0.200 rad: {ARM[3]} at {peak_q[3] + 0.2:.3f}, goal {peak_q[3]:.3f})"
+    ) in hold.reason
 
 
 def test_rollback_needs_n_consecutive_low_values_when_configured():
@@ -309,13 +329,12 @@ def test_a_lost_grasp_rolls_back_to_before_the_grasp_not_to_the_peak():
     assert command.positions[-1, 12] == pytest.approx(stroke)  # reopened: nothing is in the hand to drop
     # ... before the arm moves: closed fingers moving back onto where the object fell would push it away
     opened = int(np.argmax(command.positions[:, 12] >= stroke - 1e-9))
-    np.testing.assert_allclose(command.positions[:opened + 1, :12], np.tile(h.q, (opened + 1, 1)))
+    np.testing.assert_allclose(command.positions[: opened + 1, :12], np.tile(h.q, (opened + 1, 1)))
     assert opened > 0 and np.any(command.positions[opened + 1, :12] != h.q)
     assert h.sup.peak == pytest.approx(0.5)  # the lost peak is no longer the reference
 
 
-def grasp_then_value(h: Harness, grip_after: float, commanded_after: float, value: float,
-                     closing: float = 0.0) -> list:
+def grasp_then_value(h: Harness, grip_after: float, commanded_after: float, value: float, closing: float = 0.0) -> list:
     """Approach (0.5), grasp (commanded to `closing` of the stroke) with the fingers blocked at 40 %
     (peak 0.8), then the left gripper reads grip_after (a fraction of the stroke) while commanded
     commanded_after, and the value."""
@@ -397,8 +416,12 @@ def test_bad_configuration_is_named():
 
 
 @settings(max_examples=300, deadline=None)
-@given(clamp=st.booleans(), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.001, 0.02, 0.1, 0.5, 3.0]),
-       jerk=st.booleans())
+@given(
+    clamp=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([0.001, 0.02, 0.1, 0.5, 3.0]),
+    jerk=st.booleans(),
+)
 def test_no_forwarded_command_ever_violates_a_limit(clamp, seed, scale, jerk):
     rng = np.random.default_rng(seed)
     overrides = {n: {"has_jerk_limits": jerk, "max_jerk": 500.0} for n in ARM}
@@ -420,9 +443,13 @@ def test_no_forwarded_command_ever_violates_a_limit(clamp, seed, scale, jerk):
             hi = np.array([limits[n].max_position for n in ARM])
             assert np.isfinite(p).all() and (p >= lo - 1e-9).all() and (p <= hi + 1e-9).all()
             for order, name in ((1, "velocity"), (2, "acceleration"), (3, "jerk")):
-                bound = np.array([getattr(limits[n], f"max_{name}") if getattr(limits[n], f"has_{name}_limits")
-                                  else np.inf for n in ARM])
-                assert (np.abs(np.diff(p, n=order, axis=0)) / DT ** order <= bound + 1e-6).all()
+                bound = np.array(
+                    [
+                        getattr(limits[n], f"max_{name}") if getattr(limits[n], f"has_{name}_limits") else np.inf
+                        for n in ARM
+                    ]
+                )
+                assert (np.abs(np.diff(p, n=order, axis=0)) / DT**order <= bound + 1e-6).all()
             assert (np.abs(p[0] - q) <= config.checks.max_start_deviation + 1e-9).all()
 
 
@@ -454,8 +481,8 @@ def test_end_effector_deltas_become_joint_targets_that_reach_the_pose():
     h.feed(0.0)
     names = [f"{side}_{a}" for side in ("left", "right") for a in EE_AXES]
     rows = np.zeros((15, 12))
-    rows[:, 0] = np.linspace(0.0, 0.03, 15)   # left TCP 3 cm along x
-    rows[:, 11] = np.linspace(0.0, 0.1, 15)   # right TCP turns 0.1 rad about z
+    rows[:, 0] = np.linspace(0.0, 0.03, 15)  # left TCP 3 cm along x
+    rows[:, 11] = np.linspace(0.0, 0.1, 15)  # right TCP turns 0.1 rad about z
     command = h.chunk(rows, action_space=2, joint_names=names)[-1]
     assert isinstance(command, Command), command
     q = dict(zip(ARM, command.positions[-1, :12]))

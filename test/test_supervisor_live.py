@@ -17,21 +17,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from sensor_msgs.msg import JointState
 from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.config import load_robot_config
+from wam_ros.control.limits import robot_joint_limits
 from wam_ros.control.trajectory import TimedTrajectory
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
-from wam_ros.ros.conversions import trajectory_arrays
-from wam_ros.control.limits import robot_joint_limits
 from wam_ros.robots.actions import EE_AXES, EE_DELTA
-from wam_ros.ros.conversions import to_time
-from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS
+from wam_ros.ros.conversions import to_time, trajectory_arrays
+from wam_ros.ros.qos import (
+    CLOCK_QOS,
+    COMMAND_QOS,
+    HEARTBEAT_QOS,
+    HEARTBEAT_TOPIC,
+    IMAGE_QOS,
+    JOINT_STATE_QOS,
+    LATCHED_QOS,
+)
 from wam_ros.srv import Resample
 
 pytestmark = pytest.mark.ros
@@ -73,16 +80,21 @@ class World(ProbeNode):
         self.estop_pub = n.create_publisher(Bool, "estop", LATCHED_QOS)
         n.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
         n.create_subscription(SupervisorState, "supervisor/state", self.states.append, LATCHED_QOS)
-        n.create_subscription(RollbackEvent, "supervisor/rollback", lambda m: self.rollbacks.append((time.monotonic(), m)),
-                              LATCHED_QOS)
-        n.create_subscription(Header, HEARTBEAT_TOPIC, lambda m: self.heartbeats.append(time.monotonic()), HEARTBEAT_QOS)
+        n.create_subscription(
+            RollbackEvent, "supervisor/rollback", lambda m: self.rollbacks.append((time.monotonic(), m)), LATCHED_QOS
+        )
+        n.create_subscription(
+            Header, HEARTBEAT_TOPIC, lambda m: self.heartbeats.append(time.monotonic()), HEARTBEAT_QOS
+        )
         n.create_service(Resample, "policy/resample", self._on_resample)
         if sim_clock:  # the simulator's /clock, advancing in real time unless told otherwise
             self.clock_pub = n.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
             n.create_timer(0.01, self._publish_clock)
         n.create_timer(0.01, self._publish_joint_states)
         n.create_timer(1 / 15, self._publish_observation)
-        self.clients = {name: n.create_client(Trigger, f"supervisor/{name}") for name in ("estop", "reset", "start_episode")}
+        self.clients = {
+            name: n.create_client(Trigger, f"supervisor/{name}") for name in ("estop", "reset", "start_episode")
+        }
 
     # the arm follows the newest trajectory exactly (a perfect position-controlled bridge)
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -127,13 +139,27 @@ class World(ProbeNode):
     def arm_q(self) -> np.ndarray:
         return self.q[[NAMES.index(n) for n in ARM]]
 
-    def send_chunk(self, positions: np.ndarray | None = None, chunk_id: int | None = None, dt: float = DT,
-                   value: float = math.nan, names: list[str] = ARM, action_space: int = 0) -> int:
+    def send_chunk(
+        self,
+        positions: np.ndarray | None = None,
+        chunk_id: int | None = None,
+        dt: float = DT,
+        value: float = math.nan,
+        names: list[str] = ARM,
+        action_space: int = 0,
+    ) -> int:
         positions = np.tile(self.arm_q(), (15, 1)) if positions is None else positions
         chunk_id = self.next_chunk_id if chunk_id is None else chunk_id
         self.next_chunk_id = chunk_id + 1
-        msg = ActionChunk(chunk_id=chunk_id, joint_names=names, horizon=len(positions), dt=dt,
-                          positions=positions.ravel().tolist(), value=value, action_space=action_space)
+        msg = ActionChunk(
+            chunk_id=chunk_id,
+            joint_names=names,
+            horizon=len(positions),
+            dt=dt,
+            positions=positions.ravel().tolist(),
+            value=value,
+            action_space=action_space,
+        )
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.chunk_pub.publish(msg)
         return chunk_id
@@ -150,8 +176,9 @@ class World(ProbeNode):
         return self.call_service(self.clients[name], Trigger.Request())
 
     def until_state(self, name: str, timeout: float = 3.0) -> SupervisorState:
-        assert self.spin_until(lambda: self.states and self.state.state_name == name, timeout), \
+        assert self.spin_until(lambda: self.states and self.state.state_name == name, timeout), (
             f"supervisor in {self.state.state_name} ({self.state.reason}; last rejection: {self.state.last_rejection}), expected {name}"
+        )
         return self.state
 
     def running(self) -> None:
@@ -169,9 +196,24 @@ class World(ProbeNode):
 
 def _supervised_world(domain: int, *parameters: str, sim_clock: bool = False):
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
-    process = subprocess.Popen([SUPERVISOR, "--ros-args", "-p", "robot:=agilex", "-p", "rollback.cooldown:=0.0",
-                                "-p", f"rollback.max_rollbacks:={MAX_ROLLBACKS}", "-p", "timeouts.value:=0.0",
-                                "-p", "timeouts.chunks:=0.0", *parameters], env=env)
+    process = subprocess.Popen(
+        [
+            SUPERVISOR,
+            "--ros-args",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "rollback.cooldown:=0.0",
+            "-p",
+            f"rollback.max_rollbacks:={MAX_ROLLBACKS}",
+            "-p",
+            "timeouts.value:=0.0",
+            "-p",
+            "timeouts.chunks:=0.0",
+            *parameters,
+        ],
+        env=env,
+    )
     w = World(domain, sim_clock)
     w.process = process
     try:
@@ -193,8 +235,9 @@ def world():
 @pytest.fixture(scope="module")
 def sim_world():
     """A supervisor on sim time (/clock from the test) that needs two consecutive low values."""
-    yield from _supervised_world(SPARE_DOMAIN_IDS[1], "-p", "use_sim_time:=true", "-p", "rollback.consecutive:=2",
-                                 sim_clock=True)
+    yield from _supervised_world(
+        SPARE_DOMAIN_IDS[1], "-p", "use_sim_time:=true", "-p", "rollback.consecutive:=2", sim_clock=True
+    )
 
 
 def test_bad_chunks_are_rejected_and_the_arm_holds_its_trajectory(world):
@@ -334,8 +377,9 @@ def _trajectory_points(world: World, since: int) -> np.ndarray:
 def _assert_inside_limits(world: World, since: int) -> None:
     points = _trajectory_points(world, since)
     known = ~np.isnan(points)
-    assert (np.where(known, points, LOWER) >= LOWER).all() and (np.where(known, points, UPPER) <= UPPER).all(), \
+    assert (np.where(known, points, LOWER) >= LOWER).all() and (np.where(known, points, UPPER) <= UPPER).all(), (
         "a forwarded point lies outside the joint limits"
+    )
 
 
 def test_a_hold_at_a_reading_just_outside_a_limit_is_sent_inside_it(world):
@@ -355,7 +399,7 @@ def test_a_hold_at_a_reading_just_outside_a_limit_is_sent_inside_it(world):
     world.q[joint] = UPPER[joint] - 0.1
 
 
-@pytest.mark.parametrize("dt", [2.0 ** 32, 3e9, 1e-10, 5e-324])
+@pytest.mark.parametrize("dt", [2.0**32, 3e9, 1e-10, 5e-324])
 def test_a_chunk_with_an_absurd_time_step_is_rejected_and_counted(world, dt):
     world.running()
     since, rejected = len(world.trajectories), world.state.chunks_rejected
@@ -390,8 +434,9 @@ def test_an_absurd_end_effector_chunk_is_rejected_and_the_supervisor_lives(world
     world.running()
     rows = np.zeros((15, 12))
     rows[5:, 0] = bad
-    chunk_id = world.send_chunk(rows, names=[f"{s}_{a}" for s in ("left", "right") for a in EE_AXES],
-                                action_space=EE_DELTA)
+    chunk_id = world.send_chunk(
+        rows, names=[f"{s}_{a}" for s in ("left", "right") for a in EE_AXES], action_space=EE_DELTA
+    )
     assert world.spin_until(lambda: world.state.last_rejected_chunk_id == chunk_id)
     assert ("non-finite" if math.isinf(bad) else "end-effector delta") in world.state.last_rejection
     assert world.process.poll() is None
@@ -435,13 +480,13 @@ def test_random_messages_never_put_a_point_outside_the_limits_or_end_the_supervi
     rng = np.random.default_rng(7)
     world.running()
     since = len(world.trajectories)
-    for k in range(150):
+    for _ in range(150):
         kind = rng.integers(5)
         if kind == 0:
             rows = world.arm_q() + rng.normal(0.0, rng.choice([0.01, 0.1, 1.0]), (15, 12)).cumsum(axis=0)
             if rng.random() < 0.2:
                 rows[rng.integers(15), rng.integers(12)] = rng.choice([np.nan, np.inf, 1e300, -1e30])
-            world.send_chunk(rows, dt=float(rng.choice([DT, DT, 2.0 ** 32, 1e-10, -1.0, 0.02])))
+            world.send_chunk(rows, dt=float(rng.choice([DT, DT, 2.0**32, 1e-10, -1.0, 0.02])))
         elif kind == 1:
             world.send_value(float(rng.choice([rng.random(), 1e30, -1.0, np.nan, np.inf])))
         elif kind == 2:
@@ -449,8 +494,11 @@ def test_random_messages_never_put_a_point_outside_the_limits_or_end_the_supervi
             q[rng.integers(len(q))] += rng.choice([0.0005, 0.3, -0.3, np.inf])
             world.joint_pub.publish(JointState(name=NAMES, position=q[: rng.integers(1, len(q) + 1)].tolist()))
         elif kind == 3:
-            world.send_chunk(rng.normal(0.0, 0.05, (15, 12)) * rng.choice([1.0, 1e6]),
-                             names=[f"{s}_{a}" for s in ("left", "right") for a in EE_AXES], action_space=EE_DELTA)
+            world.send_chunk(
+                rng.normal(0.0, 0.05, (15, 12)) * rng.choice([1.0, 1e6]),
+                names=[f"{s}_{a}" for s in ("left", "right") for a in EE_AXES],
+                action_space=EE_DELTA,
+            )
         else:
             world.spin_for(0.05)
         world.spin_for(0.01)
@@ -507,23 +555,39 @@ def test_a_chunks_value_heard_twice_is_one_dip_not_two(sim_world):
 BAD_CONFIGURATIONS = [
     ("binary.yaml", b"\x89PNG\r\n\x1a\n\x00\xff\xfe", [], "not a text (UTF-8) YAML file"),
     ("list.yaml", b"- left_joint1\n- 2.0\n", [], "expected 'joint_limits:' mapping joint names"),
-    ("string.yaml", b"joint_limits:\n  left_joint1: {max_velocity: fast}\n", [], "max_velocity: expected a number, got 'fast'"),
+    (
+        "string.yaml",
+        b"joint_limits:\n  left_joint1: {max_velocity: fast}\n",
+        [],
+        "max_velocity: expected a number, got 'fast'",
+    ),
     ("field.yaml", b"joint_limits:\n  left_joint1: {max_speed: 1.0}\n", [], "unknown field(s) ['max_speed']"),
-    (None, None, ["-p", "workspace.enabled:=true", "-p", "workspace.min:=[0.0, 1.0]"], "workspace.min: expected 3 finite numbers"),
+    (
+        None,
+        None,
+        ["-p", "workspace.enabled:=true", "-p", "workspace.min:=[0.0, 1.0]"],
+        "workspace.min: expected 3 finite numbers",
+    ),
     (None, None, ["-p", "rollback.value_range:=[1.0, 0.0]"], "rollback.value_range"),
 ]
 
 
-@pytest.mark.parametrize("name, content, extra, message", BAD_CONFIGURATIONS,
-                         ids=[c[3].split(":")[0][:30] for c in BAD_CONFIGURATIONS])
-def test_a_rejected_configuration_ends_the_process_with_exit_code_2_and_names_the_field(tmp_path, name, content, extra,
-                                                                                        message):
+@pytest.mark.parametrize(
+    "name, content, extra, message", BAD_CONFIGURATIONS, ids=[c[3].split(":")[0][:30] for c in BAD_CONFIGURATIONS]
+)
+def test_a_rejected_configuration_ends_the_process_with_exit_code_2_and_names_the_field(
+    tmp_path, name, content, extra, message
+):
     if name is not None:
         (tmp_path / name).write_bytes(content)
         extra = ["-p", f"joint_limits_file:={tmp_path / name}"]
-    process = subprocess.run([str(Path(sys.executable).parent / "supervisor_node"), "--ros-args", *extra],
-                             env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])}, capture_output=True,
-                             text=True, timeout=60)
+    process = subprocess.run(
+        [str(Path(sys.executable).parent / "supervisor_node"), "--ros-args", *extra],
+        env={**os.environ, "ROS_DOMAIN_ID": str(SPARE_DOMAIN_IDS[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert process.returncode == 2, process.stderr
     assert message in process.stderr
 
@@ -538,8 +602,9 @@ def test_without_autostart_a_rejected_configuration_leaves_the_node_unconfigured
     limits.write_text("joint_limits:\n  left_joint1: {max_speed: 1.0}\n")
     rclpy.init(domain_id=SPARE_DOMAIN_IDS[1])
     try:
-        node = SupervisorNode(parameter_overrides=[Parameter("joint_limits_file", value=str(limits)),
-                                                   Parameter("autostart", value=False)])
+        node = SupervisorNode(
+            parameter_overrides=[Parameter("joint_limits_file", value=str(limits)), Parameter("autostart", value=False)]
+        )
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert node.core is None  # nothing is forwarded; a lifecycle manager sees the failure
         node.destroy_node()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wam_ros.data.images import ImageError
-from wam_ros.sync.assembly import (AssemblyConfig, CameraCheck, CameraInfoRecord, ImageRecord, Outcome,
-                                   SetAssembler)
+from wam_ros.sync.assembly import AssemblyConfig, CameraCheck, CameraInfoRecord, ImageRecord, Outcome, SetAssembler
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
 W, H = 64, 48
@@ -36,8 +35,9 @@ def merged(outcomes: list[Outcome]) -> Outcome:
     return total
 
 
-def frame(sync: SetAssembler, t: float, cameras=CAMERAS, infos: bool = True, width: int = W,
-          depth_lag: float = 0.0) -> Outcome:
+def frame(
+    sync: SetAssembler, t: float, cameras=CAMERAS, infos: bool = True, width: int = W, depth_lag: float = 0.0
+) -> Outcome:
     """One image of every stream of `cameras` stamped t (depth: t + depth_lag), arriving at t + 1 ms,
     each after its CameraInfo of the same stamp (with `infos`)."""
     outcomes = []
@@ -119,8 +119,9 @@ def test_a_newer_set_that_has_to_wait_drops_the_waiting_one_with_its_reason():
     frame(sync, 100.0, infos=False)
     second = frame(sync, 100.0 + PERIOD, infos=False)
     assert not second.sets
-    assert [(r.cause, r.detail) for r in second.rejections] == [("head/color camera_info missing",
-                                                                 "no CameraInfo; set dropped")]
+    assert [(r.cause, r.detail) for r in second.rejections] == [
+        ("head/color camera_info missing", "no CameraInfo; set dropped")
+    ]
     for cam in CAMERAS:
         for kind in ("color", "depth"):
             outcome = sync.add_info(cam, kind, info(cam, kind, 100.0 + PERIOD))
@@ -132,7 +133,8 @@ def test_an_image_whose_size_is_not_its_camera_infos_drops_the_set():
     outcome = frame(sync, 100.0, width=W // 2)
     assert not outcome.sets
     assert [(r.cause, r.detail) for r in outcome.rejections] == [
-        ("head/color size", "image 32x48 but CameraInfo 64x48; set dropped")]
+        ("head/color size", "image 32x48 but CameraInfo 64x48; set dropped")
+    ]
     assert len(frame(sync, 100.0 + PERIOD).sets) == 1  # the next good frame makes a set
 
 
@@ -165,7 +167,12 @@ def test_a_silent_camera_is_left_out_marked_degraded_and_comes_back_with_its_nex
     # the check after the next frame leaves it out; what the others queued meanwhile is kept: every
     # frame of theirs becomes a degraded set
     degraded, t = stream(sync, t, 3, cameras=others)
-    assert sync.active == others and [s for s, _ in sync.active_streams] == ["head", "head", "right_wrist", "right_wrist"]
+    assert sync.active == others and [s for s, _ in sync.active_streams] == [
+        "head",
+        "head",
+        "right_wrist",
+        "right_wrist",
+    ]
     assert len(degraded.sets) == 8 + 3 and all(s.degraded for s in degraded.sets)
     assert degraded.sets[-1].views["left_wrist"] is None and degraded.sets[-1].status == "missing ['left_wrist']"
     assert degraded.sets[-1].views["head"].color.image.message[0] == "head"
@@ -225,12 +232,15 @@ def test_per_stream_delays_match_a_lagging_depth_and_stamp_the_set_with_delays_r
     assert s[0].views["head"].depth.image.message == ("head", "depth", 100.0 + lag)
 
 
-@pytest.mark.parametrize("overrides, reason", [
-    (dict(depth_delays=(0.0, 0.0)), "color_delays and depth_delays need one value per camera"),
-    (dict(cameras=("head", "head")), "cameras must be unique"),
-    (dict(cameras=()), "cameras must be unique and non-empty"),
-    (dict(camera_timeout=0.0), "camera_timeout must be > 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        (dict(depth_delays=(0.0, 0.0)), "color_delays and depth_delays need one value per camera"),
+        (dict(cameras=("head", "head")), "cameras must be unique"),
+        (dict(cameras=()), "cameras must be unique and non-empty"),
+        (dict(camera_timeout=0.0), "camera_timeout must be > 0"),
+    ],
+)
 def test_configs_that_cannot_work_are_refused(overrides, reason):
     with pytest.raises(ValueError, match=reason):
         assembler(**overrides)

@@ -3,22 +3,22 @@ and malformed input dropped with its reason."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
-import math
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from support.ros import SPARE_DOMAIN_IDS, ProbeNode, stop_process
 from wam_ros.msg import MultiViewRGBD
-from diagnostic_msgs.msg import DiagnosticArray
 from wam_ros.ros.conversions import from_time, image_array, image_msg, to_time
 from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, EVERY_SET_QOS, IMAGE_QOS
 
@@ -34,21 +34,39 @@ class Cameras(ProbeNode):
         self.pubs = {}
         for cam in CAMERAS:
             # like a driver configured for best-effort images (what a reliable subscriber never gets)
-            image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT) if cam in best_effort else IMAGE_QOS
-            self.pubs[cam] = [self.node.create_publisher(t, f"{cam}/{topic}", image_qos if t is Image else q) for t, topic, q in (
-                (Image, "color/image_raw", IMAGE_QOS), (CameraInfo, "color/camera_info", CAMERA_INFO_QOS),
-                (Image, "aligned_depth_to_color/image_raw", IMAGE_QOS),
-                (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS))]
+            image_qos = (
+                QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT) if cam in best_effort else IMAGE_QOS
+            )
+            self.pubs[cam] = [
+                self.node.create_publisher(t, f"{cam}/{topic}", image_qos if t is Image else q)
+                for t, topic, q in (
+                    (Image, "color/image_raw", IMAGE_QOS),
+                    (CameraInfo, "color/camera_info", CAMERA_INFO_QOS),
+                    (Image, "aligned_depth_to_color/image_raw", IMAGE_QOS),
+                    (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS),
+                )
+            ]
         self.sets: list[MultiViewRGBD] = []
         self.diagnostics: list = []
         self.node.create_subscription(MultiViewRGBD, "observations", self.sets.append, EVERY_SET_QOS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                      lambda m: self.diagnostics.extend(s for s in m.status if "camera sync" in s.name),
-                                      DIAGNOSTICS_QOS)
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(s for s in m.status if "camera sync" in s.name),
+            DIAGNOSTICS_QOS,
+        )
 
-    def publish(self, cam: str, t: float, depth_t: float | None = None, encoding: str = "rgb8", width: int = W,
-                truncate: bool = False, tamper: Callable[[Image, CameraInfo], None] | None = None,
-                depth_info: bool = True) -> None:
+    def publish(
+        self,
+        cam: str,
+        t: float,
+        depth_t: float | None = None,
+        encoding: str = "rgb8",
+        width: int = W,
+        truncate: bool = False,
+        tamper: Callable[[Image, CameraInfo], None] | None = None,
+        depth_info: bool = True,
+    ) -> None:
         color_pub, color_info_pub, depth_pub, depth_info_pub = self.pubs[cam]
         stamp, depth_stamp = to_time(t), to_time(t if depth_t is None else depth_t)
         pixels = np.zeros((H, width, 3), np.uint8)
@@ -65,7 +83,9 @@ class Cameras(ProbeNode):
             tamper(color, info)
         color_pub.publish(color)
         color_info_pub.publish(info)
-        depth_pub.publish(image_msg(np.full((H, W), 800, np.uint16), "16UC1", depth_stamp, f"{cam}_color_optical_frame"))
+        depth_pub.publish(
+            image_msg(np.full((H, W), 800, np.uint16), "16UC1", depth_stamp, f"{cam}_color_optical_frame")
+        )
         if depth_info:
             depth_info_pub.publish(depth_info_msg)
 
@@ -75,14 +95,28 @@ def cameras(request):
     domain = SPARE_DOMAIN_IDS[0]
     param = getattr(request, "param", {})
     extra, best_effort = param.get("args", []), param.get("best_effort", ())
-    process = subprocess.Popen([str(Path(sys.executable).parent / "sync_node"), "--ros-args",
-                                "-p", "max_interval:=0.008", "-p", "expected_fps:=30.0", "-p", "camera_timeout:=0.3",
-                                "-p", "depth_delays:=[0.0, 0.0, 0.012]", *extra],
-                               env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "sync_node"),
+            "--ros-args",
+            "-p",
+            "max_interval:=0.008",
+            "-p",
+            "expected_fps:=30.0",
+            "-p",
+            "camera_timeout:=0.3",
+            "-p",
+            "depth_delays:=[0.0, 0.0, 0.012]",
+            *extra,
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+    )
     cams = Cameras(domain, best_effort)
     try:
         # every camera topic matched by the sync node before the first frame
-        assert cams.spin_until(lambda: all(p.get_subscription_count() > 0 for pubs in cams.pubs.values() for p in pubs), 30.0)
+        assert cams.spin_until(
+            lambda: all(p.get_subscription_count() > 0 for pubs in cams.pubs.values() for p in pubs), 30.0
+        )
         cams.spin_for(0.5)
         yield cams
     finally:
@@ -136,12 +170,15 @@ def test_a_silent_camera_gives_degraded_sets_of_the_others_and_bad_input_is_coun
     stream(cameras, 10, rng, start=t, overrides={"head": {"encoding": "mono8"}})
     stream(cameras, 5, rng, start=t + 1.0, overrides={"head": {"width": W // 2}})
     stream(cameras, 5, rng, start=t + 2.0, overrides={"head": {"truncate": True}})
-    assert cameras.spin_until(lambda: any("rejected head/color encoding" in {v.key for v in s.values}
-                                          for s in cameras.diagnostics), 3.0)
-    assert cameras.spin_until(lambda: any("rejected head/color size" in {v.key for v in s.values}
-                                          for s in cameras.diagnostics), 3.0)
-    assert cameras.spin_until(lambda: any("rejected head/color data size" in {v.key for v in s.values}
-                                          for s in cameras.diagnostics), 3.0)
+    assert cameras.spin_until(
+        lambda: any("rejected head/color encoding" in {v.key for v in s.values} for s in cameras.diagnostics), 3.0
+    )
+    assert cameras.spin_until(
+        lambda: any("rejected head/color size" in {v.key for v in s.values} for s in cameras.diagnostics), 3.0
+    )
+    assert cameras.spin_until(
+        lambda: any("rejected head/color data size" in {v.key for v in s.values} for s in cameras.diagnostics), 3.0
+    )
 
 
 def test_every_camera_stopping_is_an_error_with_their_ages(cameras):
@@ -159,8 +196,9 @@ def test_every_camera_stopping_is_an_error_with_their_ages(cameras):
     received, reports = len(cameras.sets), len(cameras.diagnostics)
     stream(cameras, 75, rng, start=200.0)  # they come back, for 2.5 s
     assert len(cameras.sets) > received and not cameras.sets[-1].degraded
-    assert any(s.level != b"\x02" for s in cameras.diagnostics[reports:]), \
-        [s.message for s in cameras.diagnostics[reports:]]
+    assert any(s.level != b"\x02" for s in cameras.diagnostics[reports:]), [
+        s.message for s in cameras.diagnostics[reports:]
+    ]
 
 
 def test_cameras_without_depth_camera_info_are_all_named(cameras):
@@ -169,8 +207,11 @@ def test_cameras_without_depth_camera_info_are_all_named(cameras):
     assert not cameras.sets  # a set needs every CameraInfo
 
     def named() -> bool:
-        return any(s.level == b"\x02" and {v.key: v.value for v in s.values}.get("camera_info_missing")
-                   == "head/depth, right_wrist/depth" for s in cameras.diagnostics)
+        return any(
+            s.level == b"\x02"
+            and {v.key: v.value for v in s.values}.get("camera_info_missing") == "head/depth, right_wrist/depth"
+            for s in cameras.diagnostics
+        )
 
     assert cameras.spin_until(named, 3.0), [s.message for s in cameras.diagnostics[-3:]]
     assert "head/depth, right_wrist/depth" in cameras.diagnostics[-1].message
@@ -184,7 +225,7 @@ def _no_pixels(image: Image, info: CameraInfo) -> None:
 
 def _short_step(image: Image, info: CameraInfo) -> None:
     image.step = W * 3 - 3  # rows shorter than width x 3 bytes, data consistent with that step
-    image.data = image.data[:image.step * H]
+    image.data = image.data[: image.step * H]
 
 
 def _huge_width(image: Image, info: CameraInfo) -> None:
@@ -206,23 +247,31 @@ def test_malformed_images_and_camera_infos_are_dropped_with_their_reason_and_mat
         return {v.key: v.value for v in cameras.diagnostics[-1].values} if cameras.diagnostics else {}
 
     # the checks that fail, and the reason when only one does
-    for tamper, keys, reason in [(_no_pixels, ("head/color size", "head/color camera_info"), None),
-                                 (_short_step, ("head/color data size",), "image 64x48 rgb8: step 189 is less than"),
-                                 (_huge_width, ("head/color data size",), "image 100000x1 rgb8: step 3 is less"),
-                                 (_nan_intrinsics, ("head/color camera_info",), "CameraInfo K [nan")]:
+    for tamper, keys, reason in [
+        (_no_pixels, ("head/color size", "head/color camera_info"), None),
+        (_short_step, ("head/color data size",), "image 64x48 rgb8: step 189 is less than"),
+        (_huge_width, ("head/color data size",), "image 100000x1 rgb8: step 3 is less"),
+        (_nan_intrinsics, ("head/color camera_info",), "CameraInfo K [nan"),
+    ]:
         before = {key: int(latest().get(f"rejected {key}", 0)) for key in keys}
         t = stream(cameras, 10, rng, start=t, overrides={"head": {"tamper": tamper}})
-        assert cameras.spin_until(lambda: all(int(latest().get(f"rejected {key}", 0)) > before[key] for key in keys),
-                                  3.0), (tamper.__name__, latest())
+        assert cameras.spin_until(
+            lambda: all(int(latest().get(f"rejected {key}", 0)) > before[key] for key in keys), 3.0
+        ), (tamper.__name__, latest())
         if reason is not None:
             assert latest()["last_rejection"].startswith(f"{keys[0]}: {reason}"), latest()
         received = len(cameras.sets)
         t = stream(cameras, 15, rng, start=t)
-        assert cameras.spin_until(lambda: len(cameras.sets) > received and not cameras.sets[-1].degraded, 3.0), \
-            f"no complete sets after {tamper.__name__}"  # the node goes on with the next good frames
+        assert cameras.spin_until(lambda: len(cameras.sets) > received and not cameras.sets[-1].degraded, 3.0), (
+            f"no complete sets after {tamper.__name__}"
+        )  # the node goes on with the next good frames
     for s in cameras.sets:  # every view of every set is whole: its own size, its data, finite intrinsics
-        views = [(image, info) for images, infos in ((s.color, s.color_info), (s.depth, s.depth_info))
-                 for image, info in zip(images, infos) if not s.degraded or image.width]
+        views = [
+            (image, info)
+            for images, infos in ((s.color, s.color_info), (s.depth, s.depth_info))
+            for image, info in zip(images, infos)
+            if not s.degraded or image.width
+        ]
         for image, info in views:
             assert (image.width, image.height) == (W, H) and len(image.data) == image.step * H >= W * 2
             assert (info.width, info.height) == (W, H) and np.isfinite(info.k).all()
@@ -258,8 +307,12 @@ def test_stamps_going_backwards_are_dropped_with_a_reason(cameras):
     rng = np.random.default_rng(3)
     t = stream(cameras, 10, rng)
     stream(cameras, 3, rng, start=t - 5.0)  # a camera clock jumps back 5 s
-    assert cameras.spin_until(lambda: any("rejected head/color stamp went backwards" in {v.key for v in s.values}
-                                          for s in cameras.diagnostics), 3.0)
+    assert cameras.spin_until(
+        lambda: any(
+            "rejected head/color stamp went backwards" in {v.key for v in s.values} for s in cameras.diagnostics
+        ),
+        3.0,
+    )
 
 
 @pytest.mark.parametrize("cameras", [{"best_effort": ("left_wrist",)}], indirect=True)
@@ -267,9 +320,13 @@ def test_auto_qos_matches_a_best_effort_camera(cameras):
     rng = np.random.default_rng(4)
     stream(cameras, 20, rng)
     assert cameras.spin_until(lambda: sum(not s.degraded for s in cameras.sets) >= 15, 3.0), len(cameras.sets)
-    assert cameras.spin_until(lambda: any(
-        "left_wrist/color/image_raw" in {v.key: v.value for v in s.values}.get("best_effort_topics", "")
-        for s in cameras.diagnostics), 3.0)
+    assert cameras.spin_until(
+        lambda: any(
+            "left_wrist/color/image_raw" in {v.key: v.value for v in s.values}.get("best_effort_topics", "")
+            for s in cameras.diagnostics
+        ),
+        3.0,
+    )
 
 
 def test_dds_floor_benchmark_measures_every_transport():
@@ -278,4 +335,3 @@ def test_dds_floor_benchmark_measures_every_transport():
     result = bench_dds(count=20, width=160, height=120)
     for variant in ("DEFAULT", "LARGE_DATA", "wam_ros_profile"):
         assert result[variant]["received"] == 20 and 0 < result[variant]["p50_ms"] < 1000
-

@@ -6,7 +6,8 @@ import itertools
 import math
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wam_ros.sync.approximate_time import ApproximateTimeSync, SyncConfig
 
@@ -22,8 +23,9 @@ def make_streams(rng, n: int, frames: int, jitter: float, drop: float, offsets: 
     return streams
 
 
-def arrival_order(rng, streams: list[list[float]], latency: float, reorder: float,
-                  in_order: bool = False) -> list[tuple[int, float]]:
+def arrival_order(
+    rng, streams: list[list[float]], latency: float, reorder: float, in_order: bool = False
+) -> list[tuple[int, float]]:
     """(stream, stamp) in the order they reach the sync node: stamp + random transport latency;
     with `in_order`, each stream's own messages still arrive in stamp order."""
     events = []
@@ -49,8 +51,10 @@ def brute_force(streams: list[list[float]], max_interval: float) -> list[tuple[f
         heads = [q[0] for q in queues]
         pivot = max(range(len(heads)), key=lambda i: heads[i])
         p = heads[pivot]
-        candidates = [[0] if i == pivot else [k for k, t in enumerate(q) if abs(t - p) <= max_interval]
-                      for i, q in enumerate(queues)]
+        candidates = [
+            [0] if i == pivot else [k for k, t in enumerate(q) if abs(t - p) <= max_interval]
+            for i, q in enumerate(queues)
+        ]
         best, best_spread = None, math.inf
         for combo in itertools.product(*candidates):
             stamps = [queues[i][k] for i, k in enumerate(combo)]
@@ -62,7 +66,7 @@ def brute_force(streams: list[list[float]], max_interval: float) -> list[tuple[f
             continue
         out.append(tuple(queues[i][k] for i, k in enumerate(best)))
         for i, k in enumerate(best):
-            del queues[i][:k + 1]
+            del queues[i][: k + 1]
     return out
 
 
@@ -76,29 +80,47 @@ def run(streams, order, config) -> list[tuple[float, ...]]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 6), jitter=st.sampled_from([0.0, 0.001, 0.004, 0.008]),
-       drop=st.sampled_from([0.0, 0.05, 0.2]), max_interval=st.sampled_from([0.005, 0.010, 0.020]),
-       skew=st.sampled_from([0.003, PERIOD / 2]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 6),
+    jitter=st.sampled_from([0.0, 0.001, 0.004, 0.008]),
+    drop=st.sampled_from([0.0, 0.05, 0.2]),
+    max_interval=st.sampled_from([0.005, 0.010, 0.020]),
+    skew=st.sampled_from([0.003, PERIOD / 2]),
+)
 def test_matches_the_brute_force_optimum_on_in_order_streams(seed, n, jitter, drop, max_interval, skew):
     """Hardware-synced cameras (a few ms apart) and free-running ones (up to half a period)."""
     rng = np.random.default_rng(seed)
     streams = make_streams(rng, n, 60, jitter, drop, rng.uniform(0.0, skew, n))
     order = arrival_order(rng, streams, latency=0.05, reorder=0.0, in_order=True)
-    config = SyncConfig(tuple(f"s{i}" for i in range(n)), max_interval=max_interval, queue_size=1000,
-                        inter_message_lower_bound=(PERIOD / 2,) * n)
+    config = SyncConfig(
+        tuple(f"s{i}" for i in range(n)),
+        max_interval=max_interval,
+        queue_size=1000,
+        inter_message_lower_bound=(PERIOD / 2,) * n,
+    )
     online, optimum = run(streams, order, config), brute_force(streams, max_interval)
     # identical, except that the last set may still wait for a message that never comes
-    assert online == optimum[:len(online)] and len(optimum) - len(online) <= 1
+    assert online == optimum[: len(online)] and len(optimum) - len(online) <= 1
 
 
 @settings(max_examples=150, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 6), drop=st.sampled_from([0.0, 0.1, 0.3]),
-       reorder=st.sampled_from([0.0, 0.1, 0.3]), queue=st.sampled_from([3, 10]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 6),
+    drop=st.sampled_from([0.0, 0.1, 0.3]),
+    reorder=st.sampled_from([0.0, 0.1, 0.3]),
+    queue=st.sampled_from([3, 10]),
+)
 def test_never_emits_a_set_wider_than_max_interval_or_reuses_a_message(seed, n, drop, reorder, queue):
     rng = np.random.default_rng(seed)
     streams = make_streams(rng, n, 80, 0.006, drop, rng.uniform(0.0, 0.01, n))
-    config = SyncConfig(tuple(f"s{i}" for i in range(n)), max_interval=0.008, queue_size=queue,
-                        inter_message_lower_bound=(PERIOD / 2,) * n)
+    config = SyncConfig(
+        tuple(f"s{i}" for i in range(n)),
+        max_interval=0.008,
+        queue_size=queue,
+        inter_message_lower_bound=(PERIOD / 2,) * n,
+    )
     sets = run(streams, arrival_order(rng, streams, 0.03, reorder), config)
     for matched in sets:
         assert max(matched) - min(matched) <= 0.008 + 1e-12
@@ -109,7 +131,9 @@ def test_never_emits_a_set_wider_than_max_interval_or_reuses_a_message(seed, n, 
 
 def test_synchronized_cameras_are_matched_as_soon_as_the_last_frame_arrives():
     n = 6
-    config = SyncConfig(tuple(f"s{i}" for i in range(n)), max_interval=0.005, inter_message_lower_bound=(PERIOD / 2,) * n)
+    config = SyncConfig(
+        tuple(f"s{i}" for i in range(n)), max_interval=0.005, inter_message_lower_bound=(PERIOD / 2,) * n
+    )
     sync = ApproximateTimeSync(config)
     for frame in range(5):
         t = frame * PERIOD

@@ -8,8 +8,8 @@ import socket
 
 import pytest
 import torch
-from support.model_data import tiny_config
 
+from support.model_data import tiny_config
 from wam_ros.cli import main as cli_main
 from wam_ros.config import ConfigError
 from wam_ros.model.text import PrecomputedTextEncoder, UMT5TextEncoder, UnknownInstruction, make_text_encoder
@@ -27,11 +27,20 @@ def save_tiny_umt5(model_dir, tokenizer_dir) -> None:
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(tokenizer_dir)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    config = UMT5Config(vocab_size=len(vocab), d_model=DIM, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                        relative_attention_num_buckets=8, dropout_rate=0.5)  # dropout: eval mode must be on
+    config = UMT5Config(
+        vocab_size=len(vocab),
+        d_model=DIM,
+        d_kv=4,
+        d_ff=32,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.5,
+    )  # dropout: eval mode must be on
     UMT5EncoderModel(config).save_pretrained(model_dir)
 
 
@@ -75,8 +84,9 @@ def test_features_follow_wans_convention(umt5_dir):
     tokenizer = AutoTokenizer.from_pretrained(umt5_dir, local_files_only=True)
     model = UMT5EncoderModel.from_pretrained(umt5_dir, local_files_only=True).eval()
     for text, got in zip(texts, features):
-        batch = tokenizer([" ".join(text.split())], padding="max_length", max_length=TOKENS, truncation=True,
-                          return_tensors="pt")
+        batch = tokenizer(
+            [" ".join(text.split())], padding="max_length", max_length=TOKENS, truncation=True, return_tensors="pt"
+        )
         length = int(batch.attention_mask.sum())
         with torch.no_grad():
             hidden = model(batch.input_ids, batch.attention_mask).last_hidden_state[0]
@@ -153,12 +163,39 @@ def test_config_and_layouts(umt5_dir, tmp_path):
 
 def test_text_features_command(umt5_dir, tmp_path, capsys):
     out = tmp_path / "instructions.pt"
-    assert cli_main(["text-features", "--encoder", str(umt5_dir), "--out", str(out), "--tokens", str(TOKENS),
-                     "open the drawer", "fold the towel"]) == 0
+    assert (
+        cli_main(
+            [
+                "text-features",
+                "--encoder",
+                str(umt5_dir),
+                "--out",
+                str(out),
+                "--tokens",
+                str(TOKENS),
+                "open the drawer",
+                "fold the towel",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["instructions"] == ["fold the towel", "open the drawer"] and report["dim"] == DIM
-    assert cli_main(["text-features", "--encoder", str(umt5_dir), "--out", str(out), "--tokens", str(TOKENS),
-                     "pick up the block"]) == 0  # an existing file is extended
+    assert (
+        cli_main(
+            [
+                "text-features",
+                "--encoder",
+                str(umt5_dir),
+                "--out",
+                str(out),
+                "--tokens",
+                str(TOKENS),
+                "pick up the block",
+            ]
+        )
+        == 0
+    )  # an existing file is extended
     table = torch.load(out, weights_only=True)
     assert sorted(table) == ["fold the towel", "open the drawer", "pick up the block"]
     reference = UMT5TextEncoder(str(umt5_dir), TOKENS, DIM)(["fold the towel"])[0]

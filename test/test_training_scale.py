@@ -16,16 +16,25 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from support.model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 
 import wam_ros.model.wam as wam
-from wam_ros.model.distributed import Topology, checkpoint_activations
+from support.model_data import assert_same_training_state, observation, synthetic_dataset, tiny_config
 from wam_ros.data.dataset import DatasetError, LazyFrames, save_dataset
 from wam_ros.data.formats import load_dataset
+from wam_ros.model.distributed import Topology, checkpoint_activations
 from wam_ros.model.memory_plan import GIB, memory_plan, training_regions
 from wam_ros.model.policy import load_policy
-from wam_ros.model.train import (ResizedFrames, StepBatches, TrainConfig, WindowDataset, accumulate_gradients,
-                                 collate_windows, train, window_indices, window_loader)
+from wam_ros.model.train import (
+    ResizedFrames,
+    StepBatches,
+    TrainConfig,
+    WindowDataset,
+    accumulate_gradients,
+    collate_windows,
+    train,
+    window_indices,
+    window_loader,
+)
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -54,7 +63,16 @@ def test_window_is_the_conditioning_frame_and_the_4h_raw_frames_after_it(tiny):
     frames, actions = window_indices(3, 16, cfg.clip_frames, cfg.num_actions)
     assert frames.tolist() == list(range(3, 3 + cfg.clip_frames)) and actions.tolist() == list(range(3, 11))
     frames, actions = window_indices(12, 16, 9, 8)  # past the end: the last frame and action repeat
-    assert frames.tolist() == [12, 13, 14, 15, 15, 15, 15, 15, 15] and actions.tolist() == [12, 13, 14, 15, 15, 15, 15, 15]
+    assert frames.tolist() == [12, 13, 14, 15, 15, 15, 15, 15, 15] and actions.tolist() == [
+        12,
+        13,
+        14,
+        15,
+        15,
+        15,
+        15,
+        15,
+    ]
     ep = episodes[0]
     for t in (0, 12):
         sample = dataset[t]  # episode 0, frame t
@@ -133,7 +151,7 @@ def test_gradient_accumulation_equals_one_batch_of_all_samples(tiny, monkeypatch
         so that different batch splits see the same noise."""
         out = []
         for b in range(len(batch["rgb"])):
-            one = {k: v[b:b + 1] if v is not None else None for k, v in batch.items()}
+            one = {k: v[b : b + 1] if v is not None else None for k, v in batch.items()}
             seed = int(batch["state"][b].abs().sum().item() * 1e4) + int(batch["value"][b].item() * 1e6)
             out.append(real(model, one, stage, torch.Generator().manual_seed(seed)))
         return {k: torch.stack([o[k] for o in out]).mean() for k in out[0]}
@@ -143,17 +161,25 @@ def test_gradient_accumulation_equals_one_batch_of_all_samples(tiny, monkeypatch
     split = list(StepBatches(len(dataset), TrainConfig(batch_size=2, grad_accum=2, seed=5), one_rank, 0))
     whole = list(StepBatches(len(dataset), TrainConfig(batch_size=4, grad_accum=1, seed=5), one_rank, 0))
     assert split[0] + split[1] == whole[0] and split[2] + split[3] == whole[1]  # the same global batch
-    two_ranks = [list(StepBatches(len(dataset), TrainConfig(batch_size=1, grad_accum=2, seed=5), Topology(r, 2, r), 0))
-                 for r in range(2)]
+    two_ranks = [
+        list(StepBatches(len(dataset), TrainConfig(batch_size=1, grad_accum=2, seed=5), Topology(r, 2, r), 0))
+        for r in range(2)
+    ]
     assert two_ranks[0][0] + two_ranks[1][0] + two_ranks[0][1] + two_ranks[1][1] == whole[0]
     model = fresh_model(cfg)
     accumulated = copy.deepcopy(model)
     windows = whole[0]
-    one = accumulate_gradients(model, [collate_windows([dataset[i] for i in windows])], "joint", torch.Generator(),
-                               "fp32", "cpu")
-    two = accumulate_gradients(accumulated, [collate_windows([dataset[i] for i in windows[:2]]),
-                                             collate_windows([dataset[i] for i in windows[2:]])], "joint",
-                               torch.Generator(), "fp32", "cpu")
+    one = accumulate_gradients(
+        model, [collate_windows([dataset[i] for i in windows])], "joint", torch.Generator(), "fp32", "cpu"
+    )
+    two = accumulate_gradients(
+        accumulated,
+        [collate_windows([dataset[i] for i in windows[:2]]), collate_windows([dataset[i] for i in windows[2:]])],
+        "joint",
+        torch.Generator(),
+        "fp32",
+        "cpu",
+    )
     for head in one:
         assert two[head] == pytest.approx(one[head], rel=1e-5, abs=1e-7), head
     a, b = grads(model), grads(accumulated)
@@ -165,8 +191,18 @@ def test_gradient_accumulation_equals_one_batch_of_all_samples(tiny, monkeypatch
 @pytest.mark.slow
 def test_resume_after_an_interrupted_run_and_save_is_bit_identical(tiny, tmp_path, monkeypatch):
     _, _, _, dataset = tiny
-    train_cfg = TrainConfig(video_stage_steps=6, joint_stage_steps=8, batch_size=2, grad_accum=2, warmup_steps=2,
-                            decay="cosine", decay_fraction=1.0, min_lr=1e-5, log_every=2, checkpoint_every=4)
+    train_cfg = TrainConfig(
+        video_stage_steps=6,
+        joint_stage_steps=8,
+        batch_size=2,
+        grad_accum=2,
+        warmup_steps=2,
+        decay="cosine",
+        decay_fraction=1.0,
+        min_lr=1e-5,
+        log_every=2,
+        checkpoint_every=4,
+    )
     straight = tmp_path / "straight.pt"
     train(dataset, train_cfg, straight, progress=False)
 
@@ -209,8 +245,12 @@ def test_training_starts_from_a_pretrained_wan(tiny, tmp_path):
     prior = fresh_model(cfg, seed=7)
     prior.video.transformer.save_pretrained(tmp_path / "wan" / "transformer")
     prior.vae.vae.save_pretrained(tmp_path / "wan" / "vae")
-    train(dataset, TrainConfig(video_stage_steps=1, joint_stage_steps=1, batch_size=2, lr=1e-12,
-                               init_from=str(tmp_path / "wan")), tmp_path / "m.pt", progress=False)
+    train(
+        dataset,
+        TrainConfig(video_stage_steps=1, joint_stage_steps=1, batch_size=2, lr=1e-12, init_from=str(tmp_path / "wan")),
+        tmp_path / "m.pt",
+        progress=False,
+    )
     state = torch.load(tmp_path / "m.pt", weights_only=False)["model"]
     fresh = fresh_model(cfg).state_dict()  # what training builds without --init-from (seed 0)
     first = cfg.blocks - cfg.depth_blocks
@@ -254,7 +294,9 @@ def test_memory_plan_counts_the_real_parameters(tiny):
     assert {k: plan["parameters"][k] for k in real} == real
     model = fresh_model(cfg)  # the parameters a real step of each stage trains: what AdamW keeps states for
     for stage in ("video", "joint"):
-        accumulate_gradients(model, [collate_windows([tiny[3][0], tiny[3][1]])], stage, torch.Generator().manual_seed(0), "fp32", "cpu")
+        accumulate_gradients(
+            model, [collate_windows([tiny[3][0], tiny[3][1]])], stage, torch.Generator().manual_seed(0), "fp32", "cpu"
+        )
     assert plan["parameters"]["trained"] == sum(p.numel() for p in model.parameters() if p.grad is not None)
     ddp, fsdp = plan["per_gpu_gib"]["ddp"], plan["per_gpu_gib"]["fsdp"]
     assert ddp["fp32"]["weights"] == pytest.approx(4 * real["total"] / GIB, rel=1e-3)
@@ -271,13 +313,20 @@ def test_memory_plan_counts_the_real_parameters(tiny):
 def test_dry_run_of_a_large_config_allocates_nothing():
     # the peak is this process's own memory's high-water mark (VmHWM, kB): getrusage's ru_maxrss
     # survives exec and reported the test runner's 2.1 GB for a child that used 0.5
-    script = ("import json, re, sys; from pathlib import Path; from wam_ros.cli import main; "
-              "code = main(['train', '--config', 'xwam', '--dry-run', '--gpus', '8', '--strategy', 'fsdp', "
-              "'--precision', 'bf16', '--checkpointing', '--batch-size', '1']); "
-              "print(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text())[1], file=sys.stderr); "
-              "sys.exit(code)")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script = (
+        "import json, re, sys; from pathlib import Path; from wam_ros.cli import main; "
+        "code = main(['train', '--config', 'xwam', '--dry-run', '--gpus', '8', '--strategy', 'fsdp', "
+        "'--precision', 'bf16', '--checkpointing', '--batch-size', '1']); "
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text())[1], file=sys.stderr); "
+        "sys.exit(code)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     plan = json.loads(run.stdout)
     fp32_weights_gib = 4 * plan["parameters"]["total"] / GIB
@@ -303,12 +352,51 @@ def test_fsdp_under_torchrun_saves_sharded_checkpoints_and_resumes(tmp_path):
 
     def run(joint_steps: int, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-             str(VENV_BIN / "wam-ros"), "train", "--data", str(tmp_path / "data"), "--config", str(config),
-             "--out", str(out), "--video-steps", "2", "--joint-steps", str(joint_steps), "--batch-size", "1",
-             "--grad-accum", "2", "--strategy", "fsdp", "--precision", "bf16", "--checkpointing", "--workers", "1",
-             "--warmup-steps", "1", "--decay", "cosine", "--checkpoint-every", "2", "--device", "cpu", *extra],
-            capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                "2",
+                str(VENV_BIN / "wam-ros"),
+                "train",
+                "--data",
+                str(tmp_path / "data"),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--video-steps",
+                "2",
+                "--joint-steps",
+                str(joint_steps),
+                "--batch-size",
+                "1",
+                "--grad-accum",
+                "2",
+                "--strategy",
+                "fsdp",
+                "--precision",
+                "bf16",
+                "--checkpointing",
+                "--workers",
+                "1",
+                "--warmup-steps",
+                "1",
+                "--decay",
+                "cosine",
+                "--checkpoint-every",
+                "2",
+                "--device",
+                "cpu",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
 
     first = run(2)
     assert first.returncode == 0, first.stderr[-4000:]
@@ -317,7 +405,10 @@ def test_fsdp_under_torchrun_saves_sharded_checkpoints_and_resumes(tmp_path):
     sharded = Path(f"{out}.sharded")
     assert (sharded / "latest").read_text() == "step_00000004"
     step_dir = sharded / "step_00000004"
-    assert (step_dir / ".metadata").is_file() and {p.name for p in step_dir.glob("rank_*.pt")} == {"rank_0.pt", "rank_1.pt"}
+    assert (step_dir / ".metadata").is_file() and {p.name for p in step_dir.glob("rank_*.pt")} == {
+        "rank_0.pt",
+        "rank_1.pt",
+    }
     assert not list(sharded.glob("*.tmp"))
     (sharded / "step_00000006.tmp").mkdir()  # a save killed before its commit: ignored, then replaced
     before = load_policy(out)
@@ -327,7 +418,10 @@ def test_fsdp_under_torchrun_saves_sharded_checkpoints_and_resumes(tmp_path):
     assert "train 6/6 | [joint]" in second.stderr and "[video]" not in second.stderr  # continued at step 4
     assert (sharded / "latest").read_text() == "step_00000006" and not (sharded / "step_00000004").exists()
     after = load_policy(out)
-    changed = [n for n, t in after.model.state_dict().items()
-               if isinstance(t, torch.Tensor) and not torch.equal(t, before.model.state_dict()[n])]
+    changed = [
+        n
+        for n, t in after.model.state_dict().items()
+        if isinstance(t, torch.Tensor) and not torch.equal(t, before.model.state_dict()[n])
+    ]
     assert changed  # trained on from the restored weights
     assert after.predict(observation(cfg, episodes[0]), seed=0).actions.shape == (cfg.num_actions, 14)

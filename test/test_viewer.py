@@ -54,11 +54,22 @@ class Chromium:
 
     def __enter__(self) -> "Chromium":
         port = free_port()
-        self.process = subprocess.Popen([self.executable, "--headless", "--no-sandbox", "--disable-gpu",
-                                         "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-                                         "--window-size=1400,900", f"--remote-debugging-port={port}",
-                                         f"--user-data-dir={self.profile / 'chromium'}", "about:blank"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--use-angle=swiftshader",
+                "--enable-unsafe-swiftshader",
+                "--window-size=1400,900",
+                f"--remote-debugging-port={port}",
+                f"--user-data-dir={self.profile / 'chromium'}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60.0
         while True:
             try:
@@ -99,8 +110,21 @@ def test_the_web_viewer_draws_the_robot_the_cloud_and_the_value_in_a_browser(tmp
     if browser is None:
         pytest.skip("no chromium (make test installs Debian's chromium)")
     domain, port = SPARE_DOMAIN_IDS[0], free_port()
-    process = subprocess.Popen([str(BIN / "viewer_node"), "--ros-args", "-p", "robot:=agilex", "-p", "host:=127.0.0.1",
-                                "-p", f"port:={port}", "-p", "rate:=50.0"], env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    process = subprocess.Popen(
+        [
+            str(BIN / "viewer_node"),
+            "--ros-args",
+            "-p",
+            "robot:=agilex",
+            "-p",
+            "host:=127.0.0.1",
+            "-p",
+            f"port:={port}",
+            "-p",
+            "rate:=50.0",
+        ],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+    )
     probe = ProbeNode("viewer_probe", domain)
     try:
         robot = load_robot_config("agilex")
@@ -108,32 +132,42 @@ def test_the_web_viewer_draws_the_robot_the_cloud_and_the_value_in_a_browser(tmp
         joints = probe.node.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
         clouds = probe.node.create_publisher(PointCloud2, "policy/predicted_cloud", IMAGE_QOS)
         values = probe.node.create_publisher(ValueEstimate, "policy/value", COMMAND_QOS)
-        assert probe.spin_until(lambda: joints.get_subscription_count() and clouds.get_subscription_count()
-                                and values.get_subscription_count(), 30.0), "viewer_node never subscribed"
+        assert probe.spin_until(
+            lambda: (
+                joints.get_subscription_count() and clouds.get_subscription_count() and values.get_subscription_count()
+            ),
+            30.0,
+        ), "viewer_node never subscribed"
         rng = np.random.default_rng(0)
         points = np.zeros(3000, CLOUD_DTYPE)
-        points["x"], points["y"], points["z"] = rng.uniform(0.2, 0.5, 3000), rng.uniform(-0.2, 0.2, 3000), \
-            rng.uniform(0.0, 0.1, 3000)
+        points["x"], points["y"], points["z"] = (
+            rng.uniform(0.2, 0.5, 3000),
+            rng.uniform(-0.2, 0.2, 3000),
+            rng.uniform(0.0, 0.1, 3000),
+        )
         points["rgb"] = 0xFF0000  # red
         for k in range(40):
             joints.publish(JointState(name=list(home), position=list(home.values())))
             clouds.publish(pointcloud_msg(PointCloud(points), to_time(k * 0.1), "base"))
-            values.publish(ValueEstimate(header=Header(stamp=to_time(k * 0.1)), chunk_id=k,
-                                         value=float(0.5 + 0.4 * np.sin(k / 6))))
+            values.publish(
+                ValueEstimate(header=Header(stamp=to_time(k * 0.1)), chunk_id=k, value=float(0.5 + 0.4 * np.sin(k / 6)))
+            )
             probe.spin_for(0.05)
         # a real headless Chromium driven over its DevTools protocol: the page is loaded once and
         # screenshots are taken in real time until the scene has arrived and faded in (a one-shot
         # --screenshot waits in virtual time and, on a loaded machine, caught the fade-in)
-        magenta = tuple(int(VALUE_COLOR[i:i + 2], 16) for i in (1, 3, 5))
+        magenta = tuple(int(VALUE_COLOR[i : i + 2], 16) for i in (1, 3, 5))
         with Chromium(browser, tmp_path) as page:
             page.navigate(f"http://127.0.0.1:{port}")
             deadline = time.monotonic() + 90.0
             while True:
                 probe.spin_for(1.0)
                 image = page.screenshot()
-                drawn = {"point cloud": pixels_near(image, (255, 0, 0), 60) > 2000,
-                         "robot": pixels_near(image, ROBOT_COLOR, 25) > 500,
-                         "value curve": pixels_near(image, magenta, 50) > 100}
+                drawn = {
+                    "point cloud": pixels_near(image, (255, 0, 0), 60) > 2000,
+                    "robot": pixels_near(image, ROBOT_COLOR, 25) > 500,
+                    "value curve": pixels_near(image, magenta, 50) > 100,
+                }
                 if all(drawn.values()) or time.monotonic() > deadline:
                     break
         shot = tmp_path / "viewer.png"

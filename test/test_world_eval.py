@@ -12,27 +12,39 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.model_data import tiny_config
 
+from support.model_data import tiny_config
 from wam_ros.config import load_robot_config
 from wam_ros.data.dataset import save_dataset
 from wam_ros.model.policy import Prediction, load_policy
-from wam_ros.model.world_eval import (JSON_NAME, METRICS, STRIP_NAME, EvalConfig, WorldModelEvaluation,
-                                      chamfer_distance, depth_errors, frame_offsets, motion_correlation, psnr,
-                                      strip_size)
+from wam_ros.model.world_eval import (
+    JSON_NAME,
+    METRICS,
+    STRIP_NAME,
+    EvalConfig,
+    WorldModelEvaluation,
+    chamfer_distance,
+    depth_errors,
+    frame_offsets,
+    motion_correlation,
+    psnr,
+    strip_size,
+)
 
 # a pinhole camera for the 32 x 32 test images
-INTRINSICS = {c: (np.array([[30.0, 0.0, 15.5], [0.0, 30.0, 15.5], [0.0, 0.0, 1.0]]), (32, 32))
-              for c in ("head", "left_wrist", "right_wrist")}
+INTRINSICS = {
+    c: (np.array([[30.0, 0.0, 15.5], [0.0, 30.0, 15.5], [0.0, 0.0, 1.0]]), (32, 32))
+    for c in ("head", "left_wrist", "right_wrist")
+}
 
 
 # ---- metrics -------------------------------------------------------------------------------------
 def test_psnr_of_a_known_error():
     true = np.full((4, 5, 3), 100, np.uint8)
-    assert psnr(true + 10, true) == pytest.approx(10 * math.log10(255 ** 2 / 100))  # MSE 100: 28.13 dB
+    assert psnr(true + 10, true) == pytest.approx(10 * math.log10(255**2 / 100))  # MSE 100: 28.13 dB
     half = true.copy()
     half[:2] += 20  # 10 of 20 pixels off by 20: MSE 400 / 2
-    assert psnr(half, true) == pytest.approx(10 * math.log10(255 ** 2 / 200))
+    assert psnr(half, true) == pytest.approx(10 * math.log10(255**2 / 200))
     assert psnr(true, true) == math.inf
 
 
@@ -82,8 +94,14 @@ def test_chamfer_distance_of_known_point_sets():
 # ---- time alignment ------------------------------------------------------------------------------
 def _prediction(frames: int, depth_frames: int | None = None) -> Prediction:
     depth = None if depth_frames is None else np.ones((3, depth_frames, 32, 32), np.float32)
-    return Prediction(actions=np.zeros((8, 14)), value=0.0, gate_probability=1.0, expert="predictive",
-                      future_rgb=np.zeros((3, frames, 32, 32, 3), np.uint8), future_depth=depth)
+    return Prediction(
+        actions=np.zeros((8, 14)),
+        value=0.0,
+        gate_probability=1.0,
+        expert="predictive",
+        future_rgb=np.zeros((3, frames, 32, 32, 3), np.uint8),
+        future_depth=depth,
+    )
 
 
 def test_frame_offsets_from_the_prediction_and_the_config():
@@ -120,11 +138,16 @@ def oracle(policy, episodes, layout: str):
     colour = {"latent": latent, "action": np.arange(1, cfg.num_actions + 1)}[layout]
 
     def predict(obs, **_):
-        (ep, t), = [(ep, t) for ep in episodes for t in range(len(ep)) if np.array_equal(ep.state[t], obs.state)]
+        ((ep, t),) = [(ep, t) for ep in episodes for t in range(len(ep)) if np.array_equal(ep.state[t], obs.state)]
         rgb = ep.rgb[t + colour].swapaxes(0, 1).copy()
-        return Prediction(actions=ep.state[t + 1:t + 1 + cfg.num_actions], value=0.5, gate_probability=1.0,
-                          expert="predictive", future_rgb=rgb,
-                          future_depth=ep.depth[t + latent].swapaxes(0, 1).astype(np.float32) / 1000.0)
+        return Prediction(
+            actions=ep.state[t + 1 : t + 1 + cfg.num_actions],
+            value=0.5,
+            gate_probability=1.0,
+            expert="predictive",
+            future_rgb=rgb,
+            future_depth=ep.depth[t + latent].swapaxes(0, 1).astype(np.float32) / 1000.0,
+        )
 
     policy.predict = predict
     policy.meta.tracking_gains = None  # its actions are the states reached, not targets to follow
@@ -152,7 +175,9 @@ def test_an_oracle_of_the_recorded_future_scores_perfectly(tiny, layout):
     assert ours["chamfer_m"] == pytest.approx([0.0, 0.0], abs=1e-6)
     # the block slides: standing still loses, more so further ahead
     assert all(b < 40 for b in still["psnr_db"]) and still["psnr_db"][0] > still["psnr_db"][-1]
-    assert all(b < 40 for b in still["psnr_pooled_db"]) and len(report["beats_baseline"]["psnr_pooled_db"]) == len(steps)
+    assert all(b < 40 for b in still["psnr_pooled_db"]) and len(report["beats_baseline"]["psnr_pooled_db"]) == len(
+        steps
+    )
     # the carried scene at the recorded joints (the synthetic block is no robot link: it stays)
     oracle_row = report["kinematics_oracle"]
     assert set(oracle_row) == {"psnr_db", "psnr_pooled_db", "motion_correlation"}
@@ -169,8 +194,27 @@ def test_eval_world_model_cli_end_to_end(tiny, capsys):
 
     cfg, _, _, root = tiny
     out = root / "eval"
-    assert main(["eval-world-model", "--checkpoint", str(root / "tiny.pt"), "--data", str(root / "data"),
-                 "--episodes", "1", "2", "--out", str(out), "--threads", "1", "--expert", "reactive"]) == 0
+    assert (
+        main(
+            [
+                "eval-world-model",
+                "--checkpoint",
+                str(root / "tiny.pt"),
+                "--data",
+                str(root / "data"),
+                "--episodes",
+                "1",
+                "2",
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+                "--expert",
+                "reactive",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / JSON_NAME).read_text())
     assert printed == report and report["episodes"] == [1, 2] and report["observations"] == 4  # t = 0, 8
@@ -180,14 +224,22 @@ def test_eval_world_model_cli_end_to_end(tiny, capsys):
     colour = report["steps"]["offset_actions"]
     assert colour in ([4, 8], list(range(1, 9))) and report["depth_steps"]["offset_actions"] == [4, 8]
     assert report["steps"]["seconds"] == [round(o / 15, 4) for o in colour]
-    lengths = {"psnr_db": len(colour), "psnr_pooled_db": len(colour), "motion_correlation": len(colour),
-               "depth_abs_rel": cfg.horizon, "depth_delta1": cfg.horizon, "chamfer_m": cfg.horizon}
+    lengths = {
+        "psnr_db": len(colour),
+        "psnr_pooled_db": len(colour),
+        "motion_correlation": len(colour),
+        "depth_abs_rel": cfg.horizon,
+        "depth_delta1": cfg.horizon,
+        "chamfer_m": cfg.horizon,
+    }
     for side in ("prediction", "baseline"):
         assert set(report[side]) == set(lengths)
         for name in lengths:
             values = report[side][name]
-            assert len(values) == lengths[name] and all(v is not None and math.isfinite(v) for v in values), \
-                (side, name)
+            assert len(values) == lengths[name] and all(v is not None and math.isfinite(v) for v in values), (
+                side,
+                name,
+            )
         for cam in cfg.cameras:
             assert len(report["per_view"][cam][side]["psnr_db"]) == len(colour)
     assert 0 < report["prediction"]["psnr_db"][0] < 100 and -1 <= report["prediction"]["motion_correlation"][0] <= 1
@@ -205,8 +257,22 @@ def test_bad_requests_are_refused_with_the_reason(tiny, capsys):
     from wam_ros.cli import main
 
     _, _, _, root = tiny
-    assert main(["eval-world-model", "--checkpoint", str(root / "tiny.pt"), "--data", str(root / "data"),
-                 "--episodes", "7", "--out", str(root / "bad")]) == 2
+    assert (
+        main(
+            [
+                "eval-world-model",
+                "--checkpoint",
+                str(root / "tiny.pt"),
+                "--data",
+                str(root / "data"),
+                "--episodes",
+                "7",
+                "--out",
+                str(root / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "episodes [7]: the dataset has 3" in capsys.readouterr().err
     assert main(["eval-world-model", "--checkpoint", str(root / "missing.pt"), "--data", str(root / "data")]) == 2
     assert "no such file" in capsys.readouterr().err
@@ -214,8 +280,10 @@ def test_bad_requests_are_refused_with_the_reason(tiny, capsys):
 
 # ---- the acceptance on the bench model (slow: an hour of training) ---------------------------------------
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("WAM_ROS_BENCH_DIR"),
-                    reason="set WAM_ROS_BENCH_DIR to a `wam-ros benchmark` output directory (policy.pt, dataset/)")
+@pytest.mark.skipif(
+    not os.environ.get("WAM_ROS_BENCH_DIR"),
+    reason="set WAM_ROS_BENCH_DIR to a `wam-ros benchmark` output directory (policy.pt, dataset/)",
+)
 def test_bench_model_beats_nothing_moves():
     """Issue 20: the CPU `bench` model as `wam-ros benchmark` trains it, on its demonstrations, beats
     the baseline on PSNR and Chamfer at every step beyond the first, with motion correlation >= 0.5."""

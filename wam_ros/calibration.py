@@ -22,8 +22,13 @@ from wam_ros.robots.urdf import generate_urdf
 CHECK_FRAMES = tuple(f"{side}_{frame}" for side in SIDES for frame in ("flange", "tcp", "wrist_color_optical_frame"))
 
 
-def project_frames(kinematics: Kinematics, joints: Mapping[str, float], camera_frame: str, K: np.ndarray,
-                   frames: tuple[str, ...] = CHECK_FRAMES) -> dict[str, tuple[float, float, float]]:
+def project_frames(
+    kinematics: Kinematics,
+    joints: Mapping[str, float],
+    camera_frame: str,
+    K: np.ndarray,
+    frames: tuple[str, ...] = CHECK_FRAMES,
+) -> dict[str, tuple[float, float, float]]:
     """(u, v, depth in m) of each frame's origin in the camera (optical frame: z forward, y down)."""
     poses = kinematics.frame_poses(joints, [camera_frame, *frames])
     world_to_camera = np.linalg.inv(poses[camera_frame])
@@ -34,8 +39,14 @@ def project_frames(kinematics: Kinematics, joints: Mapping[str, float], camera_f
     return out
 
 
-def axis_triads(kinematics: Kinematics, joints: Mapping[str, float], camera_frame: str, K: np.ndarray,
-                frames: tuple[str, ...] = CHECK_FRAMES, length: float = 0.04) -> dict[str, list[tuple[float, float]]]:
+def axis_triads(
+    kinematics: Kinematics,
+    joints: Mapping[str, float],
+    camera_frame: str,
+    K: np.ndarray,
+    frames: tuple[str, ...] = CHECK_FRAMES,
+    length: float = 0.04,
+) -> dict[str, list[tuple[float, float]]]:
     """Per frame, the image points of the tips of its x, y and z axes (`length` m)."""
     poses = kinematics.frame_poses(joints, [camera_frame, *frames])
     world_to_camera = np.linalg.inv(poses[camera_frame])
@@ -49,8 +60,13 @@ def axis_triads(kinematics: Kinematics, joints: Mapping[str, float], camera_fram
     return out
 
 
-def calibration_check(robot: str, out: Path, image: np.ndarray | None = None, K: np.ndarray | None = None,
-                      joints: Mapping[str, float] | None = None) -> dict:
+def calibration_check(
+    robot: str,
+    out: Path,
+    image: np.ndarray | None = None,
+    K: np.ndarray | None = None,
+    joints: Mapping[str, float] | None = None,
+) -> dict:
     """Write a PNG of the head image with the projected wrist frames; return the projections."""
     from PIL import Image, ImageDraw
 
@@ -86,10 +102,20 @@ def calibration_check(robot: str, out: Path, image: np.ndarray | None = None, K:
         draw.text((label_x, label_y), name.replace("_color_optical_frame", "_cam"), fill=(255, 255, 255))
     out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(out)
-    return {"robot": robot, "image": str(out), "size": [w, h],
-            "projections": {name: {"u": round(u, 1), "v": round(v, 1), "depth_m": round(z, 3),
-                                   "in_view": bool(z > 0 and 0 <= u < w and 0 <= v < h)}
-                            for name, (u, v, z) in projections.items()}}
+    return {
+        "robot": robot,
+        "image": str(out),
+        "size": [w, h],
+        "projections": {
+            name: {
+                "u": round(u, 1),
+                "v": round(v, 1),
+                "depth_m": round(z, 3),
+                "in_view": bool(z > 0 and 0 <= u < w and 0 <= v < h),
+            }
+            for name, (u, v, z) in projections.items()
+        },
+    }
 
 
 # --- ChArUco board poses and hand-eye calibration (OpenCV) -----------------------------------
@@ -108,8 +134,12 @@ class CharucoSpec:
     def board(self):
         import cv2
 
-        return cv2.aruco.CharucoBoard(self.squares, self.square, self.marker,
-                                      cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary)))
+        return cv2.aruco.CharucoBoard(
+            self.squares,
+            self.square,
+            self.marker,
+            cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary)),
+        )
 
     @property
     def size(self) -> tuple[float, float]:
@@ -117,22 +147,24 @@ class CharucoSpec:
 
     def image(self, pixels_per_square: int = 100) -> np.ndarray:
         """The board to print (grey uint8), no margin: it spans exactly `size`."""
-        return self.board().generateImage((self.squares[0] * pixels_per_square, self.squares[1] * pixels_per_square),
-                                          marginSize=0)
+        return self.board().generateImage(
+            (self.squares[0] * pixels_per_square, self.squares[1] * pixels_per_square), marginSize=0
+        )
 
 
 @dataclass(frozen=True)
 class BoardView:
     T_camera_board: np.ndarray  # 4x4, board frame (OpenCV's: origin at a corner, z out of the board)
     corners: int
-    rms_px: float               # reprojection error of the detected corners
-    object_points: np.ndarray   # (N, 3) the detected corners on the board (m)
-    image_points: np.ndarray    # (N, 2) where they were seen (px)
+    rms_px: float  # reprojection error of the detected corners
+    object_points: np.ndarray  # (N, 3) the detected corners on the board (m)
+    image_points: np.ndarray  # (N, 2) where they were seen (px)
     image_size: tuple[int, int]  # (width, height)
 
 
-def board_pose(rgb: np.ndarray, K: np.ndarray, spec: CharucoSpec, D: np.ndarray | None = None,
-               min_corners: int = 8) -> BoardView | None:
+def board_pose(
+    rgb: np.ndarray, K: np.ndarray, spec: CharucoSpec, D: np.ndarray | None = None, min_corners: int = 8
+) -> BoardView | None:
     """The board's pose in a camera image (optical frame), or None when too few corners are seen."""
     import cv2
 
@@ -150,20 +182,25 @@ def board_pose(rgb: np.ndarray, K: np.ndarray, spec: CharucoSpec, D: np.ndarray 
     rms = float(np.sqrt(np.mean(np.sum((projected.reshape(-1, 2) - image_points.reshape(-1, 2)) ** 2, axis=1))))
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
-    return BoardView(T, int(len(ids)), rms, objects.reshape(-1, 3), image_points.reshape(-1, 2),
-                     (gray.shape[1], gray.shape[0]))
+    return BoardView(
+        T, int(len(ids)), rms, objects.reshape(-1, 3), image_points.reshape(-1, 2), (gray.shape[1], gray.shape[0])
+    )
 
 
 @dataclass(frozen=True)
 class HandEyeResult:
     method: str
-    transform: np.ndarray   # eye in hand: gripper -> camera; eye to hand: base -> camera
-    residual_mm: float      # spread of the board pose it implies over the views (translation, RMS)
-    residual_deg: float     # (rotation, RMS)
+    transform: np.ndarray  # eye in hand: gripper -> camera; eye to hand: base -> camera
+    residual_mm: float  # spread of the board pose it implies over the views (translation, RMS)
+    residual_deg: float  # (rotation, RMS)
 
 
-def hand_eye(T_base_gripper: list[np.ndarray], T_camera_board: list[np.ndarray], eye_in_hand: bool,
-             methods: tuple[str, ...] = HAND_EYE_METHODS) -> list[HandEyeResult]:
+def hand_eye(
+    T_base_gripper: list[np.ndarray],
+    T_camera_board: list[np.ndarray],
+    eye_in_hand: bool,
+    methods: tuple[str, ...] = HAND_EYE_METHODS,
+) -> list[HandEyeResult]:
     """cv2.calibrateHandEye over the views, per method, best (smallest residual) first. Eye in hand
     (a wrist camera, the board fixed): the camera in the gripper frame. Eye to hand (the head
     camera, the board held by the gripper): the camera in the base frame. The residual is how much
@@ -175,9 +212,13 @@ def hand_eye(T_base_gripper: list[np.ndarray], T_camera_board: list[np.ndarray],
     moving = [T if eye_in_hand else np.linalg.inv(T) for T in T_base_gripper]
     results = []
     for method in methods:
-        R, t = cv2.calibrateHandEye([T[:3, :3] for T in moving], [T[:3, 3] for T in moving],
-                                    [T[:3, :3] for T in T_camera_board], [T[:3, 3] for T in T_camera_board],
-                                    method=getattr(cv2, f"CALIB_HAND_EYE_{method.upper()}"))
+        R, t = cv2.calibrateHandEye(
+            [T[:3, :3] for T in moving],
+            [T[:3, 3] for T in moving],
+            [T[:3, :3] for T in T_camera_board],
+            [T[:3, 3] for T in T_camera_board],
+            method=getattr(cv2, f"CALIB_HAND_EYE_{method.upper()}"),
+        )
         X = np.eye(4)
         X[:3, :3], X[:3, 3] = R, t.ravel()
         boards = [M @ X @ C for M, C in zip(moving, T_camera_board)]
@@ -208,24 +249,37 @@ def intrinsics_check(views: list[BoardView], K: np.ndarray, tolerance: float = 0
 
     if len(views) < 4:
         return {"views": len(views), "ok": None, "note": "fewer than 4 board views: not checked"}
-    flags = (cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3
-             | cv2.CALIB_ZERO_TANGENT_DIST)
-    rms, estimate, _, _, _ = cv2.calibrateCamera([v.object_points.astype(np.float32) for v in views],
-                                                 [v.image_points.astype(np.float32) for v in views],
-                                                 views[0].image_size, K.astype(np.float64).copy(), np.zeros(5),
-                                                 flags=flags)
+    flags = (
+        cv2.CALIB_USE_INTRINSIC_GUESS
+        | cv2.CALIB_FIX_K1
+        | cv2.CALIB_FIX_K2
+        | cv2.CALIB_FIX_K3
+        | cv2.CALIB_ZERO_TANGENT_DIST
+    )
+    rms, estimate, _, _, _ = cv2.calibrateCamera(
+        [v.object_points.astype(np.float32) for v in views],
+        [v.image_points.astype(np.float32) for v in views],
+        views[0].image_size,
+        K.astype(np.float64).copy(),
+        np.zeros(5),
+        flags=flags,
+    )
     names = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}
     relative = {n: float(abs(estimate[i] - K[i]) / K[0, 0]) for n, i in names.items()}
-    return {"views": len(views), "rms_px": round(float(rms), 3),
-            "estimated": {n: round(float(estimate[i]), 2) for n, i in names.items()},
-            "driver": {n: round(float(K[i]), 2) for n, i in names.items()},
-            "relative_difference": {n: round(v, 4) for n, v in relative.items()},
-            "ok": bool(max(relative.values()) <= tolerance)}
+    return {
+        "views": len(views),
+        "rms_px": round(float(rms), 3),
+        "estimated": {n: round(float(estimate[i]), 2) for n, i in names.items()},
+        "driver": {n: round(float(K[i]), 2) for n, i in names.items()},
+        "relative_difference": {n: round(v, 4) for n, v in relative.items()},
+        "ok": bool(max(relative.values()) <= tolerance),
+    }
 
 
 def nearest_rpy(rpy: tuple[float, ...], reference: tuple[float, ...]) -> tuple[float, ...]:
     """Of the two roll/pitch/yaw triples of one rotation, the one nearer `reference` (so that a
     written config changes by the calibration, not by an Euler flip)."""
+
     def wrap(a: float) -> float:
         return (a + np.pi) % (2 * np.pi) - np.pi
 
@@ -255,20 +309,35 @@ def solve_mounts(robot: RobotConfig, views: CalibrationViews) -> dict[str, dict]
         results = hand_eye(grippers, [view.T_camera_board for _, view in pairs], eye_in_hand=True)
         best = results[0]
         boards_in_base += [G @ best.transform @ view.T_camera_board for G, (_, view) in zip(grippers, pairs)]
-        out[camera] = {"parent": parent, "T_parent_optical": best.transform, "method": best.method,
-                       "views": len(pairs), "methods": [{"method": r.method, "residual_mm": round(r.residual_mm, 3),
-                                                         "residual_deg": round(r.residual_deg, 4)} for r in results]}
+        out[camera] = {
+            "parent": parent,
+            "T_parent_optical": best.transform,
+            "method": best.method,
+            "views": len(pairs),
+            "methods": [
+                {"method": r.method, "residual_mm": round(r.residual_mm, 3), "residual_deg": round(r.residual_deg, 4)}
+                for r in results
+            ],
+        }
     if views.head and boards_in_base:
         board = boards_in_base[0].copy()
         board[:3, 3] = np.mean([b[:3, 3] for b in boards_in_base], axis=0)
         parent = mounts["head"].parent
-        estimates = [np.linalg.inv(kinematics.frame_pose(joints, parent)) @ board @ np.linalg.inv(view.T_camera_board)
-                     for joints, view in views.head]
+        estimates = [
+            np.linalg.inv(kinematics.frame_pose(joints, parent)) @ board @ np.linalg.inv(view.T_camera_board)
+            for joints, view in views.head
+        ]
         head = estimates[0].copy()
         head[:3, 3] = np.mean([e[:3, 3] for e in estimates], axis=0)
-        out["head"] = {"parent": parent, "T_parent_optical": head, "method": "board in base from the wrist cameras",
-                       "views": len(views.head), "board_spread_mm": round(1e3 * float(np.sqrt(np.mean(
-                           [np.sum((b[:3, 3] - board[:3, 3]) ** 2) for b in boards_in_base]))), 3)}
+        out["head"] = {
+            "parent": parent,
+            "T_parent_optical": head,
+            "method": "board in base from the wrist cameras",
+            "views": len(views.head),
+            "board_spread_mm": round(
+                1e3 * float(np.sqrt(np.mean([np.sum((b[:3, 3] - board[:3, 3]) ** 2) for b in boards_in_base]))), 3
+            ),
+        }
     for camera, result in out.items():
         if camera in views.intrinsics:
             seen = views.head if camera == "head" else views.wrist[camera]
@@ -281,9 +350,16 @@ def solve_mounts(robot: RobotConfig, views: CalibrationViews) -> dict[str, dict]
     return out
 
 
-def simulated_views(robot: RobotConfig, spec: CharucoSpec, board_xyz: tuple[float, float, float],
-                    wrist_views: int = 10, seed: int = 0, size: tuple[int, int] = (960, 1280),
-                    spread: float = 0.3, max_tries: int = 120) -> CalibrationViews:
+def simulated_views(
+    robot: RobotConfig,
+    spec: CharucoSpec,
+    board_xyz: tuple[float, float, float],
+    wrist_views: int = 10,
+    seed: int = 0,
+    size: tuple[int, int] = (960, 1280),
+    spread: float = 0.3,
+    max_tries: int = 120,
+) -> CalibrationViews:
     """The procedure in the simulator: a printed board on the table, each arm moved to random poses
     around home (joints +-spread rad) until its wrist camera saw the board `wrist_views` times, and
     the head camera's view at home. What a lab records under teleop on the real robot."""
@@ -297,9 +373,11 @@ def simulated_views(robot: RobotConfig, spec: CharucoSpec, board_xyz: tuple[floa
         from PIL import Image
 
         Image.fromarray(spec.image()).save(texture)
-        world = SimWorld(robot, generate_urdf(robot),
-                         SimConfig(height=size[0], width=size[1], board=BoardMount(str(texture), spec.size, "world",
-                                                                                   board_xyz)))
+        world = SimWorld(
+            robot,
+            generate_urdf(robot),
+            SimConfig(height=size[0], width=size[1], board=BoardMount(str(texture), spec.size, "world", board_xyz)),
+        )
         try:
             world.reset()
             home = robot.home_positions()
@@ -315,8 +393,10 @@ def simulated_views(robot: RobotConfig, spec: CharucoSpec, board_xyz: tuple[floa
             for side in SIDES:
                 camera, pairs = f"{side}_wrist", []
                 for _ in range(max_tries):
-                    joints = {n: home[n] + (rng.uniform(-spread, spread) if n in robot.arm_joint_names(side) else 0.0)
-                              for n in robot.joint_names}
+                    joints = {
+                        n: home[n] + (rng.uniform(-spread, spread) if n in robot.arm_joint_names(side) else 0.0)
+                        for n in robot.joint_names
+                    }
                     actual, view = look(camera, joints)
                     if view is not None:
                         pairs.append((actual, view))
@@ -339,7 +419,9 @@ def recorded_views(bag: Path, spec: CharucoSpec, fps: float = 5.0, still_rad: fl
     index = index_episode(Path(bag), fps)
     missing = [cam for cam in index.cameras if cam not in index.intrinsics]
     if missing:
-        raise ValueError(f"{bag}: no CameraInfo for {missing}: record the camera_info topics (record_source:=raw or synced)")
+        raise ValueError(
+            f"{bag}: no CameraInfo for {missing}: record the camera_info topics (record_source:=raw or synced)"
+        )
     K = {cam: np.asarray(index.intrinsics[cam], float).reshape(3, 3) for cam in index.cameras}
     wrist: dict[str, list] = {cam: [] for cam in index.cameras if cam.endswith("_wrist")}
     head: list = []
@@ -371,7 +453,9 @@ def write_camera_mounts(path: Path, mounts: Mapping[str, Mapping], backup: bool 
     for camera, mount in mounts.items():
         entry = data["cameras"][camera]
         if entry["parent"] != mount["parent"]:
-            raise ValueError(f"{camera}: calibrated on {mount['parent']!r}, but {path} mounts it on {entry['parent']!r}")
+            raise ValueError(
+                f"{camera}: calibrated on {mount['parent']!r}, but {path} mounts it on {entry['parent']!r}"
+            )
         entry["xyz"][:] = [float(v) for v in mount["xyz"]]
         entry["rpy"][:] = [float(v) for v in mount["rpy"]]
     saved = None

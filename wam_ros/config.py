@@ -56,8 +56,9 @@ class Pose:
 
     @staticmethod
     def parse(data: Any, where: str) -> "Pose":
-        return Pose(_floats(_get(data, "xyz", where), 3, f"{where}.xyz"),
-                    _floats(_get(data, "rpy", where), 3, f"{where}.rpy"))
+        return Pose(
+            _floats(_get(data, "xyz", where), 3, f"{where}.xyz"), _floats(_get(data, "rpy", where), 3, f"{where}.rpy")
+        )
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,14 @@ class JointSpec:
         lower, upper = _float(data, "lower", where), _float(data, "upper", where)
         if lower >= upper:
             raise ConfigError(f"{where}: lower ({lower}) must be below upper ({upper})")
-        return JointSpec(str(name), origin, axis, lower, upper,
-                         *(_float(data, k, where, positive=True)
-                           for k in ("velocity", "acceleration", "jerk", "effort")))
+        return JointSpec(
+            str(name),
+            origin,
+            axis,
+            lower,
+            upper,
+            *(_float(data, k, where, positive=True) for k in ("velocity", "acceleration", "jerk", "effort")),
+        )
 
 
 def _pose_from_modified_dh(a: float, alpha: float, d: float, theta: float) -> Pose:
@@ -104,10 +110,10 @@ def _pose_from_modified_dh(a: float, alpha: float, d: float, theta: float) -> Po
 
 @dataclass(frozen=True)
 class GripperSpec:
-    stroke: float          # one finger's travel in metres; opening = 2 * stroke
+    stroke: float  # one finger's travel in metres; opening = 2 * stroke
     velocity: float
     effort: float
-    finger_offset: float   # finger base distance from the flange along the tool axis
+    finger_offset: float  # finger base distance from the flange along the tool axis
 
     @property
     def max_opening(self) -> float:
@@ -188,16 +194,26 @@ class RobotConfig:
             raise ConfigError(f"{where}.arm.joints: expected a non-empty list")
         joints = tuple(JointSpec.parse(j, f"{where}.arm.joints[{i}]") for i, j in enumerate(joints_data))
         g = _get(arm_data, "gripper", f"{where}.arm")
-        gripper = GripperSpec(*(_float(g, k, f"{where}.arm.gripper", positive=True)
-                                for k in ("stroke", "velocity", "effort", "finger_offset")))
+        gripper = GripperSpec(
+            *(
+                _float(g, k, f"{where}.arm.gripper", positive=True)
+                for k in ("stroke", "velocity", "effort", "finger_offset")
+            )
+        )
         home = _parse_home(_get(arm_data, "home", f"{where}.arm"), joints, f"{where}.arm.home")
-        arm = ArmSpec(str(_get(arm_data, "model", f"{where}.arm")), joints,
-                      Pose.parse(_get(arm_data, "flange", f"{where}.arm"), f"{where}.arm.flange"),
-                      Pose.parse(_get(arm_data, "tcp", f"{where}.arm"), f"{where}.arm.tcp"),
-                      gripper, home, _float(arm_data, "link_radius", f"{where}.arm", positive=True))
+        arm = ArmSpec(
+            str(_get(arm_data, "model", f"{where}.arm")),
+            joints,
+            Pose.parse(_get(arm_data, "flange", f"{where}.arm"), f"{where}.arm.flange"),
+            Pose.parse(_get(arm_data, "tcp", f"{where}.arm"), f"{where}.arm.tcp"),
+            gripper,
+            home,
+            _float(arm_data, "link_radius", f"{where}.arm", positive=True),
+        )
         mounts_data = _get(data, "mounts", where)
-        mounts = {side: Pose.parse(_get(mounts_data, side, f"{where}.mounts"), f"{where}.mounts.{side}")
-                  for side in SIDES}
+        mounts = {
+            side: Pose.parse(_get(mounts_data, side, f"{where}.mounts"), f"{where}.mounts.{side}") for side in SIDES
+        }
         cams_data = _get(data, "cameras", where)
         cameras = []
         for cam in CAMERA_NAMES:
@@ -212,11 +228,14 @@ class RobotConfig:
             name=str(_get(data, "name", where)),
             description=str(data.get("description", "")),
             base_frame=str(_get(data, "base_frame", where)),
-            arm=arm, mounts=mounts, cameras=tuple(cameras),
-            table=_scene_object({"name": "table", **_get(scene, "table", f"{where}.scene")},
-                                f"{where}.scene.table"),
-            objects=tuple(_scene_object(o, f"{where}.scene.objects[{i}]")
-                          for i, o in enumerate(_get(scene, "objects", f"{where}.scene"))),
+            arm=arm,
+            mounts=mounts,
+            cameras=tuple(cameras),
+            table=_scene_object({"name": "table", **_get(scene, "table", f"{where}.scene")}, f"{where}.scene.table"),
+            objects=tuple(
+                _scene_object(o, f"{where}.scene.objects[{i}]")
+                for i, o in enumerate(_get(scene, "objects", f"{where}.scene"))
+            ),
         )
 
 
@@ -235,9 +254,12 @@ def _parse_home(data: Any, joints: tuple[JointSpec, ...], where: str) -> dict[st
 
 def _scene_object(data: Any, where: str) -> SceneObject:
     rgba = _floats(data.get("rgba", [0.6, 0.5, 0.4, 1.0]), 4, f"{where}.rgba")
-    return SceneObject(str(_get(data, "name", where)),
-                       Pose(_floats(_get(data, "xyz", where), 3, f"{where}.xyz")),
-                       _floats(_get(data, "size", where), 3, f"{where}.size"), rgba)
+    return SceneObject(
+        str(_get(data, "name", where)),
+        Pose(_floats(_get(data, "xyz", where), 3, f"{where}.xyz")),
+        _floats(_get(data, "size", where), 3, f"{where}.size"),
+        rgba,
+    )
 
 
 def gripper_columns(names: Sequence[str]) -> list[int]:

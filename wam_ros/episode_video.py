@@ -13,11 +13,21 @@ from PIL import Image, ImageDraw
 
 from wam_ros.msg import GateState
 
-EXPERT_NAMES = {GateState.EXPERT_PREDICTIVE: "predictive", GateState.EXPERT_REACTIVE: "reactive",
-                GateState.EXPERT_SCRIPTED: "scripted", GateState.EXPERT_TELEOP: "teleop",
-                GateState.EXPERT_ROLLBACK: "rollback", GateState.EXPERT_UNKNOWN: "-"}
-STATE_COLOURS = {"RUNNING": (60, 200, 90), "ROLLING_BACK": (255, 150, 30), "RESAMPLING": (255, 210, 40),
-                 "HOLD": (230, 50, 50), "ESTOP": (230, 50, 50)}
+EXPERT_NAMES = {
+    GateState.EXPERT_PREDICTIVE: "predictive",
+    GateState.EXPERT_REACTIVE: "reactive",
+    GateState.EXPERT_SCRIPTED: "scripted",
+    GateState.EXPERT_TELEOP: "teleop",
+    GateState.EXPERT_ROLLBACK: "rollback",
+    GateState.EXPERT_UNKNOWN: "-",
+}
+STATE_COLOURS = {
+    "RUNNING": (60, 200, 90),
+    "ROLLING_BACK": (255, 150, 30),
+    "RESAMPLING": (255, 210, 40),
+    "HOLD": (230, 50, 50),
+    "ESTOP": (230, 50, 50),
+}
 VALUE_COLOUR, PEAK_COLOUR, SLIP_COLOUR, ROLLBACK_COLOUR = (70, 140, 255), (150, 150, 150), (255, 150, 30), (230, 50, 50)
 
 
@@ -26,14 +36,14 @@ class EpisodeTimeline:
     """What happened in one episode, in sim seconds."""
 
     title: str
-    frames: list[tuple[float, np.ndarray]]                          # (stamp, rgb image)
-    values: list[tuple[float, float, float]] = field(default_factory=list)   # (stamp, value, peak)
+    frames: list[tuple[float, np.ndarray]]  # (stamp, rgb image)
+    values: list[tuple[float, float, float]] = field(default_factory=list)  # (stamp, value, peak)
     experts: list[tuple[float, int]] = field(default_factory=list)  # (stamp, GateState.active_expert)
-    states: list[tuple[float, str]] = field(default_factory=list)   # (time, supervisor state) at each change
-    stages: list[tuple[float, str]] = field(default_factory=list)   # (time, task stage name) at each change
+    states: list[tuple[float, str]] = field(default_factory=list)  # (time, supervisor state) at each change
+    stages: list[tuple[float, str]] = field(default_factory=list)  # (time, task stage name) at each change
     rollbacks: list[float] = field(default_factory=list)
     slip: float | None = None
-    success: float | None = None                                    # time the task succeeded
+    success: float | None = None  # time the task succeeded
 
 
 def _latest(series: list[tuple], t: float, default):
@@ -69,8 +79,9 @@ def _value_panel(timeline: EpisodeTimeline, t: float, size: tuple[int, int], spa
     draw.text((left + 110, 2), "peak", fill=PEAK_COLOUR)
     draw.text((left, bottom + 4), f"{t0:.0f} s", fill=(200, 200, 200))
     draw.text((right - 30, bottom + 4), f"{t1:.0f} s", fill=(200, 200, 200))
-    for when, colour, label in ([(timeline.slip, SLIP_COLOUR, "slip")] if timeline.slip is not None else []) + \
-            [(r, ROLLBACK_COLOUR, "rollback") for r in timeline.rollbacks]:
+    for when, colour, label in ([(timeline.slip, SLIP_COLOUR, "slip")] if timeline.slip is not None else []) + [
+        (r, ROLLBACK_COLOUR, "rollback") for r in timeline.rollbacks
+    ]:
         if when <= t:
             draw.line([x(when), top, x(when), bottom], fill=colour, width=2)
             draw.text((x(when) + 3, top + 2 + (12 if label == "rollback" else 0)), label, fill=colour)

@@ -17,7 +17,7 @@ import os
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-MMAP_THRESHOLD = 32 * 1024 * 1024   # the largest glibc accepts on 64-bit; images stay on the heap
+MMAP_THRESHOLD = 32 * 1024 * 1024  # the largest glibc accepts on 64-bit; images stay on the heap
 TRIM_THRESHOLD = 256 * 1024 * 1024  # freed heap kept up to this much, for the next frames
 DISABLE_VARIABLE = "WAM_ROS_MALLOC_TUNING"  # "0": leave glibc's defaults (memory-tight hosts)
 

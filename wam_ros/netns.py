@@ -17,9 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-
 UNSHAPED_MBIT = 10000.0  # the rate class of a link without a rate limit
-SKF_AD_RANDOM = 2 ** 32 - 4096 + 56  # classic BPF's ancillary load of a random u32 (SKF_AD_OFF + 56), as u32
+SKF_AD_RANDOM = 2**32 - 4096 + 56  # classic BPF's ancillary load of a random u32 (SKF_AD_OFF + 56), as u32
 
 
 class NetnsError(RuntimeError):
@@ -125,24 +124,72 @@ class HostPair:
             rate = f"{shape.rate_mbit or UNSHAPED_MBIT:g}mbit"
             burst = max(int((shape.rate_mbit or UNSHAPED_MBIT) * 1e6 / 8 / 100), 32 * 1024)  # 10 ms of the rate
             self._tc_checked(ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1")
-            self._tc_checked(ns, "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate,
-                             "burst", str(burst), "quantum", "60000")
+            self._tc_checked(
+                ns,
+                "class",
+                "add",
+                "dev",
+                dev,
+                "parent",
+                "1:",
+                "classid",
+                "1:1",
+                "htb",
+                "rate",
+                rate,
+                "burst",
+                str(burst),
+                "quantum",
+                "60000",
+            )
             if shape.loss_percent:
-                threshold = min(int(round(shape.loss_percent / 100 * 2 ** 32)), 2 ** 32 - 1)
+                threshold = min(int(round(shape.loss_percent / 100 * 2**32)), 2**32 - 1)
                 # A = random u32; A >= threshold: class 1:1 (sent), else class 1:2 (dropped)
                 program = f"4,32 0 0 {SKF_AD_RANDOM},53 1 0 {threshold},6 0 0 {0x10002},6 0 0 {0x10001}"
-                self._tc_checked(ns, "class", "add", "dev", dev, "parent", "1:", "classid", "1:2", "htb", "rate",
-                                 rate, "quantum", "60000")
-                self._tc_checked(ns, "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
+                self._tc_checked(
+                    ns,
+                    "class",
+                    "add",
+                    "dev",
+                    dev,
+                    "parent",
+                    "1:",
+                    "classid",
+                    "1:2",
+                    "htb",
+                    "rate",
+                    rate,
+                    "quantum",
+                    "60000",
+                )
+                self._tc_checked(
+                    ns, "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0"
+                )
                 self._tc_checked(ns, "filter", "add", "dev", dev, "parent", "1:", "bpf", "bytecode", program)
             if shape.delay_ms:
-                done = self._tc(ns, "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "netem", "delay",
-                                f"{shape.delay_ms}ms", "limit", "100000")
+                done = self._tc(
+                    ns,
+                    "qdisc",
+                    "add",
+                    "dev",
+                    dev,
+                    "parent",
+                    "1:1",
+                    "handle",
+                    "10:",
+                    "netem",
+                    "delay",
+                    f"{shape.delay_ms}ms",
+                    "limit",
+                    "100000",
+                )
                 if done.returncode:
                     applied = LinkShape(shape.rate_mbit, 0.0, shape.loss_percent)
                     if side == "robot":  # the same for both ends: say it once
-                        self.notes.append(f"delay {shape.delay_ms:g} ms not applied: {done.stderr.strip()} (this "
-                                          "kernel has no sch_netem)")
+                        self.notes.append(
+                            f"delay {shape.delay_ms:g} ms not applied: {done.stderr.strip()} (this "
+                            "kernel has no sch_netem)"
+                        )
         return applied
 
     def packet_counts(self) -> dict[str, tuple[int, int]]:
@@ -173,8 +220,18 @@ class HostPair:
         """Bytes each side has sent on the link so far."""
         out = {}
         for side in self.SIDES:
-            done = subprocess.run(["ip", "netns", "exec", self.namespaces[side], "cat",
-                                   f"/sys/class/net/{self.devices[side]}/statistics/tx_bytes"],
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.namespaces[side],
+                    "cat",
+                    f"/sys/class/net/{self.devices[side]}/statistics/tx_bytes",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             out[side] = int(done.stdout)
         return out

@@ -19,8 +19,15 @@ def duration_text(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, label: str, total: int, unit: str = "it", first: int = 0, stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        unit: str = "it",
+        first: int = 0,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.label, self.total, self.unit, self.first = label, total, unit, first
         self._stream, self._clock = stream, clock
         self.start = clock()
@@ -35,8 +42,13 @@ class Progress:
         rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
         eta = duration_text((self.total - done) / rate) if rate > 0 else "?"
         shown = f"{rate:.2f} {self.unit}/s" if rate >= 0.1 or rate == 0 else f"{1 / rate:.1f} s/{self.unit}"
-        parts = [f"{self.label} {done}/{self.total}", *([extra] if extra else []), shown,
-                 f"elapsed {duration_text(elapsed)}", f"ETA {eta}"]
+        parts = [
+            f"{self.label} {done}/{self.total}",
+            *([extra] if extra else []),
+            shown,
+            f"elapsed {duration_text(elapsed)}",
+            f"ETA {eta}",
+        ]
         return " | ".join(parts)
 
     def update(self, done: int, extra: str = "") -> None:

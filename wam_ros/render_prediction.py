@@ -43,15 +43,15 @@ class PredictionScene:
     """What the figure draws, everything in the robot base frame."""
 
     robot: RobotConfig
-    cloud: PointCloud                      # predicted points; cloud.frames indexes frame_times
-    frame_times: np.ndarray                # (F,) seconds ahead of each predicted frame
-    joints: Mapping[str, float]            # the robot now
+    cloud: PointCloud  # predicted points; cloud.frames indexes frame_times
+    frame_times: np.ndarray  # (F,) seconds ahead of each predicted frame
+    joints: Mapping[str, float]  # the robot now
     title: str
     future_joints: Sequence[Mapping[str, float]] = ()  # the robot at each predicted frame (F maps)
     tcp_paths: Mapping[str, np.ndarray] = field(default_factory=dict)  # label -> (K, 3) positions
-    path_times: np.ndarray | None = None   # (K,) seconds ahead of each TCP path step
+    path_times: np.ndarray | None = None  # (K,) seconds ahead of each TCP path step
     images: Mapping[str, np.ndarray] = field(default_factory=dict)  # camera -> real current colour image
-    future_rgb: np.ndarray | None = None   # (len(images), F, h, w, 3) predicted frames at frame_times
+    future_rgb: np.ndarray | None = None  # (len(images), F, h, w, 3) predicted frames at frame_times
 
 
 def frame_times(horizon: int, actions_per_frame: int, fps: float) -> np.ndarray:
@@ -82,8 +82,9 @@ def arm_chains(kinematics: Kinematics) -> dict[str, list[str]]:
     return chains
 
 
-def stick_figure(kinematics: Kinematics, chains: Mapping[str, list[str]], joints: Mapping[str, float]
-                 ) -> list[np.ndarray]:
+def stick_figure(
+    kinematics: Kinematics, chains: Mapping[str, list[str]], joints: Mapping[str, float]
+) -> list[np.ndarray]:
     """Per arm, (links, 3) origins of its link frames for one joint configuration."""
     frames = [f for chain in chains.values() for f in chain]
     poses = kinematics.frame_poses(joints, frames)
@@ -126,21 +127,69 @@ def prediction_figure(scene: PredictionScene) -> Figure:
         ax.set_xlabel(AXIS_LABELS[u])
         ax.set_ylabel(AXIS_LABELS[v])
         _draw_table(ax, scene.robot, u, v)
-        ax.scatter(points[order, u], points[order, v], c=point_times[order], cmap=CMAP, norm=norm, s=3,
-                   alpha=0.5, linewidths=0, rasterized=True, gid="cloud", zorder=1,
-                   label=f"predicted cloud ({inside} of {int(valid.sum())} points in view)")
+        ax.scatter(
+            points[order, u],
+            points[order, v],
+            c=point_times[order],
+            cmap=CMAP,
+            norm=norm,
+            s=3,
+            alpha=0.5,
+            linewidths=0,
+            rasterized=True,
+            gid="cloud",
+            zorder=1,
+            label=f"predicted cloud ({inside} of {int(valid.sum())} points in view)",
+        )
         for j, arms in enumerate(future):
             for k, arm in enumerate(arms):
-                ax.plot(arm[:, u], arm[:, v], "-o", color=cmap.to_rgba(times[j]), alpha=0.55, lw=1.5, ms=2.5,
-                        gid="robot_future", label="robot at predicted frames" if j == k == 0 else None, zorder=3)
+                ax.plot(
+                    arm[:, u],
+                    arm[:, v],
+                    "-o",
+                    color=cmap.to_rgba(times[j]),
+                    alpha=0.55,
+                    lw=1.5,
+                    ms=2.5,
+                    gid="robot_future",
+                    label="robot at predicted frames" if j == k == 0 else None,
+                    zorder=3,
+                )
         for k, arm in enumerate(now):
-            ax.plot(arm[:, u], arm[:, v], "-o", color="black", lw=2.5, ms=4, gid="robot_now",
-                    label="robot now" if k == 0 else None, zorder=4)
+            ax.plot(
+                arm[:, u],
+                arm[:, v],
+                "-o",
+                color="black",
+                lw=2.5,
+                ms=4,
+                gid="robot_now",
+                label="robot now" if k == 0 else None,
+                zorder=4,
+            )
         for k, (label, path) in enumerate(scene.tcp_paths.items()):
-            ax.plot(path[:, u], path[:, v], "-", color="0.3", lw=1.0, gid="tcp_path", zorder=5,
-                    label="predicted TCP paths" if k == 0 else None)
-            ax.scatter(path[:, u], path[:, v], c=scene.path_times, cmap=CMAP, norm=norm, s=22, edgecolors="black",
-                       linewidths=0.5, gid="tcp_path_steps", zorder=6)
+            ax.plot(
+                path[:, u],
+                path[:, v],
+                "-",
+                color="0.3",
+                lw=1.0,
+                gid="tcp_path",
+                zorder=5,
+                label="predicted TCP paths" if k == 0 else None,
+            )
+            ax.scatter(
+                path[:, u],
+                path[:, v],
+                c=scene.path_times,
+                cmap=CMAP,
+                norm=norm,
+                s=22,
+                edgecolors="black",
+                linewidths=0.5,
+                gid="tcp_path_steps",
+                zorder=6,
+            )
             ax.annotate(label, path[-1, [u, v]], xytext=(4, 4), textcoords="offset points", fontsize=8, zorder=7)
         ax.set_xlim(low[u], high[u])
         ax.set_ylim(low[v], high[v])
@@ -157,17 +206,28 @@ def prediction_figure(scene: PredictionScene) -> Figure:
 
 def _draw_table(ax, robot: RobotConfig, u: int, v: int) -> None:
     centre, half = table_box(robot)
-    ax.add_patch(Rectangle((centre[u] - half[u], centre[v] - half[v]), 2 * half[u], 2 * half[v], fill=False,
-                           edgecolor="sienna", lw=2.0, gid="table", label="table", zorder=2))
+    ax.add_patch(
+        Rectangle(
+            (centre[u] - half[u], centre[v] - half[v]),
+            2 * half[u],
+            2 * half[v],
+            fill=False,
+            edgecolor="sienna",
+            lw=2.0,
+            gid="table",
+            label="table",
+            zorder=2,
+        )
+    )
 
 
-def _draw_strip(figure: Figure, cell, scene: PredictionScene, views: list[str], columns: int,
-                times: np.ndarray, legend: list) -> None:
+def _draw_strip(
+    figure: Figure, cell, scene: PredictionScene, views: list[str], columns: int, times: np.ndarray, legend: list
+) -> None:
     """Per camera: the real image now, then the predicted frames; titles on the first row. The panels'
     legend goes in the space right of the images (inside the panels it hid the workspace)."""
     # square-ish tiles whatever the horizon: an empty last column takes the width they do not need
-    strip = cell.subgridspec(max(len(views), 1), columns + 1,
-                             width_ratios=[1.0] * columns + [max(5.5 - columns, 1.5)])
+    strip = cell.subgridspec(max(len(views), 1), columns + 1, width_ratios=[1.0] * columns + [max(5.5 - columns, 1.5)])
     for row, camera in enumerate(views):
         for column in range(columns):
             ax = figure.add_subplot(strip[row, column])
@@ -183,8 +243,9 @@ def _draw_strip(figure: Figure, cell, scene: PredictionScene, views: list[str], 
     side.axis("off")
     side.legend(handles=legend, loc="upper left", fontsize=10, markerscale=3, title="top and side views")
     if scene.future_rgb is None:
-        side.text(0.0, 0.2, "predicted frames: not published over DDS\n(wam-ros render-prediction draws them)",
-                  fontsize=10)
+        side.text(
+            0.0, 0.2, "predicted frames: not published over DDS\n(wam-ros render-prediction draws them)", fontsize=10
+        )
 
 
 def save_figure(figure: Figure, path: Path) -> None:
@@ -218,13 +279,16 @@ def checkpoint_robot(policy, robot_name: str | None) -> RobotConfig:
             continue
     if len(fits) != 1:
         found = f"the joints of robots {fits}" if fits else "no known robot's joints"
-        raise CheckpointMismatch(f"checkpoint joints {policy.meta.state_names} fit {found}; name the robot with "
-                                 f"--robot ({', '.join(ROBOTS)})")
+        raise CheckpointMismatch(
+            f"checkpoint joints {policy.meta.state_names} fit {found}; name the robot with "
+            f"--robot ({', '.join(ROBOTS)})"
+        )
     return load_robot_config(fits[0])
 
 
-def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: int = 0, instruction: str = "",
-                         voxel: float = 0.005) -> tuple[PredictionScene, dict]:
+def simulated_prediction(
+    checkpoint: Path, robot_name: str | None = None, seed: int = 0, instruction: str = "", voxel: float = 0.005
+) -> tuple[PredictionScene, dict]:
     """The checkpoint run once on the simulator's observation at the robot's home pose: the scene to
     draw and a summary."""
     from wam_ros.control.chunking import ChunkScheduler
@@ -235,7 +299,9 @@ def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: 
 
     policy = load_policy(checkpoint)
     robot = checkpoint_robot(policy, robot_name)
-    deployed = DeployedPolicy(policy, robot, ChunkScheduler(chunking_config(policy)), DeployConfig(video=True, depth=True))
+    deployed = DeployedPolicy(
+        policy, robot, ChunkScheduler(chunking_config(policy)), DeployConfig(video=True, depth=True)
+    )
     world = SimWorld(robot, generate_urdf(robot))
     try:
         world.reset()
@@ -243,8 +309,12 @@ def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: 
         joints = dict(zip(robot.joint_names, world.joint_positions()))
     finally:
         world.close()
-    obs = deployed.observation({c: f.rgb for c, f in views.items()}, {c: f.depth for c, f in views.items()}, joints,
-                               resolve_instruction(policy, instruction))
+    obs = deployed.observation(
+        {c: f.rgb for c, f in views.items()},
+        {c: f.depth for c, f in views.items()},
+        joints,
+        resolve_instruction(policy, instruction),
+    )
     chunks = []
     prediction = deployed.infer(obs, 0.0, lambda: 0.0, chunks.append, chunk_id=1, seed=seed)
     absolute = chunks[0].targets
@@ -253,20 +323,39 @@ def simulated_prediction(checkpoint: Path, robot_name: str | None = None, seed: 
     cloud = voxel_downsample(deployed.predicted_cloud(imagined, obs.state, absolute, intrinsics), voxel)
     cfg, fps = policy.cfg, policy.meta.fps
     scene = PredictionScene(
-        robot=robot, cloud=cloud, frame_times=frame_times(cfg.horizon, cfg.actions_per_frame, fps), joints=joints,
-        title=(f"{checkpoint.name} on {robot.name} (simulated home pose): {cfg.horizon} predicted frames, "
-               f"{len(cloud)} points; value {prediction.value:.2f}, {prediction.expert} expert"),
+        robot=robot,
+        cloud=cloud,
+        frame_times=frame_times(cfg.horizon, cfg.actions_per_frame, fps),
+        joints=joints,
+        title=(
+            f"{checkpoint.name} on {robot.name} (simulated home pose): {cfg.horizon} predicted frames, "
+            f"{len(cloud)} points; value {prediction.value:.2f}, {prediction.expert} expert"
+        ),
         future_joints=deployed.future_joint_maps(obs.state, absolute),
         tcp_paths={f"{side} TCP": path for side, path in deployed.tcp_paths(absolute, obs.state).items()},
-        path_times=(np.arange(len(absolute)) + 1) / fps, images={c: views[c].rgb for c in cfg.cameras},
-        future_rgb=imagined.rgb_at_depth_frames())  # the frames the cloud is coloured by
-    summary = {"robot": robot.name, "points": len(cloud), "frames": cfg.horizon, "value": prediction.value,
-               "expert": prediction.expert, "timings_ms": {k: round(v, 1) for k, v in prediction.timings.items()}}
+        path_times=(np.arange(len(absolute)) + 1) / fps,
+        images={c: views[c].rgb for c in cfg.cameras},
+        future_rgb=imagined.rgb_at_depth_frames(),
+    )  # the frames the cloud is coloured by
+    summary = {
+        "robot": robot.name,
+        "points": len(cloud),
+        "frames": cfg.horizon,
+        "value": prediction.value,
+        "expert": prediction.expert,
+        "timings_ms": {k: round(v, 1) for k, v in prediction.timings.items()},
+    }
     return scene, summary
 
 
-def render_prediction(checkpoint: Path, out: Path, robot_name: str | None = None, seed: int = 0,
-                      instruction: str = "", voxel: float = 0.005) -> dict:
+def render_prediction(
+    checkpoint: Path,
+    out: Path,
+    robot_name: str | None = None,
+    seed: int = 0,
+    instruction: str = "",
+    voxel: float = 0.005,
+) -> dict:
     """`wam-ros render-prediction`: the figure of simulated_prediction as a PNG; returns the summary."""
     scene, summary = simulated_prediction(checkpoint, robot_name, seed, instruction, voxel)
     save_figure(prediction_figure(scene), out)

@@ -19,9 +19,9 @@ from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.render_prediction import arm_chains, stick_figure, table_box
 from wam_ros.robots.urdf import generate_urdf
 
-VALUE_COLOR = "#d62dd6"     # the value curve (magenta: found in screenshots by the tests)
+VALUE_COLOR = "#d62dd6"  # the value curve (magenta: found in screenshots by the tests)
 ROBOT_COLOR = (70, 70, 80)
-CLOUD_POINT_SIZE = 0.006    # m
+CLOUD_POINT_SIZE = 0.006  # m
 
 
 class WebViewer:
@@ -36,16 +36,18 @@ class WebViewer:
         scene.set_up_direction("+z")
         scene.add_grid("/grid", width=2.0, height=2.0, cell_size=0.1)
         centre, half = table_box(robot)
-        scene.add_box("/table", color=(200, 170, 120), dimensions=tuple(2 * half), position=tuple(centre),
-                      opacity=0.35)
+        scene.add_box("/table", color=(200, 170, 120), dimensions=tuple(2 * half), position=tuple(centre), opacity=0.35)
         self.server.initial_camera.position = (-1.2, 0.0, 1.1)
         self.server.initial_camera.look_at = (0.3, 0.0, 0.1)
         gui = self.server.gui
         gui.add_markdown(f"**wam_ros** live view: {robot.name}")
-        self._plot = gui.add_uplot(data=(np.zeros(2), np.zeros(2)),
-                                   series=({"label": "time (s)"}, {"label": "value", "stroke": VALUE_COLOR, "width": 3}),
-                                   title="predicted value (task progress)", aspect=1.6,
-                                   scales={"x": {"time": False}, "y": {"auto": False, "range": [0.0, 1.0]}})
+        self._plot = gui.add_uplot(
+            data=(np.zeros(2), np.zeros(2)),
+            series=({"label": "time (s)"}, {"label": "value", "stroke": VALUE_COLOR, "width": 3}),
+            title="predicted value (task progress)",
+            aspect=1.6,
+            scales={"x": {"time": False}, "y": {"auto": False, "range": [0.0, 1.0]}},
+        )
         self._image = None
 
     def set_joints(self, positions: Mapping[str, float]) -> None:
@@ -57,14 +59,18 @@ class WebViewer:
     def set_cloud(self, name: str, xyz: np.ndarray, rgb: np.ndarray) -> None:
         """A point cloud (N, 3) metres in the base frame, (N, 3) uint8 colours; non-finite points dropped."""
         keep = np.isfinite(xyz).all(axis=1)
-        self.server.scene.add_point_cloud(f"/clouds/{name}", points=xyz[keep].astype(np.float32),
-                                          colors=rgb[keep].astype(np.uint8), point_size=CLOUD_POINT_SIZE)
+        self.server.scene.add_point_cloud(
+            f"/clouds/{name}",
+            points=xyz[keep].astype(np.float32),
+            colors=rgb[keep].astype(np.uint8),
+            point_size=CLOUD_POINT_SIZE,
+        )
 
     def add_value(self, t: float, value: float) -> None:
         times, values = self._values
         times.append(float(t))
         values.append(float(value))
-        del times[:-self._window], values[:-self._window]
+        del times[: -self._window], values[: -self._window]
         if len(times) >= 2:
             self._plot.data = (np.asarray(times), np.asarray(values))
 

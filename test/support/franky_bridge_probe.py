@@ -40,6 +40,11 @@ with franky_sim_bridge(dynamics_factor=0.5) as bridge:
             bridge.activate(clock())
         errors.append(float(np.abs(bridge.measured[:7] - bridge.commanded[:7]).max()))
         time.sleep(0.02)
-    report.update(final=bridge.measured.tolist(), goal=goal.tolist(), latency=bridge.status.latency,
-                  tracking_error_p95=float(np.percentile(errors, 95)), mode=bridge.status.mode.value)
+    report.update(
+        final=bridge.measured.tolist(),
+        goal=goal.tolist(),
+        latency=bridge.status.latency,
+        tracking_error_p95=float(np.percentile(errors, 95)),
+        mode=bridge.status.mode.value,
+    )
 print(json.dumps(report))

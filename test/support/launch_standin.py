@@ -75,8 +75,11 @@ class EvaluatedLaunch:
 def _install_modules() -> None:
     modules = {
         "launch": {"LaunchDescription": LaunchDescription},
-        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument, "OpaqueFunction": OpaqueFunction,
-                           "SetEnvironmentVariable": SetEnvironmentVariable},
+        "launch.actions": {
+            "DeclareLaunchArgument": DeclareLaunchArgument,
+            "OpaqueFunction": OpaqueFunction,
+            "SetEnvironmentVariable": SetEnvironmentVariable,
+        },
         "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
         "launch_ros": {},
         "launch_ros.actions": {"Node": Node},
@@ -89,8 +92,10 @@ def _install_modules() -> None:
 
 def evaluate_launch_file(path: Path, overrides: dict[str, str] | None = None) -> EvaluatedLaunch:
     """Load a launch file against the stand-in API and expand it as `ros2 launch path k:=v` would."""
-    saved = {name: sys.modules.get(name) for name in
-             ("launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions")}
+    saved = {
+        name: sys.modules.get(name)
+        for name in ("launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions")
+    }
     _install_modules()
     try:
         spec = importlib.util.spec_from_file_location("launch_under_test", path)

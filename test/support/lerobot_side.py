@@ -52,11 +52,21 @@ def check(dataset_dir: Path, expected_path: Path, out: Path) -> None:
     first = edited[0]
     np.testing.assert_array_equal(first["observation.state"].numpy(), expected["state"][dataset_ep0])
     assert first["task"] == str(expected["task"][dataset_ep0])
-    out.write_text(json.dumps({
-        "frames": len(dataset), "episodes": dataset.meta.total_episodes, "rgb_mean_abs_error_max": max(rgb_error),
-        "depth_max_abs_error_mm": max(depth_error), "decode_s_median": float(np.median(decode_s)),
-        "decode_s_max": max(decode_s), "edited_frames": len(edited), "edited_dir": str(edited_dir),
-        "stats_keys": sorted(dataset.meta.stats)}))
+    out.write_text(
+        json.dumps(
+            {
+                "frames": len(dataset),
+                "episodes": dataset.meta.total_episodes,
+                "rgb_mean_abs_error_max": max(rgb_error),
+                "depth_max_abs_error_mm": max(depth_error),
+                "decode_s_median": float(np.median(decode_s)),
+                "decode_s_max": max(decode_s),
+                "edited_frames": len(edited),
+                "edited_dir": str(edited_dir),
+                "stats_keys": sorted(dataset.meta.stats),
+            }
+        )
+    )
 
 
 def write(expected_path: Path, out_dir: Path) -> None:
@@ -67,21 +77,39 @@ def write(expected_path: Path, out_dir: Path) -> None:
     expected = np.load(expected_path)
     cameras = _cameras(expected)
     names = [str(n) for n in expected["names"]]
-    features = {"observation.state": {"dtype": "float32", "shape": (len(names),), "names": names},
-                "action": {"dtype": "float32", "shape": (len(names),), "names": names}}
+    features = {
+        "observation.state": {"dtype": "float32", "shape": (len(names),), "names": names},
+        "action": {"dtype": "float32", "shape": (len(names),), "names": names},
+    }
     for cam in cameras:
         h, w = expected[f"rgb_{cam}"].shape[1:3]
-        features[f"observation.images.{cam}"] = {"dtype": "video", "shape": (h, w, 3),
-                                                 "names": ["height", "width", "channels"]}
-        features[f"observation.depth.{cam}"] = {"dtype": "video", "shape": (h, w, 1),
-                                                "names": ["height", "width", "channels"], "info": {"is_depth_map": True}}
-    dataset = LeRobotDataset.create("local/written_by_lerobot", fps=int(expected["fps"]), features=features,
-                                    root=out_dir, robot_type="held_out", use_videos=True)
+        features[f"observation.images.{cam}"] = {
+            "dtype": "video",
+            "shape": (h, w, 3),
+            "names": ["height", "width", "channels"],
+        }
+        features[f"observation.depth.{cam}"] = {
+            "dtype": "video",
+            "shape": (h, w, 1),
+            "names": ["height", "width", "channels"],
+            "info": {"is_depth_map": True},
+        }
+    dataset = LeRobotDataset.create(
+        "local/written_by_lerobot",
+        fps=int(expected["fps"]),
+        features=features,
+        root=out_dir,
+        robot_type="held_out",
+        use_videos=True,
+    )
     episodes = expected["episode"]
     for e in np.unique(episodes):
         for i in np.flatnonzero(episodes == e):
-            frame = {"observation.state": expected["state"][i], "action": expected["action"][i],
-                     "task": str(expected["task"][i])}
+            frame = {
+                "observation.state": expected["state"][i],
+                "action": expected["action"][i],
+                "task": str(expected["task"][i]),
+            }
             for cam in cameras:
                 frame[f"observation.images.{cam}"] = expected[f"rgb_{cam}"][i]
                 frame[f"observation.depth.{cam}"] = expected[f"depth_{cam}"][i][..., None]

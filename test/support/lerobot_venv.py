@@ -25,10 +25,17 @@ def lerobot_bin(name: str) -> Path:
 
 def run_lerobot(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """A command of the LeRobot venv, offline (nothing may come from the Hub)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": "", "VIRTUAL_ENV": str(LEROBOT_VENV)}
-    run = subprocess.run([str(lerobot_bin(args[0])), *args[1:]], capture_output=True, text=True, timeout=timeout,
-                         env=env)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": "",
+        "VIRTUAL_ENV": str(LEROBOT_VENV),
+    }
+    run = subprocess.run(
+        [str(lerobot_bin(args[0])), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env
+    )
     assert run.returncode == 0, f"{' '.join(args[:3])} failed:\n{run.stderr[-4000:]}"
     return run
 
@@ -42,11 +49,14 @@ def lerobot_side(command: str, *args: Path) -> dict:
 def save_expected(path: Path, cameras: list[str], names: list[str], fps: float, episodes: list[dict]) -> None:
     """EXPECTED.npz for lerobot_side.py from per-episode arrays (state, action, rgb (T, V, H, W, 3),
     depth (T, V, H, W), task)."""
-    arrays = {"state": np.concatenate([e["state"] for e in episodes]).astype(np.float32),
-              "action": np.concatenate([e["action"] for e in episodes]).astype(np.float32),
-              "episode": np.concatenate([np.full(len(e["state"]), i) for i, e in enumerate(episodes)]),
-              "task": np.concatenate([[e["task"]] * len(e["state"]) for e in episodes]),
-              "names": np.asarray(names), "fps": np.asarray(fps)}
+    arrays = {
+        "state": np.concatenate([e["state"] for e in episodes]).astype(np.float32),
+        "action": np.concatenate([e["action"] for e in episodes]).astype(np.float32),
+        "episode": np.concatenate([np.full(len(e["state"]), i) for i, e in enumerate(episodes)]),
+        "task": np.concatenate([[e["task"]] * len(e["state"]) for e in episodes]),
+        "names": np.asarray(names),
+        "fps": np.asarray(fps),
+    }
     for v, cam in enumerate(cameras):
         arrays[f"rgb_{cam}"] = np.concatenate([e["rgb"][:, v] for e in episodes])
         arrays[f"depth_{cam}"] = np.concatenate([e["depth"][:, v] for e in episodes])

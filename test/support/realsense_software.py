@@ -19,11 +19,15 @@ def intrinsics(model=None) -> rs.intrinsics:
 
 
 class SoftwareCamera:
-    def __init__(self, depth_units: float = 0.001, recording: str | None = None,
-                 domain=rs.timestamp_domain.hardware_clock):
+    def __init__(
+        self, depth_units: float = 0.001, recording: str | None = None, domain=rs.timestamp_domain.hardware_clock
+    ):
         self.device = rs.software_device()
-        for info, value in ((rs.camera_info.name, "Intel RealSense D435 (software device)"),
-                            (rs.camera_info.serial_number, SERIAL), (rs.camera_info.firmware_version, FIRMWARE)):
+        for info, value in (
+            (rs.camera_info.name, "Intel RealSense D435 (software device)"),
+            (rs.camera_info.serial_number, SERIAL),
+            (rs.camera_info.firmware_version, FIRMWARE),
+        ):
             self.device.register_info(info, value)
         self.depth_units, self.domain = depth_units, domain
         self.depth_sensor = self.device.add_sensor("Depth")
@@ -47,8 +51,10 @@ class SoftwareCamera:
         return sensor.add_video_stream(s)
 
     def push(self, k: int, t_ms: float, depth_raw: np.ndarray, rgb: np.ndarray) -> None:
-        for sensor, pixels, profile, bpp in ((self.depth_sensor, depth_raw, self.depth_profile, 2),
-                                             (self.color_sensor, rgb, self.color_profile, 3)):
+        for sensor, pixels, profile, bpp in (
+            (self.depth_sensor, depth_raw, self.depth_profile, 2),
+            (self.color_sensor, rgb, self.color_profile, 3),
+        ):
             frame = rs.software_video_frame()
             frame.pixels, frame.timestamp, frame.stride, frame.bpp = pixels, t_ms, W * bpp, bpp
             frame.profile, frame.frame_number, frame.domain = profile.as_video_stream_profile(), k, self.domain

@@ -37,8 +37,9 @@ def check_like_ros2_bag_record(path: Path) -> dict[str, list[dict]]:
         assert len(embedded) == 1
         inner = yaml.safe_load(embedded[0].metadata["serialized_metadata"])
         assert inner["relative_file_paths"] == [file.name] and inner["ros_distro"] == "jazzy"
-        assert {t["topic_metadata"]["name"]: t["message_count"] for t in inner["topics_with_message_count"]} == \
-            {name: t["message_count"] for name, t in topics.items()}
+        assert {t["topic_metadata"]["name"]: t["message_count"] for t in inner["topics_with_message_count"]} == {
+            name: t["message_count"] for name, t in topics.items()
+        }
         for _, channel, _, decoded in reader.iter_decoded_messages():
             assert decoded is not None
             counts[channel.topic] = counts.get(channel.topic, 0) + 1

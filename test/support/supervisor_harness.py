@@ -21,8 +21,12 @@ DT = 1 / 15
 
 
 def make_config(clamp: bool = False, workspace: WorkspaceBox | None = None, **rollback) -> SupervisorConfig:
-    return SupervisorConfig.for_robot(ROBOT, clamp=clamp, workspace=workspace,
-                                      rollback=RollbackConfig(**{"cooldown": 0.0, "consecutive": 1, **rollback}))
+    return SupervisorConfig.for_robot(
+        ROBOT,
+        clamp=clamp,
+        workspace=workspace,
+        rollback=RollbackConfig(**{"cooldown": 0.0, "consecutive": 1, **rollback}),
+    )
 
 
 class Harness:
@@ -43,8 +47,14 @@ class Harness:
 
     def chunk(self, positions=None, **fields) -> list:
         positions = np.tile(self.q, (15, 1)) if positions is None else positions
-        c = Chunk(chunk_id=fields.pop("chunk_id", self.next_id), stamp=fields.pop("stamp", self.now),
-                  joint_names=fields.pop("joint_names", list(ARM)), positions=positions, dt=DT, **fields)
+        c = Chunk(
+            chunk_id=fields.pop("chunk_id", self.next_id),
+            stamp=fields.pop("stamp", self.now),
+            joint_names=fields.pop("joint_names", list(ARM)),
+            positions=positions,
+            dt=DT,
+            **fields,
+        )
         self.next_id = c.chunk_id + 1
         events = self.sup.submit_chunk(self.now, c)
         self.events += events

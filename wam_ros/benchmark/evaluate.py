@@ -20,12 +20,18 @@ import numpy as np
 from wam_ros.config import RobotConfig
 from wam_ros.control.chunking import ChunkScheduler
 from wam_ros.control.commands import Command
-from wam_ros.control.supervisor import (Rejection, ResampleRequest, RollbackConfig, RollbackFired, Supervisor,
-                                        SupervisorConfig)
+from wam_ros.control.supervisor import (
+    Rejection,
+    ResampleRequest,
+    RollbackConfig,
+    RollbackFired,
+    Supervisor,
+    SupervisorConfig,
+)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.model.deploy import ChunkReady, DeployConfig, DeployedPolicy, chunking_config
-from wam_ros.model.policy_loop import PolicyLoop
 from wam_ros.model.policy import WorldActionPolicy
+from wam_ros.model.policy_loop import PolicyLoop
 from wam_ros.robots.actions import ActionConverter
 from wam_ros.robots.bridge import Bridge, BridgeLimits, CommandRejected
 from wam_ros.robots.sim import SimBackend
@@ -39,41 +45,51 @@ class EvalOptions:
     """One evaluated variant (the ablations switch these)."""
 
     rollback: bool = True
-    expert: str = "gated"          # gated | predictive | reactive
-    ans: bool = True               # actions final after T_a passes; False: synchronous, T_a = T_O
-    depth: bool = True             # the depth branch (runs with the video)
-    video: bool = False            # finish the predicted video each chunk (the 4D cloud)
+    expert: str = "gated"  # gated | predictive | reactive
+    ans: bool = True  # actions final after T_a passes; False: synchronous, T_a = T_O
+    depth: bool = True  # the depth branch (runs with the video)
+    video: bool = False  # finish the predicted video each chunk (the 4D cloud)
     rollback_delta: float = 0.2
-    max_seconds: float = 25.0      # sim time before an episode counts as failed
-    latency_scale: float = 1.0     # sim seconds that pass per wall second of inference
-    physics_rate: float = 100.0    # Hz, as sim_node
+    max_seconds: float = 25.0  # sim time before an episode counts as failed
+    latency_scale: float = 1.0  # sim seconds that pass per wall second of inference
+    physics_rate: float = 100.0  # Hz, as sim_node
 
 
 @dataclass
 class EpisodeResult:
     spec: EpisodeSpec
     success: bool
-    time_to_success: float          # s of sim time; NaN on failure
-    stage: int                      # stages completed
+    time_to_success: float  # s of sim time; NaN on failure
+    stage: int  # stages completed
     rollbacks: int
-    rollback_recovered: bool        # a rollback fired and the episode then succeeded
+    rollback_recovered: bool  # a rollback fired and the episode then succeeded
     perturbed: bool
-    latency_ms: list[float] = field(default_factory=list)   # observation -> actions final, per chunk
+    latency_ms: list[float] = field(default_factory=list)  # observation -> actions final, per chunk
     chunks: int = 0
-    rejected: int = 0               # chunks the supervisor or the bridge refused
+    rejected: int = 0  # chunks the supervisor or the bridge refused
     last_rejection: str = ""
     final_mode: str = ""
     wall_s: float = 0.0
 
     def row(self) -> dict:
-        return {"task": self.spec.task, "condition": self.spec.condition, "seed": self.spec.seed,
-                "perturbation": self.spec.perturbation, "success": self.success,
-                "time_to_success": None if math.isnan(self.time_to_success) else round(self.time_to_success, 2),
-                "stage": self.stage, "rollbacks": self.rollbacks, "rollback_recovered": self.rollback_recovered,
-                "perturbed": self.perturbed, "chunks": self.chunks, "rejected": self.rejected,
-                "last_rejection": self.last_rejection,
-                "latency_ms_median": round(float(np.median(self.latency_ms)), 1) if self.latency_ms else None,
-                "final_mode": self.final_mode, "wall_s": round(self.wall_s, 1)}
+        return {
+            "task": self.spec.task,
+            "condition": self.spec.condition,
+            "seed": self.spec.seed,
+            "perturbation": self.spec.perturbation,
+            "success": self.success,
+            "time_to_success": None if math.isnan(self.time_to_success) else round(self.time_to_success, 2),
+            "stage": self.stage,
+            "rollbacks": self.rollbacks,
+            "rollback_recovered": self.rollback_recovered,
+            "perturbed": self.perturbed,
+            "chunks": self.chunks,
+            "rejected": self.rejected,
+            "last_rejection": self.last_rejection,
+            "latency_ms_median": round(float(np.median(self.latency_ms)), 1) if self.latency_ms else None,
+            "final_mode": self.final_mode,
+            "wall_s": round(self.wall_s, 1),
+        }
 
 
 class ClosedLoop:
@@ -93,20 +109,30 @@ class ClosedLoop:
         rollback = RollbackConfig(enabled=options.rollback, delta=options.rollback_delta)
         # Inference pauses are simulated (the world waits), so no stream goes stale; the watchdogs
         # are the node's business and are tested there.
-        config = SupervisorConfig.for_robot(self.robot, clamp=True, rollback=rollback,
-                                            timeouts={"joint_states": 0.0, "observations": 0.0, "value": 0.0,
-                                                      "chunks": 0.0})
-        return Supervisor(config, lambda q, frames: self.kinematics.frame_poses(q, list(frames)),
-                          ActionConverter(self.robot, self.kinematics))
+        config = SupervisorConfig.for_robot(
+            self.robot,
+            clamp=True,
+            rollback=rollback,
+            timeouts={"joint_states": 0.0, "observations": 0.0, "value": 0.0, "chunks": 0.0},
+        )
+        return Supervisor(
+            config,
+            lambda q, frames: self.kinematics.frame_poses(q, list(frames)),
+            ActionConverter(self.robot, self.kinematics),
+        )
 
     def run(self, spec: EpisodeSpec, options: EvalOptions, seed: int = 0) -> EpisodeResult:
         wall_start = time.perf_counter()
         world, names = self.world, self.names
         monitor = TaskMonitor(world, setup_world(world, spec))
         cfg = self.policy.cfg
-        deploy = DeployConfig(action_steps=cfg.action_steps if options.ans else cfg.video_steps,
-                              video_steps=cfg.video_steps, video=options.video, depth=options.depth,
-                              expert=options.expert)
+        deploy = DeployConfig(
+            action_steps=cfg.action_steps if options.ans else cfg.video_steps,
+            video_steps=cfg.video_steps,
+            video=options.video,
+            depth=options.depth,
+            expert=options.expert,
+        )
         deployed = DeployedPolicy(self.policy, self.robot, ChunkScheduler(chunking_config(self.policy)), deploy)
         # the instruction the recorder stored with the demonstrations; observations are rendered
         # when an inference starts, so none is ever stale
@@ -169,11 +195,23 @@ class ClosedLoop:
         result.wall_s = time.perf_counter() - wall_start
         return result
 
-    def _infer(self, loop: PolicyLoop, now: float, pending: list[tuple[float, ChunkReady]], result: EpisodeResult,
-               options: EvalOptions) -> None:
+    def _infer(
+        self,
+        loop: PolicyLoop,
+        now: float,
+        pending: list[tuple[float, ChunkReady]],
+        result: EpisodeResult,
+        options: EvalOptions,
+    ) -> None:
         frames = self.world.render_all()
-        loop.observe(now, ({f.name: f.rgb for f in frames},
-                           {f.name: np.round(f.depth * 1000.0).astype(np.uint16) for f in frames}, {}))
+        loop.observe(
+            now,
+            (
+                {f.name: f.rgb for f in frames},
+                {f.name: np.round(f.depth * 1000.0).astype(np.uint16) for f in frames},
+                {},
+            ),
+        )
         job = loop.job(now)
         if job is None:
             return

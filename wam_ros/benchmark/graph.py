@@ -48,13 +48,19 @@ class EpisodeWatcher(Node):
         self.supervisor: SupervisorState | None = None
         self.create_subscription(ClockMsg, "/clock", lambda m: setattr(self, "sim_time", from_time(m.clock)), CLOCK_QOS)
         self.create_subscription(TaskState, "task/state", lambda m: setattr(self, "task", m), LATCHED_QOS)
-        self.create_subscription(SupervisorState, "supervisor/state", lambda m: setattr(self, "supervisor", m),
-                                 LATCHED_QOS)
+        self.create_subscription(
+            SupervisorState, "supervisor/state", lambda m: setattr(self, "supervisor", m), LATCHED_QOS
+        )
         self.stop_client = self.create_client(SetBool, "recorder/stop_episode")
 
 
-def run_system(specs, until: Callable[[Node], bool], wall_timeout: float,
-               finish: Callable[[Node, object], None] | None = None, watcher: Node | None = None) -> Node:
+def run_system(
+    specs,
+    until: Callable[[Node], bool],
+    wall_timeout: float,
+    finish: Callable[[Node, object], None] | None = None,
+    watcher: Node | None = None,
+) -> Node:
     """Bring the nodes up with a watcher (an EpisodeWatcher unless given; it must have sim_time),
     spin until until(watcher) is true, run finish(watcher, executor) while the system still runs,
     then tear everything down (the watcher too)."""
@@ -67,7 +73,9 @@ def run_system(specs, until: Callable[[Node], bool], wall_timeout: float,
     try:
         while not until(watcher):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"episode did not finish within {wall_timeout:.0f} s (sim time {watcher.sim_time:.1f} s)")
+                raise TimeoutError(
+                    f"episode did not finish within {wall_timeout:.0f} s (sim time {watcher.sim_time:.1f} s)"
+                )
             executor.spin_once(timeout_sec=0.05)
         if finish is not None:
             finish(watcher, executor)
@@ -78,9 +86,17 @@ def run_system(specs, until: Callable[[Node], bool], wall_timeout: float,
             node.destroy_node()
 
 
-def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir: Path, sim_size: tuple[int, int],
-                          condition: str = "clean", perturbation: str = "none", wall_timeout: float = 300.0,
-                          on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def record_demonstrations(
+    robot: str,
+    task: str,
+    seeds: list[int],
+    episodes_dir: Path,
+    sim_size: tuple[int, int],
+    condition: str = "clean",
+    perturbation: str = "none",
+    wall_timeout: float = 300.0,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """One recorded episode per seed: scripted expert -> policy/chunk -> supervisor -> simulated
     arms, recorded by recorder_node; ended with the task's outcome. With a perturbation the expert's
     plan runs unchanged through it (a slip: the episode fails). A scene the expert cannot plan
@@ -105,12 +121,31 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
                 plan = plan_expert(config, kinematics, sample_episode(spec, config), np.random.default_rng(seed))
             except PlanningError as exc:
                 message = f"skipped, the expert cannot plan this scene: {exc}"
-                emit({"seed": seed, "condition": condition, "perturbation": perturbation, "recorded": False,
-                      "success": False, "stage": 0, "message": message}, f"demo seed {seed}: {message}")
+                emit(
+                    {
+                        "seed": seed,
+                        "condition": condition,
+                        "perturbation": perturbation,
+                        "recorded": False,
+                        "success": False,
+                        "stage": 0,
+                        "message": message,
+                    },
+                    f"demo seed {seed}: {message}",
+                )
                 continue
-            specs = describe_system(SystemOptions(robot=robot, task=task, condition=condition, seed=seed,
-                                                  perturbation=perturbation, teleop="scripted", record=True,
-                                                  episodes_dir=str(episodes_dir)))
+            specs = describe_system(
+                SystemOptions(
+                    robot=robot,
+                    task=task,
+                    condition=condition,
+                    seed=seed,
+                    perturbation=perturbation,
+                    teleop="scripted",
+                    record=True,
+                    episodes_dir=str(episodes_dir),
+                )
+            )
             specs = with_parameters(specs, "sim_node", {"width": sim_size[1], "height": sim_size[0]})
             specs = with_parameters(specs, "recorder_node", {"autostart_episode": True})
             outcome = {}
@@ -120,15 +155,24 @@ def record_demonstrations(robot: str, task: str, seeds: list[int], episodes_dir:
                 reply = call_service(executor, watcher.stop_client, SetBool.Request(data=success), timeout=30.0)
                 if not reply.success:
                     raise RuntimeError(f"recorder refused to stop the episode: {reply.message}")
-                outcome.update(success=success, stage=int(watcher.task.stage) if watcher.task else 0,
-                               message=reply.message)
+                outcome.update(
+                    success=success, stage=int(watcher.task.stage) if watcher.task else 0, message=reply.message
+                )
 
             # the expert's plan, then a second for the scene to settle
             run_system(specs, lambda w: w.sim_time >= plan.duration + 1.0, wall_timeout, stop)
-            emit({"seed": seed, "condition": condition, "perturbation": perturbation, "recorded": True,
-                  "plan_s": round(plan.duration, 2), **outcome},
-                 f"demo {seed}: {'success' if outcome['success'] else 'failure'} "
-                 f"(stage {outcome['stage']}, {plan.duration:.1f} s)")
+            emit(
+                {
+                    "seed": seed,
+                    "condition": condition,
+                    "perturbation": perturbation,
+                    "recorded": True,
+                    "plan_s": round(plan.duration, 2),
+                    **outcome,
+                },
+                f"demo {seed}: {'success' if outcome['success'] else 'failure'} "
+                f"(stage {outcome['stage']}, {plan.duration:.1f} s)",
+            )
     finally:
         rclpy.try_shutdown()
     return rows
@@ -141,16 +185,16 @@ class GraphEpisode:
     variant: str
     spec: EpisodeSpec
     options: EvalOptions
-    seed: int                    # the policy's noise seed (policy_node `seed`), as in process
+    seed: int  # the policy's noise seed (policy_node `seed`), as in process
 
 
 @dataclass(frozen=True)
 class GraphSettings:
     checkpoint: Path
     robot: str
-    sim_size: tuple[int, int]    # camera height, width
-    threads: int                 # torch threads of policy_node
-    synchronous_steps: int       # T_a when a variant turns ANS off: the checkpoint's T_O
+    sim_size: tuple[int, int]  # camera height, width
+    threads: int  # torch threads of policy_node
+    synchronous_steps: int  # T_a when a variant turns ANS off: the checkpoint's T_O
     wall_timeout: float = 600.0
 
 
@@ -158,14 +202,34 @@ def episode_system(settings: GraphSettings, episode: GraphEpisode) -> list:
     """The node descriptions of one episode: `wam-ros bringup`'s, with the variant's settings as the
     nodes' parameters (what a user would pass as launch arguments)."""
     spec, options = episode.spec, episode.options
-    nodes = describe_system(SystemOptions(robot=settings.robot, checkpoint=str(settings.checkpoint), task=spec.task,
-                                          condition=spec.condition, seed=spec.seed, perturbation=spec.perturbation))
+    nodes = describe_system(
+        SystemOptions(
+            robot=settings.robot,
+            checkpoint=str(settings.checkpoint),
+            task=spec.task,
+            condition=spec.condition,
+            seed=spec.seed,
+            perturbation=spec.perturbation,
+        )
+    )
     nodes = with_parameters(nodes, "sim_node", {"width": settings.sim_size[1], "height": settings.sim_size[0]})
-    nodes = with_parameters(nodes, "supervisor_node", {"clamp": True, "rollback.enabled": options.rollback,
-                                                       "rollback.delta": options.rollback_delta})
-    return with_parameters(nodes, "policy_node", {
-        "expert": options.expert, "action_steps": 0 if options.ans else settings.synchronous_steps,
-        "predict_video": options.video, "depth": options.depth, "seed": episode.seed, "threads": settings.threads})
+    nodes = with_parameters(
+        nodes,
+        "supervisor_node",
+        {"clamp": True, "rollback.enabled": options.rollback, "rollback.delta": options.rollback_delta},
+    )
+    return with_parameters(
+        nodes,
+        "policy_node",
+        {
+            "expert": options.expert,
+            "action_steps": 0 if options.ans else settings.synchronous_steps,
+            "predict_video": options.video,
+            "depth": options.depth,
+            "seed": episode.seed,
+            "threads": settings.threads,
+        },
+    )
 
 
 def run_graph_episode(settings: GraphSettings, episode: GraphEpisode) -> dict:
@@ -173,21 +237,33 @@ def run_graph_episode(settings: GraphSettings, episode: GraphEpisode) -> dict:
     supervisor/state. Needs rclpy initialised."""
     spec, wall = episode.spec, time.monotonic()
     max_seconds = episode.options.max_seconds
-    watcher = run_system(episode_system(settings, episode),
-                         lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
-                         settings.wall_timeout)
+    watcher = run_system(
+        episode_system(settings, episode),
+        lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
+        settings.wall_timeout,
+    )
     task, sup = watcher.task, watcher.supervisor
     success = bool(task and task.success)
     rollbacks = int(sup.rollbacks) if sup else 0
-    return {"variant": episode.variant, "task": spec.task, "condition": spec.condition, "seed": spec.seed,
-            "perturbation": spec.perturbation, "success": success,
-            "time_to_success": round(task.time_to_success, 2) if success else None,
-            "stage": int(task.stage) if task else 0, "rollbacks": rollbacks,
-            "rollback_recovered": success and rollbacks > 0, "perturbed": bool(task and task.perturbed),
-            "chunks": int(sup.chunks_forwarded + sup.chunks_rejected) if sup else 0,
-            "rejected": int(sup.chunks_rejected) if sup else 0, "last_rejection": sup.last_rejection if sup else "",
-            "final_mode": sup.state_name if sup else "", "sim_s": round(watcher.sim_time, 2),
-            "wall_s": round(time.monotonic() - wall, 1)}
+    return {
+        "variant": episode.variant,
+        "task": spec.task,
+        "condition": spec.condition,
+        "seed": spec.seed,
+        "perturbation": spec.perturbation,
+        "success": success,
+        "time_to_success": round(task.time_to_success, 2) if success else None,
+        "stage": int(task.stage) if task else 0,
+        "rollbacks": rollbacks,
+        "rollback_recovered": success and rollbacks > 0,
+        "perturbed": bool(task and task.perturbed),
+        "chunks": int(sup.chunks_forwarded + sup.chunks_rejected) if sup else 0,
+        "rejected": int(sup.chunks_rejected) if sup else 0,
+        "last_rejection": sup.last_rejection if sup else "",
+        "final_mode": sup.state_name if sup else "",
+        "sim_s": round(watcher.sim_time, 2),
+        "wall_s": round(time.monotonic() - wall, 1),
+    }
 
 
 def _worker_start(domain_ids) -> None:
@@ -199,8 +275,9 @@ def _worker_start(domain_ids) -> None:
     rclpy.init(args=["wam-ros-benchmark"])
 
 
-def evaluate_episodes(settings: GraphSettings, episodes: list[GraphEpisode], jobs: int = 1,
-                      on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def evaluate_episodes(
+    settings: GraphSettings, episodes: list[GraphEpisode], jobs: int = 1, on_row: Callable[[dict], None] | None = None
+) -> list[dict]:
     """Closed-loop episodes through the node graph (cameras -> sync -> policy -> supervisor ->
     simulated arms over Fast DDS, sim time), `jobs` at a time, each worker process on its own
     DDS domain. Rows in the order of `episodes`; on_row hears each as it finishes."""

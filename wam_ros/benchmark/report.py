@@ -25,12 +25,18 @@ def summarize(rows: list[dict]) -> dict:
     latencies = [r["latency_ms_median"] for r in rows if r.get("latency_ms_median") is not None]
     fired = [r for r in rows if r["rollbacks"] > 0]
     lo, hi = wilson_interval(wins, n)
-    return {"episodes": n, "successes": wins, "success_rate": wins / n if n else 0.0, "ci95": (lo, hi),
-            "time_to_success_median": float(np.median(times)) if times else None,
-            "latency_ms_median": float(np.median(latencies)) if latencies else None,
-            "rollbacks": sum(r["rollbacks"] for r in rows), "episodes_with_rollback": len(fired),
-            "rollbacks_recovered": sum(r["rollback_recovered"] for r in rows),
-            "perturbed": sum(r["perturbed"] for r in rows)}
+    return {
+        "episodes": n,
+        "successes": wins,
+        "success_rate": wins / n if n else 0.0,
+        "ci95": (lo, hi),
+        "time_to_success_median": float(np.median(times)) if times else None,
+        "latency_ms_median": float(np.median(latencies)) if latencies else None,
+        "rollbacks": sum(r["rollbacks"] for r in rows),
+        "episodes_with_rollback": len(fired),
+        "rollbacks_recovered": sum(r["rollback_recovered"] for r in rows),
+        "perturbed": sum(r["perturbed"] for r in rows),
+    }
 
 
 def _fmt(value, digits: int = 1, suffix: str = "") -> str:
@@ -54,8 +60,15 @@ def _plots(names: list[str], stats: dict[str, dict], graph: dict[str, dict], out
     for k, (label, table, color) in enumerate(series):
         rates = np.array([table[n]["success_rate"] for n in names]) * 100
         ci = np.array([table[n]["ci95"] for n in names]) * 100
-        ax.barh(y + 0.4 - height * (k + 0.5), rates, height, xerr=[rates - ci[:, 0], ci[:, 1] - rates],
-                color=color, capsize=3, label=label)
+        ax.barh(
+            y + 0.4 - height * (k + 0.5),
+            rates,
+            height,
+            xerr=[rates - ci[:, 0], ci[:, 1] - rates],
+            color=color,
+            capsize=3,
+            label=label,
+        )
     ax.set_yticks(y, names)
     ax.set_xlim(0, 100)
     ax.set_xlabel("success rate (%), 95 % Wilson interval")
@@ -97,14 +110,21 @@ def write_report(results: dict, out: Path) -> Path:
         f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful, "
         f"{sum(d.get('perturbation', 'none') == 'slip' for d in recorded)} with a slip; failures are kept, "
         "labelled, for the value head; the actions are learnt from the successful ones)"
-        + (f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped."
-           if len(demos) > len(recorded) else "."),
+        + (
+            f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped."
+            if len(demos) > len(recorded)
+            else "."
+        ),
         f"- Model: `{cfg['model']}`, {results['trained_steps']} training steps in all ({cfg.get('vae_steps', 0)} "
         f"of them VAE-only, {cfg['video_steps']} video-only) on {cfg['threads']} CPU threads.",
         f"- Evaluation: every variant {cfg['episodes']} times in process (the classes the nodes call, "
         "simulated time, inference latency charged to the clock)"
-        + (f" and {cfg['graph_episodes']} times through the node graph (`wam-ros bringup` per episode, "
-           "Fast DDS, sim time)" if graph else "")
+        + (
+            f" and {cfg['graph_episodes']} times through the node graph (`wam-ros bringup` per episode, "
+            "Fast DDS, sim time)"
+            if graph
+            else ""
+        )
         + f", seeds disjoint from the demonstrations'; an episode fails after {cfg['max_seconds']:g} s.",
         "- Timings (s): " + ", ".join(f"{k.replace('_s', '')} {v:g}" for k, v in timings.items()),
         "",
@@ -116,25 +136,31 @@ def write_report(results: dict, out: Path) -> Path:
     ]
     for v in variants:
         s = stats[v["name"]]
-        lines.append(f"| {v['name']} | {v['group']} | {s['successes']}/{s['episodes']} ({s['success_rate']:.0%}) "
-                     f"| {s['ci95'][0]:.0%}–{s['ci95'][1]:.0%} | {_fmt(s['time_to_success_median'])} "
-                     f"| {_fmt(s['latency_ms_median'], 0)} | {s['rollbacks']} ({s['episodes_with_rollback']}) "
-                     f"| {s['rollbacks_recovered']} |")
+        lines.append(
+            f"| {v['name']} | {v['group']} | {s['successes']}/{s['episodes']} ({s['success_rate']:.0%}) "
+            f"| {s['ci95'][0]:.0%}–{s['ci95'][1]:.0%} | {_fmt(s['time_to_success_median'])} "
+            f"| {_fmt(s['latency_ms_median'], 0)} | {s['rollbacks']} ({s['episodes_with_rollback']}) "
+            f"| {s['rollbacks_recovered']} |"
+        )
     lines += ["", "![latency](latency.png)", ""]
     if graph:
         lines += _graph_section(variants, stats, graph, graph_rows)
-    lines += ["## Reading it", "",
-              "- Clean scenes sample object positions inside the demonstrations' range; Random scenes change "
-              "lighting, table texture, object colours and clutter, and move objects beyond that range.",
-              "- drop: the cube falls out of the hand 0.3 s after the grasp and lands 3-5 cm away; slip: it "
-              "falls straight down at that moment, back within the retry's reach; nudge: it slides 3-5 cm as the "
-              "gripper closes in. Rollback returns the arm to the checkpoint of the peak predicted progress "
-              "(to the best one before the grasp when the cube held at the peak has been lost) and resamples. "
-              "A dropped or nudged cube ends up beyond the demonstrations' range (+-1.5 cm): retrying "
-              "succeeds there only where the policy follows the displaced cube.",
-              "- Variants with the same settings (an ablation group's baseline and Clean) share their episodes.",
-              "- Latency is the wall time from an observation to final actions on this CPU; the simulator "
-              "charges it to the clock, so slower inference executes staler chunks.", ""]
+    lines += [
+        "## Reading it",
+        "",
+        "- Clean scenes sample object positions inside the demonstrations' range; Random scenes change "
+        "lighting, table texture, object colours and clutter, and move objects beyond that range.",
+        "- drop: the cube falls out of the hand 0.3 s after the grasp and lands 3-5 cm away; slip: it "
+        "falls straight down at that moment, back within the retry's reach; nudge: it slides 3-5 cm as the "
+        "gripper closes in. Rollback returns the arm to the checkpoint of the peak predicted progress "
+        "(to the best one before the grasp when the cube held at the peak has been lost) and resamples. "
+        "A dropped or nudged cube ends up beyond the demonstrations' range (+-1.5 cm): retrying "
+        "succeeds there only where the policy follows the displaced cube.",
+        "- Variants with the same settings (an ablation group's baseline and Clean) share their episodes.",
+        "- Latency is the wall time from an observation to final actions on this CPU; the simulator "
+        "charges it to the clock, so slower inference executes staler chunks.",
+        "",
+    ]
     if "checkpoint" in cfg and not demos:
         lines.insert(3, f"Checkpoint evaluated: `{cfg['checkpoint']}` (no demonstrations, no training in this run).")
     path = out / "report.md"
@@ -154,14 +180,19 @@ GRAPH_DIFFERENCES = (
 )
 
 
-def _graph_section(variants: list[dict], stats: dict[str, dict], graph: dict[str, dict],
-                   graph_rows: dict[str, list[dict]]) -> list[str]:
-    lines = ["## In process and through the node graph", "",
-             "The same variants, scenes and policy noise seeds; the node graph is what runs on the robot "
-             "(cameras -> sync -> policy -> supervisor -> simulated arms over Fast DDS, sim time).", "",
-             "| variant | in process | 95 % CI | node graph | 95 % CI | rollbacks (in process / graph) "
-             "| median sim s per graph episode | agree |",
-             "|---|---|---|---|---|---|---|---|"]
+def _graph_section(
+    variants: list[dict], stats: dict[str, dict], graph: dict[str, dict], graph_rows: dict[str, list[dict]]
+) -> list[str]:
+    lines = [
+        "## In process and through the node graph",
+        "",
+        "The same variants, scenes and policy noise seeds; the node graph is what runs on the robot "
+        "(cameras -> sync -> policy -> supervisor -> simulated arms over Fast DDS, sim time).",
+        "",
+        "| variant | in process | 95 % CI | node graph | 95 % CI | rollbacks (in process / graph) "
+        "| median sim s per graph episode | agree |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     differ = []
     for v in variants:
         name = v["name"]
@@ -172,10 +203,12 @@ def _graph_section(variants: list[dict], stats: dict[str, dict], graph: dict[str
         if not agree:
             differ.append(name)
         sim_s = [r["sim_s"] for r in graph_rows[name] if r.get("sim_s") is not None]
-        lines.append(f"| {name} | {a['successes']}/{a['episodes']} | {a['ci95'][0]:.0%}–{a['ci95'][1]:.0%} "
-                     f"| {b['successes']}/{b['episodes']} | {b['ci95'][0]:.0%}–{b['ci95'][1]:.0%} "
-                     f"| {a['rollbacks']} / {b['rollbacks']} | {_fmt(float(np.median(sim_s)) if sim_s else None)} "
-                     f"| {'yes' if agree else '**no**'} |")
+        lines.append(
+            f"| {name} | {a['successes']}/{a['episodes']} | {a['ci95'][0]:.0%}–{a['ci95'][1]:.0%} "
+            f"| {b['successes']}/{b['episodes']} | {b['ci95'][0]:.0%}–{b['ci95'][1]:.0%} "
+            f"| {a['rollbacks']} / {b['rollbacks']} | {_fmt(float(np.median(sim_s)) if sim_s else None)} "
+            f"| {'yes' if agree else '**no**'} |"
+        )
     lines.append("")
     if differ:
         lines += [f"**The intervals do not overlap for: {', '.join(differ)}.** What differs between the two:", ""]

@@ -34,7 +34,7 @@ from wam_ros.sim.tasks import CONDITIONS, EpisodeSpec, get_task
 from wam_ros.sim.world import SimConfig
 
 EVAL_SEED_OFFSET = 10_000  # evaluation scenes never repeat a demonstration's seed
-SLIP_DEMO_SEED = 5_000     # slip demonstrations' seeds: below the evaluation scenes', apart from the clean ones
+SLIP_DEMO_SEED = 5_000  # slip demonstrations' seeds: below the evaluation scenes', apart from the clean ones
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,14 @@ class BenchmarkConfig:
     robot: str = "agilex"
     task: str = "pick_place"
     demos: int = 24
-    demo_condition: str = "clean"   # random: demonstrations over Random's positions and appearance
+    demo_condition: str = "clean"  # random: demonstrations over Random's positions and appearance
     # demonstrations in which the object slips from the expert's grasp (seeds from SLIP_DEMO_SEED):
     # failed episodes, so their actions are not imitated, but they show the value what a lost
     # object looks like (all their Monte Carlo targets are 0), which a rollback needs to fire
     slip_demos: int = 0
-    episodes: int = 10              # per variant, in process
-    graph_episodes: int = 20        # per variant, through the node graph (0: in process only)
-    graph_jobs: int = 0             # graph episodes at a time (0: as many as the cores allow)
+    episodes: int = 10  # per variant, in process
+    graph_episodes: int = 20  # per variant, through the node graph (0: in process only)
+    graph_jobs: int = 0  # graph episodes at a time (0: as many as the cores allow)
     graph_groups: tuple[str, ...] = ()  # variant groups evaluated through the graph (empty: all)
     checkpoint: Path | None = None  # evaluate this checkpoint: no demonstrations, no training
     model: str = "bench"
@@ -88,9 +88,9 @@ class BenchmarkConfig:
     joint_steps: int = 4000
     ablations: bool = True
     max_seconds: float = 20.0
-    sim_size: tuple[int, int] = (128, 160)   # camera height, width
+    sim_size: tuple[int, int] = (128, 160)  # camera height, width
     threads: int = 2
-    latency_scale: float = 1.0      # sim seconds per wall second of inference (0: the world waits for the model)
+    latency_scale: float = 1.0  # sim seconds per wall second of inference (0: the world waits for the model)
     out: Path = Path("out/benchmark")
 
     def __post_init__(self) -> None:
@@ -100,8 +100,9 @@ class BenchmarkConfig:
             raise ConfigError("demos and episodes must be >= 1, graph_episodes, graph_jobs and slip_demos >= 0")
         unknown = set(self.graph_groups) - {v.group for v in variants(True)}
         if unknown:
-            raise ConfigError(f"graph_groups: unknown {sorted(unknown)}; groups: "
-                              f"{sorted({v.group for v in variants(True)})}")
+            raise ConfigError(
+                f"graph_groups: unknown {sorted(unknown)}; groups: {sorted({v.group for v in variants(True)})}"
+            )
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise ConfigError(f"checkpoint {self.checkpoint}: no such file")
 
@@ -128,15 +129,19 @@ def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
     rows = json.loads(log_path.read_text()) if log_path.is_file() else []
     recorded = [row for row in rows if row.get("recorded", True)]
     if len(recorded) != done:
-        raise ConfigError(f"{episodes_dir} holds {done} episodes but {log_path} lists {len(recorded)}: "
-                          "choose another --out")
+        raise ConfigError(
+            f"{episodes_dir} holds {done} episodes but {log_path} lists {len(recorded)}: choose another --out"
+        )
     conditions = {row.get("condition", "clean") for row in rows}
     if conditions - {cfg.demo_condition}:
-        raise ConfigError(f"{episodes_dir} holds demonstrations in {sorted(conditions)} scenes, not "
-                          f"{cfg.demo_condition!r}: choose another --out")
+        raise ConfigError(
+            f"{episodes_dir} holds demonstrations in {sorted(conditions)} scenes, not "
+            f"{cfg.demo_condition!r}: choose another --out"
+        )
 
-    needed = max(0, cfg.demos - sum(r.get("recorded", True) for r in rows if r.get("perturbation", "none") == "none")) \
-        + max(0, cfg.slip_demos - sum(r.get("recorded", True) for r in rows if r.get("perturbation") == "slip"))
+    needed = max(
+        0, cfg.demos - sum(r.get("recorded", True) for r in rows if r.get("perturbation", "none") == "none")
+    ) + max(0, cfg.slip_demos - sum(r.get("recorded", True) for r in rows if r.get("perturbation") == "slip"))
     progress = Progress("demonstrations", needed, "episode")
     recorded_now = 0
 
@@ -145,20 +150,32 @@ def demonstrations(cfg: BenchmarkConfig, timings: dict) -> list[dict]:
         rows.append(row)
         log_path.write_text(json.dumps(rows, indent=1))
         recorded_now += bool(row.get("recorded", True))
-        progress.update(min(recorded_now, needed), f"seed {row['seed']} {'recorded' if row.get('recorded', True) else 'skipped'}")
+        progress.update(
+            min(recorded_now, needed), f"seed {row['seed']} {'recorded' if row.get('recorded', True) else 'skipped'}"
+        )
 
     start, recorded_any = time.perf_counter(), False
     for perturbation, wanted, seed0 in (("none", cfg.demos, 0), ("slip", cfg.slip_demos, SLIP_DEMO_SEED)):
         kind = [row for row in rows if row.get("perturbation", "none") == perturbation]
         have = sum(row.get("recorded", True) for row in kind)
         if have < wanted:
-            _log(f"recording {wanted - have} {'slip ' if perturbation == 'slip' else ''}demonstrations through "
-                 "the node graph")
+            _log(
+                f"recording {wanted - have} {'slip ' if perturbation == 'slip' else ''}demonstrations through "
+                "the node graph"
+            )
             recorded_any = True
         while have < wanted:
             first_seed = max((row["seed"] for row in kind), default=seed0 - 1) + 1
-            new = record_demonstrations(cfg.robot, cfg.task, list(range(first_seed, first_seed + wanted - have)),
-                                        episodes_dir, cfg.sim_size, cfg.demo_condition, perturbation, on_row=keep)
+            new = record_demonstrations(
+                cfg.robot,
+                cfg.task,
+                list(range(first_seed, first_seed + wanted - have)),
+                episodes_dir,
+                cfg.sim_size,
+                cfg.demo_condition,
+                perturbation,
+                on_row=keep,
+            )
             kind += new
             have += sum(row["recorded"] for row in new)
     if recorded_any:
@@ -201,14 +218,38 @@ def train_policy(cfg: BenchmarkConfig, timings: dict) -> Path:
     dataset, checkpoint = cfg.out / "dataset", cfg.out / "policy.pt"
     if not (dataset / "meta" / "info.json").is_file():
         start = time.perf_counter()
-        export_lerobot(sorted((cfg.out / "demos").iterdir()), dataset, ExportConfig(progress=False),
-                       robot=cfg.robot, overwrite=True)
+        export_lerobot(
+            sorted((cfg.out / "demos").iterdir()),
+            dataset,
+            ExportConfig(progress=False),
+            robot=cfg.robot,
+            overwrite=True,
+        )
         timings["export_s"] = round(time.perf_counter() - start, 1)
     if _trained_steps(checkpoint) < cfg.vae_steps + cfg.video_steps + cfg.joint_steps:  # absent, or interrupted
-        command = [sys.executable, "-m", "wam_ros.cli", "train", "--data", str(dataset), "--config", cfg.model,
-                   "--robot", cfg.robot, "--out", str(checkpoint), "--vae-steps", str(cfg.vae_steps),
-                   "--video-steps", str(cfg.video_steps), "--joint-steps", str(cfg.joint_steps),
-                   "--threads", str(cfg.threads), "--resume"]
+        command = [
+            sys.executable,
+            "-m",
+            "wam_ros.cli",
+            "train",
+            "--data",
+            str(dataset),
+            "--config",
+            cfg.model,
+            "--robot",
+            cfg.robot,
+            "--out",
+            str(checkpoint),
+            "--vae-steps",
+            str(cfg.vae_steps),
+            "--video-steps",
+            str(cfg.video_steps),
+            "--joint-steps",
+            str(cfg.joint_steps),
+            "--threads",
+            str(cfg.threads),
+            "--resume",
+        ]
         _log(" ".join(command[2:]))
         start = time.perf_counter()
         _run_logged(command, cfg.out / "train.log")
@@ -216,8 +257,9 @@ def train_policy(cfg: BenchmarkConfig, timings: dict) -> Path:
     return checkpoint
 
 
-def release_policy(cfg: BenchmarkConfig, checkpoint: Path, out: Path, command: str,
-                   revision: str | None = None) -> Path:
+def release_policy(
+    cfg: BenchmarkConfig, checkpoint: Path, out: Path, command: str, revision: str | None = None
+) -> Path:
     """The trained policy as a release: policy.pt without the optimiser and sampler state (what
     deployment loads) and provenance.json beside it, which says how to make it again: the
     command, this config, the training seed, the digest of the exported dataset, the git revision
@@ -258,10 +300,18 @@ def scheduled_episodes(cfg: BenchmarkConfig, chosen: list[Variant], count: int) 
         shares[variant.name] = evaluated.setdefault(settings, variant.name)
         if shares[variant.name] != variant.name:
             continue
-        options = EvalOptions(**{**asdict(variant.options), "max_seconds": cfg.max_seconds,
-                                 "latency_scale": cfg.latency_scale})
-        episodes += [(variant.name, EpisodeSpec(cfg.task, cfg.robot, variant.condition, EVAL_SEED_OFFSET + k,
-                                                variant.perturbation), options, k) for k in range(count)]
+        options = EvalOptions(
+            **{**asdict(variant.options), "max_seconds": cfg.max_seconds, "latency_scale": cfg.latency_scale}
+        )
+        episodes += [
+            (
+                variant.name,
+                EpisodeSpec(cfg.task, cfg.robot, variant.condition, EVAL_SEED_OFFSET + k, variant.perturbation),
+                options,
+                k,
+            )
+            for k in range(count)
+        ]
     return episodes, shares
 
 
@@ -283,8 +333,9 @@ def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Var
     try:
         for variant, spec, options, seed in episodes:
             rows.append({"variant": variant, **loop.run(spec, options, seed=seed).row()})
-            progress.update(len(rows), f"{variant}: {sum(r['success'] for r in rows if r['variant'] == variant)} "
-                                       "successes")
+            progress.update(
+                len(rows), f"{variant}: {sum(r['success'] for r in rows if r['variant'] == variant)} successes"
+            )
     finally:
         loop.close()
     return _by_variant(rows, shares)
@@ -298,12 +349,16 @@ def evaluate_graph(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]
 
     chosen = [v for v in chosen if not cfg.graph_groups or v.group in cfg.graph_groups]
     episodes, shares = scheduled_episodes(cfg, chosen, cfg.graph_episodes)
-    settings = GraphSettings(checkpoint, cfg.robot, cfg.sim_size, cfg.threads,
-                             synchronous_steps=load_policy(checkpoint).cfg.video_steps)
+    settings = GraphSettings(
+        checkpoint, cfg.robot, cfg.sim_size, cfg.threads, synchronous_steps=load_policy(checkpoint).cfg.video_steps
+    )
     log_path = cfg.out / "graph.json"
     # an interrupted run's episodes of this checkpoint are kept
-    rows = [r for r in (json.loads(log_path.read_text()) if log_path.is_file() else [])
-            if r.get("checkpoint") == str(checkpoint)]
+    rows = [
+        r
+        for r in (json.loads(log_path.read_text()) if log_path.is_file() else [])
+        if r.get("checkpoint") == str(checkpoint)
+    ]
     done = {(r["variant"], r["seed"]) for r in rows}
     todo = [GraphEpisode(*e) for e in episodes if (e[0], e[1].seed) not in done]
 
@@ -311,8 +366,10 @@ def evaluate_graph(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]
         rows.append({**row, "checkpoint": str(checkpoint)})
         log_path.write_text(json.dumps(rows, indent=1))
 
-    _log(f"{len(todo)} episodes through the node graph ({len(episodes) - len(todo)} kept from an earlier run), "
-         f"{cfg.jobs()} at a time")
+    _log(
+        f"{len(todo)} episodes through the node graph ({len(episodes) - len(todo)} kept from an earlier run), "
+        f"{cfg.jobs()} at a time"
+    )
     if todo:
         evaluate_episodes(settings, todo, cfg.jobs(), keep)
     return _by_variant(sorted(rows, key=lambda r: r["seed"]), shares)
@@ -340,12 +397,26 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         graph = evaluate_graph(checkpoint, cfg, chosen)
         timings["evaluate_graph_s"] = round(time.perf_counter() - start, 1)
     train_log = cfg.out / "train.log"
-    results = {"config": {**asdict(cfg), "out": str(cfg.out), "checkpoint": str(checkpoint)}, "command": command,
-               "demonstrations": demos, "timings_s": timings, "trained_steps": _trained_steps(checkpoint),
-               "variants": [{"name": v.name, "group": v.group, "condition": v.condition,
-                             "perturbation": v.perturbation, "options": asdict(v.options)} for v in chosen],
-               "in_process": in_process, "graph": graph,
-               "train_log_tail": train_log.read_text().splitlines()[-3:] if train_log.is_file() else []}
+    results = {
+        "config": {**asdict(cfg), "out": str(cfg.out), "checkpoint": str(checkpoint)},
+        "command": command,
+        "demonstrations": demos,
+        "timings_s": timings,
+        "trained_steps": _trained_steps(checkpoint),
+        "variants": [
+            {
+                "name": v.name,
+                "group": v.group,
+                "condition": v.condition,
+                "perturbation": v.perturbation,
+                "options": asdict(v.options),
+            }
+            for v in chosen
+        ],
+        "in_process": in_process,
+        "graph": graph,
+        "train_log_tail": train_log.read_text().splitlines()[-3:] if train_log.is_file() else [],
+    }
     (cfg.out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, cfg.out)
     return results

@@ -14,20 +14,20 @@ from wam_ros.config import ConfigError
 class CameraModel:
     width: int
     height: int
-    K: np.ndarray                 # 3x3
-    distortion_model: str         # ROS names: plumb_bob, rational_polynomial, equidistant
+    K: np.ndarray  # 3x3
+    distortion_model: str  # ROS names: plumb_bob, rational_polynomial, equidistant
     D: tuple[float, ...]
 
 
 @dataclass
 class RGBDFrame:
-    color: np.ndarray             # H x W x 3 uint8, RGB
-    depth_mm: np.ndarray          # H x W uint16 millimetres, 0 = no measurement
+    color: np.ndarray  # H x W x 3 uint8, RGB
+    depth_mm: np.ndarray  # H x W uint16 millimetres, 0 = no measurement
     color_model: CameraModel
-    depth_model: CameraModel      # equals color_model when depth is aligned to color
-    stamp: float                  # host time (s), monotonic per camera
+    depth_model: CameraModel  # equals color_model when depth is aligned to color
+    stamp: float  # host time (s), monotonic per camera
     frame_number: int
-    depth_scale: float            # metres per raw depth unit of the device
+    depth_scale: float  # metres per raw depth unit of the device
 
 
 def parse_profile(value: str, field: str) -> tuple[int, int, int]:

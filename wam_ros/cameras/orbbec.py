@@ -17,8 +17,15 @@ from wam_ros.cameras.frames import CameraModel, RGBDFrame, TimestampMapper, dept
 from wam_ros.config import ConfigError, check_choice
 
 ALIGN_MODES = ("HW", "SW", "NONE")
-SYNC_MODES = ("free_run", "standalone", "primary", "secondary", "secondary_synced", "software_triggering",
-              "hardware_triggering")
+SYNC_MODES = (
+    "free_run",
+    "standalone",
+    "primary",
+    "secondary",
+    "secondary_synced",
+    "software_triggering",
+    "hardware_triggering",
+)
 TIME_DOMAINS = ("device", "global", "system")
 COLOR_FORMATS = ("RGB", "BGR", "MJPG", "YUYV")
 
@@ -33,12 +40,12 @@ class OrbbecSettings:
     depth_width: int = 640
     depth_height: int = 480
     depth_fps: int = 30
-    align_mode: str = "SW"           # HW (on the camera), SW (in the SDK), NONE
+    align_mode: str = "SW"  # HW (on the camera), SW (in the SDK), NONE
     sync_mode: str = "standalone"
     depth_delay_us: int = 0
     color_delay_us: int = 0
     trigger_to_image_delay_us: int = 0
-    time_domain: str = "global"      # device clock, global (device clock mapped to host) or system
+    time_domain: str = "global"  # device clock, global (device clock mapped to host) or system
 
     def __post_init__(self) -> None:
         check_choice("align_mode", self.align_mode, ALIGN_MODES)
@@ -68,7 +75,9 @@ def sync_config(settings: OrbbecSettings):
 def align_mode(settings: OrbbecSettings):
     import pyorbbecsdk as ob
 
-    return {"HW": ob.OBAlignMode.HW_MODE, "SW": ob.OBAlignMode.SW_MODE, "NONE": ob.OBAlignMode.DISABLE}[settings.align_mode]
+    return {"HW": ob.OBAlignMode.HW_MODE, "SW": ob.OBAlignMode.SW_MODE, "NONE": ob.OBAlignMode.DISABLE}[
+        settings.align_mode
+    ]
 
 
 def color_to_rgb(data: np.ndarray, fmt: str, width: int, height: int) -> np.ndarray:
@@ -102,8 +111,13 @@ def camera_model(intrinsic, distortion) -> CameraModel:
     """OBCameraIntrinsic + OBCameraDistortion -> CameraModel (rational_polynomial: k1 k2 p1 p2 k3 k4 k5 k6)."""
     K = np.array([[intrinsic.fx, 0.0, intrinsic.cx], [0.0, intrinsic.fy, intrinsic.cy], [0.0, 0.0, 1.0]])
     d = distortion
-    return CameraModel(int(intrinsic.width), int(intrinsic.height), K, "rational_polynomial",
-                       tuple(float(v) for v in (d.k1, d.k2, d.p1, d.p2, d.k3, d.k4, d.k5, d.k6)))
+    return CameraModel(
+        int(intrinsic.width),
+        int(intrinsic.height),
+        K,
+        "rational_polynomial",
+        tuple(float(v) for v in (d.k1, d.k2, d.p1, d.p2, d.k3, d.k4, d.k5, d.k6)),
+    )
 
 
 def depth_frame_to_mm(raw: np.ndarray, value_scale_mm: float) -> np.ndarray:
@@ -133,21 +147,29 @@ class OrbbecCamera:
             if device is None and (not s.serial_number or serials[-1] == s.serial_number):
                 device = candidate
         if device is None:
-            raise ConnectionError(f"Orbbec camera {s.serial_number or '(any)'}: not connected; connected Orbbec "
-                                  f"cameras: {', '.join(serials) or 'none'}"
-                                  + (" (set serial_number to one of them)" if serials else ""))
+            raise ConnectionError(
+                f"Orbbec camera {s.serial_number or '(any)'}: not connected; connected Orbbec "
+                f"cameras: {', '.join(serials) or 'none'}" + (" (set serial_number to one of them)" if serials else "")
+            )
         info = device.get_device_info()
-        self.device_info = {"name": info.get_name(), "serial_number": info.get_serial_number(),
-                            "firmware_version": info.get_firmware_version(),
-                            "connection_type": info.get_connection_type()}
+        self.device_info = {
+            "name": info.get_name(),
+            "serial_number": info.get_serial_number(),
+            "firmware_version": info.get_firmware_version(),
+            "connection_type": info.get_connection_type(),
+        }
         device.set_multi_device_sync_config(sync_config(s))
         pipeline = ob.Pipeline(device)
         config = ob.Config()
         color_format = getattr(ob.OBFormat, s.color_format)
         color_profiles = pipeline.get_stream_profile_list(ob.OBSensorType.COLOR_SENSOR)
         depth_profiles = pipeline.get_stream_profile_list(ob.OBSensorType.DEPTH_SENSOR)
-        config.enable_stream(color_profiles.get_video_stream_profile(s.color_width, s.color_height, color_format, s.color_fps))
-        config.enable_stream(depth_profiles.get_video_stream_profile(s.depth_width, s.depth_height, ob.OBFormat.Y16, s.depth_fps))
+        config.enable_stream(
+            color_profiles.get_video_stream_profile(s.color_width, s.color_height, color_format, s.color_fps)
+        )
+        config.enable_stream(
+            depth_profiles.get_video_stream_profile(s.depth_width, s.depth_height, ob.OBFormat.Y16, s.depth_fps)
+        )
         if s.align_mode == "HW":
             config.set_align_mode(align_mode(s))
         pipeline.start(config)
@@ -169,13 +191,27 @@ class OrbbecCamera:
         raw = np.frombuffer(depth.get_data(), dtype=np.uint16).reshape(depth.get_height(), depth.get_width())
         color_model = camera_model(self._params.rgb_intrinsic, self._params.rgb_distortion)
         aligned = self.settings.align_mode != "NONE"
-        depth_model = color_model if aligned else camera_model(self._params.depth_intrinsic, self._params.depth_distortion)
+        depth_model = (
+            color_model if aligned else camera_model(self._params.depth_intrinsic, self._params.depth_distortion)
+        )
         domain = self.settings.time_domain
-        device_ms = color.get_system_timestamp() if domain == "system" else \
-            color.get_global_timestamp() if domain == "global" else color.get_timestamp()
+        device_ms = (
+            color.get_system_timestamp()
+            if domain == "system"
+            else color.get_global_timestamp()
+            if domain == "global"
+            else color.get_timestamp()
+        )
         stamp = self._mapper(device_ms, domain in ("system", "global"), time.time())
-        return RGBDFrame(rgb, depth_frame_to_mm(raw, depth.get_depth_scale()), color_model, depth_model, stamp,
-                         int(color.get_index()), depth.get_depth_scale() / 1000.0)
+        return RGBDFrame(
+            rgb,
+            depth_frame_to_mm(raw, depth.get_depth_scale()),
+            color_model,
+            depth_model,
+            stamp,
+            int(color.get_index()),
+            depth.get_depth_scale() / 1000.0,
+        )
 
     def close(self) -> None:
         if self._pipeline is not None:

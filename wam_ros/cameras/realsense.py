@@ -16,9 +16,14 @@ from wam_ros.cameras.frames import CameraModel, RGBDFrame, TimestampMapper, dept
 from wam_ros.config import ConfigError
 
 # librealsense distortion models -> ROS sensor_msgs/CameraInfo distortion_model
-DISTORTION_MODELS = {"brown_conrady": "plumb_bob", "modified_brown_conrady": "plumb_bob",
-                     "inverse_brown_conrady": "plumb_bob", "none": "plumb_bob",
-                     "kannala_brandt4": "equidistant", "ftheta": "equidistant"}
+DISTORTION_MODELS = {
+    "brown_conrady": "plumb_bob",
+    "modified_brown_conrady": "plumb_bob",
+    "inverse_brown_conrady": "plumb_bob",
+    "none": "plumb_bob",
+    "kannala_brandt4": "equidistant",
+    "ftheta": "equidistant",
+}
 SYNC_MODES = {0: "default", 1: "master", 2: "slave", 3: "full slave"}
 
 
@@ -30,14 +35,16 @@ class RealSenseSettings:
     align_depth: bool = True
     inter_cam_sync_mode: int = 0
     global_time_enabled: bool = True
-    rosbag_filename: str = ""          # play a recording (.db3 / .bag) instead of a device
+    rosbag_filename: str = ""  # play a recording (.db3 / .bag) instead of a device
 
     def __post_init__(self) -> None:
         parse_profile(self.color_profile, "rgb_camera.color_profile")
         parse_profile(self.depth_profile, "depth_module.depth_profile")
         if self.inter_cam_sync_mode not in SYNC_MODES:
-            raise ConfigError(f"depth_module.inter_cam_sync_mode: {self.inter_cam_sync_mode} is not one of "
-                              f"{', '.join(f'{k} ({v})' for k, v in SYNC_MODES.items())}")
+            raise ConfigError(
+                f"depth_module.inter_cam_sync_mode: {self.inter_cam_sync_mode} is not one of "
+                f"{', '.join(f'{k} ({v})' for k, v in SYNC_MODES.items())}"
+            )
 
 
 DEVICE_INFO = ("name", "serial_number", "firmware_version", "usb_type_descriptor", "product_line")
@@ -47,23 +54,34 @@ def device_info(device) -> dict[str, str]:
     """What a librealsense device (live or a recording's) says about itself, for /diagnostics."""
     import pyrealsense2 as rs
 
-    return {key: device.get_info(getattr(rs.camera_info, key)) for key in DEVICE_INFO
-            if device.supports(getattr(rs.camera_info, key))}
+    return {
+        key: device.get_info(getattr(rs.camera_info, key))
+        for key in DEVICE_INFO
+        if device.supports(getattr(rs.camera_info, key))
+    }
 
 
 def connected_serials() -> list[str]:
     """Serial numbers of the RealSense cameras on this machine (answers in tens of milliseconds)."""
     import pyrealsense2 as rs
 
-    return [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()
-            if d.supports(rs.camera_info.serial_number)]
+    return [
+        d.get_info(rs.camera_info.serial_number)
+        for d in rs.context().query_devices()
+        if d.supports(rs.camera_info.serial_number)
+    ]
 
 
 def camera_model(intrinsics) -> CameraModel:
     K = np.array([[intrinsics.fx, 0.0, intrinsics.ppx], [0.0, intrinsics.fy, intrinsics.ppy], [0.0, 0.0, 1.0]])
     model = str(intrinsics.model).split(".")[-1]
-    return CameraModel(intrinsics.width, intrinsics.height, K, DISTORTION_MODELS.get(model, "plumb_bob"),
-                       tuple(float(c) for c in intrinsics.coeffs))
+    return CameraModel(
+        intrinsics.width,
+        intrinsics.height,
+        K,
+        DISTORTION_MODELS.get(model, "plumb_bob"),
+        tuple(float(c) for c in intrinsics.coeffs),
+    )
 
 
 def frameset_to_rgbd(frames, align, mapper: TimestampMapper, host_now: float) -> RGBDFrame | None:
@@ -91,15 +109,22 @@ def frames_to_rgbd(color, depth, aligned: bool, mapper: TimestampMapper, host_no
     domain = color.get_frame_timestamp_domain()
     host_referenced = domain in (rs.timestamp_domain.global_time, rs.timestamp_domain.system_time)
     stamp = mapper(color.get_timestamp(), host_referenced, host_now)
-    return RGBDFrame(np.ascontiguousarray(rgb), depth_to_mm(np.asanyarray(depth.get_data()), depth_scale),
-                     color_model, depth_model, stamp, int(color.get_frame_number()), depth_scale)
+    return RGBDFrame(
+        np.ascontiguousarray(rgb),
+        depth_to_mm(np.asanyarray(depth.get_data()), depth_scale),
+        color_model,
+        depth_model,
+        stamp,
+        int(color.get_frame_number()),
+        depth_scale,
+    )
 
 
 class RealSenseCamera:
     def __init__(self, settings: RealSenseSettings):
         self.settings = settings
-        self._pipeline = None     # live device
-        self._sensors = []        # recording: its sensors, read one by one
+        self._pipeline = None  # live device
+        self._sensors = []  # recording: its sensors, read one by one
         self._align = None
         self._mapper = TimestampMapper()
         self._last_frame_number = -1
@@ -148,7 +173,9 @@ class RealSenseCamera:
                 frame = self._queue.wait_for_frame(timeout_ms)
             except RuntimeError:
                 return None  # end of the recording
-            kind, other = ("color", "depth") if frame.get_profile().stream_type() == rs.stream.color else ("depth", "color")
+            kind, other = (
+                ("color", "depth") if frame.get_profile().stream_type() == rs.stream.color else ("depth", "color")
+            )
             frame = frame.as_video_frame() if kind == "color" else frame.as_depth_frame()
             stamp = frame.get_timestamp()
             # the sensors' frames arrive in any interleaving: pair them by timestamp
@@ -177,9 +204,10 @@ class RealSenseCamera:
         s = self.settings
         serials = connected_serials()  # before pipeline.start: it takes seconds to fail on a missing camera
         if not serials or (s.serial_no and s.serial_no not in serials):
-            raise ConnectionError(f"RealSense camera {s.serial_no or '(any)'}: not connected; connected RealSense "
-                                  f"cameras: {', '.join(serials) or 'none'}"
-                                  + (" (set serial_no to one of them)" if serials else ""))
+            raise ConnectionError(
+                f"RealSense camera {s.serial_no or '(any)'}: not connected; connected RealSense "
+                f"cameras: {', '.join(serials) or 'none'}" + (" (set serial_no to one of them)" if serials else "")
+            )
         config = rs.config()
         if s.serial_no:
             config.enable_device(s.serial_no)

@@ -50,13 +50,13 @@ def default_execution_horizon(horizon: int) -> int:
 
 @dataclass(frozen=True)
 class ChunkingConfig:
-    dt: float                       # s between steps (1 / control rate)
-    horizon: int                    # H: steps per chunk
-    execution_horizon: int          # s: steps of a chunk executed before the next inference starts
+    dt: float  # s between steps (1 / control rate)
+    horizon: int  # H: steps per chunk
+    execution_horizon: int  # s: steps of a chunk executed before the next inference starts
     mode: str = "rtc"
-    blend_new_weight: float = 0.7   # blend: new * w + old * (1 - w) where they overlap
-    delay_window: int = 8           # inference latencies remembered for the delay estimate d
-    delay_margin: int = 1           # steps added to d, so the switch lands inside the fully weighted prefix
+    blend_new_weight: float = 0.7  # blend: new * w + old * (1 - w) where they overlap
+    delay_window: int = 8  # inference latencies remembered for the delay estimate d
+    delay_margin: int = 1  # steps added to d, so the switch lands inside the fully weighted prefix
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,10 +74,10 @@ class ChunkingConfig:
 @dataclass
 class TimedChunk:
     chunk_id: int
-    start: float             # time of step 0
+    start: float  # time of step 0
     dt: float
-    positions: np.ndarray    # (steps, joints) absolute targets
-    obs_time: float          # stamp of the observation the chunk was conditioned on
+    positions: np.ndarray  # (steps, joints) absolute targets
+    obs_time: float  # stamp of the observation the chunk was conditioned on
 
     @property
     def end(self) -> float:
@@ -100,11 +100,11 @@ class TimedChunk:
 class Handover:
     """What changes when a new chunk arrives."""
 
-    chunk: TimedChunk        # the steps to execute from now on (execute_from = chunk.start)
-    first_step: int          # index into the new chunk of its first executed step
-    jump: float              # largest joint discontinuity at the switch: |new - old| at chunk.start
-    starved_steps: int       # control steps between the old chunk's end and the new chunk's first step
-    latency: float           # s from the observation to the chunk's arrival
+    chunk: TimedChunk  # the steps to execute from now on (execute_from = chunk.start)
+    first_step: int  # index into the new chunk of its first executed step
+    jump: float  # largest joint discontinuity at the switch: |new - old| at chunk.start
+    starved_steps: int  # control steps between the old chunk's end and the new chunk's first step
+    latency: float  # s from the observation to the chunk's arrival
 
 
 class ChunkScheduler:
@@ -156,8 +156,9 @@ class ChunkScheduler:
         c = self.config
         return TimedChunk(0, obs_time, c.dt, np.tile(np.asarray(rest, dtype=float), (c.horizon, 1)), obs_time)
 
-    def inpainting(self, obs_time: float, delay: int | None = None,
-                   rest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    def inpainting(
+        self, obs_time: float, delay: int | None = None, rest: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """RTC target (H, joints) and weights (H,) for a chunk conditioned at obs_time: the old
         chunk's steps at the same times; weight 1 for the first d steps (d: `delay`, else the
         estimate), falling linearly to 0 at the old chunk's end. Without an executing chunk, the
@@ -179,8 +180,16 @@ class ChunkScheduler:
         weights[i >= remaining] = 0.0
         return target, weights
 
-    def accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float,
-               guided: bool = True, epoch: int | None = None, rest: np.ndarray | None = None) -> Handover | None:
+    def accept(
+        self,
+        chunk_id: int,
+        obs_time: float,
+        positions: np.ndarray,
+        now: float,
+        guided: bool = True,
+        epoch: int | None = None,
+        rest: np.ndarray | None = None,
+    ) -> Handover | None:
         """A new chunk conditioned at obs_time arrived at `now`: it takes over at its first step
         not yet due. guided=False: it was sampled without the RTC inpainting. epoch: the epoch its
         inference started in; if a reset came since, the chunk is dropped: None, and nothing changes.
@@ -194,8 +203,9 @@ class ChunkScheduler:
                 return None
             return self._accept(chunk_id, obs_time, positions, now, guided, rest)
 
-    def _accept(self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float, guided: bool,
-                rest: np.ndarray | None) -> Handover:
+    def _accept(
+        self, chunk_id: int, obs_time: float, positions: np.ndarray, now: float, guided: bool, rest: np.ndarray | None
+    ) -> Handover:
         c = self.config
         latency = max(now - obs_time, 0.0)
         guided_delay = self.delay_steps  # the d the guidance was computed with
@@ -211,7 +221,7 @@ class ChunkScheduler:
             # unguided, later than the guidance assumed (a latency spike), or from rest: the RTC
             # weights for the delay that really passed, as a soft mask
             target, weights = self.inpainting(obs_time, delay=first, rest=rest)
-            masked = weights[:, None] * target + (1 - weights[:, None]) * positions[:len(target)]
+            masked = weights[:, None] * target + (1 - weights[:, None]) * positions[: len(target)]
             steps = masked[first:].copy()
         if old is not None:
             if c.mode == "blend":

@@ -20,9 +20,9 @@ class Chunk:
     """The fields of wam_ros/ActionChunk the supervisor uses."""
 
     chunk_id: int
-    stamp: float                      # observation the chunk was conditioned on
+    stamp: float  # observation the chunk was conditioned on
     joint_names: list[str]
-    positions: np.ndarray             # horizon x len(joint_names)
+    positions: np.ndarray  # horizon x len(joint_names)
     dt: float
     gripper_names: list[str] = field(default_factory=list)
     gripper: np.ndarray | None = None  # horizon x len(gripper_names), normalised 0..1

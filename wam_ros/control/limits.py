@@ -48,20 +48,25 @@ class JointLimits:
 LIMIT_FIELDS = tuple(JointLimits.__dataclass_fields__)
 
 
-def robot_joint_limits(robot: RobotConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, JointLimits]:
+def robot_joint_limits(
+    robot: RobotConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, JointLimits]:
     """Arm joint limits from the robot config, optionally overridden per joint with
     ros2_control names, e.g. {"left_joint4": {"max_velocity": 1.0, "has_jerk_limits": True}}."""
     limits = {}
     for side in ("left", "right"):
         for spec, name in zip(robot.arm.joints, robot.arm_joint_names(side)):
-            limits[name] = JointLimits(True, spec.lower, spec.upper, True, spec.velocity, True, spec.acceleration,
-                                       True, spec.jerk)
+            limits[name] = JointLimits(
+                True, spec.lower, spec.upper, True, spec.velocity, True, spec.acceleration, True, spec.jerk
+            )
     for name, values in (overrides or {}).items():
         if name not in limits:
             raise ConfigError(f"joint_limits.{name}: unknown joint; allowed: {', '.join(limits)}")
         unknown = set(values) - set(LIMIT_FIELDS)
         if unknown:
-            raise ConfigError(f"joint_limits.{name}: unknown field(s) {sorted(unknown)}; allowed: {', '.join(LIMIT_FIELDS)}")
+            raise ConfigError(
+                f"joint_limits.{name}: unknown field(s) {sorted(unknown)}; allowed: {', '.join(LIMIT_FIELDS)}"
+            )
         try:
             limits[name] = replace(limits[name], **values)
         except ConfigError as exc:
@@ -83,13 +88,15 @@ class WorkspaceBox:
             if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 raise ConfigError(f"workspace.{name[:3]}: expected 3 finite numbers (x, y, z in m), got {list(values)}")
         if not all(lo < hi for lo, hi in zip(self.minimum, self.maximum)):
-            raise ConfigError(f"workspace: min {list(self.minimum)} must be below max {list(self.maximum)} on every axis")
+            raise ConfigError(
+                f"workspace: min {list(self.minimum)} must be below max {list(self.maximum)} on every axis"
+            )
 
 
 @dataclass(frozen=True)
 class CheckConfig:
     limits: dict[str, JointLimits]
-    clamp: bool = False                # clamp positions / velocities instead of rejecting
+    clamp: bool = False  # clamp positions / velocities instead of rejecting
     max_start_deviation: float = 0.35  # rad: chunk's first target vs the current state
     workspace: WorkspaceBox | None = None
 
@@ -112,7 +119,7 @@ class CheckedTargets:
 
 
 def _finite_differences(p: np.ndarray, dt: float, order: int) -> np.ndarray:
-    return np.diff(p, n=order, axis=0) / dt ** order if len(p) > order else np.zeros((0, p.shape[1]))
+    return np.diff(p, n=order, axis=0) / dt**order if len(p) > order else np.zeros((0, p.shape[1]))
 
 
 def _worst(values: np.ndarray, bound: np.ndarray) -> tuple[int, int] | None:
@@ -127,12 +134,18 @@ def _braking_speed(distance: np.ndarray, amax: np.ndarray, dt: float) -> np.ndar
     """The largest speed from which a joint stops within `distance`: v dt + v^2 / (2 a) + v dt <= D."""
     distance = np.maximum(distance, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
-        limited = -2 * amax * dt + np.sqrt(4 * amax ** 2 * dt ** 2 + 2 * amax * distance)
+        limited = -2 * amax * dt + np.sqrt(4 * amax**2 * dt**2 + 2 * amax * distance)
     return np.where(np.isfinite(amax), np.maximum(limited, 0.0), distance / dt)
 
 
-def _track_within_limits(p: np.ndarray, dt: float, bounds: tuple[np.ndarray, np.ndarray], vmax: np.ndarray,
-                         amax: np.ndarray, jmax: np.ndarray) -> np.ndarray:
+def _track_within_limits(
+    p: np.ndarray,
+    dt: float,
+    bounds: tuple[np.ndarray, np.ndarray],
+    vmax: np.ndarray,
+    amax: np.ndarray,
+    jmax: np.ndarray,
+) -> np.ndarray:
     """Follow the targets step by step from the first one, with the velocity, acceleration and
     jerk of the finite differences (as checked below) bounded and the positions inside `bounds`: a
     rough chunk becomes the nearest motion the limits allow, lagging where it would have jumped.
@@ -160,23 +173,35 @@ def _track_within_limits(p: np.ndarray, dt: float, bounds: tuple[np.ndarray, np.
 
 def move_duration(distance: np.ndarray, limits: Sequence[JointLimits]) -> float:
     """Shortest minimum-jerk move of `distance` (per joint) that stays inside every enabled limit."""
-    def bound(flag: str, value: str) -> np.ndarray:
-        return np.array([getattr(l, value) if getattr(l, flag) else math.inf for l in limits])
 
-    return min_jerk_duration(distance, bound("has_velocity_limits", "max_velocity"),
-                             bound("has_acceleration_limits", "max_acceleration"), bound("has_jerk_limits", "max_jerk"))
+    def bound(flag: str, value: str) -> np.ndarray:
+        return np.array([getattr(j, value) if getattr(j, flag) else math.inf for j in limits])
+
+    return min_jerk_duration(
+        distance,
+        bound("has_velocity_limits", "max_velocity"),
+        bound("has_acceleration_limits", "max_acceleration"),
+        bound("has_jerk_limits", "max_jerk"),
+    )
 
 
 def position_bounds(names: Sequence[str], limits: Mapping[str, JointLimits]) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper position limits of `names` (infinite where a joint has none)."""
     lim = [limits[n] for n in names]
-    return (np.array([l.min_position if l.has_position_limits else -np.inf for l in lim]),
-            np.array([l.max_position if l.has_position_limits else np.inf for l in lim]))
+    return (
+        np.array([j.min_position if j.has_position_limits else -np.inf for j in lim]),
+        np.array([j.max_position if j.has_position_limits else np.inf for j in lim]),
+    )
 
 
-def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, current: np.ndarray,
-                  config: CheckConfig, forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
-                  ) -> CheckedTargets:
+def check_targets(
+    positions: np.ndarray,
+    names: Sequence[str],
+    dt: float,
+    current: np.ndarray,
+    config: CheckConfig,
+    forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
+) -> CheckedTargets:
     """Check (and, where configured, clamp) a horizon x joints matrix of absolute joint targets.
 
     `current` holds the measured positions of `names`. Raises ChunkRejected with the reason.
@@ -191,16 +216,18 @@ def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, curren
         raise ChunkRejected(f"non-finite target for {names[joint]} at step {step}")
     lim = [config.limits[n] for n in names]
     lo, hi = position_bounds(names, config.limits)
-    vmax = np.array([l.max_velocity if l.has_velocity_limits else np.inf for l in lim])
-    amax = np.array([l.max_acceleration if l.has_acceleration_limits else np.inf for l in lim])
-    jmax = np.array([l.max_jerk if l.has_jerk_limits else np.inf for l in lim])
+    vmax = np.array([j.max_velocity if j.has_velocity_limits else np.inf for j in lim])
+    amax = np.array([j.max_acceleration if j.has_acceleration_limits else np.inf for j in lim])
+    jmax = np.array([j.max_jerk if j.has_jerk_limits else np.inf for j in lim])
     clamped = []
 
     deviation = np.abs(p[0] - current)
     if (deviation > config.max_start_deviation).any():
         j = int(np.argmax(deviation))
-        raise ChunkRejected(f"{names[j]}: first target {p[0, j]:.4f} is {deviation[j]:.3f} rad from the current "
-                            f"position {current[j]:.4f} (max_start_deviation {config.max_start_deviation})")
+        raise ChunkRejected(
+            f"{names[j]}: first target {p[0, j]:.4f} is {deviation[j]:.3f} rad from the current "
+            f"position {current[j]:.4f} (max_start_deviation {config.max_start_deviation})"
+        )
 
     outside = (p < lo - 1e-9) | (p > hi + 1e-9)
     if outside.any():
@@ -210,18 +237,25 @@ def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, curren
         p = np.clip(p, lo, hi)
         clamped.append("position")
 
-    if config.clamp and any(_worst(_finite_differences(p, dt, order), bound) is not None
-                            for order, bound in ((1, vmax), (2, amax), (3, jmax))):
+    if config.clamp and any(
+        _worst(_finite_differences(p, dt, order), bound) is not None
+        for order, bound in ((1, vmax), (2, amax), (3, jmax))
+    ):
         p = _track_within_limits(p, dt, (lo, hi), vmax, amax, jmax)
         clamped.append("velocity/acceleration/jerk")
-    for order, bound, what, unit in ((1, vmax, "velocity", "rad/s"), (2, amax, "acceleration", "rad/s^2"),
-                                     (3, jmax, "jerk", "rad/s^3")):
+    for order, bound, what, unit in (
+        (1, vmax, "velocity", "rad/s"),
+        (2, amax, "acceleration", "rad/s^2"),
+        (3, jmax, "jerk", "rad/s^3"),
+    ):
         d = _finite_differences(p, dt, order)
         worst = _worst(d, bound)
         if worst is not None:
             step, j = worst
-            raise ChunkRejected(f"{names[j]}: {what} {abs(d[step, j]):.3g} {unit} at step {step + order} exceeds "
-                                f"max_{what} {bound[j]:.3g}" + (" (after clamping)" if clamped else ""))
+            raise ChunkRejected(
+                f"{names[j]}: {what} {abs(d[step, j]):.3g} {unit} at step {step + order} exceeds "
+                f"max_{what} {bound[j]:.3g}" + (" (after clamping)" if clamped else "")
+            )
 
     if config.workspace is not None and forward_kinematics is not None:
         box_lo, box_hi = np.array(config.workspace.minimum), np.array(config.workspace.maximum)
@@ -230,6 +264,8 @@ def check_targets(positions: np.ndarray, names: Sequence[str], dt: float, curren
             for frame, pose in poses.items():
                 xyz = pose[:3, 3]
                 if (xyz < box_lo).any() or (xyz > box_hi).any():
-                    raise ChunkRejected(f"{frame} at step {step} reaches {np.round(xyz, 3).tolist()} outside the "
-                                        f"workspace box {list(config.workspace.minimum)}..{list(config.workspace.maximum)}")
+                    raise ChunkRejected(
+                        f"{frame} at step {step} reaches {np.round(xyz, 3).tolist()} outside the "
+                        f"workspace box {list(config.workspace.minimum)}..{list(config.workspace.maximum)}"
+                    )
     return CheckedTargets(p, clamped)

@@ -24,8 +24,17 @@ import numpy as np
 
 from wam_ros.config import ConfigError, RobotConfig
 from wam_ros.control.commands import Chunk, Command
-from wam_ros.control.limits import (MAX_DT, MIN_DT, CheckConfig, ChunkRejected, WorkspaceBox, check_targets,
-                                    move_duration, position_bounds, robot_joint_limits)
+from wam_ros.control.limits import (
+    MAX_DT,
+    MIN_DT,
+    CheckConfig,
+    ChunkRejected,
+    WorkspaceBox,
+    check_targets,
+    move_duration,
+    position_bounds,
+    robot_joint_limits,
+)
 from wam_ros.control.trajectory import min_jerk_move
 from wam_ros.robots.actions import EE_DELTA, ActionConverter, ActionError, joint_space_targets
 
@@ -56,7 +65,7 @@ LIMIT_TOLERANCE = 1e-6  # rad
 @dataclass(frozen=True)
 class RollbackConfig:
     enabled: bool = True
-    delta: float = 0.20                 # trigger when value < peak - delta
+    delta: float = 0.20  # trigger when value < peak - delta
     # ... or value < peak - lost_grasp_delta when the grippers corroborate the drop: one that held an
     # object in its current grasp has closed on nothing while still commanded closed (it slipped out).
     # That never happens while a task goes well, so a small but sustained drop suffices: the shipped
@@ -65,14 +74,14 @@ class RollbackConfig:
     # ... for this many consecutive estimates: a trained bench model's expected value dipped by
     # 0.35-0.5 for single chunks in undisturbed episodes and was back at the next; a real setback stays
     consecutive: int = 2
-    checkpoint_spacing: float = 0.5     # s between buffered checkpoints
+    checkpoint_spacing: float = 0.5  # s between buffered checkpoints
     buffer_size: int = 64
-    max_rollbacks: int = 3              # per episode, then HOLD for the operator
-    cooldown: float = 2.0               # s after resuming during which no new rollback fires
-    reach_tolerance: float = 0.05       # rad: checkpoint reached
-    reach_timeout: float = 3.0          # s beyond the planned duration, then HOLD
-    resample_timeout: float = 5.0       # s to wait for the resampled chunk, then HOLD
-    may_open_grippers: bool = False     # may a rollback open a gripper that holds an object
+    max_rollbacks: int = 3  # per episode, then HOLD for the operator
+    cooldown: float = 2.0  # s after resuming during which no new rollback fires
+    reach_tolerance: float = 0.05  # rad: checkpoint reached
+    reach_timeout: float = 3.0  # s beyond the planned duration, then HOLD
+    resample_timeout: float = 5.0  # s to wait for the resampled chunk, then HOLD
+    may_open_grippers: bool = False  # may a rollback open a gripper that holds an object
     # A resampled chunk may start this far (rad) from where the rollback left the arm: the
     # supervisor plans a lead-in to its first target, as joint_trajectory_controller does.
     max_lead_in: float = 1.0
@@ -90,20 +99,27 @@ class RollbackConfig:
         low, high = self.value_range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ConfigError(f"rollback.value_range: expected two finite numbers low < high, got {self.value_range}")
-        for name in ("checkpoint_spacing", "cooldown", "reach_tolerance", "reach_timeout", "resample_timeout",
-                     "max_lead_in"):
+        for name in (
+            "checkpoint_spacing",
+            "cooldown",
+            "reach_tolerance",
+            "reach_timeout",
+            "resample_timeout",
+            "max_lead_in",
+        ):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"rollback.{name}: must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
 class SupervisorConfig:
-    arm_joints: tuple[str, ...]                   # order of commands and checkpoints
-    gripper_joints: tuple[str, ...]               # joint_states names, positions in m of finger travel
-    gripper_max: tuple[float, ...]                # travel (m) that normalised opening 1.0 maps to
+    arm_joints: tuple[str, ...]  # order of commands and checkpoints
+    gripper_joints: tuple[str, ...]  # joint_states names, positions in m of finger travel
+    gripper_max: tuple[float, ...]  # travel (m) that normalised opening 1.0 maps to
     checks: CheckConfig
-    timeouts: dict[str, float] = field(default_factory=lambda: {
-        "joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0})  # s; 0 disables
+    timeouts: dict[str, float] = field(
+        default_factory=lambda: {"joint_states": 0.2, "observations": 0.5, "value": 1.0, "chunks": 1.0}
+    )  # s; 0 disables
     max_chunk_age: float = MAX_CHUNK_AGE
     rollback: RollbackConfig = RollbackConfig()
     # a gripper "holds an object" when commanded closed (to at most grasp_command of its opening: a
@@ -132,18 +148,32 @@ class SupervisorConfig:
                 raise ConfigError(f"{name}: expected a fraction of the opening in (0, 1), got {getattr(self, name)}")
 
     @staticmethod
-    def for_robot(robot: RobotConfig, *, limit_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                  clamp: bool = False, max_start_deviation: float = 0.35, workspace: WorkspaceBox | None = None,
-                  timeouts: dict[str, float] | None = None, rollback: RollbackConfig | None = None,
-                  max_chunk_age: float | None = None) -> "SupervisorConfig":
+    def for_robot(
+        robot: RobotConfig,
+        *,
+        limit_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        clamp: bool = False,
+        max_start_deviation: float = 0.35,
+        workspace: WorkspaceBox | None = None,
+        timeouts: dict[str, float] | None = None,
+        rollback: RollbackConfig | None = None,
+        max_chunk_age: float | None = None,
+    ) -> "SupervisorConfig":
         """Arm and gripper joints, limits and gripper travel from the robot config."""
         arm = tuple(n for n in robot.joint_names if not n.endswith("_gripper"))
         grippers = tuple(n for n in robot.joint_names if n.endswith("_gripper"))
         travel = robot.joint_limits()
-        checks = CheckConfig(robot_joint_limits(robot, limit_overrides), clamp=clamp,
-                             max_start_deviation=max_start_deviation, workspace=workspace)
-        extra = {k: v for k, v in (("timeouts", timeouts), ("rollback", rollback), ("max_chunk_age", max_chunk_age))
-                 if v is not None}
+        checks = CheckConfig(
+            robot_joint_limits(robot, limit_overrides),
+            clamp=clamp,
+            max_start_deviation=max_start_deviation,
+            workspace=workspace,
+        )
+        extra = {
+            k: v
+            for k, v in (("timeouts", timeouts), ("rollback", rollback), ("max_chunk_age", max_chunk_age))
+            if v is not None
+        }
         return SupervisorConfig(arm, grippers, tuple(travel[g][1] for g in grippers), checks, **extra)
 
 
@@ -165,10 +195,10 @@ class Rejection:
 class Checkpoint:
     stamp: float
     arm: np.ndarray
-    gripper: np.ndarray   # m
+    gripper: np.ndarray  # m
     chunk_id: int
     value: float
-    holding: np.ndarray   # per gripper: an object between the fingers
+    holding: np.ndarray  # per gripper: an object between the fingers
 
 
 @dataclass
@@ -193,9 +223,12 @@ Event = Transition | Command | Rejection | RollbackFired | ResampleRequest
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig,
-                 forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
-                 converter: ActionConverter | None = None):
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        forward_kinematics: Callable[[dict[str, float], Sequence[str]], dict[str, np.ndarray]] | None = None,
+        converter: ActionConverter | None = None,
+    ):
         self.config = config
         self._fk = forward_kinematics
         self._converter = converter  # end-effector deltas need the robot's kinematics
@@ -298,13 +331,18 @@ class Supervisor:
         self._low_count += 1
         if self._low_count < rb.consecutive or now - self._resumed_at < rb.cooldown:
             return events
-        detail = (f"value {value:.2f} < peak {self.peak:.2f} - {'lost_grasp_delta' if grasp_lost else 'delta'} "
-                  f"{delta:.2f} for {self._low_count} consecutive estimate{'s' if self._low_count > 1 else ''}"
-                  f"{' (a gripper closed on nothing: its object slipped out)' if grasp_lost else ''}")
+        detail = (
+            f"value {value:.2f} < peak {self.peak:.2f} - {'lost_grasp_delta' if grasp_lost else 'delta'} "
+            f"{delta:.2f} for {self._low_count} consecutive estimate{'s' if self._low_count > 1 else ''}"
+            f"{' (a gripper closed on nothing: its object slipped out)' if grasp_lost else ''}"
+        )
         if self.rollbacks >= rb.max_rollbacks:
             self._needs_operator = True
-            return events + self._enter(SupervisorMode.HOLD, f"rollback budget of {rb.max_rollbacks} exhausted "
-                                                             f"({detail}); operator: start a new episode or reset", now)
+            return events + self._enter(
+                SupervisorMode.HOLD,
+                f"rollback budget of {rb.max_rollbacks} exhausted ({detail}); operator: start a new episode or reset",
+                now,
+            )
         return events + self._start_rollback(now, detail, delta)
 
     def submit_chunk(self, now: float, chunk: Chunk) -> list[Event]:
@@ -319,8 +357,11 @@ class Supervisor:
                 raise ChunkRejected("e-stop is latched; reset first")
             if self.mode in (SupervisorMode.ROLLING_BACK,):
                 raise ChunkRejected("rolling back to a checkpoint")
-            if self.mode == SupervisorMode.RESAMPLING and self._expected_chunk_id is not None \
-                    and chunk.chunk_id < self._expected_chunk_id:
+            if (
+                self.mode == SupervisorMode.RESAMPLING
+                and self._expected_chunk_id is not None
+                and chunk.chunk_id < self._expected_chunk_id
+            ):
                 raise ChunkRejected(f"waiting for the resampled chunk {self._expected_chunk_id}")
             if self._needs_operator:
                 raise ChunkRejected(f"held for the operator: {self.reason}")
@@ -328,8 +369,10 @@ class Supervisor:
                 raise ChunkRejected("no joint state yet")
             age = now - chunk.stamp
             if self.config.max_chunk_age and not age <= self.config.max_chunk_age:
-                raise ChunkRejected(f"stale: conditioned on an observation {age:.3f} s old "
-                                    f"(max_chunk_age {self.config.max_chunk_age} s)")
+                raise ChunkRejected(
+                    f"stale: conditioned on an observation {age:.3f} s old "
+                    f"(max_chunk_age {self.config.max_chunk_age} s)"
+                )
             command = self._check(chunk)
         except ChunkRejected as exc:
             return events + self.reject(chunk.chunk_id, str(exc))
@@ -407,14 +450,22 @@ class Supervisor:
                 self._resample_since = now
                 self._expected_chunk_id = None
                 events = self._enter(SupervisorMode.RESAMPLING, f"checkpoint reached (error {error:.3f} rad)", now)
-                return events + [ResampleRequest(self.last_forwarded_chunk_id, list(self.config.arm_joints),
-                                                 self._q_arm.copy())]
+                return events + [
+                    ResampleRequest(self.last_forwarded_chunk_id, list(self.config.arm_joints), self._q_arm.copy())
+                ]
             if now > self._rollback_done_at + self.config.rollback.reach_timeout:
                 worst = int(np.argmax(errors))
-                return self._enter(SupervisorMode.HOLD, f"checkpoint not reached (error {error:.3f} rad: "
-                                   f"{self.config.arm_joints[worst]} at {self._q_arm[worst]:.3f}, goal "
-                                   f"{self._rollback_goal[worst]:.3f})", now)
-        if self.mode == SupervisorMode.RESAMPLING and now - self._resample_since > self.config.rollback.resample_timeout:
+                return self._enter(
+                    SupervisorMode.HOLD,
+                    f"checkpoint not reached (error {error:.3f} rad: "
+                    f"{self.config.arm_joints[worst]} at {self._q_arm[worst]:.3f}, goal "
+                    f"{self._rollback_goal[worst]:.3f})",
+                    now,
+                )
+        if (
+            self.mode == SupervisorMode.RESAMPLING
+            and now - self._resample_since > self.config.rollback.resample_timeout
+        ):
             return self._enter(SupervisorMode.HOLD, "no resampled chunk in time", now)
         return []
 
@@ -474,15 +525,19 @@ class Supervisor:
     def _enter(self, mode: SupervisorMode, reason: str, now: float) -> list[Event]:
         old, self.mode, self.reason = self.mode, mode, reason
         events: list[Event] = [Transition(old, mode, reason)]
-        if mode in (SupervisorMode.HOLD, SupervisorMode.ESTOP) and old not in (SupervisorMode.HOLD, SupervisorMode.ESTOP) \
-                and self._q_arm is not None:
+        if (
+            mode in (SupervisorMode.HOLD, SupervisorMode.ESTOP)
+            and old not in (SupervisorMode.HOLD, SupervisorMode.ESTOP)
+            and self._q_arm is not None
+        ):
             events.append(self._hold_command(now))
         return events
 
     def _hold_command(self, now: float) -> Command:
         row = np.concatenate([self._q_arm, self._commanded_gripper])
-        return self._inside_limits(Command([*self.config.arm_joints, *self.config.gripper_joints], row[None, :],
-                                           0.0, now, "hold"), clip=True)
+        return self._inside_limits(
+            Command([*self.config.arm_joints, *self.config.gripper_joints], row[None, :], 0.0, now, "hold"), clip=True
+        )
 
     def _inside_limits(self, command: Command, clip: bool) -> Command:
         """Every command leaves through here. Holds and rollbacks are built from readings, which may
@@ -501,8 +556,9 @@ class Supervisor:
         outside = (p < lo - LIMIT_TOLERANCE) | (p > hi + LIMIT_TOLERANCE)
         if outside.any() and not clip:
             step, j = np.argwhere(outside)[0]
-            raise ChunkRejected(f"{command.joint_names[j]}={p[step, j]:.4f} at step {step} outside "
-                                f"[{lo[j]:.4f}, {hi[j]:.4f}]")
+            raise ChunkRejected(
+                f"{command.joint_names[j]}={p[step, j]:.4f} at step {step} outside [{lo[j]:.4f}, {hi[j]:.4f}]"
+            )
         command.positions = np.clip(p, lo, hi)
         return command
 
@@ -513,7 +569,9 @@ class Supervisor:
         cfg = self.config
         positions = np.asarray(chunk.positions, dtype=float)
         if positions.ndim != 2 or positions.shape[0] < 1 or positions.shape[1] != len(chunk.joint_names):
-            raise ChunkRejected(f"positions: expected horizon x {len(chunk.joint_names)} values, got shape {positions.shape}")
+            raise ChunkRejected(
+                f"positions: expected horizon x {len(chunk.joint_names)} values, got shape {positions.shape}"
+            )
         if not np.isfinite(positions).all():
             step, column = np.argwhere(~np.isfinite(positions))[0]
             raise ChunkRejected(f"non-finite target for {chunk.joint_names[column]} at step {step}")
@@ -526,16 +584,19 @@ class Supervisor:
         conditioning = dict(zip(cfg.arm_joints, self._conditioning_state(chunk.stamp)))
         try:
             if chunk.action_space == EE_DELTA and self._converter is not None:
-                names, positions = self._converter.to_joint_positions(chunk.action_space, chunk.joint_names,
-                                                                      positions, conditioning)
+                names, positions = self._converter.to_joint_positions(
+                    chunk.action_space, chunk.joint_names, positions, conditioning
+                )
             else:
                 names = list(chunk.joint_names)
                 positions = joint_space_targets(chunk.action_space, names, positions, conditioning)
         except ActionError as exc:
             raise ChunkRejected(str(exc)) from None
         except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:  # IK on absurd targets
-            raise ChunkRejected(f"action_space {chunk.action_space}: cannot turn the chunk into joint targets "
-                                f"({type(exc).__name__}: {exc})") from None
+            raise ChunkRejected(
+                f"action_space {chunk.action_space}: cannot turn the chunk into joint targets "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         unknown = [n for n in names if n not in cfg.arm_joints]
         if unknown:
             raise ChunkRejected(f"joint_names: unknown {unknown}; allowed: {', '.join(cfg.arm_joints)}")
@@ -556,17 +617,25 @@ class Supervisor:
                     raise ChunkRejected(f"gripper {name}: non-finite opening")
                 if ((values < 0) | (values > 1)).any():
                     if not cfg.checks.clamp:
-                        raise ChunkRejected(f"gripper {name}: opening {float(values[(values < 0) | (values > 1)][0])!r} "
-                                            "outside [0, 1]")
+                        raise ChunkRejected(
+                            f"gripper {name}: opening {float(values[(values < 0) | (values > 1)][0])!r} outside [0, 1]"
+                        )
                     values = np.clip(values, 0.0, 1.0)
                 i = cfg.gripper_joints.index(name)
                 gripper[:, i] = values * cfg.gripper_max[i]
         if self.mode == SupervisorMode.RESAMPLING:
             arm, gripper = self._lead_in(arm, gripper, chunk.dt)
         checked = check_targets(arm, cfg.arm_joints, chunk.dt, self._q_arm, cfg.checks, self._fk)
-        return self._inside_limits(Command([*cfg.arm_joints, *cfg.gripper_joints],
-                                           np.hstack([checked.positions, gripper]), chunk.dt, 0.0,
-                                           f"chunk {chunk.chunk_id}"), clip=False)
+        return self._inside_limits(
+            Command(
+                [*cfg.arm_joints, *cfg.gripper_joints],
+                np.hstack([checked.positions, gripper]),
+                chunk.dt,
+                0.0,
+                f"chunk {chunk.chunk_id}",
+            ),
+            clip=False,
+        )
 
     def _lead_in(self, arm: np.ndarray, gripper: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """A resampled chunk starts from the policy's idea of the state, which after a rollback can
@@ -578,8 +647,10 @@ class Supervisor:
         if deviation <= cfg.checks.max_start_deviation:
             return arm, gripper
         if deviation > cfg.rollback.max_lead_in:
-            raise ChunkRejected(f"resampled chunk starts {deviation:.3f} rad from the arm (lead-in allowed up to "
-                                f"rollback.max_lead_in {cfg.rollback.max_lead_in})")
+            raise ChunkRejected(
+                f"resampled chunk starts {deviation:.3f} rad from the arm (lead-in allowed up to "
+                f"rollback.max_lead_in {cfg.rollback.max_lead_in})"
+            )
         duration = move_duration(arm[0] - self._q_arm, [cfg.checks.limits[n] for n in cfg.arm_joints])
         path = np.vstack([self._q_arm, min_jerk_move(self._q_arm, arm[0], max(duration, dt), dt)])
         return np.vstack([path, arm[1:]]), np.vstack([np.tile(gripper[0], (len(path) - 1, 1)), gripper])
@@ -649,14 +720,17 @@ class Supervisor:
             phases.append(np.hstack([np.tile(goal, (steps, 1)), during_move + ramp * (restored - during_move)]))
         rows = np.vstack(phases)
         self.rollbacks += 1
-        fired = RollbackFired(detail, self.value, self.peak, delta, target, self.last_forwarded_chunk_id,
-                              self.rollbacks)
+        fired = RollbackFired(
+            detail, self.value, self.peak, delta, target, self.last_forwarded_chunk_id, self.rollbacks
+        )
         self.rollback_history.append(fired)
         self._rollback_goal = goal
         self._rollback_done_at = now + len(rows) * dt
         self._commanded_gripper = restored
         self._low_count = 0
         events = self._enter(SupervisorMode.ROLLING_BACK, detail, now)
-        events += [fired, self._inside_limits(Command([*cfg.arm_joints, *cfg.gripper_joints], rows, dt, now,
-                                                      "rollback"), clip=True)]
+        events += [
+            fired,
+            self._inside_limits(Command([*cfg.arm_joints, *cfg.gripper_joints], rows, dt, now, "rollback"), clip=True),
+        ]
         return events

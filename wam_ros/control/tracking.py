@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-MIN_GAIN = 0.02      # a joint that hardly followed its targets in the recordings still moves towards them
+MIN_GAIN = 0.02  # a joint that hardly followed its targets in the recordings still moves towards them
 MIN_EXCITATION = 1e-8  # sum of squared target errors (rad² or m²) below which a joint was never commanded: gain 1
 
 

@@ -11,16 +11,23 @@ import numpy as np
 _PEAK_VELOCITY, _PEAK_ACCELERATION, _PEAK_JERK = 1.875, 5.7735, 60.0
 
 
-def min_jerk_duration(distance: np.ndarray, max_velocity: np.ndarray, max_acceleration: np.ndarray,
-                      max_jerk: np.ndarray, margin: float = 0.9) -> float:
+def min_jerk_duration(
+    distance: np.ndarray,
+    max_velocity: np.ndarray,
+    max_acceleration: np.ndarray,
+    max_jerk: np.ndarray,
+    margin: float = 0.9,
+) -> float:
     """Shortest duration (s) in which every joint moves `distance` within `margin` x its limits."""
     d = np.abs(np.asarray(distance, dtype=float))
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.concatenate([
-            _PEAK_VELOCITY * d / (margin * np.asarray(max_velocity)),
-            np.sqrt(_PEAK_ACCELERATION * d / (margin * np.asarray(max_acceleration))),
-            np.cbrt(_PEAK_JERK * d / (margin * np.asarray(max_jerk))),
-        ])
+        t = np.concatenate(
+            [
+                _PEAK_VELOCITY * d / (margin * np.asarray(max_velocity)),
+                np.sqrt(_PEAK_ACCELERATION * d / (margin * np.asarray(max_acceleration))),
+                np.cbrt(_PEAK_JERK * d / (margin * np.asarray(max_jerk))),
+            ]
+        )
     t = t[np.isfinite(t)]
     return float(t.max()) if t.size else 0.0
 
@@ -28,7 +35,7 @@ def min_jerk_duration(distance: np.ndarray, max_velocity: np.ndarray, max_accele
 def min_jerk_profile(u: np.ndarray | float) -> np.ndarray:
     """s(u) = 10u^3 - 15u^4 + 6u^5: 0 -> 1 with zero velocity and acceleration at both ends."""
     u = np.asarray(u, dtype=float)
-    return u ** 3 * (10 - 15 * u + 6 * u ** 2)
+    return u**3 * (10 - 15 * u + 6 * u**2)
 
 
 def min_jerk_move(start: np.ndarray, goal: np.ndarray, duration: float, dt: float) -> np.ndarray:
@@ -47,8 +54,14 @@ class TimedTrajectory:
     from the position at `start` (given) towards the first point.
     """
 
-    def __init__(self, times: np.ndarray, positions: np.ndarray, start_time: float, start_positions: np.ndarray,
-                 profile: Callable[[float], float] | None = None):
+    def __init__(
+        self,
+        times: np.ndarray,
+        positions: np.ndarray,
+        start_time: float,
+        start_positions: np.ndarray,
+        profile: Callable[[float], float] | None = None,
+    ):
         self._profile = profile
         times = np.asarray(times, dtype=float)
         if len(times) == 0 or (np.diff(times) <= 0).any():

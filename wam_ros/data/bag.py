@@ -33,11 +33,11 @@ from ruamel.yaml import YAML
 
 from wam_ros.paths import share_dir
 
-BAG_VERSION = 9   # what Jazzy's `ros2 bag record` writes
+BAG_VERSION = 9  # what Jazzy's `ros2 bag record` writes
 ROS_DISTRO = "jazzy"
 EPISODE_FILE = "episode.json"
 LOCK_FILE = ".recording.lock"  # flock-ed by the writer; the kernel releases it when the writer dies
-RESERVE_FILE = ".reserve"      # deleted to make room for the index and the records on a full disk
+RESERVE_FILE = ".reserve"  # deleted to make room for the index and the records on a full disk
 RESERVE_BYTES = 2**20
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
@@ -81,16 +81,22 @@ def _pack_string(text: str) -> bytes:
 
 def _channel_metadata(offered_qos_profiles: str, type_hash: str) -> bytes:
     """MCAP channel user data as rosbag2_storage_mcap (Jazzy) writes it."""
-    return b"".join(_pack_string(text) for text in ("offered_qos_profiles", offered_qos_profiles,
-                                                      "topic_type_hash", type_hash))
+    return b"".join(
+        _pack_string(text) for text in ("offered_qos_profiles", offered_qos_profiles, "topic_type_hash", type_hash)
+    )
 
 
 class _Rosbag2McapStorage(McapWriter):
     """rosbags' MCAP storage, with the channel user data and embedded metadata of a Jazzy bag."""
 
     def add_connection(self, connection: Any, offered_qos_profiles: str) -> None:
-        channel = Channel(connection.id, connection.msgtype, connection.topic, connection.ext.serialization_format,
-                          _channel_metadata(offered_qos_profiles, connection.digest))
+        channel = Channel(
+            connection.id,
+            connection.msgtype,
+            connection.topic,
+            connection.ext.serialization_format,
+            _channel_metadata(offered_qos_profiles, connection.digest),
+        )
         self.channels.append(channel)
         self.channel_stats[connection.id] = 0
         write_channel(self.chunk.bio, channel, self.schemas)
@@ -141,7 +147,8 @@ class EpisodeBagWriter:
         `ros2 bag play` offers what the publishers offered (a latched topic stays latched)."""
         if topic not in self._connections:
             self._connections[topic] = self._writer.add_connection(
-                topic, msgtype, typestore=typestore(), offered_qos_profiles=parse_qos(list(offered_qos)))
+                topic, msgtype, typestore=typestore(), offered_qos_profiles=parse_qos(list(offered_qos))
+            )
 
     def write(self, topic: str, stamp_ns: int, data: bytes | memoryview) -> None:
         self._writer.write(self._connections[topic], int(stamp_ns), data)
@@ -183,10 +190,12 @@ class EpisodeBagWriter:
             with suppress(OSError):  # its buffer cannot be written either: closing the file is what counts
                 storage.abort()
         for name in ("metadata.yaml", "metadata.yaml.tmp"):  # incomplete until the records are written
-            (self.path / name).unlink(missing_ok=True)        # (.tmp: what rosbags' failed close left)
+            (self.path / name).unlink(missing_ok=True)  # (.tmp: what rosbags' failed close left)
+
         def on_disk(layout: _Layout) -> dict[str, Any]:
-            self.episode["messages_on_disk"] = {topic: layout.counts.get(cid, 0)
-                                                for cid, topic in layout.topics().items()}
+            self.episode["messages_on_disk"] = {
+                topic: layout.counts.get(cid, 0) for cid, topic in layout.topics().items()
+            }
             return self.episode
 
         file, layout, _ = _finish_mcap(self.path, on_disk)
@@ -257,10 +266,10 @@ _SUMMARY_OFFSET, _DATA_END = 0x0E, 0x0F
 @dataclass
 class _Chunk:
     offset: int
-    end: int                       # after the chunk record; its message index records follow
+    end: int  # after the chunk record; its message index records follow
     start_time: int
     end_time: int
-    size: int                      # of its records (uncompressed)
+    size: int  # of its records (uncompressed)
     index_offsets: dict[int, int] = field(default_factory=dict)  # channel -> its message index record
     index_end: int = 0
 
@@ -268,15 +277,18 @@ class _Chunk:
 @dataclass
 class _Layout:
     """The complete records of an MCAP data section, as a scan found them."""
-    schemas: dict[int, bytes] = field(default_factory=dict)    # id -> record body
-    channels: dict[int, bytes] = field(default_factory=dict)   # id -> record body
+
+    schemas: dict[int, bytes] = field(default_factory=dict)  # id -> record body
+    channels: dict[int, bytes] = field(default_factory=dict)  # id -> record body
     chunks: list[_Chunk] = field(default_factory=list)
-    counts: dict[int, int] = field(default_factory=dict)       # channel -> messages
+    counts: dict[int, int] = field(default_factory=dict)  # channel -> messages
     start_time: int = 2**64 - 1
     end_time: int = 0
-    last_index: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # last chunk: channel -> (log time, offset)
-    end: int = len(MCAP_MAGIC)     # where the complete records end
-    cut_bytes: int = 0             # of a record cut short after them (the kill, the full disk)
+    last_index: dict[int, list[tuple[int, int]]] = field(
+        default_factory=dict
+    )  # last chunk: channel -> (log time, offset)
+    end: int = len(MCAP_MAGIC)  # where the complete records end
+    cut_bytes: int = 0  # of a record cut short after them (the kill, the full disk)
 
     def topics(self) -> dict[int, str]:
         return {cid: _string(body, 4)[0] for cid, body in sorted(self.channels.items())}
@@ -284,7 +296,7 @@ class _Layout:
 
 def _string(buf: bytes, offset: int) -> tuple[str, int]:
     (n,) = struct.unpack_from("<I", buf, offset)
-    return buf[offset + 4:offset + 4 + n].decode(), offset + 4 + n
+    return buf[offset + 4 : offset + 4 + n].decode(), offset + 4 + n
 
 
 def _record(opcode: int, body: bytes) -> bytes:
@@ -301,7 +313,7 @@ def _scan_chunk(file: Path, body: bytes, offset: int, end: int, layout: _Layout)
     compression, at = _string(body, 28)
     if compression:
         raise BagError(f"{file}: cannot recover a bag with {compression!r}-compressed chunks")
-    records = memoryview(body)[at + 8:at + 8 + struct.unpack_from("<Q", body, at)[0]]
+    records = memoryview(body)[at + 8 : at + 8 + struct.unpack_from("<Q", body, at)[0]]
     layout.last_index = {}
     inner = 0
     while inner + 9 <= len(records):
@@ -312,7 +324,7 @@ def _scan_chunk(file: Path, body: bytes, offset: int, end: int, layout: _Layout)
             layout.counts[cid] = layout.counts.get(cid, 0) + 1
             layout.start_time, layout.end_time = min(layout.start_time, log_time), max(layout.end_time, log_time)
         elif opcode in (_SCHEMA, _CHANNEL):
-            _keep_definition(opcode, bytes(records[inner + 9:inner + 9 + length]), layout)
+            _keep_definition(opcode, bytes(records[inner + 9 : inner + 9 + length]), layout)
         inner += 9 + length
     return _Chunk(offset, end, start_time, end_time, size)
 
@@ -348,9 +360,11 @@ def _scan(file: Path, bio: BinaryIO, size: int) -> _Layout:
 
 def _chunk_index(chunk: _Chunk) -> bytes:
     offsets = b"".join(struct.pack("<HQ", cid, at) for cid, at in sorted(chunk.index_offsets.items()))
-    return (struct.pack("<QQQQI", chunk.start_time, chunk.end_time, chunk.offset, chunk.end - chunk.offset,
-                        len(offsets)) + offsets
-            + struct.pack("<QIQQ", chunk.index_end - chunk.end if chunk.index_offsets else 0, 0, chunk.size, chunk.size))
+    return (
+        struct.pack("<QQQQI", chunk.start_time, chunk.end_time, chunk.offset, chunk.end - chunk.offset, len(offsets))
+        + offsets
+        + struct.pack("<QIQQ", chunk.index_end - chunk.end if chunk.index_offsets else 0, 0, chunk.size, chunk.size)
+    )
 
 
 def _index(layout: _Layout, at: int, bag_metadata: str) -> bytes:
@@ -364,8 +378,13 @@ def _index(layout: _Layout, at: int, bag_metadata: str) -> bytes:
         last.index_offsets = {}
         for cid, entries in sorted(layout.last_index.items()):
             last.index_offsets[cid] = at + out.tell()
-            out.write(_record(_MESSAGE_INDEX, struct.pack("<HI", cid, 16 * len(entries))
-                              + b"".join(struct.pack("<QQ", *entry) for entry in entries)))
+            out.write(
+                _record(
+                    _MESSAGE_INDEX,
+                    struct.pack("<HI", cid, 16 * len(entries))
+                    + b"".join(struct.pack("<QQ", *entry) for entry in entries),
+                )
+            )
         last.index_end = at + out.tell()
     metadata_at = at + out.tell()
     entries = _pack_string("serialized_metadata") + _pack_string(bag_metadata)
@@ -375,14 +394,26 @@ def _index(layout: _Layout, at: int, bag_metadata: str) -> bytes:
     summary_start = at + out.tell()
     counts = {cid: layout.counts.get(cid, 0) for cid in layout.channels}
     total = sum(counts.values())
-    statistics = (struct.pack("<QHIIIIQQI", total, len(layout.schemas), len(layout.channels), 0, 1, len(layout.chunks),
-                              layout.start_time if total else 0, layout.end_time, 10 * len(counts))
-                  + b"".join(struct.pack("<HQ", cid, n) for cid, n in sorted(counts.items())))
+    statistics = struct.pack(
+        "<QHIIIIQQI",
+        total,
+        len(layout.schemas),
+        len(layout.channels),
+        0,
+        1,
+        len(layout.chunks),
+        layout.start_time if total else 0,
+        layout.end_time,
+        10 * len(counts),
+    ) + b"".join(struct.pack("<HQ", cid, n) for cid, n in sorted(counts.items()))
     groups = []
-    for opcode, bodies in ((_SCHEMA, [b for _, b in sorted(layout.schemas.items())]),
-                           (_CHANNEL, [b for _, b in sorted(layout.channels.items())]),
-                           (_CHUNK_INDEX, [_chunk_index(c) for c in layout.chunks]),
-                           (_METADATA_INDEX, [metadata_index]), (_STATISTICS, [statistics])):
+    for opcode, bodies in (
+        (_SCHEMA, [b for _, b in sorted(layout.schemas.items())]),
+        (_CHANNEL, [b for _, b in sorted(layout.channels.items())]),
+        (_CHUNK_INDEX, [_chunk_index(c) for c in layout.chunks]),
+        (_METADATA_INDEX, [metadata_index]),
+        (_STATISTICS, [statistics]),
+    ):
         start = out.tell()
         for body in bodies:
             out.write(_record(opcode, body))
@@ -425,13 +456,15 @@ def _finish_mcap(path: Path, episode_of: Callable[[_Layout], dict[str, Any]]) ->
             bio.seek(at)
             view = memoryview(index)
             while view:
-                view = view[bio.write(view):]
+                view = view[bio.write(view) :]
             os.fsync(bio.fileno())
         except OSError as exc:
             with suppress(OSError):
                 bio.truncate(at)
-            raise BagError(f"{file}: cannot write its index ({len(index)} bytes) in place: {exc.strerror} "
-                           f"({_free_space(path)}); make room and recover it again") from exc
+            raise BagError(
+                f"{file}: cannot write its index ({len(index)} bytes) in place: {exc.strerror} "
+                f"({_free_space(path)}); make room and recover it again"
+            ) from exc
     return file, layout, episode
 
 
@@ -450,32 +483,52 @@ def _bag_information(file: Path, layout: _Layout, episode: dict[str, Any]) -> di
             metadata[key], at = _string(body, at)
         msgtype, _ = _string(layout.schemas[sid], 2)
         qos = YAML(typ="safe").load(metadata.get("offered_qos_profiles") or "[]") or []
-        topics.append({"topic_metadata": {"name": name, "type": msgtype, "serialization_format": encoding,
-                                          "offered_qos_profiles": qos,
-                                          "type_description_hash": metadata.get("topic_type_hash")
-                                          or typestore().hash_rihs01(msgtype)},
-                       "message_count": layout.counts.get(cid, 0)})
+        topics.append(
+            {
+                "topic_metadata": {
+                    "name": name,
+                    "type": msgtype,
+                    "serialization_format": encoding,
+                    "offered_qos_profiles": qos,
+                    "type_description_hash": metadata.get("topic_type_hash") or typestore().hash_rihs01(msgtype),
+                },
+                "message_count": layout.counts.get(cid, 0),
+            }
+        )
     count = sum(layout.counts.values())
 
     def span() -> dict[str, Any]:  # new dicts each time: shared ones would be dumped as YAML aliases
-        return {"starting_time": {"nanoseconds_since_epoch": layout.start_time if count else 0},
-                "duration": {"nanoseconds": layout.end_time - layout.start_time if count else 0}, "message_count": count}
+        return {
+            "starting_time": {"nanoseconds_since_epoch": layout.start_time if count else 0},
+            "duration": {"nanoseconds": layout.end_time - layout.start_time if count else 0},
+            "message_count": count,
+        }
 
-    return {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": [file.name], **span(),
-            "topics_with_message_count": topics, "compression_format": "", "compression_mode": "",
-            "files": [{"path": file.name, **span()}],
-            "custom_data": {"wam_ros.episode": json.dumps(episode, sort_keys=True)}, "ros_distro": ROS_DISTRO}
+    return {
+        "version": BAG_VERSION,
+        "storage_identifier": "mcap",
+        "relative_file_paths": [file.name],
+        **span(),
+        "topics_with_message_count": topics,
+        "compression_format": "",
+        "compression_mode": "",
+        "files": [{"path": file.name, **span()}],
+        "custom_data": {"wam_ros.episode": json.dumps(episode, sort_keys=True)},
+        "ros_distro": ROS_DISTRO,
+    }
 
 
 def _write_records(path: Path, file: Path, layout: _Layout, episode: dict[str, Any]) -> None:
     """episode.json, then metadata.yaml: a bag with metadata.yaml is complete (`is_complete`)."""
     try:
         write_episode_record(path, episode)
-        _replace_text(path / "metadata.yaml",
-                      _yaml_text({"rosbag2_bagfile_information": _bag_information(file, layout, episode)}))
+        _replace_text(
+            path / "metadata.yaml", _yaml_text({"rosbag2_bagfile_information": _bag_information(file, layout, episode)})
+        )
     except OSError as exc:
-        raise BagError(f"{exc.filename}: cannot write it: {exc.strerror} ({_free_space(path)}); "
-                       f"make room and recover {path} again") from exc
+        raise BagError(
+            f"{exc.filename}: cannot write it: {exc.strerror} ({_free_space(path)}); make room and recover {path} again"
+        ) from exc
 
 
 def recover(path: Path) -> dict[str, Any]:
@@ -487,11 +540,13 @@ def recover(path: Path) -> dict[str, Any]:
         return read_episode_record(path)
     if is_being_recorded(path):
         raise BagError(f"{path}: is being recorded (a running recorder holds it); end the episode first")
+
     def recovered(layout: _Layout) -> dict[str, Any]:
         episode = read_episode_record(path)
         dropped = layout.cut_bytes + (episode.get("recovered_bytes_dropped", 0) if episode.get("recovered") else 0)
-        episode.update(recovered=True, recovered_messages=sum(layout.counts.values()),
-                       recovered_bytes_dropped=dropped)  # a finish done again: the first one's cut counts
+        episode.update(
+            recovered=True, recovered_messages=sum(layout.counts.values()), recovered_bytes_dropped=dropped
+        )  # a finish done again: the first one's cut counts
         if "outcome" not in episode or episode["outcome"] == "recording":
             episode["outcome"] = "partial"
         return episode

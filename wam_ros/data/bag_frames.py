@@ -32,8 +32,12 @@ TRAJECTORY = "joint_trajectory"
 TASK_STATE = "task/state"  # the simulator's stage markers (wam_ros/TaskState)
 SET_TOPIC = "observations"
 COLOR_SUFFIXES = ("/color/image_raw", "/color/image_raw/compressed")
-DEPTH_SUFFIXES = ("/aligned_depth_to_color/image_raw", "/aligned_depth_to_color/image_raw/compressed",
-                  "/depth/image_raw", "/depth/image_raw/compressed")
+DEPTH_SUFFIXES = (
+    "/aligned_depth_to_color/image_raw",
+    "/aligned_depth_to_color/image_raw/compressed",
+    "/depth/image_raw",
+    "/depth/image_raw/compressed",
+)
 INFO_SUFFIX = "/color/camera_info"
 
 
@@ -53,8 +57,8 @@ def _stamp_ns(stamp: Any) -> int:
 @dataclass
 class _Stream:
     topic: str
-    kind: str                      # set | color | depth
-    camera: str                    # "" for a set
+    kind: str  # set | color | depth
+    camera: str  # "" for a set
     stamps: list[int] = field(default_factory=list)
 
 
@@ -67,14 +71,14 @@ class EpisodeIndex:
     joint_names: list[str]
     cameras: list[str]
     fps: float
-    times: np.ndarray               # (T,) ns, frame times
-    state: np.ndarray               # (T, J)
-    action: np.ndarray              # (T, J)
+    times: np.ndarray  # (T,) ns, frame times
+    state: np.ndarray  # (T, J)
+    action: np.ndarray  # (T, J)
     intrinsics: dict[str, list[float]]
     image_size: dict[str, tuple[int, int]]
     has_depth: bool
     streams: list[_Stream]
-    picks: dict[str, np.ndarray]    # stream topic -> (T,) message index shown by each frame
+    picks: dict[str, np.ndarray]  # stream topic -> (T,) message index shown by each frame
     commands_recorded: bool
     stage_frames: list[int] = field(default_factory=list)  # frame at which each stage was completed
 
@@ -97,8 +101,13 @@ def _camera_of(topic: str, suffixes: tuple[str, ...]) -> str | None:
     return None
 
 
-def _evaluate_command(commands: list[tuple[int, list[str], np.ndarray, np.ndarray]], starts: np.ndarray,
-                      index: dict[str, int], t_ns: int, fallback: np.ndarray) -> np.ndarray:
+def _evaluate_command(
+    commands: list[tuple[int, list[str], np.ndarray, np.ndarray]],
+    starts: np.ndarray,
+    index: dict[str, int],
+    t_ns: int,
+    fallback: np.ndarray,
+) -> np.ndarray:
     """Target at t of the last trajectory started at or before t (held after its last point);
     `starts` are the commands' start times, sorted."""
     out = fallback.copy()
@@ -134,10 +143,13 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
                 streams[conn.topic] = _Stream(conn.topic, "set", "")
             elif cam:
                 streams[conn.topic] = _Stream(conn.topic, "color", cam)
-            elif (cam := _camera_of(conn.topic, DEPTH_SUFFIXES)):
+            elif cam := _camera_of(conn.topic, DEPTH_SUFFIXES):
                 streams[conn.topic] = _Stream(conn.topic, "depth", cam)
-        wanted = [c for c in reader.connections
-                  if c.topic in streams or c.topic.endswith((JOINT_STATES, TRAJECTORY, INFO_SUFFIX, TASK_STATE))]
+        wanted = [
+            c
+            for c in reader.connections
+            if c.topic in streams or c.topic.endswith((JOINT_STATES, TRAJECTORY, INFO_SUFFIX, TASK_STATE))
+        ]
         stage_reached: dict[int, int] = {}  # stage -> first stamp (ns) at which it was completed
         set_cameras: list[str] | None = None  # every camera a set names (a degraded set leaves a view empty)
         set_seen: set[str] = set()
@@ -208,8 +220,9 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
     index = {n: i for i, n in enumerate(joint_names)}
     if commands:
         starts = np.array([c[0] for c in commands])
-        action = np.stack([_evaluate_command(commands, starts, index, int(t + step), state[k])
-                           for k, t in enumerate(times)])
+        action = np.stack(
+            [_evaluate_command(commands, starts, index, int(t + step), state[k]) for k, t in enumerate(times)]
+        )
     else:
         action = np.vstack([state[1:], state[-1:]])
     picks = {}
@@ -218,8 +231,23 @@ def index_episode(path: Path, fps: float) -> EpisodeIndex:
         picks[s.topic] = np.clip(np.searchsorted(stamps, times, side="right") - 1, 0, len(stamps) - 1)
     has_depth = any(s.kind == "depth" for s in image_streams) or any(s.kind == "set" for s in image_streams)
     stage_frames = [int(min(np.searchsorted(times, stage_reached[k]), len(times) - 1)) for k in sorted(stage_reached)]
-    return EpisodeIndex(path, record, joint_names, cameras, fps, times, state, action, intrinsics, sizes, has_depth,
-                        image_streams, picks, bool(commands), stage_frames)
+    return EpisodeIndex(
+        path,
+        record,
+        joint_names,
+        cameras,
+        fps,
+        times,
+        state,
+        action,
+        intrinsics,
+        sizes,
+        has_depth,
+        image_streams,
+        picks,
+        bool(commands),
+        stage_frames,
+    )
 
 
 def _image(msg: Any, msgtype: str) -> np.ndarray:
@@ -274,8 +302,10 @@ def iter_frames(episode: EpisodeIndex) -> Iterator[tuple[int, dict[str, np.ndarr
                     if len(color.data) and len(depth.data):
                         views[name] = (color, depth)
                 if j in needed[topic]:
-                    decoded[topic][j] = ({n: _image(c, "sensor_msgs/msg/Image") for n, (c, _) in views.items()},
-                                         {n: _image(d, "sensor_msgs/msg/Image") for n, (_, d) in views.items()})
+                    decoded[topic][j] = (
+                        {n: _image(c, "sensor_msgs/msg/Image") for n, (c, _) in views.items()},
+                        {n: _image(d, "sensor_msgs/msg/Image") for n, (_, d) in views.items()},
+                    )
             elif j in needed[topic]:
                 decoded[topic][j] = _image(reader.deserialize(raw, conn.msgtype), conn.msgtype)
             while next_frame < total and ready(next_frame):
@@ -299,8 +329,9 @@ def episode_paths(sources: list[Path]) -> list[Path]:
         if (source / "metadata.yaml").is_file() or list(source.glob("*.mcap")):
             out.append(source)
         elif source.is_dir():
-            found = sorted(p for p in source.iterdir()
-                           if p.is_dir() and list(p.glob("*.mcap")) and not is_being_recorded(p))
+            found = sorted(
+                p for p in source.iterdir() if p.is_dir() and list(p.glob("*.mcap")) and not is_being_recorded(p)
+            )
             if not found:
                 raise BagError(f"{source}: no episode bags (directories with an .mcap file)")
             out.extend(found)

@@ -136,8 +136,13 @@ def save_dataset(directory: Path, meta: DatasetMeta, episodes: list[Episode], la
             arrays["depth"] = ep.depth
         arrays = {name: a[:] if isinstance(a, LazyFrames) else a for name, a in arrays.items()}
         if layout == "npz":
-            np.savez_compressed(directory / f"episode_{i:06d}.npz", **arrays, task=np.array(ep.task),
-                                success=np.array(ep.success), stage_frames=np.array(ep.stage_frames, dtype=np.int64))
+            np.savez_compressed(
+                directory / f"episode_{i:06d}.npz",
+                **arrays,
+                task=np.array(ep.task),
+                success=np.array(ep.success),
+                stage_frames=np.array(ep.stage_frames, dtype=np.int64),
+            )
             continue
         folder = directory / f"episode_{i:06d}"
         folder.mkdir(exist_ok=True)
@@ -149,19 +154,35 @@ def save_dataset(directory: Path, meta: DatasetMeta, episodes: list[Episode], la
 
 def _load_npz(path: Path) -> Episode:
     with np.load(path) as data:
-        return Episode(rgb=data["rgb"], state=data["state"], action=data["action"], task=str(data["task"]),
-                       success=bool(data["success"]), depth=data["depth"] if "depth" in data else None,
-                       stage_frames=data["stage_frames"].tolist())
+        return Episode(
+            rgb=data["rgb"],
+            state=data["state"],
+            action=data["action"],
+            task=str(data["task"]),
+            success=bool(data["success"]),
+            depth=data["depth"] if "depth" in data else None,
+            stage_frames=data["stage_frames"].tolist(),
+        )
 
 
 def _load_npy_folder(folder: Path, lazy: bool) -> Episode:
     try:
         info = json.loads((folder / "episode.json").read_text())
-        heavy = {name: (LazyFrames(folder / f"{name}.npy") if lazy else np.load(folder / f"{name}.npy"))
-                 if (folder / f"{name}.npy").is_file() else None for name in HEAVY}
-        return Episode(rgb=heavy["rgb"], state=np.load(folder / "state.npy"), action=np.load(folder / "action.npy"),
-                       task=str(info["task"]), success=bool(info["success"]), depth=heavy["depth"],
-                       stage_frames=[int(f) for f in info["stage_frames"]])
+        heavy = {
+            name: (LazyFrames(folder / f"{name}.npy") if lazy else np.load(folder / f"{name}.npy"))
+            if (folder / f"{name}.npy").is_file()
+            else None
+            for name in HEAVY
+        }
+        return Episode(
+            rgb=heavy["rgb"],
+            state=np.load(folder / "state.npy"),
+            action=np.load(folder / "action.npy"),
+            task=str(info["task"]),
+            success=bool(info["success"]),
+            depth=heavy["depth"],
+            stage_frames=[int(f) for f in info["stage_frames"]],
+        )
     except (OSError, KeyError, ValueError) as exc:  # missing files, bad JSON, truncated arrays
         raise DatasetError(f"{folder}: {exc}") from exc
 
@@ -172,14 +193,19 @@ def load_native(directory: Path, lazy: bool = False) -> tuple[DatasetMeta, list[
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise DatasetError(f"{directory}: no meta.json, and not a LeRobot v3 or ALOHA HDF5 dataset either "
-                           "(see wam_ros/data/dataset.py for the layout)")
+        raise DatasetError(
+            f"{directory}: no meta.json, and not a LeRobot v3 or ALOHA HDF5 dataset either "
+            "(see wam_ros/data/dataset.py for the layout)"
+        )
     try:
         meta = DatasetMeta(**json.loads(meta_path.read_text()))
     except (TypeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{meta_path}: {exc}") from exc
-    entries = sorted(p for p in directory.glob("episode_*")
-                     if (p.suffix == ".npz" and p.is_file()) or (p.is_dir() and (p / "episode.json").is_file()))
+    entries = sorted(
+        p
+        for p in directory.glob("episode_*")
+        if (p.suffix == ".npz" and p.is_file()) or (p.is_dir() and (p / "episode.json").is_file())
+    )
     if not entries:
         raise DatasetError(f"{directory}: no episode_*.npz files or episode_*/ folders")
     episodes = []
@@ -193,6 +219,11 @@ def load_native(directory: Path, lazy: bool = False) -> tuple[DatasetMeta, list[
 def statistics(values: np.ndarray) -> dict[str, list[float]]:
     """q01, q99, mean, std, min, max per column of (N, D) values (LeRobot's stats.json fields)."""
     v = np.asarray(values, dtype=np.float64)
-    return {"q01": np.quantile(v, 0.01, axis=0).tolist(), "q99": np.quantile(v, 0.99, axis=0).tolist(),
-            "mean": v.mean(axis=0).tolist(), "std": v.std(axis=0).tolist(),
-            "min": v.min(axis=0).tolist(), "max": v.max(axis=0).tolist()}
+    return {
+        "q01": np.quantile(v, 0.01, axis=0).tolist(),
+        "q99": np.quantile(v, 0.99, axis=0).tolist(),
+        "mean": v.mean(axis=0).tolist(),
+        "std": v.std(axis=0).tolist(),
+        "min": v.min(axis=0).tolist(),
+        "max": v.max(axis=0).tolist(),
+    }

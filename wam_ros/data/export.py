@@ -40,9 +40,9 @@ class ExportConfig:
     fps: float = 15.0
     gamma: float = 0.99
     gate_window: int = 20
-    reward: str = "success"            # value_target column: success, or stages (the recorded stage markers)
-    video_codec: str = "h264"          # LeRobot colour video: h264, av1 or lossless (RGB)
-    include_failures: bool = True      # failed and partial episodes teach the value head what failing looks like
+    reward: str = "success"  # value_target column: success, or stages (the recorded stage markers)
+    video_codec: str = "h264"  # LeRobot colour video: h264, av1 or lossless (RGB)
+    include_failures: bool = True  # failed and partial episodes teach the value head what failing looks like
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -54,8 +54,14 @@ class ExportConfig:
 
 def targets(index: EpisodeIndex, cfg: ExportConfig) -> tuple[np.ndarray, np.ndarray]:
     """(value_target, gate_label) per frame, as training computes them."""
-    return frame_targets(index.state[:, gripper_columns(index.joint_names)], index.success, index.stage_frames,
-                         cfg.reward, gamma=cfg.gamma, window=cfg.gate_window)
+    return frame_targets(
+        index.state[:, gripper_columns(index.joint_names)],
+        index.success,
+        index.stage_frames,
+        cfg.reward,
+        gamma=cfg.gamma,
+        window=cfg.gate_window,
+    )
 
 
 def episode_indices(paths: Iterable[Path], cfg: ExportConfig) -> list[EpisodeIndex]:
@@ -65,8 +71,10 @@ def episode_indices(paths: Iterable[Path], cfg: ExportConfig) -> list[EpisodeInd
         if not cfg.include_failures and not index.success:
             continue
         if out and (index.joint_names != out[0].joint_names or index.cameras != out[0].cameras):
-            raise BagError(f"{path}: joints {index.joint_names} / cameras {index.cameras} differ from "
-                           f"{out[0].path}'s; export them into separate datasets")
+            raise BagError(
+                f"{path}: joints {index.joint_names} / cameras {index.cameras} differ from "
+                f"{out[0].path}'s; export them into separate datasets"
+            )
         if len(index) < 2:
             raise BagError(f"{path}: only {len(index)} frame at {cfg.fps} fps")
         out.append(index)
@@ -97,12 +105,23 @@ def export_hdf5(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = ""
         for e, ix in enumerate(indices):
             value, gate = targets(ix, cfg)
             with h5py.File(out / f"episode_{e}.hdf5", "w") as f:
-                f.attrs.update({"sim": bool(ix.record.get("sim", False)), "compress": False, "fps": cfg.fps,
-                                "task": ix.task, "success": ix.success, "outcome": str(ix.record.get("outcome", "")),
-                                "stage_frames": json.dumps(ix.stage_frames),
-                                "robot": robot or str(ix.record.get("robot", "")), "joint_names": json.dumps(ix.joint_names),
-                                "cameras": json.dumps(ix.cameras), "intrinsics": json.dumps(ix.intrinsics),
-                                "source_bag": str(ix.path.resolve()), "software": f"wam_ros {__version__}"})
+                f.attrs.update(
+                    {
+                        "sim": bool(ix.record.get("sim", False)),
+                        "compress": False,
+                        "fps": cfg.fps,
+                        "task": ix.task,
+                        "success": ix.success,
+                        "outcome": str(ix.record.get("outcome", "")),
+                        "stage_frames": json.dumps(ix.stage_frames),
+                        "robot": robot or str(ix.record.get("robot", "")),
+                        "joint_names": json.dumps(ix.joint_names),
+                        "cameras": json.dumps(ix.cameras),
+                        "intrinsics": json.dumps(ix.intrinsics),
+                        "source_bag": str(ix.path.resolve()),
+                        "software": f"wam_ros {__version__}",
+                    }
+                )
                 obs = f.create_group("observations")
                 obs.create_dataset("qpos", data=ix.state)
                 obs.create_dataset("qvel", data=np.gradient(ix.state, 1.0 / cfg.fps, axis=0))
@@ -116,8 +135,14 @@ def export_hdf5(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = ""
                             h, w = colors[cam].shape[:2]
                             images.create_dataset(cam, (len(ix), h, w, 3), np.uint8, chunks=(1, h, w, 3))
                             if cam in depth:
-                                depths.create_dataset(cam, (len(ix), h, w), np.uint16, chunks=(1, h, w),
-                                                      compression="gzip", compression_opts=1)
+                                depths.create_dataset(
+                                    cam,
+                                    (len(ix), h, w),
+                                    np.uint16,
+                                    chunks=(1, h, w),
+                                    compression="gzip",
+                                    compression_opts=1,
+                                )
                         images[cam][k] = colors[cam]
                         if cam in depth:
                             depths[cam][k] = depth[cam]
@@ -125,8 +150,13 @@ def export_hdf5(paths: list[Path], out: Path, cfg: ExportConfig, robot: str = ""
             total += len(ix)
     finally:
         bar.close()
-    return {"format": "hdf5", "path": str(out), "episodes": len(indices), "frames": total,
-            "cameras": indices[0].cameras}
+    return {
+        "format": "hdf5",
+        "path": str(out),
+        "episodes": len(indices),
+        "frames": total,
+        "cameras": indices[0].cameras,
+    }
 
 
 # --- loading exported datasets as training episodes --------------------------------------------
@@ -172,10 +202,18 @@ def _hdf5_episodes(path: Path) -> Iterator[tuple[h5py.File, DatasetMeta]]:
     for file in files:
         with h5py.File(file, "r") as f:
             cameras = json.loads(f.attrs["cameras"]) if "cameras" in f.attrs else sorted(f["observations/images"])
-            names = json.loads(f.attrs["joint_names"]) if "joint_names" in f.attrs else \
-                [f"joint_{i}" for i in range(f["observations/qpos"].shape[1])]
-            meta = DatasetMeta(cameras=list(cameras), state_names=names, action_names=names,
-                               action_space="joint_position", fps=float(f.attrs.get("fps", 50.0)))  # ALOHA: 50 Hz
+            names = (
+                json.loads(f.attrs["joint_names"])
+                if "joint_names" in f.attrs
+                else [f"joint_{i}" for i in range(f["observations/qpos"].shape[1])]
+            )
+            meta = DatasetMeta(
+                cameras=list(cameras),
+                state_names=names,
+                action_names=names,
+                action_space="joint_position",
+                fps=float(f.attrs.get("fps", 50.0)),
+            )  # ALOHA: 50 Hz
             if first is not None and meta != first:
                 raise DatasetError(f"{file}: cameras/joints/fps differ from the first episode's")
             first = meta
@@ -197,11 +235,17 @@ def load_hdf5(path: Path) -> tuple[DatasetMeta, list[Episode]]:
     for f, meta in _hdf5_episodes(path):
         cameras = meta.cameras
         depth_group = f["observations"].get("depth")
-        episodes.append(Episode(
-            rgb=np.stack([f[f"observations/images/{c}"][()] for c in cameras], axis=1),
-            state=f["observations/qpos"][()], action=f["action"][()],
-            task=str(f.attrs.get("task", "")), success=bool(f.attrs.get("success", True)),
-            stage_frames=json.loads(f.attrs.get("stage_frames", "[]")),
-            depth=np.stack([depth_group[c][()] for c in cameras], axis=1)
-            if depth_group is not None and all(c in depth_group for c in cameras) else None))
+        episodes.append(
+            Episode(
+                rgb=np.stack([f[f"observations/images/{c}"][()] for c in cameras], axis=1),
+                state=f["observations/qpos"][()],
+                action=f["action"][()],
+                task=str(f.attrs.get("task", "")),
+                success=bool(f.attrs.get("success", True)),
+                stage_frames=json.loads(f.attrs.get("stage_frames", "[]")),
+                depth=np.stack([depth_group[c][()] for c in cameras], axis=1)
+                if depth_group is not None and all(c in depth_group for c in cameras)
+                else None,
+            )
+        )
     return meta, episodes

@@ -15,8 +15,12 @@ from PIL import Image as PILImage
 # {int32 format; float depthParam[2]}; for 16UC1 only the PNG after it matters.
 DEPTH_HEADER = struct.pack("<iff", 0, 0.0, 0.0)
 ENCODINGS = {  # encoding -> (dtype, channels)
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1),
-    "16UC1": (np.uint16, 1), "mono16": (np.uint16, 1), "32FC1": (np.float32, 1),
+    "rgb8": (np.uint8, 3),
+    "bgr8": (np.uint8, 3),
+    "mono8": (np.uint8, 1),
+    "16UC1": (np.uint16, 1),
+    "mono16": (np.uint16, 1),
+    "32FC1": (np.float32, 1),
 }
 
 
@@ -30,13 +34,22 @@ class ImageError(ValueError):
         self.check = check
 
 
-def image_layout(height: int, width: int, encoding: str, step: int, size: int, is_bigendian: int = 0,
-                 encodings: Iterable[str] = ENCODINGS) -> tuple[np.dtype, int]:
+def image_layout(
+    height: int,
+    width: int,
+    encoding: str,
+    step: int,
+    size: int,
+    is_bigendian: int = 0,
+    encodings: Iterable[str] = ENCODINGS,
+) -> tuple[np.dtype, int]:
     """(dtype, channels) of a raw sensor_msgs/Image's fields, once they are known to describe a
     non-empty image of `size` data bytes in one of `encodings`. Raises ImageError (a ValueError)."""
     if encoding not in ENCODINGS or encoding not in encodings:
-        raise ImageError(f"unsupported encoding {encoding!r}; supported: "
-                         f"{', '.join(e for e in encodings if e in ENCODINGS)}", "encoding")
+        raise ImageError(
+            f"unsupported encoding {encoding!r}; supported: {', '.join(e for e in encodings if e in ENCODINGS)}",
+            "encoding",
+        )
     if is_bigendian:
         raise ImageError("big-endian images are not supported", "encoding")
     if width <= 0 or height <= 0:
@@ -44,16 +57,21 @@ def image_layout(height: int, width: int, encoding: str, step: int, size: int, i
     dtype, channels = ENCODINGS[encoding]
     row = width * channels * np.dtype(dtype).itemsize
     if step < row:
-        raise ImageError(f"image {width}x{height} {encoding}: step {step} is less than the {row} bytes of a row",
-                         "data size")
+        raise ImageError(
+            f"image {width}x{height} {encoding}: step {step} is less than the {row} bytes of a row", "data size"
+        )
     if size != step * height:
-        raise ImageError(f"image {width}x{height} {encoding}: {size} data bytes, but step {step} x height {height} "
-                         f"= {step * height}", "data size")
+        raise ImageError(
+            f"image {width}x{height} {encoding}: {size} data bytes, but step {step} x height {height} "
+            f"= {step * height}",
+            "data size",
+        )
     return np.dtype(dtype), channels
 
 
-def image_array(height: int, width: int, encoding: str, step: int, data, is_bigendian: int = 0,
-                encodings: Iterable[str] = ENCODINGS) -> np.ndarray:
+def image_array(
+    height: int, width: int, encoding: str, step: int, data, is_bigendian: int = 0, encodings: Iterable[str] = ENCODINGS
+) -> np.ndarray:
     """(H, W, C) or (H, W) view of a raw sensor_msgs/Image's fields, in the encoding's channel
     order (no copy unless rows are padded). Raises ImageError (a ValueError) when malformed or not
     in one of `encodings`."""
@@ -76,14 +94,18 @@ def camera_matrix(k: Sequence[float], width: int, height: int) -> np.ndarray:
         raise ImageError(f"CameraInfo K has shape {K.shape}, expected 9 values", "camera_info")
     K = K.reshape(3, 3)
     if not np.isfinite(K).all() or not (K[0, 0] > 0 and K[1, 1] > 0) or not np.allclose(K[2], (0.0, 0.0, 1.0)):
-        raise ImageError(f"CameraInfo K {K.ravel().tolist()} is not a calibrated camera matrix (finite, "
-                         "fx, fy > 0, last row 0 0 1)", "camera_info")
+        raise ImageError(
+            f"CameraInfo K {K.ravel().tolist()} is not a calibrated camera matrix (finite, fx, fy > 0, last row 0 0 1)",
+            "camera_info",
+        )
     return K
 
 
 def depth_to_millimetres(depth_m: np.ndarray) -> np.ndarray:
     """float32 metres -> uint16 millimetres (16UC1); 0, NaN and inf become 0 (no measurement)."""
-    return np.clip(np.rint(np.nan_to_num(depth_m, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0), 0, 65535).astype(np.uint16)
+    return np.clip(np.rint(np.nan_to_num(depth_m, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0), 0, 65535).astype(
+        np.uint16
+    )
 
 
 def check_jpeg_quality(quality: int) -> None:
@@ -120,12 +142,13 @@ def decode_compressed(fmt: str, data: bytes | np.ndarray, size: tuple[int, int] 
     raw = bytes(data)
     depth = "compressedDepth" in fmt
     if depth:
-        raw = raw[len(DEPTH_HEADER):]
+        raw = raw[len(DEPTH_HEADER) :]
     try:
         with PILImage.open(io.BytesIO(raw)) as image:
             if size is not None and image.size != (size[1], size[0]):
-                raise ImageError(f"{fmt!r} payload is {image.size[0]}x{image.size[1]}, expected {size[1]}x{size[0]}",
-                                 "size")
+                raise ImageError(
+                    f"{fmt!r} payload is {image.size[0]}x{image.size[1]}, expected {size[1]}x{size[0]}", "size"
+                )
             if depth and image.mode not in ("I;16", "I;16B", "I", "L"):
                 raise ImageError(f"{fmt!r} payload has pixel mode {image.mode}, expected 16-bit grey", "encoding")
             return np.asarray(image, dtype=np.uint16) if depth else np.asarray(image.convert("RGB"))
@@ -139,9 +162,11 @@ def colorize_depth(depth_mm: np.ndarray) -> np.ndarray:
     """uint16 millimetres -> RGB (near red .. far blue, 2nd-98th percentile), black where unknown."""
     d = depth_mm.astype(np.float32) / 1000.0
     valid = d > 0
-    lo, hi = (np.percentile(d[valid], [2, 98]) if valid.any() else (0.0, 1.0))
+    lo, hi = np.percentile(d[valid], [2, 98]) if valid.any() else (0.0, 1.0)
     x = np.clip((d - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    rgb = np.stack([np.clip(1.5 - abs(4 * x - 3), 0, 1), np.clip(1.5 - abs(4 * x - 2), 0, 1),
-                    np.clip(1.5 - abs(4 * x - 1), 0, 1)], axis=-1)
+    rgb = np.stack(
+        [np.clip(1.5 - abs(4 * x - 3), 0, 1), np.clip(1.5 - abs(4 * x - 2), 0, 1), np.clip(1.5 - abs(4 * x - 1), 0, 1)],
+        axis=-1,
+    )
     rgb[~valid] = 0.0
     return (rgb * 255).astype(np.uint8)

@@ -56,8 +56,8 @@ IMAGE_STAT_PIXELS = 4096  # pixels per frame sampled for image statistics
 
 @dataclass(frozen=True)
 class VideoCodec:
-    encoder: str          # FFmpeg encoder
-    name: str             # the codec's name, what LeRobot's info stores
+    encoder: str  # FFmpeg encoder
+    name: str  # the codec's name, what LeRobot's info stores
     pix_fmt: str
     options: dict[str, str]
 
@@ -75,20 +75,28 @@ DEPTH_QMAX = 4095
 class DepthQuantizer:
     """LeRobot's depth quantiser: depth in metres <-> 12-bit codes, log (the LeRobot default) or linear."""
 
-    depth_min: float = 0.0    # m, at code 0
+    depth_min: float = 0.0  # m, at code 0
     depth_max: float = 4.095  # m, at code 4095 (linear from 0: one code per millimetre)
-    shift: float = 3.5        # m, inside the log
+    shift: float = 3.5  # m, inside the log
     use_log: bool = False
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> "DepthQuantizer":
         """From a depth feature's info; absent keys take LeRobot's defaults (log, 0.01-10 m)."""
-        return cls(depth_min=float(info.get("video.depth_min", 0.01)), depth_max=float(info.get("video.depth_max", 10.0)),
-                   shift=float(info.get("video.shift", 3.5)), use_log=bool(info.get("video.use_log", True)))
+        return cls(
+            depth_min=float(info.get("video.depth_min", 0.01)),
+            depth_max=float(info.get("video.depth_max", 10.0)),
+            shift=float(info.get("video.shift", 3.5)),
+            use_log=bool(info.get("video.use_log", True)),
+        )
 
     def info(self) -> dict[str, Any]:
-        return {"video.depth_min": self.depth_min, "video.depth_max": self.depth_max, "video.shift": self.shift,
-                "video.use_log": self.use_log}
+        return {
+            "video.depth_min": self.depth_min,
+            "video.depth_max": self.depth_max,
+            "video.shift": self.shift,
+            "video.use_log": self.use_log,
+        }
 
     def encode(self, depth_mm: np.ndarray) -> np.ndarray:
         metres = depth_mm.astype(np.float64) / 1000.0
@@ -146,11 +154,21 @@ class _VideoWriter:
     def info(self) -> dict[str, Any]:
         """The feature's info as LeRobot writes it."""
         channels = 1 if self.codec.pix_fmt.startswith("gray") else 3
-        return {"video.height": self.stream.height, "video.width": self.stream.width, "video.codec": self.codec.name,
-                "video.pix_fmt": self.codec.pix_fmt, "video.fps": self.fps, "video.channels": channels,
-                "has_audio": False, "video.g": GOP, "video.crf": int(self.codec.options.get("crf", 0)) or None,
-                "video.preset": self.codec.options.get("preset"), "video.fast_decode": 0, "video.video_backend": "pyav",
-                "video.extra_options": {k: v for k, v in self.codec.options.items() if k not in ("crf", "preset")}}
+        return {
+            "video.height": self.stream.height,
+            "video.width": self.stream.width,
+            "video.codec": self.codec.name,
+            "video.pix_fmt": self.codec.pix_fmt,
+            "video.fps": self.fps,
+            "video.channels": channels,
+            "has_audio": False,
+            "video.g": GOP,
+            "video.crf": int(self.codec.options.get("crf", 0)) or None,
+            "video.preset": self.codec.options.get("preset"),
+            "video.fast_decode": 0,
+            "video.video_backend": "pyav",
+            "video.extra_options": {k: v for k, v in self.codec.options.items() if k not in ("crf", "preset")},
+        }
 
 
 def read_video(path: Path, pix: str) -> np.ndarray:
@@ -183,13 +201,32 @@ def _image_stats(frames: np.ndarray, feature: str) -> dict[str, list]:
 def _pandas_index_metadata() -> dict[bytes, bytes]:
     """tasks.parquet is a pandas frame indexed by the task string: LeRobot reads the instruction
     as the row's index name, so the parquet carries pandas' index metadata."""
-    columns = [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-                "metadata": None},
-               {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}]
-    meta = {"index_columns": ["task"], "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
-                                                           "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
-            "columns": columns, "attributes": {}, "creator": {"library": "pyarrow", "version": pa.__version__},
-            "pandas_version": "2.3.3"}
+    columns = [
+        {
+            "name": "task_index",
+            "field_name": "task_index",
+            "pandas_type": "int64",
+            "numpy_type": "int64",
+            "metadata": None,
+        },
+        {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+    ]
+    meta = {
+        "index_columns": ["task"],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
+        "columns": columns,
+        "attributes": {},
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.3.3",
+    }
     return {b"pandas": json.dumps(meta).encode()}
 
 
@@ -208,8 +245,17 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
     tasks = sorted({ix.task for ix in indices})
     task_index = {t: i for i, t in enumerate(tasks)}
     writers: dict[str, _VideoWriter] = {}  # feature -> its video
-    numeric = ("observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index",
-               "value_target", "gate_label")
+    numeric = (
+        "observation.state",
+        "action",
+        "timestamp",
+        "frame_index",
+        "episode_index",
+        "index",
+        "task_index",
+        "value_target",
+        "gate_label",
+    )
     columns: dict[str, list] = {k: [] for k in numeric}
     episodes_meta: list[dict[str, Any]] = []
     global_images: dict[str, list[np.ndarray]] = {}
@@ -219,18 +265,21 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
 
     def video(feature: str, shape: tuple[int, int], codec: VideoCodec, pix_in: str) -> _VideoWriter:
         if feature not in writers:
-            writers[feature] = _VideoWriter(out / VIDEO_PATH.format(video_key=feature, chunk_index=0, file_index=0),
-                                            fps, shape, codec, pix_in)
+            writers[feature] = _VideoWriter(
+                out / VIDEO_PATH.format(video_key=feature, chunk_index=0, file_index=0), fps, shape, codec, pix_in
+            )
         if (writers[feature].stream.height, writers[feature].stream.width) != shape:
-            raise BagError(f"{feature}: images are {shape}, earlier "
-                           f"{(writers[feature].stream.height, writers[feature].stream.width)}")
+            raise BagError(
+                f"{feature}: images are {shape}, earlier "
+                f"{(writers[feature].stream.height, writers[feature].stream.width)}"
+            )
         return writers[feature]
 
     try:
         for e, ix in enumerate(indices):
             value, gate = targets(ix, cfg)
             images: dict[str, list[np.ndarray]] = {}
-            for k, colors, depths in iter_frames(ix):
+            for _, colors, depths in iter_frames(ix):
                 for cam in ix.cameras:
                     feature = f"observation.images.{cam}"
                     video(feature, colors[cam].shape[:2], COLOR_CODECS[cfg.video_codec], "rgb24").write(colors[cam])
@@ -246,19 +295,36 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
                 bar.update(1)
             n = len(ix)
             episode_columns = {
-                "observation.state": ix.state.astype(np.float32), "action": ix.action.astype(np.float32),
-                "timestamp": (np.arange(n) / fps).astype(np.float32), "frame_index": np.arange(n),
-                "episode_index": np.full(n, e), "index": total + np.arange(n), "task_index": np.full(n, task_index[ix.task]),
-                "value_target": np.asarray(value, np.float32), "gate_label": np.asarray(gate, np.float32)}
+                "observation.state": ix.state.astype(np.float32),
+                "action": ix.action.astype(np.float32),
+                "timestamp": (np.arange(n) / fps).astype(np.float32),
+                "frame_index": np.arange(n),
+                "episode_index": np.full(n, e),
+                "index": total + np.arange(n),
+                "task_index": np.full(n, task_index[ix.task]),
+                "value_target": np.asarray(value, np.float32),
+                "gate_label": np.asarray(gate, np.float32),
+            }
             for key, values in episode_columns.items():
                 columns[key].append(values)
             meta: dict[str, Any] = {
-                "episode_index": e, "tasks": [ix.task], "length": n, "data/chunk_index": 0, "data/file_index": 0,
-                "dataset_from_index": total, "dataset_to_index": total + n}
+                "episode_index": e,
+                "tasks": [ix.task],
+                "length": n,
+                "data/chunk_index": 0,
+                "data/file_index": 0,
+                "dataset_from_index": total,
+                "dataset_to_index": total + n,
+            }
             for feature in images:  # one video frame per row: the episode starts at frame `total`
-                meta.update({f"videos/{feature}/chunk_index": 0, f"videos/{feature}/file_index": 0,
-                             f"videos/{feature}/from_timestamp": total / fps,
-                             f"videos/{feature}/to_timestamp": (total + n) / fps})
+                meta.update(
+                    {
+                        f"videos/{feature}/chunk_index": 0,
+                        f"videos/{feature}/file_index": 0,
+                        f"videos/{feature}/from_timestamp": total / fps,
+                        f"videos/{feature}/to_timestamp": (total + n) / fps,
+                    }
+                )
             for key, values in episode_columns.items():
                 for stat, v in feature_stats(values.reshape(n, -1)).items():
                     meta[f"stats/{key}/{stat}"] = v
@@ -267,9 +333,17 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
                 global_images.setdefault(feature, []).append(stacked[:: max(1, n // 8)])  # a few frames each
                 for stat, v in _image_stats(stacked, feature).items():
                     meta[f"stats/{feature}/{stat}"] = v
-            meta.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0, "success": ix.success,
-                         "outcome": str(ix.record.get("outcome", "")), "stage_frames": list(ix.stage_frames),
-                         "teleop": str(ix.record.get("teleop", "")), "source_bag": str(ix.path.resolve())})
+            meta.update(
+                {
+                    "meta/episodes/chunk_index": 0,
+                    "meta/episodes/file_index": 0,
+                    "success": ix.success,
+                    "outcome": str(ix.record.get("outcome", "")),
+                    "stage_frames": list(ix.stage_frames),
+                    "teleop": str(ix.record.get("teleop", "")),
+                    "source_bag": str(ix.path.resolve()),
+                }
+            )
             episodes_meta.append(meta)
             total += n
     finally:
@@ -281,7 +355,9 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
     schema_fields, arrays = [], []
     for key, values in stacked.items():
         if values.ndim == 2:
-            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), values.shape[1]))
+            arrays.append(
+                pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), values.shape[1])
+            )
         else:
             arrays.append(pa.array(values, pa.float32() if values.dtype == np.float32 else pa.int64()))
         schema_fields.append(pa.field(key, arrays[-1].type))
@@ -290,8 +366,12 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
     pq.write_table(pa.Table.from_arrays(arrays, schema=pa.schema(schema_fields)), data_path)
     (out / EPISODES_PATH).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(episodes_meta), out / EPISODES_PATH)
-    pq.write_table(pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": tasks})
-                   .replace_schema_metadata(_pandas_index_metadata()), out / "meta" / "tasks.parquet")
+    pq.write_table(
+        pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": tasks}).replace_schema_metadata(
+            _pandas_index_metadata()
+        ),
+        out / "meta" / "tasks.parquet",
+    )
 
     names = first.joint_names
     scalar = {"dtype": "float32", "shape": [1], "names": None}
@@ -299,26 +379,56 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
     features: dict[str, Any] = {
         "observation.state": {"dtype": "float32", "shape": [len(names)], "names": names},
         "action": {"dtype": "float32", "shape": [len(names)], "names": names},
-        "value_target": dict(scalar), "gate_label": dict(scalar)}
+        "value_target": dict(scalar),
+        "gate_label": dict(scalar),
+    }
     for feature, writer in writers.items():
         depth = feature.startswith("observation.depth.")
         info = {**writer.info(), "is_depth_map": depth}
         if depth:
             info.update({**EXPORT_DEPTH.info(), "depth_unit": "mm"})
-        features[feature] = {"dtype": "video", "shape": [writer.stream.height, writer.stream.width, 1 if depth else 3],
-                             "names": ["height", "width", "channels"], "info": info}
-    features.update({"timestamp": dict(scalar), "frame_index": dict(index), "episode_index": dict(index),
-                     "index": dict(index), "task_index": dict(index)})
-    info = {"codebase_version": CODEBASE_VERSION, "fps": fps, "features": features, "total_episodes": len(indices),
-            "total_frames": total, "total_tasks": len(tasks), "chunks_size": 1000, "data_files_size_in_mb": 100,
-            "video_files_size_in_mb": 200, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
-            "robot_type": robot or str(first.record.get("robot", "")) or None, "splits": {"train": f"0:{len(indices)}"}}
+        features[feature] = {
+            "dtype": "video",
+            "shape": [writer.stream.height, writer.stream.width, 1 if depth else 3],
+            "names": ["height", "width", "channels"],
+            "info": info,
+        }
+    features.update(
+        {
+            "timestamp": dict(scalar),
+            "frame_index": dict(index),
+            "episode_index": dict(index),
+            "index": dict(index),
+            "task_index": dict(index),
+        }
+    )
+    info = {
+        "codebase_version": CODEBASE_VERSION,
+        "fps": fps,
+        "features": features,
+        "total_episodes": len(indices),
+        "total_frames": total,
+        "total_tasks": len(tasks),
+        "chunks_size": 1000,
+        "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 200,
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH,
+        "robot_type": robot or str(first.record.get("robot", "")) or None,
+        "splits": {"train": f"0:{len(indices)}"},
+    }
     (out / "meta" / "info.json").write_text(json.dumps(info, indent=2))
     # this package's extras, beside LeRobot's files (LeRobot's editing tools do not carry them over;
     # the readers here then take the cameras from the features)
-    extras = {"software": f"wam_ros {__version__}", "action_space": "joint_position", "cameras": first.cameras,
-              "intrinsics": first.intrinsics, "gamma": cfg.gamma, "gate_window": cfg.gate_window,
-              "calibration": first.record.get("calibration", {})}
+    extras = {
+        "software": f"wam_ros {__version__}",
+        "action_space": "joint_position",
+        "cameras": first.cameras,
+        "intrinsics": first.intrinsics,
+        "gamma": cfg.gamma,
+        "gate_window": cfg.gate_window,
+        "calibration": first.record.get("calibration", {}),
+    }
     (out / EXTRAS_PATH).write_text(json.dumps(extras, indent=2))
     stats = {key: feature_stats(values.reshape(len(values), -1)) for key, values in stacked.items()}
     for feature, frames in global_images.items():
@@ -326,12 +436,23 @@ def export_lerobot(paths: list[Path], out: Path, cfg: ExportConfig, robot: str =
         stats[feature]["count"] = [total]
     (out / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
     # what an RGB policy (LeRobot's ACT, Diffusion) takes: state and colour; its ResNet takes no depth map
-    rgb_inputs = {"observation.state": {"type": "STATE", "shape": [len(names)]},
-                  **{f: {"type": "VISUAL", "shape": [3, w.stream.height, w.stream.width]} for f, w in writers.items()
-                     if f.startswith("observation.images.")}}
-    return {"format": "lerobot", "path": str(out), "episodes": len(indices), "frames": total, "cameras": first.cameras,
-            "depth_clipped_fraction": clipped["pixels"] / clipped["of"] if clipped["of"] else 0.0,
-            "lerobot_rgb_policy_input_features": json.dumps(rgb_inputs)}
+    rgb_inputs = {
+        "observation.state": {"type": "STATE", "shape": [len(names)]},
+        **{
+            f: {"type": "VISUAL", "shape": [3, w.stream.height, w.stream.width]}
+            for f, w in writers.items()
+            if f.startswith("observation.images.")
+        },
+    }
+    return {
+        "format": "lerobot",
+        "path": str(out),
+        "episodes": len(indices),
+        "frames": total,
+        "cameras": first.cameras,
+        "depth_clipped_fraction": clipped["pixels"] / clipped["of"] if clipped["of"] else 0.0,
+        "lerobot_rgb_policy_input_features": json.dumps(rgb_inputs),
+    }
 
 
 def extras(path: Path) -> dict[str, Any]:
@@ -357,8 +478,10 @@ def _read_info(path: Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: meta/info.json: {exc}") from None
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v3."):
-        raise DatasetError(f"{path}: LeRobot dataset {version or 'without codebase_version'}; this reader reads v3.x "
-                           f"(convert v2.1 datasets with LeRobot's convert_dataset_v21_to_v30)")
+        raise DatasetError(
+            f"{path}: LeRobot dataset {version or 'without codebase_version'}; this reader reads v3.x "
+            f"(convert v2.1 datasets with LeRobot's convert_dataset_v21_to_v30)"
+        )
     return info
 
 
@@ -374,22 +497,31 @@ def _meta(info: dict[str, Any], stored: dict[str, Any]) -> DatasetMeta:
     for key in ("observation.state", "action"):
         if key not in features:
             raise DatasetError(f"LeRobot dataset without {key!r} (features: {', '.join(features)})")
-    cameras = [c for c in stored.get("cameras", []) if f"observation.images.{c}" in features] or \
-        [k.split(".", 2)[2] for k in features if k.startswith("observation.images.")]
+    cameras = [c for c in stored.get("cameras", []) if f"observation.images.{c}" in features] or [
+        k.split(".", 2)[2] for k in features if k.startswith("observation.images.")
+    ]
     if not cameras:
         raise DatasetError("LeRobot dataset without colour images (no observation.images.<camera> feature)")
-    return DatasetMeta(cameras=list(cameras),
-                       state_names=_names(features["observation.state"], features["observation.state"]["shape"][0]),
-                       action_names=_names(features["action"], features["action"]["shape"][0]),
-                       action_space="joint_position", fps=float(info["fps"]))
+    return DatasetMeta(
+        cameras=list(cameras),
+        state_names=_names(features["observation.state"], features["observation.state"]["shape"][0]),
+        action_names=_names(features["action"], features["action"]["shape"][0]),
+        action_space="joint_position",
+        fps=float(info["fps"]),
+    )
 
 
 def _episodes(path: Path) -> list[dict[str, Any]]:
     files = sorted((Path(path) / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
     if not files:
         raise DatasetError(f"{path}: no meta/episodes/chunk-*/file-*.parquet")
-    rows = [row for file in files for row in pq.read_table(
-        file, columns=[c for c in pq.read_schema(file).names if not c.startswith("stats/")]).to_pylist()]
+    rows = [
+        row
+        for file in files
+        for row in pq.read_table(
+            file, columns=[c for c in pq.read_schema(file).names if not c.startswith("stats/")]
+        ).to_pylist()
+    ]
     return sorted(rows, key=lambda r: r["episode_index"])
 
 
@@ -398,8 +530,13 @@ def summarize_lerobot(path: Path) -> DatasetSummary:
     meta = _meta(info, extras(path))
     episodes = _episodes(path)
     shape = info["features"][f"observation.images.{meta.cameras[0]}"]["shape"]
-    return DatasetSummary(meta, [int(e["length"]) for e in episodes], [bool(e.get("success", True)) for e in episodes],
-                          sorted({t for e in episodes for t in e["tasks"]}), (int(shape[0]), int(shape[1])))
+    return DatasetSummary(
+        meta,
+        [int(e["length"]) for e in episodes],
+        [bool(e.get("success", True)) for e in episodes],
+        sorted({t for e in episodes for t in e["tasks"]}),
+        (int(shape[0]), int(shape[1])),
+    )
 
 
 class _VideoFiles:
@@ -416,10 +553,12 @@ class _VideoFiles:
             path = self.root / self.info["video_path"].format(video_key=feature, chunk_index=chunk, file_index=file)
             self._decoded[key] = self._decode(feature, path)
         start = int(round(float(episode[f"videos/{feature}/from_timestamp"]) * self.fps))
-        frames = self._decoded[key][start:start + int(episode["length"])]
+        frames = self._decoded[key][start : start + int(episode["length"])]
         if len(frames) != int(episode["length"]):
-            raise DatasetError(f"{self.root}: {feature} has {len(frames)} frames for episode "
-                               f"{episode['episode_index']} ({episode['length']} expected)")
+            raise DatasetError(
+                f"{self.root}: {feature} has {len(frames)} frames for episode "
+                f"{episode['episode_index']} ({episode['length']} expected)"
+            )
         return frames
 
     def _decode(self, feature: str, path: Path) -> np.ndarray:
@@ -453,19 +592,31 @@ def load_lerobot(path: Path) -> tuple[DatasetMeta, list[Episode]]:
     for episode in episodes_meta:
         where = (int(episode["data/chunk_index"]), int(episode["data/file_index"]))
         if where not in data_files:
-            table = pq.read_table(path / info["data_path"].format(chunk_index=where[0], file_index=where[1]),
-                                  columns=["observation.state", "action", "index", "task_index"])
+            table = pq.read_table(
+                path / info["data_path"].format(chunk_index=where[0], file_index=where[1]),
+                columns=["observation.state", "action", "index", "task_index"],
+            )
             data_files[where] = {name: np.asarray(table.column(name).to_pylist()) for name in table.column_names}
         data = data_files[where]
-        rows = np.flatnonzero((data["index"] >= episode["dataset_from_index"]) & (data["index"] < episode["dataset_to_index"]))
+        rows = np.flatnonzero(
+            (data["index"] >= episode["dataset_from_index"]) & (data["index"] < episode["dataset_to_index"])
+        )
         rows = rows[np.argsort(data["index"][rows])]
         if len(rows) != int(episode["length"]):
-            raise DatasetError(f"{path}: episode {episode['episode_index']} has {len(rows)} rows, {episode['length']} expected")
-        episodes.append(Episode(
-            rgb=np.stack([videos.frames(f"observation.images.{c}", episode) for c in meta.cameras], axis=1),
-            state=data["observation.state"][rows].astype(np.float64), action=data["action"][rows].astype(np.float64),
-            task=task_of[int(data["task_index"][rows[0]])], success=bool(episode.get("success", True)),
-            stage_frames=[int(f) for f in episode.get("stage_frames") or []],
-            depth=np.stack([videos.frames(depth_features[c], episode) for c in meta.cameras], axis=1)
-            if len(depth_features) == len(meta.cameras) else None))
+            raise DatasetError(
+                f"{path}: episode {episode['episode_index']} has {len(rows)} rows, {episode['length']} expected"
+            )
+        episodes.append(
+            Episode(
+                rgb=np.stack([videos.frames(f"observation.images.{c}", episode) for c in meta.cameras], axis=1),
+                state=data["observation.state"][rows].astype(np.float64),
+                action=data["action"][rows].astype(np.float64),
+                task=task_of[int(data["task_index"][rows[0]])],
+                success=bool(episode.get("success", True)),
+                stage_frames=[int(f) for f in episode.get("stage_frames") or []],
+                depth=np.stack([videos.frames(depth_features[c], episode) for c in meta.cameras], axis=1)
+                if len(depth_features) == len(meta.cameras)
+                else None,
+            )
+        )
     return meta, episodes

@@ -16,11 +16,11 @@ import errno
 import json
 import os
 import queue
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 import shutil
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +34,7 @@ from wam_ros.data.images import check_jpeg_quality, depth_to_millimetres, encode
 COMPRESSION_MODES = ("none", "jpeg", "png")
 OUTCOMES = ("success", "failure", "partial", "disk_full", "disk_error", "error")
 IMAGE_TYPE = "sensor_msgs/msg/Image"
-EVENTS_TOPIC = "/wam_ros/episode_events"   # std_msgs/String JSON: start and stop of the episode, in the bag
+EVENTS_TOPIC = "/wam_ros/episode_events"  # std_msgs/String JSON: start and stop of the episode, in the bag
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 
@@ -45,12 +45,12 @@ class RecorderError(RuntimeError):
 @dataclass(frozen=True)
 class RecorderConfig:
     directory: Path
-    compression: str = "none"        # images: none, jpeg (color) or png (color); depth is always PNG when compressed
+    compression: str = "none"  # images: none, jpeg (color) or png (color); depth is always PNG when compressed
     jpeg_quality: int = 90
-    min_free_mb: float = 1024.0      # refuse to start / end the episode below this
-    queue_mb: float = 1024.0         # images waiting for the disk; beyond it they are dropped (and counted)
-    compression_threads: int = 0     # 0: one per core but one
-    flush_period: float = 1.0        # seconds (wall clock) between flushes to the disk
+    min_free_mb: float = 1024.0  # refuse to start / end the episode below this
+    queue_mb: float = 1024.0  # images waiting for the disk; beyond it they are dropped (and counted)
+    compression_threads: int = 0  # 0: one per core but one
+    flush_period: float = 1.0  # seconds (wall clock) between flushes to the disk
     disk_check_period: float = 1.0
 
     def __post_init__(self) -> None:
@@ -82,7 +82,7 @@ class _Message:
 
 @dataclass
 class _Control:
-    action: str                     # start | stop
+    action: str  # start | stop
     payload: Any = None
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
@@ -115,8 +115,14 @@ class Recorder:
     sensor_msgs/msg/JointState). With compression on, Image topics are stored as
     `<topic>/compressed` CompressedImage (the image_transport convention)."""
 
-    def __init__(self, config: RecorderConfig, topics: dict[str, str], metadata: dict[str, Any] | None = None,
-                 on_event: Callable[[str, dict], None] | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        config: RecorderConfig,
+        topics: dict[str, str],
+        metadata: dict[str, Any] | None = None,
+        on_event: Callable[[str, dict], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.config = config
         self.topics = dict(topics)
         self.metadata = dict(metadata or {})
@@ -134,10 +140,15 @@ class Recorder:
         self.bytes_written = 0
         self.error = ""  # the write failure that ended the last episode, with its path
         self._unsaved: list[EpisodeBagWriter] = []  # ended bags whose records the disk refused
-        self._unsaved_free = 0                      # bytes free when they were last tried
+        self._unsaved_free = 0  # bytes free when they were last tried
         self._last_stamp_ns = 0
-        self._pool = ThreadPoolExecutor(config.compression_threads or max(1, (os.cpu_count() or 2) - 1),
-                                        thread_name_prefix="recorder-compress") if config.compression != "none" else None
+        self._pool = (
+            ThreadPoolExecutor(
+                config.compression_threads or max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="recorder-compress"
+            )
+            if config.compression != "none"
+            else None
+        )
         self._thread = threading.Thread(target=self._run, name="recorder-writer", daemon=True)
         self._thread.start()
 
@@ -168,19 +179,35 @@ class Recorder:
         self._queue.put(_Message(topic, int(stamp_ns), data, compressed))
         return True
 
-    def start_episode(self, stamp_ns: int, task: str, teleop: str, offered_qos: dict[str, list[dict]] | None = None,
-                      timeout: float = 10.0) -> Path:
+    def start_episode(
+        self,
+        stamp_ns: int,
+        task: str,
+        teleop: str,
+        offered_qos: dict[str, list[dict]] | None = None,
+        timeout: float = 10.0,
+    ) -> Path:
         """`offered_qos`: per recorded topic, its publishers' QoS profiles (see EpisodeBagWriter.add_topic)."""
         if self._recording:
             raise RecorderError(f"already recording {self.episode_path}")
         available = free_mb(self.config.directory)
         if available < self.config.min_free_mb:
-            raise RecorderError(f"only {available:.0f} MB free in {self.config.directory}; "
-                                f"need {self.config.min_free_mb:.0f} MB (min_free_mb)")
+            raise RecorderError(
+                f"only {available:.0f} MB free in {self.config.directory}; "
+                f"need {self.config.min_free_mb:.0f} MB (min_free_mb)"
+            )
         index = next_episode_index(self.config.directory)
-        episode = {**self.metadata, "index": index, "name": f"episode_{index:06d}", "task": task, "teleop": teleop,
-                   "software": f"wam_ros {__version__}", "compression": self.config.compression,
-                   "start_stamp_ns": int(stamp_ns), "outcome": "recording"}
+        episode = {
+            **self.metadata,
+            "index": index,
+            "name": f"episode_{index:06d}",
+            "task": task,
+            "teleop": teleop,
+            "software": f"wam_ros {__version__}",
+            "compression": self.config.compression,
+            "start_stamp_ns": int(stamp_ns),
+            "outcome": "recording",
+        }
         for stats in self.stats.values():
             stats.received = stats.written = stats.dropped = 0
         path = self._control("start", (episode, dict(offered_qos or {})), timeout)
@@ -215,11 +242,17 @@ class Recorder:
             free: float | None = round(free_mb(self.config.directory), 1)
         except OSError:
             free = None
-        return {"recording": self._recording, "episode": str(self.episode_path or ""),
-                "episodes_written": self.episodes_written, "queued_mb": round(self._queued_bytes / 2**20, 2),
-                "mb_written": round(self.bytes_written / 2**20, 1),
-                "dropped": sum(s.dropped for s in self.stats.values()), "free_mb": free, "error": self.error,
-                "unsaved": [str(bag.path) for bag in self._unsaved]}
+        return {
+            "recording": self._recording,
+            "episode": str(self.episode_path or ""),
+            "episodes_written": self.episodes_written,
+            "queued_mb": round(self._queued_bytes / 2**20, 2),
+            "mb_written": round(self.bytes_written / 2**20, 1),
+            "dropped": sum(s.dropped for s in self.stats.values()),
+            "free_mb": free,
+            "error": self.error,
+            "unsaved": [str(bag.path) for bag in self._unsaved],
+        }
 
     def _control(self, action: str, payload: Any, timeout: float) -> Any:
         item = _Control(action, payload)
@@ -264,8 +297,12 @@ class Recorder:
                     next_check = now + self.config.disk_check_period
                     self._retry_unsaved()
                     if self._bag is not None and free_mb(self.config.directory) < self.config.min_free_mb:
-                        self._finish({"outcome": "disk_full",
-                                      "detail": f"free space fell below {self.config.min_free_mb:.0f} MB"})
+                        self._finish(
+                            {
+                                "outcome": "disk_full",
+                                "detail": f"free space fell below {self.config.min_free_mb:.0f} MB",
+                            }
+                        )
             except Exception as exc:  # a failed write (full disk) ends the episode; the thread lives on
                 if self._bag is None:
                     raise
@@ -295,7 +332,9 @@ class Recorder:
         self._recording = False
         outcome = {"stop_stamp_ns": self._last_stamp_ns, **outcome}
         # messages that were queued before the stop request are already written (FIFO)
-        counts = {t: {"received": s.received, "written": s.written, "dropped": s.dropped} for t, s in self.stats.items()}
+        counts = {
+            t: {"received": s.received, "written": s.written, "dropped": s.dropped} for t, s in self.stats.items()
+        }
         bag = self._bag
         if error is None:
             try:
@@ -312,7 +351,11 @@ class Recorder:
         return episode
 
     def _finish_in_place(self, bag: EpisodeBagWriter, outcome: dict[str, Any], error: Exception) -> dict[str, Any]:
-        failure = {**outcome, "outcome": failure_outcome(error), "error": f"{describe_failure(error)} writing {bag.path}"}
+        failure = {
+            **outcome,
+            "outcome": failure_outcome(error),
+            "error": f"{describe_failure(error)} writing {bag.path}",
+        }
         if "outcome" in outcome:
             failure["requested_outcome"] = outcome["outcome"]
         self.error = f"{failure['outcome']}: {failure['error']}"

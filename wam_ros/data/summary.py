@@ -7,22 +7,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image as PILImage, ImageDraw
+from PIL import Image as PILImage
+from PIL import ImageDraw
 
 from wam_ros.data.bag import BagError
 from wam_ros.data.bag_frames import episode_paths, index_episode, iter_frames
 from wam_ros.data.dataset import Episode
 from wam_ros.data.export import is_hdf5, summarize_hdf5
+from wam_ros.data.formats import load_dataset
 from wam_ros.data.images import colorize_depth
 from wam_ros.data.lerobot import is_lerobot, summarize_lerobot
-from wam_ros.data.formats import load_dataset
 
 
 def _summarize(lengths: list[int], fps: float, successes: list[bool], cameras: list[str], kind: str) -> dict[str, Any]:
-    return {"format": kind, "episodes": len(lengths), "frames": int(sum(lengths)), "fps": fps,
-            "lengths": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)},
-            "seconds": round(sum(lengths) / fps, 2), "cameras": cameras,
-            "success_rate": round(float(np.mean(successes)), 3)}
+    return {
+        "format": kind,
+        "episodes": len(lengths),
+        "frames": int(sum(lengths)),
+        "fps": fps,
+        "lengths": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)},
+        "seconds": round(sum(lengths) / fps, 2),
+        "cameras": cameras,
+        "success_rate": round(float(np.mean(successes)), 3),
+    }
 
 
 def dataset_info(path: Path, fps: float = 15.0) -> dict[str, Any]:
@@ -42,8 +49,10 @@ def dataset_info(path: Path, fps: float = 15.0) -> dict[str, Any]:
     indices = [index_episode(p, fps) for p in episode_paths([path])]
     info = _summarize([len(ix) for ix in indices], fps, [ix.success for ix in indices], indices[0].cameras, "rosbag2")
     info["tasks"] = sorted({ix.task for ix in indices})
-    info["outcomes"] = {o: sum(ix.record.get("outcome") == o for ix in indices)
-                        for o in sorted({str(ix.record.get("outcome")) for ix in indices})}
+    info["outcomes"] = {
+        o: sum(ix.record.get("outcome") == o for ix in indices)
+        for o in sorted({str(ix.record.get("outcome")) for ix in indices})
+    }
     info["recovered"] = [ix.path.name for ix in indices if ix.record.get("recovered")]
     return info
 
@@ -100,8 +109,10 @@ def preview(path: Path, out: Path, episode: int = 0, frames: int = 5, fps: float
             rows.append(np.concatenate([colorize_depth(d) for d in depth[c]], axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    rows += [_plot(state, names, (width, 160), "state (joint positions)"),
-             _plot(action, names, (width, 160), "action (commanded targets)")]
+    rows += [
+        _plot(state, names, (width, 160), "state (joint positions)"),
+        _plot(action, names, (width, 160), "action (commanded targets)"),
+    ]
     sheet = PILImage.fromarray(np.concatenate(rows, axis=0))
     ImageDraw.Draw(sheet).text((6, 4), f"{path.name} episode {episode}: {', '.join(cameras)}", fill=(255, 255, 0))
     Path(out).parent.mkdir(parents=True, exist_ok=True)

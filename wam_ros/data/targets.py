@@ -7,8 +7,9 @@ from typing import Sequence
 import numpy as np
 
 
-def rewards(length: int, success: bool, stage_frames: Sequence[int] = (), mode: str = "success",
-            num_stages: int | None = None) -> np.ndarray:
+def rewards(
+    length: int, success: bool, stage_frames: Sequence[int] = (), mode: str = "success", num_stages: int | None = None
+) -> np.ndarray:
     """Per-frame rewards.
 
     success: 1 at the last frame of a successful episode, else 0.
@@ -69,14 +70,15 @@ def gripper_events(gripper: np.ndarray) -> list[int]:
     return sorted(events)
 
 
-def interaction_labels(gripper: np.ndarray, window: int = 20, ee_height: np.ndarray | None = None,
-                       height_threshold: float | None = None) -> np.ndarray:
+def interaction_labels(
+    gripper: np.ndarray, window: int = 20, ee_height: np.ndarray | None = None, height_threshold: float | None = None
+) -> np.ndarray:
     """HarmoWAM gate labels: 1 ("interaction") within +-window frames of a gripper event of either
     arm, and, with a height cue, wherever an end effector is below height_threshold; else 0."""
     g = np.asarray(gripper)
     labels = np.zeros(len(g), dtype=np.float32)
     for e in gripper_events(g):
-        labels[max(0, e - window):e + window + 1] = 1.0
+        labels[max(0, e - window) : e + window + 1] = 1.0
     if height_threshold is not None:
         if ee_height is None:
             raise ValueError("height_threshold needs ee_height")
@@ -86,8 +88,14 @@ def interaction_labels(gripper: np.ndarray, window: int = 20, ee_height: np.ndar
     return labels
 
 
-def frame_targets(gripper: np.ndarray, success: bool, stage_frames: Sequence[int] = (), reward: str = "success",
-                  gamma: float = 0.99, window: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def frame_targets(
+    gripper: np.ndarray,
+    success: bool,
+    stage_frames: Sequence[int] = (),
+    reward: str = "success",
+    gamma: float = 0.99,
+    window: int = 20,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame (value target, gate label), float32, of an episode whose gripper openings are
     `gripper` (T,) or (T, arms): progress targets of its rewards, interaction labels around its
     gripper events. Training and dataset export both take their targets from here."""

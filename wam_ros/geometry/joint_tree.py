@@ -18,11 +18,11 @@ MOVABLE = ("revolute", "continuous", "prismatic")
 @dataclass(frozen=True)
 class TreeJoint:
     name: str
-    kind: str                      # fixed, revolute, continuous, prismatic
+    kind: str  # fixed, revolute, continuous, prismatic
     parent: str
     child: str
-    origin: np.ndarray             # 4x4, parent link -> joint frame at zero position
-    axis: np.ndarray               # unit vector in the joint frame
+    origin: np.ndarray  # 4x4, parent link -> joint frame at zero position
+    axis: np.ndarray  # unit vector in the joint frame
     mimic: tuple[str, float, float] | None = None  # (joint, multiplier, offset)
 
     def transform(self, position: float = 0.0) -> np.ndarray:
@@ -50,16 +50,26 @@ def parse_joints(urdf: str) -> list[TreeJoint]:
         if kind not in ("fixed", *MOVABLE):
             raise ValueError(f"joint {element.get('name')!r}: type {kind!r} is not supported")
         origin = element.find("origin")
-        axis = np.asarray(_floats(element.find("axis").get("xyz") if element.find("axis") is not None else None,
-                                  "1 0 0"))
+        axis = np.asarray(
+            _floats(element.find("axis").get("xyz") if element.find("axis") is not None else None, "1 0 0")
+        )
         mimic = element.find("mimic")
-        joints.append(TreeJoint(
-            element.get("name"), kind, element.find("parent").get("link"), element.find("child").get("link"),
-            pose_to_matrix(_floats(origin.get("xyz") if origin is not None else None, "0 0 0"),
-                           _floats(origin.get("rpy") if origin is not None else None, "0 0 0")),
-            axis / np.linalg.norm(axis),
-            (mimic.get("joint"), float(mimic.get("multiplier", 1.0)), float(mimic.get("offset", 0.0)))
-            if mimic is not None else None))
+        joints.append(
+            TreeJoint(
+                element.get("name"),
+                kind,
+                element.find("parent").get("link"),
+                element.find("child").get("link"),
+                pose_to_matrix(
+                    _floats(origin.get("xyz") if origin is not None else None, "0 0 0"),
+                    _floats(origin.get("rpy") if origin is not None else None, "0 0 0"),
+                ),
+                axis / np.linalg.norm(axis),
+                (mimic.get("joint"), float(mimic.get("multiplier", 1.0)), float(mimic.get("offset", 0.0)))
+                if mimic is not None
+                else None,
+            )
+        )
     return joints
 
 

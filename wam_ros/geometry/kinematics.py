@@ -8,18 +8,18 @@ import numpy as np
 import pinocchio as pin
 
 
-
 class Kinematics:
     """FK for any frame of a URDF; joint positions are given by name (unknown names raise)."""
 
     def __init__(self, urdf: str):
         self.model = pin.buildModelFromXML(urdf)
         self._data = self.model.createData()
-        self._q_index = {
-            self.model.names[j]: self.model.joints[j].idx_q for j in range(1, self.model.njoints)
+        self._q_index = {self.model.names[j]: self.model.joints[j].idx_q for j in range(1, self.model.njoints)}
+        self._mimic = {
+            name: name.replace("_gripper_mirror", "_gripper")
+            for name in self._q_index
+            if name.endswith("_gripper_mirror")
         }
-        self._mimic = {name: name.replace("_gripper_mirror", "_gripper")
-                       for name in self._q_index if name.endswith("_gripper_mirror")}
 
     @property
     def joint_names(self) -> list[str]:
@@ -49,10 +49,17 @@ class Kinematics:
     def frame_pose(self, positions: Mapping[str, float], frame: str) -> np.ndarray:
         return self.frame_poses(positions, [frame])[frame]
 
-
-    def solve_ik(self, frame: str, target: np.ndarray, joints: Sequence[str], start: Mapping[str, float],
-                 iterations: int = 100, damping: float = 1e-4, tolerance: float = 1e-5,
-                 limit_margin: float = 0.02) -> tuple[dict[str, float], float]:
+    def solve_ik(
+        self,
+        frame: str,
+        target: np.ndarray,
+        joints: Sequence[str],
+        start: Mapping[str, float],
+        iterations: int = 100,
+        damping: float = 1e-4,
+        tolerance: float = 1e-5,
+        limit_margin: float = 0.02,
+    ) -> tuple[dict[str, float], float]:
         """Damped-least-squares IK for `frame` to the 4x4 `target`, moving only `joints`.
 
         Joint limits are respected: each step is clipped into [lower + margin, upper - margin],
@@ -76,12 +83,15 @@ class Kinematics:
             current = self._data.oMf[frame_id]
             # position error of the frame origin and rotation error, both in world axes: what the
             # LOCAL_WORLD_ALIGNED Jacobian maps joint velocities to
-            err6 = np.concatenate([goal.translation - current.translation,
-                                   pin.log3(goal.rotation @ current.rotation.T)])
+            err6 = np.concatenate(
+                [goal.translation - current.translation, pin.log3(goal.rotation @ current.rotation.T)]
+            )
             error = float(np.linalg.norm(err6))
             if error < tolerance:
                 break
-            J = pin.computeFrameJacobian(self.model, self._data, q, frame_id, pin.ReferenceFrame.LOCAL_WORLD_ALIGNED)[:, columns]
+            J = pin.computeFrameJacobian(self.model, self._data, q, frame_id, pin.ReferenceFrame.LOCAL_WORLD_ALIGNED)[
+                :, columns
+            ]
             JJt = J @ J.T + damping * np.eye(6)
             step = J.T @ np.linalg.solve(JJt, err6)
             if len(columns) > 6:  # redundant arm: stay away from the limits in the null space

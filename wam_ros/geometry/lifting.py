@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # x, y, z (m, base frame), rgb (0x00RRGGBB, RViz's packed colour), frame (predicted frame index)
 CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("frame", "<u4")])
 _RED, _GREEN, _BLUE = 14, 13, 12  # byte offsets of the colour channels in a little-endian point
@@ -28,7 +27,7 @@ class PointCloud:
     PointCloud2 can take without a copy."""
 
     data: np.ndarray  # (N,) CLOUD_DTYPE
-    width: int = 0    # pixels per row of an organised cloud; 0: unorganised
+    width: int = 0  # pixels per row of an organised cloud; 0: unorganised
     buffer: array.array | None = None
 
     @staticmethod
@@ -82,8 +81,15 @@ def scale_intrinsics(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[i
     return scaled
 
 
-def lift(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, camera_poses: np.ndarray,
-         depth_range: tuple[float, float] = (0.05, 4.0), stride: int = 1, out: PointCloud | None = None) -> PointCloud:
+def lift(
+    depth: np.ndarray,
+    rgb: np.ndarray,
+    K: np.ndarray,
+    camera_poses: np.ndarray,
+    depth_range: tuple[float, float] = (0.05, 4.0),
+    stride: int = 1,
+    out: PointCloud | None = None,
+) -> PointCloud:
     """depth (V, T, h, w) metres (0: none), rgb (V, T, h, w, 3) uint8, K (V, 3, 3) for (h, w), and
     camera_poses (T, V, 4, 4) base <- camera optical frame, every `stride`-th pixel per axis ->
     an organised cloud (rows of w pixels, views and frames stacked), NaN where depth is missing or
@@ -97,8 +103,10 @@ def lift(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, camera_poses: np.nda
     rgb = np.asarray(rgb)[..., ::stride, ::stride, :]
     views, frames, h, w = depth.shape
     if rgb.shape != (views, frames, h, w, 3) or camera_poses.shape != (frames, views, 4, 4) or len(K) != views:
-        raise ValueError(f"shapes do not agree: depth {depth.shape}, rgb {rgb.shape}, K {np.shape(K)}, "
-                         f"camera_poses {camera_poses.shape} (expected (T, V, 4, 4))")
+        raise ValueError(
+            f"shapes do not agree: depth {depth.shape}, rgb {rgb.shape}, K {np.shape(K)}, "
+            f"camera_poses {camera_poses.shape} (expected (T, V, 4, 4))"
+        )
     count = views * frames * h * w
     cloud = out if out is not None and len(out) == count and out.buffer is not None else PointCloud.allocate(count)
     cloud.width = w
@@ -108,11 +116,11 @@ def lift(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, camera_poses: np.nda
     k = torch.from_numpy(np.asarray(K, dtype=np.float32))
     # pixel rays are separable: x depends on the column, y on the row; in base axes,
     # ray = rx * R[:, 0] + ry * R[:, 1] + R[:, 2], so the rotation never meets a per-pixel product
-    rx = (torch.arange(w, dtype=torch.float32)[None] * stride - k[:, 0, 2, None]) / k[:, 0, 0, None]   # (V, w)
-    ry = (torch.arange(h, dtype=torch.float32)[None] * stride - k[:, 1, 2, None]) / k[:, 1, 1, None]   # (V, h)
+    rx = (torch.arange(w, dtype=torch.float32)[None] * stride - k[:, 0, 2, None]) / k[:, 0, 0, None]  # (V, w)
+    ry = (torch.arange(h, dtype=torch.float32)[None] * stride - k[:, 1, 2, None]) / k[:, 1, 1, None]  # (V, h)
     pose = torch.from_numpy(np.asarray(camera_poses, dtype=np.float32)).transpose(0, 1)  # (V, T, 4, 4)
-    column = rx[:, None, None, :, None] * pose[:, :, None, None, :3, 0] + pose[:, :, None, None, :3, 2]   # (V,T,1,w,3)
-    row = ry[:, None, :, None, None] * pose[:, :, None, None, :3, 1]                                     # (V,T,h,1,3)
+    column = rx[:, None, None, :, None] * pose[:, :, None, None, :3, 0] + pose[:, :, None, None, :3, 2]  # (V,T,1,w,3)
+    row = ry[:, None, :, None, None] * pose[:, :, None, None, :3, 1]  # (V,T,h,1,3)
     xyz = packed[..., :3]
     torch.mul(column, d, out=xyz)
     xyz.addcmul_(row, d)

@@ -28,10 +28,10 @@ import numpy as np
 
 from wam_ros.geometry.transforms import pose_to_matrix
 
-MESH_RADIUS = 0.06        # m: a mesh's capsule (its link origin to its child joints)
-FILL_PASSES = 3           # rounds of growing the background into pixels the robot left
-MAX_DEPTH = 100.0         # m: beyond this a depth value is a sensor glitch
-GAP_NEIGHBOURS = 5        # of 8 neighbours covered: a pixel between spread-out points, not an edge
+MESH_RADIUS = 0.06  # m: a mesh's capsule (its link origin to its child joints)
+FILL_PASSES = 3  # rounds of growing the background into pixels the robot left
+MAX_DEPTH = 100.0  # m: beyond this a depth value is a sensor glitch
+GAP_NEIGHBOURS = 5  # of 8 neighbours covered: a pixel between spread-out points, not an edge
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class GraspRegion:
     link: str
     joint: str
     origin: np.ndarray  # 4x4 link <- region centre (the fingers' joint origin, at the fingers' height)
-    half_depth: float   # along x
+    half_depth: float  # along x
     half_length: float  # along z
     finger_half_width: float
 
@@ -63,8 +63,9 @@ class GraspRegion:
 def _origin(element: ET.Element | None) -> np.ndarray:
     if element is None:
         return np.eye(4)
-    return pose_to_matrix([float(v) for v in element.get("xyz", "0 0 0").split()],
-                          [float(v) for v in element.get("rpy", "0 0 0").split()])
+    return pose_to_matrix(
+        [float(v) for v in element.get("xyz", "0 0 0").split()], [float(v) for v in element.get("rpy", "0 0 0").split()]
+    )
 
 
 def robot_shapes(urdf: str) -> list[Shape]:
@@ -125,8 +126,12 @@ def _in_region(points: np.ndarray, region: GraspRegion, link_pose: np.ndarray, o
     T = link_pose @ region.origin
     local = (points - T[:3, 3]) @ T[:3, :3]
     gap = opening - region.finger_half_width
-    return (gap > 0) & (np.abs(local[:, 0]) <= region.half_depth) & (np.abs(local[:, 1]) < gap) \
+    return (
+        (gap > 0)
+        & (np.abs(local[:, 0]) <= region.half_depth)
+        & (np.abs(local[:, 1]) < gap)
         & (np.abs(local[:, 2]) <= region.half_length)
+    )
 
 
 def _inside(points: np.ndarray, shape: Shape, link_pose: np.ndarray, margin: float) -> np.ndarray:
@@ -145,8 +150,9 @@ def _inside(points: np.ndarray, shape: Shape, link_pose: np.ndarray, margin: flo
     return np.linalg.norm(local - t[:, None] * axis, axis=1) <= shape.size[0] + margin
 
 
-def _camera_coordinates(points: np.ndarray, K: np.ndarray, camera_pose: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _camera_coordinates(
+    points: np.ndarray, K: np.ndarray, camera_pose: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 3) base-frame points -> sub-pixel (row, column) and depth along the optical axis as seen
     from camera_pose (base <- optical frame) with intrinsics K (NaN behind the camera)."""
     local = (points - camera_pose[:3, 3]) @ camera_pose[:3, :3]
@@ -156,8 +162,9 @@ def _camera_coordinates(points: np.ndarray, K: np.ndarray, camera_pose: np.ndarr
         return K[1, 1] * local[:, 1] / z_ok + K[1, 2], K[0, 0] * local[:, 0] / z_ok + K[0, 2], z
 
 
-def project(points: np.ndarray, K: np.ndarray, camera_pose: np.ndarray, size: tuple[int, int]
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project(
+    points: np.ndarray, K: np.ndarray, camera_pose: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As _camera_coordinates, rounded to the nearest pixel of an image of `size`: (row, column,
     depth), row and column -1 where the point is behind the camera or outside the image."""
     v, u, z = _camera_coordinates(points, K, camera_pose)
@@ -206,11 +213,11 @@ class KinematicReprojection:
 
     def _poses(self, joints: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         poses = self.kinematics.frame_poses(joints, self.links + self.camera_frames)
-        return (np.stack([poses[link] for link in self.links]),
-                np.stack([poses[f] for f in self.camera_frames]))
+        return (np.stack([poses[link] for link in self.links]), np.stack([poses[f] for f in self.camera_frames]))
 
-    def label(self, points: np.ndarray, link_poses: np.ndarray, joints: Mapping[str, float] | None = None
-              ) -> np.ndarray:
+    def label(
+        self, points: np.ndarray, link_poses: np.ndarray, joints: Mapping[str, float] | None = None
+    ) -> np.ndarray:
         """Index into self.links of the link each point lies on (or is held by: between the fingers
         of a gripper open by `joints`), -1 for the rest of the scene."""
         labels = np.full(len(points), -1, dtype=np.int64)
@@ -226,8 +233,14 @@ class KinematicReprojection:
             labels[finite & (labels < 0) & _inside(points, shape, link_poses[i], self.margin)] = i
         return labels
 
-    def render(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, present: Mapping[str, float],
-               futures: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    def render(
+        self,
+        rgb: np.ndarray,
+        depth: np.ndarray,
+        K: np.ndarray,
+        present: Mapping[str, float],
+        futures: Sequence[Mapping[str, float]],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """rgb (V, h, w, 3) uint8 and depth (V, h, w) metres (0: none) observed at the joint positions
         `present`; K (V, 3, 3) for (h, w). Returns, per joint configuration of `futures`, what the
         views would see: rgb (V, T, h, w, 3) uint8 and depth (V, T, h, w) metres (0 where unknown).
@@ -236,10 +249,16 @@ class KinematicReprojection:
         colour is then looked up where that pixel's centre came from (cubic in the source view),
         so that the sub-pixel motion of the first steps is not rounded away; cubic, because
         bilinear interpolation blurs a sub-pixel shift about as much as the shift changes the image."""
-        if depth.ndim != 3 or rgb.shape != (*depth.shape, 3) or np.shape(K) != (depth.shape[0], 3, 3) \
-                or depth.shape[0] != len(self.camera_frames):
-            raise ValueError(f"shapes do not agree: rgb {rgb.shape}, depth {depth.shape}, K {np.shape(K)} for "
-                             f"{len(self.camera_frames)} views (expected (V, h, w, 3), (V, h, w), (V, 3, 3))")
+        if (
+            depth.ndim != 3
+            or rgb.shape != (*depth.shape, 3)
+            or np.shape(K) != (depth.shape[0], 3, 3)
+            or depth.shape[0] != len(self.camera_frames)
+        ):
+            raise ValueError(
+                f"shapes do not agree: rgb {rgb.shape}, depth {depth.shape}, K {np.shape(K)} for "
+                f"{len(self.camera_frames)} views (expected (V, h, w, 3), (V, h, w), (V, 3, 3))"
+            )
         views, h, w = depth.shape
         # a sensor's glitch (NaN, inf, negative, absurd range) is no depth, not a point at infinity
         depth = np.where(np.isfinite(depth) & (depth > 0) & (depth < MAX_DEPTH), depth, 0.0)
@@ -270,17 +289,18 @@ class KinematicReprojection:
 class _Scene:
     """The observation, lifted and labelled once per render: what each future view is made from."""
 
-    rgb: np.ndarray           # (V, h, w, 3)
-    depth: np.ndarray         # (V, h, w) metres, 0: none
-    K: np.ndarray             # (V, 3, 3)
-    camera_now: np.ndarray    # (V, 4, 4) base <- optical frame
-    labels: np.ndarray        # (N,) link index per valid point, -1: the rest of the scene
-    view_of: np.ndarray       # (N,) the view each point was seen in
+    rgb: np.ndarray  # (V, h, w, 3)
+    depth: np.ndarray  # (V, h, w) metres, 0: none
+    K: np.ndarray  # (V, 3, 3)
+    camera_now: np.ndarray  # (V, 4, 4) base <- optical frame
+    labels: np.ndarray  # (N,) link index per valid point, -1: the rest of the scene
+    view_of: np.ndarray  # (N,) the view each point was seen in
     robot_pixels: np.ndarray  # (V, h, w) where each view saw the robot
 
 
-def _render_view(scene: _Scene, v: int, moved: np.ndarray, motions: np.ndarray, camera: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _render_view(
+    scene: _Scene, v: int, moved: np.ndarray, motions: np.ndarray, camera: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """View v from `camera` (its predicted pose) of the points moved by their links' `motions`:
     colour (h, w, 3) and depth (h, w) metres (0 where unknown)."""
     rgb, depth, K, labels, view_of = scene.rgb, scene.depth, scene.K, scene.labels, scene.view_of
@@ -295,8 +315,9 @@ def _render_view(scene: _Scene, v: int, moved: np.ndarray, motions: np.ndarray, 
     winner, z = np.where(fill, other, winner), np.where(fill, other_z, z)
     hit = winner >= 0
     # each covered pixel's centre, at the depth of the point it shows, back to where it was seen
-    centre = np.stack([(cols[hit] - K[v][0, 2]) / K[v][0, 0] * z[hit],
-                       (rows[hit] - K[v][1, 2]) / K[v][1, 1] * z[hit], z[hit]], axis=1)
+    centre = np.stack(
+        [(cols[hit] - K[v][0, 2]) / K[v][0, 0] * z[hit], (rows[hit] - K[v][1, 2]) / K[v][1, 1] * z[hit], z[hit]], axis=1
+    )
     centre = centre @ camera[:3, :3].T + camera[:3, 3]
     link, source_view = labels[winner[hit]], view_of[winner[hit]]
     for i in np.unique(link[link >= 0]):
@@ -331,8 +352,9 @@ def _lift(depth: np.ndarray, K: np.ndarray, poses: np.ndarray) -> tuple[np.ndarr
     return np.concatenate(clouds), np.arange(views * h * w)
 
 
-def _splat(points: np.ndarray, use: np.ndarray, K: np.ndarray, pose: np.ndarray, size: tuple[int, int]
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _splat(
+    points: np.ndarray, use: np.ndarray, K: np.ndarray, pose: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """The nearest of the points `use` selects per pixel (a z-buffer): (index into points, -1 where
     none lands; its depth) as (h, w) arrays."""
     h, w = size
@@ -352,11 +374,12 @@ def _neighbours(a: np.ndarray, fill) -> list[np.ndarray]:
     """The 8 neighbours of every pixel of a (h, w, ...) array (`fill` beyond the border)."""
     h, w = a.shape[:2]
     padded = np.pad(a, ((1, 1), (1, 1)) + ((0, 0),) * (a.ndim - 2), constant_values=fill)
-    return [padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w] for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+    return [padded[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
 
 
-def _close_gaps(image: np.ndarray, z: np.ndarray, hit: np.ndarray, closable: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _close_gaps(
+    image: np.ndarray, z: np.ndarray, hit: np.ndarray, closable: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels no point landed on though most of their neighbours got one (a surface seen closer than
     it was observed spreads its points apart): the mean of those neighbours. Only where `closable`
     (the view measured depth there: a pixel beyond the depth range stays as observed)."""
@@ -374,8 +397,9 @@ def _close_gaps(image: np.ndarray, z: np.ndarray, hit: np.ndarray, closable: np.
     return image, z, hit | gap
 
 
-def _grow_background(image: np.ndarray, z: np.ndarray, hit: np.ndarray, holes: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grow_background(
+    image: np.ndarray, z: np.ndarray, hit: np.ndarray, holes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fills `holes` from their farthest rendered 8-neighbour (the background behind a moved arm,
     not the arm beside it), a few rounds so that holes a few pixels wide close from their rim."""
     image, z, hit = image.copy(), z.copy(), hit.copy()

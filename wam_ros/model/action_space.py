@@ -28,8 +28,9 @@ def _rotvec(rotation: np.ndarray) -> np.ndarray:
 
 
 class ChunkEncoder:
-    def __init__(self, space: str, state_names: Sequence[str], action_names: Sequence[str],
-                 robot: RobotConfig | None = None):
+    def __init__(
+        self, space: str, state_names: Sequence[str], action_names: Sequence[str], robot: RobotConfig | None = None
+    ):
         self.space, self.state_names, self.action_names = space, list(state_names), list(action_names)
         missing = [n for n in self.action_names if n not in self.state_names]
         if space != "joint_position" and missing:
@@ -64,8 +65,13 @@ class ChunkEncoder:
         """joint_delta: the conditioning position of each action column (0 for grippers)."""
         return np.array([0.0 if n in self.grippers else state[self.state_names.index(n)] for n in self.action_names])
 
-    def encode(self, targets: np.ndarray, state: np.ndarray, target_tcp: np.ndarray | None = None,
-               state_tcp: np.ndarray | None = None) -> np.ndarray:
+    def encode(
+        self,
+        targets: np.ndarray,
+        state: np.ndarray,
+        target_tcp: np.ndarray | None = None,
+        state_tcp: np.ndarray | None = None,
+    ) -> np.ndarray:
         """targets (K, len(action_names)) absolute, state (len(state_names),) -> (K, len(columns)).
         target_tcp (K, sides, 4, 4) and state_tcp (sides, 4, 4) from tcp_poses (ee_delta only)."""
         if self.space == "joint_position":
@@ -92,7 +98,8 @@ class ChunkEncoder:
         columns = self.columns
         arm_columns = [i for i, n in enumerate(columns) if not n.endswith("gripper")]
         names, joints = self._converter.to_joint_positions(
-            EE_DELTA, [columns[i] for i in arm_columns], actions[:, arm_columns], dict(zip(self.state_names, state)))
+            EE_DELTA, [columns[i] for i in arm_columns], actions[:, arm_columns], dict(zip(self.state_names, state))
+        )
         out = np.zeros((len(actions), len(self.action_names)))
         for j, name in enumerate(names):
             out[:, self.action_names.index(name)] = joints[:, j]

@@ -22,8 +22,15 @@ from wam_ros.geometry.lifting import PointCloud, lift, scale_intrinsics
 from wam_ros.geometry.reprojection import KinematicReprojection
 from wam_ros.model.action_space import ChunkEncoder
 from wam_ros.model.model_config import SAMPLERS
-from wam_ros.model.policy import (PREDICTIVE, Observation, ObservationError, Prediction, WorldActionPolicy,
-                                  depth_metres, resize_images)
+from wam_ros.model.policy import (
+    PREDICTIVE,
+    Observation,
+    ObservationError,
+    Prediction,
+    WorldActionPolicy,
+    depth_metres,
+    resize_images,
+)
 from wam_ros.robots.urdf import generate_urdf
 
 
@@ -37,14 +44,23 @@ def resolve_instruction(policy: WorldActionPolicy, instruction: str) -> str:
     return tasks[0]
 
 
-def chunking_config(policy: WorldActionPolicy, mode: str = "rtc", rate: float = 0.0, execution_horizon: int = 0,
-                    blend_new_weight: float = 0.7) -> ChunkingConfig:
+def chunking_config(
+    policy: WorldActionPolicy,
+    mode: str = "rtc",
+    rate: float = 0.0,
+    execution_horizon: int = 0,
+    blend_new_weight: float = 0.7,
+) -> ChunkingConfig:
     """Chunk scheduling for a checkpoint: its chunk length, its fps unless `rate` is given, and
     s = (H - 1) // 2 unless given."""
     horizon = policy.cfg.num_actions
-    return ChunkingConfig(dt=1.0 / (rate or policy.meta.fps), horizon=horizon,
-                          execution_horizon=execution_horizon or default_execution_horizon(horizon), mode=mode,
-                          blend_new_weight=blend_new_weight)
+    return ChunkingConfig(
+        dt=1.0 / (rate or policy.meta.fps),
+        horizon=horizon,
+        execution_horizon=execution_horizon or default_execution_horizon(horizon),
+        mode=mode,
+        blend_new_weight=blend_new_weight,
+    )
 
 
 class UnusableJointState(ObservationError):
@@ -56,28 +72,33 @@ FUTURES = ("imagined", "model")
 
 @dataclass(frozen=True)
 class DeployConfig:
-    action_steps: int = 0         # T_a (0: the checkpoint's)
-    video_steps: int = 0          # T_O (0: the checkpoint's)
-    video: bool = True            # finish the predicted video after the actions (4D clouds)
-    depth: bool = True            # run the depth branch on the last video pass
-    guidance_clip: float = 5.0    # RTC guidance weight clip (beta)
-    expert: str = "gated"         # gated, or force predictive / reactive (ablations)
-    sampler: str = ""             # euler or unipc ("": the checkpoint's config); the weights serve both
-    future: str = "imagined"      # the published future: "imagined" (imagined_future) or "model" (its own frames)
+    action_steps: int = 0  # T_a (0: the checkpoint's)
+    video_steps: int = 0  # T_O (0: the checkpoint's)
+    video: bool = True  # finish the predicted video after the actions (4D clouds)
+    depth: bool = True  # run the depth branch on the last video pass
+    guidance_clip: float = 5.0  # RTC guidance weight clip (beta)
+    expert: str = "gated"  # gated, or force predictive / reactive (ablations)
+    sampler: str = ""  # euler or unipc ("": the checkpoint's config); the weights serve both
+    future: str = "imagined"  # the published future: "imagined" (imagined_future) or "model" (its own frames)
 
 
 @dataclass(frozen=True)
 class ChunkReady:
     chunk_id: int
     obs_time: float
-    handover: Handover             # what executes from now on, in absolute targets
-    prediction: Prediction         # actions (model units), value, gate; no video yet
-    targets: np.ndarray            # the whole chunk as absolute targets (K, joints), before the hand-over
+    handover: Handover  # what executes from now on, in absolute targets
+    prediction: Prediction  # actions (model units), value, gate; no video yet
+    targets: np.ndarray  # the whole chunk as absolute targets (K, joints), before the hand-over
 
 
 class DeployedPolicy:
-    def __init__(self, policy: WorldActionPolicy, robot: RobotConfig, scheduler: ChunkScheduler,
-                 config: DeployConfig | None = None):
+    def __init__(
+        self,
+        policy: WorldActionPolicy,
+        robot: RobotConfig,
+        scheduler: ChunkScheduler,
+        config: DeployConfig | None = None,
+    ):
         self.policy, self.robot, self.scheduler = policy, robot, scheduler
         self.config = config or DeployConfig()
         if self.config.sampler not in ("", *SAMPLERS):
@@ -89,16 +110,22 @@ class DeployedPolicy:
         if missing:
             raise ValueError(f"checkpoint joints {missing} are not joints of robot {robot.name!r}")
         if scheduler.config.horizon != policy.cfg.num_actions:
-            raise ValueError(f"chunking horizon {scheduler.config.horizon} != the model's {policy.cfg.num_actions} actions")
+            raise ValueError(
+                f"chunking horizon {scheduler.config.horizon} != the model's {policy.cfg.num_actions} actions"
+            )
         self.encoder = ChunkEncoder(meta.action_space, meta.state_names, meta.action_names, robot)
         urdf = generate_urdf(robot)
         self.kinematics = Kinematics(urdf)
         self.joint_names = list(meta.action_names)  # columns of the absolute chunks
-        self._rest_columns = ([meta.state_names.index(n) for n in self.joint_names]
-                              if set(self.joint_names) <= set(meta.state_names) else None)
+        self._rest_columns = (
+            [meta.state_names.index(n) for n in self.joint_names]
+            if set(self.joint_names) <= set(meta.state_names)
+            else None
+        )
         self.tracking_gains = None if meta.tracking_gains is None else np.asarray(meta.tracking_gains, dtype=float)
-        self.reprojection = KinematicReprojection(self.kinematics, urdf,
-                                                  [f"{c}_color_optical_frame" for c in policy.cfg.cameras])
+        self.reprojection = KinematicReprojection(
+            self.kinematics, urdf, [f"{c}_color_optical_frame" for c in policy.cfg.cameras]
+        )
         # the command form: arm columns as positions, grippers as openings normalised by their travel
         self._limits = robot.joint_limits()
         self._grippers = gripper_columns(self.joint_names)
@@ -121,23 +148,37 @@ class DeployedPolicy:
                 problems.append(f"{name}={value:.4g} (limits [{lo:.4g}, {hi:.4g}])")
         return problems
 
-    def observation(self, images: Mapping[str, np.ndarray], depths: Mapping[str, np.ndarray] | None,
-                    joints: Mapping[str, float], instruction: str) -> Observation:
+    def observation(
+        self,
+        images: Mapping[str, np.ndarray],
+        depths: Mapping[str, np.ndarray] | None,
+        joints: Mapping[str, float],
+        instruction: str,
+    ) -> Observation:
         """Camera images of any size (resized to the model's, as for training) and joint positions by name."""
         unusable = self.unusable_joints(joints)
         if unusable:
             raise UnusableJointState(f"joint states unusable: {', '.join(unusable)}")
         size = tuple(self.policy.cfg.image_size)
         state = np.array([joints[n] for n in self.policy.meta.state_names], dtype=float)
-        return Observation(images={c: resize_images(a, size, "area") for c, a in images.items()},
-                           depths=None if depths is None else {c: resize_images(a, size, "nearest")
-                                                               for c, a in depths.items()},
-                           state=state, instruction=instruction)
+        return Observation(
+            images={c: resize_images(a, size, "area") for c, a in images.items()},
+            depths=None if depths is None else {c: resize_images(a, size, "nearest") for c, a in depths.items()},
+            state=state,
+            instruction=instruction,
+        )
 
     # ---- inference -------------------------------------------------------------------------
-    def infer(self, obs: Observation, obs_time: float, clock: Callable[[], float],
-              on_chunk: Callable[[ChunkReady], None], chunk_id: int, seed: int | None = None,
-              epoch: int | None = None) -> Prediction:
+    def infer(
+        self,
+        obs: Observation,
+        obs_time: float,
+        clock: Callable[[], float],
+        on_chunk: Callable[[ChunkReady], None],
+        chunk_id: int,
+        seed: int | None = None,
+        epoch: int | None = None,
+    ) -> Prediction:
         """Samples the next chunk, RTC-guided towards the executing chunk; on_chunk gets it (in
         absolute targets, already handed over to the scheduler) as soon as the actions are final.
         Returns the full prediction, with the video unless DeployConfig.video is off.
@@ -163,19 +204,34 @@ class DeployedPolicy:
                 if handover is not None:
                     on_chunk(ChunkReady(chunk_id, obs_time, handover, prediction, absolute))
 
-        return self.policy.predict(obs, video=cfg.video, depth=cfg.depth, action_steps=cfg.action_steps or None,
-                                   video_steps=cfg.video_steps or None, seed=seed, inpaint=inpaint,
-                                   guidance_clip=cfg.guidance_clip, on_actions=actions_final, expert=cfg.expert,
-                                   sampler=cfg.sampler or None)
+        return self.policy.predict(
+            obs,
+            video=cfg.video,
+            depth=cfg.depth,
+            action_steps=cfg.action_steps or None,
+            video_steps=cfg.video_steps or None,
+            seed=seed,
+            inpaint=inpaint,
+            guidance_clip=cfg.guidance_clip,
+            on_actions=actions_final,
+            expert=cfg.expert,
+            sampler=cfg.sampler or None,
+        )
 
     def command(self, ready: ChunkReady) -> Chunk:
         """What the supervisor checks for one chunk (the fields of wam_ros/ActionChunk): the
         handed-over steps, arms in joint positions, grippers as openings in [0, 1]."""
         steps = ready.handover.chunk
-        return Chunk(ready.chunk_id, ready.obs_time, [self.joint_names[i] for i in self._arms],
-                     steps.positions[:, self._arms], steps.dt, [self.joint_names[i] for i in self._grippers],
-                     np.clip(steps.positions[:, self._grippers] / self._gripper_max, 0.0, 1.0),
-                     value=ready.prediction.value)
+        return Chunk(
+            ready.chunk_id,
+            ready.obs_time,
+            [self.joint_names[i] for i in self._arms],
+            steps.positions[:, self._arms],
+            steps.dt,
+            [self.joint_names[i] for i in self._grippers],
+            np.clip(steps.positions[:, self._grippers] / self._gripper_max, 0.0, 1.0),
+            value=ready.prediction.value,
+        )
 
     def _encode(self, targets: np.ndarray, state: np.ndarray) -> np.ndarray:
         names = self.policy.meta.action_names
@@ -195,19 +251,25 @@ class DeployedPolicy:
     def camera_poses(self, joint_maps: list[dict[str, float]]) -> np.ndarray:
         """(T, V, 4, 4) base <- optical frame of each model camera for each joint configuration."""
         frames = [f"{c}_color_optical_frame" for c in self.policy.cfg.cameras]
-        return np.array([[poses[f] for f in frames]
-                         for poses in (self.kinematics.frame_poses(q, frames) for q in joint_maps)])
+        return np.array(
+            [[poses[f] for f in frames] for poses in (self.kinematics.frame_poses(q, frames) for q in joint_maps)]
+        )
 
     def expected_joints(self, state: np.ndarray, absolute: np.ndarray) -> np.ndarray:
         """(K, J) where the joints will be after each target of a chunk (K, J), by the tracking
         response fitted to the training recordings (wam_ros.control.tracking; the targets themselves
         for a checkpoint without one)."""
-        start = np.array([state[self.policy.meta.state_names.index(n)] if n in self.policy.meta.state_names
-                          else absolute[0, i] for i, n in enumerate(self.joint_names)])
+        start = np.array(
+            [
+                state[self.policy.meta.state_names.index(n)] if n in self.policy.meta.state_names else absolute[0, i]
+                for i, n in enumerate(self.joint_names)
+            ]
+        )
         return expected_positions(start, absolute, self.tracking_gains)
 
-    def future_joint_maps(self, state: np.ndarray, absolute: np.ndarray, frames: int | None = None
-                          ) -> list[dict[str, float]]:
+    def future_joint_maps(
+        self, state: np.ndarray, absolute: np.ndarray, frames: int | None = None
+    ) -> list[dict[str, float]]:
         """The expected joint configuration at each of `frames` future frames spread evenly over the
         chunk (default: the H latent frames): frame j (1..frames) follows action K j / frames."""
         frames = frames or self.policy.cfg.horizon
@@ -215,8 +277,9 @@ class DeployedPolicy:
         steps = [min(len(absolute) * j // frames, len(absolute)) - 1 for j in range(1, frames + 1)]
         return [self.joint_map(state, expected[k]) for k in steps]
 
-    def imagined_future(self, prediction: Prediction, obs: Observation, absolute: np.ndarray, K: np.ndarray
-                        ) -> Prediction:
+    def imagined_future(
+        self, prediction: Prediction, obs: Observation, absolute: np.ndarray, K: np.ndarray
+    ) -> Prediction:
         """The prediction with the future as the robot publishes it (future_rgb (V, F, h, w, 3),
         future_depth (V, H, h, w) metres or None, the prediction's frame counts), K (V, 3, 3) at the
         model's image size.
@@ -237,11 +300,12 @@ class DeployedPolicy:
         observed_depth = np.stack([depth_metres(obs.depths[c]) for c in cams])
         frames = rgb.shape[1]
         carried_rgb, carried_depth = self.reprojection.render(
-            observed, observed_depth, K, self.joint_map(obs.state), self.future_joint_maps(obs.state, absolute, frames))
+            observed, observed_depth, K, self.joint_map(obs.state), self.future_joint_maps(obs.state, absolute, frames)
+        )
         change = rgb.astype(np.int16) - observed[:, None].astype(np.int16)
         rgb = np.clip(carried_rgb.astype(np.int16) + change, 0, 255).astype(np.uint8)
         if depth is not None:  # the depth branch's maps measured worse than re-lifting the present (README)
-            depth = carried_depth[:, frames // depth.shape[1] - 1::frames // depth.shape[1]].astype(np.float32)
+            depth = carried_depth[:, frames // depth.shape[1] - 1 :: frames // depth.shape[1]].astype(np.float32)
         return replace(prediction, future_rgb=rgb, future_depth=depth)
 
     def model_intrinsics(self, intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
@@ -250,8 +314,13 @@ class DeployedPolicy:
         size = tuple(self.policy.cfg.image_size)
         return np.stack([scale_intrinsics(intrinsics[c][0], intrinsics[c][1], size) for c in self.policy.cfg.cameras])
 
-    def predicted_cloud(self, prediction: Prediction, state: np.ndarray, absolute: np.ndarray,
-                        intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> PointCloud:
+    def predicted_cloud(
+        self,
+        prediction: Prediction,
+        state: np.ndarray,
+        absolute: np.ndarray,
+        intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]],
+    ) -> PointCloud:
         """A predicted future (as published: imagined_future) in the base frame: one cloud per latent
         frame (V x H depth maps, coloured by the frames they belong to), the cameras at the expected
         joint positions. intrinsics: camera -> (K, (height, width) it belongs to)."""

@@ -99,8 +99,14 @@ def autocast(device: torch.device | str, precision: str) -> AbstractContextManag
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
-def wrap(model: nn.Module, strategy: str, topology: Topology, device: torch.device | str, precision: str,
-         regions: list[list[nn.Module]]) -> nn.Module:
+def wrap(
+    model: nn.Module,
+    strategy: str,
+    topology: Topology,
+    device: torch.device | str,
+    precision: str,
+    regions: list[list[nn.Module]],
+) -> nn.Module:
     """The module the training step calls. One process: the model itself. DDP: replicated,
     gradients all-reduced. FSDP: every block's region, then the root (the parameters outside the
     regions), fully_shard-ed (FSDP2), in place: the
@@ -115,12 +121,18 @@ def wrap(model: nn.Module, strategy: str, topology: Topology, device: torch.devi
     if strategy == "ddp":
         # unused parameters: stage 1 runs no action-value expert, and the gate only in stage 2
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True,
-            gradient_as_bucket_view=True)
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+            gradient_as_bucket_view=True,
+        )
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mixed = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if precision == "bf16" else MixedPrecisionPolicy()
+    mixed = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if precision == "bf16"
+        else MixedPrecisionPolicy()
+    )
     for region in regions:
         fully_shard(region, mp_policy=mixed)
     fully_shard(model, mp_policy=mixed)
@@ -153,8 +165,11 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def rng_state(noise: torch.Generator) -> dict[str, Any]:
     """This process's random state: the loss noise generator, torch's CPU and CUDA generators."""
-    return {"noise": noise.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "noise": noise.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def set_rng_state(state: dict[str, Any], noise: torch.Generator) -> None:
@@ -187,8 +202,14 @@ class ShardedCheckpoints:
         path = self.root / pointer.read_text().strip()
         return path if path.is_dir() else None
 
-    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, shared: dict[str, Any],
-             rank_state: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        shared: dict[str, Any],
+        rank_state: dict[str, Any],
+    ) -> Path:
         """Collective: every rank calls it. shared: the same on every rank (written by rank 0)."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict

@@ -75,7 +75,7 @@ class ActionBlock(nn.Module):
 
     def __init__(self, width: int, ffn: int, attn_width: int, heads: int):
         super().__init__()
-        self.modulation = nn.Parameter(torch.randn(6, width) / width ** 0.5)
+        self.modulation = nn.Parameter(torch.randn(6, width) / width**0.5)
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.qkv_proj = nn.Linear(width, 3 * attn_width)
         self.norm_q = nn.RMSNorm(attn_width, eps=1e-6)
@@ -116,8 +116,9 @@ class DepthBlock(nn.Module):
         nn.init.zeros_(self.main_attn.out.weight)
         nn.init.zeros_(self.main_attn.out.bias)
 
-    def forward(self, x: Tensor, main_input: Tensor, modulation: Tensor, rotary: tuple[Tensor, Tensor],
-                text_states: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, main_input: Tensor, modulation: Tensor, rotary: tuple[Tensor, Tensor], text_states: Tensor
+    ) -> Tensor:
         x = x + self.main_attn(self.norm_main(x), main_input)
         return self.block(x, text_states, modulation, rotary)
 

@@ -33,11 +33,11 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.distributed import PRECISIONS, STRATEGIES, regions
+from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.wam import WorldActionModel
 
-GIB = 2 ** 30
+GIB = 2**30
 STAGES = ("video", "joint")
 TASK = "meta"  # the instruction of the traced batch
 
@@ -55,13 +55,18 @@ def example_batch(cfg: ModelConfig, batch_size: int, device: torch.device | str 
     views, frames = len(cfg.cameras), cfg.clip_frames
     h, w = cfg.image_size
     b = batch_size
-    return {"rgb": torch.zeros(b, views, frames, 3, h, w, device=device),
-            "inverse_depth": torch.zeros(b, views, frames, h, w, device=device)
-            if cfg.depth_blocks or cfg.use_depth_input else None,
-            "state": torch.zeros(b, cfg.state_dim, device=device),
-            "actions": torch.zeros(b, cfg.num_actions, cfg.action_dim, device=device),
-            "value": torch.zeros(b, device=device), "gate": torch.zeros(b, device=device),
-            "imitate": torch.ones(b, device=device), "instruction": [TASK] * b}
+    return {
+        "rgb": torch.zeros(b, views, frames, 3, h, w, device=device),
+        "inverse_depth": torch.zeros(b, views, frames, h, w, device=device)
+        if cfg.depth_blocks or cfg.use_depth_input
+        else None,
+        "state": torch.zeros(b, cfg.state_dim, device=device),
+        "actions": torch.zeros(b, cfg.num_actions, cfg.action_dim, device=device),
+        "value": torch.zeros(b, device=device),
+        "gate": torch.zeros(b, device=device),
+        "imitate": torch.ones(b, device=device),
+        "instruction": [TASK] * b,
+    }
 
 
 def _step(model: nn.Module, batch: dict[str, Any], stage: str) -> None:
@@ -135,8 +140,9 @@ class ActivationTrace:
         return self.outside + sum(self.inputs) + max(self.inside, default=0)
 
 
-def trace_step(model: nn.Module, batch: dict[str, Any], stage: str,
-               region_modules: list[nn.Module]) -> tuple[ActivationTrace, set[int]]:
+def trace_step(
+    model: nn.Module, batch: dict[str, Any], stage: str, region_modules: list[nn.Module]
+) -> tuple[ActivationTrace, set[int]]:
     """Runs one training step of `stage` (meta tensors: nothing is computed), attributing every
     tensor saved for backward to the region module that saved it. Returns the trace and the ids
     of the parameters that received a gradient."""
@@ -168,6 +174,7 @@ def trace_step(model: nn.Module, batch: dict[str, Any], stage: str,
             flat += [x for a in flat if isinstance(a, (tuple, list)) for x in a]
             inputs[i] += sum(new_bytes(t) for t in flat if isinstance(t, Tensor))
             where[0] = i
+
         return hook
 
     def leave(_module: nn.Module, _args: tuple, _output: Any) -> None:
@@ -193,8 +200,14 @@ def _gib(n: float) -> float:
     return float(f"{n / GIB:.4g}")
 
 
-def memory_plan(cfg: ModelConfig, gpus: int = 1, micro_batch: int = 1, strategy: str = "ddp",
-                precision: str = "fp32", checkpointing: bool = False) -> dict[str, Any]:
+def memory_plan(
+    cfg: ModelConfig,
+    gpus: int = 1,
+    micro_batch: int = 1,
+    strategy: str = "ddp",
+    precision: str = "fp32",
+    checkpointing: bool = False,
+) -> dict[str, Any]:
     """Parameters per part and the memory per GPU (GiB) of every strategy x precision, with and
     without checkpointing; `selected` is the one these arguments choose."""
     if strategy not in STRATEGIES or precision not in PRECISIONS:
@@ -212,8 +225,10 @@ def memory_plan(cfg: ModelConfig, gpus: int = 1, micro_batch: int = 1, strategy:
     n_trained = sum(p.numel() for p in model.parameters() if id(p) in trained)
     group_params = sorted(sum(p.numel() for m in group for p in m.parameters()) for group in groups)
     root_params = total - sum(group_params)
-    fp32_activations = {"checkpointing": max(t.with_checkpointing for t in traces.values()),
-                        "no_checkpointing": max(t.without_checkpointing for t in traces.values())}
+    fp32_activations = {
+        "checkpointing": max(t.with_checkpointing for t in traces.values()),
+        "no_checkpointing": max(t.without_checkpointing for t in traces.values()),
+    }
     per_gpu: dict[str, dict[str, Any]] = {}
     for strat in STRATEGIES:
         per_gpu[strat] = {}
@@ -235,24 +250,39 @@ def memory_plan(cfg: ModelConfig, gpus: int = 1, micro_batch: int = 1, strategy:
             }
     chosen = per_gpu[strategy][precision]["total"]["checkpointing" if checkpointing else "no_checkpointing"]
     return {
-        "config": {"blocks": cfg.blocks, "video_width": cfg.video.width, "action_width": cfg.action.width,
-                   "depth_blocks": cfg.depth_blocks, "image_size": list(cfg.image_size), "views": len(cfg.cameras),
-                   "clip_frames": cfg.clip_frames, "actions": cfg.num_actions},
+        "config": {
+            "blocks": cfg.blocks,
+            "video_width": cfg.video.width,
+            "action_width": cfg.action.width,
+            "depth_blocks": cfg.depth_blocks,
+            "image_size": list(cfg.image_size),
+            "views": len(cfg.cameras),
+            "clip_frames": cfg.clip_frames,
+            "actions": cfg.num_actions,
+        },
         "parameters": {**counts, "trained": n_trained},
-        "gpus": gpus, "micro_batch": micro_batch,
-        "activations_fp32_gib": {stage: {"checkpointing": _gib(t.with_checkpointing),
-                                         "no_checkpointing": _gib(t.without_checkpointing)}
-                                 for stage, t in traces.items()},
+        "gpus": gpus,
+        "micro_batch": micro_batch,
+        "activations_fp32_gib": {
+            stage: {"checkpointing": _gib(t.with_checkpointing), "no_checkpointing": _gib(t.without_checkpointing)}
+            for stage, t in traces.items()
+        },
         "per_gpu_gib": per_gpu,
-        "selected": {"strategy": strategy, "precision": precision, "checkpointing": checkpointing,
-                     "per_gpu_gib": chosen},
+        "selected": {
+            "strategy": strategy,
+            "precision": precision,
+            "checkpointing": checkpointing,
+            "per_gpu_gib": chosen,
+        },
     }
 
 
 def summary_line(plan: dict[str, Any]) -> str:
     """One line for the start of a training run."""
     s = plan["selected"]
-    return (f"memory plan: {plan['parameters']['total'] / 1e6:.1f} M parameters "
-            f"({plan['parameters']['trained'] / 1e6:.1f} M trained); {s['strategy']} x {plan['gpus']}, "
-            f"{s['precision']}, checkpointing {'on' if s['checkpointing'] else 'off'}, micro-batch "
-            f"{plan['micro_batch']}: about {s['per_gpu_gib']:.3g} GiB per GPU (--dry-run for the full plan)")
+    return (
+        f"memory plan: {plan['parameters']['total'] / 1e6:.1f} M parameters "
+        f"({plan['parameters']['trained'] / 1e6:.1f} M trained); {s['strategy']} x {plan['gpus']}, "
+        f"{s['precision']}, checkpointing {'on' if s['checkpointing'] else 'off'}, micro-batch "
+        f"{plan['micro_batch']}: about {s['per_gpu_gib']:.3g} GiB per GPU (--dry-run for the full plan)"
+    )

@@ -27,8 +27,11 @@ VIDEO_TARGETS = ("latent", "change")
 
 def choice_problems(**fields: tuple[str, tuple[str, ...]]) -> list[str]:
     """One message per field whose value is not among its choices: field=(value, choices)."""
-    return [f"{name} {value!r}: expected one of {choices}" for name, (value, choices) in fields.items()
-            if value not in choices]
+    return [
+        f"{name} {value!r}: expected one of {choices}"
+        for name, (value, choices) in fields.items()
+        if value not in choices
+    ]
 
 
 @dataclass
@@ -149,15 +152,22 @@ class ModelConfig:
         h, w = self.image_size
         cell = self.spatial_compression * self.patch_size
         if h % cell or w % cell:
-            problems.append(f"image_size {self.image_size} must be a multiple of {self.spatial_compression} "
-                            f"* patch_size = {cell}")
-        problems += choice_problems(vae_layout=(self.vae_layout, VAE_LAYOUTS),
-                                    action_space=(self.action_space, ACTION_SPACES), reward=(self.reward, REWARDS),
-                                    text_encoder=(self.text_encoder, TEXT_ENCODERS), sampler=(self.sampler, SAMPLERS),
-                                    video_target=(self.video_target, VIDEO_TARGETS))
+            problems.append(
+                f"image_size {self.image_size} must be a multiple of {self.spatial_compression} * patch_size = {cell}"
+            )
+        problems += choice_problems(
+            vae_layout=(self.vae_layout, VAE_LAYOUTS),
+            action_space=(self.action_space, ACTION_SPACES),
+            reward=(self.reward, REWARDS),
+            text_encoder=(self.text_encoder, TEXT_ENCODERS),
+            sampler=(self.sampler, SAMPLERS),
+            video_target=(self.video_target, VIDEO_TARGETS),
+        )
         if self.actions_per_frame != self.temporal_compression:
-            problems.append(f"actions_per_frame {self.actions_per_frame} must equal the VAE's temporal compression "
-                            f"{self.temporal_compression} (one latent frame spans that many frames and actions)")
+            problems.append(
+                f"actions_per_frame {self.actions_per_frame} must equal the VAE's temporal compression "
+                f"{self.temporal_compression} (one latent frame spans that many frames and actions)"
+            )
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             problems.append(f"cameras must be distinct names, got {list(self.cameras)}")
         if self.text_encoder == "precomputed" and not self.text_embeddings:
@@ -165,8 +175,10 @@ class ModelConfig:
         if self.text_encoder == "umt5" and not self.text_encoder_path:
             problems.append("text_encoder=umt5 needs text_encoder_path: a local directory")
         if not 0 < self.action_flow_shift <= self.flow_shift:
-            problems.append(f"action_flow_shift {self.action_flow_shift} must be within (0, flow_shift="
-                            f"{self.flow_shift}]: ANS trains with t_a <= t_O")
+            problems.append(
+                f"action_flow_shift {self.action_flow_shift} must be within (0, flow_shift="
+                f"{self.flow_shift}]: ANS trains with t_a <= t_O"
+            )
         if self.video.width % self.heads or (self.video.width // self.heads) % 2:
             problems.append(f"video width {self.video.width} must split into {self.heads} heads of even size")
         if not 0 <= self.depth_blocks <= self.blocks:

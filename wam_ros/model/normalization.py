@@ -29,8 +29,8 @@ from wam_ros.data.dataset import statistics
 
 _EPS = 1e-6
 ACTION_SCALE_FLOOR = 1e-3  # rad or m: a constant action column moves at most this per unit of error
-STATE_SCALE_FLOOR = 0.05   # rad: a joint's deviation from a barely varied position reads at most 20 units per rad
-STATE_INPUT_BOUND = 3.0    # normalised units (the demonstrations span [-1, 1])
+STATE_SCALE_FLOOR = 0.05  # rad: a joint's deviation from a barely varied position reads at most 20 units per rad
+STATE_INPUT_BOUND = 3.0  # normalised units (the demonstrations span [-1, 1])
 
 
 @dataclass
@@ -47,16 +47,23 @@ class AffineMap:
         return np.asarray(x, dtype=np.float64) * self.scale + self.offset
 
     @classmethod
-    def from_quantiles(cls, q01: Sequence[float], q99: Sequence[float], biased: Sequence[bool],
-                       constant_scale: float = 1.0, scale_floor: np.ndarray | float = _EPS,
-                       bound: float = math.inf) -> "AffineMap":
+    def from_quantiles(
+        cls,
+        q01: Sequence[float],
+        q99: Sequence[float],
+        biased: Sequence[bool],
+        constant_scale: float = 1.0,
+        scale_floor: np.ndarray | float = _EPS,
+        bound: float = math.inf,
+    ) -> "AffineMap":
         """constant_scale: the scale of a column whose quantiles coincide; scale_floor: the least
         scale of any other column (per column or one for all)."""
         lo, hi, biased = np.asarray(q01, float), np.asarray(q99, float), np.asarray(biased, bool)
         offset = np.where(biased, (lo + hi) / 2, 0.0)
         scale = np.where(biased, (hi - lo) / 2, np.maximum(np.abs(lo), np.abs(hi)))
-        return cls(offset, np.where(scale < _EPS, constant_scale, np.maximum(scale, np.maximum(scale_floor, _EPS))),
-                   bound)
+        return cls(
+            offset, np.where(scale < _EPS, constant_scale, np.maximum(scale, np.maximum(scale_floor, _EPS))), bound
+        )
 
 
 @dataclass
@@ -66,22 +73,46 @@ class Normalizer:
     stats: dict[str, Any]
 
     @classmethod
-    def from_data(cls, states: np.ndarray, actions: np.ndarray, action_space: str,
-                  gripper_indices: Sequence[int], state_gripper_indices: Sequence[int] = ()) -> "Normalizer":
+    def from_data(
+        cls,
+        states: np.ndarray,
+        actions: np.ndarray,
+        action_space: str,
+        gripper_indices: Sequence[int],
+        state_gripper_indices: Sequence[int] = (),
+    ) -> "Normalizer":
         """gripper_indices: gripper columns of the actions; state_gripper_indices: of the states
         (openings in m, exempt from the joints' STATE_SCALE_FLOOR in rad)."""
-        stats = {"state": statistics(states), "action": statistics(actions),
-                 "state_scale_floor": STATE_SCALE_FLOOR, "state_input_bound": STATE_INPUT_BOUND}
+        stats = {
+            "state": statistics(states),
+            "action": statistics(actions),
+            "state_scale_floor": STATE_SCALE_FLOOR,
+            "state_input_bound": STATE_INPUT_BOUND,
+        }
         return cls.from_stats(stats, action_space, gripper_indices, state_gripper_indices)
 
     @classmethod
-    def from_stats(cls, stats: dict[str, Any], action_space: str, gripper_indices: Sequence[int],
-                   state_gripper_indices: Sequence[int] = ()) -> "Normalizer":
+    def from_stats(
+        cls,
+        stats: dict[str, Any],
+        action_space: str,
+        gripper_indices: Sequence[int],
+        state_gripper_indices: Sequence[int] = (),
+    ) -> "Normalizer":
         """Statistics without a state floor or bound (checkpoints from before them) get neither."""
         s, a = stats["state"], stats["action"]
         biased_actions = [action_space == "joint_position" or i in gripper_indices for i in range(len(a["q01"]))]
-        state_floor = np.where(np.isin(np.arange(len(s["q01"])), list(state_gripper_indices)), _EPS,
-                               stats.get("state_scale_floor", _EPS))
-        return cls(AffineMap.from_quantiles(s["q01"], s["q99"], [True] * len(s["q01"]), scale_floor=state_floor,
-                                            bound=stats.get("state_input_bound", math.inf)),
-                   AffineMap.from_quantiles(a["q01"], a["q99"], biased_actions, ACTION_SCALE_FLOOR), stats)
+        state_floor = np.where(
+            np.isin(np.arange(len(s["q01"])), list(state_gripper_indices)), _EPS, stats.get("state_scale_floor", _EPS)
+        )
+        return cls(
+            AffineMap.from_quantiles(
+                s["q01"],
+                s["q99"],
+                [True] * len(s["q01"]),
+                scale_floor=state_floor,
+                bound=stats.get("state_input_bound", math.inf),
+            ),
+            AffineMap.from_quantiles(a["q01"], a["q99"], biased_actions, ACTION_SCALE_FLOOR),
+            stats,
+        )

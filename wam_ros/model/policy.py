@@ -82,7 +82,7 @@ class Prediction:
         if self.future_rgb is None or self.future_depth is None:
             raise ValueError("the prediction has no video or no depth")
         stride = self.future_rgb.shape[1] // self.future_depth.shape[1]
-        return self.future_rgb[:, stride - 1::stride]
+        return self.future_rgb[:, stride - 1 :: stride]
 
 
 @dataclass
@@ -107,7 +107,7 @@ def resize_images(images: np.ndarray, size: tuple[int, int], mode: str) -> np.nd
     if tuple(spatial) == tuple(size):
         return images
     lead = images.shape[:-3] if colour else images.shape[:-2]
-    x = torch.from_numpy(images.astype(np.float32)).reshape(-1, *images.shape[len(lead):])
+    x = torch.from_numpy(images.astype(np.float32)).reshape(-1, *images.shape[len(lead) :])
     x = x.movedim(-1, 1) if colour else x[:, None]
     x = F.interpolate(x, size=tuple(size), mode=mode)
     x = x.movedim(1, -1) if colour else x[:, 0]
@@ -131,12 +131,18 @@ def git_revision() -> str:
     "unknown" outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                  cwd=here).stdout.strip()
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here
+        ).stdout.strip()
         if not revision:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=here).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=here,
+        ).stdout.strip()
         return revision + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -151,8 +157,15 @@ class DenoisingSession:
     and the remaining passes run the video expert alone.
     """
 
-    def __init__(self, policy: "WorldActionPolicy", obs: Observation, action_steps: int, video_steps: int,
-                 generator: torch.Generator, sampler: str):
+    def __init__(
+        self,
+        policy: "WorldActionPolicy",
+        obs: Observation,
+        action_steps: int,
+        video_steps: int,
+        generator: torch.Generator,
+        sampler: str,
+    ):
         if not 1 <= action_steps <= video_steps:
             raise ValueError(f"need 1 <= action_steps ({action_steps}) <= video_steps ({video_steps})")
         self.policy, self.model = policy, policy.model
@@ -177,8 +190,9 @@ class DenoisingSession:
         h, w = cfg.latent_size
         device = state.device
         # the video target being denoised (WorldActionModel.video_target); future_latents() decodes
-        self.future = torch.randn(1, len(cfg.cameras), cfg.horizon, cfg.latent_channels, h, w,
-                                  generator=generator).to(device)
+        self.future = torch.randn(1, len(cfg.cameras), cfg.horizon, cfg.latent_channels, h, w, generator=generator).to(
+            device
+        )
         self.actions = torch.randn(1, cfg.num_actions, cfg.action_dim, generator=generator).to(device)
         self.value = torch.randn(1, generator=generator).to(device)
         self.expected_value: Tensor | None = None  # the first pass's x0 estimate (see progress())
@@ -193,8 +207,13 @@ class DenoisingSession:
     def video_final(self) -> bool:
         return self.passes >= self.video_steps
 
-    def step(self, inpaint_target: np.ndarray | None = None, inpaint_weights: np.ndarray | None = None,
-             guidance_clip: float = 5.0, with_depth: bool = False) -> None:
+    def step(
+        self,
+        inpaint_target: np.ndarray | None = None,
+        inpaint_weights: np.ndarray | None = None,
+        guidance_clip: float = 5.0,
+        with_depth: bool = False,
+    ) -> None:
         """One denoising pass. With an inpainting target (K, A) in action units and per-step weights (K,),
         the action update is guided towards it (RTC): velocity minus c (I + J)^T e, where
         e = (target - x0_hat) * w, J = d x0_hat / d x_t and c = min(guidance_clip, (t^2 + (1-t)^2) / (t (1-t))).
@@ -213,25 +232,39 @@ class DenoisingSession:
             guided = inpaint_target is not None
             x = self.actions.detach().requires_grad_(guided)
             with torch.set_grad_enabled(guided):
-                out = self.model.trunk(self.current, self.future, t_video, self.text, self.state, x, self.value,
-                                       t_action, with_depth=with_depth)
+                out = self.model.trunk(
+                    self.current,
+                    self.future,
+                    t_video,
+                    self.text,
+                    self.state,
+                    x,
+                    self.value,
+                    t_action,
+                    with_depth=with_depth,
+                )
             velocity = x0_to_velocity(x, out.action_x0, t_action, cfg.t_min)
             if guided:
                 target, weights = self._inpainting(inpaint_target, inpaint_weights)
                 error = (target - out.action_x0) * weights[None, :, None]
                 (vjp,) = torch.autograd.grad(out.action_x0, x, error)
-                c = min(guidance_clip, (ta ** 2 + (1 - ta) ** 2) / max(ta * (1 - ta), 1e-9))
+                c = min(guidance_clip, (ta**2 + (1 - ta) ** 2) / max(ta * (1 - ta), 1e-9))
                 velocity = velocity - c * (error + vjp)
             if i == 0:
                 self.expected_value = out.value_x0.detach()
             value_velocity = x0_to_velocity(self.value, out.value_x0.detach(), t_action, cfg.t_min)
-            joint = self.action_sampler.step(torch.cat([x.detach().flatten(1), self.value[:, None]], dim=1),
-                                             torch.cat([velocity.detach().flatten(1), value_velocity[:, None]], dim=1))
+            joint = self.action_sampler.step(
+                torch.cat([x.detach().flatten(1), self.value[:, None]], dim=1),
+                torch.cat([velocity.detach().flatten(1), value_velocity[:, None]], dim=1),
+            )
             self.actions, self.value = joint[:, :-1].view_as(x), joint[:, -1]
         else:
             # where the video may see the actions, the rest of it is conditioned on the final ones (t_a = 0)
-            final = ((self.state, self.actions, self.value, torch.zeros(1, device=self.state.device))
-                     if cfg.video_sees_actions else ())
+            final = (
+                (self.state, self.actions, self.value, torch.zeros(1, device=self.state.device))
+                if cfg.video_sees_actions
+                else ()
+            )
             with torch.no_grad():
                 out = self.model.trunk(self.current, self.future, t_video, self.text, *final, with_depth=with_depth)
         self.future = self.video_sampler.step(self.future, out.video_velocity[:, :, 1:].detach())
@@ -249,8 +282,7 @@ class DenoisingSession:
         device = self.state.device
         bound = INPAINT_TARGET_BOUND
         normalized = np.clip(self.policy.normalizer.action.normalize(target), -bound, bound)
-        return (torch.from_numpy(normalized)[None].to(device),
-                torch.from_numpy(w).float().to(device))
+        return (torch.from_numpy(normalized)[None].to(device), torch.from_numpy(w).float().to(device))
 
     def latents(self) -> Tensor:
         """The present and the (partly) denoised future latents: (1, V, 1 + H, C, h, w)."""
@@ -295,8 +327,10 @@ class WorldActionPolicy:
         for cam in cfg.cameras:
             img = obs.images.get(cam)
             if img is not None and (img.dtype != np.uint8 or img.shape != (h, w, 3)):
-                problems.append(f"camera {cam!r}: image {img.shape} {img.dtype}, expected ({h}, {w}, 3) uint8 "
-                                "(resize before predict)")
+                problems.append(
+                    f"camera {cam!r}: image {img.shape} {img.dtype}, expected ({h}, {w}, 3) uint8 "
+                    "(resize before predict)"
+                )
         if cfg.use_depth_input:
             depths = obs.depths or {}
             missing_depth = [c for c in cfg.cameras if c not in depths]
@@ -321,19 +355,40 @@ class WorldActionPolicy:
         norm_state = torch.from_numpy(self.normalizer.state.normalize(state))[None].to(self.device)
         return rgb, inv, norm_state
 
-    def session(self, obs: Observation, action_steps: int | None = None, video_steps: int | None = None,
-                seed: int | None = None, sampler: str | None = None) -> DenoisingSession:
+    def session(
+        self,
+        obs: Observation,
+        action_steps: int | None = None,
+        video_steps: int | None = None,
+        seed: int | None = None,
+        sampler: str | None = None,
+    ) -> DenoisingSession:
         """sampler: "euler" or "unipc" (None: the config's); the weights do not depend on it."""
         generator = torch.Generator()
-        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2 ** 31, (1,))))
-        return DenoisingSession(self, obs, action_steps or self.cfg.action_steps, video_steps or self.cfg.video_steps,
-                                generator, sampler or self.cfg.sampler)
+        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2**31, (1,))))
+        return DenoisingSession(
+            self,
+            obs,
+            action_steps or self.cfg.action_steps,
+            video_steps or self.cfg.video_steps,
+            generator,
+            sampler or self.cfg.sampler,
+        )
 
-    def predict(self, obs: Observation, video: bool = True, depth: bool = True, action_steps: int | None = None,
-                video_steps: int | None = None, seed: int | None = None,
-                inpaint: tuple[np.ndarray, np.ndarray] | None = None, guidance_clip: float = 5.0,
-                on_actions: Callable[[Prediction], None] | None = None, expert: str = "gated",
-                sampler: str | None = None) -> Prediction:
+    def predict(
+        self,
+        obs: Observation,
+        video: bool = True,
+        depth: bool = True,
+        action_steps: int | None = None,
+        video_steps: int | None = None,
+        seed: int | None = None,
+        inpaint: tuple[np.ndarray, np.ndarray] | None = None,
+        guidance_clip: float = 5.0,
+        on_actions: Callable[[Prediction], None] | None = None,
+        expert: str = "gated",
+        sampler: str | None = None,
+    ) -> Prediction:
         """Actions after T_a passes (ANS), then the video (skipped with video=False unless the gate
         picks the reactive expert, which needs the predicted future). The depth branch runs on the
         last pass only and not at all with depth=False.
@@ -359,14 +414,27 @@ class WorldActionPolicy:
         def actions_ready(actions: np.ndarray) -> None:
             timings["actions_ms"] = (time.perf_counter() - start) * 1e3
             if on_actions is not None:
-                on_actions(Prediction(actions=actions, value=s.progress(), gate_probability=s.gate_probability,
-                                      expert=expert, future_rgb=None, future_depth=None, timings=dict(timings)))
+                on_actions(
+                    Prediction(
+                        actions=actions,
+                        value=s.progress(),
+                        gate_probability=s.gate_probability,
+                        expert=expert,
+                        future_rgb=None,
+                        future_depth=None,
+                        timings=dict(timings),
+                    )
+                )
 
         with torch.no_grad():
             while s.passes < last_pass:
                 guided = target is not None and not s.actions_final
-                s.step(target if guided else None, weights if guided else None, guidance_clip,
-                       with_depth=depth and s.passes == last_pass - 1)
+                s.step(
+                    target if guided else None,
+                    weights if guided else None,
+                    guidance_clip,
+                    with_depth=depth and s.passes == last_pass - 1,
+                )
                 if s.passes == s.action_steps and expert == PREDICTIVE:
                     actions_ready(s.action_chunk())
             actions = s.action_chunk()
@@ -380,8 +448,15 @@ class WorldActionPolicy:
                 future_rgb, future_depth = self._anchored_future(s, depth)
                 timings["decode_ms"] = (time.perf_counter() - decode_start) * 1e3
         timings["total_ms"] = (time.perf_counter() - start) * 1e3
-        return Prediction(actions=actions, value=s.progress(), gate_probability=s.gate_probability, expert=expert,
-                          future_rgb=future_rgb, future_depth=future_depth, timings=timings)
+        return Prediction(
+            actions=actions,
+            value=s.progress(),
+            gate_probability=s.gate_probability,
+            expert=expert,
+            future_rgb=future_rgb,
+            future_depth=future_depth,
+            timings=timings,
+        )
 
     def _anchored_future(self, s: DenoisingSession, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """The decoded future as the observation plus the predicted change: colour frames
@@ -411,8 +486,14 @@ class WorldActionPolicy:
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                "normalization": self.normalizer.stats, "meta": dict(self.meta.__dict__), **(extra or {})}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "normalization": self.normalizer.stats,
+            "meta": dict(self.meta.__dict__),
+            **(extra or {}),
+        }
 
     def save(self, path: Path, extra: Mapping[str, Any] | None = None) -> None:
         path = Path(path)
@@ -421,29 +502,39 @@ class WorldActionPolicy:
         torch.save(self.checkpoint(extra), tmp)
         tmp.replace(path)  # never a half-written checkpoint under the real name
 
-    def check_robot(self, cameras: Sequence[str] | None = None, state_names: Sequence[str] | None = None,
-                    action_names: Sequence[str] | None = None, action_space: str | None = None) -> None:
+    def check_robot(
+        self,
+        cameras: Sequence[str] | None = None,
+        state_names: Sequence[str] | None = None,
+        action_names: Sequence[str] | None = None,
+        action_space: str | None = None,
+    ) -> None:
         """Raises CheckpointMismatch listing every difference to what the robot provides."""
         differences = []
-        for what, ours, theirs in (("cameras", self.meta.cameras, cameras),
-                                   ("state joints", self.meta.state_names, state_names),
-                                   ("action columns", self.meta.action_names, action_names)):
+        for what, ours, theirs in (
+            ("cameras", self.meta.cameras, cameras),
+            ("state joints", self.meta.state_names, state_names),
+            ("action columns", self.meta.action_names, action_names),
+        ):
             if theirs is None or list(theirs) == list(ours):
                 continue
             missing = [n for n in ours if n not in theirs]
             extra = [n for n in theirs if n not in ours]
             detail = f"robot lacks {missing}" if missing else ""
             detail += ("; " if detail and extra else "") + (f"robot has extra {extra}" if extra else "")
-            differences.append(f"{what}: checkpoint {list(ours)} vs robot {list(theirs)}"
-                               + (f" ({detail})" if detail else " (different order)"))
+            differences.append(
+                f"{what}: checkpoint {list(ours)} vs robot {list(theirs)}"
+                + (f" ({detail})" if detail else " (different order)")
+            )
         if action_space is not None and action_space != self.meta.action_space:
             differences.append(f"action space: checkpoint {self.meta.action_space!r} vs robot {action_space!r}")
         if differences:
             raise CheckpointMismatch("checkpoint does not match the robot: " + "; ".join(differences))
 
 
-def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | None = None,
-                allow_partial: bool = False) -> WorldActionPolicy:
+def load_policy(
+    path: Path, device: str = "cpu", expect_config: ModelConfig | None = None, allow_partial: bool = False
+) -> WorldActionPolicy:
     """Loads a checkpoint; with expect_config, a checkpoint of another config is refused with the
     differing fields named (before any weights are touched). A checkpoint whose training stopped
     before its planned steps is refused unless allow_partial; every refusal is a CheckpointError."""
@@ -454,18 +545,24 @@ def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | No
         data = torch.load(path, map_location=device, weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first}): truncated, corrupted or not a "
-                              "torch file; copy it again or retrain") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({first}): truncated, corrupted or not a "
+            "torch file; copy it again or retrain"
+        ) from None
     if isinstance(data, dict) and data.get("format") == 1:
-        raise CheckpointError(f"{path}: a checkpoint of the retired architecture (own autoencoder and DiT, "
-                                 "before the Wan video prior); it cannot be loaded or converted: retrain it with "
-                                 "`wam-ros train`")
+        raise CheckpointError(
+            f"{path}: a checkpoint of the retired architecture (own autoencoder and DiT, "
+            "before the Wan video prior); it cannot be loaded or converted: retrain it with "
+            "`wam-ros train`"
+        )
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a wam_ros checkpoint (format {CHECKPOINT_FORMAT})")
     progress = training_progress(data)
     if progress is not None and progress[0] < progress[1] and not allow_partial:
-        raise CheckpointError(f"{path}: an interrupted training's checkpoint (step {progress[0]} of {progress[1]}); "
-                              "finish it with `wam-ros train ... --resume`, or pass it knowingly (allow_partial)")
+        raise CheckpointError(
+            f"{path}: an interrupted training's checkpoint (step {progress[0]} of {progress[1]}); "
+            "finish it with `wam-ros train ... --resume`, or pass it knowingly (allow_partial)"
+        )
     cfg = ModelConfig.from_dict(data["config"])
     if expect_config is not None and cfg != expect_config:
         ours, theirs = expect_config.to_dict(), cfg.to_dict()
@@ -477,6 +574,7 @@ def load_policy(path: Path, device: str = "cpu", expect_config: ModelConfig | No
         state = {**state, "change_scale": model.change_scale}  # written before video_target; unused by "latent"
     model.load_state_dict(state)
     meta = CheckpointMeta(**data["meta"])
-    normalizer = Normalizer.from_stats(data["normalization"], cfg.action_space, gripper_columns(meta.action_names),
-                                       gripper_columns(meta.state_names))
+    normalizer = Normalizer.from_stats(
+        data["normalization"], cfg.action_space, gripper_columns(meta.action_names), gripper_columns(meta.state_names)
+    )
     return WorldActionPolicy(model.to(device), normalizer, meta)

@@ -29,17 +29,17 @@ PAUSING_MODES = ("ROLLING_BACK", "ESTOP")
 @dataclass(frozen=True)
 class InferenceJob:
     obs: Observation
-    stamp: float            # time of the observation the chunk is conditioned on
+    stamp: float  # time of the observation the chunk is conditioned on
     views: Views
-    epoch: int              # the scheduler's epoch at the observation: a later resample discards the chunk
+    epoch: int  # the scheduler's epoch at the observation: a later resample discards the chunk
     chunk_id: int
-    seed: int | None        # None: fresh random noise
+    seed: int | None  # None: fresh random noise
 
 
 @dataclass(frozen=True)
 class ResampleReply:
     accepted: bool
-    chunk_id: int           # the chunk that will be sampled from the restored state
+    chunk_id: int  # the chunk that will be sampled from the restored state
     message: str
 
 
@@ -47,8 +47,14 @@ class PolicyLoop:
     """Between the inputs (observation sets, joint states, the supervisor's state, resample requests)
     and DeployedPolicy. `on_problem(cause, detail)` hears why an observation or a tick was not used."""
 
-    def __init__(self, deployed: DeployedPolicy, instruction: str, max_observation_age: float, seed: int = -1,
-                 on_problem: Callable[[str, str], None] = lambda cause, detail: None):
+    def __init__(
+        self,
+        deployed: DeployedPolicy,
+        instruction: str,
+        max_observation_age: float,
+        seed: int = -1,
+        on_problem: Callable[[str, str], None] = lambda cause, detail: None,
+    ):
         self.deployed, self.instruction = deployed, instruction
         self.max_observation_age = max_observation_age
         self._on_problem = on_problem
@@ -98,14 +104,20 @@ class PolicyLoop:
         the rollback restored."""
         unknown = [n for n in names if n not in self.deployed.policy.meta.state_names]
         if len(names) != len(positions) or unknown or not all(math.isfinite(x) for x in positions):
-            return ResampleReply(False, 0, f"bad restored state: {len(names)} names, {len(positions)} positions"
-                                 + (f", unknown joints {unknown}" if unknown else "") + " (or non-finite values)")
+            return ResampleReply(
+                False,
+                0,
+                f"bad restored state: {len(names)} names, {len(positions)} positions"
+                + (f", unknown joints {unknown}" if unknown else "")
+                + " (or non-finite values)",
+            )
         # a new epoch: the chunk of an inference in flight is neither accepted (it would guide the
         # next chunk towards the discarded plan) nor published
         self.deployed.scheduler.reset()
         self._restored = dict(zip(names, positions))
-        return ResampleReply(True, self.next_chunk_id, f"chunk {self.next_chunk_id} will be sampled from the "
-                                                       "restored state")
+        return ResampleReply(
+            True, self.next_chunk_id, f"chunk {self.next_chunk_id} will be sampled from the restored state"
+        )
 
     # --- inference ---------------------------------------------------------------------------
     def due(self, now: float) -> bool:
@@ -122,8 +134,10 @@ class PolicyLoop:
         if views is None:
             return self._on_problem("observation degraded", f"sync_node marked the set degraded: {degraded}")
         if now - stamp > self.max_observation_age:
-            return self._on_problem("observation stale", f"newest set is {now - stamp:.3f} s old "
-                                    f"(max_observation_age {self.max_observation_age} s)")
+            return self._on_problem(
+                "observation stale",
+                f"newest set is {now - stamp:.3f} s old (max_observation_age {self.max_observation_age} s)",
+            )
         with self._joints_lock:
             joints = dict(self._joints)
         restored, epoch = self._restored, self.deployed.scheduler.epoch
@@ -139,8 +153,9 @@ class PolicyLoop:
         chunk_id, self.next_chunk_id = self.next_chunk_id, self.next_chunk_id + 1
         return InferenceJob(obs, stamp, views, epoch, chunk_id, self._next_seed())
 
-    def infer(self, job: InferenceJob, clock: Callable[[], float],
-              on_chunk: Callable[[ChunkReady], None]) -> Prediction:
+    def infer(
+        self, job: InferenceJob, clock: Callable[[], float], on_chunk: Callable[[ChunkReady], None]
+    ) -> Prediction:
         """Samples the job's chunk; on_chunk gets it as soon as its actions are final, unless a
         resample since the job discarded it."""
         return self.deployed.infer(job.obs, job.stamp, clock, on_chunk, job.chunk_id, job.seed, job.epoch)
@@ -155,4 +170,4 @@ class PolicyLoop:
         if self._first_seed is not None:
             seed, self._first_seed = self._first_seed, None
             return seed
-        return int(self._seeds.integers(2 ** 31))
+        return int(self._seeds.integers(2**31))

@@ -85,8 +85,13 @@ class UniPCSampler(FlowSampler):
 
         super().__init__(steps)
         # the shift is applied by the scheduler, to the unshifted grid passed as `sigmas`
-        self.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                                 flow_shift=shift, solver_order=2, final_sigmas_type="zero")
+        self.scheduler = UniPCMultistepScheduler(
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=shift,
+            solver_order=2,
+            final_sigmas_type="zero",
+        )
         self.scheduler.set_timesteps(sigmas=shifted_times(steps, 1.0)[:-1].copy())
         # walk the schedule by position: its integer timesteps (sigma * 1000) repeat beyond 1000 steps
         self.scheduler.set_begin_index(0)
@@ -111,8 +116,9 @@ def make_sampler(kind: str, steps: int, shift: float = 1.0) -> FlowSampler:
     raise ValueError(f"sampler {kind!r}: expected one of {SAMPLERS}")
 
 
-def sample(kind: str, steps: int, x1: Tensor, velocity_fn: Callable[[Tensor, Tensor], Tensor],
-           shift: float = 1.0) -> Tensor:
+def sample(
+    kind: str, steps: int, x1: Tensor, velocity_fn: Callable[[Tensor, Tensor], Tensor], shift: float = 1.0
+) -> Tensor:
     """x0 from noise x1 with velocity_fn(x, t: Tensor (batch,)) -> v: the whole integration in one call."""
     sampler = make_sampler(kind, steps, shift)
     x = x1

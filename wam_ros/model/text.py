@@ -108,8 +108,9 @@ def umt5_width(path: str | Path) -> int:
     transformers import, no weights)."""
     config = umt5_directories(path)[0] / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"text_encoder_path {path}: no {config} (a local umT5 encoder directory; "
-                                "never downloaded)")
+        raise FileNotFoundError(
+            f"text_encoder_path {path}: no {config} (a local umT5 encoder directory; never downloaded)"
+        )
     return int(json.loads(config.read_text())["d_model"])
 
 
@@ -159,8 +160,10 @@ class UMT5TextEncoder(nn.Module):
         if not missing:
             return
         if not self.path.is_dir():
-            raise UnknownInstruction(f"instructions {missing} are not in the text feature cache {self.cache_file} "
-                                     f"and the umT5 encoder directory {self.path} does not exist")
+            raise UnknownInstruction(
+                f"instructions {missing} are not in the text feature cache {self.cache_file} "
+                f"and the umT5 encoder directory {self.path} does not exist"
+            )
         self.cache.update(zip(missing, self._encode(missing)))
         if self.cache_file is not None:
             write_feature_file(self.cache_file, self.cache)
@@ -170,9 +173,15 @@ class UMT5TextEncoder(nn.Module):
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
         encoder = self._load()
-        batch = encoder.tokenizer([prompt_clean(t) for t in texts], padding="max_length", max_length=self.tokens,
-                                  truncation=True, add_special_tokens=True, return_attention_mask=True,
-                                  return_tensors="pt")
+        batch = encoder.tokenizer(
+            [prompt_clean(t) for t in texts],
+            padding="max_length",
+            max_length=self.tokens,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
         device = self.anchor.device
         mask = batch.attention_mask.to(device)
         hidden = encoder.model(batch.input_ids.to(device), mask).last_hidden_state

@@ -19,16 +19,29 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wam_ros.config import RobotConfig, gripper_columns
 from wam_ros.control.tracking import fit_tracking_gains
-from wam_ros.model.action_space import ChunkEncoder
-from wam_ros.model.model_config import ModelConfig, choice_problems
-from wam_ros.model.distributed import (PRECISIONS, STRATEGIES, ShardedCheckpoints, Topology, all_ranks, autocast,
-                                       checkpoint_activations, full_model_state, init_distributed, is_sharded, no_sync,
-                                       rng_state, set_rng_state, wrap)
 from wam_ros.data.dataset import DatasetError, DatasetMeta, Episode, Frames, LazyFrames
+from wam_ros.data.targets import frame_targets
+from wam_ros.model.action_space import ChunkEncoder
+from wam_ros.model.distributed import (
+    PRECISIONS,
+    STRATEGIES,
+    ShardedCheckpoints,
+    Topology,
+    all_ranks,
+    autocast,
+    checkpoint_activations,
+    full_model_state,
+    init_distributed,
+    is_sharded,
+    no_sync,
+    rng_state,
+    set_rng_state,
+    wrap,
+)
 from wam_ros.model.memory_plan import memory_plan, summary_line, training_regions
+from wam_ros.model.model_config import ModelConfig, choice_problems
 from wam_ros.model.normalization import Normalizer
 from wam_ros.model.policy import CheckpointMeta, WorldActionPolicy, depth_metres, git_revision, resize_images
-from wam_ros.data.targets import frame_targets
 from wam_ros.model.wam import WorldActionModel, inverse_depth
 from wam_ros.progress import Progress
 
@@ -63,8 +76,9 @@ class TrainConfig:
     stop_after: int = 0  # > 0: end after this many steps, the schedule unchanged (checks that a run reproduces)
 
     def validate(self) -> "TrainConfig":
-        problems = choice_problems(decay=(self.decay, DECAYS), precision=(self.precision, PRECISIONS),
-                                   strategy=(self.strategy, STRATEGIES))
+        problems = choice_problems(
+            decay=(self.decay, DECAYS), precision=(self.precision, PRECISIONS), strategy=(self.strategy, STRATEGIES)
+        )
         if min(self.vae_stage_steps, self.video_stage_steps, self.joint_stage_steps) < 0:
             problems.append("stage steps must be >= 0")
         if self.stop_after < 0:
@@ -140,16 +154,17 @@ class WindowDataset(Dataset):
     collate_windows stacks them and to_device makes the model's batch; `batch(indices)` does all
     three in this process."""
 
-    def __init__(self, episodes: list[Episode], meta: DatasetMeta, cfg: ModelConfig,
-                 robot: RobotConfig | None = None):
+    def __init__(self, episodes: list[Episode], meta: DatasetMeta, cfg: ModelConfig, robot: RobotConfig | None = None):
         problems = []
         if list(meta.cameras) != list(cfg.cameras):
             problems.append(f"cameras {meta.cameras} but the model config has {list(cfg.cameras)}")
         if len(meta.state_names) != cfg.state_dim:
             problems.append(f"{len(meta.state_names)} state columns but state_dim={cfg.state_dim}")
         if meta.action_space != "joint_position":
-            problems.append(f"recorded actions must be absolute joint targets (joint_position), got "
-                            f"{meta.action_space!r}; the model config's action_space picks the representation")
+            problems.append(
+                f"recorded actions must be absolute joint targets (joint_position), got "
+                f"{meta.action_space!r}; the model config's action_space picks the representation"
+            )
         if cfg.use_depth_input and any(ep.depth is None for ep in episodes):
             problems.append("the model takes depth input but some episodes have no depth")
         try:
@@ -158,29 +173,42 @@ class WindowDataset(Dataset):
             problems.append(str(exc))
         else:
             if len(self.encoder.columns) != cfg.action_dim:
-                problems.append(f"{cfg.action_space} gives {len(self.encoder.columns)} action columns "
-                                f"{self.encoder.columns} but action_dim={cfg.action_dim}")
+                problems.append(
+                    f"{cfg.action_space} gives {len(self.encoder.columns)} action columns "
+                    f"{self.encoder.columns} but action_dim={cfg.action_dim}"
+                )
         if problems:
             raise DatasetError("dataset does not fit the model config: " + "; ".join(problems))
         self.cfg, self.meta = cfg, meta
         state_grippers = gripper_columns(meta.state_names)
         self.episodes = []
         for ep in episodes:
-            value, gate = frame_targets(ep.state[:, state_grippers], ep.success, ep.stage_frames, cfg.reward,
-                                        cfg.gamma, cfg.gate_window)
-            self.episodes.append({
-                "rgb": _model_frames(ep.rgb, cfg.image_size, "area"),
-                "depth": None if ep.depth is None else _model_frames(ep.depth, cfg.image_size, "nearest"),
-                "state": ep.state, "action": ep.action, "task": ep.task,
-                "state_tcp": self.encoder.tcp_poses(ep.state, meta.state_names),
-                "target_tcp": self.encoder.tcp_poses(ep.action, meta.action_names),
-                "value": value, "gate": gate, "success": ep.success,
-            })
+            value, gate = frame_targets(
+                ep.state[:, state_grippers], ep.success, ep.stage_frames, cfg.reward, cfg.gamma, cfg.gate_window
+            )
+            self.episodes.append(
+                {
+                    "rgb": _model_frames(ep.rgb, cfg.image_size, "area"),
+                    "depth": None if ep.depth is None else _model_frames(ep.depth, cfg.image_size, "nearest"),
+                    "state": ep.state,
+                    "action": ep.action,
+                    "task": ep.task,
+                    "state_tcp": self.encoder.tcp_poses(ep.state, meta.state_names),
+                    "target_tcp": self.encoder.tcp_poses(ep.action, meta.action_names),
+                    "value": value,
+                    "gate": gate,
+                    "success": ep.success,
+                }
+            )
         self.index = [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep))]
         chunks = np.stack([self.chunk(e, t) for e, t in self.index])  # (windows, K, A): statistics only
-        self.normalizer = Normalizer.from_data(np.concatenate([ep.state for ep in episodes]),
-                                               chunks.reshape(-1, chunks.shape[-1]), cfg.action_space,
-                                               gripper_columns(self.encoder.columns), state_grippers)
+        self.normalizer = Normalizer.from_data(
+            np.concatenate([ep.state for ep in episodes]),
+            chunks.reshape(-1, chunks.shape[-1]),
+            cfg.action_space,
+            gripper_columns(self.encoder.columns),
+            state_grippers,
+        )
         self.tracking_gains = self._tracking_gains(episodes, meta)
 
     def _tracking_gains(self, episodes: list[Episode], meta: DatasetMeta) -> list[float]:
@@ -207,8 +235,12 @@ class WindowDataset(Dataset):
         """The K actions from frame t in the model's action space (unnormalised)."""
         ep = self.episodes[episode]
         _, steps = window_indices(t, len(ep["state"]), self.cfg.clip_frames, self.cfg.num_actions)
-        return self.encoder.encode(ep["action"][steps], ep["state"][t], ep["target_tcp"][steps],
-                                   ep["state_tcp"][t] if len(ep["state_tcp"]) else None)
+        return self.encoder.encode(
+            ep["action"][steps],
+            ep["state"][t],
+            ep["target_tcp"][steps],
+            ep["state_tcp"][t] if len(ep["state_tcp"]) else None,
+        )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -220,12 +252,16 @@ class WindowDataset(Dataset):
         depth = None
         if ep["depth"] is not None:
             depth = inverse_depth(torch.from_numpy(depth_metres(ep["depth"][frames].swapaxes(0, 1)))).numpy()
-        return {"rgb": ep["rgb"][frames].swapaxes(0, 1),  # (V, F, H, W, 3) uint8
-                "inverse_depth": depth,  # (V, F, H, W) float32 or None
-                "state": self.normalizer.state.normalize(ep["state"][t]),
-                "actions": self.normalizer.action.normalize(self.chunk(e, t)),
-                "value": ep["value"][t], "gate": ep["gate"][t], "imitate": float(ep["success"]),
-                "instruction": ep["task"]}
+        return {
+            "rgb": ep["rgb"][frames].swapaxes(0, 1),  # (V, F, H, W, 3) uint8
+            "inverse_depth": depth,  # (V, F, H, W) float32 or None
+            "state": self.normalizer.state.normalize(ep["state"][t]),
+            "actions": self.normalizer.action.normalize(self.chunk(e, t)),
+            "value": ep["value"][t],
+            "gate": ep["gate"][t],
+            "imitate": float(ep["success"]),
+            "instruction": ep["task"],
+        }
 
     def batch(self, indices: list[int], device: torch.device | str = "cpu") -> dict[str, Any]:
         return to_device(collate_windows([self[i] for i in indices]), device)
@@ -234,22 +270,26 @@ class WindowDataset(Dataset):
 def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Windows -> one batch of CPU tensors; rgb stays uint8 (a quarter of the bytes to move)."""
     depth = [s["inverse_depth"] for s in samples]
-    return {"rgb": torch.from_numpy(np.stack([s["rgb"] for s in samples])),
-            "inverse_depth": None if depth[0] is None else torch.from_numpy(np.stack(depth)),
-            "state": torch.from_numpy(np.stack([s["state"] for s in samples])),
-            "actions": torch.from_numpy(np.stack([s["actions"] for s in samples])),
-            "value": torch.tensor(np.array([s["value"] for s in samples]), dtype=torch.float32),
-            "gate": torch.tensor(np.array([s["gate"] for s in samples]), dtype=torch.float32),
-            "imitate": torch.tensor([s["imitate"] for s in samples], dtype=torch.float32),
-            "instruction": [s["instruction"] for s in samples]}
+    return {
+        "rgb": torch.from_numpy(np.stack([s["rgb"] for s in samples])),
+        "inverse_depth": None if depth[0] is None else torch.from_numpy(np.stack(depth)),
+        "state": torch.from_numpy(np.stack([s["state"] for s in samples])),
+        "actions": torch.from_numpy(np.stack([s["actions"] for s in samples])),
+        "value": torch.tensor(np.array([s["value"] for s in samples]), dtype=torch.float32),
+        "gate": torch.tensor(np.array([s["gate"] for s in samples]), dtype=torch.float32),
+        "imitate": torch.tensor([s["imitate"] for s in samples], dtype=torch.float32),
+        "instruction": [s["instruction"] for s in samples],
+    }
 
 
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     """The model's batch: rgb (B, V, F, 3, H, W) in [-1, 1] (policy.rgb_tensor's mapping, applied on
     the device), everything else moved as it is."""
     rgb = batch["rgb"].to(device, non_blocking=True).movedim(-1, -3).float() / 127.5 - 1.0
-    return {k: rgb if k == "rgb" else v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
+    return {
+        k: rgb if k == "rgb" else v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 class StepBatches(Sampler[list[int]]):
@@ -272,20 +312,32 @@ class StepBatches(Sampler[list[int]]):
             drawn = self.global_batch(step)
             for m in range(self.cfg.grad_accum):
                 first = (m * world + rank) * b
-                yield drawn[first:first + b].tolist()
+                yield drawn[first : first + b].tolist()
 
     def __len__(self) -> int:
         return (self.cfg.total_steps - self.start) * self.cfg.grad_accum
 
 
-def window_loader(dataset: WindowDataset, cfg: TrainConfig, topology: Topology, start: int,
-                  pin_memory: bool = False) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=StepBatches(len(dataset), cfg, topology, start),
-                      num_workers=cfg.workers, collate_fn=collate_windows, pin_memory=pin_memory)
+def window_loader(
+    dataset: WindowDataset, cfg: TrainConfig, topology: Topology, start: int, pin_memory: bool = False
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=StepBatches(len(dataset), cfg, topology, start),
+        num_workers=cfg.workers,
+        collate_fn=collate_windows,
+        pin_memory=pin_memory,
+    )
 
 
-def accumulate_gradients(trained: torch.nn.Module, micro_batches: list[dict[str, Any]], stage: str,
-                         noise: torch.Generator, precision: str, device: torch.device | str) -> dict[str, float]:
+def accumulate_gradients(
+    trained: torch.nn.Module,
+    micro_batches: list[dict[str, Any]],
+    stage: str,
+    noise: torch.Generator,
+    precision: str,
+    device: torch.device | str,
+) -> dict[str, float]:
     """Forward and backward of each micro-batch, its loss scaled by 1 / micro-batches, so that the
     summed gradients are those of one batch of all their samples (equal sizes, per-sample mean
     losses). Returns the mean loss per head."""
@@ -309,8 +361,15 @@ def build_model(cfg: ModelConfig, init_from: str = "") -> WorldActionModel:
     return WorldActionModel.from_wan(cfg, Path(init_from))
 
 
-def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: bool = False, device: str = "cpu",
-          on_log: Callable[[int, str, dict[str, float]], None] | None = None, progress: bool = True) -> dict:
+def train(
+    dataset: WindowDataset,
+    train_cfg: TrainConfig,
+    out: Path,
+    resume: bool = False,
+    device: str = "cpu",
+    on_log: Callable[[int, str, dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> dict:
     """Trains and writes the policy checkpoint `out` (every checkpoint_every steps and at the end;
     under FSDP the periodic ones are sharded, in `<out>.sharded/`, and `out` is written at the end).
     With resume, continues from the last checkpoint exactly where the uninterrupted run would be.
@@ -319,12 +378,25 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
     train_cfg.validate()
     cfg = dataset.cfg
     if train_cfg.vae_stage_steps and not cfg.vae_trainable:  # before a paper-size model is built
-        raise ValueError(f"vae_stage_steps {train_cfg.vae_stage_steps} trains the VAE, but this config's VAE is "
-                         "frozen (vae_trainable: false)")
+        raise ValueError(
+            f"vae_stage_steps {train_cfg.vae_stage_steps} trains the VAE, but this config's VAE is "
+            "frozen (vae_trainable: false)"
+        )
     topology = init_distributed()
     if progress and topology.main:
-        print(summary_line(memory_plan(cfg, topology.world, train_cfg.batch_size, train_cfg.strategy,
-                                       train_cfg.precision, train_cfg.checkpointing)), file=sys.stderr)
+        print(
+            summary_line(
+                memory_plan(
+                    cfg,
+                    topology.world,
+                    train_cfg.batch_size,
+                    train_cfg.strategy,
+                    train_cfg.precision,
+                    train_cfg.checkpointing,
+                )
+            ),
+            file=sys.stderr,
+        )
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(cfg, train_cfg.init_from).to(device)
@@ -358,15 +430,26 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
             noise.manual_seed(train_cfg.seed + 1 + topology.rank + 7919 * step)
         else:
             set_rng_state(own, noise)
-    meta = CheckpointMeta(cameras=list(cfg.cameras), image_size=list(cfg.image_size),
-                          state_names=list(dataset.meta.state_names), action_names=dataset.action_columns,
-                          action_space=cfg.action_space, fps=dataset.meta.fps, git_revision=git_revision(),
-                          tracking_gains=dataset.tracking_gains)
+    meta = CheckpointMeta(
+        cameras=list(cfg.cameras),
+        image_size=list(cfg.image_size),
+        state_names=list(dataset.meta.state_names),
+        action_names=dataset.action_columns,
+        action_space=cfg.action_space,
+        fps=dataset.meta.fps,
+        git_revision=git_revision(),
+        tracking_gains=dataset.tracking_gains,
+    )
     policy = WorldActionPolicy(model, dataset.normalizer, meta)
 
     def shared_state() -> dict[str, Any]:
-        return {"step": step, "history": history, "scheduler": scheduler.state_dict(),
-                "train_config": asdict(train_cfg), "config": cfg.to_dict()}
+        return {
+            "step": step,
+            "history": history,
+            "scheduler": scheduler.state_dict(),
+            "train_config": asdict(train_cfg),
+            "config": cfg.to_dict(),
+        }
 
     def save() -> None:
         if store:
@@ -385,8 +468,9 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
     while step < end:
         stage, _, _ = train_cfg.stage(step)
         lr = scheduler.get_last_lr()[0]
-        losses = accumulate_gradients(trained, [next(batches) for _ in range(train_cfg.grad_accum)], stage, noise,
-                                      train_cfg.precision, device)
+        losses = accumulate_gradients(
+            trained, [next(batches) for _ in range(train_cfg.grad_accum)], stage, noise, train_cfg.precision, device
+        )
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -416,7 +500,13 @@ def train(dataset: WindowDataset, train_cfg: TrainConfig, out: Path, resume: boo
         bar.close()
     model.eval()
     samples = (step - first_step) * train_cfg.batch_size * train_cfg.grad_accum * topology.world
-    return {"steps": step, "checkpoint": str(out), "losses": history,
-            "parameters": model.parameter_counts()["total"], "world_size": topology.world,
-            "strategy": "fsdp" if sharded else "ddp" if topology.world > 1 else "single",
-            "seconds": round(seconds, 3), "samples_per_second": round(samples / max(seconds, 1e-9), 3)}
+    return {
+        "steps": step,
+        "checkpoint": str(out),
+        "losses": history,
+        "parameters": model.parameter_counts()["total"],
+        "world_size": topology.world,
+        "strategy": "fsdp" if sharded else "ddp" if topology.world > 1 else "single",
+        "seconds": round(seconds, 3),
+        "samples_per_second": round(samples / max(seconds, 1e-9), 3),
+    }

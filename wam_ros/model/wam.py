@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.layers import ActionBlock, DepthBlock, OutputHead, TimestepEmbedding
+from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.text import make_text_encoder
 from wam_ros.model.wan import TIMESTEP_SCALE, VideoVAE, WanVideoExpert, load_transformer, load_vae
 
@@ -105,8 +105,9 @@ class ReactiveExpert(nn.Module):
         self.frame_embed = nn.Parameter(torch.randn(frames, width) * 0.02)
         self.state_in = nn.Linear(cfg.state_dim, width)
         self.queries = nn.Parameter(torch.randn(cfg.num_actions, width) * 0.02)
-        layer = nn.TransformerDecoderLayer(width, nhead=4, dim_feedforward=4 * width, dropout=0.0,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerDecoderLayer(
+            width, nhead=4, dim_feedforward=4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.decoder = nn.TransformerDecoder(layer, cfg.reactive_layers)
         self.out = nn.Linear(width, cfg.action_dim)
 
@@ -159,14 +160,22 @@ class WorldActionModel(nn.Module):
         # the gate keeps where things are: a narrow per-token projection, flattened (mean pooling
         # would discard the positions that tell contact from transit)
         self.gate_tokens = nn.Linear(d, GATE_TOKEN_FEATURES)
-        self.gate = nn.Sequential(nn.Linear(views * cfg.tokens_per_frame * GATE_TOKEN_FEATURES + cfg.text_dim,
-                                            cfg.gate_hidden), nn.SiLU(), nn.Linear(cfg.gate_hidden, 1))
+        self.gate = nn.Sequential(
+            nn.Linear(views * cfg.tokens_per_frame * GATE_TOKEN_FEATURES + cfg.text_dim, cfg.gate_hidden),
+            nn.SiLU(),
+            nn.Linear(cfg.gate_hidden, 1),
+        )
         self.reactive = ReactiveExpert(cfg)
 
     # ---- a pretrained prior ----------------------------------------------------------------
     @classmethod
-    def from_wan(cls, cfg: ModelConfig, transformer: str | Path, vae: str | Path | None = None,
-                 dtype: torch.dtype = torch.float32) -> "WorldActionModel":
+    def from_wan(
+        cls,
+        cfg: ModelConfig,
+        transformer: str | Path,
+        vae: str | Path | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> "WorldActionModel":
         """A model whose Video Expert and VAE are a pretrained Wan (local files only, never downloaded):
         `transformer` is a diffusers directory (with transformer/ and vae/ subfolders, or the
         transformer's own folder) or a single file; `vae` defaults to the same directory. The depth
@@ -175,8 +184,9 @@ class WorldActionModel(nn.Module):
         model.load_wan_prior(transformer, vae, dtype)
         return model
 
-    def load_wan_prior(self, transformer: str | Path, vae: str | Path | None = None,
-                       dtype: torch.dtype = torch.float32) -> None:
+    def load_wan_prior(
+        self, transformer: str | Path, vae: str | Path | None = None, dtype: torch.dtype = torch.float32
+    ) -> None:
         vae_path = Path(transformer) if vae is None else Path(vae)
         if vae is None and vae_path.is_file():
             raise ValueError(f"{transformer} is a single file: pass the VAE's file or directory too")
@@ -215,8 +225,7 @@ class WorldActionModel(nn.Module):
             return target
         return still[:, :, 1:] + target * self._change_scale()
 
-    def track_change_scale(self, latents: Tensor, still: Tensor,
-                           momentum: float = CHANGE_SCALE_MOMENTUM) -> None:
+    def track_change_scale(self, latents: Tensor, still: Tensor, momentum: float = CHANGE_SCALE_MOMENTUM) -> None:
         """Training: follow the s.d. of the latents' change from the still latents (a trainable
         VAE keeps reshaping it); the first batch sets it."""
         with torch.no_grad():
@@ -272,9 +281,18 @@ class WorldActionModel(nn.Module):
         return mask
 
     # ---- the trunk -------------------------------------------------------------------------
-    def trunk(self, current: Conditioning, future_noisy: Tensor, t_video: Tensor, text: Tensor,
-              state: Tensor | None = None, actions_noisy: Tensor | None = None, value_noisy: Tensor | None = None,
-              t_action: Tensor | None = None, with_depth: bool = False) -> Trunk:
+    def trunk(
+        self,
+        current: Conditioning,
+        future_noisy: Tensor,
+        t_video: Tensor,
+        text: Tensor,
+        state: Tensor | None = None,
+        actions_noisy: Tensor | None = None,
+        value_noisy: Tensor | None = None,
+        t_action: Tensor | None = None,
+        with_depth: bool = False,
+    ) -> Trunk:
         """One pass. future_noisy (B, V, H, C, h, w): the noisy video target (video_target) at t_video (B,);
         text: raw features (B, L, text_dim).
         Without actions only the video expert runs."""
@@ -294,10 +312,17 @@ class WorldActionModel(nn.Module):
         rotary = (cos.repeat(1, views, 1, 1), sin.repeat(1, views, 1, 1))
         xa = mod_a = emb_a = None
         if actions_noisy is not None:
-            xa = torch.cat([self.state_in(state)[:, None], self.action_in(actions_noisy),
-                            self.value_in(value_noisy[:, None, None])], dim=1)
-            xa = xa + torch.cat([self.type_embed[:1], self.type_embed[1:2].expand(cfg.num_actions, -1),
-                                 self.type_embed[2:]], dim=0)
+            xa = torch.cat(
+                [
+                    self.state_in(state)[:, None],
+                    self.action_in(actions_noisy),
+                    self.value_in(value_noisy[:, None, None]),
+                ],
+                dim=1,
+            )
+            xa = xa + torch.cat(
+                [self.type_embed[:1], self.type_embed[1:2].expand(cfg.num_actions, -1), self.type_embed[2:]], dim=0
+            )
             t_a = t_action[:, None].expand(-1, cfg.num_actions + 2).clone()
             t_a[:, 0] = 0.0  # the state is clean
             emb_a, mod_a = self.action_time(t_a)
@@ -320,8 +345,9 @@ class WorldActionModel(nn.Module):
             else:
                 attended = self.video.attend(block, q, k, v)
             keys, values = torch.cat([k, ka], dim=1), torch.cat([v, va], dim=1)
-            action_attended = F.scaled_dot_product_attention(qa.transpose(1, 2), keys.transpose(1, 2),
-                                                             values.transpose(1, 2), attn_mask=mask)
+            action_attended = F.scaled_dot_product_attention(
+                qa.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask
+            )
             x = self.video.finish(block, x, attended, mod, text_states)
             xa = action_block.finish(xa, action_attended.transpose(1, 2).flatten(2), mod_a, text_states)
         out = self.video.head(x, temb).unflatten(1, (views, -1)).flatten(0, 1)
@@ -348,13 +374,21 @@ class WorldActionModel(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per part; `experts` is the MoT trunk (video + action-value expert). Works on the
         meta device."""
+
         def count(*modules: nn.Module | None) -> int:
             return sum(p.numel() for m in modules if m is not None for p in m.parameters())
 
         counts = {
             "video_expert": count(self.video, self.depth_in) + self.view_embed.numel(),
-            "action_value_expert": count(self.action_blocks, self.state_in, self.action_in, self.value_in,
-                                         self.action_time, self.action_head, self.value_head)
+            "action_value_expert": count(
+                self.action_blocks,
+                self.state_in,
+                self.action_in,
+                self.value_in,
+                self.action_time,
+                self.action_head,
+                self.value_head,
+            )
             + self.type_embed.numel(),
             "depth_branch": count(self.depth_blocks, self.depth_head),
             "vae": count(self.vae),
@@ -378,8 +412,9 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
     return (1 - t) * x0 + t * noise
 
 
-def sample_ans_times(batch: int, p_conditioned: float, beta: tuple[float, float],
-                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_ans_times(
+    batch: int, p_conditioned: float, beta: tuple[float, float], generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Asynchronous Noise Sampling: with probability p, t_a = 0 and t_O ~ U(0, 1) (action-conditioned
     video); otherwise t_a ~ U(0, 1) and t_O = t_a + (1 - t_a) b with b ~ Beta(beta). Always t_O >= t_a."""
     conditioned = torch.rand(batch, generator=generator) < p_conditioned
@@ -438,9 +473,11 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         raise ValueError("stage 'vae' trains the VAE, but this config's VAE is frozen (vae_trainable: false)")
     rgb, inv = batch["rgb"], batch.get("inverse_depth")
     if rgb.shape[2] != cfg.clip_frames or (inv is not None and inv.shape[2] != cfg.clip_frames):
-        raise ValueError(f"the batch has {rgb.shape[2]} frames per view; the model takes clip_frames = 1 + "
-                         f"{cfg.temporal_compression} * horizon = {cfg.clip_frames} consecutive frames at the action "
-                         "rate (rgb and inverse_depth)")
+        raise ValueError(
+            f"the batch has {rgb.shape[2]} frames per view; the model takes clip_frames = 1 + "
+            f"{cfg.temporal_compression} * horizon = {cfg.clip_frames} consecutive frames at the action "
+            "rate (rgb and inverse_depth)"
+        )
     losses: dict[str, Tensor] = {}
     still = None  # video_target "change": still_latents of the present
     # a trainable VAE learns from the first quarter of the batch in stage "video" (the full-resolution
@@ -452,8 +489,11 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         learn = max(1, len(rgb) // 4) if stage == "video" and cfg.vae_trainable and torch.is_grad_enabled() else 0
     # the change target is a small difference of latents: bf16 autocast would round it away (its
     # VAEs are tiny, so fp32 costs little)
-    rounds = (cfg.video_target == "change" and rgb.device.type != "meta"  # meta: the memory plan's trace
-              and torch.is_autocast_enabled(rgb.device.type))
+    rounds = (
+        cfg.video_target == "change"
+        and rgb.device.type != "meta"  # meta: the memory plan's trace
+        and torch.is_autocast_enabled(rgb.device.type)
+    )
     vae_precision = torch.autocast(rgb.device.type, enabled=False) if rounds else contextlib.nullcontext()
     with vae_precision:
         parts = []
@@ -486,7 +526,7 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
     z0 = model.video_target(z, still)
     noise = torch.randn(z0.shape, generator=generator).to(device)
     z_t = add_noise(z0, noise, t_o)
-    key_inv = None if inv is None else inv[:, :, ::cfg.temporal_compression]  # the latent frames' last raw frames
+    key_inv = None if inv is None else inv[:, :, :: cfg.temporal_compression]  # the latent frames' last raw frames
     current = model.conditioning(z[:, :, :1], key_inv[:, :, 0] if key_inv is not None and cfg.use_depth_input else None)
     text = model.text_features(batch["instruction"])
     with_depth = key_inv is not None and cfg.depth_blocks > 0
@@ -509,8 +549,9 @@ def training_losses(model: WorldActionModel, batch: dict, stage: str, generator:
         losses["value"] = x0_loss(out.value_x0[:, None], v0[:, None], denoised)
         target_hat = (z_t - t_o.reshape(-1, 1, 1, 1, 1, 1) * out.video_velocity[:, :, 1:]).detach()
         future_hat = model.future_latents(still, target_hat)
-        reactive = model.reactive(torch.cat([z[:, :, :1], future_hat], dim=2), out.video_hidden.detach(),
-                                  batch["state"])
+        reactive = model.reactive(
+            torch.cat([z[:, :, :1], future_hat], dim=2), out.video_hidden.detach(), batch["state"]
+        )
         losses["reactive"] = sample_mean(F.smooth_l1_loss(reactive, a0, reduction="none"), imitate)
         losses["gate"] = F.binary_cross_entropy_with_logits(model.gate_logit(current, text), batch["gate"])
     return losses

@@ -37,10 +37,19 @@ def wan_transformer(cfg: ModelConfig) -> WanTransformer3DModel:
     """A randomly initialised Wan transformer of the config's shapes (Wan2.1/2.2's fixed choices:
     frequency dim 256, cross-attention norm, RMS q/k norm across heads, eps 1e-6)."""
     return WanTransformer3DModel(
-        patch_size=(1, cfg.patch_size, cfg.patch_size), num_attention_heads=cfg.heads,
-        attention_head_dim=cfg.video.width // cfg.heads, in_channels=cfg.latent_channels,
-        out_channels=cfg.latent_channels, text_dim=cfg.text_dim, freq_dim=256, ffn_dim=cfg.video.ffn,
-        num_layers=cfg.blocks, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6)
+        patch_size=(1, cfg.patch_size, cfg.patch_size),
+        num_attention_heads=cfg.heads,
+        attention_head_dim=cfg.video.width // cfg.heads,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        text_dim=cfg.text_dim,
+        freq_dim=256,
+        ffn_dim=cfg.video.ffn,
+        num_layers=cfg.blocks,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+    )
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -84,7 +93,7 @@ class WanVideoExpert(nn.Module):
         parts_cos, parts_sin = [], []
         for axis, dim in enumerate((rope.t_dim, rope.h_dim, rope.w_dim)):
             freqs = 1.0 / ROPE_THETA ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
-            angles = positions[:, axis:axis + 1].to(torch.float64) * freqs
+            angles = positions[:, axis : axis + 1].to(torch.float64) * freqs
             parts_cos.append(angles.cos().repeat_interleave(2, dim=1))
             parts_sin.append(angles.sin().repeat_interleave(2, dim=1))
         cos, sin = torch.cat(parts_cos, dim=1).float(), torch.cat(parts_sin, dim=1).float()
@@ -95,8 +104,11 @@ class WanVideoExpert(nn.Module):
         (temb (B, D) or (B, N, D), modulation (B, 6, D) or (B, N, 6, D), text states (B, L, D))."""
         per_token = timestep.ndim == 2
         temb, projection, text_states, _ = self.transformer.condition_embedder(
-            timestep.flatten() if per_token else timestep, text, None,
-            timestep_seq_len=timestep.shape[1] if per_token else None)
+            timestep.flatten() if per_token else timestep,
+            text,
+            None,
+            timestep_seq_len=timestep.shape[1] if per_token else None,
+        )
         return temb, projection.unflatten(2 if per_token else 1, (6, -1)), text_states
 
     # ---- one block -------------------------------------------------------------------------
@@ -109,8 +121,9 @@ class WanVideoExpert(nn.Module):
         return (block.scale_shift_table + projection.float()).chunk(6, dim=1)
 
     @staticmethod
-    def qkv(block: WanTransformerBlock, x: Tensor, mod: tuple[Tensor, ...],
-            rotary: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv(
+        block: WanTransformerBlock, x: Tensor, mod: tuple[Tensor, ...], rotary: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Modulated norm and attn1's projections, RMS q/k norm and RoPE: (B, N, heads, head_dim) each."""
         shift, scale = mod[0], mod[1]
         h = (block.norm1(x.float()) * (1 + scale) + shift).type_as(x)
@@ -123,13 +136,22 @@ class WanVideoExpert(nn.Module):
     @staticmethod
     def attend(block: WanTransformerBlock, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """attn1's attention (through diffusers' backend dispatch, as Wan runs it): (B, N, heads * head_dim)."""
-        out = dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                    backend=block.attn1.processor._attention_backend, parallel_config=None)
+        out = dispatch_attention_fn(
+            q,
+            k,
+            v,
+            attn_mask=None,
+            dropout_p=0.0,
+            is_causal=False,
+            backend=block.attn1.processor._attention_backend,
+            parallel_config=None,
+        )
         return out.flatten(2, 3).type_as(q)
 
     @staticmethod
-    def finish(block: WanTransformerBlock, x: Tensor, attended: Tensor, mod: tuple[Tensor, ...],
-               text_states: Tensor) -> Tensor:
+    def finish(
+        block: WanTransformerBlock, x: Tensor, attended: Tensor, mod: tuple[Tensor, ...], text_states: Tensor
+    ) -> Tensor:
         """attn1's output projection and gated residual, text cross-attention (attn2), modulated ffn."""
         gate, c_shift, c_scale, c_gate = mod[2:]
         attn = block.attn1
@@ -176,12 +198,20 @@ def wan_vae(cfg: ModelConfig) -> AutoencoderKLWan:
     brings its own)."""
     wan22 = cfg.vae_layout == "wan2.2"
     return AutoencoderKLWan(
-        base_dim=cfg.vae_base_dim, decoder_base_dim=cfg.vae_decoder_base_dim or None, z_dim=cfg.latent_channels,
-        num_res_blocks=cfg.vae_res_blocks, temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * cfg.latent_channels, latents_std=[1.0] * cfg.latent_channels,
-        is_residual=wan22, in_channels=12 if wan22 else 3, out_channels=12 if wan22 else 3,
-        patch_size=2 if wan22 else None, scale_factor_temporal=cfg.temporal_compression,
-        scale_factor_spatial=cfg.spatial_compression)
+        base_dim=cfg.vae_base_dim,
+        decoder_base_dim=cfg.vae_decoder_base_dim or None,
+        z_dim=cfg.latent_channels,
+        num_res_blocks=cfg.vae_res_blocks,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * cfg.latent_channels,
+        latents_std=[1.0] * cfg.latent_channels,
+        is_residual=wan22,
+        in_channels=12 if wan22 else 3,
+        out_channels=12 if wan22 else 3,
+        patch_size=2 if wan22 else None,
+        scale_factor_temporal=cfg.temporal_compression,
+        scale_factor_spatial=cfg.spatial_compression,
+    )
 
 
 class VideoVAE(nn.Module):
@@ -226,6 +256,7 @@ class VideoVAE(nn.Module):
 def _read_single_file(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path))
     data = torch.load(path, map_location="cpu", weights_only=True)
     return data.get("state_dict", data) if isinstance(data, dict) else data
@@ -241,16 +272,22 @@ def _load_single_file(module: nn.Module, path: Path, convert) -> None:
     missing = sorted(set(own) - set(state))
     if missing:
         raise PriorError(f"{path}: not a Wan file of this layout (missing {missing[:4]}, {len(missing)} in all)")
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
-             if tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
     if wrong:
         raise PriorError(f"{path} does not fit the model config: " + "; ".join(wrong[:4]))
     module.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
 def _check_config(what: str, loaded: dict, expected: dict) -> None:
-    wrong = [f"{k}: prior {loaded.get(k)!r} vs config {v!r}" for k, v in expected.items()
-             if (list(loaded.get(k)) if isinstance(loaded.get(k), (list, tuple)) else loaded.get(k)) != v]
+    wrong = [
+        f"{k}: prior {loaded.get(k)!r} vs config {v!r}"
+        for k, v in expected.items()
+        if (list(loaded.get(k)) if isinstance(loaded.get(k), (list, tuple)) else loaded.get(k)) != v
+    ]
     if wrong:
         raise PriorError(f"the pretrained {what} does not fit the model config: " + "; ".join(wrong))
 
@@ -261,6 +298,7 @@ def load_transformer(expert: WanVideoExpert, path: Path, dtype: torch.dtype = to
     path = Path(path).expanduser()
     if path.is_file():
         from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
         _load_single_file(expert.transformer, path, convert_wan_transformer_to_diffusers)
         expert.transformer.to(dtype)
         return
@@ -269,9 +307,23 @@ def load_transformer(expert: WanVideoExpert, path: Path, dtype: torch.dtype = to
         raise PriorError(f"{path}: no Wan transformer (config.json, or transformer/config.json)")
     loaded = WanTransformer3DModel.from_pretrained(path, subfolder=sub, torch_dtype=dtype, local_files_only=True)
     ours = expert.transformer.config
-    _check_config("transformer", dict(loaded.config), {k: (list(ours[k]) if k == "patch_size" else ours[k]) for k in (
-        "patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "text_dim",
-        "ffn_dim", "num_layers")})
+    _check_config(
+        "transformer",
+        dict(loaded.config),
+        {
+            k: (list(ours[k]) if k == "patch_size" else ours[k])
+            for k in (
+                "patch_size",
+                "num_attention_heads",
+                "attention_head_dim",
+                "in_channels",
+                "out_channels",
+                "text_dim",
+                "ffn_dim",
+                "num_layers",
+            )
+        },
+    )
     expert.transformer = loaded
 
 
@@ -281,10 +333,12 @@ def load_vae(video_vae: VideoVAE, path: Path, dtype: torch.dtype = torch.float32
     path = Path(path).expanduser()
     if path.is_file():
         from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
         if video_vae.vae.config.z_dim == 16:  # AutoencoderKLWan's defaults are Wan2.1's statistics
             defaults = inspect.signature(AutoencoderKLWan.__init__).parameters
-            video_vae.vae.register_to_config(latents_mean=defaults["latents_mean"].default,
-                                             latents_std=defaults["latents_std"].default)
+            video_vae.vae.register_to_config(
+                latents_mean=defaults["latents_mean"].default, latents_std=defaults["latents_std"].default
+            )
         _load_single_file(video_vae.vae, path, convert_wan_vae_to_diffusers)
     else:
         sub = "vae" if (path / "vae" / "config.json").is_file() else None
@@ -292,8 +346,11 @@ def load_vae(video_vae: VideoVAE, path: Path, dtype: torch.dtype = torch.float32
             raise PriorError(f"{path}: no Wan VAE (config.json, or vae/config.json)")
         loaded = AutoencoderKLWan.from_pretrained(path, subfolder=sub, torch_dtype=dtype, local_files_only=True)
         ours = video_vae.vae.config
-        _check_config("VAE", dict(loaded.config), {k: ours[k] for k in (
-            "z_dim", "is_residual", "patch_size", "in_channels", "scale_factor_spatial")})
+        _check_config(
+            "VAE",
+            dict(loaded.config),
+            {k: ours[k] for k in ("z_dim", "is_residual", "patch_size", "in_channels", "scale_factor_spatial")},
+        )
         video_vae.vae = loaded
     video_vae.adopt_statistics()
     video_vae.vae.to(dtype)

@@ -48,9 +48,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from wam_ros.config import RobotConfig, load_robot_config
-from wam_ros.model.model_config import ModelConfig
 from wam_ros.data.dataset import DatasetError, DatasetMeta, Episode
 from wam_ros.data.formats import load_dataset
+from wam_ros.model.model_config import ModelConfig
 from wam_ros.model.policy import Observation, Prediction, WorldActionPolicy, depth_metres, load_policy, resize_images
 
 PEAK = 255.0
@@ -67,7 +67,7 @@ def psnr(pred: np.ndarray, true: np.ndarray, peak: float = PEAK) -> float:
     """Peak signal-to-noise ratio (dB) of two 8-bit images: 10 log10(peak² / MSE); identical images
     give inf."""
     mse = float(np.mean((np.asarray(pred, np.float64) - np.asarray(true, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(peak ** 2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
 
 
 def motion_correlation(predicted_change: np.ndarray, true_change: np.ndarray) -> float:
@@ -124,8 +124,8 @@ def chamfer_distance(a: np.ndarray, b: np.ndarray, max_points: int = CHAMFER_MAX
 class FrameOffsets:
     """Time offsets, in actions (control periods) after the observation, of predicted frames."""
 
-    rgb: np.ndarray             # of Prediction.future_rgb's frames
-    depth: np.ndarray | None    # of Prediction.future_depth's frames (None: no depth predicted)
+    rgb: np.ndarray  # of Prediction.future_rgb's frames
+    depth: np.ndarray | None  # of Prediction.future_depth's frames (None: no depth predicted)
 
 
 def _offsets(frames: int, cfg: ModelConfig) -> np.ndarray:
@@ -133,8 +133,9 @@ def _offsets(frames: int, cfg: ModelConfig) -> np.ndarray:
         return cfg.actions_per_frame * np.arange(1, frames + 1)
     if frames == cfg.num_actions:  # one per action
         return np.arange(1, frames + 1)
-    raise ValueError(f"{frames} predicted frames: expected the horizon ({cfg.horizon}) or one per action "
-                     f"({cfg.num_actions})")
+    raise ValueError(
+        f"{frames} predicted frames: expected the horizon ({cfg.horizon}) or one per action ({cfg.num_actions})"
+    )
 
 
 def frame_offsets(prediction: Prediction, cfg: ModelConfig) -> FrameOffsets:
@@ -145,33 +146,34 @@ def frame_offsets(prediction: Prediction, cfg: ModelConfig) -> FrameOffsets:
     if prediction.future_rgb is None:
         raise ValueError("the prediction has no video")
     depth = prediction.future_depth
-    return FrameOffsets(_offsets(prediction.future_rgb.shape[1], cfg),
-                        None if depth is None else _offsets(depth.shape[1], cfg))
+    return FrameOffsets(
+        _offsets(prediction.future_rgb.shape[1], cfg), None if depth is None else _offsets(depth.shape[1], cfg)
+    )
 
 
 # ---- the evaluation -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalConfig:
     episodes: tuple[int, ...] = ()  # dataset indices (held-out episodes); empty: all
-    stride: int = 0                 # frames between observations in an episode (0: one chunk, K)
-    max_samples: int = 0            # observations in all (0: every one the stride gives)
-    robot: str = "agilex"           # kinematics for the camera poses (wrist cameras move with the arms)
-    seed: int = 0                   # sampling noise of observation i: seed + i
-    action_steps: int = 0           # T_a (0: the checkpoint's)
-    video_steps: int = 0            # T_O (0: the checkpoint's)
-    expert: str = "gated"           # whose actions the future follows: the gate's pick, or one forced
+    stride: int = 0  # frames between observations in an episode (0: one chunk, K)
+    max_samples: int = 0  # observations in all (0: every one the stride gives)
+    robot: str = "agilex"  # kinematics for the camera poses (wrist cameras move with the arms)
+    seed: int = 0  # sampling noise of observation i: seed + i
+    action_steps: int = 0  # T_a (0: the checkpoint's)
+    video_steps: int = 0  # T_O (0: the checkpoint's)
+    expert: str = "gated"  # whose actions the future follows: the gate's pick, or one forced
 
 
 @dataclass
 class StepMetrics:
     """Per (observation, view, step) image metrics and per (observation, step) Chamfer distances."""
 
-    psnr_db: list[np.ndarray] = field(default_factory=list)             # (V, T) each
+    psnr_db: list[np.ndarray] = field(default_factory=list)  # (V, T) each
     motion_correlation: list[np.ndarray] = field(default_factory=list)  # (V, T)
-    depth_abs_rel: list[np.ndarray] = field(default_factory=list)       # (V, T)
-    depth_delta1: list[np.ndarray] = field(default_factory=list)        # (V, T)
-    chamfer_m: list[np.ndarray] = field(default_factory=list)           # (T,)
-    squared_error: list[np.ndarray] = field(default_factory=list)       # (V, T): mean over pixels
+    depth_abs_rel: list[np.ndarray] = field(default_factory=list)  # (V, T)
+    depth_delta1: list[np.ndarray] = field(default_factory=list)  # (V, T)
+    chamfer_m: list[np.ndarray] = field(default_factory=list)  # (T,)
+    squared_error: list[np.ndarray] = field(default_factory=list)  # (V, T): mean over pixels
 
     def summary(self, views: Sequence[str]) -> tuple[dict, dict]:
         """(mean per step over observations and views, per view: mean per step over observations);
@@ -204,15 +206,16 @@ def _pooled_psnr(squared_errors: np.ndarray) -> np.ndarray:
     every frame was exact (as a single frame's inf is capped)."""
     mse = squared_errors.mean(axis=0)
     with np.errstate(divide="ignore"):
-        return np.where(mse > 0, 10.0 * np.log10(PEAK ** 2 / np.maximum(mse, 1e-300)), 100.0)
+        return np.where(mse > 0, 10.0 * np.log10(PEAK**2 / np.maximum(mse, 1e-300)), 100.0)
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
     """Column means over finite values (inf PSNR of identical images counts as a finite cap)."""
     values = np.where(np.isposinf(values), 100.0, values)
     finite = np.isfinite(values)
-    return np.where(finite.any(axis=0), np.nansum(np.where(finite, values, 0), axis=0) / np.maximum(finite.sum(0), 1),
-                    np.nan)
+    return np.where(
+        finite.any(axis=0), np.nansum(np.where(finite, values, 0), axis=0) / np.maximum(finite.sum(0), 1), np.nan
+    )
 
 
 def _json_floats(values: np.ndarray) -> list[float | None]:
@@ -221,9 +224,9 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
 
 @dataclass
 class EpisodeArrays:
-    rgb: np.ndarray            # (T, V, h, w, 3) uint8, the model's cameras at its size
-    depth: np.ndarray | None   # (T, V, h, w) as recorded (uint16 mm or float m)
-    state: np.ndarray          # (T, S) in the checkpoint's state order
+    rgb: np.ndarray  # (T, V, h, w, 3) uint8, the model's cameras at its size
+    depth: np.ndarray | None  # (T, V, h, w) as recorded (uint16 mm or float m)
+    state: np.ndarray  # (T, S) in the checkpoint's state order
 
 
 @dataclass(frozen=True)
@@ -233,11 +236,11 @@ class _Geometry:
 
     episode: EpisodeArrays
     frame: int
-    depth_steps: np.ndarray               # offsets (actions) of the compared depth frames
+    depth_steps: np.ndarray  # offsets (actions) of the compared depth frames
     offsets: FrameOffsets
     expected_joints: list[dict[str, float]]  # per action of the chunk: where the joints are expected
-    true_depth: np.ndarray                # (V, T, h, w) metres at the depth steps
-    truth: list[np.ndarray]               # per depth step: the recorded cloud (N, 3)
+    true_depth: np.ndarray  # (V, T, h, w) metres at the depth steps
+    truth: list[np.ndarray]  # per depth step: the recorded cloud (N, 3)
 
 
 @dataclass
@@ -246,8 +249,8 @@ class Sample:
 
     episode: int
     frame: int
-    current_rgb: np.ndarray    # (V, h, w, 3)
-    truth_rgb: np.ndarray      # (V, T, h, w, 3)
+    current_rgb: np.ndarray  # (V, h, w, 3)
+    truth_rgb: np.ndarray  # (V, T, h, w, 3)
     predicted_rgb: np.ndarray  # (V, T, h, w, 3)
 
     @property
@@ -258,16 +261,22 @@ class Sample:
 class WorldModelEvaluation:
     """A checkpoint, a robot's kinematics and camera intrinsics; `run` evaluates episodes."""
 
-    def __init__(self, policy: WorldActionPolicy, robot: RobotConfig,
-                 intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]], config: EvalConfig):
+    def __init__(
+        self,
+        policy: WorldActionPolicy,
+        robot: RobotConfig,
+        intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]],
+        config: EvalConfig,
+    ):
         from wam_ros.control.chunking import ChunkScheduler
         from wam_ros.geometry.lifting import scale_intrinsics
         from wam_ros.model.deploy import DeployConfig, DeployedPolicy, chunking_config
 
         self.policy, self.config = policy, config
         # what deploys: its action decoding, kinematics and camera frames (the scheduler is unused)
-        self.deployed = DeployedPolicy(policy, robot, ChunkScheduler(chunking_config(policy)),
-                                       DeployConfig(video=True, depth=True))
+        self.deployed = DeployedPolicy(
+            policy, robot, ChunkScheduler(chunking_config(policy)), DeployConfig(video=True, depth=True)
+        )
         self.size = tuple(policy.cfg.image_size)
         missing = [c for c in policy.cfg.cameras if c not in intrinsics]
         if missing:
@@ -286,7 +295,7 @@ class WorldModelEvaluation:
         frames = [(e, t) for e in chosen for t in range(0, len(episodes[e]) - horizon, cfg.stride or horizon)]
         if not frames:
             raise DatasetError(f"no chosen episode is longer than the model's chunk ({horizon} frames)")
-        return frames[:cfg.max_samples] if cfg.max_samples else frames
+        return frames[: cfg.max_samples] if cfg.max_samples else frames
 
     def _episode_arrays(self, meta: DatasetMeta, episode: Episode) -> EpisodeArrays:
         """The model's cameras and state joints of an episode, frames at the model's size (resized as
@@ -297,15 +306,20 @@ class WorldModelEvaluation:
             raise DatasetError(f"the dataset lacks the model's cameras/state joints {missing}")
         views = [meta.cameras.index(c) for c in cams]
         depth = None if episode.depth is None else resize_images(episode.depth[:, views], self.size, "nearest")
-        return EpisodeArrays(rgb=resize_images(episode.rgb[:, views], self.size, "area"), depth=depth,
-                             state=episode.state[:, [meta.state_names.index(n) for n in names]])
+        return EpisodeArrays(
+            rgb=resize_images(episode.rgb[:, views], self.size, "area"),
+            depth=depth,
+            state=episode.state[:, [meta.state_names.index(n) for n in names]],
+        )
 
     def run(self, meta: DatasetMeta, episodes: Sequence[Episode]) -> tuple[dict, Sample]:
         """The report (see the module docstring) and the observation whose true future moves most
         (for the strip)."""
         if not math.isclose(meta.fps, self.policy.meta.fps, rel_tol=1e-3):
-            raise DatasetError(f"dataset at {meta.fps} fps, the checkpoint at {self.policy.meta.fps}: a predicted "
-                               "frame's offset in actions would not point at the recorded frame of that time")
+            raise DatasetError(
+                f"dataset at {meta.fps} fps, the checkpoint at {self.policy.meta.fps}: a predicted "
+                "frame's offset in actions would not point at the recorded frame of that time"
+            )
         cams = list(self.policy.cfg.cameras)
         predicted, model_only, baseline, oracle = StepMetrics(), StepMetrics(), StepMetrics(), StepMetrics()
         shown: Sample | None = None
@@ -316,11 +330,21 @@ class WorldModelEvaluation:
             if e not in arrays:
                 arrays = {e: self._episode_arrays(meta, episodes[e])}  # one episode in memory at a time
             ep = arrays[e]
-            obs = Observation(images=dict(zip(cams, ep.rgb[t])), state=ep.state[t], instruction=episodes[e].task,
-                              depths=None if ep.depth is None else dict(zip(cams, ep.depth[t])))
-            prediction = self.policy.predict(obs, video=True, depth=True, seed=self.config.seed + i,
-                                             action_steps=self.config.action_steps or None,
-                                             video_steps=self.config.video_steps or None, expert=self.config.expert)
+            obs = Observation(
+                images=dict(zip(cams, ep.rgb[t])),
+                state=ep.state[t],
+                instruction=episodes[e].task,
+                depths=None if ep.depth is None else dict(zip(cams, ep.depth[t])),
+            )
+            prediction = self.policy.predict(
+                obs,
+                video=True,
+                depth=True,
+                seed=self.config.seed + i,
+                action_steps=self.config.action_steps or None,
+                video_steps=self.config.video_steps or None,
+                expert=self.config.expert,
+            )
             offsets = frame_offsets(prediction, self.policy.cfg)
             if first is None:
                 first = offsets
@@ -332,19 +356,27 @@ class WorldModelEvaluation:
             truth = ep.rgb[t + steps].swapaxes(0, 1)  # (V, T, h, w, 3)
             still = np.repeat(ep.rgb[t][:, None], len(steps), axis=1)
             true_change = truth.astype(np.float64) - still
-            futures = ((predicted, imagined.future_rgb, imagined.future_depth),
-                       (model_only, prediction.future_rgb, prediction.future_depth), (baseline, still, None))
+            futures = (
+                (predicted, imagined.future_rgb, imagined.future_depth),
+                (model_only, prediction.future_rgb, prediction.future_depth),
+                (baseline, still, None),
+            )
             colour_only = ()
             if ep.depth is not None:  # the observed scene carried to the recorded joint positions
                 carried, _ = self.deployed.reprojection.render(
-                    ep.rgb[t], depth_metres(ep.depth[t]), self.K, self.deployed.joint_map(ep.state[t]),
-                    [self.deployed.joint_map(ep.state[t + o]) for o in steps])
+                    ep.rgb[t],
+                    depth_metres(ep.depth[t]),
+                    self.K,
+                    self.deployed.joint_map(ep.state[t]),
+                    [self.deployed.joint_map(ep.state[t + o]) for o in steps],
+                )
                 colour_only = ((oracle, carried, None),)
             for metrics, frames, _ in (*futures, *colour_only):
                 metrics.psnr_db.append(_per_frame(psnr, frames, truth))
                 metrics.squared_error.append(_per_frame(_squared_error, frames, truth))
-                metrics.motion_correlation.append(_per_frame(motion_correlation, frames.astype(np.float64) - still,
-                                                             true_change))
+                metrics.motion_correlation.append(
+                    _per_frame(motion_correlation, frames.astype(np.float64) - still, true_change)
+                )
             if ep.depth is not None:
                 geometry = self._ground_truth(ep, t, offsets, absolute)
                 self._geometry(geometry, baseline, None, None)
@@ -359,13 +391,20 @@ class WorldModelEvaluation:
         kinematics_oracle, _ = oracle.summary(cams)
 
         def timeline(offsets: np.ndarray) -> dict:
-            return {"offset_actions": [int(o) for o in offsets], "seconds": [round(float(o) / meta.fps, 4) for o in offsets]}
+            return {
+                "offset_actions": [int(o) for o in offsets],
+                "seconds": [round(float(o) / meta.fps, 4) for o in offsets],
+            }
 
         report = {
-            "model": {"image_size": list(self.size), "horizon": self.policy.cfg.horizon, "expert": self.config.expert,
-                      # None: a checkpoint from before the fit; its future is placed at the targets
-                      "tracking_gains": self.policy.meta.tracking_gains,
-                      "actions_per_frame": self.policy.cfg.actions_per_frame},
+            "model": {
+                "image_size": list(self.size),
+                "horizon": self.policy.cfg.horizon,
+                "expert": self.config.expert,
+                # None: a checkpoint from before the fit; its future is placed at the targets
+                "tracking_gains": self.policy.meta.tracking_gains,
+                "actions_per_frame": self.policy.cfg.actions_per_frame,
+            },
             "cameras": cams,
             "episodes": sorted({e for e, _ in observations}),
             "observations": len(observations),
@@ -376,8 +415,9 @@ class WorldModelEvaluation:
             "baseline": still_summary,
             # the kinematic part of "prediction" had it known the recorded joint positions: what the
             # reprojection gives with the arm's motion predicted perfectly (colour only)
-            "kinematics_oracle": {k: v for k, v in kinematics_oracle.items()
-                                  if k in ("psnr_db", "psnr_pooled_db", "motion_correlation")},
+            "kinematics_oracle": {
+                k: v for k, v in kinematics_oracle.items() if k in ("psnr_db", "psnr_pooled_db", "motion_correlation")
+            },
             "per_view": {c: {"prediction": ours_per_view[c], "baseline": still_per_view[c]} for c in cams},
             "beats_baseline": {
                 "psnr_db": _compare(ours["psnr_db"], still_summary["psnr_db"], higher=True),
@@ -397,8 +437,9 @@ class WorldModelEvaluation:
         has depth), and where the predicted chunk `absolute` is expected to take the joints."""
         steps = self._depth_steps(offsets)
         true_depth = depth_metres(ep.depth[t + steps]).swapaxes(0, 1)  # (V, T, h, w)
-        truth = self._clouds(true_depth, ep.rgb[t + steps].swapaxes(0, 1),
-                             [self.deployed.joint_map(ep.state[t + o]) for o in steps])
+        truth = self._clouds(
+            true_depth, ep.rgb[t + steps].swapaxes(0, 1), [self.deployed.joint_map(ep.state[t + o]) for o in steps]
+        )
         expected = self.deployed.future_joint_maps(ep.state[t], absolute, self.policy.cfg.num_actions)
         return _Geometry(ep, t, steps, offsets, expected, true_depth, truth)
 
@@ -468,15 +509,19 @@ def dataset_intrinsics(directory: Path, cameras: Sequence[str]) -> dict[str, tup
     if lerobot.is_lerobot(directory):
         info = json.loads((directory / "meta" / "info.json").read_text())
         stored = lerobot.extras(directory).get("intrinsics") or {}
-        sizes = {c: tuple(info["features"][f"observation.images.{c}"]["shape"][:2]) for c in cameras
-                 if f"observation.images.{c}" in info["features"]}
+        sizes = {
+            c: tuple(info["features"][f"observation.images.{c}"]["shape"][:2])
+            for c in cameras
+            if f"observation.images.{c}" in info["features"]
+        }
     elif export.is_hdf5(directory):
         import h5py
 
         with h5py.File(sorted(directory.glob("episode_*.hdf5"))[0], "r") as f:
             stored = json.loads(f.attrs.get("intrinsics", "{}"))
-            sizes = {c: tuple(f[f"observations/images/{c}"].shape[1:3]) for c in cameras
-                     if f"observations/images/{c}" in f}
+            sizes = {
+                c: tuple(f[f"observations/images/{c}"].shape[1:3]) for c in cameras if f"observations/images/{c}" in f
+            }
     else:
         return None
     if not all(c in stored and c in sizes for c in cameras):
@@ -502,8 +547,10 @@ def simulator_intrinsics(robot: RobotConfig, cameras: Sequence[str]) -> dict[str
 def strip_size(views: int, steps: int) -> tuple[int, int]:
     """(height, width) in pixels of the strip for this many views and steps: rows truth, prediction
     and baseline per view, one column per step."""
-    return (round((3 * views * TILE_INCHES + TITLE_INCHES) * STRIP_DPI),
-            round((steps * TILE_INCHES + LABEL_INCHES) * STRIP_DPI))
+    return (
+        round((3 * views * TILE_INCHES + TITLE_INCHES) * STRIP_DPI),
+        round((steps * TILE_INCHES + LABEL_INCHES) * STRIP_DPI),
+    )
 
 
 def save_strip(sample: Sample, cameras: Sequence[str], offsets: Sequence[int], fps: float, path: Path) -> None:
@@ -515,12 +562,22 @@ def save_strip(sample: Sample, cameras: Sequence[str], offsets: Sequence[int], f
 
     views, steps = len(cameras), len(offsets)
     height, width = strip_size(views, steps)
-    fig, axes = plt.subplots(3 * views, steps, squeeze=False, figsize=(width / STRIP_DPI, height / STRIP_DPI),
-                             dpi=STRIP_DPI)
-    fig.subplots_adjust(left=LABEL_INCHES * STRIP_DPI / width, right=0.99, bottom=0.0,
-                        top=1.0 - TITLE_INCHES * STRIP_DPI / height, wspace=0.05, hspace=0.05)
-    rows = (("truth", sample.truth_rgb), ("prediction", sample.predicted_rgb),
-            ("baseline", np.repeat(sample.current_rgb[:, None], steps, axis=1)))
+    fig, axes = plt.subplots(
+        3 * views, steps, squeeze=False, figsize=(width / STRIP_DPI, height / STRIP_DPI), dpi=STRIP_DPI
+    )
+    fig.subplots_adjust(
+        left=LABEL_INCHES * STRIP_DPI / width,
+        right=0.99,
+        bottom=0.0,
+        top=1.0 - TITLE_INCHES * STRIP_DPI / height,
+        wspace=0.05,
+        hspace=0.05,
+    )
+    rows = (
+        ("truth", sample.truth_rgb),
+        ("prediction", sample.predicted_rgb),
+        ("baseline", np.repeat(sample.current_rgb[:, None], steps, axis=1)),
+    )
     for v, cam in enumerate(cameras):
         for r, (label, frames) in enumerate(rows):
             for s in range(steps):

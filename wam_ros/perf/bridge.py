@@ -10,8 +10,16 @@ import numpy as np
 from wam_ros.perf.children import command
 
 
-def stream_chunks(bridge, clock, advance, duration: float = 4.0, driver_rate: float = 100.0,
-                  chunk_rate: float = 15.0, amplitude: float = 0.15, period: float = 2.0) -> dict:
+def stream_chunks(
+    bridge,
+    clock,
+    advance,
+    duration: float = 4.0,
+    driver_rate: float = 100.0,
+    chunk_rate: float = 15.0,
+    amplitude: float = 0.15,
+    period: float = 2.0,
+) -> dict:
     """A 15 Hz stream of 15-step chunks (sinusoid on joint 1 of each arm) through a bridge.
 
     `clock()` is the bridge's time, `advance(dt)` lets that time pass (sleep, or step a simulator).
@@ -70,12 +78,15 @@ def stream_chunks(bridge, clock, advance, duration: float = 4.0, driver_rate: fl
     lags = np.arange(0.0, 0.5 + 1e-9, 0.01)
     best = float(lags[int(np.argmin([np.median(errors(lag)) for lag in lags]))])
     raw = errors(0.0)
-    return {"command_to_motion_latency_ms": latency * 1e3,
-            "tracking_error_median_rad": float(np.median(raw)),
-            "tracking_error_p95_rad": float(np.percentile(raw, 95)),
-            "tracking_lag_ms": best * 1e3,
-            "tracking_error_p95_after_lag_rad": float(np.percentile(errors(best), 95)),
-            "chunks": int(duration * chunk_rate), "driver_faults": faults}
+    return {
+        "command_to_motion_latency_ms": latency * 1e3,
+        "tracking_error_median_rad": float(np.median(raw)),
+        "tracking_error_p95_rad": float(np.percentile(raw, 95)),
+        "tracking_lag_ms": best * 1e3,
+        "tracking_error_p95_after_lag_rad": float(np.percentile(errors(best), 95)),
+        "chunks": int(duration * chunk_rate),
+        "driver_faults": faults,
+    }
 
 
 def _bench_sim_bridge(duration: float) -> dict:
@@ -87,8 +98,12 @@ def _bench_sim_bridge(duration: float) -> dict:
 
     robot = load_robot_config("franka")
     world = SimWorld(robot, generate_urdf(robot), SimConfig())
-    bridge = Bridge([SimBackend(world)], BridgeLimits.for_robot(robot, world.joint_names), world.joint_names,
-                    state_timeout=float("inf"))
+    bridge = Bridge(
+        [SimBackend(world)],
+        BridgeLimits.for_robot(robot, world.joint_names),
+        world.joint_names,
+        state_timeout=float("inf"),
+    )
     bridge.configure(world.time)
     bridge.activate(world.time)
     return stream_chunks(bridge, lambda: world.time, world.step, duration)
@@ -99,11 +114,13 @@ def bench_bridge(robot: str = "franka", duration: float = 4.0) -> dict:
     same bridge core on the MuJoCo simulator (sim time), for the same 15 Hz chunk stream."""
     if robot != "franka":
         raise ValueError("bench bridge compares franky-sim with the simulator: robot must be franka")
-    result = {"robot": "franka", "stream": "15 Hz chunks of 15 steps, 0.15 rad sinusoid on joint 1, 100 Hz driver",
-              "sim_bridge": _bench_sim_bridge(duration)}
+    result = {
+        "robot": "franka",
+        "stream": "15 Hz chunks of 15 steps, 0.15 rad sinusoid on joint 1, 100 Hz driver",
+        "sim_bridge": _bench_sim_bridge(duration),
+    }
     # franky puts its thread on SCHED_FIFO: its own process
-    run = subprocess.run(command("franky_bridge", "--duration", duration), capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(command("franky_bridge", "--duration", duration), capture_output=True, text=True, timeout=300)
     if run.returncode != 0:
         raise RuntimeError(f"franky-sim benchmark failed: {run.stderr[-2000:]}")
     result["franky_sim_bridge"] = json.loads(run.stdout.strip().splitlines()[-1])

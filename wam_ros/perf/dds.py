@@ -22,8 +22,11 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
     from wam_ros.ros.system import DDS_VARIABLES, dds_environment, isolated_domain_id
 
     result = {"image": f"{width}x{height} rgb8", "rate_hz": 30, "messages": count}
-    variants = {"DEFAULT": {}, "LARGE_DATA": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
-                "wam_ros_profile": dds_environment({})}
+    variants = {
+        "DEFAULT": {},
+        "LARGE_DATA": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+        "wam_ros_profile": dds_environment({}),
+    }
     saved = {name: os.environ.pop(name) for name in DDS_VARIABLES if name in os.environ}
     try:
         for k, (variant, variables) in enumerate(variants.items()):
@@ -31,13 +34,15 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
                 os.environ.pop(name, None)
             os.environ.update(variables)  # read when the context starts
             domain = isolated_domain_id(os.getpid() + k)
-            publisher = subprocess.Popen(command("image_publisher", "--count", count, "--width", width,
-                                                 "--height", height),
-                                         env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+            publisher = subprocess.Popen(
+                command("image_publisher", "--count", count, "--width", width, "--height", height),
+                env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+            )
             probe = ProbeNode("bench_image_receiver", domain)
             latencies: list[float] = []
-            probe.node.create_subscription(Image, "bench_image",
-                                           lambda m: latencies.append(time.time() - from_time(m.header.stamp)), IMAGE_QOS)
+            probe.node.create_subscription(
+                Image, "bench_image", lambda m: latencies.append(time.time() - from_time(m.header.stamp)), IMAGE_QOS
+            )
             try:
                 probe.spin_until(lambda: publisher.poll() is not None, 60.0)
                 probe.spin_for(0.2)
@@ -46,8 +51,11 @@ def bench_dds(count: int = 150, width: int = 640, height: int = 480) -> dict:
                     publisher.kill()
                 probe.close()
             ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-            result[variant] = {"received": len(latencies), "p50_ms": float(np.percentile(ms, 50)),
-                               "p95_ms": float(np.percentile(ms, 95))}
+            result[variant] = {
+                "received": len(latencies),
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p95_ms": float(np.percentile(ms, 95)),
+            }
     finally:
         for name in DDS_VARIABLES:
             os.environ.pop(name, None)

@@ -11,8 +11,12 @@ import numpy as np
 def _sim_observation(deployed, world, names: list[str], instruction: str):
     """The policy's observation of the simulated robot now: its three cameras and joint positions."""
     frames = world.render_all()
-    return deployed.observation({f.name: f.rgb for f in frames}, {f.name: f.depth for f in frames},
-                                dict(zip(names, world.joint_positions())), instruction)
+    return deployed.observation(
+        {f.name: f.rgb for f in frames},
+        {f.name: f.depth for f in frames},
+        dict(zip(names, world.joint_positions())),
+        instruction,
+    )
 
 
 def _closed_loop(deployed, world, names: list[str], instruction: str, duration: float) -> dict:
@@ -29,8 +33,13 @@ def _closed_loop(deployed, world, names: list[str], instruction: str, duration: 
 
     def infer(obs, stamp: float, chunk_id: int) -> None:
         try:
-            deployed.infer(obs, stamp, clock, lambda ready: (handovers.append(ready.handover),
-                                                             latencies.append(clock() - stamp)), chunk_id)
+            deployed.infer(
+                obs,
+                stamp,
+                clock,
+                lambda ready: (handovers.append(ready.handover), latencies.append(clock() - stamp)),
+                chunk_id,
+            )
         except Exception as exc:  # noqa: BLE001 — reported in the result
             errors.append(repr(exc))
         finally:
@@ -59,12 +68,19 @@ def _closed_loop(deployed, world, names: list[str], instruction: str, duration: 
         time.sleep(0.01)
     jumps = np.array([h.jump for h in handovers[1:]]) if len(handovers) > 1 else np.array([np.nan])
     lat = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-    return {"chunks": len(handovers), "control_ticks": ticks, "starved_ticks": int(starved),
-            "boundary_jump_rad": {"median": round(float(np.median(jumps)), 4), "max": round(float(np.max(jumps)), 4)},
-            "observation_to_chunk_ms": {"p50": round(float(np.percentile(lat, 50)), 1),
-                                        "p95": round(float(np.percentile(lat, 95)), 1),
-                                        "max": round(float(np.max(lat)), 1)},
-            "delay_steps": scheduler.delay_steps, "errors": errors[:3]}
+    return {
+        "chunks": len(handovers),
+        "control_ticks": ticks,
+        "starved_ticks": int(starved),
+        "boundary_jump_rad": {"median": round(float(np.median(jumps)), 4), "max": round(float(np.max(jumps)), 4)},
+        "observation_to_chunk_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1),
+            "p95": round(float(np.percentile(lat, 95)), 1),
+            "max": round(float(np.max(lat)), 1),
+        },
+        "delay_steps": scheduler.delay_steps,
+        "errors": errors[:3],
+    }
 
 
 def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = "") -> dict:
@@ -91,9 +107,14 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
     names = list(robot.joint_names)
     instruction = resolve_instruction(policy, "")
     horizon = policy.cfg.num_actions
-    result: dict = {"checkpoint": str(path), "actions_per_chunk": horizon, "control_rate_hz": policy.meta.fps,
-                    "execution_horizon_steps": default_execution_horizon(horizon), "torch_threads": torch.get_num_threads(),
-                    "seconds_per_mode": duration}
+    result: dict = {
+        "checkpoint": str(path),
+        "actions_per_chunk": horizon,
+        "control_rate_hz": policy.meta.fps,
+        "execution_horizon_steps": default_execution_horizon(horizon),
+        "torch_threads": torch.get_num_threads(),
+        "seconds_per_mode": duration,
+    }
     home = None  # the observation at home, for the latency comparison below
     for mode in MODES:
         world = SimWorld(robot, generate_urdf(robot))
@@ -114,11 +135,17 @@ def bench_policy(duration: float = 60.0, repeats: int = 10, checkpoint: str = ""
     first_action: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(repeats):
         for name, steps in variants.items():
-            first_action[name].append(policy.predict(home, video=False, action_steps=steps, seed=i).timings["actions_ms"])
+            first_action[name].append(
+                policy.predict(home, video=False, action_steps=steps, seed=i).timings["actions_ms"]
+            )
     medians = {name: round(float(np.median(v)), 2) for name, v in first_action.items()}
-    result["observation_to_first_action_ms_p50"] = {f"ans_Ta{cfg.action_steps}_TO{cfg.video_steps}": medians["ans"],
-                                                    f"synchronous_{cfg.video_steps}": medians["synchronous"]}
+    result["observation_to_first_action_ms_p50"] = {
+        f"ans_Ta{cfg.action_steps}_TO{cfg.video_steps}": medians["ans"],
+        f"synchronous_{cfg.video_steps}": medians["synchronous"],
+    }
     result["ans_speedup"] = round(medians["synchronous"] / medians["ans"], 2)
-    result["goal"] = ("zero starvation whenever inference latency <= execution horizon; max boundary jump "
-                      ">= 5x smaller with rtc than naive")
+    result["goal"] = (
+        "zero starvation whenever inference latency <= execution horizon; max boundary jump "
+        ">= 5x smaller with rtc than naive"
+    )
     return result

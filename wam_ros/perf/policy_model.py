@@ -43,8 +43,15 @@ def _random_policy(cfg, device: str, dtype: str):
     return WorldActionPolicy(model, Normalizer.from_data(states, states, cfg.action_space, []), meta)
 
 
-def bench_policy_model(config: str = "small", device: str = "cpu", dtype: str = "fp32", repeats: int = 10,
-                       force: bool = False, action_steps: int = 0, video_steps: int = 0) -> dict:
+def bench_policy_model(
+    config: str = "small",
+    device: str = "cpu",
+    dtype: str = "fp32",
+    repeats: int = 10,
+    force: bool = False,
+    action_steps: int = 0,
+    video_steps: int = 0,
+) -> dict:
     """One model of `config` with random weights on `device` in `dtype`, measured interleaved after a
     warm-up: action latency with ANS (actions final after T_a of T_O passes) against synchronous
     sampling (final only after all T_O), video latency (all passes, depth and VAE decode), the time
@@ -62,12 +69,21 @@ def bench_policy_model(config: str = "small", device: str = "cpu", dtype: str = 
 
     if dtype not in MODEL_DTYPES:
         raise ConfigError(f"dtype {dtype!r}: expected one of {', '.join(MODEL_DTYPES)}")
-    result: dict = {"target": "policy-model", "config": config, "device": device, "dtype": dtype,
-                    "anchors_action_latency_ms": ACTION_LATENCY_ANCHORS_MS}
+    result: dict = {
+        "target": "policy-model",
+        "config": config,
+        "device": device,
+        "dtype": dtype,
+        "anchors_action_latency_ms": ACTION_LATENCY_ANCHORS_MS,
+    }
     absent = device_absent(device)
     if absent:
-        return {**result, "skipped": True, "reason": absent,
-                "not_measured": ["action latency ANS vs synchronous", "video latency", "pass time", "peak memory"]}
+        return {
+            **result,
+            "skipped": True,
+            "reason": absent,
+            "not_measured": ["action latency ANS vs synchronous", "video latency", "pass time", "peak memory"],
+        }
     from wam_ros.model.policy import Observation
     from wam_ros.model.wam import WorldActionModel
 
@@ -75,9 +91,11 @@ def bench_policy_model(config: str = "small", device: str = "cpu", dtype: str = 
     with torch.device("meta"):
         parameters = WorldActionModel(cfg).parameter_counts()
     if torch.device(device).type == "cpu" and parameters["total"] > CPU_PARAMETER_LIMIT and not force:
-        raise ConfigError(f"{config} has {parameters['total'] / 1e9:.2f} B parameters: one denoising pass takes "
-                          f"minutes on {torch.get_num_threads()} CPU threads. Use --device cuda, a small config "
-                          "(demo, small), or --force")
+        raise ConfigError(
+            f"{config} has {parameters['total'] / 1e9:.2f} B parameters: one denoising pass takes "
+            f"minutes on {torch.get_num_threads()} CPU threads. Use --device cuda, a small config "
+            "(demo, small), or --force"
+        )
     t_a, t_o = action_steps or cfg.action_steps, video_steps or cfg.video_steps
     if not 1 <= t_a < t_o:
         raise ConfigError(f"need 1 <= action_steps ({t_a}) < video_steps ({t_o}) to compare ANS with synchronous")
@@ -87,12 +105,17 @@ def bench_policy_model(config: str = "small", device: str = "cpu", dtype: str = 
     weights_mib = peak_memory_mib(device)
     rng = np.random.default_rng(1)
     h, w = cfg.image_size
-    obs = Observation(images={c: rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for c in cfg.cameras},
-                      depths={c: rng.integers(300, 2000, (h, w), dtype=np.uint16) for c in cfg.cameras},
-                      state=rng.normal(size=cfg.state_dim), instruction="benchmark")
+    obs = Observation(
+        images={c: rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for c in cfg.cameras},
+        depths={c: rng.integers(300, 2000, (h, w), dtype=np.uint16) for c in cfg.cameras},
+        state=rng.normal(size=cfg.state_dim),
+        instruction="benchmark",
+    )
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
-    samples: dict[str, list[float]] = {name: [] for name in ("ans", "synchronous", "video_total", "video_decode",
-                                                             "encode", "joint_pass", "video_only_pass")}
+    samples: dict[str, list[float]] = {
+        name: []
+        for name in ("ans", "synchronous", "video_total", "video_decode", "encode", "joint_pass", "video_only_pass")
+    }
 
     def timed_passes(seed: int) -> None:
         """Each pass of one chunk on its own: the first T_a run both experts, the rest the video expert."""
@@ -118,13 +141,21 @@ def bench_policy_model(config: str = "small", device: str = "cpu", dtype: str = 
             samples["video_decode"].append(full["decode_ms"])
             samples["encode"].append(full["encode_ms"])
     p50 = {name: round(float(np.median(values)), 2) for name, values in samples.items()}
-    return {**result, "sampler": cfg.sampler, "torch_threads": torch.get_num_threads(), "repeats": repeats,
-            "steps": {"action_steps_Ta": t_a, "video_steps_TO": t_o},
-            "parameters": parameters,
-            "action_latency_ms_p50": {"ans": p50["ans"], "synchronous": p50["synchronous"]},
-            "synchronous_over_ans": round(p50["synchronous"] / p50["ans"], 2),
-            "video_latency_ms_p50": {"all_passes_depth_and_decode": p50["video_total"],
-                                     "of_which_vae_decode": p50["video_decode"], "of_which_encode": p50["encode"]},
-            "pass_ms_p50": {"video_and_action_experts": p50["joint_pass"], "video_expert_only": p50["video_only_pass"]},
-            "memory": {"after_building_the_model": weights_mib, "peak": peak_memory_mib(device)},
-            "ans_over_anchor": {name: round(p50["ans"] / ms, 3) for name, ms in ACTION_LATENCY_ANCHORS_MS.items()}}
+    return {
+        **result,
+        "sampler": cfg.sampler,
+        "torch_threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "steps": {"action_steps_Ta": t_a, "video_steps_TO": t_o},
+        "parameters": parameters,
+        "action_latency_ms_p50": {"ans": p50["ans"], "synchronous": p50["synchronous"]},
+        "synchronous_over_ans": round(p50["synchronous"] / p50["ans"], 2),
+        "video_latency_ms_p50": {
+            "all_passes_depth_and_decode": p50["video_total"],
+            "of_which_vae_decode": p50["video_decode"],
+            "of_which_encode": p50["encode"],
+        },
+        "pass_ms_p50": {"video_and_action_experts": p50["joint_pass"], "video_expert_only": p50["video_only_pass"]},
+        "memory": {"after_building_the_model": weights_mib, "peak": peak_memory_mib(device)},
+        "ans_over_anchor": {name: round(p50["ans"] / ms, 3) for name, ms in ACTION_LATENCY_ANCHORS_MS.items()},
+    }

@@ -41,7 +41,15 @@ def bench_reprojection(robot: str = "agilex", repeats: int = 5) -> dict:
         poses = np.stack([[kinematics.frame_pose(q, f.frame_id) for f in frames] for q in futures])
         render = median_ms(lambda: reprojection.render(rgb, depth, K, home, futures), repeats)
         lifting = median_ms(lambda: lift(carried_depth, carried_rgb, K, poses), repeats)
-        results[f"{size[1]}x{size[0]}"] = {"reprojection_ms": round(render, 1), "lift_ms": round(lifting, 2),
-                                           "ratio_to_lift": round(render / lifting, 1)}
-    return {"robot": robot, "views": len(frames), "future_frames": len(futures), "median": results,
-            "note": "numpy on one core; per predicted chunk in the policy node, after its actions are out"}
+        results[f"{size[1]}x{size[0]}"] = {
+            "reprojection_ms": round(render, 1),
+            "lift_ms": round(lifting, 2),
+            "ratio_to_lift": round(render / lifting, 1),
+        }
+    return {
+        "robot": robot,
+        "views": len(frames),
+        "future_frames": len(futures),
+        "median": results,
+        "note": "numpy on one core; per predicted chunk in the policy node, after its actions are out",
+    }

@@ -24,8 +24,9 @@ def bench_supervisor(robot: str = "agilex", repeats: int = 200) -> dict:
 
     def running(workspace: WorkspaceBox | None) -> tuple[Supervisor, np.ndarray]:
         # consecutive=1: the reaction is timed from the estimate that triggers
-        config = SupervisorConfig.for_robot(cfg, workspace=workspace,
-                                            rollback=RollbackConfig(cooldown=0.0, consecutive=1))
+        config = SupervisorConfig.for_robot(
+            cfg, workspace=workspace, rollback=RollbackConfig(cooldown=0.0, consecutive=1)
+        )
         sup = Supervisor(config, lambda q, frames: kinematics.frame_poses(q, list(frames)))
         q = np.array([home[n] for n in config.arm_joints])
         names = [*config.arm_joints, *config.gripper_joints]
@@ -38,7 +39,7 @@ def bench_supervisor(robot: str = "agilex", repeats: int = 200) -> dict:
     for label, workspace in (("check_chunk_ms", None), ("check_chunk_with_workspace_fk_ms", box)):
         sup, q = running(workspace)
         limits = [sup.config.checks.limits[n] for n in sup.config.arm_joints]
-        inward = np.sign([(l.min_position + l.max_position) / 2 for l in limits] - q)  # stay inside the range
+        inward = np.sign([(j.min_position + j.max_position) / 2 for j in limits] - q)  # stay inside the range
         chunk = Chunk(1, 0.0, list(sup.config.arm_joints), q + np.linspace(0.0, 0.1, 15)[:, None] * inward, 1 / 15)
         assert isinstance(sup.submit_chunk(0.0, chunk)[-1], Command), "benchmark chunk must pass the checks"
         result[label] = median_ms(lambda: sup.submit_chunk(0.0, chunk), repeats)
@@ -46,8 +47,9 @@ def bench_supervisor(robot: str = "agilex", repeats: int = 200) -> dict:
     def low_value_to_rollback_command() -> None:
         sup, q = running(None)
         sup.update_value(0.1, 0.8, 1)
-        sup.update_joint_state(0.2, [*sup.config.arm_joints, *sup.config.gripper_joints],
-                               [*(q + 0.2), *sup.config.gripper_max])
+        sup.update_joint_state(
+            0.2, [*sup.config.arm_joints, *sup.config.gripper_joints], [*(q + 0.2), *sup.config.gripper_max]
+        )
         t0 = time.perf_counter()
         events = sup.update_value(0.2, 0.5, 2)
         samples.append((time.perf_counter() - t0) * 1e3)
@@ -58,5 +60,7 @@ def bench_supervisor(robot: str = "agilex", repeats: int = 200) -> dict:
         low_value_to_rollback_command()
     result["low_value_to_rollback_command_ms"] = float(np.median(samples))
     result["control_period_ms"] = 1e3 / 15
-    result["rollback_reaction_over_control_period"] = result["low_value_to_rollback_command_ms"] / result["control_period_ms"]
+    result["rollback_reaction_over_control_period"] = (
+        result["low_value_to_rollback_command_ms"] / result["control_period_ms"]
+    )
     return result

@@ -8,7 +8,6 @@ import numpy as np
 
 from wam_ros.perf.common import device_absent, peak_memory_mib, synchronize
 
-
 TRAIN_MICRO_BATCHES = (1, 8)
 
 
@@ -47,8 +46,13 @@ def _fsdp_step_run(cfg, device: str, micro_batch: int, repeats: int) -> dict:
         if step:
             seconds.append(time.perf_counter() - start)
     step_s = float(np.median(seconds))
-    return {"processes": topology.world, "sharded": topology.world > 1, "step_s_p50": round(step_s, 3),
-            "samples_per_s": round(micro_batch * topology.world / step_s, 3), **peak_memory_mib(device)}
+    return {
+        "processes": topology.world,
+        "sharded": topology.world > 1,
+        "step_s_p50": round(step_s, 3),
+        "samples_per_s": round(micro_batch * topology.world / step_s, 3),
+        **peak_memory_mib(device),
+    }
 
 
 def bench_train_model(config: str = "xwam", device: str = "cuda", repeats: int = 3, gpus: int = 8) -> dict:
@@ -60,33 +64,46 @@ def bench_train_model(config: str = "xwam", device: str = "cuda", repeats: int =
     memory is reported as such."""
     import torch
 
-    from wam_ros.model.model_config import load_model_config
     from wam_ros.model.distributed import init_distributed
     from wam_ros.model.memory_plan import memory_plan
+    from wam_ros.model.model_config import load_model_config
 
     cfg = load_model_config(config)
-    absent = device_absent(device) or (None if torch.device(device).type == "cuda" else
-                                        "training throughput is measured on GPUs only")
+    absent = device_absent(device) or (
+        None if torch.device(device).type == "cuda" else "training throughput is measured on GPUs only"
+    )
     if not absent and torch.device(device).index is None:
         device = f"cuda:{init_distributed().local_rank}"  # one GPU per torchrun process
     planned_gpus = gpus if absent else init_distributed().world
-    result: dict = {"target": "train-model", "config": config, "device": device,
-                    "setting": "bf16 autocast + activation checkpointing + FSDP, joint stage", "gpus": planned_gpus}
+    result: dict = {
+        "target": "train-model",
+        "config": config,
+        "device": device,
+        "setting": "bf16 autocast + activation checkpointing + FSDP, joint stage",
+        "gpus": planned_gpus,
+    }
     for micro_batch in TRAIN_MICRO_BATCHES:
         plan = memory_plan(cfg, planned_gpus, micro_batch, "fsdp", "bf16", checkpointing=True)
         result.setdefault("parameters", plan["parameters"])
-        entry: dict = {"planned_gib_per_gpu": plan["selected"]["per_gpu_gib"],
-                       "planned_parts_gib": plan["per_gpu_gib"]["fsdp"]["bf16"]}
+        entry: dict = {
+            "planned_gib_per_gpu": plan["selected"]["per_gpu_gib"],
+            "planned_parts_gib": plan["per_gpu_gib"]["fsdp"]["bf16"],
+        }
         if not absent:
             try:
                 entry["measured"] = _fsdp_step_run(cfg, device, micro_batch, repeats)
-                entry["measured_over_planned"] = round(entry["measured"]["cuda_max_allocated_mib"] / 1024
-                                                       / entry["planned_gib_per_gpu"], 3)
+                entry["measured_over_planned"] = round(
+                    entry["measured"]["cuda_max_allocated_mib"] / 1024 / entry["planned_gib_per_gpu"], 3
+                )
             except torch.cuda.OutOfMemoryError as exc:
                 entry["measured"] = {"out_of_memory": str(exc).splitlines()[0]}
             torch.cuda.empty_cache()
         result[f"micro_batch_{micro_batch}"] = entry
     if absent:
-        result.update(skipped=True, reason=absent, not_measured=["step time", "samples/s", "peak memory per GPU"],
-                      note="the per-GPU figures are memory_plan's estimate (wam-ros train --dry-run)")
+        result.update(
+            skipped=True,
+            reason=absent,
+            not_measured=["step time", "samples/s", "peak memory per GPU"],
+            note="the per-GPU figures are memory_plan's estimate (wam-ros train --dry-run)",
+        )
     return result

@@ -35,8 +35,9 @@ def _rotation(rotvec: np.ndarray) -> np.ndarray:
     return np.eye(3) if angle < 1e-12 else axangles.axangle2mat(rotvec / angle, angle)
 
 
-def joint_space_targets(action_space: int, names: Sequence[str], rows: np.ndarray,
-                        conditioning: Mapping[str, float]) -> np.ndarray:
+def joint_space_targets(
+    action_space: int, names: Sequence[str], rows: np.ndarray, conditioning: Mapping[str, float]
+) -> np.ndarray:
     """Absolute joint targets from joint positions or joint deltas (no kinematics needed)."""
     rows = np.asarray(rows, dtype=float)
     if rows.ndim != 2 or rows.shape[1] != len(names):
@@ -48,8 +49,10 @@ def joint_space_targets(action_space: int, names: Sequence[str], rows: np.ndarra
         if missing:
             raise ActionError(f"joint deltas for joints without a state: {missing}")
         return rows + np.array([conditioning[n] for n in names])
-    raise ActionError(f"action_space {action_space}: expected 0 (joint positions) or 1 (joint deltas) here; "
-                      "end-effector deltas (2) need the robot's kinematics")
+    raise ActionError(
+        f"action_space {action_space}: expected 0 (joint positions) or 1 (joint deltas) here; "
+        "end-effector deltas (2) need the robot's kinematics"
+    )
 
 
 class ActionConverter:
@@ -58,8 +61,9 @@ class ActionConverter:
         self.kinematics = kinematics
         self.ik_tolerance = ik_tolerance  # largest accepted IK pose error (m + rad)
 
-    def to_joint_positions(self, action_space: int, names: Sequence[str], rows: np.ndarray,
-                           conditioning: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
+    def to_joint_positions(
+        self, action_space: int, names: Sequence[str], rows: np.ndarray, conditioning: Mapping[str, float]
+    ) -> tuple[list[str], np.ndarray]:
         if action_space != EE_DELTA:
             return list(names), joint_space_targets(action_space, names, rows, conditioning)
         rows = np.asarray(rows, dtype=float)
@@ -68,8 +72,9 @@ class ActionConverter:
         sides = [s for s in SIDES if f"{s}_dx" in names]
         expected = [f"{s}_{a}" for s in sides for a in EE_AXES]
         if not sides or sorted(names) != sorted(expected):
-            raise ActionError(f"end-effector deltas need the columns {[f'<side>_{a}' for a in EE_AXES]} per arm, "
-                              f"got {list(names)}")
+            raise ActionError(
+                f"end-effector deltas need the columns {[f'<side>_{a}' for a in EE_AXES]} per arm, got {list(names)}"
+            )
         out_names = [n for s in sides for n in self.robot.arm_joint_names(s)]
         out = np.zeros((len(rows), len(out_names)))
         seed = dict(conditioning)
@@ -84,8 +89,10 @@ class ActionConverter:
             with np.errstate(over="ignore"):  # an overflowing norm is inf, and refused as such
                 translation, rotation = np.linalg.norm(deltas[:, :3], axis=1), np.linalg.norm(deltas[:, 3:], axis=1)
             if (translation > MAX_EE_TRANSLATION).any() or (rotation > MAX_EE_ROTATION).any():
-                raise ActionError(f"{side} arm: end-effector delta of {translation.max():.3g} m / {rotation.max():.3g} "
-                                  f"rad beyond {MAX_EE_TRANSLATION} m / {MAX_EE_ROTATION:.3f} rad")
+                raise ActionError(
+                    f"{side} arm: end-effector delta of {translation.max():.3g} m / {rotation.max():.3g} "
+                    f"rad beyond {MAX_EE_TRANSLATION} m / {MAX_EE_ROTATION:.3f} rad"
+                )
             for k, row in enumerate(rows[:, cols]):
                 target = np.eye(4)
                 target[:3, 3] = start[:3, 3] + row[:3]

@@ -27,46 +27,74 @@ from wam_ros.robots.bridge import ArmState, BridgeError
 
 # arm_status values of the 0x2A1 status frame (piper_sdk ArmMsgFeedbackStatus)
 ARM_STATUS = {
-    0x00: "normal", 0x01: "emergency stop", 0x02: "no solution", 0x03: "singularity",
-    0x04: "target angle exceeds limit", 0x05: "joint communication error", 0x06: "joint brake not released",
-    0x07: "collision", 0x08: "overspeed during teach drag", 0x09: "joint status error", 0x0A: "other error",
-    0x0B: "teach record", 0x0C: "teach execution", 0x0D: "teach pause", 0x0E: "NTC over temperature",
+    0x00: "normal",
+    0x01: "emergency stop",
+    0x02: "no solution",
+    0x03: "singularity",
+    0x04: "target angle exceeds limit",
+    0x05: "joint communication error",
+    0x06: "joint brake not released",
+    0x07: "collision",
+    0x08: "overspeed during teach drag",
+    0x09: "joint status error",
+    0x0A: "other error",
+    0x0B: "teach record",
+    0x0C: "teach execution",
+    0x0D: "teach pause",
+    0x0E: "NTC over temperature",
     0x0F: "release resistor NTC over temperature",
 }
 TEACH_STATES = (0x0B, 0x0C, 0x0D)
 CAN_COMMAND_MODE, MOVE_J = 0x01, 0x01
 CAN_BITRATE = 1_000_000  # the Piper's CAN bus
 DEFAULT_CAN_PORTS = ("can_left", "can_right")  # the names AgileX's can_config.sh gives the two arms' adapters
-ARPHRD_CAN = 280         # /sys/class/net/<if>/type of a CAN interface
+ARPHRD_CAN = 280  # /sys/class/net/<if>/type of a CAN interface
 IFF_UP = 0x1
 
 
-def can_interface_problem(port: str, net: Path = Path("/sys/class/net"),
-                          details: dict | None = None) -> tuple[str, str]:
+def can_interface_problem(
+    port: str, net: Path = Path("/sys/class/net"), details: dict | None = None
+) -> tuple[str, str]:
     """(what keeps a SocketCAN port from talking to a Piper, the fix); ("", "") when nothing.
     `details`: the interface's `ip -details -json link show` entry (read here when None)."""
     up = f"sudo ip link set {port} up type can bitrate {CAN_BITRATE}"
     where = net / port
     if not where.exists():
-        present = sorted(p.name for p in net.iterdir() if (p / "type").is_file()
-                         and (p / "type").read_text().strip() == str(ARPHRD_CAN)) if net.is_dir() else []
-        return (f"CAN interface {port} does not exist (CAN interfaces here: {', '.join(present) or 'none'})",
-                f"plug in the USB-CAN adapter, name it (AgileX can_config.sh), `{up}`, or set agilex.can_ports")
+        present = (
+            sorted(
+                p.name
+                for p in net.iterdir()
+                if (p / "type").is_file() and (p / "type").read_text().strip() == str(ARPHRD_CAN)
+            )
+            if net.is_dir()
+            else []
+        )
+        return (
+            f"CAN interface {port} does not exist (CAN interfaces here: {', '.join(present) or 'none'})",
+            f"plug in the USB-CAN adapter, name it (AgileX can_config.sh), `{up}`, or set agilex.can_ports",
+        )
     if (where / "type").read_text().strip() != str(ARPHRD_CAN):
         return f"{port} is not a CAN interface", "set agilex.can_ports to the Pipers' CAN ports"
     if not int((where / "flags").read_text().strip(), 16) & IFF_UP:
         return f"CAN interface {port} is down", f"`{up}`"
     if details is None:
         try:
-            out = subprocess.run(["ip", "-details", "-json", "link", "show", port], capture_output=True,
-                                 text=True, timeout=5.0, check=True).stdout
+            out = subprocess.run(
+                ["ip", "-details", "-json", "link", "show", port],
+                capture_output=True,
+                text=True,
+                timeout=5.0,
+                check=True,
+            ).stdout
             details = json.loads(out)[0]
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
             return "", ""  # no `ip` to ask: the bitrate is checked by the arm answering
     bitrate = details.get("linkinfo", {}).get("info_data", {}).get("bittiming", {}).get("bitrate")
     if bitrate is not None and int(bitrate) != CAN_BITRATE:
-        return (f"CAN interface {port} runs at {int(bitrate)} bit/s, the Piper at {CAN_BITRATE}",
-                f"`sudo ip link set {port} down` then `{up}`")
+        return (
+            f"CAN interface {port} runs at {int(bitrate)} bit/s, the Piper at {CAN_BITRATE}",
+            f"`sudo ip link set {port} down` then `{up}`",
+        )
     return "", ""
 
 
@@ -83,8 +111,15 @@ def piper_fault(arm_status: int, err_code: int) -> str:
 
 
 class PiperBackend:
-    def __init__(self, side: str, can_port: str, interface: str = "socketcan", speed_percent: int = 100,
-                 gripper_effort: float = 1.0, feedback_timeout: float = 2.0):
+    def __init__(
+        self,
+        side: str,
+        can_port: str,
+        interface: str = "socketcan",
+        speed_percent: int = 100,
+        gripper_effort: float = 1.0,
+        feedback_timeout: float = 2.0,
+    ):
         self.side = side
         self.can_port = can_port
         self.interface = interface
@@ -115,8 +150,10 @@ class PiperBackend:
         while self.sdk.GetArmJointMsgs().time_stamp == 0:
             if time.monotonic() > deadline:
                 self.disconnect()
-                raise BridgeError(f"{self.side} Piper: no joint feedback on CAN port {self.can_port} "
-                                  f"within {self.feedback_timeout:.1f} s (powered, CAN up, bitrate 1 Mbit/s?)")
+                raise BridgeError(
+                    f"{self.side} Piper: no joint feedback on CAN port {self.can_port} "
+                    f"within {self.feedback_timeout:.1f} s (powered, CAN up, bitrate 1 Mbit/s?)"
+                )
             time.sleep(0.01)
 
     def enable(self) -> None:
@@ -136,8 +173,14 @@ class PiperBackend:
             velocities = (positions - self._last_positions) / (now - self._last_read)
         self._last_positions, self._last_read = positions, now
         status = self.sdk.GetArmStatus().arm_status
-        return ArmState(positions, velocities, np.zeros(7), self._fresh_at, piper_fault(status.arm_status, status.err_code),
-                        f"ctrl_mode 0x{status.ctrl_mode:02X}")
+        return ArmState(
+            positions,
+            velocities,
+            np.zeros(7),
+            self._fresh_at,
+            piper_fault(status.arm_status, status.err_code),
+            f"ctrl_mode 0x{status.ctrl_mode:02X}",
+        )
 
     def command(self, positions: np.ndarray) -> None:
         millideg = [int(round(math.degrees(q) * 1000.0)) for q in positions[:6]]

@@ -36,16 +36,16 @@ from wam_ros.control.limits import robot_joint_limits
 from wam_ros.control.trajectory import TimedTrajectory
 
 # Trajectory checks, besides the position limits and max_step.
-HOLD_TOLERANCE = 1e-3      # rad (m for grippers): a one-point hold this close outside a limit is clipped into it
-MAX_HORIZON = 60.0         # s: the last point may be due at most this long after arrival
-MIN_SPACING = 1e-3         # s between points: below it no arm tracks them and velocities blow up
-VELOCITY_MARGIN = 1.1      # implied velocities may exceed max_velocity by 10 % (rounding, resampling)
+HOLD_TOLERANCE = 1e-3  # rad (m for grippers): a one-point hold this close outside a limit is clipped into it
+MAX_HORIZON = 60.0  # s: the last point may be due at most this long after arrival
+MIN_SPACING = 1e-3  # s between points: below it no arm tracks them and velocities blow up
+VELOCITY_MARGIN = 1.1  # implied velocities may exceed max_velocity by 10 % (rounding, resampling)
 # A point due at once is reached through the follower's ramp: it may be as far from the command as
 # the joint moves in this time at max_velocity (with the default max_step this never binds first).
-FIRST_POINT_LEAD = 0.15    # s
+FIRST_POINT_LEAD = 0.15  # s
 # Reading checks: what no arm does.
 READING_SPEED_FACTOR = 2.0  # a reading moving faster than this times max_velocity ...
-READING_SLACK = 0.02        # ... plus this many seconds at max_velocity (jitter in when readings arrive)
+READING_SLACK = 0.02  # ... plus this many seconds at max_velocity (jitter in when readings arrive)
 READING_RANGE_TOLERANCE = 0.05  # fraction of a joint's range a reading may lie outside it (sensor noise, sag)
 
 
@@ -60,11 +60,11 @@ class CommandRejected(ValueError):
 
 @dataclass
 class ArmState:
-    positions: np.ndarray            # in the backend's joint_names order
+    positions: np.ndarray  # in the backend's joint_names order
     velocities: np.ndarray
     efforts: np.ndarray
-    stamp: float                     # time of the reading (s, the clock passed to read())
-    error: str = ""                  # non-empty: the driver reports a fault
+    stamp: float  # time of the reading (s, the clock passed to read())
+    error: str = ""  # non-empty: the driver reports a fault
     mode: str = ""
 
 
@@ -95,8 +95,10 @@ class BridgeLimits:
     @staticmethod
     def for_robot(robot: RobotConfig, names: Sequence[str], gripper_acceleration: float = 2.0) -> "BridgeLimits":
         """Arm joints: the limits the supervisor checks against; grippers: travel and speed."""
-        by_name = {name: (l.min_position, l.max_position, l.max_velocity, l.max_acceleration)
-                   for name, l in robot_joint_limits(robot).items()}
+        by_name = {
+            name: (j.min_position, j.max_position, j.max_velocity, j.max_acceleration)
+            for name, j in robot_joint_limits(robot).items()
+        }
         g = robot.arm.gripper
         grippers = {robot.gripper_joint_name(side) for side in SIDES}
         for name in grippers:
@@ -128,8 +130,8 @@ class LimitedFollower:
 
 class BridgeMode(Enum):
     UNCONFIGURED = "unconfigured"
-    INACTIVE = "inactive"      # connected, holding
-    ACTIVE = "active"          # streaming commands
+    INACTIVE = "inactive"  # connected, holding
+    ACTIVE = "active"  # streaming commands
     ERROR = "error"
 
 
@@ -140,15 +142,22 @@ class BridgeStatus:
     commands: int = 0
     rejected: int = 0
     last_rejection: str = ""
-    watchdog: str = ""          # why the watchdog stopped the last trajectory; cleared by the next one taken
+    watchdog: str = ""  # why the watchdog stopped the last trajectory; cleared by the next one taken
     watchdog_stops: int = 0
-    latency: float = math.nan   # s from a trajectory's arrival to its first streamed target
+    latency: float = math.nan  # s from a trajectory's arrival to its first streamed target
     extra: dict[str, str] = field(default_factory=dict)
 
 
 class Bridge:
-    def __init__(self, backends: Sequence[ArmBackend], limits: BridgeLimits, joint_names: Sequence[str],
-                 max_step: float = 0.35, state_timeout: float = 0.5, command_timeout: float = 0.0):
+    def __init__(
+        self,
+        backends: Sequence[ArmBackend],
+        limits: BridgeLimits,
+        joint_names: Sequence[str],
+        max_step: float = 0.35,
+        state_timeout: float = 0.5,
+        command_timeout: float = 0.0,
+    ):
         self.backends = list(backends)
         self.joint_names = list(joint_names)
         served = [n for b in self.backends for n in b.joint_names]
@@ -156,7 +165,7 @@ class Bridge:
             raise ValueError(f"backends serve {served}, the robot has {self.joint_names}")
         self._columns = [[self.joint_names.index(n) for n in b.joint_names] for b in self.backends]
         self.limits = limits
-        self.max_step = max_step            # largest jump of a trajectory's first point from the command
+        self.max_step = max_step  # largest jump of a trajectory's first point from the command
         self.state_timeout = state_timeout  # a backend silent for longer is an error
         # a running trajectory with no heartbeat or new trajectory for longer is dropped; 0: no watchdog
         # (the nodes default to 0.5 s; in-process loops that cannot lose their command source use 0)
@@ -168,7 +177,7 @@ class Bridge:
         self._follower: LimitedFollower | None = None
         self._trajectory: tuple[np.ndarray, TimedTrajectory, float] | None = None  # (columns, trajectory, arrival)
         self._last_reading = np.full(len(self.backends), -math.inf)
-        self._last_command = -math.inf      # arrival of the last heartbeat or accepted trajectory
+        self._last_command = -math.inf  # arrival of the last heartbeat or accepted trajectory
         self._reset_readings()
 
     def _reset_readings(self) -> None:
@@ -213,8 +222,13 @@ class Bridge:
         self._follower = LimitedFollower(self.limits, self.measured)
         self._trajectory = None
         s = self.status
-        self.status = BridgeStatus(BridgeMode.INACTIVE, commands=s.commands, rejected=s.rejected,
-                                   last_rejection=s.last_rejection, watchdog_stops=s.watchdog_stops)
+        self.status = BridgeStatus(
+            BridgeMode.INACTIVE,
+            commands=s.commands,
+            rejected=s.rejected,
+            last_rejection=s.last_rejection,
+            watchdog_stops=s.watchdog_stops,
+        )
 
     # --- commands --------------------------------------------------------------------------
     def set_trajectory(self, names: Sequence[str], times: np.ndarray, positions: np.ndarray, now: float) -> None:
@@ -225,8 +239,9 @@ class Bridge:
                 raise CommandRejected(f"bridge is {self.status.mode.value}, not active")
             unknown = [n for n in names if n not in self.joint_names]
             if unknown or len(set(names)) != len(names) or not names:
-                raise CommandRejected(f"joint_names: unknown or repeated {unknown or list(names)}; "
-                                      f"allowed: {', '.join(self.joint_names)}")
+                raise CommandRejected(
+                    f"joint_names: unknown or repeated {unknown or list(names)}; allowed: {', '.join(self.joint_names)}"
+                )
             times = np.asarray(times, dtype=float)
             positions = np.asarray(positions, dtype=float)
             if times.ndim != 1 or not len(times):
@@ -269,8 +284,9 @@ class Bridge:
         spacing = np.diff(times)
         if (spacing < MIN_SPACING - 1e-6).any():  # 1 us: float rounding of absolute times
             k = int(np.argmax(spacing < MIN_SPACING - 1e-6))
-            raise CommandRejected(f"points {k} and {k + 1} are {spacing[k] * 1e3:.3f} ms apart "
-                                  f"(at least {MIN_SPACING * 1e3:.0f} ms)")
+            raise CommandRejected(
+                f"points {k} and {k + 1} are {spacing[k] * 1e3:.3f} ms apart (at least {MIN_SPACING * 1e3:.0f} ms)"
+            )
         if times[-1] - now > MAX_HORIZON:
             raise CommandRejected(f"last point due {times[-1] - now:.1f} s after arrival (at most {MAX_HORIZON:.0f} s)")
 
@@ -281,12 +297,20 @@ class Bridge:
         outside = (positions < lo - tolerance) | (positions > hi + tolerance)
         if outside.any():
             point, j = np.argwhere(outside)[0]
-            raise CommandRejected(f"{names[j]}={positions[point, j]:.4f} at point {point} outside "
-                                  f"[{lo[j]:.4f}, {hi[j]:.4f}]")
+            raise CommandRejected(
+                f"{names[j]}={positions[point, j]:.4f} at point {point} outside [{lo[j]:.4f}, {hi[j]:.4f}]"
+            )
         return np.clip(positions, lo, hi)
 
-    def _check_start(self, names: Sequence[str], columns: np.ndarray, times: np.ndarray, positions: np.ndarray,
-                     commanded: np.ndarray, now: float) -> None:
+    def _check_start(
+        self,
+        names: Sequence[str],
+        columns: np.ndarray,
+        times: np.ndarray,
+        positions: np.ndarray,
+        commanded: np.ndarray,
+        now: float,
+    ) -> None:
         """The point the trajectory starts from: its first point, or, when points are already past on
         arrival (a stale message), the position due now, which the follower would head for at once."""
         if times[0] >= now:
@@ -297,13 +321,15 @@ class Bridge:
         jump = np.abs(start - commanded)
         if (jump > self.max_step).any():
             j = int(np.argmax(jump))
-            raise CommandRejected(f"{names[j]}: {what} is {jump[j]:.3f} from the commanded position "
-                                  f"(max_step {self.max_step})")
+            raise CommandRejected(
+                f"{names[j]}: {what} is {jump[j]:.3f} from the commanded position (max_step {self.max_step})"
+            )
         speed = jump / (lead + FIRST_POINT_LEAD)
         self._refuse_speed(names, columns, speed[None, :], f"from the commanded position to the {what}")
 
-    def _check_velocities(self, names: Sequence[str], columns: np.ndarray, times: np.ndarray,
-                          positions: np.ndarray) -> None:
+    def _check_velocities(
+        self, names: Sequence[str], columns: np.ndarray, times: np.ndarray, positions: np.ndarray
+    ) -> None:
         if len(times) > 1:
             speed = np.abs(np.diff(positions, axis=0)) / np.diff(times)[:, None]
             self._refuse_speed(names, columns, speed, "between points {k} and {k1}")
@@ -313,8 +339,9 @@ class Bridge:
         over = (speed > VELOCITY_MARGIN * vmax) & ~self.limits.setpoint[columns]
         if over.any():
             k, j = np.argwhere(over)[0]
-            raise CommandRejected(f"{names[j]}: {speed[k, j]:.3f} rad/s {where.format(k=k, k1=k + 1)} exceeds "
-                                  f"max_velocity {vmax[j]:.3f}")
+            raise CommandRejected(
+                f"{names[j]}: {speed[k, j]:.3f} rad/s {where.format(k=k, k1=k + 1)} exceeds max_velocity {vmax[j]:.3f}"
+            )
 
     # --- the driver-rate loop ----------------------------------------------------------------
     def read(self, now: float) -> None:
@@ -325,8 +352,9 @@ class Bridge:
             state = backend.read(now)
             implausible = self._implausible(k, state)
             positions = np.asarray(state.positions, dtype=float)
-            self._previous[k] = (positions.copy(), state.stamp) \
-                if np.isfinite(positions).all() and math.isfinite(state.stamp) else None
+            self._previous[k] = (
+                (positions.copy(), state.stamp) if np.isfinite(positions).all() and math.isfinite(state.stamp) else None
+            )
             self._suspect[k] = bool(implausible)
             if math.isfinite(state.stamp):
                 self._last_reading[k] = state.stamp
@@ -369,8 +397,9 @@ class Bridge:
             over = jump > vmax * (READING_SPEED_FACTOR * dt + READING_SLACK)
             if over.any():
                 j = int(np.argmax(over))
-                return (f"{names[j]} jumped {jump[j]:.4f} to {q[j]:.4f} in {dt * 1e3:.0f} ms "
-                        f"(max_velocity {vmax[j]:.3f})")
+                return (
+                    f"{names[j]} jumped {jump[j]:.4f} to {q[j]:.4f} in {dt * 1e3:.0f} ms (max_velocity {vmax[j]:.3f})"
+                )
         if self._suspect[k]:
             # after an implausible reading the arm was held: a steady reading elsewhere is a lasting
             # glitch (or an arm that was moved), and recovering there would drive the arm to it
@@ -378,8 +407,10 @@ class Bridge:
             drift = np.abs(q - held)
             if (drift > self.max_step).any():
                 j = int(np.argmax(drift))
-                return (f"{names[j]} reads {q[j]:.4f}, {drift[j]:.3f} from {held[j]:.4f} where it was held "
-                        f"(max_step {self.max_step}); if the arm really is there, restart the bridge")
+                return (
+                    f"{names[j]} reads {q[j]:.4f}, {drift[j]:.3f} from {held[j]:.4f} where it was held "
+                    f"(max_step {self.max_step}); if the arm really is there, restart the bridge"
+                )
         return ""
 
     def step(self, now: float, dt: float) -> None:

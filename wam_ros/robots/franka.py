@@ -18,20 +18,19 @@ import numpy as np
 
 from wam_ros.robots.bridge import ArmState, BridgeError
 
-
 DEFAULT_FCI_HOSTS = ("172.16.0.2", "172.16.0.3")  # left, right
 FCI_PORT = 1337  # libfranka's command connection (TCP)
 
 
 @dataclass(frozen=True)
 class FrankaSettings:
-    dynamics_factor: float = 0.2          # franky relative_dynamics_factor (0, 1]
-    realtime: bool = True                 # enforce a real-time kernel (False for franky-sim / tests)
+    dynamics_factor: float = 0.2  # franky relative_dynamics_factor (0, 1]
+    realtime: bool = True  # enforce a real-time kernel (False for franky-sim / tests)
     # set_collision_behavior thresholds: per-joint torques (Nm) and Cartesian forces/torques (N, Nm)
     joint_torque_threshold: float = 40.0
     cartesian_force_threshold: float = 60.0
-    gripper_speed: float = 0.05           # m/s
-    gripper_deadband: float = 0.002       # m of opening: smaller gripper changes are not sent
+    gripper_speed: float = 0.05  # m/s
+    gripper_deadband: float = 0.002  # m of opening: smaller gripper changes are not sent
 
     def __post_init__(self) -> None:
         if not 0.0 < self.dynamics_factor <= 1.0:
@@ -58,9 +57,11 @@ class FrankaBackend:
         import franky
 
         if self.settings.realtime and not is_realtime_kernel():
-            raise BridgeError(f"{self.side} FR3 at {self.host}: this kernel ({os.uname().release}) is not real-time; "
-                              "boot a PREEMPT_RT kernel (Franka's FCI needs it), or set franka.realtime:=false "
-                              "for franky-sim and dry runs")
+            raise BridgeError(
+                f"{self.side} FR3 at {self.host}: this kernel ({os.uname().release}) is not real-time; "
+                "boot a PREEMPT_RT kernel (Franka's FCI needs it), or set franka.realtime:=false "
+                "for franky-sim and dry runs"
+            )
         realtime = franky.RealtimeConfig.Enforce if self.settings.realtime else franky.RealtimeConfig.Ignore
         try:
             self.robot = franky.Robot(self.host, realtime_config=realtime)
@@ -70,8 +71,10 @@ class FrankaBackend:
             self.gripper = franky.Gripper(self.host)
         except Exception as exc:  # franky raises its own exception types per failure
             self.robot = self.gripper = None
-            raise BridgeError(f"{self.side} FR3 at {self.host}: cannot connect ({exc}); check franka.hosts (the "
-                              "arm's FCI IP, reachable from this PC) and that FCI is enabled in Desk") from None
+            raise BridgeError(
+                f"{self.side} FR3 at {self.host}: cannot connect ({exc}); check franka.hosts (the "
+                "arm's FCI IP, reachable from this PC) and that FCI is enabled in Desk"
+            ) from None
 
     def enable(self) -> None:
         self.robot.recover_from_errors()
@@ -97,12 +100,16 @@ class FrankaBackend:
                 self.robot.move(franky.JointMotion(joints.tolist()), asynchronous=True)
             except Exception as exc:  # franky's control, protocol and planner exceptions
                 self._sent = None
-                raise BridgeError(f"{self.side} FR3 at {self.host}: motion refused ({type(exc).__name__}: {exc})") from None
+                raise BridgeError(
+                    f"{self.side} FR3 at {self.host}: motion refused ({type(exc).__name__}: {exc})"
+                ) from None
             self._sent = joints
         width = 2.0 * float(positions[7])
         # the gripper takes one move at a time: a new move waits until the running one is done
         busy = self._gripper_move is not None and not self._gripper_move.wait(0)
-        if not busy and (math.isnan(self._sent_width) or abs(width - self._sent_width) > self.settings.gripper_deadband):
+        if not busy and (
+            math.isnan(self._sent_width) or abs(width - self._sent_width) > self.settings.gripper_deadband
+        ):
             self._gripper_move = self.gripper.move_async(width, self.settings.gripper_speed)
             self._sent_width = width
 

@@ -34,8 +34,15 @@ def franky_sim_servers(hosts: Sequence[str] = DEFAULT_HOSTS) -> Iterator[list[st
         if found is None:
             raise FileNotFoundError("franky-sim is not installed (pip install franky-sim)")
         executable = Path(found)
-    servers = [subprocess.Popen([str(executable), "-s", "mujoco", "--hostname", host], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent) for host in hosts]
+    servers = [
+        subprocess.Popen(
+            [str(executable), "-s", "mujoco", "--hostname", host],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        for host in hosts
+    ]
     try:
         yield list(hosts)
     finally:
@@ -63,8 +70,11 @@ def franky_sim_bridge(dynamics_factor: float = 0.5, timeout: float = 60.0) -> It
     robot = load_robot_config("franka")
     with franky_sim_servers() as hosts:
         settings = FrankaSettings(dynamics_factor=dynamics_factor, realtime=False)
-        bridge = Bridge([FrankaBackend(side, host, settings) for side, host in zip(("left", "right"), hosts)],
-                        BridgeLimits.for_robot(robot, robot.joint_names), robot.joint_names)
+        bridge = Bridge(
+            [FrankaBackend(side, host, settings) for side, host in zip(("left", "right"), hosts)],
+            BridgeLimits.for_robot(robot, robot.joint_names),
+            robot.joint_names,
+        )
         deadline = time.monotonic() + timeout
         while True:  # the servers take a few seconds to start
             try:

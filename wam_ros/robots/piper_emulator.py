@@ -34,18 +34,25 @@ def _int32_pair(a: int, b: int) -> bytes:
 
 
 class PiperEmulator:
-    def __init__(self, channel: str, initial_joints_rad: np.ndarray | None = None, initial_gripper_mm: float = 0.0,
-                 rate: float = 200.0, speed: float = 2.0, gripper_speed_mm: float = 100.0):
+    def __init__(
+        self,
+        channel: str,
+        initial_joints_rad: np.ndarray | None = None,
+        initial_gripper_mm: float = 0.0,
+        rate: float = 200.0,
+        speed: float = 2.0,
+        gripper_speed_mm: float = 100.0,
+    ):
         self.channel = channel
         self.joints = np.zeros(6) if initial_joints_rad is None else np.array(initial_joints_rad, dtype=float)
         self.targets = self.joints.copy()
         self.gripper_mm = self.gripper_target_mm = float(initial_gripper_mm)
         self.enabled = False
         self.ctrl_mode = 0
-        self.arm_status = 0       # 0 normal; e.g. 0x07 collision, 0x05 joint communication error
-        self.err_code = 0         # bits 0-5: joint 1-6 communication error, bits 8-13: joint 1-6 angle limit
+        self.arm_status = 0  # 0 normal; e.g. 0x07 collision, 0x05 joint communication error
+        self.err_code = 0  # bits 0-5: joint 1-6 communication error, bits 8-13: joint 1-6 angle limit
         self.reading_offset = np.zeros(6)  # added to the reported joint angles, not to the joints
-        self.silent = False       # stop all feedback (a pulled CAN cable)
+        self.silent = False  # stop all feedback (a pulled CAN cable)
         self.commands_received = 0
         self._rate, self._speed, self._gripper_speed = rate, speed, gripper_speed_mm
         self._bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
@@ -57,8 +64,11 @@ class PiperEmulator:
     def at_home(robot: RobotConfig, side: str, channel: str) -> "PiperEmulator":
         """An emulated arm resting at the robot config's home pose, gripper included."""
         home = robot.home_positions()
-        return PiperEmulator(channel, [home[n] for n in robot.arm_joint_names(side)],
-                             initial_gripper_mm=2e3 * home[robot.gripper_joint_name(side)])
+        return PiperEmulator(
+            channel,
+            [home[n] for n in robot.arm_joint_names(side)],
+            initial_gripper_mm=2e3 * home[robot.gripper_joint_name(side)],
+        )
 
     def __enter__(self) -> "PiperEmulator":
         self.start()
@@ -81,7 +91,7 @@ class PiperEmulator:
             if frame.arbitration_id in JOINT_COMMANDS:
                 k = JOINT_COMMANDS.index(frame.arbitration_id)
                 for i in range(2):
-                    millideg = int.from_bytes(data[4 * i:4 * i + 4], "big", signed=True)
+                    millideg = int.from_bytes(data[4 * i : 4 * i + 4], "big", signed=True)
                     self.targets[2 * k + i] = math.radians(millideg / 1000.0)
                 self.commands_received += 1
             elif frame.arbitration_id == GRIPPER_COMMAND:
@@ -109,9 +119,15 @@ class PiperEmulator:
 
     def _feedback(self) -> list[can.Message]:
         millideg = np.round(np.degrees(self.joints + self.reading_offset) * 1000.0).astype(int)
-        frames = [can.Message(arbitration_id=fid, data=_int32_pair(millideg[2 * k], millideg[2 * k + 1]),
-                              is_extended_id=False) for k, fid in enumerate(JOINT_FEEDBACK)]
-        gripper = int(round(self.gripper_mm * 1000)).to_bytes(4, "big", signed=True) + (0).to_bytes(2, "big") + b"\x00\x00"
+        frames = [
+            can.Message(
+                arbitration_id=fid, data=_int32_pair(millideg[2 * k], millideg[2 * k + 1]), is_extended_id=False
+            )
+            for k, fid in enumerate(JOINT_FEEDBACK)
+        ]
+        gripper = (
+            int(round(self.gripper_mm * 1000)).to_bytes(4, "big", signed=True) + (0).to_bytes(2, "big") + b"\x00\x00"
+        )
         frames.append(can.Message(arbitration_id=GRIPPER_FEEDBACK, data=gripper, is_extended_id=False))
         status = bytes([self.ctrl_mode, self.arm_status, 0, 0, 0, 0]) + int(self.err_code).to_bytes(2, "big")
         frames.append(can.Message(arbitration_id=STATUS, data=status, is_extended_id=False))

@@ -17,13 +17,22 @@ import numpy as np
 
 from wam_ros.robots.bridge import ArmState, BridgeError
 
-DEFAULT_MOTOR_IDS = {**{f"left_joint{i}": 10 + i for i in range(1, 8)}, "left_gripper": 18,
-                     **{f"right_joint{i}": 20 + i for i in range(1, 8)}, "right_gripper": 28}
+DEFAULT_MOTOR_IDS = {
+    **{f"left_joint{i}": 10 + i for i in range(1, 8)},
+    "left_gripper": 18,
+    **{f"right_joint{i}": 20 + i for i in range(1, 8)},
+    "right_gripper": 28,
+}
 
 
 class TienKungBackend:
-    def __init__(self, publish: Callable[[list[str], list[float]], None], motor_ids: dict[str, int] | None = None,
-                 wait_for_status: Callable[[float], bool] | None = None, status_timeout: float = 2.0):
+    def __init__(
+        self,
+        publish: Callable[[list[str], list[float]], None],
+        motor_ids: dict[str, int] | None = None,
+        wait_for_status: Callable[[float], bool] | None = None,
+        status_timeout: float = 2.0,
+    ):
         self.motor_ids = dict(DEFAULT_MOTOR_IDS if motor_ids is None else motor_ids)
         if len(set(self.motor_ids.values())) != len(self.motor_ids):
             raise ValueError(f"motor ids must be unique, got {self.motor_ids}")
@@ -38,8 +47,14 @@ class TienKungBackend:
         self._status_timeout = status_timeout
         self._ids = [str(self.motor_ids[n]) for n in self.joint_names]
 
-    def on_status(self, now: float, names: Sequence[str], positions: Sequence[float],
-                  velocities: Sequence[float] = (), efforts: Sequence[float] = ()) -> None:
+    def on_status(
+        self,
+        now: float,
+        names: Sequence[str],
+        positions: Sequence[float],
+        velocities: Sequence[float] = (),
+        efforts: Sequence[float] = (),
+    ) -> None:
         """A status message from the robot (motor ids as names); unknown ids are ignored."""
         index = {str(name): i for i, name in enumerate(names)}
         with self._lock:
@@ -66,8 +81,10 @@ class TienKungBackend:
             if not missing:
                 return
             if time.monotonic() > deadline:
-                raise BridgeError(f"TienKung: no status for {missing} (motor ids "
-                                  f"{[self.motor_ids[n] for n in missing]}) within {self._status_timeout:.1f} s")
+                raise BridgeError(
+                    f"TienKung: no status for {missing} (motor ids "
+                    f"{[self.motor_ids[n] for n in missing]}) within {self._status_timeout:.1f} s"
+                )
             time.sleep(0.01)
 
     def enable(self) -> None:
@@ -75,8 +92,9 @@ class TienKungBackend:
 
     def read(self, now: float) -> ArmState:
         with self._lock:
-            return ArmState(self._positions.copy(), self._velocities.copy(), self._efforts.copy(), self._stamp,
-                            self._error)
+            return ArmState(
+                self._positions.copy(), self._velocities.copy(), self._efforts.copy(), self._stamp, self._error
+            )
 
     def command(self, positions: np.ndarray) -> None:
         self._publish(self._ids, [float(q) for q in positions])

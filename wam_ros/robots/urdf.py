@@ -58,23 +58,28 @@ def _link(name: str, geometry: tuple[Pose, str] | None, rgba: str, mass: float =
             extra = f'<material name="{rgba}"/>' if tag == "visual" else ""
             lines.append(f"    <{tag}>{_origin(pose)}<geometry>{shape}</geometry>{extra}</{tag}>")
         inertia = 0.01 * mass
-        lines.append(f'    <inertial>{_origin(Pose(pose.xyz))}<mass value="{mass}"/>'
-                     f'<inertia ixx="{inertia}" ixy="0" ixz="0" iyy="{inertia}" iyz="0" izz="{inertia}"/>'
-                     "</inertial>")
+        lines.append(
+            f'    <inertial>{_origin(Pose(pose.xyz))}<mass value="{mass}"/>'
+            f'<inertia ixx="{inertia}" ixy="0" ixz="0" iyy="{inertia}" iyz="0" izz="{inertia}"/>'
+            "</inertial>"
+        )
     lines.append("  </link>")
     return lines
 
 
 def _fixed(name: str, parent: str, child: str, pose: Pose) -> list[str]:
-    return [f'  <joint name="{name}" type="fixed">{_origin(pose)}'
-            f'<parent link="{parent}"/><child link="{child}"/></joint>']
+    return [
+        f'  <joint name="{name}" type="fixed">{_origin(pose)}<parent link="{parent}"/><child link="{child}"/></joint>'
+    ]
 
 
 def _revolute(name: str, parent: str, child: str, j: JointSpec) -> list[str]:
-    return [f'  <joint name="{name}" type="revolute">{_origin(j.origin)}'
-            f'<parent link="{parent}"/><child link="{child}"/><axis xyz="{_fmt(j.axis)}"/>'
-            f'<limit lower="{j.lower:.10g}" upper="{j.upper:.10g}" velocity="{j.velocity:.10g}" '
-            f'effort="{j.effort:.10g}"/></joint>']
+    return [
+        f'  <joint name="{name}" type="revolute">{_origin(j.origin)}'
+        f'<parent link="{parent}"/><child link="{child}"/><axis xyz="{_fmt(j.axis)}"/>'
+        f'<limit lower="{j.lower:.10g}" upper="{j.upper:.10g}" velocity="{j.velocity:.10g}" '
+        f'effort="{j.effort:.10g}"/></joint>'
+    ]
 
 
 def _arm(cfg: RobotConfig, side: str) -> list[str]:
@@ -90,9 +95,15 @@ def _arm(cfg: RobotConfig, side: str) -> list[str]:
         lines += _link(f"{side}_link{i}", _segment_geometry(ends[i], r), "light" if i % 2 else "dark")
     n = len(arm.joints)
     lines += _fixed(f"{side}_flange_joint", f"{side}_link{n}", f"{side}_flange", arm.flange)
-    lines += _link(f"{side}_flange", (Pose((0.0, 0.0, arm.gripper.finger_offset / 2)),
-                                      f'<box size="{_fmt((0.04, 2.4 * arm.gripper.stroke + 0.02, arm.gripper.finger_offset))}"/>'),
-                   "dark", mass=0.5)
+    lines += _link(
+        f"{side}_flange",
+        (
+            Pose((0.0, 0.0, arm.gripper.finger_offset / 2)),
+            f'<box size="{_fmt((0.04, 2.4 * arm.gripper.stroke + 0.02, arm.gripper.finger_offset))}"/>',
+        ),
+        "dark",
+        mass=0.5,
+    )
     lines += _fixed(f"{side}_tcp_joint", f"{side}_flange", f"{side}_tcp", arm.tcp)
     lines += _link(f"{side}_tcp", None, "")
     g = arm.gripper
@@ -104,7 +115,8 @@ def _arm(cfg: RobotConfig, side: str) -> list[str]:
             f'  <joint name="{joint}" type="prismatic"><origin xyz="0 0 {g.finger_offset:.6g}" rpy="0 0 0"/>'
             f'<parent link="{side}_flange"/><child link="{side}_finger{k}"/><axis xyz="0 {sign:g} 0"/>'
             f'<limit lower="0" upper="{g.stroke:.6g}" velocity="{g.velocity:.6g}" effort="{g.effort:.6g}"/>'
-            f"{mimic}</joint>")
+            f"{mimic}</joint>"
+        )
         lines += _link(f"{side}_finger{k}", finger, "dark", mass=0.05)
     return lines
 
@@ -126,8 +138,9 @@ def generate_urdf(cfg: RobotConfig) -> str:
     for cam in cfg.cameras:
         lines += _fixed(f"{cam.name}_mount", cam.parent, f"{cam.name}_link", cam.pose)
         lines += _link(f"{cam.name}_link", None, "")
-        lines += _fixed(f"{cam.name}_optical_joint", f"{cam.name}_link",
-                        f"{cam.name}_color_optical_frame", OPTICAL_FROM_LINK)
+        lines += _fixed(
+            f"{cam.name}_optical_joint", f"{cam.name}_link", f"{cam.name}_color_optical_frame", OPTICAL_FROM_LINK
+        )
         lines += _link(f"{cam.name}_color_optical_frame", None, "")
     lines.append("</robot>")
     return "\n".join(lines) + "\n"

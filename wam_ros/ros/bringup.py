@@ -38,9 +38,12 @@ def create_node(spec: NodeSpec) -> Node:
         raise KeyError(f"no wam_ros executable {spec.executable!r}; known: {', '.join(modules)}")
     node_class = importlib.import_module(modules[spec.executable]).NODE_CLASS
     cli_args = ["--ros-args"] + [a for src, dst in spec.remappings for a in ("-r", f"{src}:={dst}")]
-    return node_class(node_name=spec.name, namespace=spec.namespace or None,
-                      parameter_overrides=[Parameter(k, value=v) for k, v in spec.parameters.items()],
-                      cli_args=cli_args if spec.remappings else None)
+    return node_class(
+        node_name=spec.name,
+        namespace=spec.namespace or None,
+        parameter_overrides=[Parameter(k, value=v) for k, v in spec.parameters.items()],
+        cli_args=cli_args if spec.remappings else None,
+    )
 
 
 def create_nodes(specs: list[NodeSpec]) -> tuple[list[Node], list[NodeSpec]]:

@@ -7,15 +7,13 @@ from typing import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from trajectory_msgs.msg import JointTrajectory
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from trajectory_msgs.msg import JointTrajectory
 
-from wam_ros.data.images import ENCODINGS, depth_to_millimetres  # noqa: F401 (nodes import it from here)
-from wam_ros.data.images import ImageError, camera_matrix, image_layout
+from wam_ros.data.images import ENCODINGS, ImageError, camera_matrix, depth_to_millimetres, image_layout  # noqa: F401 (nodes import it from here)
 from wam_ros.data.images import image_array as image_fields_array
 from wam_ros.geometry.lifting import CLOUD_DTYPE, PointCloud
 from wam_ros.robots.bridge import MAX_HORIZON, MIN_SPACING
-
 
 
 def to_time(seconds: float) -> Time:
@@ -74,8 +72,9 @@ def check_view(msg: Image, kind: str) -> None:
 def view_array(msg: Image, kind: str) -> np.ndarray:
     """image_array of a camera's color or depth view, in an encoding of that kind (no copy unless
     rows are padded). Raises ImageError naming the failed check."""
-    return image_fields_array(msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian,
-                              VIEW_ENCODINGS[kind])
+    return image_fields_array(
+        msg.height, msg.width, msg.encoding, msg.step, msg.data, msg.is_bigendian, VIEW_ENCODINGS[kind]
+    )
 
 
 def view_intrinsics(image: Image, info: CameraInfo) -> np.ndarray:
@@ -99,8 +98,9 @@ def view_indices(msg, cameras: Sequence[str]) -> dict[str, int]:
     return {cam: names.index(cam) for cam in cameras}
 
 
-def multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                                          dict[str, tuple[np.ndarray, tuple[int, int]]]]:
+def multiview_arrays(
+    msg, cameras: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, tuple[np.ndarray, tuple[int, int]]]]:
     """(RGB images, depth images, intrinsics (K, (height, width))) by camera of a wam_ros/MultiViewRGBD,
     for `cameras`, as views on its data. Raises ImageError when the set is malformed (arrays not one
     entry per camera name, a view not matching its fields or its CameraInfo), ValueError when it
@@ -121,8 +121,15 @@ def multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray]
     return images, depths, intrinsics
 
 
-def camera_info_msg(K: np.ndarray, width: int, height: int, stamp: Time, frame_id: str,
-                    distortion_model: str = "plumb_bob", D: Sequence[float] = (0.0,) * 5) -> CameraInfo:
+def camera_info_msg(
+    K: np.ndarray,
+    width: int,
+    height: int,
+    stamp: Time,
+    frame_id: str,
+    distortion_model: str = "plumb_bob",
+    D: Sequence[float] = (0.0,) * 5,
+) -> CameraInfo:
     msg = CameraInfo()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
@@ -149,8 +156,9 @@ def trajectory_arrays(msg: JointTrajectory, now: float) -> tuple[list[str], np.n
     if any(len(point.positions) != len(names) for point in msg.points):
         raise ValueError(f"every point needs {len(names)} positions, one per joint name")
     # integer nanoseconds: the spacing check is exact
-    ns = np.array([p.time_from_start.sec * 1_000_000_000 + p.time_from_start.nanosec for p in msg.points],
-                  dtype=np.int64)
+    ns = np.array(
+        [p.time_from_start.sec * 1_000_000_000 + p.time_from_start.nanosec for p in msg.points], dtype=np.int64
+    )
     offsets = ns * 1e-9
     if (ns < 0).any():
         raise ValueError(f"time_from_start must be >= 0, got {offsets.min():.3f} s")
@@ -159,8 +167,10 @@ def trajectory_arrays(msg: JointTrajectory, now: float) -> tuple[list[str], np.n
     spacing = np.diff(ns)
     if (spacing < round(MIN_SPACING * 1e9)).any():
         k = int(np.argmax(spacing < round(MIN_SPACING * 1e9)))
-        raise ValueError(f"time_from_start of points {k} and {k + 1} are {spacing[k] * 1e-6:.3f} ms apart "
-                         f"(they must increase by at least {MIN_SPACING * 1e3:.0f} ms)")
+        raise ValueError(
+            f"time_from_start of points {k} and {k + 1} are {spacing[k] * 1e-6:.3f} ms apart "
+            f"(they must increase by at least {MIN_SPACING * 1e3:.0f} ms)"
+        )
     start = from_time(msg.header.stamp) or now
     return names, start + offsets, np.array([list(p.positions) for p in msg.points], dtype=float)
 
@@ -170,15 +180,28 @@ def pointcloud_msg(cloud: PointCloud, stamp: Time, frame_id: str) -> PointCloud2
     allocated by lifting hands its buffer over without a copy."""
     data = cloud.data
     width = cloud.width or len(data)
-    msg = PointCloud2(**CHECKED, height=len(data) // width if width else 1, width=width, is_bigendian=False,
-                      point_step=CLOUD_DTYPE.itemsize, row_step=CLOUD_DTYPE.itemsize * width,
-                      is_dense=not cloud.width)  # organised clouds keep NaN pixels
+    msg = PointCloud2(
+        **CHECKED,
+        height=len(data) // width if width else 1,
+        width=width,
+        is_bigendian=False,
+        point_step=CLOUD_DTYPE.itemsize,
+        row_step=CLOUD_DTYPE.itemsize * width,
+        is_dense=not cloud.width,
+    )  # organised clouds keep NaN pixels
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     # RViz reads rgb as a FLOAT32 whose bits are 0x00RRGGBB
-    types = {"x": PointField.FLOAT32, "y": PointField.FLOAT32, "z": PointField.FLOAT32, "rgb": PointField.FLOAT32,
-             "frame": PointField.UINT32}
-    msg.fields = [PointField(name=name, offset=CLOUD_DTYPE.fields[name][1], datatype=types[name], count=1)
-                  for name in CLOUD_DTYPE.names]
+    types = {
+        "x": PointField.FLOAT32,
+        "y": PointField.FLOAT32,
+        "z": PointField.FLOAT32,
+        "rgb": PointField.FLOAT32,
+        "frame": PointField.UINT32,
+    }
+    msg.fields = [
+        PointField(name=name, offset=CLOUD_DTYPE.fields[name][1], datatype=types[name], count=1)
+        for name in CLOUD_DTYPE.names
+    ]
     whole = cloud.buffer is not None and len(cloud.buffer) == data.nbytes
     msg.data = cloud.buffer if whole else bytes_field(data)
     return msg
@@ -188,5 +211,6 @@ def pointcloud_from_msg(msg: PointCloud2) -> PointCloud:
     """A PointCloud2 written by pointcloud_msg (no copy)."""
     if [f.name for f in msg.fields] != list(CLOUD_DTYPE.names) or msg.point_step != CLOUD_DTYPE.itemsize:
         raise ValueError(f"not a wam_ros cloud: fields {[f.name for f in msg.fields]}, point_step {msg.point_step}")
-    return PointCloud(np.frombuffer(msg.data, CLOUD_DTYPE, count=msg.width * msg.height),
-                      msg.width if msg.height > 1 else 0)
+    return PointCloud(
+        np.frombuffer(msg.data, CLOUD_DTYPE, count=msg.width * msg.height), msg.width if msg.height > 1 else 0
+    )

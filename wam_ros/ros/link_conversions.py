@@ -14,7 +14,9 @@ from wam_ros.ros.conversions import CHECKED, bytes_field, camera_info_msg, multi
 from wam_ros.sync.link_codec import LinkCodec, compact_view, expand_view
 
 
-def compact_multiview_msg(msg, cameras: Sequence[str], size: tuple[int, int], codec: LinkCodec) -> CompressedMultiViewRGBD:
+def compact_multiview_msg(
+    msg, cameras: Sequence[str], size: tuple[int, int], codec: LinkCodec
+) -> CompressedMultiViewRGBD:
     """The wam_ros/CompressedMultiViewRGBD of a MultiViewRGBD set for a network link: `cameras`
     resized to `size` (height, width) and compressed (wam_ros.sync.link_codec). A degraded set is
     passed on degraded, without views. Raises ImageError / ValueError as multiview_arrays does."""
@@ -39,8 +41,9 @@ def compact_multiview_msg(msg, cameras: Sequence[str], size: tuple[int, int], co
     return out
 
 
-def compact_multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                                                  dict[str, tuple[np.ndarray, tuple[int, int]]]]:
+def compact_multiview_arrays(
+    msg, cameras: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, tuple[np.ndarray, tuple[int, int]]]]:
     """multiview_arrays for a wam_ros/CompressedMultiViewRGBD: the decoded views of `cameras`.
     Raises ImageError when the set is malformed, ValueError when it lacks one of the cameras."""
     images, depths, intrinsics = {}, {}, {}
@@ -48,8 +51,9 @@ def compact_multiview_arrays(msg, cameras: Sequence[str]) -> tuple[dict[str, np.
         color, depth, info = msg.color[i], msg.depth[i], msg.color_info[i]
         try:
             K = camera_matrix(info.k, info.width, info.height)
-            rgb, mm = expand_view(color.format, bytes(color.data), depth.format, bytes(depth.data),
-                                  (info.height, info.width))
+            rgb, mm = expand_view(
+                color.format, bytes(color.data), depth.format, bytes(depth.data), (info.height, info.width)
+            )
         except ImageError as exc:
             raise ImageError(f"{cam}: {exc}", exc.check) from None
         images[cam], depths[cam], intrinsics[cam] = rgb, mm, (K, (info.height, info.width))

@@ -20,18 +20,27 @@ from wam_ros.config import ConfigError
 T = TypeVar("T")
 
 
-def param(default: Any, description: str, *, range_: tuple[float, float] | None = None,
-          choices: Sequence[str] | None = None, read_only: bool = True) -> Any:
+def param(
+    default: Any,
+    description: str,
+    *,
+    range_: tuple[float, float] | None = None,
+    choices: Sequence[str] | None = None,
+    read_only: bool = True,
+) -> Any:
     """A dataclass field that is a node parameter (list defaults are copied per instance)."""
-    metadata = {"description": description, "range": range_, "choices": tuple(choices) if choices else None,
-                "read_only": read_only}
+    metadata = {
+        "description": description,
+        "range": range_,
+        "choices": tuple(choices) if choices else None,
+        "read_only": read_only,
+    }
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def declare_params(node: Node, cls: type[T], prefix: str = "", *,
-                   defaults: Mapping[str, Any] | None = None) -> T:
+def declare_params(node: Node, cls: type[T], prefix: str = "", *, defaults: Mapping[str, Any] | None = None) -> T:
     """Declare every parameter of the dataclass `cls` on `node` (groups as `group.name`) and return
     the values as an instance of `cls`.
 
@@ -73,6 +82,7 @@ def _descriptor(default: Any, metadata: Mapping[str, Any]) -> ParameterDescripto
         if isinstance(default, int) and not isinstance(default, bool):
             desc.integer_range = [IntegerRange(from_value=int(low_high[0]), to_value=int(low_high[1]), step=1)]
         else:
-            desc.floating_point_range = [FloatingPointRange(from_value=float(low_high[0]),
-                                                            to_value=float(low_high[1]), step=0.0)]
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(low_high[0]), to_value=float(low_high[1]), step=0.0)
+            ]
     return desc

@@ -20,8 +20,9 @@ class ServiceCallError(RuntimeError):
 _SETTLED_CLIENTS: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
 
-def call_service(executor: Executor, client: Client, request: Any, timeout: float = 10.0,
-                 attempts: int = 1, settle: float = 1.0) -> Any:
+def call_service(
+    executor: Executor, client: Client, request: Any, timeout: float = 10.0, attempts: int = 1, settle: float = 1.0
+) -> Any:
     """Call a service and return its response, spinning `executor` (which holds the client's node).
 
     `wait_for_service` says the client has discovered the server, not that the server has

@@ -18,8 +18,12 @@ COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Latched descriptions (robot_description-like data): late joiners still get the last value.
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 # The supervisor's heartbeat to the arm bridges (std_msgs/Header on supervisor/heartbeat): only the
 # newest beat matters; a bridge that hears none within its command_timeout holds the arms.
 HEARTBEAT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -29,11 +33,19 @@ HEARTBEAT_TOPIC = "supervisor/heartbeat"
 def bag_profile(qos: QoSProfile) -> dict:
     """A publisher's offered QoS in rosbag2's metadata form (rmw enum values; durations as
     {sec, nsec}), what `ros2 bag record` stores so that `ros2 bag play` offers the same."""
+
     def duration(value) -> dict:
         sec, nsec = divmod(int(value.nanoseconds), 1_000_000_000)
         return {"sec": sec, "nsec": nsec}
 
-    return {"history": int(qos.history), "depth": int(qos.depth), "reliability": int(qos.reliability),
-            "durability": int(qos.durability), "deadline": duration(qos.deadline), "lifespan": duration(qos.lifespan),
-            "liveliness": int(qos.liveliness), "liveliness_lease_duration": duration(qos.liveliness_lease_duration),
-            "avoid_ros_namespace_conventions": bool(qos.avoid_ros_namespace_conventions)}
+    return {
+        "history": int(qos.history),
+        "depth": int(qos.depth),
+        "reliability": int(qos.reliability),
+        "durability": int(qos.durability),
+        "deadline": duration(qos.deadline),
+        "lifespan": duration(qos.lifespan),
+        "liveliness": int(qos.liveliness),
+        "liveliness_lease_duration": duration(qos.liveliness_lease_duration),
+        "avoid_ros_namespace_conventions": bool(qos.avoid_ros_namespace_conventions),
+    }

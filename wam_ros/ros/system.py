@@ -34,8 +34,21 @@ DDS_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FIL
 SAFE_DOMAIN_IDS = range(1, 101)
 # every node name describe_system gives (a parameter file may name any of them: one site file serves
 # the simulated and the real robot)
-NODE_NAMES = ("robot_state_publisher", "sim", "arm_bridge", "camera", "sync", "supervisor", "scripted_motion",
-              "teleop", "recorder", "observation_encoder", "policy", "viewer", "rviz2")
+NODE_NAMES = (
+    "robot_state_publisher",
+    "sim",
+    "arm_bridge",
+    "camera",
+    "sync",
+    "supervisor",
+    "scripted_motion",
+    "teleop",
+    "recorder",
+    "observation_encoder",
+    "policy",
+    "viewer",
+    "rviz2",
+)
 
 
 def isolated_domain_id(seed: int, span: int = 1) -> int:
@@ -76,44 +89,87 @@ class LaunchArgument:
 
 LAUNCH_ARGUMENTS = (
     LaunchArgument("robot", "agilex", "Dual-arm setup: Franka FR3 pair, AgileX Piper (Cobot Magic), TienKung", ROBOTS),
-    LaunchArgument("cameras", "sim", "Camera source: simulator, RealSense or Orbbec nodes, or external "
-                   "drivers already publishing <cam>/color/image_raw etc.", CAMERA_SOURCES),
+    LaunchArgument(
+        "cameras",
+        "sim",
+        "Camera source: simulator, RealSense or Orbbec nodes, or external "
+        "drivers already publishing <cam>/color/image_raw etc.",
+        CAMERA_SOURCES,
+    ),
     LaunchArgument("sim", "true", "Run the MuJoCo simulator instead of hardware bridges (sets use_sim_time)", BOOLEANS),
     LaunchArgument("motion", "none", "Command source for the arms: none, or a scripted demo motion", MOTION_SOURCES),
     LaunchArgument("rviz", "false", "Start RViz with config/wam.rviz", BOOLEANS),
     LaunchArgument("record", "false", "Record demonstrations to rosbag2 (MCAP), one bag per episode", BOOLEANS),
-    LaunchArgument("teleop", "none", "Teleoperation source: AgileX leader arms, SpaceMouse, keyboard, or the "
-                   "scripted expert in the simulator", TELEOP_SOURCES),
+    LaunchArgument(
+        "teleop",
+        "none",
+        "Teleoperation source: AgileX leader arms, SpaceMouse, keyboard, or the scripted expert in the simulator",
+        TELEOP_SOURCES,
+    ),
     LaunchArgument("episodes_dir", "episodes", "Directory the recorder writes episode bags to"),
     LaunchArgument("record_source", "synced", "Record synced observations or the raw camera topics", RECORD_SOURCES),
     LaunchArgument("checkpoint", "", "Path of a policy checkpoint (wam-ros train); empty runs no policy"),
     LaunchArgument("instruction", "", "Task instruction for the policy (empty: the checkpoint's only task)"),
-    LaunchArgument("chunking", "rtc", "Policy chunk hand-over: rtc (real-time chunking), blend or naive",
-                   CHUNKING_MODES),
-    LaunchArgument("sampler", "", "Policy flow sampler: euler or unipc (empty: the checkpoint's config)",
-                   ("", *SAMPLERS)),
+    LaunchArgument(
+        "chunking", "rtc", "Policy chunk hand-over: rtc (real-time chunking), blend or naive", CHUNKING_MODES
+    ),
+    LaunchArgument(
+        "sampler", "", "Policy flow sampler: euler or unipc (empty: the checkpoint's config)", ("", *SAMPLERS)
+    ),
     LaunchArgument("namespace", "", "ROS namespace for every node of the system"),
-    LaunchArgument("task", "", "Simulated benchmark task (pick_place, stack, handover): its scene, stage markers "
-                   "on task/state, and with teleop:=scripted its scripted expert; empty: the plain scene",
-                   ("", *TASKS)),
-    LaunchArgument("condition", "clean", "Task condition: clean (the demonstrations' range) or random "
-                   "(lighting, table texture, colours, clutter, positions)", CONDITIONS),
+    LaunchArgument(
+        "task",
+        "",
+        "Simulated benchmark task (pick_place, stack, handover): its scene, stage markers "
+        "on task/state, and with teleop:=scripted its scripted expert; empty: the plain scene",
+        ("", *TASKS),
+    ),
+    LaunchArgument(
+        "condition",
+        "clean",
+        "Task condition: clean (the demonstrations' range) or random "
+        "(lighting, table texture, colours, clutter, positions)",
+        CONDITIONS,
+    ),
     LaunchArgument("seed", "0", "Task episode seed (object positions, appearance, expert noise)"),
-    LaunchArgument("perturbation", "none", "Task perturbation: the object dropped after the grasp (landing "
-                   "3-5 cm away), slipping from the grasp (landing where it was lifted), or nudged as the "
-                   "gripper approaches", PERTURBATIONS),
-    LaunchArgument("on_hardware_failure", "exit", "An arm bridge that cannot reach its arms: exit (bring-up "
-                   "ends with code 3, the fix printed) or stay (up, NOT OPERATIONAL in /diagnostics)",
-                   HARDWARE_FAILURE_POLICIES),
-    LaunchArgument("viewer", "none", "A live view without RViz: web (a browser at http://<host>:8080: the robot, "
-                   "the predicted and live clouds, the head camera, the value)", VIEWERS),
-    LaunchArgument("split", "none", "Two-machine deployment: none (everything on this host); robot (this host runs "
-                   "the simulator or arm bridges, cameras, sync, supervisor, recorder, and sends observations "
-                   "resized and compressed to the policy host); policy (this host runs the policy, the viewer "
-                   "and RViz; needs checkpoint). Both hosts: the same ROS_DOMAIN_ID, and ROS_STATIC_PEERS=<the "
-                   "other host> where multicast does not pass", SPLITS),
-    LaunchArgument("params_file", "", "YAML of node parameters for this robot or site, in the ROS 2 parameter "
-                   "file layout (<node name>: or /**: with ros__parameters:), overlaid on the defaults"),
+    LaunchArgument(
+        "perturbation",
+        "none",
+        "Task perturbation: the object dropped after the grasp (landing "
+        "3-5 cm away), slipping from the grasp (landing where it was lifted), or nudged as the "
+        "gripper approaches",
+        PERTURBATIONS,
+    ),
+    LaunchArgument(
+        "on_hardware_failure",
+        "exit",
+        "An arm bridge that cannot reach its arms: exit (bring-up "
+        "ends with code 3, the fix printed) or stay (up, NOT OPERATIONAL in /diagnostics)",
+        HARDWARE_FAILURE_POLICIES,
+    ),
+    LaunchArgument(
+        "viewer",
+        "none",
+        "A live view without RViz: web (a browser at http://<host>:8080: the robot, "
+        "the predicted and live clouds, the head camera, the value)",
+        VIEWERS,
+    ),
+    LaunchArgument(
+        "split",
+        "none",
+        "Two-machine deployment: none (everything on this host); robot (this host runs "
+        "the simulator or arm bridges, cameras, sync, supervisor, recorder, and sends observations "
+        "resized and compressed to the policy host); policy (this host runs the policy, the viewer "
+        "and RViz; needs checkpoint). Both hosts: the same ROS_DOMAIN_ID, and ROS_STATIC_PEERS=<the "
+        "other host> where multicast does not pass",
+        SPLITS,
+    ),
+    LaunchArgument(
+        "params_file",
+        "",
+        "YAML of node parameters for this robot or site, in the ROS 2 parameter "
+        "file layout (<node name>: or /**: with ros__parameters:), overlaid on the defaults",
+    ),
 )
 
 
@@ -153,15 +209,30 @@ class SystemOptions:
         for name, arg in known.items():
             if arg.choices:
                 check_choice(name, raw[name].lower() if arg.choices is BOOLEANS else raw[name], arg.choices)
-        opts = SystemOptions(robot=raw["robot"], cameras=raw["cameras"], sim=raw["sim"].lower() == "true",
-                             motion=raw["motion"], rviz=raw["rviz"].lower() == "true",
-                             record=raw["record"].lower() == "true", teleop=raw["teleop"],
-                             episodes_dir=raw["episodes_dir"], record_source=raw["record_source"], checkpoint=raw["checkpoint"],
-                             instruction=raw["instruction"], chunking=raw["chunking"], sampler=raw["sampler"],
-                             namespace=raw["namespace"].strip("/"), task=raw["task"], condition=raw["condition"],
-                             seed=_seed(raw["seed"]), perturbation=raw["perturbation"],
-                             params_file=raw["params_file"], on_hardware_failure=raw["on_hardware_failure"],
-                             viewer=raw["viewer"], split=raw["split"])
+        opts = SystemOptions(
+            robot=raw["robot"],
+            cameras=raw["cameras"],
+            sim=raw["sim"].lower() == "true",
+            motion=raw["motion"],
+            rviz=raw["rviz"].lower() == "true",
+            record=raw["record"].lower() == "true",
+            teleop=raw["teleop"],
+            episodes_dir=raw["episodes_dir"],
+            record_source=raw["record_source"],
+            checkpoint=raw["checkpoint"],
+            instruction=raw["instruction"],
+            chunking=raw["chunking"],
+            sampler=raw["sampler"],
+            namespace=raw["namespace"].strip("/"),
+            task=raw["task"],
+            condition=raw["condition"],
+            seed=_seed(raw["seed"]),
+            perturbation=raw["perturbation"],
+            params_file=raw["params_file"],
+            on_hardware_failure=raw["on_hardware_failure"],
+            viewer=raw["viewer"],
+            split=raw["split"],
+        )
         opts.validate()
         return opts
 
@@ -177,18 +248,33 @@ class SystemOptions:
         check_choice("viewer", self.viewer, VIEWERS)
         check_choice("split", self.split, SPLITS)
         if self.split == "robot" and self.checkpoint:
-            raise ConfigError("split:=robot: the policy runs on the policy host; give checkpoint:= there "
-                              "(split:=policy)")
+            raise ConfigError(
+                "split:=robot: the policy runs on the policy host; give checkpoint:= there (split:=policy)"
+            )
         if self.split == "policy":
             if not self.checkpoint:
                 raise ConfigError("split:=policy: the policy host runs a policy; give checkpoint:=")
-            robot_side = [f"{name}:={str(value).lower()}" for name, value, default in (
-                ("motion", self.motion, "none"), ("teleop", self.teleop, "none"), ("record", self.record, False),
-                ("task", self.task, "")) if value != default]
+            robot_side = [
+                f"{name}:={str(value).lower()}"
+                for name, value, default in (
+                    ("motion", self.motion, "none"),
+                    ("teleop", self.teleop, "none"),
+                    ("record", self.record, False),
+                    ("task", self.task, ""),
+                )
+                if value != default
+            ]
             if robot_side:
                 raise ConfigError(f"split:=policy: {', '.join(robot_side)} belong(s) to the robot host (split:=robot)")
-        commanders = [name for name, on in (("checkpoint", bool(self.checkpoint)), ("motion", self.motion != "none"),
-                                            ("teleop", self.teleop != "none")) if on]
+        commanders = [
+            name
+            for name, on in (
+                ("checkpoint", bool(self.checkpoint)),
+                ("motion", self.motion != "none"),
+                ("teleop", self.teleop != "none"),
+            )
+            if on
+        ]
         if len(commanders) > 1:
             raise ConfigError(f"{' and '.join(commanders)} all command the arms; use one of them")
         if self.teleop == "scripted" and not self.sim:
@@ -211,7 +297,7 @@ def _seed(text: str) -> int:
         seed = int(text)
     except ValueError:
         raise ConfigError(f"seed: expected an integer, got {text!r}") from None
-    if not 0 <= seed < 2 ** 31:
+    if not 0 <= seed < 2**31:
         raise ConfigError(f"seed: expected 0 <= seed < 2^31, got {seed}")
     return seed
 
@@ -291,16 +377,22 @@ def apply_params_file(specs: list[NodeSpec], path: str) -> list[NodeSpec]:
     names = set(NODE_NAMES).union(*(_node_keys(s) for s in specs))
     unknown = sorted(k for k in data if k != "/**" and k not in names and str(k).rsplit("/", 1)[-1] not in NODE_NAMES)
     if unknown:
-        raise ConfigError(f"params_file: {file} names node(s) {unknown} that no wam_ros system runs; "
-                          f"node names: {', '.join(NODE_NAMES)}")
+        raise ConfigError(
+            f"params_file: {file} names node(s) {unknown} that no wam_ros system runs; "
+            f"node names: {', '.join(NODE_NAMES)}"
+        )
     for key, section in data.items():
         if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
             raise ConfigError(f"params_file: {file}: {key}: expected `ros__parameters:` with a mapping under it")
     everyone = _flatten(data.get("/**", {}).get("ros__parameters", {}))
     out = []
     for spec in specs:
-        mine = {k: v for key, section in data.items() if key in _node_keys(spec)
-                for k, v in _flatten(section["ros__parameters"]).items()}
+        mine = {
+            k: v
+            for key, section in data.items()
+            if key in _node_keys(spec)
+            for k, v in _flatten(section["ros__parameters"]).items()
+        }
         out.append(replace(spec, parameters={**spec.parameters, **everyone, **mine}) if everyone or mine else spec)
     return out
 
@@ -312,15 +404,27 @@ def with_parameters(specs: list[NodeSpec], executable: str, parameters: Mapping[
 
 def _policy_host(opts: SystemOptions, common: dict[str, Any]) -> list[NodeSpec]:
     """split:=policy: the nodes of the GPU host, fed over the network by the robot host."""
-    specs = [NodeSpec("wam_ros", "policy_node", "policy", opts.namespace, _policy_parameters(opts, common) | {
-        "observation_transport": "compressed",
-        "live_cloud_stride": 1})]  # the views arrive at the model's size: every pixel makes the live cloud
+    specs = [
+        NodeSpec(
+            "wam_ros",
+            "policy_node",
+            "policy",
+            opts.namespace,
+            _policy_parameters(opts, common) | {"observation_transport": "compressed", "live_cloud_stride": 1},
+        )
+    ]  # the views arrive at the model's size: every pixel makes the live cloud
     return specs + with_parameters(_viewers(opts, common), "viewer_node", {"observation_transport": "compressed"})
 
 
 def _policy_parameters(opts: SystemOptions, common: dict[str, Any]) -> dict[str, Any]:
-    return {**common, "robot": opts.robot, "checkpoint": str(Path(opts.checkpoint).resolve()),
-            "instruction": opts.instruction, "chunking": opts.chunking, "sampler": opts.sampler}
+    return {
+        **common,
+        "robot": opts.robot,
+        "checkpoint": str(Path(opts.checkpoint).resolve()),
+        "instruction": opts.instruction,
+        "chunking": opts.chunking,
+        "sampler": opts.sampler,
+    }
 
 
 def _viewers(opts: SystemOptions, common: dict[str, Any]) -> list[NodeSpec]:
@@ -328,8 +432,16 @@ def _viewers(opts: SystemOptions, common: dict[str, Any]) -> list[NodeSpec]:
     if opts.viewer == "web":
         specs.append(NodeSpec("wam_ros", "viewer_node", "viewer", opts.namespace, {**common, "robot": opts.robot}))
     if opts.rviz:
-        specs.append(NodeSpec("rviz2", "rviz2", "rviz2", opts.namespace, dict(common),
-                              arguments=("-d", str(share_dir() / "config" / "wam.rviz"))))
+        specs.append(
+            NodeSpec(
+                "rviz2",
+                "rviz2",
+                "rviz2",
+                opts.namespace,
+                dict(common),
+                arguments=("-d", str(share_dir() / "config" / "wam.rviz")),
+            )
+        )
     return specs
 
 
@@ -343,39 +455,83 @@ def describe_system(opts: SystemOptions) -> list[NodeSpec]:
     episode = {"task": opts.task, "condition": opts.condition, "seed": opts.seed, "perturbation": opts.perturbation}
     instruction = opts.instruction or (get_task(opts.task).instruction if opts.task else "")
     specs = [
-        NodeSpec("robot_state_publisher", "robot_state_publisher", "robot_state_publisher", ns,
-                 {**common, "robot_description": robot_description(opts.robot)}),
+        NodeSpec(
+            "robot_state_publisher",
+            "robot_state_publisher",
+            "robot_state_publisher",
+            ns,
+            {**common, "robot_description": robot_description(opts.robot)},
+        ),
     ]
     if opts.sim:
         # The simulator owns the clock, so it never runs on sim time itself; it runs the bridge
         # core on the simulated arms.
-        specs.append(NodeSpec("wam_ros", "sim_node", "sim", ns,
-                              {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim", **episode}))
+        specs.append(
+            NodeSpec(
+                "wam_ros",
+                "sim_node",
+                "sim",
+                ns,
+                {"robot": opts.robot, "cameras_enabled": opts.cameras == "sim", **episode},
+            )
+        )
     else:
-        specs.append(NodeSpec("wam_ros", "arm_bridge_node", "arm_bridge", ns,
-                              {"robot": opts.robot, "exit_on_failure": opts.on_hardware_failure == "exit"}))
+        specs.append(
+            NodeSpec(
+                "wam_ros",
+                "arm_bridge_node",
+                "arm_bridge",
+                ns,
+                {"robot": opts.robot, "exit_on_failure": opts.on_hardware_failure == "exit"},
+            )
+        )
     sync_parameters = {}
     if opts.cameras in ("realsense", "orbbec"):
         cameras = camera_config(opts.cameras)
         sync_parameters = cameras.get("sync", {})
         for cam in CAMERA_NAMES:
-            specs.append(NodeSpec("wam_ros", f"{opts.cameras}_node", "camera", f"{ns}/{cam}".strip("/"),
-                                  {"camera_name": cam, **cameras[cam]}))
+            specs.append(
+                NodeSpec(
+                    "wam_ros",
+                    f"{opts.cameras}_node",
+                    "camera",
+                    f"{ns}/{cam}".strip("/"),
+                    {"camera_name": cam, **cameras[cam]},
+                )
+            )
     # one matched set of all camera views per frame, from whichever source publishes the topics
-    specs.append(NodeSpec("wam_ros", "sync_node", "sync", ns,
-                          {**common, "cameras": list(CAMERA_NAMES), **sync_parameters}))
+    specs.append(
+        NodeSpec("wam_ros", "sync_node", "sync", ns, {**common, "cameras": list(CAMERA_NAMES), **sync_parameters})
+    )
     # the one gate between command sources (policy, scripted motion) and the arms
     specs.append(NodeSpec("wam_ros", "supervisor_node", "supervisor", ns, {**common, "robot": opts.robot}))
     if opts.motion == "scripted" or opts.teleop == "scripted":
-        specs.append(NodeSpec("wam_ros", "scripted_motion_node", "scripted_motion", ns,
-                              {**common, "robot": opts.robot, **episode}))
+        specs.append(
+            NodeSpec(
+                "wam_ros", "scripted_motion_node", "scripted_motion", ns, {**common, "robot": opts.robot, **episode}
+            )
+        )
     if opts.teleop in ("leader", "spacemouse", "keyboard"):
-        specs.append(NodeSpec("wam_ros", "teleop_node", "teleop", ns,
-                              {**common, "robot": opts.robot, "source": opts.teleop}))
+        specs.append(
+            NodeSpec("wam_ros", "teleop_node", "teleop", ns, {**common, "robot": opts.robot, "source": opts.teleop})
+        )
     if opts.record:
-        specs.append(NodeSpec("wam_ros", "recorder_node", "recorder", ns,
-                              {**common, "robot": opts.robot, "directory": str(Path(opts.episodes_dir).expanduser()),
-                               "source": opts.record_source, "teleop": opts.teleop, "instruction": instruction}))
+        specs.append(
+            NodeSpec(
+                "wam_ros",
+                "recorder_node",
+                "recorder",
+                ns,
+                {
+                    **common,
+                    "robot": opts.robot,
+                    "directory": str(Path(opts.episodes_dir).expanduser()),
+                    "source": opts.record_source,
+                    "teleop": opts.teleop,
+                    "instruction": instruction,
+                },
+            )
+        )
     if opts.split == "robot":  # the link to the policy host: what the policy asks for, small
         specs.append(NodeSpec("wam_ros", "observation_encoder_node", "observation_encoder", ns, dict(common)))
     if opts.checkpoint:

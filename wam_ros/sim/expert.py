@@ -30,13 +30,13 @@ class PlanningError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    position_noise: float = 0.004   # m, per keyframe and axis (grasp and place points included)
-    timing_noise: float = 0.15      # relative, per segment
-    approach_height: float = 0.08   # m above the grasp / place point (less where out of reach)
-    speed: float = 0.2              # m/s of the TCP between keyframes
-    min_segment: float = 0.5        # s
-    gripper_time: float = 0.6       # s to close or open
-    settle_time: float = 0.6        # s of holding still at the end
+    position_noise: float = 0.004  # m, per keyframe and axis (grasp and place points included)
+    timing_noise: float = 0.15  # relative, per segment
+    approach_height: float = 0.08  # m above the grasp / place point (less where out of reach)
+    speed: float = 0.2  # m/s of the TCP between keyframes
+    min_segment: float = 0.5  # s
+    gripper_time: float = 0.6  # s to close or open
+    settle_time: float = 0.6  # s of holding still at the end
     ik_tolerance: float = 5e-3
 
 
@@ -45,8 +45,9 @@ class ExpertPlan:
 
     def __init__(self, times: list[float], keyframes: list[np.ndarray], joint_names: list[str]):
         self.joint_names = joint_names
-        self._trajectory = TimedTrajectory(np.asarray(times), np.asarray(keyframes), times[0], keyframes[0],
-                                           profile=min_jerk_profile)
+        self._trajectory = TimedTrajectory(
+            np.asarray(times), np.asarray(keyframes), times[0], keyframes[0], profile=min_jerk_profile
+        )
 
     @property
     def duration(self) -> float:
@@ -100,8 +101,9 @@ class _Planner:
         pose[:3, :3], pose[:3, 3] = _top_down(yaw), xyz
         best = None
         for seed in (self.q, self.home):
-            solution, error = self.kin.solve_ik(f"{side}_tcp", pose, self.robot.arm_joint_names(side), seed,
-                                                iterations=200)
+            solution, error = self.kin.solve_ik(
+                f"{side}_tcp", pose, self.robot.arm_joint_names(side), seed, iterations=200
+            )
             if best is None or error < best[1]:
                 best = (solution, error)
             if error <= self.cfg.ik_tolerance:
@@ -158,8 +160,13 @@ class _Planner:
         self.keyframes.append(self._row())
 
 
-def plan_expert(robot: RobotConfig, kinematics: Kinematics, setup: EpisodeSetup, rng: np.random.Generator,
-                config: ExpertConfig | None = None) -> ExpertPlan:
+def plan_expert(
+    robot: RobotConfig,
+    kinematics: Kinematics,
+    setup: EpisodeSetup,
+    rng: np.random.Generator,
+    config: ExpertConfig | None = None,
+) -> ExpertPlan:
     """The expert's plan for one episode (its noise drawn from rng)."""
     cfg = config or ExpertConfig()
     table_top, object_half_heights = scene_heights(robot)
@@ -186,8 +193,9 @@ def plan_expert(robot: RobotConfig, kinematics: Kinematics, setup: EpisodeSetup,
                 p.move_above(side, grasp + p.jitter())
         else:
             side = holder
-            top = table_top if stage.target == "transfer" else \
-                where[stage.target][2] + object_half_heights[stage.target]
+            top = (
+                table_top if stage.target == "transfer" else where[stage.target][2] + object_half_heights[stage.target]
+            )
             drop = np.array([*place_xy[stage.target], top + object_half_heights[stage.obj] + 0.006])
             drop[:2] += p.jitter()[:2]
             p.move_above(side, drop)

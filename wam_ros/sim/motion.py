@@ -12,8 +12,8 @@ from wam_ros.config import RobotConfig
 
 @dataclass(frozen=True)
 class MotionConfig:
-    amplitude: float = 0.35      # rad, before clipping to 90 % of each joint's range
-    period: float = 6.0          # s, base period; joints run at staggered multiples of it
+    amplitude: float = 0.35  # rad, before clipping to 90 % of each joint's range
+    period: float = 6.0  # s, base period; joints run at staggered multiples of it
     gripper_period: float = 4.0  # s, open/close cycle
 
 
@@ -39,8 +39,13 @@ class ScriptedMotion:
 
     def targets(self, t: float) -> np.ndarray:
         ramp = min(1.0, t / 2.0)  # start at home without a jump
-        q = self._home + ramp * self.config.amplitude * np.sin(2 * math.pi * self._freq * t + self._phase) \
+        q = (
+            self._home
+            + ramp * self.config.amplitude * np.sin(2 * math.pi * self._freq * t + self._phase)
             - ramp * self.config.amplitude * np.sin(self._phase)
+        )
         opening = 0.5 * (1.0 + math.cos(2 * math.pi * t / self.config.gripper_period))
         q[self._is_gripper] = opening * self._gripper_max[self._is_gripper]
-        return np.clip(q, np.where(self._is_gripper, 0.0, self._lo), np.where(self._is_gripper, self._gripper_max, self._hi))
+        return np.clip(
+            q, np.where(self._is_gripper, 0.0, self._lo), np.where(self._is_gripper, self._gripper_max, self._hi)
+        )

@@ -39,8 +39,7 @@ class SimConfig:
     camera_rate: float = 15.0
     physics_dt: float = 0.002
     # vertical field of view per camera (deg): D435-like head camera, wide wrist cameras
-    fovy: dict[str, float] = field(default_factory=lambda: {"head": 58.0, "left_wrist": 65.0,
-                                                            "right_wrist": 65.0})
+    fovy: dict[str, float] = field(default_factory=lambda: {"head": 58.0, "left_wrist": 65.0, "right_wrist": 65.0})
     depth_range: tuple[float, float] = (0.05, 4.0)
     # Joint position servos: natural frequency and damping ratio, with each joint's own inertia,
     # as stiff as a real arm's position loop; servo_kp is the stiffness floor (a gripper's squeeze
@@ -65,10 +64,10 @@ TABLE_TEXTURES = ("checker", "gradient", "noise")
 DISTRACTOR_SLOTS = 3
 HIDDEN = (0.2, 0.0, -0.4)  # under the table top: out of every camera's view and out of reach
 # (contype, conaffinity): a contact needs one geom's contype to share a bit with the other's conaffinity
-ROBOT_COLLISION = (2, 1)     # the scene, never the robot itself
-SCENE_COLLISION = (1, 3)     # the scene and the robot
-FALLING_COLLISION = (4, 1)   # the scene only
-CLEARANCE = 0.002            # m between a fallen object and the robot before it is solid to it again
+ROBOT_COLLISION = (2, 1)  # the scene, never the robot itself
+SCENE_COLLISION = (1, 3)  # the scene and the robot
+FALLING_COLLISION = (4, 1)  # the scene only
+CLEARANCE = 0.002  # m between a fallen object and the robot before it is solid to it again
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ class Appearance:
     light_diffuse: float = 0.7
     light_ambient: float = 0.3
     light_direction: tuple[float, float, float] = (-0.2, 0.0, -1.0)
-    table_texture: int = -1                     # index into TABLE_TEXTURES, -1: plain
+    table_texture: int = -1  # index into TABLE_TEXTURES, -1: plain
     table_rgba: tuple[float, float, float, float] = (0.72, 0.58, 0.42, 1.0)
     texture_repeat: float = 4.0
     object_rgba: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)  # else the config's
@@ -132,8 +131,10 @@ class CameraFrame:
 def _mujoco_urdf(urdf: str) -> str:
     """Keep fixed-joint frames as bodies (cameras and TCPs live there) and skip visual duplicates."""
     tag_end = urdf.index(">", urdf.index("<robot")) + 1
-    extension = ('<mujoco><compiler angle="radian" fusestatic="false" discardvisual="true" '
-                 'autolimits="true" balanceinertia="true"/></mujoco>')
+    extension = (
+        '<mujoco><compiler angle="radian" fusestatic="false" discardvisual="true" '
+        'autolimits="true" balanceinertia="true"/></mujoco>'
+    )
     return urdf[:tag_end] + extension + urdf[tag_end:]
 
 
@@ -173,37 +174,75 @@ class SimWorld:
         spec.visual.global_.offheight = max(spec.visual.global_.offheight, cfg.height)
         world = spec.worldbody
         clean = Appearance()  # the scene as built; apply_appearance changes it per episode
-        world.add_light(name="sun", pos=[0.3, 0.0, 2.5], dir=list(clean.light_direction),
-                        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, diffuse=[clean.light_diffuse] * 3,
-                        ambient=[clean.light_ambient] * 3, castshadow=False)
-        world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3.0, 3.0, 0.1],
-                       pos=[0.0, 0.0, -0.75], rgba=[0.35, 0.35, 0.38, 1.0])
+        world.add_light(
+            name="sun",
+            pos=[0.3, 0.0, 2.5],
+            dir=list(clean.light_direction),
+            type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+            diffuse=[clean.light_diffuse] * 3,
+            ambient=[clean.light_ambient] * 3,
+            castshadow=False,
+        )
+        world.add_geom(
+            name="floor",
+            type=mujoco.mjtGeom.mjGEOM_PLANE,
+            size=[3.0, 3.0, 0.1],
+            pos=[0.0, 0.0, -0.75],
+            rgba=[0.35, 0.35, 0.38, 1.0],
+        )
         t = robot.table
         textures = []
-        for kind, builtin in zip(TABLE_TEXTURES, (mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
-                                                  mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
-                                                  mujoco.mjtBuiltin.mjBUILTIN_FLAT)):
-            texture = spec.add_texture(name=f"table_{kind}", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=builtin,
-                                       rgb1=[0.9, 0.9, 0.9], rgb2=[0.35, 0.35, 0.35], width=64, height=64)
+        for kind, builtin in zip(
+            TABLE_TEXTURES,
+            (
+                mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+                mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
+                mujoco.mjtBuiltin.mjBUILTIN_FLAT,
+            ),
+        ):
+            texture = spec.add_texture(
+                name=f"table_{kind}",
+                type=mujoco.mjtTexture.mjTEXTURE_2D,
+                builtin=builtin,
+                rgb1=[0.9, 0.9, 0.9],
+                rgb2=[0.35, 0.35, 0.35],
+                width=64,
+                height=64,
+            )
             if kind == "noise":
                 texture.mark, texture.random, texture.markrgb = mujoco.mjtMark.mjMARK_RANDOM, 0.3, [0.2, 0.2, 0.2]
             textures.append(texture)
         for texture in textures:  # one material per texture; the table's material is switched at run time
             material = spec.add_material(name=f"{texture.name}_material", texrepeat=[4.0, 4.0])
             material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = texture.name
-        world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(t.size),
-                       pos=list(t.pose.xyz), rgba=list(clean.table_rgba))
+        world.add_geom(
+            name="table",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=list(t.size),
+            pos=list(t.pose.xyz),
+            rgba=list(clean.table_rgba),
+        )
         for i in range(DISTRACTOR_SLOTS):
             body = world.add_body(name=f"distractor_{i}", pos=list(HIDDEN), mocap=True)
             # each slot references one table material, which keeps the compiler from discarding the
             # (otherwise unused) materials; apply_appearance gives the slots plain colours
-            body.add_geom(name=f"distractor_{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.02, 0.02, 0.02],
-                          rgba=[0.5, 0.5, 0.5, 1.0], material=f"{textures[i % len(textures)].name}_material")
+            body.add_geom(
+                name=f"distractor_{i}",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=[0.02, 0.02, 0.02],
+                rgba=[0.5, 0.5, 0.5, 1.0],
+                material=f"{textures[i % len(textures)].name}_material",
+            )
         for obj in robot.objects:
             body = world.add_body(name=obj.name, pos=list(obj.pose.xyz))
             body.add_freejoint(name=f"{obj.name}_free")
-            body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=list(obj.size), rgba=list(obj.rgba),
-                          mass=0.05, friction=[1.5, 0.01, 0.001])
+            body.add_geom(
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=list(obj.size),
+                rgba=list(obj.rgba),
+                mass=0.05,
+                friction=[1.5, 0.01, 0.001],
+            )
         # Robot geoms touch the scene but not each other (collision bits: robot 2, scene 1);
         # arm controllers compensate gravity, as the real FR3 / Piper / TienKung firmware does.
         # An object falling out of a hand (let_fall) touches only the scene (bit 4).
@@ -221,8 +260,7 @@ class SimWorld:
             self._add_board(spec, cfg.board)
         for cam in CAMERA_NAMES:
             # MuJoCo cameras look along -z with y up; ROS optical frames look along +z with y down
-            spec.body(f"{cam}_color_optical_frame").add_camera(
-                name=cam, quat=[0.0, 1.0, 0.0, 0.0], fovy=cfg.fovy[cam])
+            spec.body(f"{cam}_color_optical_frame").add_camera(name=cam, quat=[0.0, 1.0, 0.0, 0.0], fovy=cfg.fovy[cam])
         for joint in spec.joints:
             if joint.name in robot.joint_names or joint.name.endswith("_gripper_mirror"):
                 joint.armature = 0.05
@@ -256,8 +294,15 @@ class SimWorld:
         mesh.userface = [0, 1, 2, 0, 2, 3]  # counter-clockwise from +z: it faces +z
         parent = spec.worldbody if board.parent == "world" else spec.body(board.parent)
         body = parent.add_body(name="board", pos=list(board.xyz), quat=list(euler2quat(*board.rpy, "sxyz")))
-        body.add_geom(name="board", type=mujoco.mjtGeom.mjGEOM_MESH, meshname="board_quad", material="board_material",
-                      contype=0, conaffinity=0, mass=1e-3)
+        body.add_geom(
+            name="board",
+            type=mujoco.mjtGeom.mjGEOM_MESH,
+            meshname="board_quad",
+            material="board_material",
+            contype=0,
+            conaffinity=0,
+            mass=1e-3,
+        )
 
     @property
     def time(self) -> float:
@@ -348,8 +393,10 @@ class SimWorld:
 
     def _solidify_fallen(self) -> None:
         for geom in list(self._falling):
-            if all(mujoco.mj_geomDistance(self.model, self.data, geom, int(other), CLEARANCE, None) >= CLEARANCE
-                   for other in self._robot_geoms):
+            if all(
+                mujoco.mj_geomDistance(self.model, self.data, geom, int(other), CLEARANCE, None) >= CLEARANCE
+                for other in self._robot_geoms
+            ):
                 self.model.geom_contype[geom], self.model.geom_conaffinity[geom] = SCENE_COLLISION
                 self._falling.discard(geom)
 

@@ -25,10 +25,10 @@ from typing import Any
 @dataclass(frozen=True)
 class SyncConfig:
     streams: tuple[str, ...]
-    max_interval: float = 0.010                 # s: widest set ever emitted
-    queue_size: int = 10                         # per stream; the oldest message is dropped beyond it
-    inter_message_lower_bound: tuple[float, ...] = ()   # s per stream (0: wait for the next message)
-    delays: tuple[float, ...] = ()               # s per stream subtracted from the stamps
+    max_interval: float = 0.010  # s: widest set ever emitted
+    queue_size: int = 10  # per stream; the oldest message is dropped beyond it
+    inter_message_lower_bound: tuple[float, ...] = ()  # s per stream (0: wait for the next message)
+    delays: tuple[float, ...] = ()  # s per stream subtracted from the stamps
 
     def __post_init__(self) -> None:
         n = len(self.streams)
@@ -51,8 +51,8 @@ class SyncConfig:
 @dataclass
 class SyncStats:
     sets: int = 0
-    dropped: list[int] = field(default_factory=list)      # per stream: queue overflow, too old, too spread
-    spreads: list[float] = field(default_factory=list)    # of emitted sets (s)
+    dropped: list[int] = field(default_factory=list)  # per stream: queue overflow, too old, too spread
+    spreads: list[float] = field(default_factory=list)  # of emitted sets (s)
 
 
 class ApproximateTimeSync:
@@ -60,7 +60,7 @@ class ApproximateTimeSync:
         self.config = config
         n = len(config.streams)
         self._queues: list[list[tuple[float, Any]]] = [[] for _ in range(n)]
-        self._newest = [-math.inf] * n        # newest stamp ever received per stream
+        self._newest = [-math.inf] * n  # newest stamp ever received per stream
         self._emitted_until = [-math.inf] * n  # stamp of the stream's message in the last set
         self.stats = SyncStats(dropped=[0] * n)
 
@@ -115,7 +115,7 @@ class ApproximateTimeSync:
             for i, k in enumerate(indices):
                 self._emitted_until[i] = self._queues[i][k][0]
                 self.stats.dropped[i] += k  # skipped older messages of this stream
-                del self._queues[i][:k + 1]
+                del self._queues[i][: k + 1]
             self.stats.sets += 1
             self.stats.spreads.append(spread)
             out.append(chosen)

@@ -34,13 +34,13 @@ Stream = tuple[str, str]  # (camera, kind)
 @dataclass(frozen=True)
 class AssemblyConfig:
     cameras: tuple[str, ...]
-    max_interval: float = 0.010             # s: widest set
-    queue_size: int = 10                    # queued images per stream
+    max_interval: float = 0.010  # s: widest set
+    queue_size: int = 10  # queued images per stream
     inter_message_lower_bound: float = 0.0  # s between two images of one stream, at least (0: wait for the next)
-    color_delays: tuple[float, ...] = ()    # s per camera, subtracted from its color stamps
-    depth_delays: tuple[float, ...] = ()    # s per camera, e.g. Orbbec depth lags color
-    camera_timeout: float = 0.5             # s: a camera silent this long is left out
-    infos_kept: int = 10                    # CameraInfos kept per stream, to find the one of an image's stamp
+    color_delays: tuple[float, ...] = ()  # s per camera, subtracted from its color stamps
+    depth_delays: tuple[float, ...] = ()  # s per camera, e.g. Orbbec depth lags color
+    camera_timeout: float = 0.5  # s: a camera silent this long is left out
+    infos_kept: int = 10  # CameraInfos kept per stream, to find the one of an image's stamp
 
     def __post_init__(self) -> None:
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
@@ -57,10 +57,10 @@ class AssemblyConfig:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    stamp_ns: int          # header stamp: an image and its CameraInfo have the same one
+    stamp_ns: int  # header stamp: an image and its CameraInfo have the same one
     width: int
     height: int
-    message: Any = None    # the image itself, handed back in the set
+    message: Any = None  # the image itself, handed back in the set
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class CameraInfoRecord:
     stamp_ns: int
     width: int
     height: int
-    k: Sequence[float]     # 3x3 intrinsics, row-major
+    k: Sequence[float]  # 3x3 intrinsics, row-major
     message: Any = None
 
 
@@ -89,8 +89,8 @@ class CameraViews:
 @dataclass(frozen=True)
 class AssembledSet:
     views: dict[str, CameraViews | None]  # every camera, in the configured order; None: left out
-    stamp: float    # the newest color stamp (s)
-    spread: float   # newest minus oldest stamp of the set's images (s)
+    stamp: float  # the newest color stamp (s)
+    spread: float  # newest minus oldest stamp of the set's images (s)
     arrived: float  # when the set's last image arrived (the `now` it was added with)
 
     @property
@@ -108,13 +108,13 @@ class AssembledSet:
 
 @dataclass(frozen=True)
 class Rejection:
-    cause: str   # "<camera>/<kind> <check>": what /diagnostics counts
+    cause: str  # "<camera>/<kind> <check>": what /diagnostics counts
     detail: str
 
 
 @dataclass(frozen=True)
 class CameraCheck:
-    fell_silent: bool = False       # every camera has just gone silent: no sets until one comes back
+    fell_silent: bool = False  # every camera has just gone silent: no sets until one comes back
     left_out: tuple[str, ...] = ()  # the active cameras just changed, and these are left out
 
 
@@ -155,8 +155,9 @@ class SetAssembler:
         return bool(self._infos[stream])
 
     def camera_ages(self, now: float) -> str:
-        return ", ".join(f"{c} {now - self.last_seen[c]:.1f} s" if c in self.last_seen else f"{c} never"
-                         for c in self.config.cameras)
+        return ", ".join(
+            f"{c} {now - self.last_seen[c]:.1f} s" if c in self.last_seen else f"{c} never" for c in self.config.cameras
+        )
 
     def add_info(self, camera: str, kind: str, info: CameraInfoRecord) -> Outcome:
         """Keep a CameraInfo; a set that waited for one is assembled again. Raises ImageError
@@ -204,9 +205,13 @@ class SetAssembler:
         self.active = active
         self.active_streams = [s for s in self.streams if s[0] in active]
         n = len(self.active_streams)
-        config = SyncConfig(tuple(f"{c}/{k}" for c, k in self.active_streams), self.config.max_interval,
-                            self.config.queue_size, (self.config.inter_message_lower_bound,) * n,
-                            tuple(self.config.delay(s) for s in self.active_streams))
+        config = SyncConfig(
+            tuple(f"{c}/{k}" for c, k in self.active_streams),
+            self.config.max_interval,
+            self.config.queue_size,
+            (self.config.inter_message_lower_bound,) * n,
+            tuple(self.config.delay(s) for s in self.active_streams),
+        )
         self._sync = ApproximateTimeSync(config) if self._sync is None else self._sync.regrouped(config)
 
     def _pair(self, stream: Stream, image: ImageRecord) -> PairedView | None:
@@ -230,8 +235,9 @@ class SetAssembler:
                 view = self._pair((cam, kind), image)
                 if view is None:
                     if self._waiting is not None:
-                        outcome.rejections.append(Rejection(f"{cam}/{kind} camera_info missing",
-                                                            "no CameraInfo; set dropped"))
+                        outcome.rejections.append(
+                            Rejection(f"{cam}/{kind} camera_info missing", "no CameraInfo; set dropped")
+                        )
                     self._waiting = matched
                     return
                 try:
@@ -242,5 +248,11 @@ class SetAssembler:
                 paired.append(view)
             views[cam] = CameraViews(*paired, stamp=matched[(cam, "color")][0])
         stamps = [t for t, _ in matched.values()]
-        outcome.sets.append(AssembledSet(views, max(v.stamp for v in views.values() if v is not None),
-                                         max(stamps) - min(stamps), max(arrival for _, (_, arrival) in matched.values())))
+        outcome.sets.append(
+            AssembledSet(
+                views,
+                max(v.stamp for v in views.values() if v is not None),
+                max(stamps) - min(stamps),
+                max(arrival for _, (_, arrival) in matched.values()),
+            )
+        )

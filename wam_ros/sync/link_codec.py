@@ -15,8 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wam_ros.data.images import (ImageError, check_jpeg_quality, decode_compressed, depth_to_millimetres, encode_color,
-                                 encode_depth)
+from wam_ros.data.images import (
+    ImageError,
+    check_jpeg_quality,
+    decode_compressed,
+    depth_to_millimetres,
+    encode_color,
+    encode_depth,
+)
 from wam_ros.geometry.lifting import scale_intrinsics
 from wam_ros.model.policy import resize_images
 
@@ -25,7 +31,7 @@ COLOR_CODECS = ("jpeg", "png")
 
 @dataclass(frozen=True)
 class LinkCodec:
-    color: str = "jpeg"       # jpeg (lossy, small) or png (lossless)
+    color: str = "jpeg"  # jpeg (lossy, small) or png (lossless)
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
@@ -44,11 +50,12 @@ class CompactView:
     depth_format: str
     depth: bytes
     K: np.ndarray
-    size: tuple[int, int]    # (height, width)
+    size: tuple[int, int]  # (height, width)
 
 
-def compact_view(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, size: tuple[int, int],
-                 codec: LinkCodec) -> CompactView:
+def compact_view(
+    rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, size: tuple[int, int], codec: LinkCodec
+) -> CompactView:
     """rgb (H, W, 3) uint8, depth (H, W) uint16 mm or float metres aligned to it, K for (H, W) ->
     the view resized to `size` (height, width) and compressed. Float depth becomes millimetres
     (rounded; NaN and inf become 0, no measurement)."""
@@ -60,15 +67,17 @@ def compact_view(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, size: tuple[
         raise ImageError(f"size {size}: expected height and width >= 1")
     if depth.shape != full:
         raise ImageError(f"depth {depth.shape} is not aligned to colour {full}")
-    color_format, color = encode_color(np.ascontiguousarray(resize_images(rgb, size, "area")), codec.color,
-                                       codec.jpeg_quality)
+    color_format, color = encode_color(
+        np.ascontiguousarray(resize_images(rgb, size, "area")), codec.color, codec.jpeg_quality
+    )
     millimetres = depth if depth.dtype == np.uint16 else depth_to_millimetres(depth)
     depth_format, depth_data = encode_depth(np.ascontiguousarray(resize_images(millimetres, size, "nearest")))
     return CompactView(color_format, color, depth_format, depth_data, scale_intrinsics(K, full, size), size)
 
 
-def expand_view(color_format: str, color: bytes, depth_format: str, depth: bytes,
-                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def expand_view(
+    color_format: str, color: bytes, depth_format: str, depth: bytes, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(rgb (h, w, 3) uint8, depth (h, w) uint16 mm) of a CompactView's payloads, checked to be of
     `size` (its CameraInfo's). Raises ImageError naming what does not fit."""
     if "compressedDepth" not in depth_format:

@@ -15,9 +15,9 @@ from wam_ros.geometry.kinematics import Kinematics
 
 @dataclass(frozen=True)
 class TwistLimits:
-    linear: float = 0.10      # m/s at full deflection
-    angular: float = 0.6      # rad/s at full deflection
-    deadband: float = 0.05    # fraction of full deflection treated as zero (sensor drift)
+    linear: float = 0.10  # m/s at full deflection
+    angular: float = 0.6  # rad/s at full deflection
+    deadband: float = 0.05  # fraction of full deflection treated as zero (sensor drift)
     max_ik_error: float = 0.02  # a target the arm cannot reach this closely is not followed
 
 
@@ -51,8 +51,9 @@ class CartesianTeleop:
         candidate = self.target.copy()
         candidate[:3, 3] += scaled[:3] * self.limits.linear * dt
         candidate[:3, :3] = pin.exp3(scaled[3:] * self.limits.angular * dt) @ candidate[:3, :3]
-        solution, error = self.kinematics.solve_ik(self.frame, candidate, self.joints, self.joint_targets,
-                                                   iterations=30)
+        solution, error = self.kinematics.solve_ik(
+            self.frame, candidate, self.joints, self.joint_targets, iterations=30
+        )
         if error > self.limits.max_ik_error:
             self.rejected += 1  # out of reach: hold the last reachable target
             return dict(self.joint_targets)

@@ -13,8 +13,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MOTION_KEYS = {"w": (0, 1), "s": (0, -1), "a": (1, 1), "d": (1, -1), "r": (2, 1), "f": (2, -1),
-               "u": (3, 1), "o": (3, -1), "i": (4, 1), "k": (4, -1), "j": (5, 1), "l": (5, -1)}
+MOTION_KEYS = {
+    "w": (0, 1),
+    "s": (0, -1),
+    "a": (1, 1),
+    "d": (1, -1),
+    "r": (2, 1),
+    "f": (2, -1),
+    "u": (3, 1),
+    "o": (3, -1),
+    "i": (4, 1),
+    "k": (4, -1),
+    "j": (5, 1),
+    "l": (5, -1),
+}
 EPISODE_KEYS = {" ": "toggle", "x": "failure"}
 KEY_MAP = """keyboard teleop (this terminal):
   w/s  +x/-x    a/d  +y/-y    r/f  +z/-z     move the active arm's TCP (base frame)
@@ -58,8 +70,10 @@ class Terminal:
     def __init__(self, fd: int | None = None):
         self.fd = sys.stdin.fileno() if fd is None else fd
         if not os.isatty(self.fd):
-            raise RuntimeError("keyboard teleop needs a terminal on stdin (run the node in its own terminal, "
-                               "e.g. `ros2 run wam_ros teleop_node --ros-args -p source:=keyboard`)")
+            raise RuntimeError(
+                "keyboard teleop needs a terminal on stdin (run the node in its own terminal, "
+                "e.g. `ros2 run wam_ros teleop_node --ros-args -p source:=keyboard`)"
+            )
         self._saved = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd)
 

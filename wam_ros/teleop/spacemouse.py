@@ -63,7 +63,9 @@ class SpaceMouseDevice:
 
         devices = [d for d in hid.enumerate() if d["vendor_id"] in VENDOR_IDS]
         if path is None and not devices:
-            raise SpaceMouseError("no SpaceMouse found (vendor 046d/256f); plug it in and check /dev/hidraw* permissions")
+            raise SpaceMouseError(
+                "no SpaceMouse found (vendor 046d/256f); plug it in and check /dev/hidraw* permissions"
+            )
         self.device = hid.device()
         try:
             self.device.open_path(path or devices[0]["path"])

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-
 READY = "ready"
 
 
@@ -21,8 +20,9 @@ def command(name: str, *arguments) -> list[str]:
 
 def start(name: str, *arguments, env: dict[str, str]) -> subprocess.Popen:
     """Child `name` started with `arguments`, its stdin and stdout pipes of text."""
-    return subprocess.Popen(command(name, *arguments), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        command(name, *arguments), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
 
 
 def wait_ready(processes: list[subprocess.Popen], failure: str) -> None:

@@ -11,13 +11,13 @@ import subprocess
 import time
 
 
-def start(camera: str, duration: float, fps: float, width: int, height: int,
-          env: dict[str, str]) -> subprocess.Popen:
+def start(camera: str, duration: float, fps: float, width: int, height: int, env: dict[str, str]) -> subprocess.Popen:
     """This program for `camera`, started from a benchmark (wam_ros.perf.children.start)."""
     from wam_ros.perf.children import start
 
-    return start("camera_publisher", camera, "--duration", duration, "--fps", fps, "--width", width,
-                 "--height", height, env=env)
+    return start(
+        "camera_publisher", camera, "--duration", duration, "--fps", fps, "--width", width, "--height", height, env=env
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,10 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     cam, duration, fps, w, h = args.camera, args.duration, args.fps, args.width, args.height
     rclpy.init()
     node = rclpy.create_node(f"{cam}_bench_camera")
-    pubs = [node.create_publisher(t, f"{cam}/{topic}", q) for t, topic, q in (
-        (Image, "color/image_raw", IMAGE_QOS), (CameraInfo, "color/camera_info", CAMERA_INFO_QOS),
-        (Image, "aligned_depth_to_color/image_raw", IMAGE_QOS),
-        (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS))]
+    pubs = [
+        node.create_publisher(t, f"{cam}/{topic}", q)
+        for t, topic, q in (
+            (Image, "color/image_raw", IMAGE_QOS),
+            (CameraInfo, "color/camera_info", CAMERA_INFO_QOS),
+            (Image, "aligned_depth_to_color/image_raw", IMAGE_QOS),
+            (CameraInfo, "aligned_depth_to_color/camera_info", CAMERA_INFO_QOS),
+        )
+    ]
     rng = np.random.default_rng(abs(hash(cam)) % 1000)
     color = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     depth = rng.integers(300, 3000, (h, w), dtype=np.uint16)

@@ -25,15 +25,22 @@ def probe(side: str, startup_timeout: float, seconds: float) -> dict:
     from wam_ros.msg import ActionChunk, CompressedMultiViewRGBD, MultiViewRGBD, SupervisorState
     from wam_ros.ros.conversions import from_time
     from wam_ros.ros.node_main import make_executor
-    from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS
     from wam_ros.ros.nodes.observation_encoder_node import NEWEST_QOS
+    from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS
 
     rclpy.init(args=["wam-ros-split-probe"])
     node = Node("split_probe", parameter_overrides=[Parameter("use_sim_time", value=True)])
-    arrivals: dict[int, float] = {}       # observation stamp (ns) -> wall arrival on the robot side
-    events: dict[str, list] = {"latencies": [], "payloads": [], "transitions": [], "starved": [],
-                               "chunk_ages": [], "refusals": [],
-                               "set_arrivals": [], "chunk_arrivals": []}
+    arrivals: dict[int, float] = {}  # observation stamp (ns) -> wall arrival on the robot side
+    events: dict[str, list] = {
+        "latencies": [],
+        "payloads": [],
+        "transitions": [],
+        "starved": [],
+        "chunk_ages": [],
+        "refusals": [],
+        "set_arrivals": [],
+        "chunk_arrivals": [],
+    }
     state = {"mode": None, "rejected": 0}
 
     def stamp_ns(stamp) -> int:
@@ -96,7 +103,6 @@ def probe(side: str, startup_timeout: float, seconds: float) -> dict:
     node.destroy_node()
     rclpy.try_shutdown()
     return events
-
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,8 +62,11 @@ class FrankaParams:
 @dataclass(frozen=True)
 class AgilexParams:
     can_ports: list[str] = param(list(DEFAULT_CAN_PORTS), "CAN ports of the left and right Piper")
-    leader_can_ports: list[str] = param([""], "CAN ports of the left and right leader (master) arms, read only and "
-                                        "published on /master/joint_left|right; empty: none")
+    leader_can_ports: list[str] = param(
+        [""],
+        "CAN ports of the left and right leader (master) arms, read only and "
+        "published on /master/joint_left|right; empty: none",
+    )
     can_interface: str = param("socketcan", "python-can interface: socketcan on the robot, virtual for dry runs")
     emulate: bool = param(False, "Answer on virtual CAN with emulated Pipers (dry run)")
     speed_percent: int = param(100, "Piper MOVE J speed (%)", range_=(1, 100))
@@ -79,14 +82,22 @@ class TienKungParams:
 class ArmBridgeParams:
     robot: str = param("franka", "Robot setup (selects the driver)", choices=ROBOTS)
     autostart: bool = param(True, "Configure and activate at start-up")
-    exit_on_failure: bool = param(True, "A failed start-up (the arms unreachable) ends the process (exit code 3); "
-                                  "false: stay up, NOT OPERATIONAL in /diagnostics, for a later configure")
+    exit_on_failure: bool = param(
+        True,
+        "A failed start-up (the arms unreachable) ends the process (exit code 3); "
+        "false: stay up, NOT OPERATIONAL in /diagnostics, for a later configure",
+    )
     rate: float = param(100.0, "Driver streaming and joint_states rate (Hz)", range_=(1.0, 1000.0))
-    max_step: float = param(0.35, "Largest jump of a trajectory's first point from the commanded position (rad)",
-                            range_=(0.0, 6.3))
+    max_step: float = param(
+        0.35, "Largest jump of a trajectory's first point from the commanded position (rad)", range_=(0.0, 6.3)
+    )
     state_timeout: float = param(0.5, "Driver silence that counts as a lost connection (s)", range_=(0.01, 10.0))
-    command_timeout: float = param(0.5, "Hold when a trajectory runs and neither a supervisor heartbeat nor a new "
-                                   "trajectory arrived for this long (s; 0: off)", range_=(0.0, 10.0))
+    command_timeout: float = param(
+        0.5,
+        "Hold when a trajectory runs and neither a supervisor heartbeat nor a new "
+        "trajectory arrived for this long (s; 0: off)",
+        range_=(0.0, 10.0),
+    )
     franka: FrankaParams = field(default_factory=FrankaParams)
     agilex: AgilexParams = field(default_factory=AgilexParams)
     tienkung: TienKungParams = field(default_factory=TienKungParams)
@@ -108,14 +119,26 @@ class ArmBridgeNode(LifecycleNode):
         self._tienkung_status: tuple | None = None  # (executor, its thread, node) feeding TienKung's status
         self.joint_pub = self.create_publisher(JointState, "joint_states", JOINT_STATE_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self.puppet_pubs = {side: self.create_publisher(JointState, f"/puppet/joint_{side}", JOINT_STATE_QOS)
-                            for side in ("left", "right")} if p.robot == "agilex" else {}
+        self.puppet_pubs = (
+            {
+                side: self.create_publisher(JointState, f"/puppet/joint_{side}", JOINT_STATE_QOS)
+                for side in ("left", "right")
+            }
+            if p.robot == "agilex"
+            else {}
+        )
         # Cobot Magic order per arm: six joints, then the gripper (columns of robot.joint_names)
-        self._puppet_columns = {side: [self.robot.joint_names.index(n) for n in (
-            *self.robot.arm_joint_names(side), self.robot.gripper_joint_name(side))] for side in self.puppet_pubs}
+        self._puppet_columns = {
+            side: [
+                self.robot.joint_names.index(n)
+                for n in (*self.robot.arm_joint_names(side), self.robot.gripper_joint_name(side))
+            ]
+            for side in self.puppet_pubs
+        }
         self.master_pubs = {}  # side -> publisher of the Cobot Magic leader arm's readings
-        self.tienkung_command_pub = self.create_publisher(JointState, p.tienkung.command_topic, COMMAND_QOS) \
-            if p.robot == "tienkung" else None
+        self.tienkung_command_pub = (
+            self.create_publisher(JointState, p.tienkung.command_topic, COMMAND_QOS) if p.robot == "tienkung" else None
+        )
         self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS)
         self.create_subscription(Header, HEARTBEAT_TOPIC, self._on_heartbeat, HEARTBEAT_QOS)
         self.create_service(Trigger, "~/recover", self._srv_recover)
@@ -127,11 +150,20 @@ class ArmBridgeNode(LifecycleNode):
     def _make_backends(self) -> Backends:
         p = self.params
         settings = BackendSettings(
-            p.robot, tuple(p.franka.hosts),
-            FrankaSettings(p.franka.dynamics_factor, p.franka.realtime, p.franka.joint_torque_threshold,
-                           p.franka.cartesian_force_threshold),
-            tuple(p.agilex.can_ports), tuple(port for port in p.agilex.leader_can_ports if port),
-            p.agilex.can_interface, p.agilex.emulate, p.agilex.speed_percent)
+            p.robot,
+            tuple(p.franka.hosts),
+            FrankaSettings(
+                p.franka.dynamics_factor,
+                p.franka.realtime,
+                p.franka.joint_torque_threshold,
+                p.franka.cartesian_force_threshold,
+            ),
+            tuple(p.agilex.can_ports),
+            tuple(port for port in p.agilex.leader_can_ports if port),
+            p.agilex.can_interface,
+            p.agilex.emulate,
+            p.agilex.speed_percent,
+        )
         backends = make_backends(settings, self.robot, self._publish_tienkung_command)
         for side in backends.leaders:
             if side not in self.master_pubs:
@@ -149,12 +181,17 @@ class ArmBridgeNode(LifecycleNode):
     def _spin_tienkung_status(self, backend: TienKungBackend) -> None:
         """Feed the robot's status to the backend on an executor thread of its own, so that
         configure can wait for it."""
-        status_node = rclpy.create_node(f"{self.get_name()}_tienkung_status", namespace=self.get_namespace(),
-                                        context=self.context)
+        status_node = rclpy.create_node(
+            f"{self.get_name()}_tienkung_status", namespace=self.get_namespace(), context=self.context
+        )
         status_node.create_subscription(
-            JointState, self.params.tienkung.status_topic,
-            lambda m: backend.on_status(time.monotonic(), list(m.name), list(m.position), list(m.velocity), list(m.effort)),
-            JOINT_STATE_QOS)
+            JointState,
+            self.params.tienkung.status_topic,
+            lambda m: backend.on_status(
+                time.monotonic(), list(m.name), list(m.position), list(m.velocity), list(m.effort)
+            ),
+            JOINT_STATE_QOS,
+        )
         executor = SingleThreadedExecutor(context=self.context)
         executor.add_node(status_node)
         thread = threading.Thread(target=executor.spin, name="tienkung_status", daemon=True)
@@ -176,9 +213,14 @@ class ArmBridgeNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.backends = self._make_backends()
-            self.bridge = Bridge(self.backends.arms, BridgeLimits.for_robot(self.robot, self.robot.joint_names),
-                                 self.robot.joint_names, self.params.max_step, self.params.state_timeout,
-                                 self.params.command_timeout)
+            self.bridge = Bridge(
+                self.backends.arms,
+                BridgeLimits.for_robot(self.robot, self.robot.joint_names),
+                self.robot.joint_names,
+                self.params.max_step,
+                self.params.state_timeout,
+                self.params.command_timeout,
+            )
             self.bridge.configure(time.monotonic())
         except (BridgeError, ConfigError, ValueError) as exc:
             self.get_logger().error(f"NOT OPERATIONAL: configure failed: {exc}")
@@ -278,14 +320,19 @@ class ArmBridgeNode(LifecycleNode):
         if bridge.status.mode == BridgeMode.UNCONFIGURED:
             return
         stamp = self.get_clock().now().to_msg()
-        msg = JointState(name=bridge.joint_names, position=bridge.measured.tolist(),
-                         velocity=bridge.velocities.tolist(), effort=bridge.efforts.tolist())
+        msg = JointState(
+            name=bridge.joint_names,
+            position=bridge.measured.tolist(),
+            velocity=bridge.velocities.tolist(),
+            effort=bridge.efforts.tolist(),
+        )
         msg.header.stamp = stamp
         self.joint_pub.publish(msg)
         for side, pub in self.puppet_pubs.items():
             columns = self._puppet_columns[side]
-            puppet = JointState(name=[f"joint{i}" for i in range(len(columns))],
-                                position=bridge.measured[columns].tolist())
+            puppet = JointState(
+                name=[f"joint{i}" for i in range(len(columns))], position=bridge.measured[columns].tolist()
+            )
             puppet.header.stamp = stamp
             pub.publish(puppet)
         for side, leader in self.backends.leaders.items():
@@ -309,21 +356,47 @@ class ArmBridgeNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         status = self.bridge.status if self.bridge is not None else None
-        level = diag.ERROR if status is None or status.mode == BridgeMode.ERROR else \
-            diag.OK if status.mode == BridgeMode.ACTIVE and not status.watchdog else diag.WARN
-        values = {"robot": self.robot.name, "driver": DRIVERS[self.robot.name],
-                  "mode": status.mode.value if status else "unconfigured", "error": status.error if status else "",
-                  "commands": status.commands if status else 0, "rejected": status.rejected if status else 0,
-                  "last_rejection": status.last_rejection if status else "",
-                  "command_timeout_s": self.params.command_timeout,
-                  "watchdog": status.watchdog if status else "",
-                  "watchdog_stops": status.watchdog_stops if status else 0,
-                  "command_latency_ms": f"{status.latency * 1e3:.2f}" if status else "nan"}
-        message = (status.error or status.watchdog or status.mode.value) if status else \
-            f"NOT OPERATIONAL: {self.failure}" if self.failure else "not configured"
-        self.diag_pub.publish(diag.array_msg(to_time(self.get_clock().now().nanoseconds * 1e-9), [
-            diag.status(f"{self.get_fully_qualified_name()}: arm bridge", f"{self.robot.name}_arms", level,
-                        message, values)]))
+        level = (
+            diag.ERROR
+            if status is None or status.mode == BridgeMode.ERROR
+            else diag.OK
+            if status.mode == BridgeMode.ACTIVE and not status.watchdog
+            else diag.WARN
+        )
+        values = {
+            "robot": self.robot.name,
+            "driver": DRIVERS[self.robot.name],
+            "mode": status.mode.value if status else "unconfigured",
+            "error": status.error if status else "",
+            "commands": status.commands if status else 0,
+            "rejected": status.rejected if status else 0,
+            "last_rejection": status.last_rejection if status else "",
+            "command_timeout_s": self.params.command_timeout,
+            "watchdog": status.watchdog if status else "",
+            "watchdog_stops": status.watchdog_stops if status else 0,
+            "command_latency_ms": f"{status.latency * 1e3:.2f}" if status else "nan",
+        }
+        message = (
+            (status.error or status.watchdog or status.mode.value)
+            if status
+            else f"NOT OPERATIONAL: {self.failure}"
+            if self.failure
+            else "not configured"
+        )
+        self.diag_pub.publish(
+            diag.array_msg(
+                to_time(self.get_clock().now().nanoseconds * 1e-9),
+                [
+                    diag.status(
+                        f"{self.get_fully_qualified_name()}: arm bridge",
+                        f"{self.robot.name}_arms",
+                        level,
+                        message,
+                        values,
+                    )
+                ],
+            )
+        )
 
 
 NODE_CLASS = ArmBridgeNode

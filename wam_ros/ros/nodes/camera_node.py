@@ -22,6 +22,7 @@ from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
 @dataclass(frozen=True)
 class CameraParams:
     """The parameters of every camera node; a vendor's node adds its own in a subclass."""
+
     # declared with the node's name as its default (declare_params' defaults)
     camera_name: str = param("camera", "Prefix of the frame ids (<camera_name>_color_optical_frame)")
     reconnect_period: float = param(1.0, "Seconds between reconnection attempts", range_=(0.1, 60.0))
@@ -66,8 +67,9 @@ class RGBDCameraNode(Node):
             try:
                 self.backend.open()
                 self._state, self._error = "streaming", ""
-                self.get_logger().info(f"{self.vendor} camera open: "
-                                       + ", ".join(f"{k} {v}" for k, v in self.backend.device_info.items()))
+                self.get_logger().info(
+                    f"{self.vendor} camera open: " + ", ".join(f"{k} {v}" for k, v in self.backend.device_info.items())
+                )
                 pace = None  # playback: (first stamp, wall time) to replay at the recorded rate
                 if self.is_playback():
                     # a recording starts when someone listens, so that no frame is lost
@@ -98,8 +100,9 @@ class RGBDCameraNode(Node):
         self._meter.tick(time.monotonic())
         self._depth_scale = frame.depth_scale
         for pub, info_pub, image, encoding, model, frame_id in (
-                (self.color_pub, self.color_info_pub, frame.color, "rgb8", frame.color_model, self._color_frame),
-                (self.depth_pub, self.depth_info_pub, frame.depth_mm, "16UC1", frame.depth_model, self._depth_frame)):
+            (self.color_pub, self.color_info_pub, frame.color, "rgb8", frame.color_model, self._color_frame),
+            (self.depth_pub, self.depth_info_pub, frame.depth_mm, "16UC1", frame.depth_model, self._depth_frame),
+        ):
             pub.publish(image_msg(image, encoding, stamp, frame_id))
             info_pub.publish(self._info(model, stamp, frame_id))
 
@@ -110,13 +113,29 @@ class RGBDCameraNode(Node):
     def _publish_diagnostics(self) -> None:
         level = diag.OK if self._state == "streaming" else diag.ERROR if self._state == "disconnected" else diag.WARN
         device = dict(self.backend.device_info)  # of the last device opened: kept while it is unplugged
-        values = {"state": self._state, "error": self._error, "rate_hz": f"{self._meter.rate(time.monotonic()):.2f}",
-                  "frames": self._meter.count, "reconnect_attempts": self._reconnects, "depth_scale": self._depth_scale,
-                  **device}
-        self.diag_pub.publish(diag.array_msg(to_time(time.time()), [
-            diag.status(f"{self.get_fully_qualified_name()}: {self.vendor} camera",
-                        device.get("serial_number") or self.params.camera_name, level, self._error or self._state,
-                        values)]))
+        values = {
+            "state": self._state,
+            "error": self._error,
+            "rate_hz": f"{self._meter.rate(time.monotonic()):.2f}",
+            "frames": self._meter.count,
+            "reconnect_attempts": self._reconnects,
+            "depth_scale": self._depth_scale,
+            **device,
+        }
+        self.diag_pub.publish(
+            diag.array_msg(
+                to_time(time.time()),
+                [
+                    diag.status(
+                        f"{self.get_fully_qualified_name()}: {self.vendor} camera",
+                        device.get("serial_number") or self.params.camera_name,
+                        level,
+                        self._error or self._state,
+                        values,
+                    )
+                ],
+            )
+        )
 
     def destroy_node(self) -> None:
         self._stop.set()

@@ -35,8 +35,11 @@ NEWEST_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Re
 
 @dataclass(frozen=True)
 class ObservationEncoderParams:
-    color_codec: str = param("jpeg", "Colour compression on the link: jpeg (lossy) or png (lossless); depth is "
-                             "always lossless compressedDepth PNG", choices=COLOR_CODECS)
+    color_codec: str = param(
+        "jpeg",
+        "Colour compression on the link: jpeg (lossy) or png (lossless); depth is always lossless compressedDepth PNG",
+        choices=COLOR_CODECS,
+    )
     jpeg_quality: int = param(90, "JPEG quality", range_=(1, 100))
 
 
@@ -59,13 +62,16 @@ class ObservationEncoderNode(Node):
 
     def _on_request(self, msg: ObservationRequest) -> None:
         if not msg.camera_names or not (1 <= msg.height <= 8192 and 1 <= msg.width <= 8192):
-            self._last_problem = (f"ignored observation request: cameras {list(msg.camera_names)}, "
-                                  f"{msg.width}x{msg.height}")
+            self._last_problem = (
+                f"ignored observation request: cameras {list(msg.camera_names)}, {msg.width}x{msg.height}"
+            )
             self.get_logger().error(self._last_problem)
             return
         self._request = msg
-        self.get_logger().info(f"policy asks for {list(msg.camera_names)} at {msg.width}x{msg.height}: "
-                               f"sending them on observations/compressed ({self.codec.color} colour)")
+        self.get_logger().info(
+            f"policy asks for {list(msg.camera_names)} at {msg.width}x{msg.height}: "
+            f"sending them on observations/compressed ({self.codec.color} colour)"
+        )
 
     def _on_observation(self, msg: MultiViewRGBD) -> None:
         request = self._request
@@ -86,8 +92,12 @@ class ObservationEncoderNode(Node):
 
     def _publish_diagnostics(self) -> None:
         request = self._request
-        values: dict[str, object] = {"sets_sent": self._sent.count, "rate_hz": round(self._sent.rate(time.monotonic()), 2),
-                                     "sets_rejected": self._rejected, "color_codec": self.codec.color}
+        values: dict[str, object] = {
+            "sets_sent": self._sent.count,
+            "rate_hz": round(self._sent.rate(time.monotonic()), 2),
+            "sets_rejected": self._rejected,
+            "color_codec": self.codec.color,
+        }
         if self._sizes:
             values["payload_bytes_per_set_median"] = sorted(self._sizes)[len(self._sizes) // 2]
             values["encode_ms_median"] = round(sorted(self._encode_ms)[len(self._encode_ms) // 2], 2)
@@ -98,7 +108,9 @@ class ObservationEncoderNode(Node):
         else:
             values["request"] = f"{list(request.camera_names)} {request.width}x{request.height}"
             level, message = diag.OK, "sending observation sets"
-        status = diag.status(f"{self.get_name()}: observation link", self.get_fully_qualified_name(), level, message, values)
+        status = diag.status(
+            f"{self.get_name()}: observation link", self.get_fully_qualified_name(), level, message, values
+        )
         self.diag_pub.publish(diag.array_msg(self.get_clock().now().to_msg(), [status]))
 
 

@@ -9,13 +9,13 @@ from wam_ros.ros.node_main import run_node
 from wam_ros.ros.nodes.camera_node import CameraParams, RGBDCameraNode
 from wam_ros.ros.params import param
 
-
 _DEFAULTS = OrbbecSettings()
 
 
 @dataclass(frozen=True)
 class OrbbecParams(CameraParams):
     """CameraParams and every field of OrbbecSettings, under its own name."""
+
     serial_number: str = param(_DEFAULTS.serial_number, "Serial number of the camera (empty: any)")
     color_width: int = param(_DEFAULTS.color_width, "Color width (px)")
     color_height: int = param(_DEFAULTS.color_height, "Color height (px)")
@@ -29,8 +29,11 @@ class OrbbecParams(CameraParams):
     depth_delay_us: int = param(_DEFAULTS.depth_delay_us, "Depth trigger delay (us)")
     color_delay_us: int = param(_DEFAULTS.color_delay_us, "Color trigger delay (us)")
     trigger_to_image_delay_us: int = param(_DEFAULTS.trigger_to_image_delay_us, "Trigger to image delay (us)")
-    time_domain: str = param(_DEFAULTS.time_domain, "Stamps from the device, global (device mapped to host) or "
-                             "system clock", choices=TIME_DOMAINS)
+    time_domain: str = param(
+        _DEFAULTS.time_domain,
+        "Stamps from the device, global (device mapped to host) or system clock",
+        choices=TIME_DOMAINS,
+    )
 
 
 class OrbbecNode(RGBDCameraNode):

@@ -42,12 +42,19 @@ from wam_ros.config import ROBOTS, ConfigError, load_robot_config
 from wam_ros.control.chunking import MODES, ChunkScheduler
 from wam_ros.data.images import ImageError
 from wam_ros.geometry.lifting import PointCloud, fade, lift, voxel_downsample
-from wam_ros.model.model_config import SAMPLERS
 from wam_ros.model.deploy import FUTURES, DeployConfig, DeployedPolicy, chunking_config, resolve_instruction
-from wam_ros.model.policy_loop import InferenceJob, PolicyLoop, Views
+from wam_ros.model.model_config import SAMPLERS
 from wam_ros.model.policy import EXPERT_CHOICES, CheckpointError, depth_metres, load_policy
-from wam_ros.msg import (ActionChunk, CompressedMultiViewRGBD, GateState, MultiViewRGBD, ObservationRequest,
-                         SupervisorState, ValueEstimate)
+from wam_ros.model.policy_loop import InferenceJob, PolicyLoop, Views
+from wam_ros.msg import (
+    ActionChunk,
+    CompressedMultiViewRGBD,
+    GateState,
+    MultiViewRGBD,
+    ObservationRequest,
+    SupervisorState,
+    ValueEstimate,
+)
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, multiview_arrays, pointcloud_msg, to_time
 from wam_ros.ros.link_conversions import compact_multiview_arrays
@@ -60,8 +67,10 @@ from wam_ros.srv import Resample
 OBSERVATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 CLOUD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # observation_transport -> (message type, topic, the views of a message)
-TRANSPORTS = {"raw": (MultiViewRGBD, "observations", multiview_arrays),
-              "compressed": (CompressedMultiViewRGBD, "observations/compressed", compact_multiview_arrays)}
+TRANSPORTS = {
+    "raw": (MultiViewRGBD, "observations", multiview_arrays),
+    "compressed": (CompressedMultiViewRGBD, "observations/compressed", compact_multiview_arrays),
+}
 EXPERTS = {"predictive": GateState.EXPERT_PREDICTIVE, "reactive": GateState.EXPERT_REACTIVE}
 PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
 
@@ -74,33 +83,50 @@ class PolicyParams:
     device: str = param("auto", "Torch device: auto (cuda if present), cpu, cuda, cuda:N")
     threads: int = param(2, "Torch CPU threads", range_=(1, 256))
     control_rate: float = param(0.0, "Action rate (Hz; 0: the checkpoint's fps)", range_=(0.0, 1000.0))
-    execution_horizon: int = param(0, "Steps after a chunk's observation at which the next inference starts (0: "
-                                   "(H - 1) // 2, so that a latency of up to that many steps never starves)",
-                                   range_=(0, 10000))
-    chunking: str = param("rtc", "Chunk hand-over: rtc (real-time chunking), blend (weighted average), naive "
-                          "(switch)", choices=MODES)
+    execution_horizon: int = param(
+        0,
+        "Steps after a chunk's observation at which the next inference starts (0: "
+        "(H - 1) // 2, so that a latency of up to that many steps never starves)",
+        range_=(0, 10000),
+    )
+    chunking: str = param(
+        "rtc", "Chunk hand-over: rtc (real-time chunking), blend (weighted average), naive (switch)", choices=MODES
+    )
     blend_new_weight: float = param(0.7, "blend: weight of the new chunk", range_=(0.01, 1.0))
     guidance_clip: float = param(5.0, "RTC guidance weight clip (beta)", range_=(0.0, 100.0))
     action_steps: int = param(0, "T_a denoising passes (0: checkpoint)", range_=(0, 1000))
     video_steps: int = param(0, "T_O denoising passes (0: checkpoint)", range_=(0, 1000))
-    sampler: str = param("", "Flow sampler of both streams: euler or unipc (empty: the checkpoint's config)",
-                         choices=("", *SAMPLERS))
+    sampler: str = param(
+        "", "Flow sampler of both streams: euler or unipc (empty: the checkpoint's config)", choices=("", *SAMPLERS)
+    )
     predict_video: bool = param(True, "Finish the predicted video for the 4D cloud")
-    predicted_future: str = param("imagined", "What policy/predicted_cloud shows: imagined (the observed scene "
-                                  "carried by the kinematics plus the model's change) or model (the model's own "
-                                  "frames and depth)", choices=FUTURES)
+    predicted_future: str = param(
+        "imagined",
+        "What policy/predicted_cloud shows: imagined (the observed scene "
+        "carried by the kinematics plus the model's change) or model (the model's own "
+        "frames and depth)",
+        choices=FUTURES,
+    )
     depth: bool = param(True, "Run the depth branch (needed for the predicted cloud)")
-    expert: str = param("gated", "Whose actions execute: gated (the gate picks per chunk), or predictive / reactive "
-                        "forced (ablations)", choices=EXPERT_CHOICES)
-    observation_transport: str = param("raw", "Observation sets: raw (MultiViewRGBD on observations, one host) or "
-                                       "compressed (resized and compressed on observations/compressed, from the "
-                                       "robot side of a split deployment)", choices=tuple(TRANSPORTS))
+    expert: str = param(
+        "gated",
+        "Whose actions execute: gated (the gate picks per chunk), or predictive / reactive forced (ablations)",
+        choices=EXPERT_CHOICES,
+    )
+    observation_transport: str = param(
+        "raw",
+        "Observation sets: raw (MultiViewRGBD on observations, one host) or "
+        "compressed (resized and compressed on observations/compressed, from the "
+        "robot side of a split deployment)",
+        choices=tuple(TRANSPORTS),
+    )
     max_observation_age: float = param(0.5, "Observations older than this are not used (s)", range_=(0.001, 60.0))
     voxel_size: float = param(0.01, "Voxel size of the clouds (m; 0: all points)", range_=(0.0, 1.0))
     live_cloud_stride: int = param(4, "Every n-th pixel of the live cloud (0: off)", range_=(0, 64))
     frame_id: str = param("base", "Frame of clouds and markers")
-    seed: int = param(-1, "Noise seed (-1: random; otherwise every chunk's noise is reproducible)",
-                      range_=(-1, 2 ** 31 - 1))
+    seed: int = param(
+        -1, "Noise seed (-1: random; otherwise every chunk's noise is reproducible)", range_=(-1, 2**31 - 1)
+    )
 
 
 class PolicyNode(Node):
@@ -131,16 +157,19 @@ class PolicyNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         cfg = self.deployed.policy.cfg
         self.create_publisher(ObservationRequest, "policy/observation_request", LATCHED_QOS).publish(
-            ObservationRequest(camera_names=list(cfg.cameras), height=cfg.image_size[0], width=cfg.image_size[1]))
+            ObservationRequest(camera_names=list(cfg.cameras), height=cfg.image_size[0], width=cfg.image_size[1])
+        )
         self.create_subscription(observation_type, observation_topic, self._on_observation, OBSERVATION_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
         self.create_subscription(SupervisorState, "supervisor/state", self._on_supervisor_state, LATCHED_QOS)
         self.create_service(Resample, "policy/resample", self._srv_resample)
         self.create_timer(self.deployed.scheduler.config.dt, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.get_logger().info(f"policy {p.checkpoint} on {self.deployed.policy.device}: "
-                               f"{self.deployed.policy.cfg.num_actions} actions at "
-                               f"{1 / self.deployed.scheduler.config.dt:.1f} Hz, chunking {p.chunking}")
+        self.get_logger().info(
+            f"policy {p.checkpoint} on {self.deployed.policy.device}: "
+            f"{self.deployed.policy.cfg.num_actions} actions at "
+            f"{1 / self.deployed.scheduler.config.dt:.1f} Hz, chunking {p.chunking}"
+        )
 
     # --- set-up ------------------------------------------------------------------------------
     def _load(self, p: PolicyParams) -> DeployedPolicy:
@@ -163,13 +192,19 @@ class PolicyNode(Node):
         except ValueError as exc:  # UnknownInstruction included
             raise ConfigError(str(exc)) from None
         try:
-            chunking = chunking_config(policy, p.chunking, p.control_rate, p.execution_horizon,
-                                       p.blend_new_weight)
+            chunking = chunking_config(policy, p.chunking, p.control_rate, p.execution_horizon, p.blend_new_weight)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        deploy = DeployConfig(action_steps=p.action_steps, video_steps=p.video_steps,
-                              video=p.predict_video, depth=p.depth, guidance_clip=p.guidance_clip,
-                              sampler=p.sampler, future=p.predicted_future, expert=p.expert)
+        deploy = DeployConfig(
+            action_steps=p.action_steps,
+            video_steps=p.video_steps,
+            video=p.predict_video,
+            depth=p.depth,
+            guidance_clip=p.guidance_clip,
+            sampler=p.sampler,
+            future=p.predicted_future,
+            expert=p.expert,
+        )
         return DeployedPolicy(policy, robot, ChunkScheduler(chunking), deploy)
 
     def _now(self) -> float:
@@ -202,9 +237,11 @@ class PolicyNode(Node):
 
     def _on_supervisor_state(self, msg: SupervisorState) -> None:
         if self.loop.supervisor_state(msg.state_name, int(msg.last_rejected_chunk_id)):
-            self.get_logger().warn(f"supervisor refused chunk {msg.last_rejected_chunk_id} ({msg.last_rejection}): "
-                                   "its plan is dropped, the next chunk is sampled afresh",
-                                   throttle_duration_sec=PROBLEM_LOG_PERIOD)
+            self.get_logger().warn(
+                f"supervisor refused chunk {msg.last_rejected_chunk_id} ({msg.last_rejection}): "
+                "its plan is dropped, the next chunk is sampled afresh",
+                throttle_duration_sec=PROBLEM_LOG_PERIOD,
+            )
 
     def _tick(self) -> None:
         """Start the next inference when it is due, on the newest usable observation."""
@@ -224,6 +261,7 @@ class PolicyNode(Node):
     def _infer(self, job: InferenceJob) -> None:
         chunks = []
         try:
+
             def on_chunk(ready) -> None:  # only for a chunk of this epoch (no resample since the job)
                 chunks.append(ready)
                 self._publish_chunk(ready)
@@ -246,22 +284,36 @@ class PolicyNode(Node):
         self._starved += handover.starved_steps
         command = self.deployed.command(ready)
         pred = ready.prediction
-        msg = ActionChunk(chunk_id=ready.chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
-                          joint_names=command.joint_names, horizon=len(command.positions), dt=command.dt,
-                          positions=command.positions.ravel().tolist(), gripper_names=command.gripper_names,
-                          gripper=command.gripper.ravel().tolist(), execute_from=to_time(handover.chunk.start),
-                          expert=EXPERTS[pred.expert], value=pred.value,
-                          inference_latency=handover.latency,
-                          inference_delay_steps=self.deployed.scheduler.delay_steps)
+        msg = ActionChunk(
+            chunk_id=ready.chunk_id,
+            action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
+            joint_names=command.joint_names,
+            horizon=len(command.positions),
+            dt=command.dt,
+            positions=command.positions.ravel().tolist(),
+            gripper_names=command.gripper_names,
+            gripper=command.gripper.ravel().tolist(),
+            execute_from=to_time(handover.chunk.start),
+            expert=EXPERTS[pred.expert],
+            value=pred.value,
+            inference_latency=handover.latency,
+            inference_delay_steps=self.deployed.scheduler.delay_steps,
+        )
         msg.header.stamp, msg.header.frame_id = to_time(ready.obs_time), self.params.frame_id
         self.chunk_pub.publish(msg)
         self._peak = max(self._peak, pred.value)
-        self.value_pub.publish(ValueEstimate(header=msg.header, chunk_id=ready.chunk_id, value=pred.value,
-                                             peak=self._peak, delta=0.2))
-        self.gate_pub.publish(GateState(header=msg.header, chunk_id=ready.chunk_id,
-                                        interaction_probability=pred.gate_probability,
-                                        threshold=self.deployed.policy.cfg.gate_threshold,
-                                        active_expert=EXPERTS[pred.expert]))
+        self.value_pub.publish(
+            ValueEstimate(header=msg.header, chunk_id=ready.chunk_id, value=pred.value, peak=self._peak, delta=0.2)
+        )
+        self.gate_pub.publish(
+            GateState(
+                header=msg.header,
+                chunk_id=ready.chunk_id,
+                interaction_probability=pred.gate_probability,
+                threshold=self.deployed.policy.cfg.gate_threshold,
+                active_expert=EXPERTS[pred.expert],
+            )
+        )
 
     def _publish_visuals(self, prediction, ready, obs, views: Views) -> None:
         """Clouds and markers of one inference; views: the observation's (images, depths, intrinsics)."""
@@ -269,8 +321,9 @@ class PolicyNode(Node):
         voxel = self.params.voxel_size
         absolute, intrinsics = ready.targets, views[2]
         if prediction.future_depth is not None:
-            imagined = self.deployed.imagined_future(prediction, obs, absolute,
-                                                     self.deployed.model_intrinsics(intrinsics))
+            imagined = self.deployed.imagined_future(
+                prediction, obs, absolute, self.deployed.model_intrinsics(intrinsics)
+            )
             cloud = voxel_downsample(self.deployed.predicted_cloud(imagined, obs.state, absolute, intrinsics), voxel)
             cloud = fade(cloud, self.deployed.policy.cfg.horizon)
             self.predicted_pub.publish(pointcloud_msg(cloud, header_stamp, frame_id))
@@ -286,8 +339,13 @@ class PolicyNode(Node):
         images, depths, intrinsics = views
         depth_m = [depth_metres(depths[c]) for c in cams]
         poses = self.deployed.camera_poses([self.deployed.joint_map(state)])
-        return lift(np.stack(depth_m)[:, None], np.stack([images[c] for c in cams])[:, None],
-                    np.stack([intrinsics[c][0] for c in cams]), poses, stride=stride)
+        return lift(
+            np.stack(depth_m)[:, None],
+            np.stack([images[c] for c in cams])[:, None],
+            np.stack([intrinsics[c][0] for c in cams]),
+            poses,
+            stride=stride,
+        )
 
     def _markers(self, absolute: np.ndarray, state: np.ndarray, ready, stamp, frame_id: str) -> MarkerArray:
         markers = MarkerArray()
@@ -303,8 +361,10 @@ class PolicyNode(Node):
         text.header.stamp, text.header.frame_id = stamp, frame_id
         text.pose.position.z, text.pose.orientation.w, text.scale.z = 0.9, 1.0, 0.05
         text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        text.text = (f"value {pred.value:.2f} (peak {self._peak:.2f})  {pred.expert} expert  "
-                     f"p(interaction) {pred.gate_probability:.2f}  chunk {ready.chunk_id}")
+        text.text = (
+            f"value {pred.value:.2f} (peak {self._peak:.2f})  {pred.expert} expert  "
+            f"p(interaction) {pred.gate_probability:.2f}  chunk {ready.chunk_id}"
+        )
         markers.markers.append(text)
         return markers
 
@@ -324,13 +384,17 @@ class PolicyNode(Node):
 
     # --- diagnostics -------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        values: dict[str, object] = {"chunks_per_s": f"{self._chunks.rate(time.monotonic()):.2f}",
-                                     "chunks": self._chunks.count,
-                                     "delay_steps": self.deployed.scheduler.delay_steps,
-                                     "starved_steps": self._starved, "inference_errors": self._errors,
-                                     "plans_dropped_after_refusal": self.loop.refusals,
-                                     "chunking": self.params.chunking, "device": str(self.deployed.policy.device),
-                                     "sampler": self.params.sampler or self.deployed.policy.cfg.sampler}
+        values: dict[str, object] = {
+            "chunks_per_s": f"{self._chunks.rate(time.monotonic()):.2f}",
+            "chunks": self._chunks.count,
+            "delay_steps": self.deployed.scheduler.delay_steps,
+            "starved_steps": self._starved,
+            "inference_errors": self._errors,
+            "plans_dropped_after_refusal": self.loop.refusals,
+            "chunking": self.params.chunking,
+            "device": str(self.deployed.policy.device),
+            "sampler": self.params.sampler or self.deployed.policy.cfg.sampler,
+        }
         for phase in ("encode_ms", "actions_ms", "decode_ms", "total_ms"):
             samples = [t[phase] for t in self._latencies if phase in t]
             if samples:
@@ -344,8 +408,12 @@ class PolicyNode(Node):
             values["last_skip"] = self._last_problem
         level = diag.ERROR if self._errors else diag.WARN if self._problems or not self._chunks.count else diag.OK
         message = "acting" if self._chunks.rate(time.monotonic()) > 0 else "waiting for usable observations"
-        self.diag_pub.publish(diag.array_msg(to_time(self._now()), [
-            diag.status(f"{self.get_fully_qualified_name()}: policy", "policy", level, message, values)]))
+        self.diag_pub.publish(
+            diag.array_msg(
+                to_time(self._now()),
+                [diag.status(f"{self.get_fully_qualified_name()}: policy", "policy", level, message, values)],
+            )
+        )
 
 
 NODE_CLASS = PolicyNode

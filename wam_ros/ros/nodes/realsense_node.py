@@ -48,9 +48,14 @@ class RealSenseNode(RGBDCameraNode):
     def make_backend(self) -> RealSenseCamera:
         p = self.params
         self.settings = RealSenseSettings(
-            serial_no=p.serial_no, color_profile=p.rgb_camera.color_profile, depth_profile=p.depth_module.depth_profile,
-            align_depth=p.align_depth.enable, inter_cam_sync_mode=p.depth_module.inter_cam_sync_mode,
-            global_time_enabled=p.global_time_enabled, rosbag_filename=p.rosbag_filename)
+            serial_no=p.serial_no,
+            color_profile=p.rgb_camera.color_profile,
+            depth_profile=p.depth_module.depth_profile,
+            align_depth=p.align_depth.enable,
+            inter_cam_sync_mode=p.depth_module.inter_cam_sync_mode,
+            global_time_enabled=p.global_time_enabled,
+            rosbag_filename=p.rosbag_filename,
+        )
         return RealSenseCamera(self.settings)
 
     def depth_aligned(self) -> bool:

@@ -35,8 +35,7 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare_params, param
-from wam_ros.ros.qos import (bag_profile, COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS,
-                             LATCHED_QOS)
+from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, EVERY_MESSAGE_QOS, EVERY_SET_QOS, LATCHED_QOS, bag_profile
 
 SOURCES = ("synced", "raw")
 COMMANDS = ("start", "success", "failure", "stop", "toggle")
@@ -49,17 +48,22 @@ class RecorderParams:
     source: str = param("synced", "Record synced observations or the raw camera topics", choices=SOURCES)
     cameras: list[str] = param(list(CAMERA_NAMES), "Camera names (raw source: topic namespaces)")
     depth_topic: str = param("aligned_depth_to_color/image_raw", "Depth image topic per camera")
-    compression: str = param("none", "Image compression: none, jpeg or png color (depth becomes lossless "
-                             "compressedDepth PNG)", choices=COMPRESSION_MODES)
+    compression: str = param(
+        "none",
+        "Image compression: none, jpeg or png color (depth becomes lossless compressedDepth PNG)",
+        choices=COMPRESSION_MODES,
+    )
     # writable: each episode stores the values they have when it starts (get_parameter), not these
     instruction: str = param("", "Task instruction stored with each episode", read_only=False)
     teleop: str = param("", "Teleoperation source stored with each episode", read_only=False)
     autostart_episode: bool = param(False, "Start an episode as soon as the node is up")
     jpeg_quality: int = param(90, "JPEG quality", range_=(1, 100))
-    min_free_mb: float = param(1024.0, "Free disk space below which no episode starts and a running one ends (MB)",
-                               range_=(0.0, 1e9))
-    queue_mb: float = param(1024.0, "Messages waiting for the disk before new ones are dropped and counted (MB)",
-                            range_=(1.0, 1e6))
+    min_free_mb: float = param(
+        1024.0, "Free disk space below which no episode starts and a running one ends (MB)", range_=(0.0, 1e9)
+    )
+    queue_mb: float = param(
+        1024.0, "Messages waiting for the disk before new ones are dropped and counted (MB)", range_=(1.0, 1e6)
+    )
 
 
 def _bag_type(msg_type) -> str:
@@ -74,32 +78,49 @@ class RecorderNode(Node):
         p = self.params = declare_params(self, RecorderParams)
         directory, cameras = Path(p.directory).expanduser(), list(p.cameras)
         try:
-            config = RecorderConfig(directory=directory, compression=p.compression, jpeg_quality=p.jpeg_quality,
-                                    min_free_mb=p.min_free_mb, queue_mb=p.queue_mb)
+            config = RecorderConfig(
+                directory=directory,
+                compression=p.compression,
+                jpeg_quality=p.jpeg_quality,
+                min_free_mb=p.min_free_mb,
+                queue_mb=p.queue_mb,
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if p.compression != "none" and p.source == "synced":
             raise ConfigError("compression: synced observations are stored as recorded; use source:=raw to compress")
         robot = load_robot_config(p.robot)
         subscriptions: list[tuple[str, type, object]] = [
-            ("joint_states", JointState, EVERY_MESSAGE_QOS), ("joint_trajectory", JointTrajectory, COMMAND_QOS),
-            ("policy/chunk", ActionChunk, COMMAND_QOS), ("supervisor/state", SupervisorState, LATCHED_QOS),
-            ("task/state", TaskState, EVERY_MESSAGE_QOS)]  # stage markers of a simulated task, when there is one
+            ("joint_states", JointState, EVERY_MESSAGE_QOS),
+            ("joint_trajectory", JointTrajectory, COMMAND_QOS),
+            ("policy/chunk", ActionChunk, COMMAND_QOS),
+            ("supervisor/state", SupervisorState, LATCHED_QOS),
+            ("task/state", TaskState, EVERY_MESSAGE_QOS),
+        ]  # stage markers of a simulated task, when there is one
         if p.source == "synced":
             subscriptions.append(("observations", MultiViewRGBD, EVERY_SET_QOS))
         else:
             depth_info = f"{p.depth_topic.rsplit('/', 1)[0]}/camera_info" if "/" in p.depth_topic else "camera_info"
             for cam in cameras:
-                subscriptions += [(f"{cam}/color/image_raw", Image, EVERY_SET_QOS),
-                                  (f"{cam}/{p.depth_topic}", Image, EVERY_SET_QOS),
-                                  (f"{cam}/color/camera_info", CameraInfo, EVERY_MESSAGE_QOS),
-                                  (f"{cam}/{depth_info}", CameraInfo, EVERY_MESSAGE_QOS)]
+                subscriptions += [
+                    (f"{cam}/color/image_raw", Image, EVERY_SET_QOS),
+                    (f"{cam}/{p.depth_topic}", Image, EVERY_SET_QOS),
+                    (f"{cam}/color/camera_info", CameraInfo, EVERY_MESSAGE_QOS),
+                    (f"{cam}/{depth_info}", CameraInfo, EVERY_MESSAGE_QOS),
+                ]
         # fully qualified, as `ros2 bag record` stores them (`ros2 bag play --topics /joint_states`)
         topics = {self.resolve_topic_name(topic): _bag_type(msg_type) for topic, msg_type, _ in subscriptions}
-        metadata = {"robot": robot.name, "source": p.source, "cameras": cameras, "joint_names": robot.joint_names,
-                    "sim": bool(self.get_parameter("use_sim_time").value),
-                    "calibration": {cam.name: {"parent": cam.parent, "xyz": list(cam.pose.xyz), "rpy": list(cam.pose.rpy)}
-                                    for cam in robot.cameras}}
+        metadata = {
+            "robot": robot.name,
+            "source": p.source,
+            "cameras": cameras,
+            "joint_names": robot.joint_names,
+            "sim": bool(self.get_parameter("use_sim_time").value),
+            "calibration": {
+                cam.name: {"parent": cam.parent, "xyz": list(cam.pose.xyz), "rpy": list(cam.pose.rpy)}
+                for cam in robot.cameras
+            },
+        }
         self.recorder = Recorder(config, topics, metadata, on_event=self._on_recorder_event)
         for (topic, msg_type, qos), stored in zip(subscriptions, topics):
             self.create_subscription(msg_type, topic, self._writer_for(stored), qos, raw=True)
@@ -124,30 +145,40 @@ class RecorderNode(Node):
     def _writer_for(self, topic: str):
         def on_message(data: bytes) -> None:
             self.recorder.submit(topic, self._now_ns(), data)
+
         return on_message
 
     def _on_recorder_event(self, kind: str, info: dict) -> None:
         # writer thread: rclpy loggers are thread-safe
         if kind == "started":
-            self.get_logger().info(f"episode {info['name']} started: {info['task']!r} ({info['teleop'] or 'no teleop'})")
+            self.get_logger().info(
+                f"episode {info['name']} started: {info['task']!r} ({info['teleop'] or 'no teleop'})"
+            )
         elif kind == "stopped":
             dropped = sum(m["dropped"] for m in info.get("messages", {}).values())
-            self.get_logger().info(f"episode {info['name']} ended: {info['outcome']}, {info['bytes'] / 2**20:.1f} MB, "
-                                   f"{dropped} dropped")
+            self.get_logger().info(
+                f"episode {info['name']} ended: {info['outcome']}, {info['bytes'] / 2**20:.1f} MB, {dropped} dropped"
+            )
         elif kind == "dropped":
             self.get_logger().warn(f"dropped a message on {info['topic']}: {info['error']}", throttle_duration_sec=1.0)
         elif kind == "failed":
             self.get_logger().error(f"{info['error']}: the episode ends there, readable up to the failure")
         elif kind == "unsaved":  # the record exists only here: log all of it
-            self.get_logger().error(f"{info['path']}: its record could not be written ({info['error']}); "
-                                    f"kept in memory until there is room: {json.dumps(info['episode'], sort_keys=True)}")
+            self.get_logger().error(
+                f"{info['path']}: its record could not be written ({info['error']}); "
+                f"kept in memory until there is room: {json.dumps(info['episode'], sort_keys=True)}"
+            )
         elif kind == "saved":
             self.get_logger().info(f"episode {info['name']}: its record is written now")
 
     def _start(self) -> tuple[bool, str]:
         try:
-            path = self.recorder.start_episode(self._now_ns(), self.get_parameter("instruction").value,
-                                               self.get_parameter("teleop").value, self._offered_qos())
+            path = self.recorder.start_episode(
+                self._now_ns(),
+                self.get_parameter("instruction").value,
+                self.get_parameter("teleop").value,
+                self._offered_qos(),
+            )
         except RecorderError as exc:
             self.get_logger().error(f"cannot start an episode: {exc}")
             return False, str(exc)
@@ -155,8 +186,10 @@ class RecorderNode(Node):
 
     def _offered_qos(self) -> dict[str, list[dict]]:
         """Each recorded topic's publishers' QoS now (none yet: an empty list, as rosbag2 stores it)."""
-        return {topic: [bag_profile(info.qos_profile) for info in self.get_publishers_info_by_topic(topic)]
-                for topic in self.recorder.topics}
+        return {
+            topic: [bag_profile(info.qos_profile) for info in self.get_publishers_info_by_topic(topic)]
+            for topic in self.recorder.topics
+        }
 
     def _stop(self, outcome: str) -> tuple[bool, str]:
         try:
@@ -195,8 +228,12 @@ class RecorderNode(Node):
                 message += f"; records not written yet (kept in memory): {', '.join(status['unsaved'])}"
             free = "unknown" if status["free_mb"] is None else f"{status['free_mb']} MB"
             message += f"; {free} free in {self.recorder.config.directory}"
-        self.diag_pub.publish(diag.array_msg(to_time(self._now_ns() * 1e-9), [
-            diag.status(f"{self.get_fully_qualified_name()}: recorder", "recorder", level, message, status)]))
+        self.diag_pub.publish(
+            diag.array_msg(
+                to_time(self._now_ns() * 1e-9),
+                [diag.status(f"{self.get_fully_qualified_name()}: recorder", "recorder", level, message, status)],
+            )
+        )
 
     def destroy_node(self) -> None:
         # Ctrl-C / SIGTERM: whatever was recorded is kept; an open episode ends marked partial

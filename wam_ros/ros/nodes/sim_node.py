@@ -23,7 +23,6 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -34,16 +33,25 @@ from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory
 
 from wam_ros.config import CAMERA_NAMES, ROBOTS, ConfigError, load_robot_config
+from wam_ros.msg import TaskState
+from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, CommandRejected
+from wam_ros.robots.sim import SimBackend
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import camera_info_msg, depth_to_millimetres, image_msg, to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare_params, param
-from wam_ros.ros.qos import (CAMERA_INFO_QOS, CLOCK_QOS, COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC,
-                             IMAGE_QOS, JOINT_STATE_QOS, LATCHED_QOS)
-from wam_ros.robots.bridge import Bridge, BridgeError, BridgeLimits, CommandRejected
-from wam_ros.robots.sim import SimBackend
-from wam_ros.msg import TaskState
+from wam_ros.ros.qos import (
+    CAMERA_INFO_QOS,
+    CLOCK_QOS,
+    COMMAND_QOS,
+    DIAGNOSTICS_QOS,
+    HEARTBEAT_QOS,
+    HEARTBEAT_TOPIC,
+    IMAGE_QOS,
+    JOINT_STATE_QOS,
+    LATCHED_QOS,
+)
 from wam_ros.sim.tasks import CONDITIONS, PERTURBATIONS, TASKS, EpisodeSpec, TaskMonitor, setup_world
 from wam_ros.sim.world import SimConfig, SimWorld
 
@@ -60,16 +68,28 @@ class SimParams:
     height: int = param(256, "Camera image height (px)", range_=(16, 4096))
     camera_rate: float = param(15.0, "Camera frame rate in sim time (Hz)", range_=(0.5, 120.0))
     joint_state_rate: float = param(100.0, "Physics update and joint_states rate (Hz)", range_=(10.0, 1000.0))
-    real_time_factor: float = param(1.0, "Sim seconds per wall second at most (below 1: a slower world, e.g. so that "
-                                    "a CPU's inference takes as long in sim time as a GPU's)", range_=(0.01, 100.0))
-    startup_clock_check_s: float = param(1.0, "How long to watch for another /clock publisher before starting (s)",
-                                         range_=(0.0, 30.0))
-    command_timeout: float = param(0.5, "Hold when a trajectory runs and neither a supervisor heartbeat nor a new "
-                                   "trajectory arrived for this long (s of sim time; 0: off)", range_=(0.0, 10.0))
+    real_time_factor: float = param(
+        1.0,
+        "Sim seconds per wall second at most (below 1: a slower world, e.g. so that "
+        "a CPU's inference takes as long in sim time as a GPU's)",
+        range_=(0.01, 100.0),
+    )
+    startup_clock_check_s: float = param(
+        1.0, "How long to watch for another /clock publisher before starting (s)", range_=(0.0, 30.0)
+    )
+    command_timeout: float = param(
+        0.5,
+        "Hold when a trajectory runs and neither a supervisor heartbeat nor a new "
+        "trajectory arrived for this long (s of sim time; 0: off)",
+        range_=(0.0, 10.0),
+    )
     task: str = param("", "Benchmark task to set up (empty: the robot config's scene)", choices=("", *TASKS))
-    condition: str = param("clean", "Task condition: clean (demo range) or random (lighting, texture, colours, "
-                           "clutter, positions)", choices=CONDITIONS)
-    seed: int = param(0, "Episode seed: object positions and appearance", range_=(0, 2 ** 31 - 1))
+    condition: str = param(
+        "clean",
+        "Task condition: clean (demo range) or random (lighting, texture, colours, clutter, positions)",
+        choices=CONDITIONS,
+    )
+    seed: int = param(0, "Episode seed: object positions and appearance", range_=(0, 2**31 - 1))
     perturbation: str = param("none", "Mid-episode perturbation of the task object", choices=PERTURBATIONS)
 
 
@@ -78,8 +98,9 @@ class SimNode(Node):
         super().__init__(node_name, **kwargs)
         p = self.params = declare_params(self, SimParams)
         self.robot = load_robot_config(p.robot)
-        self.world = SimWorld(self.robot, generate_urdf(self.robot),
-                              SimConfig(width=p.width, height=p.height, camera_rate=p.camera_rate))
+        self.world = SimWorld(
+            self.robot, generate_urdf(self.robot), SimConfig(width=p.width, height=p.height, camera_rate=p.camera_rate)
+        )
         self.task_monitor: TaskMonitor | None = None
         if p.task:
             spec = EpisodeSpec(p.task, self.robot.name, p.condition, p.seed, p.perturbation)
@@ -92,8 +113,13 @@ class SimNode(Node):
         self._pending_trajectories: deque[tuple[list[str], np.ndarray, np.ndarray] | str] = deque(maxlen=16)
         self._heartbeat: float | None = None  # sim time of a heartbeat's arrival, until the sim loop takes it
         # the sim bridge: the same limited streaming as the hardware bridges, into the servos
-        self.bridge = Bridge([SimBackend(self.world)], BridgeLimits.for_robot(self.robot, self.world.joint_names),
-                             self.world.joint_names, state_timeout=math.inf, command_timeout=p.command_timeout)
+        self.bridge = Bridge(
+            [SimBackend(self.world)],
+            BridgeLimits.for_robot(self.robot, self.world.joint_names),
+            self.world.joint_names,
+            state_timeout=math.inf,
+            command_timeout=p.command_timeout,
+        )
         self.bridge.configure(self.world.time)
         self.bridge.activate(self.world.time)
         self._camera_period = 1.0 / p.camera_rate
@@ -117,25 +143,40 @@ class SimNode(Node):
                     self.create_publisher(Image, f"{cam}/aligned_depth_to_color/image_raw", IMAGE_QOS),
                     self.create_publisher(CameraInfo, f"{cam}/aligned_depth_to_color/camera_info", CAMERA_INFO_QOS),
                 )
-        self.create_subscription(JointTrajectory, "joint_trajectory", self._on_trajectory, COMMAND_QOS,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_subscription(Header, HEARTBEAT_TOPIC, self._on_heartbeat, HEARTBEAT_QOS,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME),
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(
+            JointTrajectory,
+            "joint_trajectory",
+            self._on_trajectory,
+            COMMAND_QOS,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+        self.create_subscription(
+            Header, HEARTBEAT_TOPIC, self._on_heartbeat, HEARTBEAT_QOS, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.create_timer(
+            1.0,
+            self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
         # The simulator is the time source: its loop runs in its own thread, paced by the
         # steady wall clock, and owns the OpenGL renderers (which are bound to one thread).
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self._run, name="sim_loop", daemon=True)
         self._loop.start()
-        self.get_logger().info(f"simulating {self.robot.name} ({len(self.world.joint_names)} joints), "
-                               f"cameras {'on' if self.params.cameras_enabled else 'off'}")
+        self.get_logger().info(
+            f"simulating {self.robot.name} ({len(self.world.joint_names)} joints), "
+            f"cameras {'on' if self.params.cameras_enabled else 'off'}"
+        )
 
     def _other_clock_publishers(self) -> list[str]:
         own = self.get_fully_qualified_name()
-        names = ("a node whose name is not discovered yet" if "_UNKNOWN_" in info.node_name
-                 else f"/{info.node_namespace.strip('/')}/{info.node_name}".replace("//", "/")
-                 for info in self.get_publishers_info_by_topic("/clock"))
+        names = (
+            "a node whose name is not discovered yet"
+            if "_UNKNOWN_" in info.node_name
+            else f"/{info.node_namespace.strip('/')}/{info.node_name}".replace("//", "/")
+            for info in self.get_publishers_info_by_topic("/clock")
+        )
         return sorted(name for name in names if name != own)
 
     def _refuse_second_clock(self, timeout_s: float) -> None:
@@ -153,7 +194,8 @@ class SimNode(Node):
         self.destroy_publisher(self.clock_pub)
         raise ClockConflictError(
             f"/clock is already published by {', '.join(others)} on ROS_DOMAIN_ID="
-            f"{os.environ.get('ROS_DOMAIN_ID', '0')}; stop it or use another ROS_DOMAIN_ID")
+            f"{os.environ.get('ROS_DOMAIN_ID', '0')}; stop it or use another ROS_DOMAIN_ID"
+        )
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         # Parse here, validate and execute in the sim loop: the executor never waits for a render.
@@ -244,9 +286,18 @@ class SimNode(Node):
     def _publish_task_state(self, stamp) -> None:
         monitor = self.task_monitor
         status, spec = monitor.update(), monitor.setup.spec
-        msg = TaskState(task=spec.task, condition=spec.condition, seed=spec.seed, perturbation=spec.perturbation,
-                        stage=status.stage, num_stages=monitor.num_stages, stage_name=status.stage_name,
-                        success=status.success, perturbed=status.perturbed, time_to_success=status.time_to_success)
+        msg = TaskState(
+            task=spec.task,
+            condition=spec.condition,
+            seed=spec.seed,
+            perturbation=spec.perturbation,
+            stage=status.stage,
+            num_stages=monitor.num_stages,
+            stage_name=status.stage_name,
+            success=status.success,
+            perturbed=status.perturbed,
+            time_to_success=status.time_to_success,
+        )
         msg.header.stamp = stamp
         self.task_pub.publish(msg)
 
@@ -255,11 +306,17 @@ class SimNode(Node):
         wall = time.monotonic() - self._wall_start
         other_clocks = self._other_clock_publishers()
         if other_clocks and not self._failure:
-            self.get_logger().error(f"another node publishes /clock: {', '.join(other_clocks)}",
-                                    throttle_duration_sec=10.0)
+            self.get_logger().error(
+                f"another node publishes /clock: {', '.join(other_clocks)}", throttle_duration_sec=10.0
+            )
         bridge = self.bridge.status
-        level = diag.ERROR if self._failure or other_clocks or bridge.error else \
-            diag.WARN if bridge.rejected or bridge.watchdog else diag.OK
+        level = (
+            diag.ERROR
+            if self._failure or other_clocks or bridge.error
+            else diag.WARN
+            if bridge.rejected or bridge.watchdog
+            else diag.OK
+        )
         values = {
             "sim_time_s": f"{sim_time:.3f}",
             "real_time_factor": f"{sim_time / max(wall, 1e-9):.3f}",
@@ -279,10 +336,21 @@ class SimNode(Node):
         elif other_clocks:
             msg = f"/clock also published by {', '.join(other_clocks)}"
         else:
-            msg = bridge.error or bridge.watchdog or \
-                ("running" if not bridge.rejected else f"{bridge.rejected} commands rejected")
-        self.diag_pub.publish(diag.array_msg(to_time(sim_time), [
-            diag.status(f"{self.get_fully_qualified_name()}: simulator", f"sim_{self.robot.name}", level, msg, values)]))
+            msg = (
+                bridge.error
+                or bridge.watchdog
+                or ("running" if not bridge.rejected else f"{bridge.rejected} commands rejected")
+            )
+        self.diag_pub.publish(
+            diag.array_msg(
+                to_time(sim_time),
+                [
+                    diag.status(
+                        f"{self.get_fully_qualified_name()}: simulator", f"sim_{self.robot.name}", level, msg, values
+                    )
+                ],
+            )
+        )
 
     def destroy_node(self) -> None:
         self._stop.set()

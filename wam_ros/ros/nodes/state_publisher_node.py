@@ -25,8 +25,12 @@ from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import JOINT_STATE_QOS, LATCHED_QOS
 
 # tf2's conventions: /tf_static latched with every static transform in one message, /tf a deep queue
-TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TF_STATIC_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -58,8 +62,11 @@ class StatePublisherNode(Node):
             raise ConfigError(f"robot_description: not a usable URDF: {exc}") from None
         self._parent = {j.child: j.parent for j in self.joints}
         self.create_publisher(String, "robot_description", LATCHED_QOS).publish(String(data=urdf))
-        static = [transform_msg(j.parent, j.child, j.transform(), self.get_clock().now().to_msg())
-                  for j in self.joints if j.kind == "fixed"]
+        static = [
+            transform_msg(j.parent, j.child, j.transform(), self.get_clock().now().to_msg())
+            for j in self.joints
+            if j.kind == "fixed"
+        ]
         self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS).publish(TFMessage(transforms=static))
         self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
         self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS)
@@ -69,8 +76,13 @@ class StatePublisherNode(Node):
             return  # malformed: robot_state_publisher drops it too
         moved = movable_transforms(self.joints, dict(zip(msg.name, msg.position)))
         if moved:
-            self.tf_pub.publish(TFMessage(transforms=[transform_msg(self._parent[child], child, T, msg.header.stamp)
-                                                      for child, T in moved.items()]))
+            self.tf_pub.publish(
+                TFMessage(
+                    transforms=[
+                        transform_msg(self._parent[child], child, T, msg.header.stamp) for child, T in moved.items()
+                    ]
+                )
+            )
 
 
 NODE_CLASS = StatePublisherNode

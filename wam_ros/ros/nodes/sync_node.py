@@ -39,8 +39,16 @@ from wam_ros.ros.conversions import check_view, from_time, to_time
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import CAMERA_INFO_QOS, DIAGNOSTICS_QOS, IMAGE_QOS
-from wam_ros.sync.assembly import (AssembledSet, AssemblyConfig, CameraCheck, CameraInfoRecord, ImageRecord,
-                                   Outcome, PairedView, SetAssembler)
+from wam_ros.sync.assembly import (
+    AssembledSet,
+    AssemblyConfig,
+    CameraCheck,
+    CameraInfoRecord,
+    ImageRecord,
+    Outcome,
+    PairedView,
+    SetAssembler,
+)
 
 PROBLEM_LOG_PERIOD = 10.0  # s between warnings of one cause; every case is counted in /diagnostics
 
@@ -52,20 +60,28 @@ def _per_camera(declared: dict) -> list[float]:
 @dataclass(frozen=True)
 class SyncParams:
     cameras: list[str] = param(list(CAMERA_NAMES), "Camera names (topic namespaces)")
-    depth_topic: str = param("aligned_depth_to_color/image_raw", "Depth image topic under each camera "
-                             "(aligned_depth_to_color/image_raw or depth/image_raw)")
+    depth_topic: str = param(
+        "aligned_depth_to_color/image_raw",
+        "Depth image topic under each camera (aligned_depth_to_color/image_raw or depth/image_raw)",
+    )
     expected_fps: float = param(15.0, "Camera frame rate, for the inter-message lower bound (Hz)", range_=(1.0, 120.0))
     max_interval: float = param(0.010, "Widest accepted set (s)", range_=(0.0001, 1.0))
     queue_size: int = param(10, "Queued messages per stream", range_=(1, 1000))
     # one value per camera: the defaults follow `cameras` (declare_params' defaults)
     color_delays: list[float] = param([0.0] * len(CAMERA_NAMES), "Fixed color delay per camera (s)")
-    depth_delays: list[float] = param([0.0] * len(CAMERA_NAMES), "Fixed depth delay per camera (s), e.g. Orbbec "
-                                      "depth lags color")
+    depth_delays: list[float] = param(
+        [0.0] * len(CAMERA_NAMES), "Fixed depth delay per camera (s), e.g. Orbbec depth lags color"
+    )
     camera_timeout: float = param(0.5, "A camera silent this long is left out (s)", range_=(0.01, 60.0))
-    publish_rate: float = param(0.0, "Throttle output to this rate, keeping the freshest set (Hz; 0: every set)",
-                                range_=(0.0, 1000.0))
-    reliability: str = param("auto", "Subscription reliability: auto matches each topic's publishers (waiting up to "
-                             "qos_wait s), or reliable / best_effort", choices=("auto", "reliable", "best_effort"))
+    publish_rate: float = param(
+        0.0, "Throttle output to this rate, keeping the freshest set (Hz; 0: every set)", range_=(0.0, 1000.0)
+    )
+    reliability: str = param(
+        "auto",
+        "Subscription reliability: auto matches each topic's publishers (waiting up to "
+        "qos_wait s), or reliable / best_effort",
+        choices=("auto", "reliable", "best_effort"),
+    )
     qos_wait: float = param(3.0, "auto: how long to wait for a topic's publishers (s)", range_=(0.0, 60.0))
     frame_id: str = param("base", "frame_id of the published sets")
 
@@ -77,17 +93,25 @@ class SyncNode(Node):
         p = self.params = declare_params(self, SyncParams, defaults=one_per_camera)
         self.cameras = list(p.cameras)
 
-        self.assembly = SetAssembler(AssemblyConfig(
-            tuple(self.cameras), p.max_interval, p.queue_size, 0.5 / p.expected_fps, tuple(p.color_delays),
-            tuple(p.depth_delays), p.camera_timeout))
+        self.assembly = SetAssembler(
+            AssemblyConfig(
+                tuple(self.cameras),
+                p.max_interval,
+                p.queue_size,
+                0.5 / p.expected_fps,
+                tuple(p.color_delays),
+                tuple(p.depth_delays),
+                p.camera_timeout,
+            )
+        )
         self.streams = self.assembly.streams
         self._problems: dict[str, int] = defaultdict(int)
         self._problem_logged: dict[str, float] = {}  # cause -> monotonic time of its last warning
         self._last_problem = ""
         self._rates = {s: diag.RateMeter() for s in self.streams}
         self._published = diag.RateMeter()
-        self._ages: list[float] = []    # now - set stamp at publish (s)
-        self._added: list[float] = []   # publish time - arrival of the set's last message (s)
+        self._ages: list[float] = []  # now - set stamp at publish (s)
+        self._added: list[float] = []  # publish time - arrival of the set's last message (s)
         self._pending: tuple[MultiViewRGBD, float] | None = None  # the set to publish next, and its arrival
 
         self.pub = self.create_publisher(MultiViewRGBD, "observations", IMAGE_QOS)
@@ -99,8 +123,19 @@ class SyncNode(Node):
             self._unsubscribed += [
                 (Image, f"{cam}/color/image_raw", lambda m, c=cam: self._on_image(c, "color", m), IMAGE_QOS),
                 (Image, f"{cam}/{p.depth_topic}", lambda m, c=cam: self._on_image(c, "depth", m), IMAGE_QOS),
-                (CameraInfo, f"{cam}/color/camera_info", lambda m, c=cam: self._on_info((c, "color"), m), CAMERA_INFO_QOS),
-                (CameraInfo, f"{cam}/{depth_info_topic}", lambda m, c=cam: self._on_info((c, "depth"), m), CAMERA_INFO_QOS)]
+                (
+                    CameraInfo,
+                    f"{cam}/color/camera_info",
+                    lambda m, c=cam: self._on_info((c, "color"), m),
+                    CAMERA_INFO_QOS,
+                ),
+                (
+                    CameraInfo,
+                    f"{cam}/{depth_info_topic}",
+                    lambda m, c=cam: self._on_info((c, "depth"), m),
+                    CAMERA_INFO_QOS,
+                ),
+            ]
         self._started = time.monotonic()
         self.reliabilities: dict[str, str] = {}
         self._subscribe_timer = self.create_timer(0.1, self._subscribe)
@@ -125,8 +160,11 @@ class SyncNode(Node):
                 best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers)
             else:
                 best_effort = self.params.reliability == "best_effort"
-            qos = QoSProfile(depth=base.depth, history=base.history,
-                             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE)
+            qos = QoSProfile(
+                depth=base.depth,
+                history=base.history,
+                reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+            )
             self.create_subscription(msg_type, topic, callback, qos)
             self.reliabilities[topic] = "best_effort" if best_effort else "reliable"
         self._unsubscribed = remaining
@@ -140,15 +178,17 @@ class SyncNode(Node):
         now = time.monotonic()
         if now - self._problem_logged.get(cause, -np.inf) >= PROBLEM_LOG_PERIOD:
             self._problem_logged[cause] = now
-            self.get_logger().warn(f"{cause}: {detail} (dropped; {self._problems[cause]} so far, all counted "
-                                   "in /diagnostics)")
+            self.get_logger().warn(
+                f"{cause}: {detail} (dropped; {self._problems[cause]} so far, all counted in /diagnostics)"
+            )
 
     def _on_image(self, cam: str, kind: str, msg: Image) -> None:
         now = time.monotonic()
         try:
             check_view(msg, kind)
             outcome = self.assembly.add_image(
-                cam, kind, ImageRecord(_nanoseconds(msg.header.stamp), msg.width, msg.height, msg), now)
+                cam, kind, ImageRecord(_nanoseconds(msg.header.stamp), msg.width, msg.height, msg), now
+            )
         except ImageError as exc:
             return self._problem(f"{cam}/{kind} {exc.check}", str(exc))
         self._rates[(cam, kind)].tick(now)
@@ -156,8 +196,9 @@ class SyncNode(Node):
 
     def _on_info(self, stream: tuple[str, str], info: CameraInfo) -> None:
         try:
-            outcome = self.assembly.add_info(*stream, CameraInfoRecord(
-                _nanoseconds(info.header.stamp), info.width, info.height, info.k, info))
+            outcome = self.assembly.add_info(
+                *stream, CameraInfoRecord(_nanoseconds(info.header.stamp), info.width, info.height, info.k, info)
+            )
         except ImageError as exc:
             return self._problem(f"{stream[0]}/{stream[1]} {exc.check}", str(exc))
         self._handle(outcome)
@@ -175,11 +216,16 @@ class SyncNode(Node):
 
     def _report_cameras(self, check: CameraCheck) -> None:
         if check.fell_silent:
-            self.get_logger().error(f"every camera silent for > {self.params.camera_timeout} s: no sets "
-                                    f"(ages: {self.assembly.camera_ages(time.monotonic())})")
+            self.get_logger().error(
+                f"every camera silent for > {self.params.camera_timeout} s: no sets "
+                f"(ages: {self.assembly.camera_ages(time.monotonic())})"
+            )
         if check.left_out:
-            self.get_logger().warn(f"cameras {list(check.left_out)} silent for > {self.params.camera_timeout} s: "
-                                   "publishing the others, marked degraded", throttle_duration_sec=5.0)
+            self.get_logger().warn(
+                f"cameras {list(check.left_out)} silent for > {self.params.camera_timeout} s: "
+                "publishing the others, marked degraded",
+                throttle_duration_sec=5.0,
+            )
 
     def _emit(self, assembled: AssembledSet) -> None:
         msg = MultiViewRGBD(camera_names=self.cameras)
@@ -225,14 +271,17 @@ class SyncNode(Node):
         spreads = np.array(stats.spreads[-500:]) if stats.spreads else np.zeros(1)
         ages = np.array(self._ages) if self._ages else np.zeros(1)
         added = np.array(self._added) if self._added else np.zeros(1)
-        values = {"sets_per_s": f"{self._published.rate(now):.2f}", "active_cameras": ",".join(assembly.active),
-                  "spread_p50_ms": f"{1e3 * np.percentile(spreads, 50):.2f}",
-                  "spread_p95_ms": f"{1e3 * np.percentile(spreads, 95):.2f}",
-                  "age_at_publish_p50_ms": f"{1e3 * np.percentile(ages, 50):.2f}",
-                  "age_at_publish_p95_ms": f"{1e3 * np.percentile(ages, 95):.2f}",
-                  "added_latency_p50_ms": f"{1e3 * np.percentile(added, 50):.2f}",
-                  "added_latency_p95_ms": f"{1e3 * np.percentile(added, 95):.2f}",
-                  "sets": self._published.count}
+        values = {
+            "sets_per_s": f"{self._published.rate(now):.2f}",
+            "active_cameras": ",".join(assembly.active),
+            "spread_p50_ms": f"{1e3 * np.percentile(spreads, 50):.2f}",
+            "spread_p95_ms": f"{1e3 * np.percentile(spreads, 95):.2f}",
+            "age_at_publish_p50_ms": f"{1e3 * np.percentile(ages, 50):.2f}",
+            "age_at_publish_p95_ms": f"{1e3 * np.percentile(ages, 95):.2f}",
+            "added_latency_p50_ms": f"{1e3 * np.percentile(added, 50):.2f}",
+            "added_latency_p95_ms": f"{1e3 * np.percentile(added, 95):.2f}",
+            "sets": self._published.count,
+        }
         for i, (cam, kind) in enumerate(assembly.active_streams):
             values[f"{cam}/{kind}_drops"] = stats.dropped[i]
         for (cam, kind), meter in self._rates.items():
@@ -252,14 +301,19 @@ class SyncNode(Node):
         missing = [c for c in self.cameras if c not in assembly.active]
         level = diag.ERROR if assembly.all_silent or lacking else diag.WARN if missing or self._problems else diag.OK
         if assembly.all_silent:
-            message = (f"no camera: every camera silent for > {self.params.camera_timeout} s "
-                       f"({assembly.camera_ages(now)})")
+            message = (
+                f"no camera: every camera silent for > {self.params.camera_timeout} s ({assembly.camera_ages(now)})"
+            )
         elif lacking:
             message = f"no CameraInfo from {', '.join(lacking)}: their sets cannot be published"
         else:
             message = f"degraded: missing {missing}" if missing else "matching all cameras"
-        self.diag_pub.publish(diag.array_msg(to_time(self.get_clock().now().nanoseconds * 1e-9), [
-            diag.status(f"{self.get_fully_qualified_name()}: camera sync", "camera_sync", level, message, values)]))
+        self.diag_pub.publish(
+            diag.array_msg(
+                to_time(self.get_clock().now().nanoseconds * 1e-9),
+                [diag.status(f"{self.get_fully_qualified_name()}: camera sync", "camera_sync", level, message, values)],
+            )
+        )
 
 
 def _nanoseconds(stamp: Time) -> int:

@@ -64,8 +64,12 @@ class TeleopNode(Node):
         self.device = self.keyboard = self.terminal = None
         if self.params.source == "leader":
             for side in SIDES:
-                self.create_subscription(JointState, f"/master/joint_{side}",
-                                         lambda msg, side=side: self._on_leader(side, msg), JOINT_STATE_QOS)
+                self.create_subscription(
+                    JointState,
+                    f"/master/joint_{side}",
+                    lambda msg, side=side: self._on_leader(side, msg),
+                    JOINT_STATE_QOS,
+                )
         else:
             kinematics = Kinematics(generate_urdf(self.robot))
             self.arms = {side: CartesianTeleop(self.robot, kinematics, side, limits) for side in SIDES}
@@ -103,8 +107,10 @@ class TeleopNode(Node):
         positions = list(msg.position)
         joints = self.robot.arm_joint_names(side)
         if len(positions) < len(joints) or not all(math.isfinite(v) for v in positions):
-            self.get_logger().warn(f"/master/joint_{side}: {len(positions)} positions, need {len(joints)} "
-                                   "(+ gripper), all finite", throttle_duration_sec=1.0)
+            self.get_logger().warn(
+                f"/master/joint_{side}: {len(positions)} positions, need {len(joints)} (+ gripper), all finite",
+                throttle_duration_sec=1.0,
+            )
             return
         self.targets.update(zip(joints, positions))
         if len(positions) > len(joints):
@@ -148,11 +154,18 @@ class TeleopNode(Node):
             return  # nothing to command until every arm has a target
         self._chunk_id += 1
         now = self.get_clock().now()
-        msg = ActionChunk(chunk_id=self._chunk_id, action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
-                          joint_names=self.arm_names, horizon=1, dt=self.dt,
-                          positions=[float(self.targets[n]) for n in self.arm_names],
-                          gripper_names=self.gripper_names, gripper=[self.gripper_open[s] for s in SIDES],
-                          expert=GateState.EXPERT_TELEOP, value=math.nan)
+        msg = ActionChunk(
+            chunk_id=self._chunk_id,
+            action_space=ActionChunk.ACTION_SPACE_JOINT_POSITION,
+            joint_names=self.arm_names,
+            horizon=1,
+            dt=self.dt,
+            positions=[float(self.targets[n]) for n in self.arm_names],
+            gripper_names=self.gripper_names,
+            gripper=[self.gripper_open[s] for s in SIDES],
+            expert=GateState.EXPERT_TELEOP,
+            value=math.nan,
+        )
         msg.header.stamp = now.to_msg()
         msg.execute_from = now.to_msg()
         self.pub.publish(msg)

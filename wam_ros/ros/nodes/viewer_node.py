@@ -30,9 +30,12 @@ class ViewerParams:
     host: str = param("0.0.0.0", "Address the web viewer listens on")
     port: int = param(8080, "Port of the web viewer (0: any free one)", range_=(0, 65535))
     rate: float = param(10.0, "Most updates per second per stream (Hz)", range_=(0.1, 60.0))
-    observation_transport: str = param("raw", "Head camera from head/color/image_raw (raw) or from "
-                                       "observations/compressed (compressed: the policy host of a split deployment)",
-                                       choices=("raw", "compressed"))
+    observation_transport: str = param(
+        "raw",
+        "Head camera from head/color/image_raw (raw) or from "
+        "observations/compressed (compressed: the policy host of a split deployment)",
+        choices=("raw", "compressed"),
+    )
 
 
 class ViewerNode(Node):
@@ -48,7 +51,9 @@ class ViewerNode(Node):
         self._last: dict[str, float] = {}
         self.create_subscription(JointState, "joint_states", self._on_joints, JOINT_STATE_QOS)
         for name in ("predicted", "live"):
-            self.create_subscription(PointCloud2, f"policy/{name}_cloud", lambda m, n=name: self._on_cloud(n, m), IMAGE_QOS)
+            self.create_subscription(
+                PointCloud2, f"policy/{name}_cloud", lambda m, n=name: self._on_cloud(n, m), IMAGE_QOS
+            )
         self.create_subscription(ValueEstimate, "policy/value", self._on_value, COMMAND_QOS)
         if p.observation_transport == "raw":
             self.create_subscription(Image, "head/color/image_raw", self._on_image, IMAGE_QOS)
