@@ -42,8 +42,17 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wam_ros.config import ROBOTS, ConfigError, load_robot_config, load_yaml
 from wam_ros.control.commands import Chunk, Command
 from wam_ros.control.limits import ChunkRejected, WorkspaceBox
-from wam_ros.control.supervisor import (MAX_CHUNK_AGE, Rejection, ResampleRequest, RollbackConfig,
-                                        RollbackFired, Supervisor, SupervisorConfig, SupervisorMode, Transition)
+from wam_ros.control.supervisor import (
+    MAX_CHUNK_AGE,
+    Rejection,
+    ResampleRequest,
+    RollbackConfig,
+    RollbackFired,
+    Supervisor,
+    SupervisorConfig,
+    SupervisorMode,
+    Transition,
+)
 from wam_ros.geometry.kinematics import Kinematics
 from wam_ros.msg import ActionChunk, MultiViewRGBD, RollbackEvent, SupervisorState, ValueEstimate
 from wam_ros.robots.actions import ActionConverter
@@ -52,8 +61,15 @@ from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, to_time, trajectory_arrays
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare_params, param
-from wam_ros.ros.qos import (COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, IMAGE_QOS, JOINT_STATE_QOS,
-                             LATCHED_QOS)
+from wam_ros.ros.qos import (
+    COMMAND_QOS,
+    DIAGNOSTICS_QOS,
+    HEARTBEAT_QOS,
+    HEARTBEAT_TOPIC,
+    IMAGE_QOS,
+    JOINT_STATE_QOS,
+    LATCHED_QOS,
+)
 from wam_ros.srv import Resample
 
 _ROLLBACK = RollbackConfig()  # the core's defaults are the parameters' defaults
@@ -82,8 +98,10 @@ class TimeoutParams:
 class RollbackParams:
     enabled: bool = param(_ROLLBACK.enabled, "Value-guided rollback on/off")
     delta: float = param(_ROLLBACK.delta, "Tolerance delta: roll back when value < peak - delta")
-    lost_grasp_delta: float = param(_ROLLBACK.lost_grasp_delta, "Smaller delta used while a gripper that held an "
-                                    "object in its current grasp has closed on nothing (a slip)")
+    lost_grasp_delta: float = param(
+        _ROLLBACK.lost_grasp_delta,
+        "Smaller delta used while a gripper that held an object in its current grasp has closed on nothing (a slip)",
+    )
     consecutive: int = param(_ROLLBACK.consecutive, "Consecutive low values needed to trigger")
     checkpoint_spacing: float = param(_ROLLBACK.checkpoint_spacing, "Seconds between buffered checkpoints")
     buffer_size: int = param(_ROLLBACK.buffer_size, "Checkpoints kept")
@@ -92,12 +110,14 @@ class RollbackParams:
     reach_tolerance: float = param(_ROLLBACK.reach_tolerance, "Checkpoint reached within this joint error (rad)")
     reach_timeout: float = param(_ROLLBACK.reach_timeout, "Seconds beyond the planned return before HOLD")
     resample_timeout: float = param(_ROLLBACK.resample_timeout, "Seconds to wait for the resampled chunk")
-    may_open_grippers: bool = param(_ROLLBACK.may_open_grippers, "Allow a rollback to open a gripper holding an "
-                                    "object")
-    max_lead_in: float = param(_ROLLBACK.max_lead_in, "Largest distance (rad) of a resampled chunk's start from "
-                               "the arm that a planned lead-in bridges")
-    value_range: list[float] = param(list(_ROLLBACK.value_range), "Valid range [low, high] of value estimates; "
-                                     "others are rejected")
+    may_open_grippers: bool = param(_ROLLBACK.may_open_grippers, "Allow a rollback to open a gripper holding an object")
+    max_lead_in: float = param(
+        _ROLLBACK.max_lead_in,
+        "Largest distance (rad) of a resampled chunk's start from the arm that a planned lead-in bridges",
+    )
+    value_range: list[float] = param(
+        list(_ROLLBACK.value_range), "Valid range [low, high] of value estimates; others are rejected"
+    )
 
 
 @dataclass(frozen=True)
@@ -106,14 +126,21 @@ class SupervisorParams:
     autostart: bool = param(True, "Configure and activate at start-up")
     control_rate: float = param(50.0, "Watchdog and rollback tick rate (Hz)", range_=(1.0, 1000.0))
     clamp: bool = param(False, "Clamp positions and velocities into the limits instead of rejecting")
-    max_start_deviation: float = param(0.35, "Largest allowed distance of a chunk's first target from the current "
-                                       "position (rad)", range_=(0.0, 6.3))
-    max_chunk_age: float = param(MAX_CHUNK_AGE, "Refuse a chunk conditioned on an observation older than this (s): "
-                                 "one held up on a link that came back; 0 disables", range_=(0.0, 60.0))
-    joint_limits_file: str = param("", "YAML with ros2_control joint_limits overrides per joint (empty: robot "
-                                   "config)")
-    clock_timeout: float = param(1.0, "Hold when ROS time (e.g. /clock) has not advanced for this many seconds of "
-                                 "steady time", range_=(0.05, 60.0))
+    max_start_deviation: float = param(
+        0.35, "Largest allowed distance of a chunk's first target from the current position (rad)", range_=(0.0, 6.3)
+    )
+    max_chunk_age: float = param(
+        MAX_CHUNK_AGE,
+        "Refuse a chunk conditioned on an observation older than this (s): "
+        "one held up on a link that came back; 0 disables",
+        range_=(0.0, 60.0),
+    )
+    joint_limits_file: str = param("", "YAML with ros2_control joint_limits overrides per joint (empty: robot config)")
+    clock_timeout: float = param(
+        1.0,
+        "Hold when ROS time (e.g. /clock) has not advanced for this many seconds of steady time",
+        range_=(0.05, 60.0),
+    )
     workspace: WorkspaceParams = field(default_factory=WorkspaceParams)
     timeouts: TimeoutParams = field(default_factory=TimeoutParams)
     rollback: RollbackParams = field(default_factory=RollbackParams)
@@ -137,8 +164,18 @@ def chunk_from_msg(msg: ActionChunk) -> Chunk:
         raise ChunkRejected(f"gripper: {len(msg.gripper)} values do not fill horizon {horizon} x {n_grippers} grippers")
     positions = np.asarray(msg.positions, dtype=float).reshape(horizon, n_joints)
     gripper = np.asarray(msg.gripper, dtype=float).reshape(horizon, n_grippers) if n_grippers else None
-    return Chunk(int(msg.chunk_id), from_time(msg.header.stamp), list(msg.joint_names), positions, float(msg.dt),
-                 list(msg.gripper_names), gripper, int(msg.action_space), int(msg.expert), float(msg.value))
+    return Chunk(
+        int(msg.chunk_id),
+        from_time(msg.header.stamp),
+        list(msg.joint_names),
+        positions,
+        float(msg.dt),
+        list(msg.gripper_names),
+        gripper,
+        int(msg.action_space),
+        int(msg.expert),
+        float(msg.value),
+    )
 
 
 def trajectory_msg(command: Command) -> JointTrajectory:
@@ -149,14 +186,19 @@ def trajectory_msg(command: Command) -> JointTrajectory:
     msg.joint_names = command.joint_names
     offsets = command.offsets()
     try:
-        msg.points = [JointTrajectoryPoint(positions=row.tolist(), time_from_start=_duration(t))
-                      for t, row in zip(offsets, command.positions)]
+        msg.points = [
+            JointTrajectoryPoint(positions=row.tolist(), time_from_start=_duration(t))
+            for t, row in zip(offsets, command.positions)
+        ]
         names, times, points = trajectory_arrays(msg, command.start)
     except (ValueError, AssertionError, OverflowError) as exc:  # the message classes assert their field ranges
         raise ChunkRejected(f"{command.source}: not representable as a JointTrajectory: {exc}") from None
     start = from_time(msg.header.stamp) or command.start
-    if names != list(command.joint_names) or not np.array_equal(points, command.positions) \
-            or not np.allclose(times - start, offsets, rtol=0.0, atol=1e-6):
+    if (
+        names != list(command.joint_names)
+        or not np.array_equal(points, command.positions)
+        or not np.allclose(times - start, offsets, rtol=0.0, atol=1e-6)
+    ):
         raise ChunkRejected(f"{command.source}: the JointTrajectory does not carry the checked points and times")
     return msg
 
@@ -164,14 +206,16 @@ def trajectory_msg(command: Command) -> JointTrajectory:
 def _guarded(callback: Callable) -> Callable:
     """No message, service call or timer may end the node: an unexpected exception is reported,
     counted, and holds the arms."""
+
     @functools.wraps(callback)
     def run(self: "SupervisorNode", *args: Any) -> Any:
         try:
             return callback(self, *args)
         except Exception as exc:  # noqa: BLE001 (the point: whatever it is, hold)
             self.internal_errors += 1
-            self.get_logger().error(f"{callback.__name__}: {exc!r}; holding\n{traceback.format_exc()}",
-                                    throttle_duration_sec=1.0)
+            self.get_logger().error(
+                f"{callback.__name__}: {exc!r}; holding\n{traceback.format_exc()}", throttle_duration_sec=1.0
+            )
             if self.core is not None:
                 try:
                     self._dispatch(self.core.hold(self._now(), f"internal error in {callback.__name__}: {exc!r}"))
@@ -181,6 +225,7 @@ def _guarded(callback: Callable) -> Callable:
             if response is not None and hasattr(response, "success"):
                 response.success, response.message = False, f"internal error: {exc!r}"
             return response
+
     return run
 
 
@@ -210,9 +255,11 @@ class SupervisorNode(LifecycleNode):
             data = load_yaml(Path(p.joint_limits_file)) or {}
             overrides = data.get("joint_limits", {}) if isinstance(data, dict) else None
             if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-                raise ConfigError(f"{p.joint_limits_file}: expected 'joint_limits:' mapping joint names to "
-                                  "{field: value} (ros2_control joint_limits), got "
-                                  f"{type(data).__name__ if not isinstance(data, dict) else overrides!r}")
+                raise ConfigError(
+                    f"{p.joint_limits_file}: expected 'joint_limits:' mapping joint names to "
+                    "{field: value} (ros2_control joint_limits), got "
+                    f"{type(data).__name__ if not isinstance(data, dict) else overrides!r}"
+                )
         kinematics = Kinematics(generate_urdf(robot))
         workspace, fk = None, None
         if p.workspace.enabled:
@@ -220,9 +267,15 @@ class SupervisorNode(LifecycleNode):
             fk = lambda q, frames: kinematics.frame_poses(q, list(frames))  # noqa: E731
         rollback = asdict(p.rollback)
         config = SupervisorConfig.for_robot(
-            robot, limit_overrides=overrides, clamp=p.clamp, max_start_deviation=p.max_start_deviation,
-            workspace=workspace, max_chunk_age=p.max_chunk_age, timeouts=asdict(p.timeouts),
-            rollback=RollbackConfig(**{**rollback, "value_range": tuple(rollback["value_range"])}))
+            robot,
+            limit_overrides=overrides,
+            clamp=p.clamp,
+            max_start_deviation=p.max_start_deviation,
+            workspace=workspace,
+            max_chunk_age=p.max_chunk_age,
+            timeouts=asdict(p.timeouts),
+            rollback=RollbackConfig(**{**rollback, "value_range": tuple(rollback["value_range"])}),
+        )
         return Supervisor(config, fk, ActionConverter(robot, kinematics))
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -238,9 +291,18 @@ class SupervisorNode(LifecycleNode):
         self.rollback_pub = self.create_publisher(RollbackEvent, "supervisor/rollback", LATCHED_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.heartbeat_pub = self.create_publisher(Header, HEARTBEAT_TOPIC, HEARTBEAT_QOS)
+        # cleanup destroys what configure made: a configure after it must not add a second set
+        self._owned_publishers = [
+            self.trajectory_pub,
+            self.state_pub,
+            self.rollback_pub,
+            self.diag_pub,
+            self.heartbeat_pub,
+        ]
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
-            post_callback=self._on_clock_jump)
+            post_callback=self._on_clock_jump,
+        )
         self._owned_subscriptions = [
             self.create_subscription(JointState, "joint_states", self._on_joint_states, JOINT_STATE_QOS),
             self.create_subscription(MultiViewRGBD, "observations", self._on_observation, IMAGE_QOS),
@@ -255,8 +317,10 @@ class SupervisorNode(LifecycleNode):
         ]
         self.resample_client = self.create_client(Resample, "policy/resample")
         # steady clock: a /clock that stops must not stop the watchdogs that notice it
-        self._owned_timers = [self.create_timer(1.0 / self.params.control_rate, self._tick, clock=self._steady),
-                              self.create_timer(1.0, self._publish_status, clock=self._steady)]
+        self._owned_timers = [
+            self.create_timer(1.0 / self.params.control_rate, self._tick, clock=self._steady),
+            self.create_timer(1.0, self._publish_status, clock=self._steady),
+        ]
         self._publish_state()
         return TransitionCallbackReturn.SUCCESS
 
@@ -291,7 +355,13 @@ class SupervisorNode(LifecycleNode):
             self.destroy_subscription(sub)
         for srv in getattr(self, "_owned_services", []):
             self.destroy_service(srv)
+        for pub in getattr(self, "_owned_publishers", []):
+            self.destroy_lifecycle_publisher(pub)  # also forgets it as a managed entity
+        if getattr(self, "resample_client", None) is not None:
+            self.destroy_client(self.resample_client)
+            self.resample_client = None
         self._owned_timers, self._owned_subscriptions, self._owned_services = [], [], []
+        self._owned_publishers = []
         if getattr(self, "_jump_handle", None) is not None:
             self._jump_handle.unregister()
             self._jump_handle = None
@@ -313,7 +383,9 @@ class SupervisorNode(LifecycleNode):
     @_guarded
     def _on_value(self, msg: ValueEstimate) -> None:
         if self._active:
-            self._dispatch(self.core.update_value(self._now(), float(msg.value), int(msg.chunk_id), int(msg.subtask_index)))
+            self._dispatch(
+                self.core.update_value(self._now(), float(msg.value), int(msg.chunk_id), int(msg.subtask_index))
+            )
 
     @_guarded
     def _on_chunk(self, msg: ActionChunk) -> None:
@@ -414,12 +486,21 @@ class SupervisorNode(LifecycleNode):
 
     def _publish_rollback(self, event: RollbackFired) -> None:
         cfg = self.core.config
-        msg = RollbackEvent(reason=RollbackEvent.REASON_VALUE_DROP, detail=event.detail, value=event.value,
-                            peak=event.peak, delta=event.delta, checkpoint_stamp=to_time(event.checkpoint.stamp),
-                            checkpoint_chunk_id=event.checkpoint.chunk_id, joint_names=list(cfg.arm_joints),
-                            restored_positions=event.checkpoint.arm.tolist(), gripper_names=list(cfg.gripper_joints),
-                            restored_gripper=event.checkpoint.gripper.tolist(),
-                            discarded_chunk_id=event.discarded_chunk_id, rollback_index=event.index)
+        msg = RollbackEvent(
+            reason=RollbackEvent.REASON_VALUE_DROP,
+            detail=event.detail,
+            value=event.value,
+            peak=event.peak,
+            delta=event.delta,
+            checkpoint_stamp=to_time(event.checkpoint.stamp),
+            checkpoint_chunk_id=event.checkpoint.chunk_id,
+            joint_names=list(cfg.arm_joints),
+            restored_positions=event.checkpoint.arm.tolist(),
+            gripper_names=list(cfg.gripper_joints),
+            restored_gripper=event.checkpoint.gripper.tolist(),
+            discarded_chunk_id=event.discarded_chunk_id,
+            rollback_index=event.index,
+        )
         msg.header.stamp = to_time(self._now())
         self.rollback_pub.publish(msg)
         self.get_logger().warn(f"rollback {event.index}: {event.detail}")
@@ -428,8 +509,11 @@ class SupervisorNode(LifecycleNode):
         if not self.resample_client.service_is_ready():
             self._dispatch(self.core.resample_reply(self._now(), False, 0, "policy/resample is not available"))
             return
-        msg = Resample.Request(discarded_chunk_id=request.discarded_chunk_id, joint_names=request.joint_names,
-                               positions=request.positions.tolist())
+        msg = Resample.Request(
+            discarded_chunk_id=request.discarded_chunk_id,
+            joint_names=request.joint_names,
+            positions=request.positions.tolist(),
+        )
         msg.header.stamp = to_time(self._now())
         future = self.resample_client.call_async(msg)
         future.add_done_callback(self._on_resample_reply)
@@ -446,12 +530,19 @@ class SupervisorNode(LifecycleNode):
 
     def _publish_state(self) -> None:
         core = self.core
-        msg = SupervisorState(state=int(core.mode), state_name=core.mode.name, reason=core.reason,
-                              last_forwarded_chunk_id=core.last_forwarded_chunk_id,
-                              last_rejected_chunk_id=core.last_rejected_chunk_id, last_rejection=core.last_rejection,
-                              chunks_forwarded=core.forwarded, chunks_rejected=core.rejected,
-                              value=core.value, peak=core.peak if math.isfinite(core.peak) else math.nan,
-                              rollbacks=core.rollbacks)
+        msg = SupervisorState(
+            state=int(core.mode),
+            state_name=core.mode.name,
+            reason=core.reason,
+            last_forwarded_chunk_id=core.last_forwarded_chunk_id,
+            last_rejected_chunk_id=core.last_rejected_chunk_id,
+            last_rejection=core.last_rejection,
+            chunks_forwarded=core.forwarded,
+            chunks_rejected=core.rejected,
+            value=core.value,
+            peak=core.peak if math.isfinite(core.peak) else math.nan,
+            rollbacks=core.rollbacks,
+        )
         msg.header.stamp = to_time(self._now())
         self.state_pub.publish(msg)
 
@@ -462,15 +553,36 @@ class SupervisorNode(LifecycleNode):
         self._publish_state()
         level = {SupervisorMode.RUNNING: diag.OK, SupervisorMode.ESTOP: diag.ERROR}.get(core.mode, diag.WARN)
         history = "; ".join(f"#{r.index} at {r.checkpoint.stamp:.2f}: {r.detail}" for r in core.rollback_history[-5:])
-        values = {"state": core.mode.name, "reason": core.reason, "active": self._active,
-                  "chunks_forwarded": core.forwarded, "chunks_rejected": core.rejected,
-                  "last_rejection": core.last_rejection, "value": f"{core.value:.3f}", "peak": f"{core.peak:.3f}",
-                  "values_rejected": core.values_rejected, "last_value_rejection": core.last_value_rejection,
-                  "clock_jumps": self.clock_jumps, "internal_errors": self.internal_errors,
-                  "rollbacks": core.rollbacks, "rollback_history": history}
-        self.diag_pub.publish(diag.array_msg(to_time(self._now()), [
-            diag.status(f"{self.get_fully_qualified_name()}: supervisor", "supervisor", level,
-                        f"{core.mode.name}: {core.reason}", values)]))
+        values = {
+            "state": core.mode.name,
+            "reason": core.reason,
+            "active": self._active,
+            "chunks_forwarded": core.forwarded,
+            "chunks_rejected": core.rejected,
+            "last_rejection": core.last_rejection,
+            "value": f"{core.value:.3f}",
+            "peak": f"{core.peak:.3f}",
+            "values_rejected": core.values_rejected,
+            "last_value_rejection": core.last_value_rejection,
+            "clock_jumps": self.clock_jumps,
+            "internal_errors": self.internal_errors,
+            "rollbacks": core.rollbacks,
+            "rollback_history": history,
+        }
+        self.diag_pub.publish(
+            diag.array_msg(
+                to_time(self._now()),
+                [
+                    diag.status(
+                        f"{self.get_fully_qualified_name()}: supervisor",
+                        "supervisor",
+                        level,
+                        f"{core.mode.name}: {core.reason}",
+                        values,
+                    )
+                ],
+            )
+        )
 
 
 NODE_CLASS = SupervisorNode
