@@ -71,14 +71,25 @@ class LifecycleManager(ProbeNode):
         return reply.current_state.id, reply.current_state.label
 
     def available(self) -> set[str]:
-        """The labels of the transitions the node offers now (what a manager may request): an
-        unregistered one is not requested, since rclpy's server raises RCLError out of the
-        executor for it instead of answering success=False."""
+        """The labels of the transitions the node offers now (what a manager may request)."""
         reply = self.call_service(self.available_client, GetAvailableTransitions.Request())
         return {t.transition.label for t in reply.available_transitions}
 
-    def change(self, transition: int) -> bool:
-        return self.call_service(self.change_client, ChangeState.Request(transition=Transition(id=transition))).success
+    def change(self, transition: int, label: str = "") -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition, label=label))
+        return self.call_service(self.change_client, request).success
+
+    def refuses_what_it_does_not_offer(self) -> None:
+        """A manager's wrong request (rclpy raised it out of the node's executor) is refused, and
+        the node goes on answering in the state it was in."""
+        assert self.state() == UNCONFIGURED
+        assert not self.change(Transition.TRANSITION_ACTIVATE)  # a transition the state does not have
+        assert not self.change(Transition.TRANSITION_CLEANUP)
+        assert not self.change(0, "launch")  # a label no state machine has
+        assert self.state() == UNCONFIGURED
+        self.step(Transition.TRANSITION_CONFIGURE, INACTIVE)
+        assert not self.change(Transition.TRANSITION_CONFIGURE)
+        assert self.state() == INACTIVE
 
     def step(self, transition: int, expected: tuple[int, str]) -> None:
         before = self.state()
@@ -262,6 +273,11 @@ def test_an_active_supervisor_shuts_down_to_finalized_and_stops_its_heartbeat(su
     assert topic("policy/chunk") not in subscribed
 
 
+def test_the_supervisor_refuses_a_transition_its_state_does_not_have(supervisor):
+    supervisor.refuses_what_it_does_not_offer()
+    supervisor.step(Transition.TRANSITION_ACTIVATE, ACTIVE)
+
+
 def test_cleanup_leaves_no_publishers_of_the_supervisor_behind(supervisor):
     w = supervisor
     for _ in range(2):  # a configure after a cleanup makes one set again, not a second
@@ -338,6 +354,11 @@ def bridge():
         yield world
     finally:
         world.close()
+
+
+def test_the_arm_bridge_refuses_a_transition_its_state_does_not_have(bridge):
+    bridge.refuses_what_it_does_not_offer()
+    bridge.step(Transition.TRANSITION_ACTIVATE, ACTIVE)
 
 
 def test_the_arm_bridge_follows_configure_activate_deactivate_cleanup_shutdown(bridge):

@@ -31,7 +31,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -45,6 +45,7 @@ from wam_ros.robots.franka import DEFAULT_FCI_HOSTS, FrankaSettings
 from wam_ros.robots.tienkung import TienKungBackend
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import to_time, trajectory_arrays
+from wam_ros.ros.lifecycle import SafeLifecycleNode
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, HEARTBEAT_QOS, HEARTBEAT_TOPIC, JOINT_STATE_QOS
@@ -103,7 +104,7 @@ class ArmBridgeParams:
     tienkung: TienKungParams = field(default_factory=TienKungParams)
 
 
-class ArmBridgeNode(LifecycleNode):
+class ArmBridgeNode(SafeLifecycleNode):
     def __init__(self, node_name: str = "arm_bridge", **kwargs):
         super().__init__(node_name, **kwargs)
         self.failure = ""  # why the last configure failed (node_main.startup_failures reads it)

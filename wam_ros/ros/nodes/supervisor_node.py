@@ -33,7 +33,7 @@ from builtin_interfaces.msg import Duration as DurationMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import Trigger
@@ -59,6 +59,7 @@ from wam_ros.robots.actions import ActionConverter
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros import diagnostics as diag
 from wam_ros.ros.conversions import from_time, to_time, trajectory_arrays
+from wam_ros.ros.lifecycle import SafeLifecycleNode
 from wam_ros.ros.node_main import run_node
 from wam_ros.ros.params import declare_params, param
 from wam_ros.ros.qos import (
@@ -229,7 +230,7 @@ def _guarded(callback: Callable) -> Callable:
     return run
 
 
-class SupervisorNode(LifecycleNode):
+class SupervisorNode(SafeLifecycleNode):
     def __init__(self, node_name: str = "supervisor", **kwargs):
         super().__init__(node_name, **kwargs)
         self.core: Supervisor | None = None
