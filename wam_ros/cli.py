@@ -34,6 +34,11 @@ def _system_arguments(tokens: list[str]) -> dict[str, str]:
     return values
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among `names` given on the command line (argparse default None: not given)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def cmd_bringup(tokens: list[str]) -> int:
     from wam_ros.ros.bringup import apply_environment, create_nodes
     from wam_ros.ros.system import SystemOptions, describe_system
@@ -190,17 +195,7 @@ def cmd_demo(args) -> int:
 
     checkpoint = args.checkpoint
     if args.train:
-        overrides = {
-            k: v
-            for k, v in (
-                ("demos", args.demos),
-                ("slip_demos", args.slip_demos),
-                ("vae_steps", args.vae_steps),
-                ("video_steps", args.video_steps),
-                ("joint_steps", args.joint_steps),
-            )
-            if v is not None
-        }
+        overrides = _given(args, "demos", "slip_demos", "vae_steps", "video_steps", "joint_steps")
         checkpoint = train_demo_policy(demo_training(args.robot, args.out, **overrides))
     episodes = parse_episodes(args.episodes) if args.episodes else DEMO_EPISODES
     summary = run_demo(
@@ -735,21 +730,9 @@ def main(argv: list[str] | None = None) -> int:
             from wam_ros.perf import target
 
             run = target(args.target)
-            options = {
-                k: v
-                for k, v in (
-                    ("robot", args.robot),
-                    ("repeats", args.repeats),
-                    ("duration", args.duration),
-                    ("checkpoint", args.checkpoint),
-                    ("config", args.config),
-                    ("device", args.device),
-                    ("dtype", args.dtype),
-                    ("force", args.force),
-                    ("gpus", args.gpus),
-                )
-                if v is not None
-            }
+            options = _given(
+                args, "robot", "repeats", "duration", "checkpoint", "config", "device", "dtype", "force", "gpus"
+            )
             unsupported = set(options) - set(inspect.signature(run).parameters)
             if unsupported:
                 raise ConfigError(f"bench {args.target} takes no --{', --'.join(sorted(unsupported))}")
