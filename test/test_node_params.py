@@ -77,6 +77,25 @@ def test_bad_values_are_refused_by_name(make_node, overrides, message):
         declare_params(make_node(**overrides), Example)
 
 
+@dataclass(frozen=True)
+class Cameras:
+    cameras: list[str] = param(["head"], "Cameras")
+    delays: list[float] = param([0.0], "One delay per camera (s)")
+    name: str = param("", "Defaults to the node's name")
+
+
+def test_defaults_known_only_at_run_time_a_value_or_one_computed_from_earlier_fields(make_node):
+    def one_per_camera(values: dict) -> list[float]:
+        return [0.0] * len(values["cameras"])
+
+    defaults = {"delays": one_per_camera, "name": "front"}
+    params = declare_params(make_node(cameras=["head", "left", "right"]), Cameras, defaults=defaults)
+    assert params == Cameras(["head", "left", "right"], [0.0, 0.0, 0.0], "front")
+    # a value given by the user wins over the computed default
+    params = declare_params(make_node(cameras=["head", "left"], delays=[0.01, 0.02]), Cameras, defaults=defaults)
+    assert params.delays == [0.01, 0.02] and params.name == "front"
+
+
 def test_a_field_without_a_description_is_a_programming_error(make_node):
     with pytest.raises(TypeError, match=r"Undeclared.plain: not declared with param"):
         declare_params(make_node(), Undeclared)
