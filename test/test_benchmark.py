@@ -241,6 +241,7 @@ def short_benchmark(tmp_path_factory):
         episodes=1,
         graph_episodes=1,
         graph_groups=("main",),
+        graph_jobs=2,  # two worker processes, each on a DDS domain of its own
         vae_steps=2,
         video_steps=4,
         joint_steps=4,
@@ -373,3 +374,13 @@ def test_closed_loop_is_reproducible_without_latency(short_benchmark):
         assert first.chunks == second.chunks > 0
     finally:
         loop.close()
+
+
+def test_graph_workers_get_domains_of_their_own():
+    from wam_ros.benchmark.graph import worker_domains
+    from wam_ros.ros.system import SAFE_DOMAIN_IDS
+
+    assert worker_domains(7, 1, 12345) == [7]  # one worker: the benchmark's own private domain
+    for seed in range(200):
+        domains = worker_domains(7, 4, seed)
+        assert domains[0] == 7 and len(set(domains)) == 4 and all(d in SAFE_DOMAIN_IDS for d in domains)

@@ -266,6 +266,18 @@ def run_graph_episode(settings: GraphSettings, episode: GraphEpisode) -> dict:
     }
 
 
+def worker_domains(own: int, jobs: int, seed: int) -> list[int]:
+    """DDS domains for `jobs` workers: the first is this process's own (`wam-ros benchmark` runs
+    on a private one), the others private ones chosen from `seed`, none twice and none `own`."""
+    domains, k = [own], 0
+    while len(domains) < jobs:
+        candidate = isolated_domain_id(seed + k)
+        k += 1
+        if candidate not in domains:
+            domains.append(candidate)
+    return domains
+
+
 def _worker_start(domain_ids) -> None:
     """A worker process: a DDS domain of its own (two simulations on one domain corrupt each
     other's episodes), the package's DDS profile, one rclpy context for its episodes."""
@@ -282,11 +294,10 @@ def evaluate_episodes(
     simulated arms over Fast DDS, sim time), `jobs` at a time, each worker process on its own
     DDS domain. Rows in the order of `episodes`; on_row hears each as it finishes."""
     jobs = max(1, min(jobs, len(episodes)))
-    base = isolated_domain_id(int(os.environ.get("ROS_DOMAIN_ID", "0")) + os.getpid(), span=jobs)
     context = multiprocessing.get_context("spawn")  # no torch or rclpy state inherited from this process
     domain_ids = context.Manager().Queue()
-    for k in range(jobs):
-        domain_ids.put(base + k)
+    for domain in worker_domains(int(os.environ.get("ROS_DOMAIN_ID", "0")), jobs, os.getpid()):
+        domain_ids.put(domain)
     progress = Progress("graph episodes", len(episodes), "episode")
     rows: list[dict | None] = [None] * len(episodes)
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start, initargs=(domain_ids,)) as pool:
