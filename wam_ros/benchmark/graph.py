@@ -9,8 +9,10 @@ episode through the recorder's ~/stop_episode service with the task's outcome.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -21,37 +23,61 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock as ClockMsg
 from std_srvs.srv import SetBool
 
 from wam_ros.benchmark.evaluate import EvalOptions
 from wam_ros.config import load_robot_config
 from wam_ros.geometry.kinematics import Kinematics
-from wam_ros.msg import SupervisorState, TaskState
+from wam_ros.msg import ActionChunk, SupervisorState, TaskState
 from wam_ros.progress import Progress
 from wam_ros.robots.urdf import generate_urdf
 from wam_ros.ros.bringup import apply_environment, create_nodes
 from wam_ros.ros.conversions import from_time
 from wam_ros.ros.node_main import make_executor
 from wam_ros.ros.probe import call_service
-from wam_ros.ros.qos import CLOCK_QOS, LATCHED_QOS
+from wam_ros.ros.qos import CLOCK_QOS, COMMAND_QOS, LATCHED_QOS
 from wam_ros.ros.system import SystemOptions, describe_system, isolated_domain_id, with_parameters
 from wam_ros.sim.expert import PlanningError, plan_expert
 from wam_ros.sim.tasks import EpisodeSpec, sample_episode
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 
 class EpisodeWatcher(Node):
+    """Follows an episode: sim time (and how fast it ran against the wall clock), the task's and
+    the supervisor's state, and every chunk's inference latency (observation to actions final, in
+    ROS time, as policy_node stamps it)."""
+
     def __init__(self):
         super().__init__("benchmark_watcher", parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.sim_time = 0.0
+        self.clocks: list[tuple[float, float]] = []  # (sim time, wall time) of the first and the latest /clock
+        self.latencies: list[float] = []
         self.task: TaskState | None = None
         self.supervisor: SupervisorState | None = None
-        self.create_subscription(ClockMsg, "/clock", lambda m: setattr(self, "sim_time", from_time(m.clock)), CLOCK_QOS)
+        self.create_subscription(ClockMsg, "/clock", self._on_clock, CLOCK_QOS)
+        self.create_subscription(
+            ActionChunk, "policy/chunk", lambda m: self.latencies.append(float(m.inference_latency)), COMMAND_QOS
+        )
         self.create_subscription(TaskState, "task/state", lambda m: setattr(self, "task", m), LATCHED_QOS)
         self.create_subscription(
             SupervisorState, "supervisor/state", lambda m: setattr(self, "supervisor", m), LATCHED_QOS
         )
         self.stop_client = self.create_client(SetBool, "recorder/stop_episode")
+
+    def _on_clock(self, msg: ClockMsg) -> None:
+        self.sim_time = from_time(msg.clock)
+        self.clocks[1:] = [(self.sim_time, time.monotonic())]
+        if len(self.clocks) == 1:
+            self.clocks.insert(0, self.clocks[0])
+
+    def real_time_factor(self) -> float | None:
+        """Sim seconds per wall second between the first and the latest /clock: below 1 when the
+        machine cannot keep up with the simulation (rendering, physics, inference on its cores)."""
+        (sim0, wall0), (sim1, wall1) = self.clocks or [(0.0, 0.0), (0.0, 0.0)]
+        return (sim1 - sim0) / (wall1 - wall0) if wall1 > wall0 else None
 
 
 def run_system(
@@ -242,7 +268,7 @@ def run_graph_episode(settings: GraphSettings, episode: GraphEpisode) -> dict:
         lambda w: (w.task is not None and w.task.success) or w.sim_time >= max_seconds,
         settings.wall_timeout,
     )
-    task, sup = watcher.task, watcher.supervisor
+    task, sup, rtf = watcher.task, watcher.supervisor, watcher.real_time_factor()
     success = bool(task and task.success)
     rollbacks = int(sup.rollbacks) if sup else 0
     return {
@@ -260,6 +286,8 @@ def run_graph_episode(settings: GraphSettings, episode: GraphEpisode) -> dict:
         "chunks": int(sup.chunks_forwarded + sup.chunks_rejected) if sup else 0,
         "rejected": int(sup.chunks_rejected) if sup else 0,
         "last_rejection": sup.last_rejection if sup else "",
+        "latency_ms_median": round(float(np.median(watcher.latencies)) * 1e3, 1) if watcher.latencies else None,
+        "real_time_factor": None if rtf is None else round(rtf, 2),
         "final_mode": sup.state_name if sup else "",
         "sim_s": round(watcher.sim_time, 2),
         "wall_s": round(time.monotonic() - wall, 1),
@@ -280,11 +308,16 @@ def worker_domains(own: int, jobs: int, seed: int) -> list[int]:
 
 def _worker_start(domain_ids) -> None:
     """A worker process: a DDS domain of its own (two simulations on one domain corrupt each
-    other's episodes), the package's DDS profile, one rclpy context for its episodes."""
+    other's episodes), the package's DDS profile, one rclpy context for its episodes. It ends with
+    the benchmark: the kernel sends it SIGTERM when its parent dies, and SIGTERM keeps its default
+    action (rclpy's handler would only shut the context down, and the worker went on to its next
+    episode beside the next run)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     os.environ["ROS_DOMAIN_ID"] = str(domain_ids.get())
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     apply_environment()
-    rclpy.init(args=["wam-ros-benchmark"])
+    rclpy.init(args=["wam-ros-benchmark"], signal_handler_options=SignalHandlerOptions.NO)
 
 
 def evaluate_episodes(
@@ -295,7 +328,7 @@ def evaluate_episodes(
     DDS domain. Rows in the order of `episodes`; on_row hears each as it finishes."""
     jobs = max(1, min(jobs, len(episodes)))
     context = multiprocessing.get_context("spawn")  # no torch or rclpy state inherited from this process
-    domain_ids = context.Manager().Queue()
+    domain_ids = context.Queue()  # handed to each worker as it starts
     for domain in worker_domains(int(os.environ.get("ROS_DOMAIN_ID", "0")), jobs, os.getpid()):
         domain_ids.put(domain)
     progress = Progress("graph episodes", len(episodes), "episode")

@@ -316,29 +316,56 @@ def scheduled_episodes(cfg: BenchmarkConfig, chosen: list[Variant], count: int) 
 
 
 def _by_variant(rows: list[dict], shares: dict[str, str]) -> dict[str, list[dict]]:
-    return {name: [r for r in rows if r["variant"] == owner] for name, owner in shares.items()}
+    ordered = sorted(rows, key=lambda r: r["seed"])
+    return {name: [r for r in ordered if r["variant"] == owner] for name, owner in shares.items()}
+
+
+class EpisodeLog:
+    """The rows of finished episodes in a JSON file, rewritten after each one, so that a run that
+    was interrupted goes on where it stopped: rows whose `settings` (checkpoint, episode length,
+    latency charge) match the run's are kept."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings = path, settings
+        old = json.loads(path.read_text()) if path.is_file() else []
+        self.rows = [r for r in old if all(r.get(k) == v for k, v in settings.items())]
+
+    def todo(self, episodes: list) -> list:
+        done = {(r["variant"], r["seed"]) for r in self.rows}
+        return [e for e in episodes if (e[0], e[1].seed) not in done]
+
+    def keep(self, row: dict) -> None:
+        self.rows.append({**row, **self.settings})
+        self.path.write_text(json.dumps(self.rows, indent=1))
 
 
 def evaluate_in_process(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]) -> dict[str, list[dict]]:
+    """Every variant in process; in_process.json is rewritten after every episode."""
     import torch
 
     from wam_ros.model.policy import load_policy
 
-    torch.set_num_threads(cfg.threads)
-    policy = load_policy(checkpoint)
-    loop = ClosedLoop(policy, load_robot_config(cfg.robot), SimConfig(width=cfg.sim_size[1], height=cfg.sim_size[0]))
     episodes, shares = scheduled_episodes(cfg, chosen, cfg.episodes)
-    rows: list[dict] = []
-    progress = Progress("evaluate in process", len(episodes), "episode")
-    try:
-        for variant, spec, options, seed in episodes:
-            rows.append({"variant": variant, **loop.run(spec, options, seed=seed).row()})
-            progress.update(
-                len(rows), f"{variant}: {sum(r['success'] for r in rows if r['variant'] == variant)} successes"
-            )
-    finally:
-        loop.close()
-    return _by_variant(rows, shares)
+    log = EpisodeLog(
+        cfg.out / "in_process.json",
+        {"checkpoint": str(checkpoint), "max_seconds": cfg.max_seconds, "latency_scale": cfg.latency_scale},
+    )
+    todo = log.todo(episodes)
+    if todo:
+        torch.set_num_threads(cfg.threads)
+        policy = load_policy(checkpoint)
+        loop = ClosedLoop(
+            policy, load_robot_config(cfg.robot), SimConfig(width=cfg.sim_size[1], height=cfg.sim_size[0])
+        )
+        progress = Progress("evaluate in process", len(episodes), "episode")
+        try:
+            for variant, spec, options, seed in todo:
+                log.keep({"variant": variant, **loop.run(spec, options, seed=seed).row()})
+                wins = sum(r["success"] for r in log.rows if r["variant"] == variant)
+                progress.update(len(log.rows), f"{variant}: {wins} successes")
+        finally:
+            loop.close()
+    return _by_variant(log.rows, shares)
 
 
 def evaluate_graph(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]) -> dict[str, list[dict]]:
@@ -349,30 +376,18 @@ def evaluate_graph(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]
 
     chosen = [v for v in chosen if not cfg.graph_groups or v.group in cfg.graph_groups]
     episodes, shares = scheduled_episodes(cfg, chosen, cfg.graph_episodes)
-    settings = GraphSettings(
-        checkpoint, cfg.robot, cfg.sim_size, cfg.threads, synchronous_steps=load_policy(checkpoint).cfg.video_steps
-    )
-    log_path = cfg.out / "graph.json"
-    # an interrupted run's episodes of this checkpoint are kept
-    rows = [
-        r
-        for r in (json.loads(log_path.read_text()) if log_path.is_file() else [])
-        if r.get("checkpoint") == str(checkpoint)
-    ]
-    done = {(r["variant"], r["seed"]) for r in rows}
-    todo = [GraphEpisode(*e) for e in episodes if (e[0], e[1].seed) not in done]
-
-    def keep(row: dict) -> None:
-        rows.append({**row, "checkpoint": str(checkpoint)})
-        log_path.write_text(json.dumps(rows, indent=1))
-
+    log = EpisodeLog(cfg.out / "graph.json", {"checkpoint": str(checkpoint), "max_seconds": cfg.max_seconds})
+    todo = log.todo(episodes)
     _log(
         f"{len(todo)} episodes through the node graph ({len(episodes) - len(todo)} kept from an earlier run), "
         f"{cfg.jobs()} at a time"
     )
     if todo:
-        evaluate_episodes(settings, todo, cfg.jobs(), keep)
-    return _by_variant(sorted(rows, key=lambda r: r["seed"]), shares)
+        settings = GraphSettings(
+            checkpoint, cfg.robot, cfg.sim_size, cfg.threads, synchronous_steps=load_policy(checkpoint).cfg.video_steps
+        )
+        evaluate_episodes(settings, [GraphEpisode(*e) for e in todo], cfg.jobs(), log.keep)
+    return _by_variant(log.rows, shares)
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
