@@ -661,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
         help="graph episodes at a time, each on its own DDS domain (0: as many as the cores allow)",
     )
     p.add_argument(
+        "--graph-real-time-factor",
+        type=float,
+        default=1.0,
+        help="the graph's simulated world at most this many sim seconds per wall second (1: real time, as on a "
+        "robot; below 1 for a machine that cannot render, simulate and infer in real time)",
+    )
+    p.add_argument(
         "--graph-groups",
         default="",
         help="comma-separated variant groups to evaluate through the "
@@ -751,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
                 graph_episodes=args.graph_episodes,
                 graph_jobs=args.graph_jobs,
                 graph_groups=tuple(g for g in args.graph_groups.split(",") if g),
+                graph_real_time_factor=args.graph_real_time_factor,
                 checkpoint=args.checkpoint,
                 model=args.model,
                 vae_steps=args.vae_steps,

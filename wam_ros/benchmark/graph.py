@@ -221,6 +221,7 @@ class GraphSettings:
     sim_size: tuple[int, int]  # camera height, width
     threads: int  # torch threads of policy_node
     synchronous_steps: int  # T_a when a variant turns ANS off: the checkpoint's T_O
+    real_time_factor: float = 1.0  # the simulator's pace (sim_node real_time_factor; 1: real time, as on a robot)
     wall_timeout: float = 600.0
 
 
@@ -238,7 +239,11 @@ def episode_system(settings: GraphSettings, episode: GraphEpisode) -> list:
             perturbation=spec.perturbation,
         )
     )
-    nodes = with_parameters(nodes, "sim_node", {"width": settings.sim_size[1], "height": settings.sim_size[0]})
+    nodes = with_parameters(
+        nodes,
+        "sim_node",
+        {"width": settings.sim_size[1], "height": settings.sim_size[0], "real_time_factor": settings.real_time_factor},
+    )
     nodes = with_parameters(
         nodes,
         "supervisor_node",

@@ -144,7 +144,7 @@ def write_report(results: dict, out: Path) -> Path:
         )
     lines += ["", "![latency](latency.png)", ""]
     if graph:
-        lines += _graph_section(variants, stats, graph, graph_rows)
+        lines += _graph_section(variants, stats, graph, graph_rows, cfg.get("graph_real_time_factor", 1.0))
     lines += [
         "## Reading it",
         "",
@@ -186,13 +186,22 @@ GRAPH_DIFFERENCES = (
 
 
 def _graph_section(
-    variants: list[dict], stats: dict[str, dict], graph: dict[str, dict], graph_rows: dict[str, list[dict]]
+    variants: list[dict],
+    stats: dict[str, dict],
+    graph: dict[str, dict],
+    graph_rows: dict[str, list[dict]],
+    pace: float = 1.0,
 ) -> list[str]:
     lines = [
         "## In process and through the node graph",
         "",
         "The same variants, scenes and policy noise seeds; the node graph is what runs on the robot "
-        "(cameras -> sync -> policy -> supervisor -> simulated arms over Fast DDS, sim time).",
+        "(cameras -> sync -> policy -> supervisor -> simulated arms over Fast DDS, sim time"
+        + (
+            f"; the simulated world ran at most {pace:g}x real time, `--graph-real-time-factor`)."
+            if pace != 1.0
+            else ", real time)."
+        ),
         "",
         "| variant | in process | 95 % CI | node graph | 95 % CI | rollbacks (in process / graph) "
         "| median latency ms (in process / graph) | graph real-time factor | agree |",

@@ -81,6 +81,9 @@ class BenchmarkConfig:
     graph_episodes: int = 20  # per variant, through the node graph (0: in process only)
     graph_jobs: int = 0  # graph episodes at a time (0: as many as the cores allow)
     graph_groups: tuple[str, ...] = ()  # variant groups evaluated through the graph (empty: all)
+    # the graph's simulated world at most this fast (sim seconds per wall second): 1 is what a robot
+    # does; below 1 gives a machine that cannot render, simulate and infer in real time the time it lacks
+    graph_real_time_factor: float = 1.0
     checkpoint: Path | None = None  # evaluate this checkpoint: no demonstrations, no training
     model: str = "bench"
     vae_steps: int = 2000
@@ -110,6 +113,13 @@ class BenchmarkConfig:
         """Graph episodes at a time: each runs the policy on `threads` cores beside the simulator's
         rendering and the other nodes (about one core more)."""
         return self.graph_jobs or max(1, (os.cpu_count() or 1) // (self.threads + 1))
+
+    def graph_threads(self) -> int:
+        """Torch threads of each graph episode's policy: its share of the cores less the one the
+        simulator and the other nodes keep busy, at most `threads`. More threads than free cores
+        thrash: OpenMP's threads spin at every barrier while one of them waits for a core (with 2
+        threads on 2 cores beside the simulator, 1.2-1.3 s per chunk instead of ~0.15 s)."""
+        return max(1, min(self.threads, (os.cpu_count() or 1) // self.jobs() - 1))
 
 
 def _log(message: str) -> None:
@@ -376,7 +386,14 @@ def evaluate_graph(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]
 
     chosen = [v for v in chosen if not cfg.graph_groups or v.group in cfg.graph_groups]
     episodes, shares = scheduled_episodes(cfg, chosen, cfg.graph_episodes)
-    log = EpisodeLog(cfg.out / "graph.json", {"checkpoint": str(checkpoint), "max_seconds": cfg.max_seconds})
+    log = EpisodeLog(
+        cfg.out / "graph.json",
+        {
+            "checkpoint": str(checkpoint),
+            "max_seconds": cfg.max_seconds,
+            "graph_real_time_factor": cfg.graph_real_time_factor,
+        },
+    )
     todo = log.todo(episodes)
     _log(
         f"{len(todo)} episodes through the node graph ({len(episodes) - len(todo)} kept from an earlier run), "
@@ -384,7 +401,12 @@ def evaluate_graph(checkpoint: Path, cfg: BenchmarkConfig, chosen: list[Variant]
     )
     if todo:
         settings = GraphSettings(
-            checkpoint, cfg.robot, cfg.sim_size, cfg.threads, synchronous_steps=load_policy(checkpoint).cfg.video_steps
+            checkpoint,
+            cfg.robot,
+            cfg.sim_size,
+            cfg.graph_threads(),
+            synchronous_steps=load_policy(checkpoint).cfg.video_steps,
+            real_time_factor=cfg.graph_real_time_factor,
         )
         evaluate_episodes(settings, [GraphEpisode(*e) for e in todo], cfg.jobs(), log.keep)
     return _by_variant(log.rows, shares)
