@@ -89,6 +89,23 @@ def _plots(names: list[str], stats: dict[str, dict], graph: dict[str, dict], out
     plt.close(fig)
 
 
+def _training_lines(cfg: dict, results: dict, demos: list[dict], recorded: list[dict]) -> list[str]:
+    """What the run recorded and trained (a run that evaluates a given checkpoint has neither)."""
+    return [
+        f"- Demonstrations: {len(recorded)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
+        f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful, "
+        f"{sum(d.get('perturbation', 'none') == 'slip' for d in recorded)} with a slip; failures are kept, "
+        "labelled, for the value head; the actions are learnt from the successful ones)"
+        + (
+            f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped."
+            if len(demos) > len(recorded)
+            else "."
+        ),
+        f"- Model: `{cfg['model']}`, {results['trained_steps']} training steps in all ({cfg.get('vae_steps', 0)} "
+        f"of them VAE-only, {cfg['video_steps']} video-only) on {cfg['threads']} CPU threads.",
+    ]
+
+
 def write_report(results: dict, out: Path) -> Path:
     out = Path(out)
     cfg = results["config"]
@@ -106,17 +123,14 @@ def write_report(results: dict, out: Path) -> Path:
         "",
         f"Command: `{results['command']}`",
         "",
-        f"- Demonstrations: {len(recorded)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
-        f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful, "
-        f"{sum(d.get('perturbation', 'none') == 'slip' for d in recorded)} with a slip; failures are kept, "
-        "labelled, for the value head; the actions are learnt from the successful ones)"
-        + (
-            f"; {len(demos) - len(recorded)} scene(s) the expert could not plan were skipped."
-            if len(demos) > len(recorded)
-            else "."
+        *(
+            _training_lines(cfg, results, demos, recorded)
+            if demos
+            else [
+                f"- Checkpoint evaluated: `{cfg['checkpoint']}`, {results['trained_steps']} training steps "
+                "(no demonstrations recorded and no training in this run)."
+            ]
         ),
-        f"- Model: `{cfg['model']}`, {results['trained_steps']} training steps in all ({cfg.get('vae_steps', 0)} "
-        f"of them VAE-only, {cfg['video_steps']} video-only) on {cfg['threads']} CPU threads.",
         f"- Evaluation: every variant {cfg['episodes']} times in process (the classes the nodes call, "
         "simulated time, inference latency charged to the clock)"
         + (
@@ -161,8 +175,6 @@ def write_report(results: dict, out: Path) -> Path:
         "charges it to the clock, so slower inference executes staler chunks.",
         "",
     ]
-    if "checkpoint" in cfg and not demos:
-        lines.insert(3, f"Checkpoint evaluated: `{cfg['checkpoint']}` (no demonstrations, no training in this run).")
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
