@@ -7,9 +7,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import wam_ros
-
-PACKAGE = Path(wam_ros.__file__).resolve().parent
+# the sources in this checkout, not the installed package: that one also holds the message and
+# service modules rosidl generates (wam_ros.msg, wam_ros.srv), whose modules import each other
+PACKAGE = Path(__file__).resolve().parents[1] / "wam_ros"
 # where ROS lives: the nodes and their helpers, and the programs that bring nodes up
 ROS_LAYER = (
     "wam_ros.ros",
