@@ -53,7 +53,9 @@ class EpisodeWatcher(Node):
     def __init__(self):
         super().__init__("benchmark_watcher", parameter_overrides=[Parameter("use_sim_time", value=True)])
         self.sim_time = 0.0
-        self.clocks: list[tuple[float, float]] = []  # (sim time, wall time) of the first and the latest /clock
+        # (sim time, wall time) of the first and of the latest /clock
+        self.first_clock: tuple[float, float] | None = None
+        self.last_clock: tuple[float, float] | None = None
         self.latencies: list[float] = []
         self.task: TaskState | None = None
         self.supervisor: SupervisorState | None = None
@@ -69,15 +71,16 @@ class EpisodeWatcher(Node):
 
     def _on_clock(self, msg: ClockMsg) -> None:
         self.sim_time = from_time(msg.clock)
-        self.clocks[1:] = [(self.sim_time, time.monotonic())]
-        if len(self.clocks) == 1:
-            self.clocks.insert(0, self.clocks[0])
+        self.last_clock = (self.sim_time, time.monotonic())
+        if self.first_clock is None:
+            self.first_clock = self.last_clock
 
     def real_time_factor(self) -> float | None:
         """Sim seconds per wall second between the first and the latest /clock: below 1 when the
         machine cannot keep up with the simulation (rendering, physics, inference on its cores)."""
-        (sim0, wall0), (sim1, wall1) = self.clocks or [(0.0, 0.0), (0.0, 0.0)]
-        return (sim1 - sim0) / (wall1 - wall0) if wall1 > wall0 else None
+        if self.first_clock is None or self.last_clock[1] <= self.first_clock[1]:
+            return None
+        return (self.last_clock[0] - self.first_clock[0]) / (self.last_clock[1] - self.first_clock[1])
 
 
 def run_system(

@@ -89,8 +89,9 @@ def _plots(names: list[str], stats: dict[str, dict], graph: dict[str, dict], out
     plt.close(fig)
 
 
-def _training_lines(cfg: dict, results: dict, demos: list[dict], recorded: list[dict]) -> list[str]:
+def _training_lines(cfg: dict, results: dict, demos: list[dict]) -> list[str]:
     """What the run recorded and trained (a run that evaluates a given checkpoint has neither)."""
+    recorded = [d for d in demos if d.get("recorded", True)]
     return [
         f"- Demonstrations: {len(recorded)} scripted-expert episodes in {cfg.get('demo_condition', 'clean')} scenes, "
         f"recorded through the node graph ({sum(d['success'] for d in recorded)} successful, "
@@ -116,7 +117,6 @@ def write_report(results: dict, out: Path) -> Path:
     names = [v["name"] for v in variants]
     _plots(names, stats, graph if len(graph) == len(names) else {}, out)
     demos = results["demonstrations"]
-    recorded = [d for d in demos if d.get("recorded", True)]
     timings = results["timings_s"]
     lines = [
         f"# wam_ros benchmark: {cfg['task']} on {cfg['robot']}",
@@ -124,7 +124,7 @@ def write_report(results: dict, out: Path) -> Path:
         f"Command: `{results['command']}`",
         "",
         *(
-            _training_lines(cfg, results, demos, recorded)
+            _training_lines(cfg, results, demos)
             if demos
             else [
                 f"- Checkpoint evaluated: `{cfg['checkpoint']}`, {results['trained_steps']} training steps "
